@@ -1,0 +1,7 @@
+"""Entry point for ``python -m ddgsim``."""
+
+import sys
+
+from ddgsim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,17 @@
+"""User-facing errors: one line, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user. The CLI prints ``error: <message>`` and exits with 2.
+
+    The message must name the bad value and say what is accepted.
+    """
+
+    exit_code = 2
+
+
+def choices(values: object) -> str:
+    """Format accepted values for an error message: ``a, b, c``."""
+    return ", ".join(str(v) for v in values)  # type: ignore[attr-defined]

@@ -1,0 +1,199 @@
+"""The ``ddgsim-profile/1`` file format: per-unit costs measured from a real run.
+
+This module is torch-free on purpose: the planner loads bundled profiles without
+paying for ``import torch``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ddgsim.errors import UserError
+
+FORMAT = "ddgsim-profile/1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitProfile:
+    """Measured costs of one unit (the layers between two legal cut points)."""
+
+    name: str
+    """Name of the unit, e.g. ``layer1.3`` or ``stem``."""
+    forward_ms: float
+    """Median forward time for the whole batch, in ms."""
+    backward_ms: float
+    """Median backward time for the whole batch, in ms."""
+    output_bytes: int
+    """Bytes of the output tensor (what crosses to the next stage; its gradient comes back)."""
+    param_bytes: int
+    """Bytes of the unit's parameters."""
+    activation_bytes: int
+    """Bytes autograd saves for backward (measured with saved-tensor hooks)."""
+    output_shape: list[int] = field(default_factory=list)
+    """Shape of the output tensor, batch dimension included (extra key)."""
+
+    @property
+    def compute_ms(self) -> float:
+        return self.forward_ms + self.backward_ms
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    """A model's per-unit profile at one batch size on one device."""
+
+    model: str
+    batch_size: int
+    input_shape: list[int]
+    device: str
+    threads: int | None
+    dtype: str
+    units: list[UnitProfile]
+    whole_model_ms: float
+    """Measured whole-model forward+backward, a check on the sum of the rows."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """How the profile was produced: command, torch version, host... (extra key ``meta``)."""
+
+    @property
+    def num_units(self) -> int:
+        return len(self.units)
+
+    @property
+    def sum_ms(self) -> float:
+        return sum(u.compute_ms for u in self.units)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"format": FORMAT}
+        data.update(asdict(self))
+        return data
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically: a crash never leaves a half-written profile."""
+        write_json_atomic(Path(path), self.to_json())
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_UNIT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "forward_ms": (int, float),
+    "backward_ms": (int, float),
+    "output_bytes": int,
+    "param_bytes": int,
+    "activation_bytes": int,
+}
+
+
+def _bad(where: str, key: str, why: str) -> UserError:
+    return UserError(f"malformed profile {where}: field '{key}' {why}")
+
+
+def _check_number(where: str, key: str, value: Any, types: type | tuple[type, ...]) -> None:
+    if isinstance(value, bool) or not isinstance(value, types):
+        kind = "an integer" if types is int else "a number" if types != str else "a string"
+        raise _bad(where, key, f"must be {kind}, got {value!r}")
+    if isinstance(value, (int, float)) and (not math.isfinite(value) or value < 0):
+        raise _bad(where, key, f"must be a finite number >= 0, got {value!r}")
+
+
+def from_json(data: Any, where: str = "<data>") -> Profile:
+    """Validate a decoded JSON object and build a :class:`Profile`; name the bad field."""
+    if not isinstance(data, dict):
+        raise UserError(f"malformed profile {where}: expected a JSON object, got {type(data).__name__}")
+    fmt = data.get("format")
+    if fmt != FORMAT:
+        raise _bad(where, "format", f"must be '{FORMAT}', got {fmt!r}")
+    for key, types in (
+        ("model", str),
+        ("batch_size", int),
+        ("input_shape", list),
+        ("device", str),
+        ("dtype", str),
+        ("units", list),
+        ("whole_model_ms", (int, float)),
+    ):
+        if key not in data:
+            raise _bad(where, key, "is missing")
+        value = data[key]
+        if types in (str, list):
+            if not isinstance(value, types):  # type: ignore[arg-type]
+                raise _bad(where, key, f"must be a {'string' if types is str else 'list'}, got {value!r}")
+        else:
+            _check_number(where, key, value, types)
+    if data["batch_size"] <= 0:
+        raise _bad(where, "batch_size", f"must be > 0, got {data['batch_size']}")
+    if not data["units"]:
+        raise _bad(where, "units", "must list at least one unit")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in data["input_shape"]):
+        raise _bad(where, "input_shape", f"must be a list of positive integers, got {data['input_shape']!r}")
+    threads = data.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise _bad(where, "threads", f"must be a positive integer or null, got {threads!r}")
+    units = []
+    for i, row in enumerate(data["units"]):
+        uwhere = f"{where} unit {i}"
+        if not isinstance(row, dict):
+            raise _bad(where, f"units[{i}]", f"must be an object, got {row!r}")
+        for key, types in _UNIT_FIELDS.items():
+            if key not in row:
+                raise _bad(uwhere, key, "is missing")
+            if types is str:
+                if not isinstance(row[key], str):
+                    raise _bad(uwhere, key, f"must be a string, got {row[key]!r}")
+            else:
+                _check_number(uwhere, key, row[key], types)
+        shape = row.get("output_shape", [])
+        units.append(
+            UnitProfile(
+                name=row["name"],
+                forward_ms=float(row["forward_ms"]),
+                backward_ms=float(row["backward_ms"]),
+                output_bytes=int(row["output_bytes"]),
+                param_bytes=int(row["param_bytes"]),
+                activation_bytes=int(row["activation_bytes"]),
+                output_shape=list(shape) if isinstance(shape, list) else [],
+            )
+        )
+    meta = data.get("meta", {})
+    return Profile(
+        model=data["model"],
+        batch_size=int(data["batch_size"]),
+        input_shape=list(data["input_shape"]),
+        device=data["device"],
+        threads=threads,
+        dtype=data["dtype"],
+        units=units,
+        whole_model_ms=float(data["whole_model_ms"]),
+        meta=meta if isinstance(meta, dict) else {},
+    )
+
+
+def load(path: str | os.PathLike[str]) -> Profile:
+    """Read and validate a profile file; unreadable or malformed files raise :class:`UserError`."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read profile {p}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"malformed profile {p}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    return from_json(data, where=str(p))
