@@ -24,6 +24,7 @@ COMMANDS = (
     "plan",
     "execute",
     "stepsize",
+    "theory_slack",
     "calibrate",
     "validate",
 )
