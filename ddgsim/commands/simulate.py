@@ -1,0 +1,183 @@
+"""``simulate``: predict iteration time, speedup, staleness and memory of a split and schedule.
+
+    python -m ddgsim simulate resnet110 --gpus 4 --schedule ddg --scenario pcie-4gpu
+    python -m ddgsim simulate --profile prof.json --split 15,30,45 --json --trace t.json
+    python -m ddgsim simulate --plan plan.json
+
+Without ``--scenario`` the ideal scenario ``ideal-K`` (free communication, unit
+speed) is assumed and said so. Without ``--split`` the authors' even split is used:
+ceil(n/K) units per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ddgsim.errors import UserError
+
+DEFAULT_SCHEDULE = "ddg"
+DEFAULT_BATCH = 128
+PLAN_FORMAT = "ddgsim-plan/1"
+
+
+def add_parser(subparsers: Any) -> None:
+    from ddgsim.schedule import SCHEDULES
+
+    p = subparsers.add_parser(
+        "simulate",
+        help="simulate a split and schedule on a hardware scenario",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    p.add_argument("model", nargs="?", help="model name with a bundled or cached profile (e.g. resnet110)")
+    p.add_argument("--profile", metavar="FILE", help="a ddgsim-profile/1 JSON file instead of a model name")
+    p.add_argument("--plan", metavar="PLAN", help="a ddgsim-plan/1 JSON file (split, schedule, scenario, devices)")
+    p.add_argument("--gpus", "-K", type=int, metavar="K", help="number of stages/devices (default: from --split)")
+    p.add_argument("--split", metavar="CUTS", help="unit indices where stages 1..K-1 begin, e.g. 15,30,45")
+    p.add_argument("--schedule", metavar="NAME", help=f"one of {', '.join(SCHEDULES)} (default {DEFAULT_SCHEDULE})")
+    p.add_argument("--scenario", metavar="NAME|FILE", help="bundled scenario, ideal-N or a .toml file (default ideal-K)")
+    p.add_argument("--devices", metavar="D0,D1,..", help="device of each stage (default: the scenario's first K)")
+    p.add_argument("--iterations", "-N", type=int, metavar="N", help="iterations to simulate (default 4K+8, at least 2K+2)")
+    p.add_argument("--micro-batches", "-M", type=int, metavar="M", help="micro-batches per batch (gpipe, 1f1b; default 1)")
+    p.add_argument("--batch-size", type=int, metavar="B", help=f"batch size of the model's profile (default {DEFAULT_BATCH})")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--trace", metavar="FILE", help="write the simulated timeline as Chrome trace JSON (Perfetto)")
+    p.set_defaults(func=run)
+
+
+def _read_plan(path: str) -> dict[str, Any]:
+    """The few plan fields ``simulate`` needs, checked (the full format is plan_file's)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read plan {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"malformed plan {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+        raise UserError(f"malformed plan {path}: field 'format' must be '{PLAN_FORMAT}'")
+    for key, kind in (("split", list), ("schedule", str), ("scenario", str)):
+        if not isinstance(data.get(key), kind):
+            raise UserError(f"malformed plan {path}: field '{key}' is missing or not a {kind.__name__}")
+    stages = data.get("stages")
+    if isinstance(stages, list) and all(isinstance(s, dict) and isinstance(s.get("device"), str) for s in stages):
+        data["devices"] = [s["device"] for s in stages]
+    return data
+
+
+def _load_profile(args: argparse.Namespace, plan: dict[str, Any] | None, batch: int) -> tuple[Any, str]:
+    from ddgsim import profile as profile_format
+
+    if args.profile:
+        return profile_format.load(args.profile), args.profile
+    ref = (plan or {}).get("profile")
+    if not args.model and isinstance(ref, dict) and isinstance(ref.get("path"), str) and Path(ref["path"]).is_file():
+        return profile_format.load(ref["path"]), ref["path"]
+    model = args.model or (plan or {}).get("model")
+    if not isinstance(model, str) or not model:
+        raise UserError("give a MODEL, --profile FILE or --plan PLAN")
+    from ddgsim.profile_store import find_profile
+
+    path = find_profile(model, batch)
+    if path is None:
+        raise UserError(
+            f"no bundled or cached profile for model '{model}' at batch size {batch}; measure one with "
+            f"`python -m ddgsim profile {model} --batch-size {batch}` or pass --profile FILE"
+        )
+    return profile_format.load(path), str(path)
+
+
+def _positive(option: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise UserError(f"{option} must be > 0, got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ddgsim.analytic import min_iterations
+    from ddgsim.scenario import load_scenario
+    from ddgsim.schedule import check_schedule_args
+    from ddgsim.sim import simulate
+    from ddgsim.split import check_split, even_split, parse_split
+
+    if args.profile and args.model:
+        raise UserError("give either MODEL or --profile FILE, not both")
+    plan = _read_plan(args.plan) if args.plan else None
+    for option, value in (("--gpus", args.gpus), ("--micro-batches", args.micro_batches),
+                          ("--batch-size", args.batch_size), ("--iterations", args.iterations)):
+        _positive(option, value)
+    batch = args.batch_size or (plan or {}).get("batch_size") or DEFAULT_BATCH
+    profile, profile_path = _load_profile(args, plan, batch)
+    n_units = profile.num_units
+
+    split: list[int] | None = parse_split(args.split) if args.split is not None else None
+    if split is None and plan is not None:
+        split = list(plan["split"])
+    stages = args.gpus if args.gpus is not None else (len(split) + 1 if split is not None else None)
+    if stages is None:
+        raise UserError("give --gpus K or --split CUTS")
+    if stages > n_units:
+        raise UserError(f"--gpus {stages} is more stages than the {n_units} units of '{profile.model}'")
+    split = even_split(n_units, stages) if split is None else check_split(split, n_units, stages)
+
+    schedule = args.schedule or (plan or {}).get("schedule") or DEFAULT_SCHEDULE
+    micro = args.micro_batches or (plan or {}).get("micro_batches") or 1
+    iterations = args.iterations
+    check_schedule_args(schedule, stages, iterations or min_iterations(stages), micro)
+    if iterations is not None and iterations < min_iterations(stages):
+        raise UserError(f"--iterations must be >= {min_iterations(stages)} (2K+2) for K = {stages}, got {iterations}")
+
+    scenario_name = args.scenario or (plan or {}).get("scenario")
+    assumed = scenario_name is None
+    scenario = load_scenario(scenario_name or f"ideal-{stages}")
+    devices = args.devices.split(",") if args.devices else (plan or {}).get("devices")
+    if devices is None and stages > len(scenario.devices):
+        raise UserError(f"--gpus {stages} needs {stages} devices but scenario '{scenario.name}' has {len(scenario.devices)}")
+
+    result = simulate(profile, split, scenario, schedule, iterations=iterations,
+                      micro_batches=micro, devices=devices)
+    if args.trace:
+        from ddgsim.trace import write_trace
+
+        write_trace(args.trace, result.timeline, process=f"predicted {schedule} on {scenario.name}",
+                    rows=list(result.devices), metadata=result.summary())
+    if args.json:
+        out = {"model": profile.model, "profile": profile_path, "scenario_assumed": assumed, **result.summary()}
+        json.dump(out, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        _print_tables(result, profile, assumed)
+    return 0
+
+
+def _print_tables(r: Any, profile: Any, assumed: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ddgsim.split import stage_ranges
+
+    console = Console()
+    note = " (assumed: no --scenario given)" if assumed else ""
+    console.print(f"[bold]{profile.model}[/] batch {r.batch_size}, schedule [bold]{r.schedule}[/]"
+                  f"{f' M={r.micro_batches}' if r.micro_batches > 1 else ''}, scenario [bold]{r.scenario}[/]{note}, "
+                  f"split {','.join(map(str, r.split)) or '(one stage)'}, {r.iterations} iterations simulated")
+    console.print(f"iteration {r.iteration_ms:.3f} ms  |  {r.samples_per_s:.1f} samples/s  |  "
+                  f"speedup vs 1 device {r.speedup_vs_1_device:.3f}x ({r.single_device_ms:.3f} ms)  |  "
+                  f"vs bp {r.speedup_vs_bp:.3f}x ({r.bp_iteration_ms:.3f} ms)")
+    t = Table(title="stages")
+    for col in ("stage", "device", "units", "busy ms", "bubble", "staleness", "peak MiB", "fits"):
+        t.add_column(col, justify="left" if col in ("device", "units") else "right")
+    for k, (start, end) in enumerate(stage_ranges(r.split, profile.num_units)):
+        units = f"[{start},{end}) {profile.units[start].name}..{profile.units[end - 1].name}"
+        t.add_row(str(k), r.devices[k], units, f"{r.busy_ms[k]:.3f}", f"{r.bubble_fraction[k]:.1%}",
+                  str(r.staleness[k]), f"{r.memory[k].total / 2**20:.1f}", "yes" if r.memory_fits[k] else "[red]no[/]")
+    console.print(t)
+    if r.links:
+        lt = Table(title="links (per iteration)")
+        for col in ("link", "MB", "busy ms", "busy"):
+            lt.add_column(col, justify="left" if col == "link" else "right")
+        for link in r.links:
+            lt.add_row(f"{link.src}->{link.dst}", f"{link.bytes_per_iteration / 1e6:.3f}",
+                       f"{link.busy_ms:.3f}", f"{link.busy_ms / r.iteration_ms:.1%}" if r.iteration_ms else "-")
+        console.print(lt)

@@ -1,0 +1,160 @@
+"""Schedules as data: exact action lists, the string round trip, and the validator."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ddgsim.errors import UserError
+from ddgsim.schedule import (
+    SCHEDULES,
+    Action,
+    Schedule,
+    ScheduleError,
+    make_schedule,
+    staleness_of,
+    validate,
+)
+
+
+def lists(name: str, K: int, N: int, M: int = 1) -> list[str]:
+    return [" ".join(map(repr, acts)) for acts in make_schedule(name, K, N, M).actions]
+
+
+def test_exact_lists_two_stages_three_batches() -> None:
+    # The table in ddgsim/schedule.py's docstring.
+    assert lists("bp", 2, 3) == ["0F0 0B0 0U0 0F1 0B1 0U1 0F2 0B2 0U2", "1F0 1B0 1U0 1F1 1B1 1U1 1F2 1B2 1U2"]
+    assert lists("ddg", 2, 3) == ["0F0 0W0 0F1 0B0 0U0 0W1 0F2 0B1 0U1", "1F0 1B0 1U0 1F1 1B1 1U1 1F2 1B2 1U2"]
+    assert lists("ddg-pipelined", 2, 3) == ["0F0 0F1 0B0 0U0 0F2 0B1 0U1", "1F0 1B0 1U0 1F1 1B1 1U1 1F2 1B2 1U2"]
+    assert lists("gpipe", 2, 1, 2) == ["0F0 0F0.1 0B0.1 0B0 0U0", "1F0 1F0.1 1B0.1 1B0 1U0"]
+    assert lists("1f1b", 2, 1, 2) == ["0F0 0F0.1 0B0 0B0.1 0U0", "1F0 1B0 1F0.1 1B0.1 1U0"]
+
+
+def test_ddg_three_stages() -> None:
+    # Stage 0 (d=2) waits at the end of iteration t for stage 1's iteration-t gradient (batch t-1).
+    assert lists("ddg", 3, 4) == [
+        "0F0 0F1 0W0 0F2 0B0 0U0 0W1 0F3 0B1 0U1",
+        "1F0 1W0 1F1 1B0 1U0 1W1 1F2 1B1 1U1 1W2 1F3 1B2 1U2",
+        "2F0 2B0 2U0 2F1 2B1 2U1 2F2 2B2 2U2 2F3 2B3 2U3",
+    ]
+
+
+def test_1f1b_warmup() -> None:
+    # K=4, M=3: stage k warms up with min(K-1-k, M) forwards.
+    assert lists("1f1b", 4, 1, 3) == [
+        "0F0 0F0.1 0F0.2 0B0 0B0.1 0B0.2 0U0",
+        "1F0 1F0.1 1F0.2 1B0 1B0.1 1B0.2 1U0",
+        "2F0 2F0.1 2B0 2F0.2 2B0.1 2B0.2 2U0",
+        "3F0 3B0 3F0.1 3B0.1 3F0.2 3B0.2 3U0",
+    ]
+
+
+@given(st.integers(0, 99), st.sampled_from("FBUW"), st.integers(0, 10**6), st.integers(0, 99))
+def test_action_round_trip(stage: int, kind: str, batch: int, micro: int) -> None:
+    a = Action(stage, kind, batch, micro)
+    assert Action.from_str(repr(a)) == a
+    assert str(a) == repr(a)
+
+
+def test_action_from_str_rejects() -> None:
+    with pytest.raises(ValueError, match="not an action"):
+        Action.from_str("0X1")
+
+
+@given(st.sampled_from(SCHEDULES), st.integers(1, 6), st.integers(1, 14), st.integers(1, 4))
+def test_every_schedule_validates(name: str, K: int, N: int, M: int) -> None:
+    M = M if name in ("gpipe", "1f1b") else 1
+    s = make_schedule(name, K, N, M)
+    validate(s)
+    for k in range(K):
+        d = s.delay(k)
+        assert d == (K - 1 - k if name.startswith("ddg") else 0)
+        seen = staleness_of(s.actions[k])
+        assert sorted(seen) == list(range(max(N - d, 0)))
+        assert all(v == min(t, d) for t, v in seen.items())  # warm-up batches see fewer updates
+
+
+def test_ddg_and_pipelined_apply_the_same_updates() -> None:
+    a, b = make_schedule("ddg", 4, 12), make_schedule("ddg-pipelined", 4, 12)
+    for x, y in zip(a.actions, b.actions, strict=True):
+        assert [t for t in x if t.kind != "W"] == list(y)
+
+
+def _broken(name: str, K: int, N: int, edit) -> Schedule:
+    s = make_schedule(name, K, N)
+    acts = [list(x) for x in s.actions]
+    edit(acts)
+    return Schedule(s.name, s.stages, s.iterations, s.micro_batches, tuple(tuple(x) for x in acts))
+
+
+def test_backward_before_forward_is_caught() -> None:
+    def swap(acts):
+        acts[1][0], acts[1][1] = acts[1][1], acts[1][0]  # 1B0 before 1F0
+
+    with pytest.raises(ScheduleError) as err:
+        validate(_broken("bp", 2, 3, swap))
+    assert "1B0 runs before its forward 1F0" in err.value.message
+    line = next(row for row in err.value.grid.splitlines() if "ERROR HERE" in row)
+    assert line.split()[:3] == ["0", "0F0", "*1B0*"]
+    print(err.value)
+
+
+def test_dropped_update_is_caught() -> None:
+    with pytest.raises(ScheduleError, match="backprops batch 1 but never applies it") as err:
+        validate(_broken("ddg-pipelined", 2, 4, lambda acts: acts[0].remove(Action(0, "U", 1))))
+    assert "*0B1*" in err.value.grid
+
+
+def test_update_before_backward_is_caught() -> None:
+    def early(acts):
+        i = acts[0].index(Action(0, "U", 0))
+        acts[0].insert(0, acts[0].pop(i))
+
+    with pytest.raises(ScheduleError, match="applies batch 0 before all its 1 backward"):
+        validate(_broken("bp", 2, 2, early))
+
+
+def test_cyclic_wait_is_caught() -> None:
+    # Stage 0 waits for batch 0's gradient before forwarding batch 0: nobody can move.
+    def cyc(acts):
+        acts[0].remove(Action(0, "W", 0))
+        acts[0].insert(0, Action(0, "W", 0))
+
+    with pytest.raises(ScheduleError, match="deadlock") as err:
+        validate(_broken("ddg", 2, 3, cyc))
+    msg = str(err.value)
+    assert "0W0 waits for 1B0" in msg and "1F0 waits for 0F0" in msg
+    assert msg.count("<-- ERROR HERE") == 1  # both stuck actions are in row 0
+    print(msg)
+
+
+def test_missing_transfer_is_caught() -> None:
+    with pytest.raises(ScheduleError, match="1F2 needs 0F2, which no stage runs"):
+        validate(_broken("bp", 2, 3, lambda acts: [acts[0].remove(Action(0, x, 2)) for x in "FBU"]))
+
+
+def test_wrong_staleness_is_caught() -> None:
+    # Calling a ddg list "bp" promises delay 0: stage 0's updates come one batch late.
+    s = make_schedule("ddg-pipelined", 2, 4)
+    with pytest.raises(ScheduleError, match=r"after 1 update.*promised delay is 0"):
+        validate(Schedule("bp", 2, 4, 1, s.actions))
+
+
+def test_grid_window() -> None:
+    def late(acts):
+        acts[0].remove(Action(0, "U", 40))
+
+    with pytest.raises(ScheduleError) as err:
+        validate(_broken("bp", 2, 50, late))
+    grid = err.value.grid.splitlines()
+    assert grid[1].strip() == "..." and grid[-1].strip() == "..." and len(grid) < 15
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(UserError, match="unknown schedule 'x' \\(choose from bp, ddg, ddg-pipelined, gpipe, 1f1b\\)"):
+        make_schedule("x", 2, 2)
+    with pytest.raises(UserError, match="takes no micro-batches"):
+        make_schedule("ddg", 2, 2, 4)
+    with pytest.raises(UserError, match="iterations must be an integer >= 1"):
+        make_schedule("bp", 2, 0)
