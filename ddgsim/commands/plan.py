@@ -1,0 +1,168 @@
+"""``plan``: find the split that trains fastest on N devices, and write a plan the executor runs.
+
+    python -m ddgsim plan resnet110 --gpus 4
+    python -m ddgsim plan resnet110 --gpus 4 --scenario pcie-4gpu --memory-limit 2 --out plan.json
+    python -m ddgsim plan --profile prof.json --gpus 8 --schedule all --json
+
+Without ``--scenario`` the planner assumes ``ideal-N``: N copies of the device the
+profile was measured on, joined by free links (no latency, infinite bandwidth).
+Without ``--profile`` it uses the bundled or cached profile of MODEL at the batch
+size, and profiles the model on the spot (then caches it) when there is none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ddgsim.errors import UserError, choices
+
+OBJECTIVES = ("throughput",)
+DEFAULT_SCHEDULE = "ddg-pipelined"
+DEFAULT_BATCH = 128
+GIB = 2**30
+
+
+def add_parser(subparsers: Any) -> None:
+    from ddgsim.schedule import SCHEDULES
+
+    p = subparsers.add_parser(
+        "plan",
+        help="search the splits of a model over N devices and write a plan file",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog="Default scenario: ideal-N (free links). Bundled scenarios: see scenarios/hardware/.",
+    )
+    p.add_argument("model", nargs="?", help="model name (see `python -m ddgsim models`) or pkg.module:factory")
+    p.add_argument("--profile", metavar="FILE", help="a ddgsim-profile/1 JSON file instead of a model name")
+    p.add_argument("--gpus", type=int, required=True, metavar="N", help="devices available (plans K = 1..N stages)")
+    p.add_argument("--stages", type=int, metavar="K", help="plan exactly K stages instead of every K in 1..N")
+    p.add_argument("--scenario", metavar="NAME|FILE", help="hardware scenario (default ideal-N)")
+    p.add_argument("--schedule", default=DEFAULT_SCHEDULE, metavar="NAME",
+                   help=f"{', '.join(SCHEDULES)} or all (default {DEFAULT_SCHEDULE})")
+    p.add_argument("--micro-batches", "-M", type=int, default=None, metavar="M",
+                   help="micro-batches for gpipe/1f1b (default: 4 for those, 1 otherwise)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="B",
+                   help=f"batch size of the profile (default {DEFAULT_BATCH})")
+    p.add_argument("--memory-limit", type=float, metavar="GIB", help="memory per device in GiB (default: the scenario's)")
+    p.add_argument("--objective", default="throughput", metavar="NAME", help=f"{', '.join(OBJECTIVES)} (default throughput)")
+    p.add_argument("--out", metavar="PLAN", help="write the chosen plan (ddgsim-plan/1 JSON)")
+    p.add_argument("--json", action="store_true", help="print the chosen plan as JSON instead of tables")
+    p.add_argument("--trace", metavar="FILE", help="write the chosen plan's simulated timeline (Chrome trace JSON)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar if the model must be profiled")
+    p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> list[str]:
+    from ddgsim.schedule import SCHEDULES
+
+    if args.gpus < 1:
+        raise UserError(f"--gpus must be >= 1, got {args.gpus}")
+    if args.stages is not None and not 1 <= args.stages <= args.gpus:
+        raise UserError(f"--stages must be in 1..{args.gpus} (--gpus), got {args.stages}")
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be > 0, got {args.batch_size}")
+    if args.memory_limit is not None and not args.memory_limit > 0:
+        raise UserError(f"--memory-limit must be > 0 GiB, got {args.memory_limit}")
+    if args.objective not in OBJECTIVES:
+        raise UserError(f"unknown objective '{args.objective}' (choose from {choices(OBJECTIVES)})")
+    if args.micro_batches is not None and args.micro_batches < 1:
+        raise UserError(f"--micro-batches must be >= 1, got {args.micro_batches}")
+    if args.schedule == "all":
+        return list(SCHEDULES)
+    if args.schedule not in SCHEDULES:
+        raise UserError(f"unknown schedule '{args.schedule}' (choose from {choices((*SCHEDULES, 'all'))})")
+    return [args.schedule]
+
+
+def _load_profile(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
+    from ddgsim import profile as profile_format
+
+    if args.profile and args.model:
+        raise UserError("give either MODEL or --profile FILE, not both")
+    if args.profile:
+        prof = profile_format.load(args.profile)
+        ref = {"path": args.profile, "model": prof.model, "batch_size": prof.batch_size,
+               "device": prof.device, "threads": prof.threads}
+        return prof, ref, f"{args.profile} (given)"
+    if not args.model:
+        raise UserError("give a MODEL (see `python -m ddgsim models`) or --profile FILE")
+    from ddgsim.profile_store import get_profile
+
+    prof, path, source = get_profile(args.model, args.batch_size, "cpu", 1,
+                                     progress=not args.no_progress and not args.json)
+    ref = {"path": str(path) if path else "", "model": prof.model, "batch_size": prof.batch_size,
+           "device": prof.device, "threads": prof.threads, "source": source}
+    what = {"bundled": "bundled", "cache": "cached", "measured": "measured now and cached"}[source]
+    return prof, ref, f"{path} ({what}; {prof.device}, {prof.threads} thread(s), batch {prof.batch_size})"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ddgsim.planning import choose, plan_for_k, to_plan
+    from ddgsim.scenario import load_scenario
+
+    schedules = _check_args(args)
+    profile, profile_ref, profile_note = _load_profile(args)
+    assumed = args.scenario is None
+    scenario = load_scenario(args.scenario or f"ideal-{args.gpus}")
+    if len(scenario.devices) < args.gpus:
+        raise UserError(
+            f"--gpus {args.gpus} but scenario '{scenario.name}' has {len(scenario.devices)} devices"
+        )
+    n = profile.num_units
+    top = min(args.gpus, n)
+    if args.stages is not None and args.stages > n:
+        raise UserError(f"--stages {args.stages} is more stages than the {n} units of '{profile.model}'")
+    ks = [args.stages] if args.stages is not None else list(range(1, top + 1))
+    limit = args.memory_limit * GIB if args.memory_limit is not None else None
+
+    per_schedule: dict[str, list[Any]] = {}
+    for sched in schedules:
+        micro = args.micro_batches or (4 if sched in ("gpipe", "1f1b") else 1)
+        if micro > 1 and sched not in ("gpipe", "1f1b"):
+            if len(schedules) > 1:
+                micro = 1
+            else:
+                raise UserError(f"schedule '{sched}' takes no micro-batches (got {micro}); only gpipe, 1f1b do")
+        per_schedule[sched] = [plan_for_k(profile, scenario, sched, k, micro_batches=micro,
+                                          memory_limit_bytes=limit) for k in ks]
+    primary = schedules[0] if len(schedules) == 1 else min(
+        schedules, key=lambda s: (c.planned.iteration_ms if (c := choose(per_schedule[s])) and c.planned else float("inf")))
+    chosen = choose(per_schedule[primary])
+    if chosen is None:
+        worst = min((r.overflow for r in per_schedule[primary] if r.overflow is not None),
+                    key=lambda o: o.over_bytes)
+        raise UserError(
+            f"no split of '{profile.model}' into {worst.stages} stage(s) fits in memory: at best stage "
+            f"{worst.stage} on {worst.devices[worst.stage]} needs {worst.need_bytes / GIB:.3f} GiB, "
+            f"{worst.over_bytes / GIB:.3f} GiB over its {worst.limit_bytes / GIB:.3f} GiB"
+        )
+    micro = chosen.planned.sim.micro_batches if chosen.planned else 1
+    plan = to_plan(chosen, profile, profile_ref, args.scenario or scenario.name, micro,
+                   extra={"objective": args.objective, "scenario_assumed": assumed})
+    if args.trace:
+        from ddgsim.trace import write_trace
+
+        assert chosen.planned is not None
+        sim = chosen.planned.sim
+        write_trace(args.trace, sim.timeline, process=f"predicted {primary} on {scenario.name}",
+                    rows=list(sim.devices), metadata=sim.summary())
+    if args.out:
+        plan.save(args.out)
+    if args.json:
+        data = plan.to_json()
+        if len(schedules) > 1:
+            data["extra"]["schedules"] = {
+                s: (lambda c: None if c is None or c.planned is None else
+                    {"stages": c.stages, "split": c.planned.split, "iteration_ms": c.planned.iteration_ms})(choose(rs))
+                for s, rs in per_schedule.items()
+            }
+        json.dump(data, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    from ddgsim.commands.plan_render import render
+
+    render(profile=profile, profile_note=profile_note, scenario=scenario, assumed=assumed,
+           per_schedule=per_schedule, primary=primary, chosen=chosen, out=args.out, trace=args.trace)
+    return 0

@@ -1,0 +1,109 @@
+"""``python -m ddgsim plan``: output, plan file, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sim_helpers import make_profile
+
+from ddgsim import plan_file
+from ddgsim.cli import main
+
+
+@pytest.fixture
+def prof(tmp_path: Path) -> Path:
+    p = make_profile([1, 2, 3, 4, 5, 6, 2, 1], [2, 4, 6, 8, 10, 12, 4, 2],
+                     [4096] * 8, [1000] * 8, [2**20] * 8, batch_size=32)
+    path = tmp_path / "prof.json"
+    p.save(path)
+    return path
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plan_json_and_file(prof: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "plan.json"
+    code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "3", "--json", "--out", str(out))
+    assert code == 0
+    data = json.loads(stdout)
+    for key in ("split", "schedule", "stages"):
+        assert key in data
+    assert data["predicted"]["iteration_ms"] > 0
+    assert plan_file.load(out).to_json() == data
+    assert data["extra"]["baselines"]["even"]["gap_pct"] >= -1e-6
+
+
+def test_simulate_plan_reproduces_prediction(prof: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "plan.json"
+    assert _run(capsys, "plan", "--profile", str(prof), "--gpus", "3", "--scenario", "pcie-4gpu",
+                "--schedule", "ddg", "--out", str(out), "--json")[0] == 0
+    plan = plan_file.load(out)
+    code, stdout, _ = _run(capsys, "simulate", "--plan", str(out), "--json")
+    assert code == 0
+    sim = json.loads(stdout)
+    assert sim["split"] == plan.split
+    assert sim["iteration_ms"] == pytest.approx(plan.predicted["iteration_ms"], rel=1e-12)
+    assert sim["staleness"] == plan.predicted["staleness"]
+
+
+def test_plan_tables_mark_the_choice(prof: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "2")
+    assert code == 0
+    assert "★ chosen" in stdout
+    assert "even (authors')" in stdout and "param-balanced" in stdout
+    assert "ideal-2" in stdout and "assumed" in stdout
+
+
+def test_schedule_all_lists_each_schedule(prof: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "2", "--schedule", "all")
+    assert code == 0
+    for name in ("bp", "ddg", "ddg-pipelined", "gpipe", "1f1b"):
+        assert name in stdout
+
+
+def test_trace_written(prof: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.json"
+    assert _run(capsys, "plan", "--profile", str(prof), "--gpus", "2", "--trace", str(trace))[0] == 0
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert any(e.get("ph") == "X" for e in events)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--gpus", "0"], "--gpus must be >= 1, got 0"),
+        (["--gpus", "4", "--stages", "9"], "--stages must be in 1..4"),
+        (["--gpus", "9", "--stages", "9", "--scenario", "ideal-9"], "more stages than the 8 units"),
+        (["--gpus", "2", "--memory-limit", "0.001"], "fits in memory"),
+        (["--gpus", "2", "--memory-limit", "-1"], "--memory-limit must be > 0"),
+        (["--gpus", "2", "--objective", "latency"], "unknown objective 'latency'"),
+        (["--gpus", "2", "--schedule", "pipedream"], "unknown schedule 'pipedream'"),
+        (["--gpus", "8", "--scenario", "pcie-4gpu"], "has 4 devices"),
+        (["--gpus", "2", "--scenario", "nowhere"], "nowhere"),
+    ],
+)
+def test_bad_input_one_line_exit_2(prof: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   argv: list[str], message: str) -> None:
+    out = tmp_path / "never.json"
+    code, _, err = _run(capsys, "plan", "--profile", str(prof), *argv, "--out", str(out))
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_memory_error_names_stage_and_amount(prof: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "plan", "--profile", str(prof), "--gpus", "2", "--memory-limit", "0.001")
+    assert code == 2
+    assert "stage" in err and "GiB over" in err
+
+
+def test_unknown_model_lists_known(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "plan", "resnet7", "--gpus", "2")
+    assert code == 2 and "resnet110" in err
