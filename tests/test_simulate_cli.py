@@ -70,11 +70,16 @@ def test_plan_file(capsys: pytest.CaptureFixture[str], profile_file: str, tmp_pa
     plan = {"format": "ddgsim-plan/1", "model": "synthetic", "batch_size": 8,
             "profile": {"path": profile_file}, "scenario": "pcie-4gpu", "schedule": "ddg-pipelined",
             "micro_batches": 1, "split": [4, 7],
-            "stages": [{"stage": 0, "device": "gpu1"}, {"stage": 1, "device": "gpu2"}, {"stage": 2, "device": "gpu3"}]}
+            "stages": [{"stage": 0, "device": "gpu1", "units": [0, 4]}, {"stage": 1, "device": "gpu2", "units": [4, 7]},
+                       {"stage": 2, "device": "gpu3", "units": [7, 10]}]}
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan))
     out = run_json(capsys, "--plan", str(path))
     assert (out["split"], out["schedule"], out["devices"]) == ([4, 7], "ddg-pipelined", ["gpu1", "gpu2", "gpu3"])
+    # A plan for another model is refused.
+    code = main(["simulate", "resnet56", "--plan", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "is for model 'synthetic', not 'resnet56'" in err
 
 
 def test_bundled_model(capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,6 @@ from ddgsim.errors import UserError
 
 DEFAULT_SCHEDULE = "ddg"
 DEFAULT_BATCH = 128
-PLAN_FORMAT = "ddgsim-plan/1"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -49,21 +48,12 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _read_plan(path: str) -> dict[str, Any]:
-    """The few plan fields ``simulate`` needs, checked (the full format is plan_file's)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read plan {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"malformed plan {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
-        raise UserError(f"malformed plan {path}: field 'format' must be '{PLAN_FORMAT}'")
-    for key, kind in (("split", list), ("schedule", str), ("scenario", str)):
-        if not isinstance(data.get(key), kind):
-            raise UserError(f"malformed plan {path}: field '{key}' is missing or not a {kind.__name__}")
-    stages = data.get("stages")
-    if isinstance(stages, list) and all(isinstance(s, dict) and isinstance(s.get("device"), str) for s in stages):
-        data["devices"] = [s["device"] for s in stages]
+    """The plan fields ``simulate`` needs, from a validated ``ddgsim-plan/1`` file."""
+    from ddgsim import plan_file
+
+    plan = plan_file.load(path)
+    data = plan.to_json()
+    data["devices"] = [s.device for s in plan.stages]
     return data
 
 
@@ -104,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if args.profile and args.model:
         raise UserError("give either MODEL or --profile FILE, not both")
     plan = _read_plan(args.plan) if args.plan else None
+    if plan is not None and args.model and args.model != plan["model"]:
+        raise UserError(f"plan {args.plan} is for model '{plan['model']}', not '{args.model}'")
     for option, value in (("--gpus", args.gpus), ("--micro-batches", args.micro_batches),
                           ("--batch-size", args.batch_size), ("--iterations", args.iterations)):
         _positive(option, value)
