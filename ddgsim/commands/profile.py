@@ -1,0 +1,119 @@
+"""``ddgsim profile MODEL``: measure (or reuse) a per-unit profile and summarise it.
+
+Launch lines used for the bundled reference profiles::
+
+    python -m ddgsim profile resnet110 --batch-size 128 --threads 1 --reps 5 --clock thread \\
+        --no-cache --out scenarios/profiles/resnet110-b128-cpu-t1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("profile", help="measure a model's per-unit costs",
+                              description="Measure forward/backward time and memory of every unit of "
+                              "MODEL with real PyTorch runs; reuse a bundled or cached profile if one exists.")
+    p.add_argument("model", help="model name (see 'ddgsim models') or 'package.module:factory'")
+    p.add_argument("--batch-size", type=int, required=True, help="samples per batch")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to measure (default cpu)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (torch.set_num_threads; default 1 for stable figures; ignored on cuda)")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions per unit (median; default 5)")
+    p.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                   help="figures in the rows: wall time (default) or the compute thread's CPU time "
+                   "(cpu, --threads 1 only; steadier on a machine shared with other jobs)")
+    p.add_argument("--out", metavar="FILE", help="also write the profile JSON here")
+    p.add_argument("--no-cache", action="store_true",
+                   help="measure even if a bundled or cached profile exists, and do not write the cache")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--input-shape", metavar="C,H,W", help="one sample's shape (default: the model's)")
+    p.set_defaults(func=run)
+
+
+def _check_out(out: str) -> Path:
+    from ddgsim.errors import UserError
+
+    path = Path(out)
+    if path.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"--out {out}: {parent} is not a directory")
+    if not parent.is_dir():
+        raise UserError(f"--out {out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: directory {parent} is not writable")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from ddgsim.commands._args import parse_shape, require_positive
+    from ddgsim.errors import UserError
+    from ddgsim.models.registry import get_spec
+    from ddgsim.profile import write_json_atomic
+    from ddgsim.profile_store import get_profile
+
+    require_positive("--batch-size", args.batch_size)
+    require_positive("--threads", args.threads)
+    require_positive("--reps", args.reps)
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    out = _check_out(args.out) if args.out else None
+    spec = get_spec(args.model)
+    threads: int | None = args.threads
+    if args.clock == "thread" and (args.device != "cpu" or args.threads != 1):
+        raise UserError("--clock thread needs --device cpu and --threads 1")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+        threads = None
+    prof, path, source = get_profile(
+        spec.name, args.batch_size, args.device, threads, reps=args.reps,
+        progress=not args.no_progress, input_shape=shape, cache=not args.no_cache, clock=args.clock,
+        command=shlex.join(["python", "-m", "ddgsim", *sys.argv[1:]]) if sys.argv[1:2] == ["profile"]
+        else shlex.join(["python", "-m", "ddgsim", "profile", args.model]),
+    )
+    if out is not None:
+        try:
+            write_json_atomic(out, prof.to_json())
+        except OSError as exc:
+            raise UserError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+    _summary(prof, source, path, out)
+    return 0
+
+
+def _summary(prof: object, source: str, path: Path | None, out: Path | None) -> None:
+    from rich.console import Console
+
+    from ddgsim.profile import Profile
+
+    assert isinstance(prof, Profile)
+    fwd = sum(u.forward_ms for u in prof.units)
+    bwd = sum(u.backward_ms for u in prof.units)
+    ratio = prof.sum_ms / prof.whole_model_ms if prof.whole_model_ms > 0 else float("nan")
+    act = sum(u.activation_bytes for u in prof.units)
+    threads = "" if prof.threads is None else f", {prof.threads} thread(s)"
+    console = Console(highlight=False)
+    console.print(f"profile {prof.model}, batch {prof.batch_size}, {prof.device}{threads}: "
+                  f"{prof.num_units} units ({source})")
+    console.print(f"  sum of rows   {prof.sum_ms:10.1f} ms  (forward {fwd:.1f} + backward {bwd:.1f})")
+    console.print(f"  whole model   {prof.whole_model_ms:10.1f} ms  (sum/whole = {ratio:.3f})")
+    other = prof.meta.get("wall_ms") if "thread" in str(prof.meta.get("clock")) else prof.meta.get("thread_cpu_ms")
+    if isinstance(other, dict) and "sum" in other:
+        label = "wall time" if "thread" in str(prof.meta.get("clock")) else "thread CPU"
+        console.print(f"  ({label}: sum {other['sum']:.1f} ms, whole {other['whole']:.1f} ms, "
+                      f"sum/whole = {other['sum_over_whole']})")
+    console.print(f"  saved for backward {act / 2**20:.1f} MiB; "
+                  f"largest unit {max(prof.units, key=lambda u: u.compute_ms).name}")
+    if path is not None:
+        console.print(f"  {'cached' if source == 'measured' else 'from'}: {path}")
+    if out is not None:
+        console.print(f"  written: {out}")

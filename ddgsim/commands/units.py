@@ -1,0 +1,41 @@
+"""``ddgsim units MODEL``: the units (pieces between legal cut points) of a model."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("units", help="list a model's units (legal cut points)",
+                              description="Trace MODEL with torch.fx and list its units: the pieces "
+                              "between consecutive legal cut points, which a split may separate.")
+    p.add_argument("model", help="model name (see 'ddgsim models') or 'package.module:factory'")
+    p.add_argument("--input-shape", metavar="C,H,W", help="one sample's shape (default: the model's)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ddgsim.commands._args import parse_shape
+    from ddgsim.models.registry import get_spec
+
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    spec = get_spec(args.model)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ddgsim.graph import split_units
+    from ddgsim.models.registry import build_model
+
+    units = split_units(build_model(spec), shape or spec.input_shape)
+    table = Table(title=f"{spec.name}: {len(units)} units (split indices are 1..{len(units) - 1})")
+    for col in ("index", "name", "output (per sample)", "params"):
+        table.add_column(col, justify="right" if col in ("index", "params") else "left")
+    total = 0
+    for u in units:
+        n = sum(p.numel() for p in u.module.parameters())
+        total += n
+        table.add_row(str(u.index), u.name, "x".join(map(str, u.output_shape[1:])), f"{n:,}")
+    table.caption = f"{total:,} parameters in all"
+    Console().print(table)
+    return 0

@@ -1,0 +1,1 @@
+"""Model zoo (plain torch) and the registry of names the CLI accepts."""

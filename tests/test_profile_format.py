@@ -1,0 +1,197 @@
+"""ddgsim-profile/1: round trip, errors that name the field, the store and its cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ddgsim import profile_store
+from ddgsim.errors import UserError
+from ddgsim.profile import FORMAT, Profile, UnitProfile, from_json, load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_ms = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
+_bytes = st.integers(min_value=0, max_value=2**40)
+_names = st.text(min_size=1, max_size=12)
+
+units = st.builds(
+    UnitProfile, name=_names, forward_ms=_ms, backward_ms=_ms, output_bytes=_bytes,
+    param_bytes=_bytes, activation_bytes=_bytes,
+    output_shape=st.lists(st.integers(min_value=1, max_value=512), max_size=4),
+)
+profiles = st.builds(
+    Profile, model=_names, batch_size=st.integers(min_value=1, max_value=4096),
+    input_shape=st.lists(st.integers(min_value=1, max_value=512), min_size=1, max_size=4),
+    device=st.sampled_from(["cpu", "cuda"]), threads=st.none() | st.integers(min_value=1, max_value=256),
+    dtype=st.sampled_from(["float32", "float16", "bfloat16"]), units=st.lists(units, min_size=1, max_size=8),
+    whole_model_ms=_ms,
+    meta=st.dictionaries(st.text(max_size=8), st.text(max_size=8) | st.integers() | st.none(), max_size=3),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(profiles)
+def test_round_trip(tmp_path_factory: pytest.TempPathFactory, prof: Profile) -> None:
+    path = tmp_path_factory.mktemp("p") / "p.json"
+    prof.save(path)
+    assert load(path) == prof
+    assert from_json(json.loads(json.dumps(prof.to_json()))) == prof
+
+
+def _valid() -> dict[str, Any]:
+    return {
+        "format": FORMAT, "model": "m", "batch_size": 4, "input_shape": [1, 8, 8], "device": "cpu",
+        "threads": 1, "dtype": "float32", "whole_model_ms": 2.0,
+        "units": [{"name": "a", "forward_ms": 1.0, "backward_ms": 1.0, "output_bytes": 16,
+                   "param_bytes": 0, "activation_bytes": 0}],
+    }
+
+
+TOP = ["format", "model", "batch_size", "input_shape", "device", "dtype", "units", "whole_model_ms"]
+UNIT = ["name", "forward_ms", "backward_ms", "output_bytes", "param_bytes", "activation_bytes"]
+
+
+@pytest.mark.parametrize("key", TOP)
+def test_missing_or_wrong_top_level_field_is_named(key: str) -> None:
+    data = _valid()
+    del data[key]
+    with pytest.raises(UserError, match=f"'{key}'"):
+        from_json(data)
+    data = _valid()
+    data[key] = {"bad": True}
+    with pytest.raises(UserError, match=f"'{key}'"):
+        from_json(data)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("batch_size", 0), ("batch_size", 1.5), ("batch_size", True), ("input_shape", [3, 0]),
+    ("threads", 0), ("threads", "1"), ("units", []), ("whole_model_ms", -1.0),
+    ("whole_model_ms", float("nan")), ("format", "ddgsim-profile/2"),
+])
+def test_bad_top_level_values_are_named(key: str, value: Any) -> None:
+    data = _valid()
+    data[key] = value
+    with pytest.raises(UserError, match=f"'{key}'"):
+        from_json(data)
+
+
+@pytest.mark.parametrize("key", UNIT)
+def test_bad_unit_fields_are_named(key: str) -> None:
+    data = _valid()
+    del data["units"][0][key]
+    with pytest.raises(UserError, match=f"unit 0: field '{key}' is missing"):
+        from_json(data)
+    data = _valid()
+    data["units"][0][key] = None
+    with pytest.raises(UserError, match=f"'{key}'"):
+        from_json(data)
+    if key != "name":
+        data["units"][0][key] = -1
+        with pytest.raises(UserError, match=f"'{key}'"):
+            from_json(data)
+
+
+def test_not_json_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="not JSON"):
+        load(bad)
+    with pytest.raises(UserError, match="cannot read"):
+        load(tmp_path / "missing.json")
+
+
+def test_profile_name() -> None:
+    assert profile_store.profile_name("resnet110", 128) == "resnet110-b128-cpu-t1.json"
+    assert profile_store.profile_name("resnet56", 64, "cuda", None) == "resnet56-b64-cuda.json"
+    assert profile_store.profile_name("pkg.mod:f", 8, "cpu", 2, (3, 64, 64)) == "pkg.mod_f-b8-cpu-t2-i3x64x64.json"
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """Cache in a temp dir; record every real measurement."""
+    from ddgsim import profiler
+
+    monkeypatch.setenv("DDGSIM_CACHE_DIR", str(tmp_path / "cache"))
+    calls: list[str] = []
+    real = profiler.profile_model
+
+    def wrapped(*args: Any, **kw: Any) -> Profile:
+        calls.append(kw["name"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(profiler, "profile_model", wrapped)
+    return calls
+
+
+def test_cache_is_hit_the_second_time(counted: list[str], tmp_path: Path) -> None:
+    prof, path, source = profile_store.get_profile("mlp", 4, reps=1, progress=False)
+    assert source == "measured" and counted == ["mlp"]
+    assert path == tmp_path / "cache" / "mlp-b4-cpu-t1.json" and path.is_file()
+    assert profile_store.find_profile("mlp", 4) == path
+    again, path2, source2 = profile_store.get_profile("mlp", 4, reps=3, progress=False)
+    assert (source2, path2) == ("cache", path) and counted == ["mlp"]
+    assert again == prof
+    # A different request (threads) is a different entry; cache=False always measures, writes nothing.
+    profile_store.get_profile("mlp", 4, threads=2, reps=1, progress=False)
+    assert counted == ["mlp", "mlp"]
+    _, none_path, src = profile_store.get_profile("mlp", 4, reps=1, progress=False, cache=False)
+    assert (none_path, src) == (None, "measured") and len(counted) == 3
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["mlp-b4-cpu-t1.json", "mlp-b4-cpu-t2.json"]
+
+
+def test_malformed_cache_entry_is_remeasured(counted: list[str], tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mlp-b2-cpu-t1.json").write_text("{broken")
+    assert profile_store.find_profile("mlp", 2) is None
+    _, path, source = profile_store.get_profile("mlp", 2, reps=1, progress=False)
+    assert source == "measured" and counted == ["mlp"]
+    assert path is not None and load(path).model == "mlp"
+
+
+def test_input_shape_is_part_of_the_key(counted: list[str], tmp_path: Path) -> None:
+    _, path, _ = profile_store.get_profile("mlp", 2, reps=1, progress=False, input_shape=(1, 8, 8))
+    assert path is not None and path.name == "mlp-b2-cpu-t1.json"
+    prof, path2, source = profile_store.get_profile("resnet20", 2, reps=1, progress=False, input_shape=(3, 8, 8))
+    assert path2 is not None and path2.name == "resnet20-b2-cpu-t1-i3x8x8.json" and source == "measured"
+    assert prof.input_shape == [3, 8, 8] and prof.units[0].output_shape == [2, 16, 8, 8]
+    assert profile_store.find_profile("resnet20", 2, input_shape=(3, 8, 8)) == path2
+    assert profile_store.find_profile("resnet20", 2) is None
+
+
+BUNDLED = sorted((ROOT / "scenarios" / "profiles").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=[p.name for p in BUNDLED])
+def test_bundled_profiles_are_valid_and_found(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DDGSIM_CACHE_DIR", str(tmp_path))
+    prof = load(path)
+    assert path.name == profile_store.profile_name(prof.model, prof.batch_size, prof.device, prof.threads)
+    assert profile_store.find_profile(prof.model, prof.batch_size, prof.device, prof.threads) == path
+    got, where, source = profile_store.get_profile(prof.model, prof.batch_size, prof.device, prof.threads)
+    assert (got, where, source) == (prof, path, "bundled")
+    for key in ("command", "device_name", "torch_version", "threads", "reps", "date", "sum_over_whole"):
+        assert key in prof.meta
+    if prof.model == "resnet110":
+        assert prof.num_units == 60
+
+
+def test_store_and_registry_do_not_import_torch() -> None:
+    code = (
+        "import sys, argparse\n"
+        "import ddgsim.profile_store as s, ddgsim.models.registry as r\n"
+        "s.find_profile('resnet110', 128); r.get_spec('resnet110')\n"
+        "from ddgsim.commands import models, units, profile\n"
+        "sub = argparse.ArgumentParser().add_subparsers()\n"
+        "for m in (models, units, profile): m.add_parser(sub)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

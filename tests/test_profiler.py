@@ -1,0 +1,149 @@
+"""The real profiler: structural checks only (no timed assertions)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from ddgsim.errors import UserError
+from ddgsim.models.registry import build_model, get_spec
+from ddgsim.profile import from_json
+from ddgsim.profiler import profile_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_seeded():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(old)
+
+
+def _profile(name: str, batch: int = 8, **kw):
+    spec = get_spec(name)
+    return profile_model(build_model(spec), name=name, input_shape=spec.input_shape,
+                         batch_size=batch, reps=2, warmup=1, progress=False, command="test", **kw)
+
+
+def test_mlp_profile_rows() -> None:
+    batch = 8
+    prof = _profile("mlp", batch)
+    assert [u.name for u in prof.units] == ["flatten", "fc1", "relu1", "fc2", "relu2", "fc3"]
+    assert (prof.model, prof.batch_size, prof.device, prof.threads, prof.dtype) == ("mlp", 8, "cpu", 1, "float32")
+    for u in prof.units:
+        assert u.forward_ms > 0
+        assert u.output_bytes == math.prod(u.output_shape) * 4
+        assert u.output_shape[0] == batch
+    by = {u.name: u for u in prof.units}
+    # Nothing upstream of the leading flatten learns: it has no backward and saves nothing.
+    assert by["flatten"].backward_ms == 0 and by["flatten"].activation_bytes == 0
+    for name in ("fc1", "relu1", "fc2", "relu2", "fc3"):
+        assert by[name].backward_ms > 0
+    assert by["fc1"].param_bytes == (64 * 64 + 64) * 4
+    assert by["fc2"].param_bytes == (64 * 32 + 32) * 4
+    assert by["relu1"].param_bytes == 0
+    # A Linear layer saves its input (B x in_features floats); its weight is excluded.
+    assert by["fc1"].activation_bytes == batch * 64 * 4
+    assert by["fc2"].activation_bytes == batch * 64 * 4
+    assert by["fc3"].activation_bytes == batch * 32 * 4
+    # ReLU saves its result.
+    assert by["relu1"].activation_bytes == batch * 64 * 4
+    assert prof.whole_model_ms > 0
+
+
+def test_independent_saved_count_for_linear() -> None:
+    """Cross-check fc2 against a hand count of what autograd saves for nn.Linear."""
+    lin = torch.nn.Linear(64, 32)
+    x = torch.randn(8, 64, requires_grad=True)
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        lin(x)
+    non_params = [t for t in saved if t.untyped_storage().data_ptr() != lin.weight.untyped_storage().data_ptr()]
+    assert sum(t.numel() * t.element_size() for t in non_params) == 8 * 64 * 4
+    prof = _profile("mlp", 8)
+    assert prof.units[3].name == "fc2"
+    assert prof.units[3].activation_bytes == 8 * 64 * 4
+
+
+def test_smallcnn_profile_meta_and_round_trip() -> None:
+    prof = _profile("smallcnn", 4)
+    assert len(prof.units) == 9
+    assert all(u.forward_ms > 0 and u.backward_ms > 0 for u in prof.units)
+    assert all(u.activation_bytes > 0 for u in prof.units if u.name in ("conv1", "bn1", "conv2", "fc"))
+    assert prof.units[0].param_bytes == 8 * 1 * 3 * 3 * 4
+    meta = prof.meta
+    for key in ("command", "device_name", "torch_version", "threads", "reps", "date", "sum_over_whole"):
+        assert key in meta, key
+    assert meta["command"] == "test" and meta["reps"] == 2 and meta["threads"] == 1
+    assert meta["torch_version"] == torch.__version__
+    assert meta["sum_over_whole"] == pytest.approx(prof.sum_ms / prof.whole_model_ms, rel=1e-3)
+    cpu = meta["thread_cpu_ms"]
+    assert len(cpu["units"]) == 9 and cpu["whole"] > 0 and cpu["sum"] > 0
+    assert from_json(prof.to_json()) == prof
+
+
+def test_thread_clock_rows_and_both_clocks_in_meta() -> None:
+    prof = _profile("smallcnn", 4, clock="thread")
+    assert prof.meta["clock"].startswith("thread")
+    cpu, wall = prof.meta["thread_cpu_ms"], prof.meta["wall_ms"]
+    rows = [t for u in prof.units for t in (u.forward_ms, u.backward_ms)]
+    assert rows == pytest.approx([t for pair in cpu["units"] for t in pair], abs=1e-3)
+    assert prof.whole_model_ms == pytest.approx(cpu["whole"], abs=1e-3)
+    assert len(wall["units"]) == 9 and wall["whole"] > 0
+    with pytest.raises(UserError, match="threads 1"):
+        _profile("mlp", 2, clock="thread", threads=2)
+    with pytest.raises(UserError, match="clock"):
+        _profile("mlp", 2, clock="sundial")
+
+
+def test_threads_restored_and_model_params_untouched() -> None:
+    spec = get_spec("smallcnn")
+    model = build_model(spec)
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.set_num_threads(2)
+    profile_model(model, name="smallcnn", input_shape=spec.input_shape, batch_size=4, reps=1,
+                  warmup=0, progress=False, threads=1)
+    assert torch.get_num_threads() == 2
+    for a, p in zip(before, model.parameters(), strict=True):
+        assert torch.equal(a, p)
+        assert p.grad is None
+
+
+def test_progress_bar_does_not_break(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = get_spec("mlp")
+    profile_model(build_model(spec), name="mlp", input_shape=spec.input_shape, batch_size=2,
+                  reps=1, warmup=0, progress=True)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("kw", [{"batch_size": 0}, {"reps": 0}, {"threads": 0}, {"warmup": -1}])
+def test_bad_arguments(kw: dict[str, int]) -> None:
+    spec = get_spec("mlp")
+    args: dict[str, Any] = {"batch_size": 2, "reps": 1, "warmup": 0, "threads": 1} | kw
+    with pytest.raises(UserError):
+        profile_model(build_model(spec), name="mlp", input_shape=spec.input_shape, progress=False, **args)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_cuda_without_cuda_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="CUDA"):
+        _profile("mlp", 2, device="cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_profile() -> None:
+    prof = _profile("smallcnn", 16, device="cuda", threads=None)
+    assert prof.device == "cuda" and prof.threads is None
+    assert all(u.forward_ms > 0 and u.backward_ms > 0 for u in prof.units)
+    assert prof.meta["timer"] == "cuda events"
+    assert prof.meta["device_name"] == torch.cuda.get_device_name(0)
