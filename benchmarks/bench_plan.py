@@ -78,7 +78,7 @@ def main() -> int:
         even = plan["extra"]["baselines"]["even"]
         rows.append((label, med, walls, plan["split"], plan["predicted"]["iteration_ms"], even["iteration_ms"], even["gap_pct"]))
     print(f"{'command':48} {'median s':>9} {'runs (s)':>30} {'planned ms':>11} {'even ms':>10} {'even slower by':>15}")
-    for label, med, walls, split, ms, even_ms, gap in rows:
+    for label, med, walls, _split, ms, even_ms, gap in rows:
         runs = ",".join(f"{w:.2f}" for w in walls)
         print(f"{label:48} {med:9.2f} {runs:>30} {ms:11.1f} {even_ms:10.1f} {gap:14.1f}%")
     return 0

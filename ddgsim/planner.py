@@ -364,7 +364,7 @@ def device_mappings(scenario: Scenario, K: int) -> tuple[list[tuple[str, ...]], 
     the scenario's order, up to ``MAPPING_LIMIT`` orders.
     """
     devs = list(scenario.devices)
-    if K > len(devs):
+    if len(devs) < K:
         raise UserError(f"{K} stages need {K} devices but scenario '{scenario.name}' has {len(devs)}")
     klass = [(d.speed, d.memory_gib) for d in devs]
     if len(set(klass)) == 1:
@@ -381,7 +381,7 @@ def device_mappings(scenario: Scenario, K: int) -> tuple[list[tuple[str, ...]], 
             complete = False
             break
         # Concrete devices: within each class, the scenario's order.
-        pools = {c: [d.name for d, kc in zip(devs, klass) if kc == c] for c in set(sig)}
+        pools = {c: [d.name for d, kc in zip(devs, klass, strict=True) if kc == c] for c in set(sig)}
         used = {c: 0 for c in pools}
         names = []
         for c in sig:
@@ -446,7 +446,7 @@ def _enumerate(
         fits = np.array([all(T.fits[k][b[k], b[k + 1]] for k in range(K)) for b in bounds])
         if not fits.any():
             return None
-        kept = [s for s, ok in zip(splits, fits) if ok]
+        kept = [s for s, ok in zip(splits, fits, strict=True) if ok]
         costs = analytic.costs_for_splits(profile, kept, scenario, devices, micro_batches, update_gb_s)
         per = analytic.periods(schedule, costs)
         i = int(np.argmin(per))

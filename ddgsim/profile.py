@@ -107,7 +107,7 @@ def _bad(where: str, key: str, why: str) -> UserError:
 
 def _check_number(where: str, key: str, value: Any, types: type | tuple[type, ...]) -> None:
     if isinstance(value, bool) or not isinstance(value, types):
-        kind = "an integer" if types is int else "a number" if types != str else "a string"
+        kind = "an integer" if types is int else "a number"
         raise _bad(where, key, f"must be {kind}, got {value!r}")
     if isinstance(value, (int, float)) and (not math.isfinite(value) or value < 0):
         raise _bad(where, key, f"must be a finite number >= 0, got {value!r}")
@@ -120,7 +120,7 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
     fmt = data.get("format")
     if fmt != FORMAT:
         raise _bad(where, "format", f"must be '{FORMAT}', got {fmt!r}")
-    for key, types in (
+    top_fields: tuple[tuple[str, type | tuple[type, ...]], ...] = (
         ("model", str),
         ("batch_size", int),
         ("input_shape", list),
@@ -128,12 +128,13 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
         ("dtype", str),
         ("units", list),
         ("whole_model_ms", (int, float)),
-    ):
+    )
+    for key, types in top_fields:
         if key not in data:
             raise _bad(where, key, "is missing")
         value = data[key]
         if types in (str, list):
-            if not isinstance(value, types):  # type: ignore[arg-type]
+            if not isinstance(value, types):
                 raise _bad(where, key, f"must be a {'string' if types is str else 'list'}, got {value!r}")
         else:
             _check_number(where, key, value, types)
@@ -151,14 +152,14 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
         uwhere = f"{where} unit {i}"
         if not isinstance(row, dict):
             raise _bad(where, f"units[{i}]", f"must be an object, got {row!r}")
-        for key, types in _UNIT_FIELDS.items():
+        for key, utypes in _UNIT_FIELDS.items():
             if key not in row:
                 raise _bad(uwhere, key, "is missing")
-            if types is str:
+            if utypes is str:
                 if not isinstance(row[key], str):
                     raise _bad(uwhere, key, f"must be a string, got {row[key]!r}")
             else:
-                _check_number(uwhere, key, row[key], types)
+                _check_number(uwhere, key, row[key], utypes)
         shape = row.get("output_shape", [])
         units.append(
             UnitProfile(

@@ -40,6 +40,7 @@ from torch import nn
 
 from ddgsim.errors import UserError
 from ddgsim.graph import Unit, split_units
+from ddgsim.malloc import tune_malloc
 from ddgsim.profile import Profile, UnitProfile
 
 
@@ -219,6 +220,7 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda requested but CUDA is not available")
+    malloc_tuned = tune_malloc()
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -279,7 +281,9 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
         "sum_over_whole": round(sum_ms / whole_ms, 4) if whole_ms > 0 else None,
         # glibc returns big freed blocks to the OS and page-faults them back in; on some
         # VMs that makes the whole model (fresh activation memory each step) slower than
-        # the sum of its units. MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ change it.
+        # the sum of its units. ddgsim.malloc.tune_malloc (also applied by the executor)
+        # keeps them; MALLOC_* variables are recorded too.
+        "malloc_tuned": malloc_tuned,
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "loadavg_before": load_before,
         "loadavg_after": _loadavg(),
