@@ -1,0 +1,108 @@
+"""Measured training speed of the executor: ResNet-110, batch 128, synthetic data, this machine.
+
+Run: ``.venv/bin/python benchmarks/bench_executor.py [--steps 6] [--warmup 2] [--repeats 3]``
+
+Configurations (each a real ``ddgsim execute`` run, ``--no-eval``):
+
+* ``bp`` K=1 with 1 thread, and with 2 threads (one process);
+* ``ddg`` and ``ddg-pipelined`` K=2, one thread per stage process, split where the
+  bundled profile (``scenarios/profiles/resnet110-b128-cpu-t1.json``) balances the
+  per-stage forward+backward time.
+
+A run's step time is, per iteration, the longest of the stages' step times; its
+figure is the median over the iterations after ``--warmup``; the reported figure is
+the median over ``--repeats`` runs, as samples/s, with the speedup over BP with 1
+thread. The machine is shared: the load average is printed before and after.
+``predicted_samples_per_s`` is the hook for the simulator's prediction of the same
+plan (``None`` until wired).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ddgsim import profile as profile_mod  # noqa: E402
+from ddgsim.plan_file import Plan, StagePlacement  # noqa: E402
+
+PROFILE = ROOT / "scenarios" / "profiles" / "resnet110-b128-cpu-t1.json"
+
+
+def balanced_split(costs: list[float]) -> int:
+    """Unit index u that minimises max(sum(costs[:u]), sum(costs[u:]))."""
+    pre = list(accumulate(costs))
+    total = pre[-1]
+    return min(range(1, len(costs)), key=lambda u: max(pre[u - 1], total - pre[u - 1]))
+
+
+def write_plan(d: Path, schedule: str, split: list[int], n_units: int) -> Path:
+    b = [0, *split, n_units]
+    path = d / f"{schedule}-k{len(b) - 1}.json"
+    Plan(model="resnet110", batch_size=128, schedule=schedule, split=split,
+         stages=[StagePlacement(stage=i, device=f"cpu{i}", units=(b[i], b[i + 1])) for i in range(len(b) - 1)],
+         ).save(path)
+    return path
+
+
+def predicted_samples_per_s(plan: Path) -> float | None:
+    """Hook for the simulator's prediction of ``plan`` (to be wired to ddgsim.sim)."""
+    return None
+
+
+def run_once(plan: Path, steps: int, threads: int, warmup: int, metrics: Path) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
+    subprocess.run([sys.executable, "-m", "ddgsim", "execute", str(plan), "--steps", str(steps), "--data",
+                    "synthetic", "--threads", str(threads), "--no-eval", "--no-progress", "--metrics", str(metrics)],
+                   cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    m: dict[str, Any] = json.loads(metrics.read_text())
+    per_it = [max(st["step_ms"][i] for st in m["per_stage"]) for i in range(warmup, steps)]
+    return 128 / (statistics.median(per_it) / 1e3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    prof = profile_mod.load(PROFILE)
+    costs = [u.forward_ms + u.backward_ms for u in prof.units]
+    u = balanced_split(costs)
+    print(f"load average before: {os.getloadavg()}; split for K=2 at unit {u} "
+          f"(profile: {sum(costs[:u]):.0f} ms | {sum(costs[u:]):.0f} ms)")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        configs = [
+            ("bp K=1, 1 thread", write_plan(d, "bp", [], len(costs)), 1),
+            ("bp K=1, 2 threads", write_plan(d, "bp", [], len(costs)), 2),
+            ("ddg K=2", write_plan(d, "ddg", [u], len(costs)), 1),
+            ("ddg-pipelined K=2", write_plan(d, "ddg-pipelined", [u], len(costs)), 1),
+        ]
+        results: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+        for rep in range(args.repeats):
+            for name, plan, threads in configs:
+                sps = run_once(plan, args.steps, threads, args.warmup, d / "m.json")
+                results[name].append(sps)
+                print(f"  repeat {rep}: {name:<20} {sps:7.2f} samples/s", flush=True)
+        base = statistics.median(results[configs[0][0]])
+        print(f"load average after: {os.getloadavg()}")
+        print(f"{'config':<20} {'samples/s (median)':>18} {'speedup':>8} {'predicted':>10}")
+        for name, plan, _ in configs:
+            med = statistics.median(results[name])
+            pred = predicted_samples_per_s(plan)
+            print(f"{name:<20} {med:>18.2f} {med / base:>8.2f} {'-' if pred is None else f'{pred:.2f}':>10}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""``python -m executor PLAN --steps N ...``: one stage process; start K of them with torchrun.
+
+Single node, K stages (CPU, gloo)::
+
+    torchrun --nproc-per-node K -m executor plan.json --steps 100 --data digits
+
+Two nodes (run on each, R = 0 and 1; the plan's stages are spread rank by rank)::
+
+    torchrun --nnodes 2 --nproc-per-node K/2 --node-rank R \
+        --rdzv-backend c10d --rdzv-endpoint HOST:PORT -m executor plan.json --steps 100
+
+``python -m ddgsim execute plan.json --steps 100`` does the single-node launch itself.
+"""
+
+import sys
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from executor.runner import main
+
+sys.exit(record(main)())

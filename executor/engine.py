@@ -1,0 +1,190 @@
+"""Run every stage's action list in one process: the reference executor for tests.
+
+The engine interleaves the K per-stage action lists of a
+:class:`ddgsim.schedule.Schedule` in one process, honouring exactly the implicit
+dependencies of docs/architecture.md (an ``F`` needs the previous stage's
+activation, a ``B`` the next stage's error gradient, a ``W`` waits for that
+gradient). It repeatedly sweeps the stages in order and runs each stage's next
+action as soon as its inputs are there, so every stage executes its own list in
+order — which is all the numerics depend on: the result equals the distributed
+runner's bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from executor.stage import Applied, LossFn, OptimConfig, StageWorker
+
+BatchFn = Callable[[int], tuple[Tensor, Tensor]]
+
+
+class DeadlockError(RuntimeError):
+    """No stage can make progress: the schedule's dependencies cannot be met."""
+
+
+@dataclass(kw_only=True)
+class EngineResult:
+    """What an in-process run produced."""
+
+    weights: list[list[Tensor]]
+    """``weights[t][k]``: stage k's flat parameters after t iterations (t = 0..N; w^0 initial)."""
+    applied: list[list[Applied]]
+    """Per stage, every update in order (grads and stashed weights when ``record=True``)."""
+    losses: list[float]
+    """Loss of every batch the last stage forwarded, by batch index (NaN if never forwarded)."""
+
+
+def iteration_of(kind: str, batch: int, delay: int) -> int:
+    """The iteration of a stage's action: ``F t`` → t; ``B``/``U`` of batch s → s + delay;
+    ``W s`` closes iteration s + delay − 1 (``ddg`` waits at the end of an iteration)."""
+    if kind == "F":
+        return batch
+    if kind in ("B", "U"):
+        return batch + delay
+    if kind == "W":
+        return batch + delay - 1
+    raise ValueError(f"unknown action kind {kind!r}")
+
+
+def micro_slices(n: int, micro_batches: int) -> list[slice]:
+    """Split a batch of n samples into ``micro_batches`` contiguous slices (torch.tensor_split sizes)."""
+    base, extra = divmod(n, micro_batches)
+    out, start = [], 0
+    for m in range(micro_batches):
+        size = base + (1 if m < extra else 0)
+        out.append(slice(start, start + size))
+        start += size
+    return out
+
+
+def make_workers(stages: Sequence[nn.Module], schedule: Any, loss_fn: LossFn, optim: OptimConfig,
+                 *, record: bool = False, seed: int = 0) -> list[StageWorker]:
+    """One :class:`StageWorker` per stage, with the schedule's delay and micro-batch count."""
+    k_total = len(stages)
+    return [
+        StageWorker(
+            mod, index=k, num_stages=k_total, delay=schedule.delay(k), optim=optim,
+            loss_fn=loss_fn if k == k_total - 1 else None,
+            micro_batches=schedule.micro_batches, record=record, seed=seed,
+        )
+        for k, mod in enumerate(stages)
+    ]
+
+
+def run_inprocess(
+    stages: Sequence[nn.Module],
+    schedule: Any,
+    batch_fn: BatchFn,
+    loss_fn: LossFn,
+    optim: OptimConfig,
+    record: bool = False,
+    *,
+    seed: int = 0,
+    on_action: Callable[[int, Any, list[StageWorker]], None] | None = None,
+) -> EngineResult:
+    """Execute ``schedule`` on ``stages`` in this process and return weights, updates, losses.
+
+    ``batch_fn(t)`` gives the batch ``(x, y)`` entering at iteration t; stage 0 sees
+    ``x``, the last stage ``y``. With micro-batches, both are cut with
+    :func:`micro_slices` and each micro-batch's loss is weighted by its share.
+    ``seed`` seeds each stage's private RNG (as the distributed runner's ``--seed``);
+    ``on_action(k, action, workers)`` is called after every action (tests, memory probes).
+    For bit-identity with the distributed runner use the same torch thread count (1).
+    """
+    k_total = len(stages)
+    if schedule.stages != k_total:
+        raise ValueError(f"schedule has {schedule.stages} stages but {k_total} modules were given")
+    n_iter = schedule.iterations
+    workers = make_workers(stages, schedule, loss_fn, optim, record=record, seed=seed)
+    acts: dict[tuple[int, int, int], Tensor] = {}
+    grads: dict[tuple[int, int, int], Tensor] = {}
+    batches: dict[int, tuple[Tensor, Tensor]] = {}
+    labels: dict[tuple[int, int], tuple[Tensor, float]] = {}
+    pos = [0] * k_total
+    lists = [list(a) for a in schedule.actions]
+    weights: list[list[Tensor | None]] = [[None] * k_total for _ in range(n_iter + 1)]
+    for k, w in enumerate(workers):
+        weights[0][k] = w.flat_weights()
+
+    def batch(t: int) -> tuple[Tensor, Tensor]:
+        if t not in batches:
+            batches[t] = batch_fn(t)
+        return batches[t]
+
+    def ready(k: int, a: Any) -> bool:
+        if a.kind == "F":
+            return k == 0 or (k, a.batch, a.micro) in acts
+        if a.kind == "B":
+            return k == k_total - 1 or (k, a.batch, a.micro) in grads
+        if a.kind == "W":
+            return any(key[0] == k and key[1] == a.batch for key in grads)
+        return True
+
+    def run(k: int, a: Any) -> None:
+        w = workers[k]
+        if a.kind == "F":
+            if k == 0:
+                x, y = batch(a.batch)
+                sl = micro_slices(len(x), schedule.micro_batches)[a.micro]
+                xin = x[sl]
+                labels[(a.batch, a.micro)] = (y[sl], (sl.stop - sl.start) / len(x))
+            else:
+                xin = acts.pop((k, a.batch, a.micro))
+            y_m, share = labels[(a.batch, a.micro)]
+            out = w.forward(a.batch, xin, y_m if k == k_total - 1 else None, micro=a.micro,
+                            weight=share if schedule.micro_batches > 1 else 1.0)
+            if out is not None:
+                acts[(k + 1, a.batch, a.micro)] = out
+        elif a.kind == "B":
+            g = None if k == k_total - 1 else grads.pop((k, a.batch, a.micro))
+            gin = w.backward(a.batch, g, micro=a.micro)
+            if k > 0:
+                assert gin is not None
+                grads[(k - 1, a.batch, a.micro)] = gin
+        elif a.kind == "U":
+            w.update(a.batch)
+        # "W" only orders: the gradient stays queued for its B.
+
+    while any(pos[k] < len(lists[k]) for k in range(k_total)):
+        progressed = False
+        for k in range(k_total):
+            while pos[k] < len(lists[k]) and ready(k, lists[k][pos[k]]):
+                a = lists[k][pos[k]]
+                run(k, a)
+                if on_action is not None:
+                    on_action(k, a, workers)
+                pos[k] += 1
+                progressed = True
+                it = iteration_of(a.kind, a.batch, workers[k].delay)
+                nxt = lists[k][pos[k]] if pos[k] < len(lists[k]) else None
+                if nxt is None or iteration_of(nxt.kind, nxt.batch, workers[k].delay) > it:
+                    for t in range(it + 1, (n_iter if nxt is None else iteration_of(nxt.kind, nxt.batch, workers[k].delay)) + 1):
+                        weights[t][k] = workers[k].flat_weights()
+        if not progressed:
+            stuck = ", ".join(
+                f"stage {k} at {lists[k][pos[k]]!r}" for k in range(k_total) if pos[k] < len(lists[k])
+            )
+            raise DeadlockError(f"no stage can progress: {stuck}")
+    for t in range(n_iter + 1):
+        for k in range(k_total):
+            if weights[t][k] is None:
+                weights[t][k] = weights[t - 1][k] if t else workers[k].flat_weights()
+    last = workers[-1]
+    losses = [last.losses.get(t, float("nan")) for t in range(n_iter)]
+    return EngineResult(
+        weights=[[w for w in row if w is not None] for row in weights],
+        applied=[list(w.applied) for w in workers],
+        losses=losses,
+    )
+
+
+def flat_params(module: nn.Module) -> Tensor:
+    """All parameters of ``module`` as one flat CPU tensor (a copy)."""
+    ps = [p.detach().reshape(-1).cpu() for p in module.parameters()]
+    return torch.cat(ps).clone() if ps else torch.zeros(0)

@@ -1,0 +1,639 @@
+"""One stage process of a distributed run: the plan's action list for this rank, over torch.distributed.
+
+Rank k runs stage k (one process per stage; gloo on CPU, NCCL on CUDA). It builds
+the whole model from the registry with the run's seed (same weights on every
+rank), cuts it with ``ddgsim.graph`` at the plan's split and keeps its own stage,
+then executes exactly ``ddgsim.schedule.make_schedule(...).actions[k]`` with a
+:class:`executor.stage.StageWorker` — the same math as the in-process engine, so
+the final weights equal :func:`executor.engine.run_inprocess` bit for bit on CPU.
+
+Data: stage 0 loads the inputs of the batch entering at iteration t; the last
+stage loads the labels of the same deterministic indices (``executor.data``); only
+activations (forward) and error gradients (backward) travel, point-to-point
+between neighbours with ``isend``/``irecv`` posted ahead (``executor.comm``). The
+last stage also reports each batch's loss to stage 0 (progress bar).
+
+Test accuracy is measured at the end by pushing the test set through the
+pipeline, forward only, in eval mode, with each stage's final live weights.
+
+Failures: every wait is bounded by ``--timeout-s``; a dead neighbour makes the
+others fail with one line; a non-finite loss stops the run on the last stage
+(no checkpoint is written after it); the launcher tears the group down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ddgsim import plan_file
+from ddgsim.errors import UserError
+from ddgsim.models.registry import ModelSpec, build_model, get_spec
+from ddgsim.schedule import Schedule, make_schedule
+from executor import checkpoint as ckpt
+from executor.comm import Key, LossReceiver, Mailbox, Outbox, data_tag, loss_tag
+from executor.data import Dataset, check_cifar_dir, load_data
+from executor.engine import iteration_of, micro_slices
+from executor.stage import OptimConfig, StageWorker, StepDecay, flat
+
+
+class RunError(RuntimeError):
+    """The run failed at run time (non-finite loss, lost neighbour): exit status 1."""
+
+
+def cross_entropy(out: Tensor, y: Tensor) -> Tensor:
+    return nn.functional.cross_entropy(out, y)
+
+
+@dataclass(kw_only=True)
+class Job:
+    """Everything a run needs that every rank derives identically from the options."""
+
+    args: argparse.Namespace
+    plan: plan_file.Plan
+    spec: ModelSpec
+    schedule: Schedule
+    backend: str
+    stages: list[nn.Module]
+    feats: list[tuple[int, ...]]
+    """Output shape of each stage without the batch dimension."""
+
+    @property
+    def num_stages(self) -> int:
+        return self.plan.num_stages
+
+    def key(self) -> dict[str, Any]:
+        """What a checkpoint must agree on to be resumed by this job."""
+        a, p = self.args, self.plan
+        return {"model": p.model, "split": list(p.split), "schedule": p.schedule,
+                "micro_batches": p.micro_batches, "batch_size": p.batch_size, "seed": a.seed,
+                "data": a.data, "lr": a.lr, "momentum": a.momentum, "nesterov": a.nesterov,
+                "weight_decay": a.weight_decay, "lr_decay_epochs": a.lr_decay_epochs,
+                "lr_decay_factor": a.lr_decay_factor, "augment": a.augment}
+
+
+def resolve_backend(name: str) -> str:
+    if name == "auto":
+        return "nccl" if torch.cuda.is_available() else "gloo"
+    if name == "nccl" and not torch.cuda.is_available():
+        raise UserError("--backend nccl needs CUDA, but torch.cuda.is_available() is False (use gloo)")
+    return name
+
+
+def prepare(args: argparse.Namespace) -> Job:
+    """Validate the options and the plan (UserError naming the problem) and build the stages."""
+    if args.steps <= 0:
+        raise UserError(f"--steps must be > 0, got {args.steps}")
+    if args.threads <= 0:
+        raise UserError(f"--threads must be > 0, got {args.threads}")
+    if args.timeout_s <= 0:
+        raise UserError(f"--timeout-s must be > 0, got {args.timeout_s}")
+    if args.checkpoint_every < 0 or (args.checkpoint_every > 0 and not args.checkpoint_dir):
+        raise UserError("--checkpoint-every N > 0 needs --checkpoint-dir DIR (and N must be >= 0)")
+    parse_epochs(args.lr_decay_epochs)
+    plan = plan_file.load(args.plan)
+    if args.model is not None and args.model != plan.model:
+        raise UserError(f"plan {args.plan} is for model '{plan.model}', not --model '{args.model}'")
+    spec = get_spec(plan.model)
+    schedule = make_schedule(plan.schedule, plan.num_stages, args.steps, plan.micro_batches)
+    backend = resolve_backend(args.backend)
+    k_total = plan.num_stages
+    if backend == "nccl" and k_total > torch.cuda.device_count():
+        raise UserError(
+            f"plan has {k_total} stages but this node has {torch.cuda.device_count()} CUDA devices"
+        )
+    if args.data == "cifar10":
+        check_cifar_dir(args.data_dir)
+    from ddgsim.graph import build_stages, split_units
+
+    model = build_model(spec, seed=args.seed)
+    units = split_units(model, spec.input_shape, batch_size=2)
+    if plan.stages[-1].units[1] != len(units):
+        raise UserError(
+            f"plan {args.plan} splits {plan.stages[-1].units[1]} units but model '{plan.model}' has "
+            f"{len(units)} units; re-plan for this model"
+        )
+    for st in plan.stages:
+        first = units[st.units[0]].name
+        if st.first and st.first != first:
+            raise UserError(
+                f"plan {args.plan}: stage {st.stage} starts at unit '{st.first}' but unit {st.units[0]} "
+                f"of '{plan.model}' is '{first}'; re-plan for this model"
+            )
+    stages: list[nn.Module] = list(build_stages(units, plan.split))
+    feats = [tuple(units[st.units[1] - 1].output_shape[1:]) for st in plan.stages]
+    job = Job(args=args, plan=plan, spec=spec, schedule=schedule, backend=backend, stages=stages, feats=feats)
+    if args.resume:
+        ckpt.check_resumable(Path(args.resume), job.key(), args.steps, k_total,
+                             load_all=os.environ.get("RANK") is None)
+    return job
+
+
+def parse_epochs(text: str | None) -> list[int]:
+    """``"150,225"`` -> ``[150, 225]``; UserError naming --lr-decay-epochs otherwise."""
+    try:
+        epochs = [int(e) for e in str(text or "").split(",") if e.strip()]
+    except ValueError:
+        epochs = [-1]
+    if any(e <= 0 for e in epochs):
+        raise UserError(f"--lr-decay-epochs must be positive integers separated by commas, got '{text}'")
+    return epochs
+
+
+def make_optim(args: argparse.Namespace, batches_per_epoch: int) -> OptimConfig:
+    epochs = parse_epochs(args.lr_decay_epochs)
+    lr: float | StepDecay = args.lr
+    if epochs:
+        lr = StepDecay(args.lr, tuple(e * batches_per_epoch for e in epochs), args.lr_decay_factor)
+    try:
+        return OptimConfig(lr=lr, momentum=args.momentum, nesterov=args.nesterov and args.momentum > 0,
+                           weight_decay=args.weight_decay)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def dataset_for(job: Job) -> Dataset:
+    a = job.args
+    return load_data(a.data, input_shape=job.spec.input_shape, num_classes=job.spec.num_classes,
+                     batch_size=job.plan.batch_size, seed=a.seed, data_dir=a.data_dir, augment=a.augment)
+
+
+@dataclass
+class _Timing:
+    """Per action: (iteration, kind, start, end, wait, comm) in seconds since the run's t0."""
+
+    rows: list[tuple[int, str, str, float, float, float, float]] = field(default_factory=list)
+    iter_end: dict[int, float] = field(default_factory=dict)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state: Any = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy_key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "numpy_pos": int(np_state[2]), "numpy_gauss": [int(np_state[3]), float(np_state[4])],
+            "python": random.getstate()}
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(("MT19937", s["numpy_key"].numpy().astype(np.uint32), s["numpy_pos"],
+                         int(s["numpy_gauss"][0]), float(s["numpy_gauss"][1])))
+    py = s["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+class StageProcess:
+    """Runs one rank's action list with communication, timing, checkpoints."""
+
+    def __init__(self, job: Job, rank: int, device: torch.device) -> None:
+        self.job, self.rank, self.device = job, rank, device
+        a = job.args
+        self.K = job.num_stages
+        self.M = job.plan.micro_batches
+        self.B = job.plan.batch_size
+        self.N = a.steps
+        self.is_last = rank == self.K - 1
+        self.ds = dataset_for(job)
+        self.optim = make_optim(a, self.ds.batches_per_epoch(self.B))
+        module = job.stages[rank].to(device)
+        module.train()
+        sched = job.schedule
+        self.worker = StageWorker(module, index=rank, num_stages=self.K, delay=sched.delay(rank),
+                                  optim=self.optim, loss_fn=cross_entropy if self.is_last else None,
+                                  micro_batches=self.M, seed=a.seed)
+        self.d = sched.delay(rank)
+        self.slices = micro_slices(self.B, self.M)
+        self.timing = _Timing()
+        self.last_good = -1
+        self.losses: dict[int, float] = {}
+        self.ckpt_root = Path(a.checkpoint_dir) if a.checkpoint_dir else None
+
+    # -- helpers ------------------------------------------------------------------
+    def _iter(self, k: int, kind: str, t: int) -> int:
+        return iteration_of(kind, t, self.job.schedule.delay(k))
+
+    def _acts_of(self, k: int) -> tuple[Any, ...]:
+        return self.job.schedule.actions[k]
+
+    def _expected(self, k_src: int, kind: str, start: int) -> list[Key]:
+        """Messages this rank consumes from its ``kind`` actions of iteration >= start."""
+        return [(a.batch, a.micro) for a in self._acts_of(self.rank)
+                if a.kind == kind and self._iter(self.rank, kind, a.batch) >= start]
+
+    def _pending_at(self, c: int) -> tuple[list[Key], list[Key]]:
+        """Messages sent by neighbours before boundary c that this rank consumes after it."""
+        acts: list[Key] = []
+        grads: list[Key] = []
+        r = self.rank
+        if r > 0:
+            sent = {(a.batch, a.micro) for a in self._acts_of(r - 1)
+                    if a.kind == "F" and self._iter(r - 1, "F", a.batch) < c}
+            acts = [k for k in self._expected(r - 1, "F", c) if k in sent]
+        if not self.is_last:
+            sent = {(a.batch, a.micro) for a in self._acts_of(r + 1)
+                    if a.kind == "B" and self._iter(r + 1, "B", a.batch) < c}
+            grads = [k for k in self._expected(r + 1, "B", c) if k in sent]
+        return acts, grads
+
+    # -- run ----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        a = self.job.args
+        start = 0
+        ready_acts: dict[Key, Tensor] = {}
+        ready_grads: dict[Key, Tensor] = {}
+        resume_dir = a.resume
+        restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+        if not resume_dir and restarts > 0 and self.ckpt_root and ckpt.read_manifest(self.ckpt_root):
+            resume_dir = str(self.ckpt_root)
+        if resume_dir:
+            man = ckpt.check_resumable(Path(resume_dir), self.job.key(), self.N, self.K)
+            start = int(man["step"])
+            state = ckpt.load_stage(Path(resume_dir), start, self.rank)
+            self.worker.load_state_dict(state["worker"])
+            ready_acts = {(int(k[0]), int(k[1])): v.to(self.device) for k, v in state["acts"]}
+            ready_grads = {(int(k[0]), int(k[1])): v.to(self.device) for k, v in state["grads"]}
+            self.losses = {int(t): float(v) for t, v in state["losses"].items()}
+            _set_rng_state(state["rng"])
+            self.last_good = start
+        self.start = start
+        r = self.rank
+        shape_in = self.job.feats[r - 1] if r > 0 else ()
+        shape_out = self.job.feats[r]
+        self.inbox = (Mailbox(r - 1, self._expected(r - 1, "F", start),
+                              lambda k: (len(range(self.B)[self.slices[k[1]]]), *shape_in),
+                              lambda k: data_tag(k[0], k[1], self.M), device=self.device,
+                              timeout_s=a.timeout_s, ready=ready_acts) if r > 0 else None)
+        self.gradbox = (Mailbox(r + 1, self._expected(r + 1, "B", start),
+                                lambda k: (len(range(self.B)[self.slices[k[1]]]), *shape_out),
+                                lambda k: data_tag(k[0], k[1], self.M), device=self.device,
+                                timeout_s=a.timeout_s, ready=ready_grads) if not self.is_last else None)
+        self.lossbox = (LossReceiver(self.K - 1, range(start, self.N), device=self.device,
+                                     timeout_s=a.timeout_s) if r == 0 and self.K > 1 else None)
+        self.outbox = Outbox(a.timeout_s)
+        self.grad_receivers = ({(x.batch, x.micro) for x in self._acts_of(r - 1) if x.kind == "B"}
+                               if r > 0 else set())
+        actions = [x for x in self._acts_of(r) if self._iter(r, x.kind, x.batch) >= start]
+        dist.barrier()
+        self.t0 = time.perf_counter()
+        wall0 = time.time()
+        progress = _Progress(self, enabled=(r == 0 and not a.no_progress and sys.stderr.isatty()))
+        cur = start
+        for act in actions:
+            it = self._iter(r, act.kind, act.batch)
+            while it > cur:
+                self._end_iteration(cur, progress)
+                cur += 1
+                _fault_hook(r, cur)
+            self._run_action(act, it)
+        while cur < self.N:
+            self._end_iteration(cur, progress)
+            cur += 1
+        self.outbox.flush()
+        self.outbox.close()
+        if self.lossbox is not None:
+            self.lossbox.wait_until(self.N)
+            self.losses.update(self.lossbox.losses)
+            self.lossbox.close()
+        progress.close()
+        accuracy = None if a.no_eval else self._evaluate()
+        wall = time.time() - wall0
+        return self._report(accuracy, wall)
+
+    def _run_action(self, act: Any, it: int) -> None:
+        w, r = self.worker, self.rank
+        t, m = act.batch, act.micro
+        wait0 = self._waited()
+        comm0 = self._comm()
+        if act.kind == "F":
+            y = None
+            if r == 0:
+                x = self.ds.inputs(t, self.B)[self.slices[m]].to(self.device)
+            else:
+                assert self.inbox is not None
+                x = self.inbox.get((t, m))
+            if self.is_last:
+                y = self.ds.labels(t, self.B)[self.slices[m]].to(self.device)
+            c0 = time.perf_counter()
+            share = (self.slices[m].stop - self.slices[m].start) / self.B if self.M > 1 else 1.0
+            out = w.forward(t, x, y, micro=m, weight=share)
+            self._sync()
+            c1 = time.perf_counter()
+            if out is not None:
+                self.outbox.send(out, r + 1, data_tag(t, m, self.M), f"act {r}F{t}")
+            elif m == self.M - 1:
+                loss = w.losses[t]
+                self.losses[t] = loss
+                if not math.isfinite(loss):
+                    good = f"step {self.last_good}" if self.last_good >= 0 else "none"
+                    raise RunError(f"non-finite loss {loss} at batch {t}; stopping (last good checkpoint: {good})")
+                if self.K > 1:
+                    self.outbox.send(torch.tensor([loss], device=self.device), 0, loss_tag(t), f"loss {t}")
+        elif act.kind == "B":
+            g = None
+            if not self.is_last:
+                assert self.gradbox is not None
+                g = self.gradbox.get((t, m))
+            c0 = time.perf_counter()
+            gin = w.backward(t, g, micro=m)
+            self._sync()
+            c1 = time.perf_counter()
+            if gin is not None and (t, m) in self.grad_receivers:
+                self.outbox.send(gin, r - 1, data_tag(t, m, self.M), f"grad {r}B{t}")
+        elif act.kind == "W":
+            assert self.gradbox is not None
+            self.gradbox.wait((t, 0))
+            c0 = c1 = time.perf_counter()
+        else:
+            c0 = time.perf_counter()
+            w.update(t)
+            self._sync()
+            c1 = time.perf_counter()
+        if self.lossbox is not None:
+            self.lossbox.pump()
+        self.timing.rows.append((it, act.kind, repr(act), c0 - self.t0, c1 - self.t0,
+                                 self._waited() - wait0, self._comm() - comm0))
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _waited(self) -> float:
+        return sum(b.wait_s for b in (self.inbox, self.gradbox) if b is not None)
+
+    def _comm(self) -> float:
+        return self.outbox.post_s + self.outbox.wait_s + sum(
+            b.post_s for b in (self.inbox, self.gradbox) if b is not None)
+
+    def _end_iteration(self, it: int, progress: _Progress) -> None:
+        self.timing.iter_end[it] = time.perf_counter() - self.t0
+        progress.update(it)
+        every = self.job.args.checkpoint_every
+        done = it + 1
+        if every > 0 and done % every == 0:
+            self._checkpoint(done)
+
+    def _checkpoint(self, c: int) -> None:
+        assert self.ckpt_root is not None
+        acts, grads = self._pending_at(c)
+        for key in acts:
+            assert self.inbox is not None
+            self.inbox.wait(key)
+        for key in grads:
+            assert self.gradbox is not None
+            self.gradbox.wait(key)
+        if self.lossbox is not None:
+            self.lossbox.wait_until(c)
+            self.losses.update(self.lossbox.losses)
+        self.outbox.flush()
+        state = {
+            "format": ckpt.FORMAT, "stage": self.rank, "step": c,
+            "worker": _to_cpu(self.worker.state_dict()),
+            "acts": [([k[0], k[1]], self.inbox.ready[k].cpu()) for k in acts] if self.inbox else [],
+            "grads": [([k[0], k[1]], self.gradbox.ready[k].cpu()) for k in grads] if self.gradbox else [],
+            "losses": dict(self.losses), "rng": _rng_state(),
+        }
+        ckpt.save_stage(self.ckpt_root, c, self.rank, state)
+        dist.barrier()
+        if self.rank == 0:
+            ckpt.write_manifest(self.ckpt_root, c, self.K, self.job.key())
+        self.last_good = c
+
+    def _evaluate(self) -> float | None:
+        """Forward the test set through the pipeline in eval mode; the last stage counts hits."""
+        r, mod = self.rank, self.worker.module
+        mod.eval()
+        correct = 0
+        base = self.N * self.M + 1
+        slices = self.ds.test_batches(self.B)
+        with torch.no_grad():
+            for i, sl in enumerate(slices):
+                n = sl.stop - sl.start
+                tag = 2 * (base + i)
+                if r == 0:
+                    x = self.ds.test_x[sl].to(self.device)
+                else:
+                    x = torch.empty((n, *self.job.feats[r - 1]), device=self.device)
+                    dist.recv(x, src=r - 1, tag=tag)
+                out = mod(x)
+                if self.is_last:
+                    correct += int((out.argmax(1).cpu() == self.ds.test_y[sl]).sum())
+                else:
+                    dist.send(out.contiguous(), dst=r + 1, tag=tag)
+        mod.train()
+        return correct / len(self.ds.test_y) if self.is_last else None
+
+    def _report(self, accuracy: float | None, wall: float) -> dict[str, Any]:
+        rows = self.timing.rows
+        per_it: dict[int, dict[str, float]] = {}
+        for it, kind, _name, c0, c1, wt, cm in rows:
+            d = per_it.setdefault(it, {"F": 0.0, "B": 0.0, "U": 0.0, "W": 0.0, "wait": 0.0, "comm": 0.0})
+            d[kind] += c1 - c0
+            d["wait"] += wt
+            d["comm"] += cm
+        its = sorted(self.timing.iter_end)
+        ends = [self.timing.iter_end[i] for i in its]
+        step = [1e3 * (e - p) for p, e in zip([0.0, *ends], ends, strict=False)]
+        dev = self.job.plan.stages[self.rank].device
+        return {
+            "stage": self.rank, "device": dev, "iterations": its,
+            "step_ms": step,
+            "forward_ms": [1e3 * per_it.get(i, {}).get("F", 0.0) for i in its],
+            "backward_ms": [1e3 * per_it.get(i, {}).get("B", 0.0) for i in its],
+            "update_ms": [1e3 * per_it.get(i, {}).get("U", 0.0) for i in its],
+            "wait_ms": [1e3 * (per_it.get(i, {}).get("wait", 0.0) + per_it.get(i, {}).get("W", 0.0)) for i in its],
+            "comm_ms": [1e3 * per_it.get(i, {}).get("comm", 0.0) for i in its],
+            "iter_end_ms": [1e3 * e for e in ends],
+            "events": [(name, 1e3 * c0, 1e3 * c1, kind) for _it, kind, name, c0, c1, _w, _c in rows],
+            "sends": [(1e3 * (p - self.t0), 1e3 * (q - self.t0), n, b) for p, q, n, b in self.outbox.done],
+            "losses": {int(t): v for t, v in self.losses.items()},
+            "test_accuracy": accuracy, "wall_s": wall,
+            "weights": self.worker.flat_weights(),
+        }
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+class _Progress:
+    """rich progress bar on stage 0: loss, samples/s, ETA."""
+
+    def __init__(self, proc: StageProcess, enabled: bool) -> None:
+        self.proc = proc
+        self.bar: Any = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
+                            TimeRemainingColumn(), transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task(f"{proc.job.plan.schedule} K={proc.K}", total=proc.N,
+                                      completed=proc.start, info="")
+        self.t_start = time.perf_counter()
+
+    def update(self, it: int) -> None:
+        if self.bar is None:
+            return
+        p = self.proc
+        done = it + 1 - p.start
+        rate = done * p.B / max(1e-9, time.perf_counter() - self.t_start)
+        losses = {**p.losses, **(p.lossbox.losses if p.lossbox is not None else {})}
+        loss = losses[max(losses)] if losses else float("nan")
+        self.bar.update(self.task, completed=it + 1, info=f"loss {loss:.4f}  {rate:.1f} samples/s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def run_inprocess_job(args: argparse.Namespace, record: bool = False) -> tuple[Any, Job, Dataset]:
+    """The same job in one process with :func:`executor.engine.run_inprocess` (tests, benchmarks)."""
+    from executor.engine import run_inprocess
+
+    job = prepare(args)
+    ds = dataset_for(job)
+    optim = make_optim(args, ds.batches_per_epoch(job.plan.batch_size))
+    res = run_inprocess(job.stages, job.schedule, lambda t: ds.batch(t, job.plan.batch_size), cross_entropy,
+                        optim, record=record, seed=args.seed)
+    return res, job, ds
+
+
+def evaluate_stages(stages: list[nn.Module], ds: Dataset, batch_size: int) -> float:
+    """Test accuracy of the stages run back to back (eval mode, forward only)."""
+    correct = 0
+    with torch.no_grad():
+        for m in stages:
+            m.eval()
+        for sl in ds.test_batches(batch_size):
+            x = ds.test_x[sl]
+            for m in stages:
+                x = m(x)
+            correct += int((x.argmax(1) == ds.test_y[sl]).sum())
+        for m in stages:
+            m.train()
+    return correct / len(ds.test_y)
+
+
+def parse_run_args(argv: list[str]) -> argparse.Namespace:
+    from executor.options import add_run_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m executor")
+    add_run_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def _fault_hook(rank: int, it: int) -> None:
+    """Testing hook: ``DDGSIM_FAULT=STAGE:STEP`` SIGKILLs that stage when it starts iteration STEP
+    (first attempt only, i.e. before any elastic restart)."""
+    spec = os.environ.get("DDGSIM_FAULT")
+    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
+        return
+    stage, step = (int(v) for v in spec.split(":"))
+    if stage == rank and step == it:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Entry of one stage process (rank from the launcher's environment)."""
+    torch.set_num_threads(max(1, args.threads))
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    job = prepare(args)
+    if world != job.num_stages:
+        raise UserError(f"plan {args.plan} has {job.num_stages} stages but {world} processes were started "
+                        f"(use --nproc-per-node {job.num_stages})")
+    device = torch.device(f"cuda:{local_rank}") if job.backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    timeout = timedelta(seconds=args.timeout_s)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # The elastic agent keeps one TCPStore across restarts and its workers connect to it
+        # without a per-attempt prefix, so a restarted group would read the dead group's gloo
+        # addresses; prefix the keys with the attempt number ourselves.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, False,
+                             timeout=timeout)
+        store = dist.PrefixStore(f"ddgsim/attempt_{attempt}", base)
+        dist.init_process_group(job.backend, store=store, timeout=timeout, rank=rank, world_size=world)
+    else:
+        dist.init_process_group(job.backend, timeout=timeout, rank=rank, world_size=world)
+    try:
+        proc = StageProcess(job, rank, device)
+        report = proc.run()
+        if args.final_weights:
+            out = Path(args.final_weights)
+            out.mkdir(parents=True, exist_ok=True)
+            ckpt_state = {"weights": report["weights"], "losses": report["losses"], "stage": rank,
+                          "test_accuracy": report["test_accuracy"]}
+            tmp = out / f".stage-{rank}.pt.tmp"
+            torch.save(ckpt_state, tmp)
+            os.replace(tmp, out / f"stage-{rank}.pt")
+        report.pop("weights")
+        gathered: list[Any] = [None] * world if rank == 0 else []
+        dist.gather_object(report, gathered if rank == 0 else None, dst=0)
+        if rank == 0:
+            from executor.measure import summarize, write_outputs
+
+            write_outputs(job, [g for g in gathered if g is not None], args.metrics, args.trace)
+            print(summarize(job, [g for g in gathered if g is not None]), flush=True)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def _is_comm_failure(exc: BaseException) -> bool:
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("Connection closed", "Connection reset", "timed out", "Timed out",
+                                   "Broken pipe", "ECONNREFUSED", "Socket", "gloo"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m executor PLAN --steps N ...``: one stage process (launched by torchrun)."""
+    from executor.options import add_run_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m executor", description=__doc__.splitlines()[0] if __doc__ else None)
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    rank = os.environ.get("RANK", "0")
+    try:
+        return run_worker(args)
+    except UserError as exc:
+        sys.stderr.write(f"error: stage {rank}: {exc}\n")
+        return UserError.exit_code
+    except RunError as exc:
+        sys.stderr.write(f"error: stage {rank}: {exc}\n")
+        return 1
+    except RuntimeError as exc:
+        if not _is_comm_failure(exc):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        sys.stderr.write(f"error: stage {rank}: lost contact with another stage ({type(exc).__name__}: {first})\n")
+        return 1
+
+
+__all__ = ["Job", "RunError", "StageProcess", "flat", "main", "prepare", "run_worker"]
