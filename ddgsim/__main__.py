@@ -2,6 +2,10 @@
 
 import sys
 
-from ddgsim.cli import main
+from ddgsim.malloc import reexec_with_hugepages
+
+reexec_with_hugepages("ddgsim")
+
+from ddgsim.cli import main  # noqa: E402
 
 sys.exit(main())

@@ -39,3 +39,47 @@ def tune_malloc() -> bool:
             ok = False
     _state["done"] = ok
     return ok
+
+
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+"""glibc ≥ 2.35: malloc asks for transparent huge pages (madvise) for its heap and mmaps."""
+
+
+def _thp_available() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as fh:
+            mode = fh.read()
+    except OSError:
+        return False
+    return "[never]" not in mode
+
+
+def hugepage_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with :data:`HUGEPAGE_TUNABLE` added to ``GLIBC_TUNABLES`` (for child processes)."""
+    out = dict(env)
+    current = out.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" not in current and not out.get("DDGSIM_NO_HUGEPAGES"):
+        out["GLIBC_TUNABLES"] = f"{current}:{HUGEPAGE_TUNABLE}" if current else HUGEPAGE_TUNABLE
+    return out
+
+
+def reexec_with_hugepages(module: str) -> None:
+    """Restart this interpreter as ``python -m module ...`` with huge pages for malloc, once.
+
+    On the development VM a ResNet-110 training step ran 3× faster with them (TLB
+    misses on 4 KiB pages dominated memory-bound ops such as ReLU and BatchNorm), so
+    profiles and executor runs are both measured this way. glibc reads tunables only
+    at process start, hence the re-exec; it happens before anything heavy is imported.
+    Set ``DDGSIM_NO_HUGEPAGES=1`` to opt out. No-op off Linux or where THP is off.
+    """
+    import os
+
+    if not sys.platform.startswith("linux") or os.environ.get("DDGSIM_NO_HUGEPAGES"):
+        return
+    if "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", "") or not _thp_available():
+        return
+    env = hugepage_env(dict(os.environ))
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
+    except OSError:
+        return

@@ -14,8 +14,12 @@ Two nodes (run on each, R = 0 and 1; the plan's stages are spread rank by rank):
 
 import sys
 
-from torch.distributed.elastic.multiprocessing.errors import record
+from ddgsim.malloc import reexec_with_hugepages
 
-from executor.runner import main
+reexec_with_hugepages("executor")  # before torch is imported: glibc reads tunables at start
+
+from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
+
+from executor.runner import main  # noqa: E402
 
 sys.exit(record(main)())

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from ddgsim import plan_file
 from ddgsim.errors import UserError
+from ddgsim.malloc import tune_malloc
 from ddgsim.models.registry import ModelSpec, build_model, get_spec
 from ddgsim.schedule import Schedule, make_schedule
 from executor import checkpoint as ckpt
@@ -557,6 +558,7 @@ def _fault_hook(rank: int, it: int) -> None:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Entry of one stage process (rank from the launcher's environment)."""
+    tune_malloc()  # same allocator behaviour as the profiler measured
     torch.set_num_threads(max(1, args.threads))
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     root = str(Path(__file__).resolve().parents[2])
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    from ddgsim.malloc import hugepage_env
+
+    os.environ.update(hugepage_env(dict(os.environ)))  # workers get huge pages for malloc
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=k_total, run_id=f"ddgsim-{uuid.uuid4().hex[:8]}",
         rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=args.max_restarts,
