@@ -6,7 +6,7 @@ step page-faults its activations back in; on the development VM this made a
 whole-model ResNet-110 step ~25% slower than the sum of its per-layer parts. The
 profiler and every executor process call :func:`tune_malloc` so that both pay the
 same (lower) allocation cost. Equivalent to starting Python with
-``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647``.
+``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=-1``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20
 """glibc's largest allowed mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)."""
-TRIM_THRESHOLD = 2**31 - 1
-"""mallopt takes an int: the largest value means "practically never trim"."""
+TRIM_THRESHOLD = -1
+"""-1 turns heap trimming off (mallopt(3)): freed activations stay mapped for the next step."""
 
 _state: dict[str, bool] = {}
 
