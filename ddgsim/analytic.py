@@ -6,10 +6,11 @@ Semantics (identical to :mod:`ddgsim.sim`, which checks them event by event):
   ``B`` = backward_ms(stage)/(s·M) — a micro-batch costs 1/M of the batch (linear
   scaling; real kernels are less efficient on small batches, so this flatters
   ``gpipe``/``1f1b``) — ``U`` = ``update_ms`` once per iteration, ``W`` = 0.
-* ``U`` cost: SGD with momentum reads weights, gradient and momentum and writes
-  weights and momentum, 5 × param_bytes of memory traffic, at ``update_gb_s``
-  (default 10 GB/s ≈ STREAM triad on one core of a current x86 CPU) on the profiled
-  device, divided by the device speed.
+* ``U`` cost: the profile's measured ``update_ms`` per unit (the profiler times the
+  executor's SGD step right after a backward and shares it out by parameter tensors),
+  divided by the device speed. Profiles without it fall back to a bandwidth model:
+  SGD with momentum moves 5 × param_bytes at ``update_gb_s`` (default 10 GB/s ≈
+  STREAM triad on one core) — far too cheap for many small tensors on a CPU.
 * After ``F k t m`` ends (k < K-1) the boundary's ``output_bytes``/M travel to stage
   k+1; after ``B k t m`` ends (k > 0) the same number of bytes travel back to k-1.
   Each hop of the route is a FIFO server per link direction (store-and-forward);
@@ -169,7 +170,7 @@ def costs_for_splits(
     speed = np.array([scenario.device(d).speed for d in devs])
     fwd = stage_sum([u.forward_ms for u in profile.units]) / (speed * M)
     bwd = stage_sum([u.backward_ms for u in profile.units]) / (speed * M)
-    upd = stage_sum([u.param_bytes * UPDATE_TRAFFIC / (update_gb_s * 1e6) for u in profile.units]) / speed
+    upd = stage_sum(unit_update_ms(profile, update_gb_s)) / speed
     out_bytes = np.array([u.output_bytes for u in profile.units], dtype=np.float64)
     msg = out_bytes[cuts - 1] / M if K > 1 else np.zeros((S, 0))
     act_hops = tuple(tuple(scenario.route(devs[k], devs[k + 1])) for k in range(K - 1))
@@ -191,10 +192,17 @@ def costs_for_splits(
     )
 
 
+def unit_update_ms(profile: Profile, update_gb_s: float = UPDATE_GB_S) -> list[float]:
+    """Optimizer-step cost of each unit on the profiled device: measured when the profile
+    has it (every row), else 5 × param_bytes at ``update_gb_s``."""
+    if all(u.update_ms is not None for u in profile.units):
+        return [float(u.update_ms or 0.0) for u in profile.units]
+    return [u.param_bytes * UPDATE_TRAFFIC / (update_gb_s * 1e6) for u in profile.units]
+
+
 def single_device_ms(profile: Profile, speed: float, update_gb_s: float = UPDATE_GB_S) -> float:
     """Iteration time of the whole model on one device: compute + update, no transfers."""
-    upd = sum(u.param_bytes for u in profile.units) * UPDATE_TRAFFIC / (update_gb_s * 1e6)
-    return (profile.sum_ms + upd) / speed
+    return (profile.sum_ms + sum(unit_update_ms(profile, update_gb_s))) / speed
 
 
 # ---------------------------------------------------------------- the recursion

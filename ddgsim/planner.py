@@ -165,6 +165,8 @@ def _tables(
     M = micro_batches
     sched = make_schedule(schedule, K, analytic.default_iterations(K), M)
     params = np.where(valid, Pb[None, :] - Pb[:, None], 0.0)
+    U = prefix(analytic.unit_update_ms(profile, update_gb_s))
+    uspan = np.where(valid, U[None, :] - U[:, None], 0.0)
     acts = np.where(valid, Ab[None, :] - Ab[:, None], 0.0)
     work, fwd, upd, fits, overflow = [], [], [], [], []
     fspan, bspan = span(F), span(B)
@@ -184,7 +186,7 @@ def _tables(
         fits.append(over <= 0)
         work.append((fspan + bspan) / d.speed)
         fwd.append(fspan / d.speed)
-        upd.append(np.where(valid, params * analytic.UPDATE_TRAFFIC / (update_gb_s * 1e6), np.inf) / d.speed)
+        upd.append(np.where(valid, uspan, np.inf) / d.speed)
     comm, hop = [], []
     for k in range(K - 1):
         total = np.zeros(n + 1)

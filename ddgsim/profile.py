@@ -37,6 +37,8 @@ class UnitProfile:
     """Bytes autograd saves for backward (measured with saved-tensor hooks)."""
     output_shape: list[int] = field(default_factory=list)
     """Shape of the output tensor, batch dimension included (extra key)."""
+    update_ms: float | None = None
+    """Measured optimizer step for the unit's parameters (extra key); ``None``: not measured."""
 
     @property
     def compute_ms(self) -> float:
@@ -161,6 +163,9 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
             else:
                 _check_number(uwhere, key, row[key], utypes)
         shape = row.get("output_shape", [])
+        upd = row.get("update_ms")
+        if upd is not None:
+            _check_number(uwhere, "update_ms", upd, (int, float))
         units.append(
             UnitProfile(
                 name=row["name"],
@@ -170,6 +175,7 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
                 param_bytes=int(row["param_bytes"]),
                 activation_bytes=int(row["activation_bytes"]),
                 output_shape=list(shape) if isinstance(shape, list) else [],
+                update_ms=None if upd is None else float(upd),
             )
         )
     meta = data.get("meta", {})

@@ -177,6 +177,9 @@ class StageWorker:
             momentum=optim.momentum,
             nesterov=optim.nesterov,
             weight_decay=optim.weight_decay,
+            # One multi-tensor kernel call per op instead of a Python loop over tensors:
+            # the loop cost ~35 ms per step for ResNet-56 (167 tensors) on the dev VM.
+            foreach=True,
         )
         gen = torch.Generator().manual_seed(seed * 1009 + index)
         self.rng: Tensor = gen.get_state()

@@ -147,3 +147,19 @@ def test_cuda_profile() -> None:
     assert all(u.forward_ms > 0 and u.backward_ms > 0 for u in prof.units)
     assert prof.meta["timer"] == "cuda events"
     assert prof.meta["device_name"] == torch.cuda.get_device_name(0)
+
+
+def test_update_cost_is_measured_and_shared_by_parameter_tensors() -> None:
+    """The optimizer step is timed for real and shared out by trainable tensors."""
+    from ddgsim.models.registry import build_model, get_spec
+    from ddgsim.profiler import profile_model
+
+    spec = get_spec("mlp")
+    prof = profile_model(build_model(spec), name="mlp", input_shape=spec.input_shape, batch_size=8,
+                         reps=2, warmup=1, progress=False)
+    total = prof.meta["update_ms"]
+    assert total > 0
+    assert sum(u.update_ms or 0.0 for u in prof.units) == pytest.approx(total, rel=1e-3, abs=1e-3)
+    for u in prof.units:
+        assert u.update_ms is not None
+        assert (u.update_ms > 0) == (u.param_bytes > 0)
