@@ -1,0 +1,75 @@
+"""``calibrate``: measure this machine's link and overheads and write a scenario TOML.
+
+    python -m ddgsim calibrate --out scenarios/hardware/local.toml
+    python -m ddgsim calibrate --device cuda --sizes 4,1048576,67108864 --reps 50 --out gpus.toml
+
+The file loads with ``--scenario FILE`` (or ``--scenario local`` when written to
+``scenarios/hardware/local.toml``). See :mod:`ddgsim.calibrate` for the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ddgsim.errors import UserError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("calibrate", help="measure this machine's link and write a scenario TOML",
+                              description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu: gloo between two processes; cuda: NCCL between two GPUs (default cpu)")
+    p.add_argument("--sizes", default=None, metavar="BYTES,..",
+                   help="message sizes in bytes, multiples of 4 (default 4 B .. 32 MiB, 8 sizes)")
+    p.add_argument("--reps", type=int, default=20, metavar="N", help="timed repetitions per size (default 20)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1, as the executor)")
+    p.add_argument("--devices", type=int, default=None, metavar="N",
+                   help="devices in the scenario (default: CPU cores, or CUDA GPUs)")
+    p.add_argument("--name", default=None, help="scenario name (default: the file name without .toml)")
+    p.add_argument("--out", required=True, metavar="FILE.toml", help="scenario file to write")
+    p.set_defaults(func=run)
+
+
+def parse_sizes(text: str | None) -> list[int]:
+    from ddgsim.calibrate import SIZES
+
+    if text is None:
+        return list(SIZES)
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--sizes must be comma-separated byte counts, got '{text}'") from None
+    bad = [s for s in sizes if s < 4 or s % 4]
+    if bad or len(set(sizes)) < 2:
+        raise UserError(f"--sizes needs at least 2 different sizes, each a multiple of 4 and >= 4, got '{text}'")
+    return sizes
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix != ".toml":
+        raise UserError(f"--out must end in .toml, got '{out}'")
+    if out.parent and not out.parent.exists():
+        raise UserError(f"--out: folder '{out.parent}' does not exist")
+    sizes = parse_sizes(args.sizes)
+    from ddgsim import calibrate
+
+    print(f"calibrating {args.device}: {len(sizes)} sizes x {args.reps} reps, {args.threads} thread(s) "
+          "per process ...", file=sys.stderr, flush=True)
+    cal = calibrate.measure(args.device, sizes, args.reps, args.threads, args.devices)
+    command = "python -m ddgsim calibrate " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["calibrate"] else [])
+    calibrate.write_scenario(cal, out, args.name, command=command.strip())
+    link = cal.link
+    print(f"{'bytes':>10} {'one-way ms':>11} {'fit ms':>9}")
+    for n, t in zip(link.sizes, link.one_way_ms, strict=True):
+        print(f"{n:>10} {t:>11.4f} {link.predict_ms(n):>9.4f}")
+    print(f"link: {link.latency_us:.1f} us + bytes / {link.bandwidth_gb_s:.3f} GB/s "
+          f"(largest residual {100 * link.max_rel_residual:.1f}%)")
+    print(f"executor step overhead {cal.step_overhead_ms:.3f} ms; concurrent compute speed "
+          f"{cal.concurrent_speed:.3f} ({cal.compute_alone_ms:.2f} ms alone, {cal.compute_together_ms:.2f} ms together)")
+    print(f"load average before {cal.meta['loadavg_before']}, after {cal.meta['loadavg_after']}")
+    print(f"wrote {out}")
+    return 0

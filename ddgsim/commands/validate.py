@@ -1,0 +1,150 @@
+"""``validate``: run several splits for real and compare the measured iteration time with the prediction.
+
+    python -m ddgsim validate resnet56 --gpus 1,2 --schedules bp,ddg,ddg-pipelined --splits 3 \\
+        --steps 10 --batch-size 128 --out benchmarks/results
+
+Writes ``OUT/validation.csv`` (one row per run), ``OUT/report.html`` (plotly) and,
+under ``OUT/runs/``, every plan, the executor's metrics and both timelines
+(``*.predicted.trace.json``, ``*.measured.trace.json``: open them in Perfetto).
+Prints the median and worst absolute error and whether the ranking is preserved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from ddgsim.errors import UserError
+
+DEFAULT_SCHEDULES = "bp,ddg,ddg-pipelined"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("validate", help="predicted vs measured: run splits on the executor and compare",
+                              description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("model", help="model name (see 'ddgsim models')")
+    p.add_argument("--gpus", "-K", default="1,2", metavar="K[,K..]",
+                   help="numbers of stages, e.g. 2 or 1,2 (K=1: the one-process bp run; default 1,2)")
+    p.add_argument("--schedules", default=DEFAULT_SCHEDULES, metavar="S,..",
+                   help=f"schedules for K >= 2 (default {DEFAULT_SCHEDULES})")
+    p.add_argument("--splits", type=int, default=3, metavar="N",
+                   help="splits per K and schedule: planned, even, then unbalanced ones (default 3)")
+    p.add_argument("--steps", type=int, default=10, metavar="S", help="iterations per run (default 10)")
+    p.add_argument("--warmup", type=int, default=None, metavar="W",
+                   help="iteration gaps dropped before the median (default K)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="B", help="samples per batch (default 128)")
+    p.add_argument("--scenario", default=None, metavar="NAME|FILE",
+                   help="hardware scenario (default: 'local' if calibrated, else cpu-2core on cpu, ideal-K on cuda)")
+    p.add_argument("--profile", default=None, metavar="FILE",
+                   help="profile JSON to predict with (default: bundled, cached, or measured now)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu (gloo) or cuda (NCCL)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per stage process (default 1)")
+    p.add_argument("--tolerance", type=float, default=5.0, metavar="PCT",
+                   help="predictions closer than this are ties for the ranking check (default 5)")
+    p.add_argument("--no-trace", action="store_true", help="no measured traces (and no timeline figures)")
+    p.add_argument("--figures", default=None, metavar="DIR",
+                   help="also export the figures as PNG here (kaleido + Chromium; skipped with a message without)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=run)
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        vals = []
+    if not vals or any(v < 1 for v in vals):
+        raise UserError(f"{option} must be positive integers separated by commas, got '{text}'")
+    return sorted(set(vals))
+
+
+def _default_scenario(device: str, k_max: int) -> str:
+    from ddgsim.scenario import bundled_names
+
+    if "local" in bundled_names():
+        return "local"
+    return "cpu-2core" if device == "cpu" else f"ideal-{k_max}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ddgsim.schedule import SCHEDULES
+
+    stages = _ints(args.gpus, "--gpus")
+    schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
+    for s in schedules:
+        if s not in SCHEDULES or s in ("gpipe", "1f1b"):
+            raise UserError(f"--schedules: '{s}' is not one of bp, ddg, ddg-pipelined")
+    for option, value in (("--splits", args.splits), ("--batch-size", args.batch_size),
+                          ("--threads", args.threads)):
+        if value < 1:
+            raise UserError(f"{option} must be > 0, got {value}")
+    if args.steps < max(stages) + 2:
+        raise UserError(f"--steps must be >= K+2 = {max(stages) + 2} (fill, then at least 2 steady gaps), "
+                        f"got {args.steps}")
+    if args.warmup is not None and not 0 <= args.warmup < args.steps - 1:
+        raise UserError(f"--warmup must be in 0..{args.steps - 2}, got {args.warmup}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is not a folder")
+
+    from ddgsim import profile as profile_format
+    from ddgsim import validate as v
+    from ddgsim.models.registry import get_spec
+    from ddgsim.scenario import load_scenario
+
+    get_spec(args.model)
+    scenario_ref = args.scenario or _default_scenario(args.device, max(stages))
+    scenario = load_scenario(scenario_ref)
+    if args.profile:
+        prof = profile_format.load(args.profile)
+        if prof.model != args.model or prof.batch_size != args.batch_size:
+            raise UserError(f"--profile {args.profile} is for {prof.model} at batch {prof.batch_size}, "
+                            f"not {args.model} at batch {args.batch_size}")
+        path: Path | None = Path(args.profile)
+        source = "file"
+    else:
+        from ddgsim.profile_store import get_profile
+
+        prof, path, source = get_profile(args.model, args.batch_size, args.device,
+                                         threads=args.threads if args.device == "cpu" else None)
+    warning = v.profile_warning(prof)
+    if warning:
+        v.stderr(warning)
+    profile_ref = {"path": str(path) if path else "", "model": prof.model, "batch_size": prof.batch_size,
+                   "device": prof.device, "threads": prof.threads}
+    opts = v.Options(stages=stages, schedules=schedules, splits=args.splits, steps=args.steps,
+                     warmup=args.warmup, threads=args.threads, device=args.device, trace=not args.no_trace,
+                     tol_pct=args.tolerance)
+    v.plan_runs(prof, scenario, opts)  # every UserError before anything runs
+    out.mkdir(parents=True, exist_ok=True)
+    header = [
+        f"command: python -m ddgsim validate {shlex.join(sys.argv[2:]) if sys.argv[1:2] == ['validate'] else ''}",
+        f"profile: {path or '(measured, not cached)'} ({source}); scenario: {scenario_ref} ({scenario.description})",
+        f"{args.steps} steps per run, median over the iteration gaps after the first "
+        f"{'K' if args.warmup is None else args.warmup}; {args.threads} thread(s) per stage process",
+    ]
+    import os
+
+    load0 = os.getloadavg()
+    rows, timelines = v.run_all(prof, profile_ref, scenario, scenario_ref, opts, out)
+    header.append(f"load average before {tuple(round(x, 2) for x in load0)}, "
+                  f"after {tuple(round(x, 2) for x in os.getloadavg())}")
+    if warning:
+        header.append(warning)
+    summary = v.summarize(rows, args.tolerance)
+    v.write_csv(rows, out / "validation.csv")
+    (out / "summary.json").write_text(json.dumps({
+        "header": header, "runs": summary.runs, "median_abs_error_pct": summary.median_abs_error_pct,
+        "worst_abs_error_pct": summary.worst_abs_error_pct, "kendall_tau": summary.kendall_tau,
+        "kendall_p": summary.kendall_p, "ranking_preserved": summary.ranking_preserved,
+        "discordant": summary.discordant, "tolerance_pct": summary.tol_pct}, indent=1) + "\n")
+    v.write_report(out / "report.html", rows, summary, timelines, header)
+    if args.figures:
+        v.export_figures(Path(args.figures), rows, summary, timelines)
+    for line in summary.lines():
+        print(line)
+    print(f"wrote {out / 'validation.csv'}, {out / 'report.html'}")
+    return 0

@@ -1,0 +1,433 @@
+"""Predicted vs measured: run several splits on the executor and compare with the simulator.
+
+For every K and schedule, a few splits are chosen — the planner's optimum, the
+authors' even split and deliberately unbalanced ones — each is simulated
+(``ddgsim.sim``) and run for real (``ddgsim execute``: one process per stage, one
+thread each), and the steady-state iteration times are compared.
+
+*Predicted* is the simulator's steady-state period. *Measured* is, from the
+executor's metrics, the median over iterations of the gap between the moments
+the slowest stage finished consecutive iterations, after dropping the first
+``warmup`` gaps (pipeline fill, first-touch allocations). K = 1 is the
+one-process ``bp`` run.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ddgsim.errors import UserError
+from ddgsim.plan_file import Plan, StagePlacement
+from ddgsim.profile import Profile
+from ddgsim.scenario import Scenario
+from ddgsim.sim import SimResult, simulate
+from ddgsim.split import even_split, stage_ranges
+
+COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "error_pct",
+           "label", "batch_size", "steps", "scenario")
+"""``validation.csv`` columns; the first seven are the contract, the rest context."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """One run to predict and measure."""
+
+    stages: int
+    """K (1: the one-process bp run)."""
+    schedule: str
+    split: tuple[int, ...]
+    label: str
+    """Why this split: ``planned``, ``even``, ``front x2`` (stage 0 gets twice the share) ..."""
+
+    @property
+    def name(self) -> str:
+        cuts = "-".join(map(str, self.split)) or "all"
+        return f"k{self.stages}-{self.schedule}-{cuts}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One line of ``validation.csv``."""
+
+    model: str
+    K: int
+    schedule: str
+    split: str
+    predicted_ms: float
+    measured_ms: float
+    error_pct: float
+    """100 · (predicted − measured) / measured: > 0 when the simulator is pessimistic."""
+    label: str = ""
+    batch_size: int = 0
+    steps: int = 0
+    scenario: str = ""
+
+    @classmethod
+    def from_csv(cls, rec: dict[str, str]) -> Row:
+        return cls(model=rec["model"], K=int(rec["K"]), schedule=rec["schedule"], split=rec["split"],
+                   predicted_ms=float(rec["predicted_ms"]), measured_ms=float(rec["measured_ms"]),
+                   error_pct=float(rec["error_pct"]), label=rec.get("label", ""),
+                   batch_size=int(rec.get("batch_size") or 0), steps=int(rec.get("steps") or 0),
+                   scenario=rec.get("scenario", ""))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Summary:
+    """How close the predictions were over all runs."""
+
+    runs: int
+    median_abs_error_pct: float
+    worst_abs_error_pct: float
+    kendall_tau: float
+    """Kendall τ between predicted and measured times (1: same order)."""
+    kendall_p: float
+    discordant: list[tuple[str, str]] = field(default_factory=list)
+    """Pairs ordered differently although their predictions differ by more than ``tol_pct``."""
+    tol_pct: float = 5.0
+
+    @property
+    def ranking_preserved(self) -> bool:
+        return not self.discordant
+
+    def lines(self) -> list[str]:
+        rank = "yes" if self.ranking_preserved else f"no ({len(self.discordant)} discordant pair(s))"
+        return [
+            f"runs: {self.runs}",
+            f"median absolute error: {self.median_abs_error_pct:.1f}%",
+            f"worst absolute error: {self.worst_abs_error_pct:.1f}%",
+            f"Kendall tau (predicted vs measured): {self.kendall_tau:.3f} (p = {self.kendall_p:.3g})",
+            f"ranking preserved (pairs whose predictions differ by > {self.tol_pct:g}%): {rank}",
+            *[f"  measured order differs: {a} vs {b}" for a, b in self.discordant],
+        ]
+
+
+# ---------------------------------------------------------------- choosing splits
+
+def weighted_split(profile: Profile, stages: int, weights: Sequence[float]) -> list[int]:
+    """Cuts giving stage k a share of the compute (forward + backward) ∝ ``weights[k]``."""
+    n = profile.num_units
+    cum = np.cumsum([u.compute_ms for u in profile.units])
+    targets = np.cumsum(weights)[:-1] / float(np.sum(weights)) * cum[-1]
+    cuts: list[int] = []
+    for k, target in enumerate(targets):
+        # cut after the unit whose cumulative compute is closest to the target
+        c = int(np.argmin(np.abs(cum - target))) + 1
+        c = max(c, (cuts[-1] + 1) if cuts else 1)
+        c = min(c, n - (stages - 1 - k))
+        cuts.append(c)
+    return cuts
+
+
+def imbalance_weights(stages: int) -> list[tuple[str, list[float]]]:
+    """Ever stronger imbalances: stage 0 heavy, last stage heavy, x2, x3, x4."""
+    out = []
+    for f in (2.0, 3.0, 4.0):
+        out.append((f"front x{f:g}", [f] + [1.0] * (stages - 1)))
+        out.append((f"back x{f:g}", [1.0] * (stages - 1) + [f]))
+    return out
+
+
+def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: int, count: int) -> list[RunSpec]:
+    """``count`` distinct splits: planned, even, then unbalanced ones (labels joined on ties)."""
+    from ddgsim.planning import plan_for_k
+
+    if stages == 1:
+        return [RunSpec(stages=1, schedule="bp", split=(), label="one process")]
+    found: dict[tuple[int, ...], list[str]] = {}
+    res = plan_for_k(profile, scenario, schedule, stages)
+    if res.planned is not None:
+        found.setdefault(tuple(res.planned.split), []).append("planned")
+    found.setdefault(tuple(even_split(profile.num_units, stages)), []).append("even")
+    for label, w in imbalance_weights(stages):
+        if len(found) >= count:
+            break
+        found.setdefault(tuple(weighted_split(profile, stages, w)), []).append(label)
+    return [RunSpec(stages=stages, schedule=schedule, split=s, label="=".join(labels))
+            for s, labels in list(found.items())[:count]]
+
+
+# ---------------------------------------------------------------- one run
+
+def make_plan(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, scenario_ref: str,
+              spec: RunSpec, sim: SimResult) -> Plan:
+    ranges = stage_ranges(spec.split, profile.num_units)
+    stages = [StagePlacement(stage=k, device=sim.devices[k], units=(a, b), first=profile.units[a].name,
+                             last=profile.units[b - 1].name) for k, (a, b) in enumerate(ranges)]
+    predicted = {"iteration_ms": sim.iteration_ms, "samples_per_s": sim.samples_per_s,
+                 "speedup_vs_1_device": sim.speedup_vs_1_device, "busy_ms": list(sim.busy_ms),
+                 "staleness": list(sim.staleness), "peak_memory_bytes": sim.peak_memory_bytes}
+    return Plan(model=profile.model, batch_size=profile.batch_size, schedule=spec.schedule,
+                split=list(spec.split), stages=stages, scenario=scenario_ref, profile=profile_ref,
+                predicted=predicted, extra={"validation_label": spec.label})
+
+
+def measured_step_ms(metrics: dict[str, Any], warmup: int) -> float:
+    """Median gap between the slowest stage's consecutive iteration ends, first ``warmup`` gaps dropped."""
+    ends: dict[int, float] = {}
+    for st in metrics["per_stage"]:
+        for it, end in zip(st["iterations"], itertools.accumulate(st["step_ms"]), strict=True):
+            ends[it] = max(ends.get(it, 0.0), end)
+    its = sorted(ends)
+    gaps = [ends[b] - ends[a] for a, b in itertools.pairwise(its)]
+    if not gaps:
+        raise UserError("a run needs at least 2 steps to measure an iteration time")
+    kept = gaps[min(warmup, len(gaps) - 1):]
+    return float(statistics.median(kept))
+
+
+def execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
+    """``ddgsim execute PLAN`` in this process (its launcher spawns one process per stage)."""
+    from ddgsim.cli import build_parser
+
+    argv = ["execute", str(plan), "--steps", str(steps), "--threads", str(threads), "--data", "synthetic",
+            "--no-eval", "--no-progress", "--metrics", str(metrics),
+            "--backend", "nccl" if device == "cuda" else "gloo"]
+    if trace is not None:
+        argv += ["--trace", str(trace)]
+    args = build_parser().parse_args(argv)
+    code = args.func(args)
+    if code != 0:
+        raise UserError(f"the executor failed on {plan} (exit status {code}); see the messages above")
+
+
+# ---------------------------------------------------------------- comparing
+
+def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
+    from scipy.stats import kendalltau
+
+    if not rows:
+        raise UserError("no runs to summarize")
+    errs = [abs(r.error_pct) for r in rows]
+    pred = [r.predicted_ms for r in rows]
+    meas = [r.measured_ms for r in rows]
+    if len(rows) >= 2 and len(set(pred)) > 1 and len(set(meas)) > 1:
+        res = kendalltau(pred, meas)
+        tau, p = float(res.statistic), float(res.pvalue)
+    else:
+        tau, p = math.nan, math.nan
+    bad = []
+    for a, b in itertools.combinations(rows, 2):
+        if abs(a.predicted_ms - b.predicted_ms) <= tol_pct / 100 * min(a.predicted_ms, b.predicted_ms):
+            continue
+        if (a.predicted_ms - b.predicted_ms) * (a.measured_ms - b.measured_ms) < 0:
+            bad.append((_run_label(a), _run_label(b)))
+    return Summary(runs=len(rows), median_abs_error_pct=float(statistics.median(errs)),
+                   worst_abs_error_pct=max(errs), kendall_tau=tau, kendall_p=p, discordant=bad, tol_pct=tol_pct)
+
+
+def _run_label(r: Row) -> str:
+    return f"K={r.K} {r.schedule} [{r.split or '-'}]"
+
+
+def write_csv(rows: Sequence[Row], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([r.model, r.K, r.schedule, r.split, f"{r.predicted_ms:.3f}", f"{r.measured_ms:.3f}",
+                        f"{r.error_pct:.2f}", r.label, r.batch_size, r.steps, r.scenario])
+
+
+def read_csv(path: str | Path) -> list[Row]:
+    try:
+        with Path(path).open(newline="") as fh:
+            recs = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    missing = [c for c in COLUMNS[:7] if recs and c not in recs[0]]
+    if missing:
+        raise UserError(f"{path} is not a validation.csv: column '{missing[0]}' is missing")
+    return [Row.from_csv(r) for r in recs]
+
+
+# ---------------------------------------------------------------- figures
+
+def scatter_figure(rows: Sequence[Row], title: str = "Predicted vs measured iteration time") -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    lo = min([r.predicted_ms for r in rows] + [r.measured_ms for r in rows]) * 0.9
+    hi = max([r.predicted_ms for r in rows] + [r.measured_ms for r in rows]) * 1.1
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
+                             line={"color": "#888", "dash": "dash"}))
+    for band in (5, 10):
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo / (1 + band / 100), hi / (1 + band / 100)], mode="lines",
+                                 line={"color": "#ccc", "width": 1}, name=f"±{band}%", legendgroup=f"b{band}"))
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo / (1 - band / 100), hi / (1 - band / 100)], mode="lines",
+                                 line={"color": "#ccc", "width": 1}, showlegend=False, legendgroup=f"b{band}"))
+    symbols = ["circle", "square", "diamond", "triangle-up", "x", "star"]
+    for i, (key, grp) in enumerate(itertools.groupby(sorted(rows, key=lambda r: (r.K, r.schedule)),
+                                                     key=lambda r: (r.K, r.schedule))):
+        g = list(grp)
+        fig.add_trace(go.Scatter(
+            x=[r.measured_ms for r in g], y=[r.predicted_ms for r in g], mode="markers",
+            marker={"size": 11, "symbol": symbols[i % len(symbols)]}, name=f"K={key[0]} {key[1]}",
+            text=[f"split [{r.split or '-'}] {r.label}<br>error {r.error_pct:+.1f}%" for r in g],
+            hovertemplate="%{text}<br>measured %{x:.1f} ms<br>predicted %{y:.1f} ms<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="measured ms / iteration", yaxis_title="predicted ms / iteration",
+                      height=560, width=720)
+    fig.update_xaxes(range=[lo, hi], constrain="domain")
+    fig.update_yaxes(range=[lo, hi], constrain="domain")
+    return fig
+
+
+def error_figure(rows: Sequence[Row], title: str = "Prediction error per run") -> Any:
+    import plotly.graph_objects as go
+
+    labels = [f"K={r.K} {r.schedule} [{r.split or '-'}] {r.label}" for r in rows]
+    fig = go.Figure(go.Bar(x=labels, y=[r.error_pct for r in rows],
+                           marker_color=["#E45756" if abs(r.error_pct) > 10 else "#F58518" if abs(r.error_pct) > 5
+                                         else "#54A24B" for r in rows],
+                           hovertemplate="%{x}<br>%{y:+.1f}%<extra></extra>"))
+    for y in (-10, -5, 5, 10):
+        fig.add_hline(y=y, line={"color": "#bbb", "dash": "dot"})
+    fig.update_layout(title=title, yaxis_title="(predicted − measured) / measured, %", height=480,
+                      xaxis_tickangle=-30)
+    return fig
+
+
+def timeline_figure(sim_trace: Path, measured_trace: Path, title: str, steps: int, sim_iterations: int) -> Any:
+    """Two steady-state iterations, predicted and measured, side by side on one time scale."""
+    from ddgsim.figures import events_from_trace, gantt_pair, steady_window
+    from ddgsim.trace import load_trace
+
+    pred, span_p = steady_window(events_from_trace(load_trace(sim_trace)), sim_iterations // 2)
+    meas, span_m = steady_window(events_from_trace(load_trace(measured_trace)), max(0, steps // 2 - 1))
+    return gantt_pair(pred, meas, title, span_ms=max(span_p, span_m) or None)
+
+
+# ---------------------------------------------------------------- the whole validation
+
+@dataclass(kw_only=True)
+class Options:
+    """What ``ddgsim validate`` was asked for."""
+
+    stages: list[int]
+    schedules: list[str]
+    splits: int = 3
+    steps: int = 10
+    warmup: int | None = None
+    """Gaps dropped before the median; None: K (the pipeline fill)."""
+    threads: int = 1
+    device: str = "cpu"
+    trace: bool = True
+    tol_pct: float = 5.0
+
+
+def plan_runs(profile: Profile, scenario: Scenario, opts: Options) -> list[RunSpec]:
+    runs: list[RunSpec] = []
+    for K in opts.stages:
+        if profile.num_units < K:
+            raise UserError(f"--gpus {K} is more stages than the {profile.num_units} units of '{profile.model}'")
+        if len(scenario.devices) < K:
+            raise UserError(f"--gpus {K} needs {K} devices but scenario '{scenario.name}' has {len(scenario.devices)}")
+        if K == 1:
+            runs += choose_splits(profile, scenario, "bp", 1, 1)
+            continue
+        for sched in opts.schedules:
+            runs += choose_splits(profile, scenario, sched, K, opts.splits)
+    return runs
+
+
+def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, scenario_ref: str,
+            opts: Options, out: Path, log: Callable[[str], None] | None = None) -> tuple[list[Row], list[Any]]:
+    """Predict and measure every run; write plans, metrics and traces under ``out/runs``."""
+    from ddgsim.trace import write_trace
+
+    log = log or _print
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    specs = plan_runs(profile, scenario, opts)
+    log(f"{len(specs)} runs of {opts.steps} steps each")
+    rows: list[Row] = []
+    timelines = []
+    for i, spec in enumerate(specs):
+        sim = simulate(profile, list(spec.split), scenario, spec.schedule)
+        plan = make_plan(profile, profile_ref, scenario, scenario_ref, spec, sim)
+        plan_path = runs_dir / f"{spec.name}.plan.json"
+        plan.save(plan_path)
+        sim_trace = runs_dir / f"{spec.name}.predicted.trace.json"
+        write_trace(sim_trace, sim.timeline, process=f"predicted {spec.schedule}", rows=list(sim.devices))
+        metrics_path = runs_dir / f"{spec.name}.metrics.json"
+        trace_path = runs_dir / f"{spec.name}.measured.trace.json" if opts.trace else None
+        t0 = time.perf_counter()
+        execute(plan_path, opts.steps, opts.threads, metrics_path, trace_path, opts.device)
+        metrics = json.loads(metrics_path.read_text())
+        warm = spec.stages if opts.warmup is None else opts.warmup
+        measured = measured_step_ms(metrics, warm)
+        row = Row(model=profile.model, K=spec.stages, schedule=spec.schedule,
+                  split=",".join(map(str, spec.split)), predicted_ms=sim.iteration_ms, measured_ms=measured,
+                  error_pct=100.0 * (sim.iteration_ms - measured) / measured, label=spec.label,
+                  batch_size=profile.batch_size, steps=opts.steps, scenario=scenario.name)
+        rows.append(row)
+        log(f"[{i + 1}/{len(specs)}] K={spec.stages} {spec.schedule:<13} split [{row.split or '-'}] "
+            f"({spec.label}): predicted {row.predicted_ms:.1f} ms, measured {row.measured_ms:.1f} ms, "
+            f"error {row.error_pct:+.1f}%  ({time.perf_counter() - t0:.0f} s)")
+        if trace_path is not None and (spec.label.startswith("planned") or spec.stages == 1):
+            timelines.append(timeline_figure(
+                sim_trace, trace_path, f"K={spec.stages} {spec.schedule}, split [{row.split or '-'}] "
+                f"({spec.label}): two steady-state iterations", opts.steps, sim.iterations))
+    return rows, timelines
+
+
+def write_report(path: Path, rows: Sequence[Row], summary: Summary, timelines: Sequence[Any],
+                 header: Sequence[str] = ()) -> Path:
+    from ddgsim.figures import write_html
+
+    title = f"ddgsim validation: {rows[0].model}, batch {rows[0].batch_size}" if rows else "ddgsim validation"
+    figs = [scatter_figure(rows), error_figure(rows), *timelines]
+    return write_html(path, figs, title, intro="\n".join([*header, *summary.lines()]))
+
+
+def export_figures(folder: Path, rows: Sequence[Row], summary: Summary, timelines: Sequence[Any]) -> list[Path]:
+    """PNGs for a README: the scatter, the errors, every timeline (where Chromium is present)."""
+    from ddgsim.figures import export_pngs
+
+    model = f"{rows[0].model}, batch {rows[0].batch_size}" if rows else ""
+    head = (f"median |error| {summary.median_abs_error_pct:.1f}%, worst {summary.worst_abs_error_pct:.1f}%, "
+            f"Kendall τ {summary.kendall_tau:.2f}")
+    figs = [("validation-scatter.png", scatter_figure(rows, f"Predicted vs measured ({model})<br><sup>{head}</sup>")),
+            ("validation-errors.png", error_figure(rows, f"Prediction error per run ({model})"))]
+    figs += [(f"validation-timeline-{i + 1}.png", fig) for i, fig in enumerate(timelines)]
+    items = [(fig, folder / name) for name, fig in figs]
+    return [p for _, p in items] if export_pngs(items, width=1100) == len(items) else []
+
+
+def profile_warning(profile: Profile) -> str | None:
+    """A line when the profile's meta says it was measured on a loaded machine or not with 1 thread."""
+    import os
+
+    meta = profile.meta
+    load = meta.get("loadavg_before") or meta.get("loadavg_after")
+    cpus = os.cpu_count() or 1
+    notes = []
+    if isinstance(load, list) and load and float(load[0]) > 0.5 * cpus:
+        notes.append(f"measured under load (load average {load[0]} on {cpus} CPUs)")
+    if profile.threads != 1:
+        notes.append(f"measured with {profile.threads} threads, the executor runs 1 per stage")
+    if not notes:
+        return None
+    return ("warning: profile " + "; ".join(notes) + ". Re-profile on a quiet machine: "
+            f"python -m ddgsim profile {profile.model} --batch-size {profile.batch_size} --threads 1 --no-cache "
+            "--out FILE, then --profile FILE")
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def stderr(msg: str) -> None:
+    sys.stderr.write(msg + "\n")

@@ -1,0 +1,101 @@
+"""Calibration: the link fit, the scenario file it writes, and one real (tiny) gloo measurement."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ddgsim.calibrate import Calibration, LinkFit, fit_link, scenario_toml, write_scenario
+from ddgsim.errors import UserError
+from ddgsim.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fit_recovers_an_exact_line() -> None:
+    sizes = [4, 1024, 1 << 20, 8 << 20]
+    times = [0.05 + n / (2.5 * 1e6) for n in sizes]  # 50 us + n / 2.5 GB/s
+    fit = fit_link(sizes, times)
+    assert fit.latency_us == pytest.approx(50.0, rel=1e-6)
+    assert fit.bandwidth_gb_s == pytest.approx(2.5, rel=1e-6)
+    assert fit.max_rel_residual < 1e-9
+    assert fit.predict_ms(1 << 20) == pytest.approx(times[2])
+
+
+def test_fit_never_returns_a_negative_latency() -> None:
+    # the small message is faster than the line through the big ones: nnls clamps at 0
+    fit = fit_link([4, 1 << 20, 2 << 20], [0.001, 1.0, 2.1])
+    assert fit.latency_us >= 0.0
+    assert 0.9 < fit.bandwidth_gb_s < 1.2
+
+
+def test_fit_rejects_degenerate_input() -> None:
+    with pytest.raises(UserError):
+        fit_link([4], [0.1])
+    with pytest.raises(UserError):
+        fit_link([4, 4], [0.1, 0.2])
+    with pytest.raises(UserError):
+        fit_link([4, 8], [0.1, -1.0])
+
+
+def _calibration(devices: int = 3, bandwidth: float = 2.0) -> Calibration:
+    link = LinkFit(latency_us=80.0, bandwidth_gb_s=bandwidth, sizes=(4, 1 << 20), one_way_ms=(0.08, 0.6),
+                   max_rel_residual=0.01)
+    return Calibration(device="cpu", backend="gloo", devices=devices, memory_gib=4.0, link=link,
+                       step_overhead_ms=0.3, compute_alone_ms=10.0, compute_together_ms=12.5, reps=5,
+                       threads=1, meta={"date": "2026-01-01T00:00:00+00:00", "host": "h", "cpu": "x"})
+
+
+def test_written_scenario_loads_with_the_fitted_link(tmp_path: Path) -> None:
+    cal = _calibration()
+    path = tmp_path / "local.toml"
+    write_scenario(cal, path, command="python -m ddgsim calibrate --out local.toml")
+    sc = load_scenario(str(path))
+    assert sc.name == "local"
+    assert [d.name for d in sc.devices] == ["cpu0", "cpu1", "cpu2"]
+    assert all(d.speed == 1.0 and d.memory_gib == 4.0 for d in sc.devices)
+    n = 4 << 20
+    assert sc.transfer_ms("cpu2", "cpu0", n) == pytest.approx(0.08 + n / 2e9 * 1e3)
+    text = path.read_text()
+    assert "# Calibrated by `python -m ddgsim calibrate --out local.toml`" in text
+    assert "speed 0.800" in text  # concurrent compute speed 10 / 12.5, recorded as a comment
+    assert cal.concurrent_speed == pytest.approx(0.8)
+
+
+def test_infinite_bandwidth_is_written_as_inf() -> None:
+    text = scenario_toml(_calibration(devices=2, bandwidth=math.inf), "x")
+    assert "bandwidth_gb_s = inf" in text
+
+
+def _cli(*argv: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "ddgsim", "calibrate", *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_bad_arguments_fail_before_measuring(tmp_path: Path) -> None:
+    r = _cli("--sizes", "4,5", "--out", str(tmp_path / "a.toml"))
+    assert r.returncode == 2 and "--sizes" in r.stderr
+    r = _cli("--out", str(tmp_path / "a.json"))
+    assert r.returncode == 2 and ".toml" in r.stderr
+    r = _cli("--out", str(tmp_path / "missing" / "a.toml"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+@pytest.mark.slow
+def test_real_gloo_calibration_writes_a_loadable_sane_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "local.toml"
+    r = _cli("--sizes", "4,65536", "--reps", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    sc = load_scenario(str(out))
+    link = sc.link(("cpu0", "cpu1"))
+    assert link.latency_us >= 0 and link.bandwidth_gb_s > 0
+    # a 1 MiB message cannot cross loopback in under 1 us nor take a second
+    assert 1e-3 < sc.transfer_ms("cpu0", "cpu1", 1 << 20) < 1e3
+    assert "executor fixed cost per step" in out.read_text()
+    assert "wrote" in r.stdout
