@@ -217,6 +217,32 @@ def _reach(K: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def _backtrack(back: Sequence[np.ndarray], n: int) -> list[int]:
+    """The split from forward-DP back pointers (``back[k][v]`` = start of stage k ending at v)."""
+    split, v = [], n
+    for k in range(len(back) - 1, 0, -1):
+        v = int(back[k][v])
+        split.append(v)
+    return split[::-1]
+
+
+def _minmax_partition(costs: Sequence[np.ndarray], n: int) -> tuple[list[int], float] | None:
+    """Exact min-max DP: the split minimising max_k costs[k][start, end] (inf = not allowed)."""
+    reach = _reach(len(costs), n)
+    prev = np.full(n + 1, np.inf)
+    prev[0] = -np.inf
+    back = []
+    for k, cost in enumerate(costs):
+        starts, ends = reach[k]
+        val = np.where(starts[:, None] & ends[None, :], np.maximum(prev[:, None], cost), np.inf)
+        arg = np.argmin(val, axis=0)
+        prev = val[arg, np.arange(n + 1)]
+        back.append(arg)
+    if not np.isfinite(prev[n]):
+        return None
+    return _backtrack(back, n), float(prev[n])
+
+
 def _feasible(schedule: str, T: _Tables, P: float) -> list[int] | None:
     """A split with closed-form period ≤ P that fits in memory, or None (exact)."""
     K, n = T.K, T.n
@@ -277,32 +303,14 @@ def _feasible(schedule: str, T: _Tables, P: float) -> list[int] | None:
         back.append(arg)
     if not np.isfinite(prev[n]):
         return None
-    split, v = [], n
-    for k in range(K - 1, 0, -1):
-        v = int(back[k][v])
-        split.append(v)
-    return split[::-1]
+    return _backtrack(back, n)
 
 
 def _min_overflow(T: _Tables) -> tuple[list[int], float]:
     """The split whose worst stage overflows memory the least (min-max DP, exact)."""
-    K, n = T.K, T.n
-    reach = _reach(K, n)
-    prev = np.full(n + 1, np.inf)
-    prev[0] = -np.inf
-    back = []
-    for k in range(K):
-        starts, ends = reach[k]
-        val = np.maximum(prev[:, None], T.overflow[k])
-        val = np.where(starts[:, None] & ends[None, :], val, np.inf)
-        arg = np.argmin(val, axis=0)
-        prev = val[arg, np.arange(n + 1)]
-        back.append(arg)
-    split, v = [], n
-    for k in range(K - 1, 0, -1):
-        v = int(back[k][v])
-        split.append(v)
-    return split[::-1], float(prev[n])
+    found = _minmax_partition(T.overflow, T.n)
+    assert found is not None  # every stage can hold one unit: some split exists
+    return found
 
 
 # ---------------------------------------------------------------- the search
@@ -454,24 +462,10 @@ def _enumerate(
         i = int(np.argmin(per))
         return Candidate(stages=K, split=kept[i], devices=devices, iteration_ms=float(per[i]), exact=True, evaluated=len(kept))
     # Heuristic: minimise the busiest stage (M·(f+b) + u), then evaluate by the recursion.
-    prev = np.full(n + 1, np.inf)
-    prev[0] = 0.0
-    back = []
-    reach = _reach(K, n)
-    for k in range(K):
-        starts, ends = reach[k]
-        val = np.maximum(prev[:, None], T.work[k] + T.upd[k])
-        val = np.where(T.fits[k] & starts[:, None] & ends[None, :], val, np.inf)
-        arg = np.argmin(val, axis=0)
-        prev = val[arg, np.arange(n + 1)]
-        back.append(arg)
-    if not np.isfinite(prev[n]):
+    busiest = _minmax_partition([np.where(T.fits[k], T.work[k] + T.upd[k], np.inf) for k in range(K)], n)
+    if busiest is None:
         return None
-    split, v = [], n
-    for k in range(K - 1, 0, -1):
-        v = int(back[k][v])
-        split.append(v)
-    split = split[::-1]
+    split = busiest[0]
     ms = evaluate(profile, split, scenario, schedule, devices, micro_batches, update_gb_s)
     return Candidate(stages=K, split=split, devices=devices, iteration_ms=ms, exact=False, evaluated=1)
 
@@ -536,19 +530,6 @@ def parameter_balanced_split(profile: Profile, stages: int) -> list[int]:
     idx = np.arange(n + 1)
     valid = idx[:, None] < idx[None, :]
     part = np.where(valid, w[None, :] - w[:, None], np.inf)
-    reach = _reach(stages, n)
-    prev = np.full(n + 1, np.inf)
-    prev[0] = 0.0
-    back = []
-    for k in range(stages):
-        starts, ends = reach[k]
-        val = np.maximum(prev[:, None], part)
-        val = np.where(starts[:, None] & ends[None, :], val, np.inf)
-        arg = np.argmin(val, axis=0)
-        prev = val[arg, np.arange(n + 1)]
-        back.append(arg)
-    split, v = [], n
-    for k in range(stages - 1, 0, -1):
-        v = int(back[k][v])
-        split.append(v)
-    return split[::-1]
+    found = _minmax_partition([part] * stages, n)
+    assert found is not None
+    return found[0]
