@@ -5,16 +5,16 @@ Run: ``.venv/bin/python benchmarks/bench_executor.py [--steps 6] [--warmup 2] [-
 Configurations (each a real ``ddgsim execute`` run, ``--no-eval``):
 
 * ``bp`` K=1 with 1 thread, and with 2 threads (one process);
-* ``ddg`` and ``ddg-pipelined`` K=2, one thread per stage process, split where the
-  bundled profile (``scenarios/profiles/resnet110-b128-cpu-t1.json``) balances the
-  per-stage forward+backward time.
+* ``ddg`` and ``ddg-pipelined`` K=2, one thread per stage process, each at the split
+  the planner picks for it on the bundled profile
+  (``scenarios/profiles/resnet110-b128-cpu-t1.json``) and the ``cpu-2core`` scenario.
 
 A run's step time is, per iteration, the longest of the stages' step times; its
 figure is the median over the iterations after ``--warmup``; the reported figure is
 the median over ``--repeats`` runs, as samples/s, with the speedup over BP with 1
 thread. The machine is shared: the load average is printed before and after.
-``predicted_samples_per_s`` is the hook for the simulator's prediction of the same
-plan (``None`` until wired).
+Beside each measurement: the SimPy model's prediction of the same plan on the same
+profile and scenario (1-thread profile, so no prediction for the 2-thread run).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ddgsim import profile as profile_mod  # noqa: E402
 from ddgsim.plan_file import Plan, StagePlacement  # noqa: E402
 
 PROFILE = ROOT / "scenarios" / "profiles" / "resnet110-b128-cpu-t1.json"
+SCENARIO = "cpu-2core"
 
 
 def balanced_split(costs: list[float]) -> int:
@@ -48,16 +49,25 @@ def balanced_split(costs: list[float]) -> int:
 
 def write_plan(d: Path, schedule: str, split: list[int], n_units: int) -> Path:
     b = [0, *split, n_units]
-    path = d / f"{schedule}-k{len(b) - 1}.json"
+    path = d / f"{schedule}-k{len(b) - 1}-{'-'.join(map(str, split)) or 'all'}.json"
     Plan(model="resnet110", batch_size=128, schedule=schedule, split=split,
          stages=[StagePlacement(stage=i, device=f"cpu{i}", units=(b[i], b[i + 1])) for i in range(len(b) - 1)],
          ).save(path)
     return path
 
 
-def predicted_samples_per_s(plan: Path) -> float | None:
-    """Hook for the simulator's prediction of ``plan`` (to be wired to ddgsim.sim)."""
-    return None
+def predicted_samples_per_s(plan: Path, threads: int) -> float | None:
+    """The simulator's prediction for ``plan`` (profile measured with 1 thread)."""
+    if threads != 1:
+        return None
+    from ddgsim import plan_file
+    from ddgsim.scenario import load_scenario
+    from ddgsim.sim import simulate
+
+    p = plan_file.load(plan)
+    res = simulate(profile_mod.load(PROFILE), p.split, load_scenario(SCENARIO), p.schedule,
+                   devices=[s.device for s in p.stages])
+    return res.samples_per_s
 
 
 def run_once(plan: Path, steps: int, threads: int, warmup: int, metrics: Path) -> float:
@@ -76,18 +86,21 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    from ddgsim import planner
+    from ddgsim.scenario import load_scenario
+
     prof = profile_mod.load(PROFILE)
     costs = [u.forward_ms + u.backward_ms for u in prof.units]
-    u = balanced_split(costs)
-    print(f"load average before: {os.getloadavg()}; split for K=2 at unit {u} "
-          f"(profile: {sum(costs[:u]):.0f} ms | {sum(costs[u:]):.0f} ms)")
+    best = {s: planner.search(prof, load_scenario(SCENARIO), s, 2).best for s in ("ddg", "ddg-pipelined")}
+    cut = {s: c.split if c is not None else [balanced_split(costs)] for s, c in best.items()}
+    print(f"load average before: {os.getloadavg()}; K=2 splits (planner, {SCENARIO}): {cut}")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         configs = [
             ("bp K=1, 1 thread", write_plan(d, "bp", [], len(costs)), 1),
             ("bp K=1, 2 threads", write_plan(d, "bp", [], len(costs)), 2),
-            ("ddg K=2", write_plan(d, "ddg", [u], len(costs)), 1),
-            ("ddg-pipelined K=2", write_plan(d, "ddg-pipelined", [u], len(costs)), 1),
+            ("ddg K=2", write_plan(d, "ddg", cut["ddg"], len(costs)), 1),
+            ("ddg-pipelined K=2", write_plan(d, "ddg-pipelined", cut["ddg-pipelined"], len(costs)), 1),
         ]
         results: dict[str, list[float]] = {name: [] for name, _, _ in configs}
         for rep in range(args.repeats):
@@ -98,9 +111,9 @@ def main() -> None:
         base = statistics.median(results[configs[0][0]])
         print(f"load average after: {os.getloadavg()}")
         print(f"{'config':<20} {'samples/s (median)':>18} {'speedup':>8} {'predicted':>10}")
-        for name, plan, _ in configs:
+        for name, plan, threads in configs:
             med = statistics.median(results[name])
-            pred = predicted_samples_per_s(plan)
+            pred = predicted_samples_per_s(plan, threads)
             print(f"{name:<20} {med:>18.2f} {med / base:>8.2f} {'-' if pred is None else f'{pred:.2f}':>10}")
 
 

@@ -5,7 +5,7 @@
 Reports the median wall time (fresh interpreter each run, so imports count) of
 
 * ``plan resnet110 --gpus 4`` on the bundled profile (target: < 2 s here);
-* ``plan resnet1202 --gpus 8`` on the bundled profile if there is one, else on a
+* ``plan resnet1202 --gpus 8`` on the bundled profile if there is one (batch 128 or 32), else on a
   ResNet-1202-shaped profile built from ResNet-110's measured block costs
   (3 stem units, 600 blocks, 3 head units) — said in the output;
 
@@ -66,9 +66,10 @@ def main() -> int:
     assert p110 is not None, "bundled resnet110 profile missing"
     cases: list[tuple[str, list[str]]] = [("resnet110 --gpus 4", ["plan", "resnet110", "--gpus", "4", "--json"])]
     tmp = Path(tempfile.mkdtemp())
-    p1202 = find_profile("resnet1202", 128)
+    p1202 = next((b for b in (128, 32) if find_profile("resnet1202", b) is not None), None)
     if p1202 is not None:
-        cases.append(("resnet1202 --gpus 8 (bundled profile)", ["plan", "resnet1202", "--gpus", "8", "--json"]))
+        cases.append((f"resnet1202 --gpus 8 --batch-size {p1202} (bundled)",
+                      ["plan", "resnet1202", "--gpus", "8", "--batch-size", str(p1202), "--json"]))
     else:
         synth = tmp / "resnet1202-like.json"
         resnet1202_like(profile_format.load(p110)).save(synth)
