@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ddgsim.errors import UserError
-from ddgsim.profile import write_json_atomic
+from ddgsim.profile import read_json, write_json_atomic
 
 FORMAT = "ddgsim-plan/1"
 
@@ -142,13 +141,4 @@ def from_json(data: Any, where: str = "<data>") -> Plan:
 
 def load(path: str | os.PathLike[str]) -> Plan:
     """Read and validate a plan file; unreadable or malformed files raise :class:`UserError`."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read plan {p}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"malformed plan {p}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    return from_json(data, where=str(p))
+    return from_json(read_json(path, "plan"), where=str(path))

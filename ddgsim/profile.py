@@ -192,15 +192,19 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
     )
 
 
-def load(path: str | os.PathLike[str]) -> Profile:
-    """Read and validate a profile file; unreadable or malformed files raise :class:`UserError`."""
+def read_json(path: str | os.PathLike[str], kind: str) -> Any:
+    """Decode a JSON file; an unreadable or non-JSON file is a :class:`UserError` naming ``kind``."""
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as exc:
-        raise UserError(f"cannot read profile {p}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot read {kind} {p}: {exc.strerror or exc}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"malformed profile {p}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    return from_json(data, where=str(p))
+        raise UserError(f"malformed {kind} {p}: not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def load(path: str | os.PathLike[str]) -> Profile:
+    """Read and validate a profile file; unreadable or malformed files raise :class:`UserError`."""
+    return from_json(read_json(path, "profile"), where=str(path))
