@@ -12,15 +12,6 @@ from ddgsim.graph import build_stages, cut_points, split_units, trace_graph
 from ddgsim.models.registry import MODELS, build_model, get_spec
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_seeded():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
-
-
 def _calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
     """Set BN running stats to one batch's statistics (a fresh deep ResNet is NaN in eval)."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -11,15 +11,6 @@ from ddgsim.models.registry import MODELS, build_model, get_spec
 from ddgsim.models.resnet import BasicBlock, PadShortcut, resnet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_seeded():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_registry_names() -> None:
     assert set(MODELS) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                            "resnet1202", "mlp", "smallcnn"}

@@ -14,15 +14,6 @@ from ddgsim.profile import from_json
 from ddgsim.profiler import profile_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_seeded():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
-
-
 def _profile(name: str, batch: int = 8, **kw):
     spec = get_spec(name)
     return profile_model(build_model(spec), name=name, input_shape=spec.input_shape,
