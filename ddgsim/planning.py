@@ -49,13 +49,17 @@ class KResult:
 
 def _option(
     label: str, profile: Profile, scenario: Scenario, schedule: str, split: Sequence[int],
-    devices: Sequence[str], micro_batches: int, analytic_ms: float | None = None,
+    devices: Sequence[str], micro_batches: int, memory_limit_bytes: float | None,
+    analytic_ms: float | None = None,
 ) -> Option:
+    """Simulate one split; it fits if every stage is within its device's memory (or the limit)."""
     sim = simulate(profile, list(split), scenario, schedule, micro_batches=micro_batches, devices=list(devices))
     ms = analytic_ms if analytic_ms is not None else planner.evaluate(
         profile, split, scenario, schedule, devices, micro_batches)
+    fits = (all(sim.memory_fits) if memory_limit_bytes is None
+            else all(m.total <= memory_limit_bytes for m in sim.memory))
     return Option(label=label, schedule=schedule, split=list(split), devices=tuple(devices),
-                  analytic_ms=ms, sim=sim, fits=all(sim.memory_fits))
+                  analytic_ms=ms, sim=sim, fits=fits)
 
 
 def plan_for_k(
@@ -70,7 +74,7 @@ def plan_for_k(
     if res.best is not None:
         devices = res.best.devices
         planned = _option("planned", profile, scenario, schedule, res.best.split, devices,
-                          micro_batches, res.best.iteration_ms)
+                          micro_batches, memory_limit_bytes, res.best.iteration_ms)
     else:
         assert res.overflow is not None
         devices = res.overflow.devices
@@ -78,12 +82,8 @@ def plan_for_k(
     n = profile.num_units
     for label, split in (("even", even_split(n, stages)),
                          ("parameters", planner.parameter_balanced_split(profile, stages))):
-        opt = _option(label, profile, scenario, schedule, split, devices, micro_batches)
-        if memory_limit_bytes is not None:
-            opt = Option(**{**opt.__dict__, "fits": all(m.total <= memory_limit_bytes for m in opt.sim.memory)})
-        baselines.append(opt)
-    if planned is not None and memory_limit_bytes is not None:
-        planned = Option(**{**planned.__dict__, "fits": all(m.total <= memory_limit_bytes for m in planned.sim.memory)})
+        baselines.append(_option(label, profile, scenario, schedule, split, devices, micro_batches,
+                                 memory_limit_bytes))
     exact = res.best.exact if res.best is not None else True
     return KResult(stages=stages, schedule=schedule, planned=planned, baselines=baselines,
                    overflow=res.overflow, exact=exact and res.mapping_exact, notes=res.notes)

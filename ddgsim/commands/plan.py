@@ -127,9 +127,14 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"schedule '{sched}' takes no micro-batches (got {micro}); only gpipe, 1f1b do")
         per_schedule[sched] = [plan_for_k(profile, scenario, sched, k, micro_batches=micro,
                                           memory_limit_bytes=limit) for k in ks]
-    primary = schedules[0] if len(schedules) == 1 else min(
-        schedules, key=lambda s: (c.planned.iteration_ms if (c := choose(per_schedule[s])) and c.planned else float("inf")))
-    chosen = choose(per_schedule[primary])
+    best = {s: choose(rs) for s, rs in per_schedule.items()}
+
+    def best_ms(s: str) -> float:
+        c = best[s]
+        return c.planned.iteration_ms if c is not None and c.planned is not None else float("inf")
+
+    primary = min(schedules, key=best_ms)  # the one schedule, or the fastest of --schedule all
+    chosen = best[primary]
     if chosen is None:
         worst = min((r.overflow for r in per_schedule[primary] if r.overflow is not None),
                     key=lambda o: o.over_bytes)
@@ -154,9 +159,9 @@ def run(args: argparse.Namespace) -> int:
         data = plan.to_json()
         if len(schedules) > 1:
             data["extra"]["schedules"] = {
-                s: (lambda c: None if c is None or c.planned is None else
-                    {"stages": c.stages, "split": c.planned.split, "iteration_ms": c.planned.iteration_ms})(choose(rs))
-                for s, rs in per_schedule.items()
+                s: None if c is None or c.planned is None else
+                {"stages": c.stages, "split": c.planned.split, "iteration_ms": c.planned.iteration_ms}
+                for s, c in best.items()
             }
         json.dump(data, sys.stdout, indent=1)
         sys.stdout.write("\n")
