@@ -7,7 +7,7 @@ Reports the median wall time (fresh interpreter each run, so imports count) of
 * ``plan resnet110 --gpus 4`` on the bundled profile (target: < 2 s here);
 * ``plan resnet1202 --gpus 8`` on the bundled profile if there is one (batch 128 or 32), else on a
   ResNet-1202-shaped profile built from ResNet-110's measured block costs
-  (3 stem units, 600 blocks, 3 head units) — said in the output;
+  (``bench_sim.resnet1202_like``) — said in the output;
 
 and the predicted gain of the planned split over the authors' even split for each.
 Not part of the test run.
@@ -24,26 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ddgsim import profile as profile_format
 from ddgsim.profile_store import find_profile
-
-
-def resnet1202_like(p110: profile_format.Profile) -> profile_format.Profile:
-    """3 stem units + 200 blocks per group + 3 head units, each block copied from the
-    ResNet-110 block of the same group (ResNet-1202 = 6·200+2 layers)."""
-    units = p110.units
-    stem, blocks, head = units[:3], units[3:-3], units[-3:]
-    per = len(blocks) // 3
-    groups = [blocks[i * per:(i + 1) * per] for i in range(3)]
-    new = list(stem)
-    for g in groups:
-        for i in range(200):
-            src = g[min(i, len(g) - 1)] if i < len(g) else g[1 + (i % (len(g) - 1))]
-            new.append(profile_format.UnitProfile(**{**src.__dict__, "name": f"{src.name.split('.')[0]}.{i}"}))
-    new += list(head)
-    return profile_format.Profile(**{**p110.__dict__, "model": "resnet1202-like", "units": new,
-                                     "whole_model_ms": sum(u.compute_ms for u in new),
-                                     "meta": {"synthetic": "ResNet-1202 shape from ResNet-110 block costs"}})
 
 
 def time_command(argv: list[str], reps: int) -> tuple[float, list[float], dict]:
@@ -71,8 +52,12 @@ def main() -> int:
         cases.append((f"resnet1202 --gpus 8 --batch-size {p1202} (bundled)",
                       ["plan", "resnet1202", "--gpus", "8", "--batch-size", str(p1202), "--json"]))
     else:
+        from bench_sim import (
+            resnet1202_like,  # the same synthetic profile the simulator benchmark uses
+        )
+
         synth = tmp / "resnet1202-like.json"
-        resnet1202_like(profile_format.load(p110)).save(synth)
+        resnet1202_like()[0].save(synth)
         cases.append(("resnet1202-like --gpus 8 (synthetic profile)", ["plan", "--profile", str(synth), "--gpus", "8", "--json"]))
     for label, argv in cases:
         med, walls, plan = time_command(argv, args.reps)
