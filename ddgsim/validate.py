@@ -237,7 +237,7 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
         w = csv.writer(fh)
         w.writerow(COLUMNS)
         for r in rows:
-            w.writerow([r.model, r.K, r.schedule, r.split, f"{r.predicted_ms:.3f}", f"{r.measured_ms:.3f}",
+            w.writerow([r.model, r.K, r.schedule, r.split, f"{r.predicted_ms:.6g}", f"{r.measured_ms:.6g}",
                         f"{r.error_pct:.2f}", r.label, r.batch_size, r.steps, r.scenario])
 
 
