@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ def step_dir(root: Path, step: int) -> Path:
     return root / f"step-{step:08d}"
 
 
-def save_stage(root: Path, step: int, stage: int, state: dict[str, Any]) -> Path:
-    """Write one stage's state for ``step`` atomically."""
+def save_stage(root: Path, step: int, stage: int, state: dict[str, Any],
+               fault: Callable[[], None] | None = None) -> Path:
+    """Write one stage's state for ``step`` atomically (``fault``: a test hook run half-way)."""
     d = step_dir(root, step)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"stage-{stage}.pt"
@@ -43,6 +45,8 @@ def save_stage(root: Path, step: int, stage: int, state: dict[str, Any]) -> Path
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
+            if fault is not None:
+                fault()  # tests: may SIGKILL this process with the file written but not yet in place
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -51,9 +55,10 @@ def save_stage(root: Path, step: int, stage: int, state: dict[str, Any]) -> Path
     return path
 
 
-def write_manifest(root: Path, step: int, stages: int, job: dict[str, Any]) -> None:
-    """Mark ``step`` complete, then drop older steps."""
-    write_json_atomic(root / "manifest.json", {"format": FORMAT, "step": step, "stages": stages, "job": job})
+def write_manifest(root: Path, step: int, stages: int, job: dict[str, Any], preempted: bool = False) -> None:
+    """Mark ``step`` complete (``preempted``: written on the way out after a SIGTERM), then drop older steps."""
+    write_json_atomic(root / "manifest.json", {"format": FORMAT, "step": step, "stages": stages, "job": job,
+                                               "preempted": preempted})
     for old in root.glob("step-*"):
         if old.is_dir() and old.name != step_dir(root, step).name:
             shutil.rmtree(old, ignore_errors=True)

@@ -4,8 +4,14 @@ Each direction of each boundary carries its messages in the order the receiver
 consumes them (activations in ``F`` order, error gradients in ``B`` order — the same
 order on both sides for every schedule), each with its own tag, so a receive can be
 posted long before it is needed and overlap with compute. Gloo tags are 31-bit:
-activations and gradients use ``2·(t·M + m)`` (they come from different peers), the
-loss reports of the last stage to stage 0 use ``2·t + 1``.
+activations and gradients use ``2·(t·M + m)`` (they come from different peers).
+
+**Teardown.** Nothing here may still be inside a c10d call when the process group is
+destroyed or the interpreter exits: every receive a :class:`Mailbox` posts is one its
+owner will consume (``pending()`` is empty at the end of a successful run), and the
+one helper thread, the :class:`Outbox`'s completer, is joined by :meth:`Outbox.close`
+— on success after every send completed, after a failure once its current wait ends
+(each wait is bounded by the run's timeout; a lost peer ends it at once).
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ def data_tag(t: int, m: int, micro_batches: int) -> int:
     return 2 * (t * micro_batches + m)
 
 
-def loss_tag(t: int) -> int:
-    return 2 * t + 1
+class PeerError(RuntimeError):
+    """A message from a neighbour stage did not arrive: it timed out or the peer went away."""
 
 
 class Mailbox:
@@ -76,7 +82,16 @@ class Mailbox:
             self._fill()
         key, (buf, work) = next(iter(self.posted.items()))
         t0 = time.perf_counter()
-        work.wait(self.timeout)
+        try:
+            work.wait(self.timeout)
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            if "timed out" in first.lower() or "timeout" in first.lower():
+                raise PeerError(f"stage {self.peer} sent nothing for {self.timeout.total_seconds():g} s "
+                                f"(waiting for its message of batch {key[0]}); it hangs or is too slow "
+                                "(raise --timeout-s)") from None
+            raise PeerError(f"lost contact with stage {self.peer} while waiting for its message of batch "
+                            f"{key[0]} ({first[:200]})") from None
         self.wait_s += time.perf_counter() - t0
         del self.posted[key]
         self.ready[key] = buf
@@ -85,6 +100,10 @@ class Mailbox:
     def get(self, key: Key) -> Tensor:
         self.wait(key)
         return self.ready.pop(key)
+
+    def pending(self) -> list[Key]:
+        """Receives posted or still to post: empty once every expected message was consumed."""
+        return [*self.posted, *self.queue]
 
 
 class Completer:
@@ -126,22 +145,30 @@ class Completer:
 
     def check(self) -> None:
         if self.error is not None:
-            raise self.error
+            first = (str(self.error).strip().splitlines() or [""])[0][:200]
+            raise PeerError(f"a send to a neighbour stage failed ({type(self.error).__name__}: {first})")
 
     def drain(self) -> None:
         """Block until every submitted handle completed (each wait is bounded by the timeout)."""
         self.queue.join()
         self.check()
 
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join(timeout=5)
+    def close(self, timeout_s: float) -> bool:
+        """Stop the thread after the handles already submitted; ``False`` if it is still inside a
+        wait after ``timeout_s`` (only possible after a failure: a peer that stopped receiving)."""
+        try:
+            self.queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            return False
+        self.thread.join(timeout=timeout_s)
+        return not self.thread.is_alive()
 
 
 class Outbox:
     """Asynchronous sends; each tensor stays referenced until its send completed."""
 
     def __init__(self, timeout_s: float, max_pending: int = 8) -> None:
+        self.timeout_s = timeout_s
         self.completer = Completer(timeout_s, max_pending, name="sends")
         self.done: list[tuple[float, float, str, int]] = []
         """(posted, completed, name, nbytes) per send, perf_counter seconds."""
@@ -166,45 +193,6 @@ class Outbox:
         self.completer.drain()
         self.wait_s += time.perf_counter() - t0
 
-    def close(self) -> None:
-        self.completer.close()
-
-
-class LossReceiver:
-    """Stage 0's receives of the last stage's per-batch losses (progress bar), never blocking."""
-
-    def __init__(self, peer: int, iterations: Iterable[int], *, device: torch.device, timeout_s: float,
-                 window: int = 4) -> None:
-        self.peer, self.device, self.window = peer, device, window
-        self.all = list(iterations)
-        self.todo: deque[int] = deque(self.all)
-        self.losses: dict[int, float] = {}
-        self.posted = 0
-        self.completer = Completer(timeout_s, window + 1, name="losses")
-        self.pump()
-
-    def pump(self) -> None:
-        """Post receives until ``window`` are outstanding."""
-        self.completer.check()
-        while self.todo and self.posted - len(self.losses) < self.window:
-            t = self.todo.popleft()
-            buf = torch.empty(1, device=self.device)
-            work = dist.irecv(buf, src=self.peer, tag=loss_tag(t))
-            assert work is not None
-
-            def done(t: int = t, buf: Tensor = buf) -> None:
-                self.losses[t] = float(buf.item())
-
-            self.completer.submit(work, buf, done)
-            self.posted += 1
-
-    def wait_until(self, t_end: int) -> None:
-        """Block until every loss of iterations < ``t_end`` arrived."""
-        while True:
-            self.pump()
-            if all(t in self.losses for t in self.all if t < t_end):
-                return
-            time.sleep(0.0005)  # the completer thread's waits are bounded by the timeout
-
-    def close(self) -> None:
-        self.completer.close()
+    def close(self) -> bool:
+        """Join the completer; ``True`` when no thread is left inside a c10d call."""
+        return self.completer.close(self.timeout_s + 5.0)

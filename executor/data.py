@@ -93,18 +93,39 @@ def _augment(x: Tensor, g: torch.Generator) -> Tensor:
     return out
 
 
+DIGITS_NEEDS = "--data digits needs scikit-learn, which bundles the digits data set: pip install scikit-learn"
+
+
+def _sklearn_dirs() -> list[str]:
+    """Where scikit-learn is installed (found without importing it); UserError if it is not."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("sklearn")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise UserError(DIGITS_NEEDS)
+    return list(spec.submodule_search_locations or [])
+
+
+def check_digits() -> None:
+    """UserError (one line: what to install) unless ``--data digits`` can load."""
+    _sklearn_dirs()
+
+
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled ``digits.csv.gz`` read directly (importing sklearn costs ~2 s per
     stage process); falls back to ``sklearn.datasets.load_digits``. Same arrays either way."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("sklearn")
-    for loc in (spec.submodule_search_locations or []) if spec else []:
+    for loc in _sklearn_dirs():
         path = Path(loc) / "datasets" / "data" / "digits.csv.gz"
         if path.is_file():
             d = np.loadtxt(path, delimiter=",")
             return d[:, :-1], d[:, -1].astype(np.int64)
-    from sklearn.datasets import load_digits as sk_digits
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError as exc:
+        raise UserError(f"{DIGITS_NEEDS} ({exc})") from None
 
     b = sk_digits()
     return b.data, b.target

@@ -11,24 +11,41 @@ Data: stage 0 loads the inputs of the batch entering at iteration t; the last
 stage loads the labels of the same deterministic indices (``executor.data``); only
 activations (forward) and error gradients (backward) travel, point-to-point
 between neighbours with ``isend``/``irecv`` posted ahead (``executor.comm``). The
-last stage also reports each batch's loss to stage 0 (progress bar).
+last stage, which computes the losses, shows the progress bar.
 
 Test accuracy is measured at the end by pushing the test set through the
 pipeline, forward only, in eval mode, with each stage's final live weights.
 
-Failures: every wait is bounded by ``--timeout-s``; a dead neighbour makes the
-others fail with one line; a non-finite loss stops the run on the last stage
-(no checkpoint is written after it); the launcher tears the group down.
+Failures: every wait is bounded by ``--timeout-s``; a dead or hung neighbour makes
+the others fail with one line naming it; a non-finite loss stops the run on the last
+stage (no checkpoint is written after it); the launcher stops the other stages.
+SIGTERM (preemption) makes every stage stop at the same iteration boundary, write a
+checkpoint there and exit 0 (:class:`Preemption`).
+
+Exit (:func:`main`, the same path for success and every failure): the helper thread
+is joined, the process group is destroyed and checked to be gone — no c10d thread may
+outlive it into the interpreter's shutdown. Everything that imports lazily (above all
+``torch._dynamo``, which the first ``torch.optim`` optimizer imports) is loaded
+*before* ``init_process_group``: ``torch.distributed.nn.functional`` binds
+``group=group.WORLD`` as default arguments when imported, so importing it after the
+group exists keeps the group — its gloo threads and its sockets to the peers — alive
+past ``destroy_process_group()`` until the interpreter tears it down at exit, while the
+peers are closing their sockets: a ``std::terminate`` after the run had finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 import math
 import os
 import random
+import signal
 import sys
 import time
+import traceback
+import weakref
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -45,14 +62,57 @@ from ddgsim.malloc import tune_malloc
 from ddgsim.models.registry import ModelSpec, build_model, get_spec
 from ddgsim.schedule import Schedule, make_schedule
 from executor import checkpoint as ckpt
-from executor.comm import Key, LossReceiver, Mailbox, Outbox, data_tag, loss_tag
-from executor.data import Dataset, check_cifar_dir, load_data
+from executor.comm import Key, Mailbox, Outbox, PeerError, data_tag
+from executor.data import Dataset, check_cifar_dir, check_digits, load_data
 from executor.engine import iteration_of, micro_slices
 from executor.stage import OptimConfig, StageWorker, StepDecay, flat
 
 
 class RunError(RuntimeError):
     """The run failed at run time (non-finite loss, lost neighbour): exit status 1."""
+
+
+class Preempted(Exception):
+    """Every stage stopped at iteration boundary ``step`` on SIGTERM (checkpointed there if it could)."""
+
+    def __init__(self, step: int, checkpoint: Path | None) -> None:
+        super().__init__(step)
+        self.step, self.checkpoint = step, checkpoint
+
+
+class Preemption:
+    """Agree on one iteration boundary at which every stage stops after a SIGTERM.
+
+    Stages run up to ~K iterations apart, and a signal reaches each at a different
+    moment, so none can just stop "now". A stage that got SIGTERM (or sees that
+    another did) publishes its next boundary b_k in the job's store; once all K have,
+    each stage computes the same stop S = max_k b_k + K + 1 — no stage can be past it
+    yet: a stage is at most K iterations ahead of the slowest, which had published.
+    Polling costs one store round trip per iteration (``add(key, 0)``).
+    """
+
+    def __init__(self, store: dist.Store, rank: int, stages: int) -> None:
+        self.store, self.rank, self.stages = store, rank, stages
+        self.requested = False
+        self.published = False
+        self.stop: int | None = None
+
+    def request(self, *_: object) -> None:
+        """SIGTERM handler: only sets a flag (acted on at the next iteration boundary)."""
+        self.requested = True
+
+    def poll(self, boundary: int) -> int | None:
+        if self.stop is not None:
+            return self.stop
+        count = int(self.store.add("preempt/count", 0))
+        if (self.requested or count > 0) and not self.published:
+            self.store.set(f"preempt/{self.rank}", str(boundary))
+            count = int(self.store.add("preempt/count", 1))
+            self.published = True
+        if count >= self.stages:
+            marks = [int(self.store.get(f"preempt/{k}")) for k in range(self.stages)]
+            self.stop = max(marks) + self.stages + 1
+        return self.stop
 
 
 def cross_entropy(out: Tensor, y: Tensor) -> Tensor:
@@ -118,6 +178,8 @@ def prepare(args: argparse.Namespace) -> Job:
         )
     if args.data == "cifar10":
         check_cifar_dir(args.data_dir)
+    if args.data == "digits":
+        check_digits()
     from ddgsim.graph import build_stages, split_units
 
     model = build_model(spec, seed=args.seed)
@@ -220,6 +282,7 @@ class StageProcess:
         self.last_good = -1
         self.losses: dict[int, float] = {}
         self.ckpt_root = Path(a.checkpoint_dir) if a.checkpoint_dir else None
+        self.preemption: Preemption | None = None
 
     # -- helpers ------------------------------------------------------------------
     def _iter(self, k: int, kind: str, t: int) -> int:
@@ -280,8 +343,6 @@ class StageProcess:
                                 lambda k: (len(range(self.B)[self.slices[k[1]]]), *shape_out),
                                 lambda k: data_tag(k[0], k[1], self.M), device=self.device,
                                 timeout_s=a.timeout_s, ready=ready_grads) if not self.is_last else None)
-        self.lossbox = (LossReceiver(self.K - 1, range(start, self.N), device=self.device,
-                                     timeout_s=a.timeout_s) if r == 0 and self.K > 1 else None)
         self.outbox = Outbox(a.timeout_s)
         self.grad_receivers = ({(x.batch, x.micro) for x in self._acts_of(r - 1) if x.kind == "B"}
                                if r > 0 else set())
@@ -289,25 +350,25 @@ class StageProcess:
         dist.barrier()
         self.t0 = time.perf_counter()
         wall0 = time.time()
-        progress = _Progress(self, enabled=(r == 0 and not a.no_progress and sys.stderr.isatty()))
-        cur = start
-        for act in actions:
-            it = self._iter(r, act.kind, act.batch)
-            while it > cur:
+        progress = _Progress(self, enabled=(self.is_last and not a.no_progress and sys.stderr.isatty()))
+        try:
+            cur = start
+            for act in actions:
+                it = self._iter(r, act.kind, act.batch)
+                while it > cur:
+                    self._end_iteration(cur, progress)
+                    cur += 1
+                    fault_hook(r, cur, "step")
+                self._run_action(act, it)
+            while cur < self.N:
                 self._end_iteration(cur, progress)
                 cur += 1
-                _fault_hook(r, cur)
-            self._run_action(act, it)
-        while cur < self.N:
-            self._end_iteration(cur, progress)
-            cur += 1
+        finally:
+            progress.close()
         self.outbox.flush()
-        self.outbox.close()
-        if self.lossbox is not None:
-            self.lossbox.wait_until(self.N)
-            self.losses.update(self.lossbox.losses)
-            self.lossbox.close()
-        progress.close()
+        unconsumed = [(b.peer, k) for b in (self.inbox, self.gradbox) if b is not None for k in b.pending()]
+        if unconsumed:  # the schedule and the mailboxes disagree: a bug, never a peer's fault
+            raise RuntimeError(f"stage {r}: receives still expected at the end of the run: {unconsumed[:4]}")
         accuracy = None if a.no_eval else self._evaluate()
         wall = time.time() - wall0
         return self._report(accuracy, wall)
@@ -339,8 +400,6 @@ class StageProcess:
                 if not math.isfinite(loss):
                     good = f"step {self.last_good}" if self.last_good >= 0 else "none"
                     raise RunError(f"non-finite loss {loss} at batch {t}; stopping (last good checkpoint: {good})")
-                if self.K > 1:
-                    self.outbox.send(torch.tensor([loss], device=self.device), 0, loss_tag(t), f"loss {t}")
         elif act.kind == "B":
             g = None
             if not self.is_last:
@@ -361,8 +420,6 @@ class StageProcess:
             w.update(t)
             self._sync()
             c1 = time.perf_counter()
-        if self.lossbox is not None:
-            self.lossbox.pump()
         self.timing.rows.append((it, act.kind, repr(act), c0 - self.t0, c1 - self.t0,
                                  self._waited() - wait0, self._comm() - comm0))
 
@@ -382,10 +439,15 @@ class StageProcess:
         progress.update(it)
         every = self.job.args.checkpoint_every
         done = it + 1
+        stop = self.preemption.poll(done) if self.preemption is not None else None
+        if stop == done and done < self.N:
+            if self.ckpt_root is not None:
+                self._checkpoint(done, preempted=True)
+            raise Preempted(done, self.ckpt_root)
         if every > 0 and done % every == 0:
             self._checkpoint(done)
 
-    def _checkpoint(self, c: int) -> None:
+    def _checkpoint(self, c: int, preempted: bool = False) -> None:
         assert self.ckpt_root is not None
         acts, grads = self._pending_at(c)
         for key in acts:
@@ -394,9 +456,6 @@ class StageProcess:
         for key in grads:
             assert self.gradbox is not None
             self.gradbox.wait(key)
-        if self.lossbox is not None:
-            self.lossbox.wait_until(c)
-            self.losses.update(self.lossbox.losses)
         self.outbox.flush()
         state = {
             "format": ckpt.FORMAT, "stage": self.rank, "step": c,
@@ -405,10 +464,10 @@ class StageProcess:
             "grads": [([k[0], k[1]], self.gradbox.ready[k].cpu()) for k in grads] if self.gradbox else [],
             "losses": dict(self.losses), "rng": _rng_state(),
         }
-        ckpt.save_stage(self.ckpt_root, c, self.rank, state)
+        ckpt.save_stage(self.ckpt_root, c, self.rank, state, fault=lambda: fault_hook(self.rank, c, "checkpoint"))
         dist.barrier()
         if self.rank == 0:
-            ckpt.write_manifest(self.ckpt_root, c, self.K, self.job.key())
+            ckpt.write_manifest(self.ckpt_root, c, self.K, self.job.key(), preempted=preempted)
         self.last_good = c
 
     def _evaluate(self) -> float | None:
@@ -498,8 +557,7 @@ class _Progress:
         p = self.proc
         done = it + 1 - p.start
         rate = done * p.B / max(1e-9, time.perf_counter() - self.t_start)
-        losses = {**p.losses, **(p.lossbox.losses if p.lossbox is not None else {})}
-        loss = losses[max(losses)] if losses else float("nan")
+        loss = p.losses[max(p.losses)] if p.losses else float("nan")
         self.bar.update(self.task, completed=it + 1, info=f"loss {loss:.4f}  {rate:.1f} samples/s")
 
     def close(self) -> None:
@@ -543,21 +601,36 @@ def parse_run_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _fault_hook(rank: int, it: int) -> None:
-    """Testing hook: ``DDGSIM_FAULT=STAGE:STEP`` SIGKILLs that stage when it starts iteration STEP
-    (first attempt only, i.e. before any elastic restart)."""
+def fault_hook(rank: int, step: int, where: str) -> None:
+    """Testing hook ``DDGSIM_FAULT=STAGE:STEP[:WHAT]`` (first attempt only, i.e. before any elastic
+    restart): at iteration boundary STEP that stage is SIGKILLed (``kill``, default), SIGKILLed
+    half-way through writing its checkpoint of STEP (``kill-in-checkpoint``), freezes (``hang``:
+    SIGSTOP), or sends SIGTERM to its launcher (``term-launcher``: preemption of the job)."""
     spec = os.environ.get("DDGSIM_FAULT")
     if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
         return
-    stage, step = (int(v) for v in spec.split(":"))
-    if stage == rank and step == it:
-        import signal
-
+    stage, at, *rest = spec.split(":")
+    what = rest[0] if rest else "kill"
+    if int(stage) != rank or int(at) != step or where != ("checkpoint" if what == "kill-in-checkpoint" else "step"):
+        return
+    if what == "hang":  # frozen, as a process stuck in a driver or a dead NFS mount is
+        os.kill(os.getpid(), signal.SIGSTOP)
+    elif what == "term-launcher":  # the job is preempted: SIGTERM to the launcher (the agent)
+        os.kill(os.getppid(), signal.SIGTERM)
+    else:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_worker(args: argparse.Namespace) -> int:
-    """Entry of one stage process (rank from the launcher's environment)."""
+class _Session:
+    """What :func:`run_worker` set up, so that :func:`main` can take it down on every exit path."""
+
+    def __init__(self) -> None:
+        self.proc: StageProcess | None = None
+        self.group: weakref.ref[Any] | None = None
+
+
+def run_worker(args: argparse.Namespace, session: _Session) -> int:
+    """One stage process (rank from the launcher's environment); :func:`teardown` ends it."""
     tune_malloc()  # same allocator behaviour as the profiler measured
     torch.set_num_threads(max(1, args.threads))
     rank = int(os.environ.get("RANK", "0"))
@@ -570,44 +643,86 @@ def run_worker(args: argparse.Namespace) -> int:
     device = torch.device(f"cuda:{local_rank}") if job.backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    timeout = timedelta(seconds=args.timeout_s)
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-        # The elastic agent keeps one TCPStore across restarts and its workers connect to it
-        # without a per-attempt prefix, so a restarted group would read the dead group's gloo
-        # addresses; prefix the keys with the attempt number ourselves.
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, False,
-                             timeout=timeout)
-        store = dist.PrefixStore(f"ddgsim/attempt_{attempt}", base)
-        dist.init_process_group(job.backend, store=store, timeout=timeout, rank=rank, world_size=world)
-    else:
-        dist.init_process_group(job.backend, timeout=timeout, rank=rank, world_size=world)
-    try:
-        proc = StageProcess(job, rank, device)
-        report = proc.run()
-        if args.final_weights:
-            out = Path(args.final_weights)
-            out.mkdir(parents=True, exist_ok=True)
-            ckpt_state = {"weights": report["weights"], "losses": report["losses"], "stage": rank,
-                          "test_accuracy": report["test_accuracy"]}
-            tmp = out / f".stage-{rank}.pt.tmp"
-            torch.save(ckpt_state, tmp)
-            os.replace(tmp, out / f"stage-{rank}.pt")
-        report.pop("weights")
-        gathered: list[Any] = [None] * world if rank == 0 else []
-        dist.gather_object(report, gathered if rank == 0 else None, dst=0)
-        if rank == 0:
-            from executor.measure import summarize, write_outputs
+    # Everything that imports lazily happens before the group exists (see the module doc):
+    # the stage's optimizer imports torch._dynamo, which binds group.WORLD into defaults.
+    importlib.import_module("torch._dynamo")
 
-            write_outputs(job, [g for g in gathered if g is not None], args.metrics, args.trace)
-            print(summarize(job, [g for g in gathered if g is not None]), flush=True)
-    finally:
-        dist.destroy_process_group()
+    proc = session.proc = StageProcess(job, rank, device)
+    timeout = timedelta(seconds=args.timeout_s)
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    # The elastic agent keeps one TCPStore across restarts and its workers connect to it
+    # without a per-attempt prefix, so a restarted group would read the dead group's gloo
+    # addresses; prefix the keys with the attempt number ourselves.
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                         is_master=rank == 0 and not agent_store, timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.PrefixStore(f"ddgsim/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/attempt_{attempt}", base)
+    proc.preemption = Preemption(store, rank, job.num_stages)
+    signal.signal(signal.SIGTERM, proc.preemption.request)
+    dist.init_process_group(job.backend, store=store, timeout=timeout, rank=rank, world_size=world)
+    session.group = weakref.ref(dist.group.WORLD)
+    report = proc.run()
+    if args.final_weights:
+        out = Path(args.final_weights)
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt_state = {"weights": report["weights"], "losses": report["losses"], "stage": rank,
+                      "test_accuracy": report["test_accuracy"]}
+        tmp = out / f".stage-{rank}.pt.tmp"
+        torch.save(ckpt_state, tmp)
+        os.replace(tmp, out / f"stage-{rank}.pt")
+    report.pop("weights")
+    gathered: list[Any] = [None] * world if rank == 0 else []
+    dist.gather_object(report, gathered if rank == 0 else None, dst=0)
+    if rank == 0:
+        from executor.measure import summarize, write_outputs
+
+        write_outputs(job, [g for g in gathered if g is not None], args.metrics, args.trace)
+        print(summarize(job, [g for g in gathered if g is not None]), flush=True)
     return 0
 
 
+def teardown(session: _Session) -> list[str]:
+    """Join the helper thread, destroy the process group, check that it is gone.
+
+    Returns what could not be taken down (empty when clean); then the caller must not
+    let the interpreter run its shutdown with c10d still active.
+    """
+    problems: list[str] = []
+    proc, session.proc = session.proc, None
+    if proc is not None and getattr(proc, "outbox", None) is not None and not proc.outbox.close():
+        problems.append("the send thread is still waiting on a peer")
+    if problems or session.group is None:
+        return problems
+    # Receives still posted (only after a failure or a preemption: a successful run consumed
+    # them all) go with their buffers before the group does.
+    del proc
+    gc.collect()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()
+    if session.group() is not None:
+        problems.append("the process group is still referenced after destroy_process_group()")
+    left = c10d_threads()
+    if left:
+        problems.append(f"c10d threads still running after destroy_process_group(): {', '.join(left)}")
+    return problems
+
+
+def c10d_threads() -> list[str]:
+    """Names of this process's gloo/NCCL threads (Linux; empty where /proc is missing)."""
+    names = []
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        if "gloo" in name or "nccl" in name.lower():
+            names.append(name)
+    return sorted(names)
+
+
 def _is_comm_failure(exc: BaseException) -> bool:
-    if isinstance(exc, dist.DistError):
+    if isinstance(exc, dist.DistError | PeerError):
         return True
     text = str(exc)
     return any(s in text for s in ("Connection closed", "Connection reset", "timed out", "Timed out",
@@ -622,20 +737,41 @@ def main(argv: list[str] | None = None) -> int:
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     rank = os.environ.get("RANK", "0")
+    session = _Session()
+    code = 1
     try:
-        return run_worker(args)
+        code = run_worker(args, session)
+    except Preempted as stop:
+        code = 0 if stop.checkpoint is not None else 1
+        if rank == "0":
+            where = (f"checkpoint in {stop.checkpoint}; continue with --resume {stop.checkpoint}"
+                     if stop.checkpoint is not None else "nothing saved (no --checkpoint-dir)")
+            sys.stderr.write(f"note: stopped on SIGTERM at step {stop.step}; {where}\n")
     except UserError as exc:
         sys.stderr.write(f"error: stage {rank}: {exc}\n")
-        return UserError.exit_code
+        code = UserError.exit_code
     except RunError as exc:
         sys.stderr.write(f"error: stage {rank}: {exc}\n")
-        return 1
-    except RuntimeError as exc:
-        if not _is_comm_failure(exc):
-            raise
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        sys.stderr.write(f"error: stage {rank}: lost contact with another stage ({type(exc).__name__}: {first})\n")
-        return 1
+    except BaseException as exc:
+        if isinstance(exc, RuntimeError) and _is_comm_failure(exc):
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            what = (first if isinstance(exc, PeerError)
+                    else f"lost contact with another stage ({type(exc).__name__}: {first})")
+            sys.stderr.write(f"error: stage {rank}: {what}\n")
+        else:  # a bug: the whole traceback, then the same way out
+            traceback.print_exc()
+            code = 130 if isinstance(exc, KeyboardInterrupt) else 1
+    # Out of the except clauses: the traceback (and the frames holding the stage's
+    # messages) is released before the teardown checks that nothing holds the group.
+    problems = teardown(session)
+    if problems:
+        # Letting the interpreter shut down now would tear c10d down under a running
+        # thread (std::terminate): leave without the interpreter's shutdown instead.
+        sys.stderr.write(f"warning: stage {rank}: {'; '.join(problems)}; exiting without interpreter shutdown\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 __all__ = ["Job", "RunError", "StageProcess", "flat", "main", "prepare", "run_worker"]

@@ -252,7 +252,9 @@ class StageWorker:
         if send_back:
             assert m.x_req is not None
             inputs.append(m.x_req)
-        if self.is_last:
+        if not inputs:  # a stage without parameters that sends nothing back (e.g. a first ``flatten``)
+            grads: tuple[Tensor | None, ...] = ()
+        elif self.is_last:
             grads = torch.autograd.grad(m.out, inputs, allow_unused=True)
         else:
             assert grad_out is not None

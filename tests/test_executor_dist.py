@@ -7,51 +7,20 @@ so every launch checks several things.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-
-from ddgsim.plan_file import Plan, StagePlacement
-from executor.runner import parse_run_args, run_inprocess_job
-
-ROOT = Path(__file__).resolve().parents[1]
-UNITS = {"mlp": 6, "smallcnn": 9}
-
-
-def write_plan(path: Path, model: str, split: list[int], schedule: str, batch: int = 16, micro: int = 1) -> Path:
-    b = [0, *split, UNITS[model]]
-    Plan(model=model, batch_size=batch, schedule=schedule, split=split, micro_batches=micro,
-         stages=[StagePlacement(stage=i, device=f"cpu{i}", units=(b[i], b[i + 1])) for i in range(len(b) - 1)],
-         ).save(path)
-    return path
-
-
-def execute(*argv: str, timeout: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    e = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ddgsim", "execute", *argv, "--no-progress"], cwd=ROOT,
-                          env=e, capture_output=True, text=True, timeout=timeout)
-
-
-def final_weights(d: Path, k_total: int) -> list[torch.Tensor]:
-    return [torch.load(d / f"stage-{k}.pt", weights_only=True)["weights"] for k in range(k_total)]
-
-
-def engine_weights(argv: list[str]) -> list[torch.Tensor]:
-    torch.set_num_threads(1)  # the stage processes run with 1 thread: same kernels, same bits
-    res, _job, _ds = run_inprocess_job(parse_run_args(argv))
-    return res.weights[-1]
-
-
-def assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
-    assert len(a) == len(b)
-    for k, (x, y) in enumerate(zip(a, b, strict=True)):
-        assert torch.equal(x, y), f"stage {k}: max diff {(x - y).abs().max().item()}"
+from launch_helpers import (
+    assert_clean,
+    assert_same,
+    engine_weights,
+    execute,
+    final_weights,
+    write_plan,
+)
 
 
 def test_k2_ddg_equals_pipelined_and_engine_and_writes_metrics(tmp_path: Path) -> None:
@@ -63,6 +32,7 @@ def test_k2_ddg_equals_pipelined_and_engine_and_writes_metrics(tmp_path: Path) -
         extra = ["--metrics", str(tmp_path / "m.json"), "--trace", str(tmp_path / "t.json")] if sched == "ddg" else []
         r = execute(str(plan), *common, "--final-weights", str(out), *extra)
         assert r.returncode == 0, r.stderr
+        assert_clean(r.stderr)
         runs[sched] = final_weights(out, 2)
     assert_same(runs["ddg"], runs["ddg-pipelined"])
     assert_same(runs["ddg"], engine_weights([str(tmp_path / "ddg.json"), *common]))
@@ -109,6 +79,7 @@ def test_k3_checkpoint_resume_is_bit_identical(tmp_path: Path) -> None:
     r = execute(str(plan), *common, "--checkpoint-dir", str(ck), "--checkpoint-every", "4",
                 "--final-weights", str(tmp_path / "a"))
     assert r.returncode == 0, r.stderr
+    assert_clean(r.stderr)
     assert json.loads((ck / "manifest.json").read_text())["step"] == 8
     assert sorted(p.name for p in ck.iterdir()) == ["manifest.json", "step-00000008"]
     a = final_weights(tmp_path / "a", 3)

@@ -56,6 +56,25 @@ def test_bp_on_two_stages_equals_plain_sgd_bit_for_bit() -> None:
         assert torch.equal(torch.cat(res.weights[t]), ref[t]), t
 
 
+@pytest.mark.parametrize("name", ["bp", "ddg", "ddg-pipelined"])
+def test_a_stage_without_parameters_trains_like_the_rest(name: str) -> None:
+    """A first stage with nothing to learn (``flatten``) has no backward to run: the other
+    stages train exactly as if it were part of stage 1 (bp: bit-identical to plain SGD)."""
+    ref_model = nn.Sequential(nn.Flatten(), *mlp([6, 12, 9, 5]))
+    fn = batches(6, 5)
+    three = run_inprocess(split_sequential(copy.deepcopy(ref_model), [1, 3]), schedule_for(name, 3, 5), fn,
+                          CE, OPTIM)
+    assert three.weights[-1][0].numel() == 0
+    if name == "bp":
+        ref = plain_sgd(ref_model, fn, 5, OPTIM)
+        assert torch.equal(torch.cat(three.weights[-1]), ref[-1])
+    else:  # stage 0's delay is empty work: the same as the 2-stage plan with delays 1, 0 for the rest
+        merged = nn.Sequential(*list(ref_model)[:3])
+        two = run_inprocess([copy.deepcopy(merged), nn.Sequential(*list(ref_model)[3:])],
+                            schedule_for(name, 2, 5), fn, CE, OPTIM)
+        assert torch.equal(torch.cat(three.weights[-1]), torch.cat(two.weights[-1]))
+
+
 def test_ddg_and_ddg_pipelined_give_identical_weights() -> None:
     fn = batches(6, 5)
     a = run_inprocess(split_sequential(mlp([6, 10, 8, 7, 5]), [2, 4]), schedule_for("ddg", 3, 7), fn, CE, OPTIM)

@@ -1,0 +1,55 @@
+"""Launching ``ddgsim execute`` from tests: plan files, the run, its final weights, the engine's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from ddgsim.plan_file import Plan, StagePlacement
+from executor.runner import parse_run_args, run_inprocess_job
+
+ROOT = Path(__file__).resolve().parents[1]
+UNITS = {"mlp": 6, "smallcnn": 9}
+
+
+def write_plan(path: Path, model: str, split: list[int], schedule: str, batch: int = 16, micro: int = 1) -> Path:
+    b = [0, *split, UNITS[model]]
+    Plan(model=model, batch_size=batch, schedule=schedule, split=split, micro_batches=micro,
+         stages=[StagePlacement(stage=i, device=f"cpu{i}", units=(b[i], b[i + 1])) for i in range(len(b) - 1)],
+         ).save(path)
+    return path
+
+
+def execute(*argv: str, timeout: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ddgsim", "execute", *argv, "--no-progress"], cwd=ROOT,
+                          env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def final_weights(d: Path, k_total: int) -> list[torch.Tensor]:
+    return [torch.load(d / f"stage-{k}.pt", weights_only=True)["weights"] for k in range(k_total)]
+
+
+def engine_weights(argv: list[str]) -> list[torch.Tensor]:
+    torch.set_num_threads(1)  # the stage processes run with 1 thread: same kernels, same bits
+    res, _job, _ds = run_inprocess_job(parse_run_args(argv))
+    return res.weights[-1]
+
+
+def assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    assert len(a) == len(b)
+    for k, (x, y) in enumerate(zip(a, b, strict=True)):
+        assert torch.equal(x, y), f"stage {k}: max diff {(x - y).abs().max().item()}"
+
+
+CLEAN_EXIT = ("terminate called", "Fatal Python error", "Traceback", "warning: stage")
+"""Lines that must never appear in a stage's stderr (an abort at exit, a crash, a leaked group)."""
+
+
+def assert_clean(stderr: str) -> None:
+    bad = [line for line in stderr.splitlines() if any(s in line for s in CLEAN_EXIT)]
+    assert not bad, "\n".join(bad)
