@@ -10,6 +10,10 @@ executor's metrics, the median over iterations of the gap between the moments
 the slowest stage finished consecutive iterations, after dropping the first
 ``warmup`` gaps (pipeline fill, first-touch allocations). K = 1 is the
 one-process ``bp`` run.
+
+A run whose execution fails is tried once more; if it fails again it is recorded
+as ``failed`` (``status`` and ``error`` columns, measured fields empty) and the
+other runs go on. The statistics and figures use the runs that were measured.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +40,19 @@ from ddgsim.sim import SimResult, simulate
 from ddgsim.split import even_split, stage_ranges
 
 COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "error_pct",
-           "label", "batch_size", "steps", "scenario")
-"""``validation.csv`` columns; the first seven are the contract, the rest context."""
+           "label", "batch_size", "steps", "scenario", "status", "error", "attempts")
+"""``validation.csv`` columns; the first seven are the contract, the rest context (a file without
+``status``, ``error``, ``attempts`` is read as every run ``ok`` at the first attempt)."""
+
+CSV_NAME = "validation.csv"
+OK = "ok"
+FAILED = "failed"
+ATTEMPTS = 2
+"""Tries per run: the first and one retry."""
+
+
+class ExecutionFailed(RuntimeError):
+    """The executor ran and failed (non-zero exit status); the message is the one-line reason."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,14 +88,30 @@ class Row:
     batch_size: int = 0
     steps: int = 0
     scenario: str = ""
+    status: str = OK
+    """``ok``, or ``failed``: every attempt failed, ``measured_ms`` and ``error_pct`` are NaN."""
+    error: str = ""
+    """Why the run failed, one line (empty when ok)."""
+    attempts: int = 1
+    """Executions tried: 2 when the first one failed."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
 
     @classmethod
     def from_csv(cls, rec: dict[str, str]) -> Row:
         return cls(model=rec["model"], K=int(rec["K"]), schedule=rec["schedule"], split=rec["split"],
-                   predicted_ms=float(rec["predicted_ms"]), measured_ms=float(rec["measured_ms"]),
-                   error_pct=float(rec["error_pct"]), label=rec.get("label", ""),
+                   predicted_ms=_float(rec["predicted_ms"]), measured_ms=_float(rec["measured_ms"]),
+                   error_pct=_float(rec["error_pct"]), label=rec.get("label") or "",
                    batch_size=int(rec.get("batch_size") or 0), steps=int(rec.get("steps") or 0),
-                   scenario=rec.get("scenario", ""))
+                   scenario=rec.get("scenario") or "", status=rec.get("status") or OK,
+                   error=rec.get("error") or "", attempts=int(rec.get("attempts") or 1))
+
+
+def _float(text: str | None) -> float:
+    """A CSV number; empty (a failed run's measurement) is NaN."""
+    return float(text) if text and text.strip() else math.nan
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +127,8 @@ class Summary:
     discordant: list[tuple[str, str]] = field(default_factory=list)
     """Pairs ordered differently although their predictions differ by more than ``tol_pct``."""
     tol_pct: float = 5.0
+    failed: list[str] = field(default_factory=list)
+    """The runs that failed, each ``K=2 ddg [6] (reason)``; not in ``runs`` nor in the statistics."""
 
     @property
     def ranking_preserved(self) -> bool:
@@ -103,14 +136,22 @@ class Summary:
 
     def lines(self) -> list[str]:
         rank = "yes" if self.ranking_preserved else f"no ({len(self.discordant)} discordant pair(s))"
+        if not self.runs:
+            rank = "n/a (no run measured)"
+        failed = f", {len(self.failed)} failed (not counted below)" if self.failed else ""
         return [
-            f"runs: {self.runs}",
-            f"median absolute error: {self.median_abs_error_pct:.1f}%",
-            f"worst absolute error: {self.worst_abs_error_pct:.1f}%",
+            f"runs: {self.runs}{failed}",
+            *[f"  failed: {f}" for f in self.failed],
+            f"median absolute error: {_pct(self.median_abs_error_pct)}",
+            f"worst absolute error: {_pct(self.worst_abs_error_pct)}",
             f"Kendall tau (predicted vs measured): {self.kendall_tau:.3f} (p = {self.kendall_p:.3g})",
             f"ranking preserved (pairs whose predictions differ by > {self.tol_pct:g}%): {rank}",
             *[f"  measured order differs: {a} vs {b}" for a, b in self.discordant],
         ]
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.1f}%"
 
 
 # ---------------------------------------------------------------- choosing splits
@@ -188,7 +229,10 @@ def measured_step_ms(metrics: dict[str, Any], warmup: int) -> float:
 
 
 def execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
-    """``ddgsim execute PLAN`` in this process (its launcher spawns one process per stage)."""
+    """``ddgsim execute PLAN`` in this process (its launcher spawns one process per stage).
+
+    Raises :class:`ExecutionFailed` when the executor exits with a non-zero status.
+    """
     from ddgsim.cli import build_parser
 
     argv = ["execute", str(plan), "--steps", str(steps), "--threads", str(threads), "--data", "synthetic",
@@ -199,16 +243,22 @@ def execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | N
     args = build_parser().parse_args(argv)
     code = args.func(args)
     if code != 0:
-        raise UserError(f"the executor failed on {plan} (exit status {code}); see the messages above")
+        raise ExecutionFailed(f"executor exit status {code}")
 
 
 # ---------------------------------------------------------------- comparing
 
 def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
+    """Errors, Kendall τ and the ranking over the measured (``ok``) rows; failed ones are listed apart."""
     from scipy.stats import kendalltau
 
     if not rows:
         raise UserError("no runs to summarize")
+    failed = [f"{_run_label(r)} ({r.error or 'no reason recorded'})" for r in rows if not r.ok]
+    rows = [r for r in rows if r.ok]
+    if not rows:
+        return Summary(runs=0, median_abs_error_pct=math.nan, worst_abs_error_pct=math.nan, kendall_tau=math.nan,
+                       kendall_p=math.nan, tol_pct=tol_pct, failed=failed)
     errs = [abs(r.error_pct) for r in rows]
     pred = [r.predicted_ms for r in rows]
     meas = [r.measured_ms for r in rows]
@@ -224,21 +274,41 @@ def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
         if (a.predicted_ms - b.predicted_ms) * (a.measured_ms - b.measured_ms) < 0:
             bad.append((_run_label(a), _run_label(b)))
     return Summary(runs=len(rows), median_abs_error_pct=float(statistics.median(errs)),
-                   worst_abs_error_pct=max(errs), kendall_tau=tau, kendall_p=p, discordant=bad, tol_pct=tol_pct)
+                   worst_abs_error_pct=max(errs), kendall_tau=tau, kendall_p=p, discordant=bad, tol_pct=tol_pct,
+                   failed=failed)
 
 
 def _run_label(r: Row) -> str:
     return f"K={r.K} {r.schedule} [{r.split or '-'}]"
 
 
+def failure_line(rows: Sequence[Row]) -> str | None:
+    """``2 of 10 runs failed: resnet20 ddg K=2 split [6] (executor exit status 1, twice); ...``, or None."""
+    failed = [r for r in rows if not r.ok]
+    if not failed:
+        return None
+    what = "; ".join(f"{r.model} {r.schedule} K={r.K} split [{r.split or '-'}] ({r.error or 'no reason recorded'})"
+                     for r in failed)
+    return f"{len(failed)} of {len(rows)} runs failed: {what}"
+
+
+def _num(x: float, spec: str) -> str:
+    """A CSV number; NaN (not measured) is written empty."""
+    return "" if math.isnan(x) else format(x, spec)
+
+
 def write_csv(rows: Sequence[Row], path: Path) -> None:
+    """The whole file, written aside and renamed: a reader never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(COLUMNS)
         for r in rows:
-            w.writerow([r.model, r.K, r.schedule, r.split, f"{r.predicted_ms:.6g}", f"{r.measured_ms:.6g}",
-                        f"{r.error_pct:.2f}", r.label, r.batch_size, r.steps, r.scenario])
+            w.writerow([r.model, r.K, r.schedule, r.split, _num(r.predicted_ms, ".6g"), _num(r.measured_ms, ".6g"),
+                        _num(r.error_pct, ".2f"), r.label, r.batch_size, r.steps, r.scenario, r.status, r.error,
+                        r.attempts])
+    tmp.replace(path)
 
 
 def read_csv(path: str | Path) -> list[Row]:
@@ -256,11 +326,13 @@ def read_csv(path: str | Path) -> list[Row]:
 # ---------------------------------------------------------------- figures
 
 def scatter_figure(rows: Sequence[Row], title: str = "Predicted vs measured iteration time") -> Any:
+    """Measured (``ok``) rows only."""
     import plotly.graph_objects as go
 
+    rows = [r for r in rows if r.ok]
     fig = go.Figure()
-    lo = min([r.predicted_ms for r in rows] + [r.measured_ms for r in rows]) * 0.9
-    hi = max([r.predicted_ms for r in rows] + [r.measured_ms for r in rows]) * 1.1
+    times = [r.predicted_ms for r in rows] + [r.measured_ms for r in rows]
+    lo, hi = (min(times) * 0.9, max(times) * 1.1) if times else (0.0, 1.0)
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
                              line={"color": "#888", "dash": "dash"}))
     for band in (5, 10):
@@ -285,8 +357,10 @@ def scatter_figure(rows: Sequence[Row], title: str = "Predicted vs measured iter
 
 
 def error_figure(rows: Sequence[Row], title: str = "Prediction error per run") -> Any:
+    """Measured (``ok``) rows only."""
     import plotly.graph_objects as go
 
+    rows = [r for r in rows if r.ok]
     labels = [f"K={r.K} {r.schedule} [{r.split or '-'}] {r.label}" for r in rows]
     fig = go.Figure(go.Bar(x=labels, y=[r.error_pct for r in rows],
                            marker_color=["#E45756" if abs(r.error_pct) > 10 else "#F58518" if abs(r.error_pct) > 5
@@ -296,6 +370,26 @@ def error_figure(rows: Sequence[Row], title: str = "Prediction error per run") -
         fig.add_hline(y=y, line={"color": "#bbb", "dash": "dot"})
     fig.update_layout(title=title, yaxis_title="(predicted − measured) / measured, %", height=480,
                       xaxis_tickangle=-30)
+    return fig
+
+
+def runs_table(rows: Sequence[Row]) -> Any:
+    """Every run, failed ones included (red, with the reason): what the CSV holds."""
+    import plotly.graph_objects as go
+
+    head = ["K", "schedule", "split", "label", "predicted ms", "measured ms", "error %", "status"]
+    cols = [[r.K for r in rows], [r.schedule for r in rows], [r.split or "-" for r in rows],
+            [r.label for r in rows], [_num(r.predicted_ms, ".2f") for r in rows],
+            [_num(r.measured_ms, ".2f") or "-" for r in rows], [_num(r.error_pct, "+.1f") or "-" for r in rows],
+            [(OK if r.attempts == 1 else f"{OK} (attempt {r.attempts})") if r.ok else f"{r.status}: {r.error}"
+             for r in rows]]
+    fill = ["#FAD4D4" if not r.ok else "white" for r in rows]
+    failed = sum(not r.ok for r in rows)
+    fig = go.Figure(go.Table(header={"values": head, "align": "left", "fill_color": "#EEE"},
+                             cells={"values": cols, "align": "left", "fill_color": [fill] * len(head)},
+                             columnwidth=[1, 3, 2, 3, 2, 2, 2, 6]))
+    fig.update_layout(title=f"All runs ({failed} failed)" if failed else "All runs",
+                      height=160 + 28 * len(rows), margin={"t": 60, "b": 10})
     return fig
 
 
@@ -342,12 +436,54 @@ def plan_runs(profile: Profile, scenario: Scenario, opts: Options) -> list[RunSp
     return runs
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _attempt(plan: Path, opts: Options, metrics_path: Path, trace_path: Path | None, warmup: int) -> float | str:
+    """Execute the plan once and measure it: the step time in ms, or why it failed (one line)."""
+    for stale in (metrics_path, trace_path):  # an earlier validate into the same folder left them
+        if stale is not None:
+            stale.unlink(missing_ok=True)
+    try:
+        execute(plan, opts.steps, opts.threads, metrics_path, trace_path, opts.device)
+        if not metrics_path.is_file():
+            return f"the executor exited 0 but wrote no {metrics_path.name}"
+        return measured_step_ms(json.loads(metrics_path.read_text()), warmup)
+    except SystemExit as exc:  # the executor's argument parser
+        return f"executor exit status {exc.code}"
+    except (ExecutionFailed, UserError) as exc:
+        return _one_line(str(exc))
+    except Exception as exc:  # anything else one run raises must not lose the runs measured so far
+        _reraise_signal(exc)
+        return _one_line(f"{type(exc).__name__}: {exc}")
+
+
+def _reraise_signal(exc: Exception) -> None:
+    """Ctrl-C or SIGTERM reaching the launcher (torch elastic's ``SignalException``) stops validate: no retry."""
+    import signal
+
+    api = sys.modules.get("torch.distributed.elastic.multiprocessing.api")
+    if api is not None and isinstance(exc, api.SignalException):
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from exc
+        raise exc
+
+
 def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, scenario_ref: str,
-            opts: Options, out: Path, log: Callable[[str], None] | None = None) -> tuple[list[Row], list[Any]]:
-    """Predict and measure every run; write plans, metrics and traces under ``out/runs``."""
+            opts: Options, out: Path, log: Callable[[str], None] | None = None,
+            warn: Callable[[str], None] | None = None) -> tuple[list[Row], list[Any]]:
+    """Predict and measure every run; write plans, metrics and traces under ``out/runs``.
+
+    ``out/validation.csv`` is rewritten after every run, so an interrupted validation keeps what it
+    measured. A run that fails is tried once more; failing again, it becomes a ``failed`` row (and a
+    note through ``warn``, stderr by default) and the next run starts.
+    """
     from ddgsim.trace import write_trace
 
     log = log or _print
+    warn = warn or stderr
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(profile, scenario, opts)
@@ -364,22 +500,43 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
         metrics_path = runs_dir / f"{spec.name}.metrics.json"
         trace_path = runs_dir / f"{spec.name}.measured.trace.json" if opts.trace else None
         t0 = time.perf_counter()
-        execute(plan_path, opts.steps, opts.threads, metrics_path, trace_path, opts.device)
-        metrics = json.loads(metrics_path.read_text())
         warm = spec.stages if opts.warmup is None else opts.warmup
-        measured = measured_step_ms(metrics, warm)
-        row = Row(model=profile.model, K=spec.stages, schedule=spec.schedule,
-                  split=",".join(map(str, spec.split)), predicted_ms=sim.iteration_ms, measured_ms=measured,
-                  error_pct=100.0 * (sim.iteration_ms - measured) / measured, label=spec.label,
+        split = ",".join(map(str, spec.split))
+        what = f"[{i + 1}/{len(specs)}] K={spec.stages} {spec.schedule:<13} split [{split or '-'}] ({spec.label})"
+        note = " ".join(what.split())
+        reasons: list[str] = []
+        measured: float | None = None
+        while measured is None and len(reasons) < ATTEMPTS:
+            got = _attempt(plan_path, opts, metrics_path, trace_path, warm)
+            if isinstance(got, str):
+                reasons.append(got)
+                warn(f"{note}: failed ({got}); "
+                     + ("retrying once" if len(reasons) < ATTEMPTS else "recorded as failed, going on"))
+            else:
+                measured = got
+        row = Row(model=profile.model, K=spec.stages, schedule=spec.schedule, split=split,
+                  predicted_ms=sim.iteration_ms, measured_ms=math.nan, error_pct=math.nan, label=spec.label,
                   batch_size=profile.batch_size, steps=opts.steps, scenario=scenario.name)
+        if measured is None:
+            error = f"{reasons[0]}, twice" if len(set(reasons)) == 1 else "; then ".join(reasons)
+            row = replace(row, status=FAILED, error=error, attempts=len(reasons))
+            log(f"{what}: predicted {row.predicted_ms:.1f} ms, FAILED ({error})  "
+                f"({time.perf_counter() - t0:.0f} s)")
+        else:
+            row = replace(row, measured_ms=measured, error_pct=100.0 * (sim.iteration_ms - measured) / measured,
+                          attempts=len(reasons) + 1)
+            log(f"{what}: predicted {row.predicted_ms:.1f} ms, measured {row.measured_ms:.1f} ms, "
+                f"error {row.error_pct:+.1f}%  ({time.perf_counter() - t0:.0f} s"
+                f"{', 2nd attempt' if reasons else ''})")
         rows.append(row)
-        log(f"[{i + 1}/{len(specs)}] K={spec.stages} {spec.schedule:<13} split [{row.split or '-'}] "
-            f"({spec.label}): predicted {row.predicted_ms:.1f} ms, measured {row.measured_ms:.1f} ms, "
-            f"error {row.error_pct:+.1f}%  ({time.perf_counter() - t0:.0f} s)")
-        if trace_path is not None and (spec.label.startswith("planned") or spec.stages == 1):
-            timelines.append(timeline_figure(
-                sim_trace, trace_path, f"K={spec.stages} {spec.schedule}, split [{row.split or '-'}] "
-                f"({spec.label}): two steady-state iterations", opts.steps, sim.iterations))
+        write_csv(rows, out / CSV_NAME)
+        if row.ok and trace_path is not None and (spec.label.startswith("planned") or spec.stages == 1):
+            try:
+                timelines.append(timeline_figure(
+                    sim_trace, trace_path, f"K={spec.stages} {spec.schedule}, split [{split or '-'}] "
+                    f"({spec.label}): two steady-state iterations", opts.steps, sim.iterations))
+            except Exception as exc:  # a figure is not worth the runs still to come
+                warn(f"{note}: no timeline figure ({_one_line(f'{type(exc).__name__}: {exc}')})")
     return rows, timelines
 
 
@@ -388,7 +545,8 @@ def write_report(path: Path, rows: Sequence[Row], summary: Summary, timelines: S
     from ddgsim.figures import write_html
 
     title = f"ddgsim validation: {rows[0].model}, batch {rows[0].batch_size}" if rows else "ddgsim validation"
-    figs = [scatter_figure(rows), error_figure(rows), *timelines]
+    measured = [scatter_figure(rows), error_figure(rows)] if any(r.ok for r in rows) else []
+    figs = [*measured, runs_table(rows), *timelines]
     return write_html(path, figs, title, intro="\n".join([*header, *summary.lines()]))
 
 

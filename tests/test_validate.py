@@ -1,9 +1,10 @@
-"""Predicted vs measured: split choice, the measured step, the summary, and one real end-to-end run."""
+"""Predicted vs measured: split choice, the measured step, the summary, failed runs, and real end-to-end runs."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,16 +12,24 @@ from pathlib import Path
 
 import pytest
 
+from ddgsim import validate as v
 from ddgsim.errors import UserError
 from ddgsim.profile import Profile, UnitProfile
 from ddgsim.scenario import load_scenario
 from ddgsim.validate import (
     COLUMNS,
+    ExecutionFailed,
+    Options,
     Row,
     choose_splits,
+    error_figure,
+    failure_line,
     measured_step_ms,
+    plan_runs,
     profile_warning,
     read_csv,
+    run_all,
+    scatter_figure,
     summarize,
     weighted_split,
     write_csv,
@@ -29,10 +38,10 @@ from ddgsim.validate import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _profile(costs: list[float], meta: dict | None = None) -> Profile:
+def _profile(costs: list[float], meta: dict | None = None, model: str = "toy", batch_size: int = 8) -> Profile:
     units = [UnitProfile(name=f"u{i}", forward_ms=c / 3, backward_ms=2 * c / 3, output_bytes=4096,
                          param_bytes=1024, activation_bytes=4096) for i, c in enumerate(costs)]
-    return Profile(model="toy", batch_size=8, input_shape=[4], device="cpu", threads=1, dtype="float32",
+    return Profile(model=model, batch_size=batch_size, input_shape=[4], device="cpu", threads=1, dtype="float32",
                    units=units, whole_model_ms=sum(costs), meta=meta or {})
 
 
@@ -100,6 +109,152 @@ def test_csv_round_trip(tmp_path: Path) -> None:
     assert back[1].predicted_ms == pytest.approx(60.0)
 
 
+def _failed(k: int, sched: str, split: str, pred: float, error: str = "executor exit status 1, twice") -> Row:
+    return Row(model="m", K=k, schedule=sched, split=split, predicted_ms=pred, measured_ms=math.nan,
+               error_pct=math.nan, status="failed", error=error, attempts=2)
+
+
+def test_failed_rows_round_trip_and_old_csvs_read_as_ok(tmp_path: Path) -> None:
+    rows = [_row(1, "bp", "", 100, 104), _failed(2, "ddg", "3", 60, "executor exit status 1; then x, y")]
+    write_csv(rows, tmp_path / "v.csv")
+    with (tmp_path / "v.csv").open() as fh:
+        recs = list(csv.DictReader(fh))
+    assert (recs[1]["measured_ms"], recs[1]["error_pct"], recs[1]["status"]) == ("", "", "failed")
+    assert (recs[0]["status"], recs[0]["error"], recs[0]["attempts"]) == ("ok", "", "1")
+    back = read_csv(tmp_path / "v.csv")
+    assert back[0].ok and not back[1].ok
+    assert back[1].error == "executor exit status 1; then x, y" and back[1].attempts == 2
+    assert math.isnan(back[1].measured_ms) and math.isnan(back[1].error_pct)
+    assert back[1].predicted_ms == pytest.approx(60.0)
+    # a validation.csv from before the status columns
+    (tmp_path / "old.csv").write_text(",".join(COLUMNS[:11]) + "\nresnet56,1,bp,,1615.8,1494.26,8.13,one process,"
+                                      "128,12,local\n")
+    old = read_csv(tmp_path / "old.csv")
+    assert len(old) == 1 and old[0].ok and old[0].error == "" and old[0].attempts == 1
+    assert old[0].measured_ms == pytest.approx(1494.26)
+
+
+def test_summary_and_figures_use_only_measured_rows() -> None:
+    ok = [_row(1, "bp", "", 100, 104), _row(2, "ddg", "3", 60, 58), _row(2, "ddg", "4", 70, 75)]
+    mixed = [ok[0], _failed(2, "ddg", "5", 10), *ok[1:]]
+    s, s_ok = summarize(mixed), summarize(ok)
+    for key in ("runs", "median_abs_error_pct", "worst_abs_error_pct", "kendall_tau", "discordant"):
+        assert getattr(s, key) == getattr(s_ok, key), key
+    assert s.failed == ["K=2 ddg [5] (executor exit status 1, twice)"]
+    assert s.lines()[:2] == ["runs: 3, 1 failed (not counted below)", "  failed: K=2 ddg [5] (executor exit status 1, twice)"]
+    assert failure_line(mixed) == "1 of 4 runs failed: m ddg K=2 split [5] (executor exit status 1, twice)"
+    assert failure_line(ok) is None
+    assert sum(len(t.x) for t in error_figure(mixed).data) == 3
+    scatter_points = [t for t in scatter_figure(mixed).data if t.mode == "markers"]
+    assert sum(len(t.x) for t in scatter_points) == 3
+    # every run failed: no crash, nothing made up
+    none = summarize([_failed(1, "bp", "", 100), _failed(2, "ddg", "3", 60, "boom")])
+    assert none.runs == 0 and math.isnan(none.median_abs_error_pct) and math.isnan(none.kendall_tau)
+    assert "median absolute error: n/a" in none.lines() and len(none.failed) == 2
+    assert any("ranking preserved" in line and "n/a" in line for line in none.lines())
+    scatter_figure([_failed(1, "bp", "", 100)])
+    error_figure([_failed(1, "bp", "", 100)])
+
+
+def _fake_metrics(path: Path, step_ms: float) -> None:
+    path.write_text(json.dumps({"per_stage": [{"iterations": list(range(6)), "step_ms": [step_ms] * 6}]}))
+
+
+def test_run_all_retries_once_then_records_the_failure_and_goes_on(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The executor is faked here (no processes): run 2 fails once, run 3 twice, runs 1 and 4 work."""
+    prof = _profile([1.0] * 12)
+    scenario = load_scenario("ideal-2")
+    opts = Options(stages=[1, 2], schedules=["ddg"], splits=3, steps=6, trace=False)
+    names = [s.name for s in plan_runs(prof, scenario, opts)]
+    assert len(names) == 4
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    _fake_metrics(out / "runs" / f"{names[2]}.metrics.json", 1.0)  # stale: must not be read as a measurement
+    calls: list[str] = []
+    csv_seen: list[list[str]] = []
+
+    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
+        name = plan.name.removesuffix(".plan.json")
+        calls.append(name)
+        csv_seen.append([r.status for r in read_csv(out / "validation.csv")] if name == names[3] else [])
+        if name == names[1] and calls.count(name) == 1:
+            raise ExecutionFailed("executor exit status 1")
+        if name == names[2]:
+            if calls.count(name) == 1:
+                return  # exit 0 but no metrics
+            raise ExecutionFailed("executor exit status -9")
+        _fake_metrics(metrics, 10.0)
+
+    monkeypatch.setattr(v, "execute", fake_execute)
+    notes: list[str] = []
+    rows, timelines = run_all(prof, {}, scenario, "ideal-2", opts, out, log=lambda m: None, warn=notes.append)
+    assert calls == [names[0], names[1], names[1], names[2], names[2], names[3]]
+    assert [(r.status, r.attempts) for r in rows] == [("ok", 1), ("ok", 2), ("failed", 2), ("ok", 1)]
+    assert [r.measured_ms for r in rows if r.ok] == [10.0, 10.0, 10.0]
+    assert rows[2].error == (f"the executor exited 0 but wrote no {names[2]}.metrics.json; "
+                             "then executor exit status -9")
+    assert math.isnan(rows[2].measured_ms) and rows[2].predicted_ms > 0
+    assert len(notes) == 3 and "retrying once" in notes[0] and "recorded as failed" in notes[2]
+    assert notes[0] == (f"[2/4] K=2 ddg split [{rows[1].split}] ({rows[1].label}): "
+                        "failed (executor exit status 1); retrying once")
+    assert csv_seen[-1] == ["ok", "ok", "failed"]  # written after every run, before the next one
+    assert [r.status for r in read_csv(out / "validation.csv")] == ["ok", "ok", "failed", "ok"]
+    assert timelines == []
+
+
+def test_ctrl_c_during_a_run_stops_without_retry_and_keeps_the_earlier_rows(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    prof = _profile([1.0] * 12)
+    scenario = load_scenario("ideal-2")
+    opts = Options(stages=[1, 2], schedules=["ddg"], splits=1, steps=6, trace=False)
+    calls: list[Path] = []
+
+    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
+        calls.append(plan)
+        if len(calls) > 1:
+            raise SignalException("got signal: SIGINT", sigval=signal.SIGINT)
+        _fake_metrics(metrics, 10.0)
+
+    monkeypatch.setattr(v, "execute", fake_execute)
+    with pytest.raises(KeyboardInterrupt):
+        run_all(prof, {}, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=lambda m: None)
+    assert len(calls) == 2
+    assert [(r.K, r.status) for r in read_csv(tmp_path / "validation.csv")] == [(1, "ok")]
+
+
+def test_validate_exits_1_and_keeps_everything_when_every_run_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from ddgsim.cli import main
+
+    prof_path = tmp_path / "mlp.json"
+    _profile([1.0] * 4, model="mlp", batch_size=16).save(prof_path)
+
+    def always_fails(plan: Path, *args: object) -> None:
+        raise ExecutionFailed("executor exit status 1")
+
+    monkeypatch.setattr(v, "execute", always_fails)
+    out = tmp_path / "val"
+    code = main(["validate", "mlp", "--gpus", "1,2", "--schedules", "ddg", "--splits", "1", "--steps", "4",
+                 "--batch-size", "16", "--scenario", "cpu-2core", "--profile", str(prof_path), "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    rows = read_csv(out / "validation.csv")
+    assert [(r.K, r.status, r.error) for r in rows] == [(1, "failed", "executor exit status 1, twice"),
+                                                        (2, "failed", "executor exit status 1, twice")]
+    assert err[-1] == (f"error: 2 of 2 runs failed: mlp bp K=1 split [-] (executor exit status 1, twice); "
+                       f"mlp ddg K=2 split [{rows[1].split}] (executor exit status 1, twice)")
+    assert sum("retrying once" in line for line in err) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"] == 0 and summary["runs_failed"] == 2
+    html = (out / "report.html").read_text()
+    assert "All runs (2 failed)" in html and html.count("Plotly.newPlot") == 1
+
+
 def test_profile_warning_on_load() -> None:
     assert profile_warning(_profile([1.0], {"loadavg_before": [0.1, 0.1, 0.1]})) is None
     w = profile_warning(_profile([1.0], {"loadavg_before": [50.0, 1, 1]}))
@@ -121,16 +276,22 @@ def test_bad_arguments_fail_before_running(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.fixture(scope="module")
+def mlp_cache(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One profile cache for the end-to-end runs: mlp is profiled once."""
+    return {"DDGSIM_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
+
+
 @pytest.mark.slow
-def test_validate_end_to_end_on_mlp(tmp_path: Path) -> None:
+def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -> None:
     """K=1 bp and one K=2 ddg-pipelined run on real executor processes (no timing asserts)."""
     out = tmp_path / "val"
     r = _validate("mlp", "--gpus", "1,2", "--schedules", "ddg-pipelined", "--splits", "1", "--steps", "4",
-                  "--batch-size", "16", "--scenario", "cpu-2core", "--out", str(out),
-                  env={"DDGSIM_CACHE_DIR": str(tmp_path / "cache")})
+                  "--batch-size", "16", "--scenario", "cpu-2core", "--out", str(out), env=mlp_cache)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_csv(out / "validation.csv")
-    assert [(x.K, x.schedule) for x in rows] == [(1, "bp"), (2, "ddg-pipelined")]
+    assert [(x.K, x.schedule, x.status, x.attempts) for x in rows] == [(1, "bp", "ok", 1),
+                                                                       (2, "ddg-pipelined", "ok", 1)]
     assert rows[1].label.startswith("planned")
     for x in rows:
         assert x.predicted_ms > 0 and x.measured_ms > 0
@@ -145,3 +306,29 @@ def test_validate_end_to_end_on_mlp(tmp_path: Path) -> None:
     for name in ("k1-bp-all", f"k2-ddg-pipelined-{rows[1].split}"):
         for kind in ("plan", "metrics", "predicted.trace", "measured.trace"):
             assert (runs / f"{name}.{kind}.json").is_file(), f"{name}.{kind}.json"
+
+
+@pytest.mark.slow
+def test_validate_end_to_end_a_run_that_keeps_failing(tmp_path: Path, mlp_cache: dict[str, str]) -> None:
+    """Real executor processes; DDGSIM_FAULT SIGKILLs stage 1 at step 2 of every K=2 launch (its retry too),
+    the K=1 run has no stage 1 and is measured."""
+    out = tmp_path / "val"
+    r = _validate("mlp", "--gpus", "1,2", "--schedules", "ddg-pipelined", "--splits", "1", "--steps", "4",
+                  "--batch-size", "16", "--scenario", "cpu-2core", "--out", str(out),
+                  env={**mlp_cache, "DDGSIM_FAULT": "1:2"})
+    assert r.returncode == 1, r.stderr[-3000:]
+    rows = read_csv(out / "validation.csv")
+    assert [(x.K, x.status, x.attempts) for x in rows] == [(1, "ok", 1), (2, "failed", 2)]
+    assert rows[0].measured_ms > 0 and math.isnan(rows[1].measured_ms) and rows[1].predicted_ms > 0
+    assert rows[1].error == "executor exit status 1, twice"
+    err = r.stderr.strip().splitlines()
+    assert err[-1] == (f"error: 1 of 2 runs failed: mlp ddg-pipelined K=2 split [{rows[1].split}] "
+                       "(executor exit status 1, twice)")
+    assert sum("retrying once" in line for line in err) == 1
+    assert "runs: 1, 1 failed" in r.stdout and "median absolute error" in r.stdout
+    html = (out / "report.html").read_text()
+    assert html.count("Plotly.newPlot") == 4  # scatter, errors, the runs table, the K=1 timeline
+    assert "All runs (1 failed)" in html
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["runs"] == 1 and summary["runs_failed"] == 1
+    assert (out / "runs" / "k1-bp-all.metrics.json").is_file()

@@ -7,6 +7,11 @@ Writes ``OUT/validation.csv`` (one row per run), ``OUT/report.html`` (plotly) an
 under ``OUT/runs/``, every plan, the executor's metrics and both timelines
 (``*.predicted.trace.json``, ``*.measured.trace.json``: open them in Perfetto).
 Prints the median and worst absolute error and whether the ranking is preserved.
+
+A run whose execution fails is retried once; failing again it is recorded as failed
+(``status``/``error`` columns of the CSV, a red row in the report) and the other runs
+go on. The command then ends with exit status 1 and one line on stderr naming the
+failed runs (bad arguments: exit status 2, before anything runs).
 """
 
 from __future__ import annotations
@@ -134,17 +139,25 @@ def run(args: argparse.Namespace) -> int:
                   f"after {tuple(round(x, 2) for x in os.getloadavg())}")
     if warning:
         header.append(warning)
+    v.write_csv(rows, out / v.CSV_NAME)
     summary = v.summarize(rows, args.tolerance)
-    v.write_csv(rows, out / "validation.csv")
     (out / "summary.json").write_text(json.dumps({
         "header": header, "runs": summary.runs, "median_abs_error_pct": summary.median_abs_error_pct,
         "worst_abs_error_pct": summary.worst_abs_error_pct, "kendall_tau": summary.kendall_tau,
         "kendall_p": summary.kendall_p, "ranking_preserved": summary.ranking_preserved,
-        "discordant": summary.discordant, "tolerance_pct": summary.tol_pct}, indent=1) + "\n")
+        "discordant": summary.discordant, "tolerance_pct": summary.tol_pct,
+        "runs_failed": len(summary.failed), "failed": summary.failed}, indent=1) + "\n")
     v.write_report(out / "report.html", rows, summary, timelines, header)
     if args.figures:
-        v.export_figures(Path(args.figures), rows, summary, timelines)
+        if summary.runs:
+            v.export_figures(Path(args.figures), rows, summary, timelines)
+        else:
+            v.stderr("no figures exported: no run was measured")
     for line in summary.lines():
         print(line)
-    print(f"wrote {out / 'validation.csv'}, {out / 'report.html'}")
+    print(f"wrote {out / v.CSV_NAME}, {out / 'report.html'}")
+    failed = v.failure_line(rows)
+    if failed:
+        v.stderr(f"error: {failed}")
+        return 1
     return 0
