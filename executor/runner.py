@@ -83,27 +83,36 @@ class Preempted(Exception):
 class Preemption:
     """Agree on one iteration boundary at which every stage stops after a SIGTERM.
 
-    Stages run up to ~K iterations apart, and a signal reaches each at a different
-    moment, so none can just stop "now". A stage that got SIGTERM (or sees that
-    another did) publishes its next boundary b_k in the job's store; once all K have,
-    each stage computes the same stop S = max_k b_k + K + 1 — no stage can be past it
-    yet: a stage is at most K iterations ahead of the slowest, which had published.
-    Polling costs one store round trip per iteration (``add(key, 0)``).
+    A signal reaches each stage at a different moment, and stages run up to K − 1
+    iterations apart (a stage's iteration t waits on its successor's iteration t − 1),
+    so none can just stop "now". A stage that got SIGTERM, or learns that another did,
+    publishes its next boundary b_k in the job's store and from then on polls the store
+    at every boundary; once all K have published, each computes the same stop
+    S = max_k b_k + K + 1. No stage can have passed S when it learns it: when the last
+    stage published, at its boundary b_last ≤ max b, every stage was at most K − 1
+    iterations ahead of the slowest, hence of b_last, and it learns at its next boundary.
+    Stages that know of no preemption check the store every ``check_s`` seconds only.
     """
 
-    def __init__(self, store: dist.Store, rank: int, stages: int) -> None:
-        self.store, self.rank, self.stages = store, rank, stages
+    def __init__(self, store: dist.Store, rank: int, stages: int, check_s: float = 0.5) -> None:
+        self.store, self.rank, self.stages, self.check_s = store, rank, stages, check_s
         self.requested = False
         self.published = False
         self.stop: int | None = None
+        self._next_check = 0.0
 
     def request(self, *_: object) -> None:
         """SIGTERM handler: only sets a flag (acted on at the next iteration boundary)."""
         self.requested = True
 
     def poll(self, boundary: int) -> int | None:
+        """The agreed stop boundary once known (store round trips only as described above)."""
         if self.stop is not None:
             return self.stop
+        now = time.monotonic()
+        if not (self.requested or self.published) and now < self._next_check:
+            return None
+        self._next_check = now + self.check_s
         count = int(self.store.add("preempt/count", 0))
         if (self.requested or count > 0) and not self.published:
             self.store.set(f"preempt/{self.rank}", str(boundary))
@@ -440,6 +449,8 @@ class StageProcess:
         every = self.job.args.checkpoint_every
         done = it + 1
         stop = self.preemption.poll(done) if self.preemption is not None else None
+        if stop is not None and done > stop:  # Preemption's bound says this cannot happen
+            raise RuntimeError(f"stage {self.rank} learnt the preemption stop {stop} only at step {done}")
         if stop == done and done < self.N:
             if self.ckpt_root is not None:
                 self._checkpoint(done, preempted=True)
