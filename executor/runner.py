@@ -454,12 +454,17 @@ class StageProcess:
         if stop == done and done < self.N:
             if self.ckpt_root is not None:
                 self._checkpoint(done, preempted=True)
+            else:
+                self._quiesce(done)
             raise Preempted(done, self.ckpt_root)
         if every > 0 and done % every == 0:
             self._checkpoint(done)
 
-    def _checkpoint(self, c: int, preempted: bool = False) -> None:
-        assert self.ckpt_root is not None
+    def _quiesce(self, c: int) -> tuple[list[Key], list[Key]]:
+        """At boundary c: receive what the neighbours sent before c for after c, finish our sends.
+
+        Then nothing crosses boundary c in flight; returns the received (activation, gradient) keys.
+        """
         acts, grads = self._pending_at(c)
         for key in acts:
             assert self.inbox is not None
@@ -468,6 +473,11 @@ class StageProcess:
             assert self.gradbox is not None
             self.gradbox.wait(key)
         self.outbox.flush()
+        return acts, grads
+
+    def _checkpoint(self, c: int, preempted: bool = False) -> None:
+        assert self.ckpt_root is not None
+        acts, grads = self._quiesce(c)
         state = {
             "format": ckpt.FORMAT, "stage": self.rank, "step": c,
             "worker": _to_cpu(self.worker.state_dict()),
