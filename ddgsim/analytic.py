@@ -48,7 +48,7 @@ import numpy as np
 from ddgsim.errors import UserError, choices
 from ddgsim.profile import Profile
 from ddgsim.scenario import Scenario
-from ddgsim.schedule import Schedule, execution_order, make_schedule
+from ddgsim.schedule import Message, Schedule, execution_order, make_schedule
 
 UPDATE_GB_S = 10.0
 """Memory bandwidth assumed for the optimizer step on the profiled device (GB/s)."""
@@ -219,34 +219,23 @@ def _program(name: str, stages: int, iterations: int, micro_batches: int) -> tup
 
 def compile_schedule(schedule: Schedule) -> tuple[_Op, ...]:
     """The actions in a dependency-respecting order, with integer message slots."""
-    K = schedule.stages
     order, ptr = execution_order(schedule)
     if any(p < len(a) for p, a in zip(ptr, schedule.actions, strict=True)):
         raise ValueError(f"schedule '{schedule.name}' deadlocks; run schedule.validate() for the grid")
-    slots: dict[tuple[str, int, int, int], int] = {}
+    slots: dict[Message, int] = {}
 
-    def slot(key: tuple[str, int, int, int]) -> int:
-        return slots.setdefault(key, len(slots))
+    def slot(msg: Message) -> int:
+        return slots.setdefault(msg, len(slots))
 
     code = {"F": 0, "B": 1, "U": 2, "W": 3}
     marked: set[tuple[int, int]] = set()
     ops: list[_Op] = []
     for a in order:
-        k, t, m = a.stage, a.batch, a.micro
-        waits: tuple[int, ...] = ()
-        send, boundary, fills = 0, 0, -1
-        if a.kind == "F":
-            if k > 0:
-                waits = (slot(("a", k, t, m)),)
-            if k < K - 1:
-                send, boundary, fills = 1, k, slot(("a", k + 1, t, m))
-        elif a.kind == "B":
-            if k < K - 1:
-                waits = (slot(("g", k, t, m)),)
-            if k > 0:
-                send, boundary, fills = 2, k - 1, slot(("g", k - 1, t, m))
-        elif a.kind == "W":
-            waits = tuple(slot(("g", k, t, j)) for j in range(schedule.micro_batches))
+        k, t = a.stage, a.batch
+        waits = tuple(slot(msg) for msg in schedule.needs(a))
+        sent = schedule.sends(a)
+        send, boundary, fills = (0, 0, -1) if sent is None else (
+            1 if sent.kind == "act" else 2, sent.boundary, slot(sent))
         mark = a.kind == "F" and (k, t) not in marked
         if mark:
             marked.add((k, t))

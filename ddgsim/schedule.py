@@ -13,13 +13,16 @@ Per-stage lists for K = 2 stages, N = 3 iterations (``repr`` of each action)::
     gpipe (M=2)     0F0 0F0.1 0B0.1 0B0 0U0 ...            1F0 1F0.1 1B0.1 1B0 1U0 ...
     1f1b  (M=2)     0F0 0F0.1 0B0 0B0.1 0U0 ...            1F0 1B0 1F0.1 1B0.1 1U0 ...
 
-Dependencies between stages (the simulator and the executor enforce exactly these):
+Dependencies between stages are defined once, here — :func:`needs` (the messages an
+action waits for) and :func:`sends` (the message it sends when it ends); the
+validator, the SimPy model, the max-plus model and the executors all derive their
+waits and messages from these two functions:
 
 * ``F k t m`` (k > 0) needs the activation that ``F k-1 t m`` sends after it ends.
 * ``B k t m`` (k < K-1) needs the error gradient that ``B k+1 t m`` sends after it
-  ends; on the last stage it needs its own ``F K-1 t m`` (the loss is computed there).
-* ``W k t`` blocks stage k until the error gradient of batch t from stage k+1 has
-  arrived (``ddg`` only; no compute; the later ``B k t`` uses that gradient).
+  ends; on the last stage it follows its own ``F K-1 t m`` (the loss is computed there).
+* ``W k t`` blocks stage k until the error gradients of batch t from stage k+1 have
+  arrived — of *every* micro-batch of t (no compute; the later ``B k t m`` use them).
 * ``U k t`` applies the gradient of batch t (all its micro-batches) to stage k; a
   forward uses the weights produced by every ``U`` before it in its stage's list,
   and a backward uses the weights its forward used (weight stashing).
@@ -72,6 +75,57 @@ class Action(NamedTuple):
         return cls(int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4) or 0))
 
 
+class Message(NamedTuple):
+    """What crosses a stage boundary: the activation ``F`` sends down, or the error gradient
+    ``B`` sends back, of one (micro-)batch."""
+
+    kind: str
+    """``act`` (activation, stage k → k+1) or ``grad`` (error gradient, stage k → k−1)."""
+    src: int
+    """Sending stage."""
+    dst: int
+    """Receiving stage."""
+    batch: int
+    micro: int = 0
+
+    @property
+    def boundary(self) -> int:
+        """The boundary crossed: b between stages b and b+1."""
+        return min(self.src, self.dst)
+
+    @property
+    def producer(self) -> Action:
+        """The action that sends it when it ends."""
+        return Action(self.src, "F" if self.kind == "act" else "B", self.batch, self.micro)
+
+    @property
+    def consumer(self) -> Action:
+        """The action that uses its data (a ``W`` may wait for it earlier)."""
+        return Action(self.dst, "F" if self.kind == "act" else "B", self.batch, self.micro)
+
+
+def sends(a: Action, stages: int) -> Message | None:
+    """The message ``a`` sends when it ends (``None``: it sends nothing)."""
+    k, t, m = a.stage, a.batch, a.micro
+    if a.kind == "F" and k < stages - 1:
+        return Message("act", k, k + 1, t, m)
+    if a.kind == "B" and k > 0:
+        return Message("grad", k, k - 1, t, m)
+    return None
+
+
+def needs(a: Action, stages: int, micro_batches: int) -> tuple[Message, ...]:
+    """The messages that must have arrived before ``a`` may start."""
+    k, t, m = a.stage, a.batch, a.micro
+    if a.kind == "F" and k > 0:
+        return (Message("act", k - 1, k, t, m),)
+    if a.kind == "B" and k < stages - 1:
+        return (Message("grad", k + 1, k, t, m),)
+    if a.kind == "W" and k < stages - 1:
+        return tuple(Message("grad", k + 1, k, t, j) for j in range(micro_batches))
+    return ()
+
+
 @dataclass(frozen=True)
 class Schedule:
     """An ordered list of actions per stage."""
@@ -85,6 +139,18 @@ class Schedule:
     def delay(self, stage: int) -> int:
         """Promised steady-state staleness of ``stage``: K-1-k under DDG, 0 otherwise."""
         return self.stages - 1 - stage if self.name in ("ddg", "ddg-pipelined") else 0
+
+    def needs(self, a: Action) -> tuple[Message, ...]:
+        """:func:`needs` in this schedule (its K and M)."""
+        return needs(a, self.stages, self.micro_batches)
+
+    def sends(self, a: Action) -> Message | None:
+        """:func:`sends` in this schedule (its K)."""
+        return sends(a, self.stages)
+
+    def received(self, stage: int) -> list[Message]:
+        """The messages ``stage`` receives, in the order its actions consume them."""
+        return [m for a in self.actions[stage] if a.kind in "FB" for m in self.needs(a)]
 
     def __str__(self) -> str:
         return "\n".join(f"stage {k}: " + " ".join(map(repr, acts)) for k, acts in enumerate(self.actions))
@@ -200,15 +266,8 @@ def _fail(schedule: Schedule, message: str, marks: Sequence[tuple[int, int]]) ->
 
 
 def _deps(a: Action, K: int, M: int) -> list[Action]:
-    """Actions on other stages (or the same, for the loss) that must have ended before ``a``."""
-    k, t, m = a.stage, a.batch, a.micro
-    if a.kind == "F":
-        return [Action(k - 1, "F", t, m)] if k > 0 else []
-    if a.kind == "B":
-        return [Action(k + 1, "B", t, m)] if k < K - 1 else [Action(k, "F", t, m)]
-    if a.kind == "W":
-        return [Action(k + 1, "B", t, j) for j in range(M)]
-    return []
+    """Actions on other stages that must have ended before ``a`` (the senders of its :func:`needs`)."""
+    return [msg.producer for msg in needs(a, K, M)]
 
 
 def execution_order(schedule: Schedule) -> tuple[list[Action], list[int]]:

@@ -37,7 +37,7 @@ from ddgsim.errors import UserError
 from ddgsim.memory import SGD_MOMENTUM_BUFFERS, StageMemory, stage_memory
 from ddgsim.profile import Profile
 from ddgsim.scenario import Scenario
-from ddgsim.schedule import Action, Schedule, make_schedule, staleness_of
+from ddgsim.schedule import Action, Message, Schedule, make_schedule, staleness_of
 from ddgsim.split import check_split, stage_ranges
 from ddgsim.trace import TraceEvent
 
@@ -136,45 +136,46 @@ def run_schedule(schedule: Schedule, costs: Costs) -> tuple[list[TraceEvent], li
     """Run the action lists in SimPy; return (timeline, executed order per stage, events)."""
     if costs.forward_ms.shape[0] != 1:
         raise ValueError("run_schedule() takes the costs of one split")
-    K, M = schedule.stages, schedule.micro_batches
+    K = schedule.stages
     env = simpy.Environment()
     device = [simpy.Resource(env, capacity=1) for _ in range(K)]
     hops = {h for r in costs.act_hops + costs.grad_hops for h in r}
     link = {h: simpy.Resource(env, capacity=1) for h in sorted(hops)}
-    arrived: dict[tuple[str, int, int, int], simpy.Event] = {}
+    arrived: dict[Message, simpy.Event] = {}
     timeline: list[TraceEvent] = []
     executed: list[list[Action]] = [[] for _ in range(K)]
     f = costs.forward_ms[0].tolist()
     b = costs.backward_ms[0].tolist()
     u = costs.update_ms[0].tolist()
-    act_ms = [costs.act_hop_ms[0, k].tolist() for k in range(K - 1)]
-    grad_ms = [costs.grad_hop_ms[0, k].tolist() for k in range(K - 1)]
+    routes = {"act": costs.act_hops, "grad": costs.grad_hops}
+    hop_ms = {"act": [costs.act_hop_ms[0, k].tolist() for k in range(K - 1)],
+              "grad": [costs.grad_hop_ms[0, k].tolist() for k in range(K - 1)]}
 
-    def message(key: tuple[str, int, int, int]) -> simpy.Event:
-        if key not in arrived:
-            arrived[key] = env.event()
-        return arrived[key]
+    def message(msg: Message) -> simpy.Event:
+        if msg not in arrived:
+            arrived[msg] = env.event()
+        return arrived[msg]
 
-    def transfer(route: Sequence[tuple[str, str]], hop_ms: list[float], key: tuple[str, int, int, int], name: str) -> Generator[simpy.Event, Any, None]:
-        for hop, ms in zip(route, hop_ms[: len(route)], strict=True):
+    def transfer(msg: Message, name: str) -> Generator[simpy.Event, Any, None]:
+        route = routes[msg.kind][msg.boundary]
+        for hop, ms in zip(route, hop_ms[msg.kind][msg.boundary][: len(route)], strict=True):
             with link[hop].request() as req:
                 yield req
                 start = env.now
                 yield env.timeout(ms)
                 timeline.append(TraceEvent(row=f"{hop[0]}->{hop[1]}", name=name, start_ms=start, end_ms=env.now, cat="link"))
-        message(key).succeed()
+        message(msg).succeed()
 
     def stage(k: int) -> Generator[simpy.Event, Any, None]:
         dev = costs.devices[k]
         for a in schedule.actions[k]:
-            t, m = a.batch, a.micro
-            if a.kind == "F" and k > 0:
-                yield message(("a", k, t, m))
-            elif a.kind == "B" and k < K - 1:
-                yield message(("g", k, t, m))
-            elif a.kind == "W":  # blocks the stage, not the device; shown as a wait interval
-                start = env.now
-                yield simpy.AllOf(env, [message(("g", k, t, j)) for j in range(M)])
+            start = env.now
+            waits = [message(msg) for msg in schedule.needs(a)]
+            if len(waits) == 1:
+                yield waits[0]
+            elif waits:
+                yield simpy.AllOf(env, waits)
+            if a.kind == "W":  # blocks the stage, not the device; shown as a wait interval
                 executed[k].append(a)
                 timeline.append(TraceEvent(row=dev, name=repr(a), start_ms=start, end_ms=env.now, cat="W"))
                 continue
@@ -185,10 +186,9 @@ def run_schedule(schedule: Schedule, costs: Costs) -> tuple[list[TraceEvent], li
                 yield env.timeout(ms)
             executed[k].append(a)
             timeline.append(TraceEvent(row=dev, name=repr(a), start_ms=start, end_ms=env.now, cat=a.kind))
-            if a.kind == "F" and k < K - 1:
-                env.process(transfer(costs.act_hops[k], act_ms[k], ("a", k + 1, t, m), f"act {a!r}"))
-            elif a.kind == "B" and k > 0:
-                env.process(transfer(costs.grad_hops[k - 1], grad_ms[k - 1], ("g", k - 1, t, m), f"grad {a!r}"))
+            sent = schedule.sends(a)
+            if sent is not None:
+                env.process(transfer(sent, f"{'act' if sent.kind == 'act' else 'grad'} {a!r}"))
 
     procs = [env.process(stage(k)) for k in range(K)]
     events = 0

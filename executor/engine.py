@@ -1,13 +1,14 @@
 """Run every stage's action list in one process: the reference executor for tests.
 
 The engine interleaves the K per-stage action lists of a
-:class:`ddgsim.schedule.Schedule` in one process, honouring exactly the implicit
-dependencies of docs/architecture.md (an ``F`` needs the previous stage's
-activation, a ``B`` the next stage's error gradient, a ``W`` waits for that
-gradient). It repeatedly sweeps the stages in order and runs each stage's next
-action as soon as its inputs are there, so every stage executes its own list in
-order — which is all the numerics depend on: the result equals the distributed
-runner's bit for bit.
+:class:`ddgsim.schedule.Schedule` in one process, with the schedule's own
+dependencies (:meth:`~ddgsim.schedule.Schedule.needs`: an ``F`` waits for the
+previous stage's activation, a ``B`` for the next stage's error gradient, a ``W``
+for the error gradients of every micro-batch of its batch; :meth:`~ddgsim.schedule.
+Schedule.sends`: what an action hands on). It repeatedly sweeps the stages in order
+and runs each stage's next action as soon as what it needs is there, so every stage
+executes its own list in order — which is all the numerics depend on: the result
+equals the distributed runner's bit for bit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ddgsim.schedule import Action, Message, Schedule
 from executor.stage import Applied, LossFn, OptimConfig, StageWorker
 
 BatchFn = Callable[[int], tuple[Tensor, Tensor]]
@@ -63,7 +65,7 @@ def micro_slices(n: int, micro_batches: int) -> list[slice]:
     return out
 
 
-def make_workers(stages: Sequence[nn.Module], schedule: Any, loss_fn: LossFn, optim: OptimConfig,
+def make_workers(stages: Sequence[nn.Module], schedule: Schedule, loss_fn: LossFn, optim: OptimConfig,
                  *, record: bool = False, seed: int = 0) -> list[StageWorker]:
     """One :class:`StageWorker` per stage, with the schedule's delay and micro-batch count."""
     k_total = len(stages)
@@ -79,7 +81,7 @@ def make_workers(stages: Sequence[nn.Module], schedule: Any, loss_fn: LossFn, op
 
 def run_inprocess(
     stages: Sequence[nn.Module],
-    schedule: Any,
+    schedule: Schedule,
     batch_fn: BatchFn,
     loss_fn: LossFn,
     optim: OptimConfig,
@@ -87,6 +89,7 @@ def run_inprocess(
     *,
     seed: int = 0,
     on_action: Callable[[int, Any, list[StageWorker]], None] | None = None,
+    one_per_round: bool = False,
 ) -> EngineResult:
     """Execute ``schedule`` on ``stages`` in this process and return weights, updates, losses.
 
@@ -95,6 +98,8 @@ def run_inprocess(
     :func:`micro_slices` and each micro-batch's loss is weighted by its share.
     ``seed`` seeds each stage's private RNG (as the distributed runner's ``--seed``);
     ``on_action(k, action, workers)`` is called after every action (tests, memory probes).
+    Each sweep runs every stage as far as it can; ``one_per_round`` runs at most one action
+    per stage per sweep instead (another interleaving: the numerics do not depend on it).
     For bit-identity with the distributed runner use the same torch thread count (1).
     """
     k_total = len(stages)
@@ -102,8 +107,7 @@ def run_inprocess(
         raise ValueError(f"schedule has {schedule.stages} stages but {k_total} modules were given")
     n_iter = schedule.iterations
     workers = make_workers(stages, schedule, loss_fn, optim, record=record, seed=seed)
-    acts: dict[tuple[int, int, int], Tensor] = {}
-    grads: dict[tuple[int, int, int], Tensor] = {}
+    arrived: dict[Message, Tensor] = {}
     batches: dict[int, tuple[Tensor, Tensor]] = {}
     labels: dict[tuple[int, int], tuple[Tensor, float]] = {}
     pos = [0] * k_total
@@ -117,16 +121,10 @@ def run_inprocess(
             batches[t] = batch_fn(t)
         return batches[t]
 
-    def ready(k: int, a: Any) -> bool:
-        if a.kind == "F":
-            return k == 0 or (k, a.batch, a.micro) in acts
-        if a.kind == "B":
-            return k == k_total - 1 or (k, a.batch, a.micro) in grads
-        if a.kind == "W":
-            return any(key[0] == k and key[1] == a.batch for key in grads)
-        return True
+    def ready(a: Action) -> bool:
+        return all(msg in arrived for msg in schedule.needs(a))
 
-    def run(k: int, a: Any) -> None:
+    def run(k: int, a: Action) -> None:
         w = workers[k]
         if a.kind == "F":
             if k == 0:
@@ -135,26 +133,27 @@ def run_inprocess(
                 xin = x[sl]
                 labels[(a.batch, a.micro)] = (y[sl], (sl.stop - sl.start) / len(x))
             else:
-                xin = acts.pop((k, a.batch, a.micro))
+                (msg,) = schedule.needs(a)
+                xin = arrived.pop(msg)
             y_m, share = labels[(a.batch, a.micro)]
             out = w.forward(a.batch, xin, y_m if k == k_total - 1 else None, micro=a.micro,
                             weight=share if schedule.micro_batches > 1 else 1.0)
-            if out is not None:
-                acts[(k + 1, a.batch, a.micro)] = out
         elif a.kind == "B":
-            g = None if k == k_total - 1 else grads.pop((k, a.batch, a.micro))
-            gin = w.backward(a.batch, g, micro=a.micro)
-            if k > 0:
-                assert gin is not None
-                grads[(k - 1, a.batch, a.micro)] = gin
+            g = arrived.pop(schedule.needs(a)[0]) if k < k_total - 1 else None
+            out = w.backward(a.batch, g, micro=a.micro)
         elif a.kind == "U":
             w.update(a.batch)
-        # "W" only orders: the gradient stays queued for its B.
+        sent = schedule.sends(a)
+        if sent is not None:
+            assert out is not None
+            arrived[sent] = out
+        # "W" only orders: the gradients stay queued for their B.
 
     while any(pos[k] < len(lists[k]) for k in range(k_total)):
         progressed = False
         for k in range(k_total):
-            while pos[k] < len(lists[k]) and ready(k, lists[k][pos[k]]):
+            start = pos[k]
+            while pos[k] < len(lists[k]) and ready(lists[k][pos[k]]) and not (one_per_round and pos[k] > start):
                 a = lists[k][pos[k]]
                 run(k, a)
                 if on_action is not None:
