@@ -75,14 +75,6 @@ def write_trace(
     write_json_atomic(Path(path), data)
 
 
-def merge_traces(parts: Sequence[tuple[str, Iterable[TraceEvent]]]) -> dict[str, Any]:
-    """Several timelines (e.g. predicted and measured) as processes of one trace."""
-    out: list[dict[str, Any]] = []
-    for pid, (process, events) in enumerate(parts):
-        out += trace_events(events, process, pid)
-    return {"traceEvents": out, "displayTimeUnit": "ms"}
-
-
 def load_trace(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a trace file back (tests, the compare command)."""
     data: dict[str, Any] = json.loads(Path(path).read_text())

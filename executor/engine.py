@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ddgsim.schedule import Action, Message, Schedule
@@ -181,9 +180,3 @@ def run_inprocess(
         applied=[list(w.applied) for w in workers],
         losses=losses,
     )
-
-
-def flat_params(module: nn.Module) -> Tensor:
-    """All parameters of ``module`` as one flat CPU tensor (a copy)."""
-    ps = [p.detach().reshape(-1).cpu() for p in module.parameters()]
-    return torch.cat(ps).clone() if ps else torch.zeros(0)

@@ -17,9 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEPTHS = (20, 32, 44, 56, 110, 1202)
-"""Depths evaluated in He et al. 2016, Table 6."""
-
 
 class PadShortcut(nn.Module):
     """Option-A shortcut: take every second pixel, zero-pad the extra channels."""

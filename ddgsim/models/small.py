@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-INPUT_SHAPE = (1, 8, 8)
 NUM_CLASSES = 10
 
 
