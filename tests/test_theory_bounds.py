@@ -143,6 +143,15 @@ def test_minibatch_pathwise_inequality(kind: str, K: int, frac: float, batch: in
     + (Lγ²/2 + γc/2)‖e_k‖² − γ(1−Lγ)⟨a_k(w^s), e_k⟩], c = Lγ̂_t."""
     p = tc.make_problem(kind, tc.split_blocks(2 * K, K), n=16, seed=seed, batch_size=batch)
     traj = tc.run_ddg(p, frac / p.L, 4 * K + 8)
+    # The two inequalities below are the proof's algebra: they hold for *any* applied G.
+    # What makes them about DDG is G itself — the mini-batch gradient of batch s = t − d
+    # at the stashed w^s — checked here along the same run.
+    G = tc.applied_grads(traj)
+    for k, sl in enumerate(p.slices()):
+        d = K - 1 - k
+        for t in range(d, traj.iterations):
+            want = p.grad(traj.W[t - d], p.batch_indices(t - d))[sl]
+            np.testing.assert_allclose(G[t, sl], want, rtol=1e-10, atol=1e-12)
     ch = tc.descent_chain(traj)
     eps = tol(ch.change, ch.pathwise)
     assert np.all(ch.change <= ch.lemma + eps)
@@ -153,14 +162,17 @@ def test_minibatch_pathwise_inequality(kind: str, K: int, frac: float, batch: in
 def test_expectation_bound_exactly_by_enumeration(K: int) -> None:
     """Logistic regression, 2 samples, batches of one: all 2^N batch sequences enumerated, so
     E f(w^t) and E‖∇_A f(w^t)‖² are exact. Checks the per-step and fixed-step bounds in
-    expectation with the a-priori M, and that the dropped term has mean exactly zero."""
+    expectation with the a-priori M, and that the dropped term −γ(1−Lγ)⟨∇_k f(w^s), e⟩ has
+    mean exactly zero while it is not zero along the paths (γ < 1/L: at γ = 1/L the factor
+    1 − Lγ makes it vanish identically, and the check could not fail)."""
     N = 3 + 2 * K
     p = tc.make_problem("logistic", tc.split_blocks(2 * K, K), n=2, seed=3, batch_size=1)
-    gamma = 1.0 / p.L
+    gamma = 0.5 / p.L
     f = np.zeros(N + 1)
     gsq = np.zeros(N)
     mart = np.zeros(N)
     cross = np.zeros(N)
+    largest = 0.0
     for seq in itertools.product(range(p.n), repeat=N):
         traj = tc.run_ddg(p, gamma, N, batches=[np.array([i]) for i in seq])
         f += np.array([p.value(w) for w in traj.W]) / p.n**N
@@ -168,7 +180,9 @@ def test_expectation_bound_exactly_by_enumeration(K: int) -> None:
         chain = tc.descent_chain(traj)
         mart += chain.martingale / p.n**N
         cross += chain.cross / p.n**N
-    np.testing.assert_allclose(mart, 0.0, atol=1e-12)
+        largest = max(largest, float(np.max(np.abs(chain.martingale))))
+    assert largest > 1e-3  # the term is there on every path...
+    np.testing.assert_allclose(mart, 0.0, atol=1e-12)  # ...and averages out exactly
     if K > 1:  # the paper's E⟨∇_k f(w^t), e_k⟩ = 0 fails once a later stage used batch s
         assert np.max(np.abs(cross)) > 1e-6
     m = p.m_stochastic()
@@ -190,3 +204,24 @@ def test_k1_run_is_plain_sgd() -> None:
         np.testing.assert_allclose(traj.W[t + 1], ref, rtol=1e-13, atol=1e-13)
     ch = tc.descent_chain(traj)
     np.testing.assert_allclose(ch.pathwise, ch.lemma + 0.0, atol=1e-13)
+
+
+@pytest.mark.parametrize("schedule", ["ddg", "ddg-pipelined"])
+def test_stale_weights_by_hand_k3_quadratic(schedule: str) -> None:
+    """f(w) = Σ_k ½ λ_k w_k², one weight per stage, K = 3, full batch: stage k with delay d
+    must follow w^{t+1} = w^t − γ λ w^{t−d} (t ≥ d; unchanged before). Written out by hand;
+    a stage that used its live weight w^t instead (no stashing) would follow a recursion that
+    differs from this one by far more than round-off — checked too, so the test can tell."""
+    lam, w0, gamma, n_iter = (1.0, 0.7, 1.3), (1.0, -2.0, 0.5), 0.4, 12
+    p = tc.scalar_quadratic(lam, w0)
+    traj = tc.run_ddg(p, gamma, n_iter, schedule=schedule)
+    for k in range(3):
+        d = 2 - k
+        stale = [w0[k]]
+        live = [w0[k]]
+        for t in range(n_iter):
+            stale.append(stale[t] if t < d else stale[t] - gamma * lam[k] * stale[t - d])
+            live.append(live[t] if t < d else live[t] - gamma * lam[k] * live[t])
+        np.testing.assert_allclose(traj.W[:, k], stale, rtol=1e-12, atol=1e-14)
+        if d > 0:
+            assert np.max(np.abs(np.array(stale) - np.array(live))) > 0.05
