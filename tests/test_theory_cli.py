@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from ddgsim import theory
 from ddgsim.commands import stepsize, theory_slack
 from ddgsim.errors import UserError
 
@@ -26,16 +25,28 @@ def parse(cmd: str, argv: list[str]) -> argparse.Namespace:
 
 
 def test_stepsize_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """K = 4, L = 2, M = V = 1, T = 1000, f(w⁰) − f* = 3; every figure worked out here by hand
+    from docs/theory.md, not by calling the functions the command uses."""
     args = parse("stepsize", ["--stages", "4", "--L", "2", "--M", "1", "--T", "1000", "--f0-gap", "3", "--json"])
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["max_step"] == 0.5
-    assert [r["staleness"] for r in out["per_stage"]] == [3, 2, 1, 0]
-    assert [r["step_limit"] for r in out["per_stage"]] == pytest.approx(stepsize.stage_step_limits(4, 2.0))
-    assert out["stable_step"] == pytest.approx(theory.levin_may_limit(3) / 2)
-    assert out["M_K"] == theory.m_k(4, 1.0) == 119.0
-    assert out["bound_at_max_step"] == pytest.approx(2 * 3 / (0.5 * 1000) + 0.5 * 2 * 119)
-    assert out["bound_at_best_step"] <= out["bound_at_max_step"]
+    assert out["max_step"] == 0.5  # γ ≤ 1/L
+    assert [r["staleness"] for r in out["per_stage"]] == [3, 2, 1, 0]  # d_k = K − 1 − k
+    # Levin–May: x_{t+1} = x_t − γL·x_{t−τ} is stable iff γL < 2cos(τπ/(2τ+1)); per stage τ = 3, 2, 1, 0
+    limits = [2 * math.cos(tau * math.pi / (2 * tau + 1)) / 2 for tau in (3, 2, 1, 0)]
+    assert limits[1] == pytest.approx((math.sqrt(5) - 1) / 2 / 2)  # τ = 2: 2cos(2π/5) = (√5 − 1)/2
+    assert [r["step_limit"] for r in out["per_stage"]] == pytest.approx(limits)
+    assert out["stable_step"] == pytest.approx(limits[0])  # the most delayed stage sets it
+    s_k = 3**2 + 2**2 + 1**2 + 0**2  # Σ_k d_k² = 14
+    noise = (1 + (1 + 1) * (4 - 1)) * 1  # (1 + (1+σ)(K−1))·V, σ = 1
+    delay = 2 * 1 * 4 * 1 * s_k  # 2σ·K·M·S_K
+    assert out["M_K"] == noise + delay == 119
+    gamma = 0.5
+    assert out["bound_at_max_step"] == pytest.approx(2 * 3 / (gamma * 1000) + gamma * 2 * 119)
+    # the best constant step minimises 2Δ/(γT) + γLM_K: γ* = sqrt(2Δ/(T·L·M_K)), capped at 1/L
+    best = min(math.sqrt(2 * 3 / (1000 * 2 * 119)), gamma)
+    assert out["bound_at_best_step"] == pytest.approx(2 * 3 / (best * 1000) + best * 2 * 119)
+    assert out["bound_at_best_step"] < out["bound_at_max_step"]
 
 
 def test_stepsize_k1_text(capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,6 +57,7 @@ def test_stepsize_k1_text(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_stage_step_limits() -> None:
+    """K = 3, L = 4: τ = 2 → 2cos(2π/5)/L = (√5 − 1)/2/L; τ = 1 → 2cos(π/3)/L = 1/L; τ = 0 → 2/L."""
     lim = stepsize.stage_step_limits(3, 4.0)
     assert lim == pytest.approx([(math.sqrt(5) - 1) / 2 / 4, 1 / 4, 2 / 4])
 
