@@ -121,7 +121,7 @@ class Costs:
     def busy_ms(self) -> np.ndarray:
         """(S, K): compute per iteration on each stage."""
         M = self.micro_batches
-        return M * (self.forward_ms + self.backward_ms) + self.update_ms
+        return np.asarray(M * (self.forward_ms + self.backward_ms) + self.update_ms)
 
 
 def check_mapping(scenario: Scenario, stages: int, devices: Sequence[str] | None) -> tuple[str, ...]:
@@ -165,7 +165,7 @@ def costs_for_splits(
 
     def stage_sum(values: list[float]) -> np.ndarray:
         cs = np.concatenate([[0.0], np.cumsum(values)])
-        return cs[bounds[:, 1:]] - cs[bounds[:, :-1]]
+        return np.asarray(cs[bounds[:, 1:]] - cs[bounds[:, :-1]])
 
     speed = np.array([scenario.device(d).speed for d in devs])
     fwd = stage_sum([u.forward_ms for u in profile.units]) / (speed * M)
@@ -358,4 +358,4 @@ def bp_period_closed_form(costs: Costs) -> np.ndarray:
     comm = costs.act_hop_ms.sum(axis=2) + costs.grad_hop_ms.sum(axis=2)
     comm = np.concatenate([comm, np.zeros((comm.shape[0], 1))], axis=1)
     tail = np.cumsum((work + comm)[:, ::-1], axis=1)[:, ::-1]
-    return np.max(tail + costs.update_ms, axis=1)
+    return np.asarray(np.max(tail + costs.update_ms, axis=1))

@@ -271,7 +271,8 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    mp.spawn(_worker, args=(_free_port(), backend, sizes, reps, threads, queue), nprocs=2, join=True)
+    mp.spawn(_worker, args=(_free_port(), backend, sizes, reps, threads, queue), nprocs=2,  # type: ignore[attr-defined,no-untyped-call]
+             join=True)
     res = queue.get()
     link = fit_link(sizes, [res["link"][n] for n in sizes])
     meta = {

@@ -80,7 +80,8 @@ def trace_graph(model: nn.Module) -> tuple[fx.GraphModule, nx.DiGraph]:
 
 
 def _output_node(gm: fx.GraphModule) -> fx.Node:
-    return next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    out: fx.Node = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    return out
 
 
 def _dominator_chain(gm: fx.GraphModule, g: nx.DiGraph) -> list[fx.Node]:

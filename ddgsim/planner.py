@@ -115,7 +115,7 @@ def closed_form_period(schedule: str, c: StageCosts) -> np.ndarray:
         best = np.max(tail + c.u, axis=1)
     else:
         raise ValueError(f"no closed form for schedule '{schedule}'")
-    return np.maximum(best, c.hop_max)
+    return np.asarray(np.maximum(best, c.hop_max))
 
 
 # ---------------------------------------------------------------- tables for the DP

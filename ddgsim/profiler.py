@@ -72,8 +72,8 @@ class _Timer:
 
     def __call__(self, fn: Callable[[], Any]) -> tuple[float, float | None, Any]:
         if self.cuda:
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
+            start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             torch.cuda.synchronize()
             start.record()
             result = fn()
@@ -161,7 +161,8 @@ class _UnitRunner:
             self.bwd.add(wall_b, cpu_b)
         self.out_shape = list(out.shape)
         self.out_bytes = _tensor_bytes(out)
-        return out.detach()
+        detached: torch.Tensor = out.detach()
+        return detached
 
     def count_saved(self, x: torch.Tensor) -> None:
         """One untimed forward under saved-tensor hooks (see the module docstring)."""

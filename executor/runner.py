@@ -49,7 +49,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -66,6 +66,9 @@ from executor.comm import Key, Mailbox, Outbox, PeerError, data_tag
 from executor.data import Dataset, check_cifar_dir, check_digits, load_data
 from executor.engine import iteration_of, micro_slices
 from executor.stage import OptimConfig, StageWorker, StepDecay, flat
+
+if TYPE_CHECKING:
+    from torch._C._distributed_c10d import Store
 
 
 class RunError(RuntimeError):
@@ -94,7 +97,7 @@ class Preemption:
     Stages that know of no preemption check the store every ``check_s`` seconds only.
     """
 
-    def __init__(self, store: dist.Store, rank: int, stages: int, check_s: float = 0.5) -> None:
+    def __init__(self, store: Store, rank: int, stages: int, check_s: float = 0.5) -> None:
         self.store, self.rank, self.stages, self.check_s = store, rank, stages, check_s
         self.requested = False
         self.published = False
@@ -674,10 +677,11 @@ def run_worker(args: argparse.Namespace, session: _Session) -> int:
     # The elastic agent keeps one TCPStore across restarts and its workers connect to it
     # without a per-attempt prefix, so a restarted group would read the dead group's gloo
     # addresses; prefix the keys with the attempt number ourselves.
-    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,  # type: ignore[attr-defined]
                          is_master=rank == 0 and not agent_store, timeout=timeout)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    store = dist.PrefixStore(f"ddgsim/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/attempt_{attempt}", base)
+    prefix = f"ddgsim/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/attempt_{attempt}"
+    store = dist.PrefixStore(prefix, base)  # type: ignore[attr-defined]
     proc.preemption = Preemption(store, rank, job.num_stages)
     signal.signal(signal.SIGTERM, proc.preemption.request)
     dist.init_process_group(job.backend, store=store, timeout=timeout, rank=rank, world_size=world)

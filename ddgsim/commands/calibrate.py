@@ -17,7 +17,7 @@ from pathlib import Path
 from ddgsim.errors import UserError
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("calibrate", help="measure this machine's link and write a scenario TOML",
                               description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",

@@ -25,7 +25,7 @@ from pathlib import Path
 from ddgsim.errors import UserError
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from executor.options import add_run_arguments
 
     p = sub.add_parser("execute", help="run a plan for real (one process per stage, torch.distributed)",

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("profile", help="measure a model's per-unit costs",
                               description="Measure forward/backward time and memory of every unit of "
                               "MODEL with real PyTorch runs; reuse a bundled or cached profile if one exists.")

@@ -18,7 +18,7 @@ from ddgsim import theory
 from ddgsim.errors import UserError
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "stepsize", help="step sizes the convergence analysis allows for K stages",
         description="Largest step of the DDG analysis, the per-stage stability limit on a "

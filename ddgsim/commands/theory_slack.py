@@ -26,7 +26,7 @@ from ddgsim.errors import UserError
 COLUMNS = ("K", "bound", "problem", "bound_value", "observed_value", "slack_ratio")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("theory-slack", help="measured slack of the convergence bounds (CSV)",
                               description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file to write")

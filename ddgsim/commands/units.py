@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("units", help="list a model's units (legal cut points)",
                               description="Trace MODEL with torch.fx and list its units: the pieces "
                               "between consecutive legal cut points, which a split may separate.")

@@ -27,7 +27,7 @@ from ddgsim.errors import UserError
 DEFAULT_SCHEDULES = "bp,ddg,ddg-pipelined"
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("validate", help="predicted vs measured: run splits on the executor and compare",
                               description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("model", help="model name (see 'ddgsim models')")

@@ -86,7 +86,8 @@ class CifarResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         x = self.avgpool(x)
         x = torch.flatten(x, 1)
-        return self.fc(x)
+        out: torch.Tensor = self.fc(x)
+        return out
 
 
 def resnet(depth: int, num_classes: int = 10) -> CifarResNet:

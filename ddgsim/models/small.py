@@ -23,7 +23,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu1(self.fc1(self.flatten(x)))
         x = self.relu2(self.fc2(x))
-        return self.fc3(x)
+        out: torch.Tensor = self.fc3(x)
+        return out
 
 
 class SmallCNN(nn.Module):
@@ -44,7 +45,8 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu1(self.bn1(self.conv1(x)))
         x = self.pool(self.relu2(self.bn2(self.conv2(x))))
-        return self.fc(self.flatten(x))
+        out: torch.Tensor = self.fc(self.flatten(x))
+        return out
 
 
 def mlp() -> MLP:
