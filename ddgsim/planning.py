@@ -100,23 +100,22 @@ def choose(results: Sequence[KResult]) -> KResult | None:
     return best
 
 
-def to_plan(
-    r: KResult, profile: Profile, profile_ref: dict[str, Any], scenario_ref: str,
-    micro_batches: int = 1, extra: dict[str, Any] | None = None,
+def plan_from_prediction(
+    profile: Profile, profile_ref: dict[str, Any], scenario_ref: str, schedule: str, split: Sequence[int],
+    sim: SimResult, *, micro_batches: int = 1, analytic_ms: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Plan:
-    """The ``ddgsim-plan/1`` object of a KResult's planned option."""
-    assert r.planned is not None
-    opt = r.planned
-    sim = opt.sim
-    ranges = stage_ranges(opt.split, profile.num_units)
+    """The ``ddgsim-plan/1`` object of one split whose run the simulator predicted (the one builder:
+    ``plan`` and ``validate`` both write their plans with it)."""
+    ranges = stage_ranges(list(split), profile.num_units)
     stages = [
-        StagePlacement(stage=k, device=opt.devices[k], units=(a, b),
+        StagePlacement(stage=k, device=sim.devices[k], units=(a, b),
                        first=profile.units[a].name, last=profile.units[b - 1].name)
         for k, (a, b) in enumerate(ranges)
     ]
-    predicted = {
+    predicted: dict[str, Any] = {
         "iteration_ms": sim.iteration_ms,
-        "analytic_iteration_ms": opt.analytic_ms,
+        **({"analytic_iteration_ms": analytic_ms} if analytic_ms is not None else {}),
         "samples_per_s": sim.samples_per_s,
         "speedup_vs_1_device": sim.speedup_vs_1_device,
         "speedup_vs_bp": sim.speedup_vs_bp,
@@ -126,13 +125,26 @@ def to_plan(
         "peak_memory_bytes": sim.peak_memory_bytes,
         "iterations_simulated": sim.iterations,
     }
+    return Plan(
+        model=profile.model, batch_size=profile.batch_size, schedule=schedule, split=list(split),
+        stages=stages, scenario=scenario_ref, micro_batches=micro_batches, profile=profile_ref,
+        predicted=predicted, extra=dict(extra or {}),
+    )
+
+
+def to_plan(
+    r: KResult, profile: Profile, profile_ref: dict[str, Any], scenario_ref: str,
+    micro_batches: int = 1, extra: dict[str, Any] | None = None,
+) -> Plan:
+    """The ``ddgsim-plan/1`` object of a KResult's planned option."""
+    assert r.planned is not None
+    opt = r.planned
     baselines = {
         b.label: {"split": b.split, "iteration_ms": b.iteration_ms, "fits": b.fits,
-                  "gap_pct": 100.0 * (b.iteration_ms / sim.iteration_ms - 1.0)}
+                  "gap_pct": 100.0 * (b.iteration_ms / opt.sim.iteration_ms - 1.0)}
         for b in r.baselines
     }
-    return Plan(
-        model=profile.model, batch_size=profile.batch_size, schedule=r.schedule, split=list(opt.split),
-        stages=stages, scenario=scenario_ref, micro_batches=micro_batches, profile=profile_ref,
-        predicted=predicted, extra={"baselines": baselines, "search_exact": r.exact, **(extra or {})},
+    return plan_from_prediction(
+        profile, profile_ref, scenario_ref, r.schedule, opt.split, opt.sim, micro_batches=micro_batches,
+        analytic_ms=opt.analytic_ms, extra={"baselines": baselines, "search_exact": r.exact, **(extra or {})},
     )

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from ddgsim.errors import UserError
-from ddgsim.plan_file import Plan, StagePlacement
+from ddgsim.planning import plan_from_prediction
 from ddgsim.profile import Profile
 from ddgsim.scenario import Scenario
-from ddgsim.sim import SimResult, simulate
-from ddgsim.split import even_split, stage_ranges
+from ddgsim.sim import simulate
+from ddgsim.split import even_split
 
 COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "error_pct",
            "label", "batch_size", "steps", "scenario", "status", "error", "attempts")
@@ -200,19 +200,6 @@ def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: i
 
 
 # ---------------------------------------------------------------- one run
-
-def make_plan(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, scenario_ref: str,
-              spec: RunSpec, sim: SimResult) -> Plan:
-    ranges = stage_ranges(spec.split, profile.num_units)
-    stages = [StagePlacement(stage=k, device=sim.devices[k], units=(a, b), first=profile.units[a].name,
-                             last=profile.units[b - 1].name) for k, (a, b) in enumerate(ranges)]
-    predicted = {"iteration_ms": sim.iteration_ms, "samples_per_s": sim.samples_per_s,
-                 "speedup_vs_1_device": sim.speedup_vs_1_device, "busy_ms": list(sim.busy_ms),
-                 "staleness": list(sim.staleness), "peak_memory_bytes": sim.peak_memory_bytes}
-    return Plan(model=profile.model, batch_size=profile.batch_size, schedule=spec.schedule,
-                split=list(spec.split), stages=stages, scenario=scenario_ref, profile=profile_ref,
-                predicted=predicted, extra={"validation_label": spec.label})
-
 
 def measured_step_ms(metrics: dict[str, Any], warmup: int) -> float:
     """Median gap between the slowest stage's consecutive iteration ends, first ``warmup`` gaps dropped."""
@@ -492,7 +479,8 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
     timelines = []
     for i, spec in enumerate(specs):
         sim = simulate(profile, list(spec.split), scenario, spec.schedule)
-        plan = make_plan(profile, profile_ref, scenario, scenario_ref, spec, sim)
+        plan = plan_from_prediction(profile, profile_ref, scenario_ref, spec.schedule, spec.split, sim,
+                                    extra={"validation_label": spec.label})
         plan_path = runs_dir / f"{spec.name}.plan.json"
         plan.save(plan_path)
         sim_trace = runs_dir / f"{spec.name}.predicted.trace.json"
