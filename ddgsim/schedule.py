@@ -38,6 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 from ddgsim.errors import UserError, choices
@@ -140,6 +141,12 @@ class Schedule:
         """Promised steady-state staleness of ``stage``: K-1-k under DDG, 0 otherwise."""
         return self.stages - 1 - stage if self.name in ("ddg", "ddg-pipelined") else 0
 
+    def iteration(self, a: Action) -> int:
+        """The iteration of its stage's loop that ``a`` belongs to: ``F t`` → t; ``B``/``U`` of batch
+        t → t + d; ``W t`` closes iteration t + d − 1 (``ddg`` waits at the end of an iteration)."""
+        d = self.delay(a.stage)
+        return {"F": a.batch, "B": a.batch + d, "U": a.batch + d, "W": a.batch + d - 1}[a.kind]
+
     def needs(self, a: Action) -> tuple[Message, ...]:
         """:func:`needs` in this schedule (its K and M)."""
         return needs(a, self.stages, self.micro_batches)
@@ -151,6 +158,16 @@ class Schedule:
     def received(self, stage: int) -> list[Message]:
         """The messages ``stage`` receives, in the order its actions consume them."""
         return [m for a in self.actions[stage] if a.kind in "FB" for m in self.needs(a)]
+
+    @cached_property
+    def _consumed(self) -> frozenset[Message]:
+        return frozenset(m for k in range(self.stages) for m in self.received(k))
+
+    def delivered(self, a: Action) -> Message | None:
+        """What ``a`` sends that its receiver consumes: :meth:`sends`, less the error gradients of
+        batches the receiver never backprops (a run of N iterations does not drain the pipeline)."""
+        msg = self.sends(a)
+        return msg if msg in self._consumed else None
 
     def __str__(self) -> str:
         return "\n".join(f"stage {k}: " + " ".join(map(repr, acts)) for k, acts in enumerate(self.actions))

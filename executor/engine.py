@@ -41,18 +41,6 @@ class EngineResult:
     """Loss of every batch the last stage forwarded, by batch index (NaN if never forwarded)."""
 
 
-def iteration_of(kind: str, batch: int, delay: int) -> int:
-    """The iteration of a stage's action: ``F t`` → t; ``B``/``U`` of batch s → s + delay;
-    ``W s`` closes iteration s + delay − 1 (``ddg`` waits at the end of an iteration)."""
-    if kind == "F":
-        return batch
-    if kind in ("B", "U"):
-        return batch + delay
-    if kind == "W":
-        return batch + delay - 1
-    raise ValueError(f"unknown action kind {kind!r}")
-
-
 def micro_slices(n: int, micro_batches: int) -> list[slice]:
     """Split a batch of n samples into ``micro_batches`` contiguous slices (torch.tensor_split sizes)."""
     base, extra = divmod(n, micro_batches)
@@ -142,7 +130,7 @@ def run_inprocess(
             out = w.backward(a.batch, g, micro=a.micro)
         elif a.kind == "U":
             w.update(a.batch)
-        sent = schedule.sends(a)
+        sent = schedule.delivered(a)
         if sent is not None:
             assert out is not None
             arrived[sent] = out
@@ -159,10 +147,11 @@ def run_inprocess(
                     on_action(k, a, workers)
                 pos[k] += 1
                 progressed = True
-                it = iteration_of(a.kind, a.batch, workers[k].delay)
+                it = schedule.iteration(a)
                 nxt = lists[k][pos[k]] if pos[k] < len(lists[k]) else None
-                if nxt is None or iteration_of(nxt.kind, nxt.batch, workers[k].delay) > it:
-                    for t in range(it + 1, (n_iter if nxt is None else iteration_of(nxt.kind, nxt.batch, workers[k].delay)) + 1):
+                upto = n_iter if nxt is None else schedule.iteration(nxt)
+                if upto > it:
+                    for t in range(it + 1, upto + 1):
                         weights[t][k] = workers[k].flat_weights()
         if not progressed:
             stuck = ", ".join(

@@ -60,11 +60,11 @@ from ddgsim import plan_file
 from ddgsim.errors import UserError
 from ddgsim.malloc import tune_malloc
 from ddgsim.models.registry import ModelSpec, build_model, get_spec
-from ddgsim.schedule import Schedule, make_schedule
+from ddgsim.schedule import Action, Schedule, make_schedule
 from executor import checkpoint as ckpt
 from executor.comm import Key, Mailbox, Outbox, PeerError, data_tag
 from executor.data import Dataset, check_cifar_dir, check_digits, load_data
-from executor.engine import iteration_of, micro_slices
+from executor.engine import micro_slices
 from executor.stage import OptimConfig, StageWorker, StepDecay, flat
 
 if TYPE_CHECKING:
@@ -296,32 +296,20 @@ class StageProcess:
         self.ckpt_root = Path(a.checkpoint_dir) if a.checkpoint_dir else None
         self.preemption: Preemption | None = None
 
-    # -- helpers ------------------------------------------------------------------
-    def _iter(self, k: int, kind: str, t: int) -> int:
-        return iteration_of(kind, t, self.job.schedule.delay(k))
-
-    def _acts_of(self, k: int) -> tuple[Any, ...]:
-        return self.job.schedule.actions[k]
-
-    def _expected(self, k_src: int, kind: str, start: int) -> list[Key]:
-        """Messages this rank consumes from its ``kind`` actions of iteration >= start."""
-        return [(a.batch, a.micro) for a in self._acts_of(self.rank)
-                if a.kind == kind and self._iter(self.rank, kind, a.batch) >= start]
+    # -- what crosses the boundaries (all derived from the schedule's needs/delivered) --------
+    def _received(self, peer: int, start: int) -> list[Key]:
+        """Keys of the messages this rank consumes from ``peer`` in iterations >= ``start``, in order."""
+        sched = self.job.schedule
+        return [(m.batch, m.micro) for m in sched.received(self.rank)
+                if m.src == peer and sched.iteration(m.consumer) >= start]
 
     def _pending_at(self, c: int) -> tuple[list[Key], list[Key]]:
         """Messages sent by neighbours before boundary c that this rank consumes after it."""
-        acts: list[Key] = []
-        grads: list[Key] = []
-        r = self.rank
-        if r > 0:
-            sent = {(a.batch, a.micro) for a in self._acts_of(r - 1)
-                    if a.kind == "F" and self._iter(r - 1, "F", a.batch) < c}
-            acts = [k for k in self._expected(r - 1, "F", c) if k in sent]
-        if not self.is_last:
-            sent = {(a.batch, a.micro) for a in self._acts_of(r + 1)
-                    if a.kind == "B" and self._iter(r + 1, "B", a.batch) < c}
-            grads = [k for k in self._expected(r + 1, "B", c) if k in sent]
-        return acts, grads
+        sched = self.job.schedule
+        crossing = [m for m in sched.received(self.rank)
+                    if sched.iteration(m.producer) < c <= sched.iteration(m.consumer)]
+        return ([(m.batch, m.micro) for m in crossing if m.kind == "act"],
+                [(m.batch, m.micro) for m in crossing if m.kind == "grad"])
 
     # -- run ----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -347,18 +335,17 @@ class StageProcess:
         r = self.rank
         shape_in = self.job.feats[r - 1] if r > 0 else ()
         shape_out = self.job.feats[r]
-        self.inbox = (Mailbox(r - 1, self._expected(r - 1, "F", start),
+        self.inbox = (Mailbox(r - 1, self._received(r - 1, start),
                               lambda k: (len(range(self.B)[self.slices[k[1]]]), *shape_in),
                               lambda k: data_tag(k[0], k[1], self.M), device=self.device,
                               timeout_s=a.timeout_s, ready=ready_acts) if r > 0 else None)
-        self.gradbox = (Mailbox(r + 1, self._expected(r + 1, "B", start),
+        self.gradbox = (Mailbox(r + 1, self._received(r + 1, start),
                                 lambda k: (len(range(self.B)[self.slices[k[1]]]), *shape_out),
                                 lambda k: data_tag(k[0], k[1], self.M), device=self.device,
                                 timeout_s=a.timeout_s, ready=ready_grads) if not self.is_last else None)
         self.outbox = Outbox(a.timeout_s)
-        self.grad_receivers = ({(x.batch, x.micro) for x in self._acts_of(r - 1) if x.kind == "B"}
-                               if r > 0 else set())
-        actions = [x for x in self._acts_of(r) if self._iter(r, x.kind, x.batch) >= start]
+        sched = self.job.schedule
+        actions = [x for x in sched.actions[r] if sched.iteration(x) >= start]
         dist.barrier()
         self.t0 = time.perf_counter()
         wall0 = time.time()
@@ -366,7 +353,7 @@ class StageProcess:
         try:
             cur = start
             for act in actions:
-                it = self._iter(r, act.kind, act.batch)
+                it = sched.iteration(act)
                 while it > cur:
                     self._end_iteration(cur, progress)
                     cur += 1
@@ -385,53 +372,51 @@ class StageProcess:
         wall = time.time() - wall0
         return self._report(accuracy, wall)
 
-    def _run_action(self, act: Any, it: int) -> None:
+    def _take(self, act: Action) -> Tensor | None:
+        """The message ``act`` consumes (an activation for F, an error gradient for B), if any."""
+        got = None
+        for msg in self.job.schedule.needs(act):
+            box = self.inbox if msg.kind == "act" else self.gradbox
+            assert box is not None
+            if act.kind == "W":
+                box.wait((msg.batch, msg.micro))
+            else:
+                got = box.get((msg.batch, msg.micro))
+        return got
+
+    def _run_action(self, act: Action, it: int) -> None:
         w, r = self.worker, self.rank
         t, m = act.batch, act.micro
         wait0 = self._waited()
         comm0 = self._comm()
+        received = self._take(act)
+        if act.kind == "F" and r == 0:
+            received = self.ds.inputs(t, self.B)[self.slices[m]].to(self.device)
+        y = self.ds.labels(t, self.B)[self.slices[m]].to(self.device) if act.kind == "F" and self.is_last else None
+        out: Tensor | None = None
+        c0 = time.perf_counter()
         if act.kind == "F":
-            y = None
-            if r == 0:
-                x = self.ds.inputs(t, self.B)[self.slices[m]].to(self.device)
-            else:
-                assert self.inbox is not None
-                x = self.inbox.get((t, m))
-            if self.is_last:
-                y = self.ds.labels(t, self.B)[self.slices[m]].to(self.device)
-            c0 = time.perf_counter()
+            assert received is not None
+            x = received
             share = (self.slices[m].stop - self.slices[m].start) / self.B if self.M > 1 else 1.0
             out = w.forward(t, x, y, micro=m, weight=share)
-            self._sync()
-            c1 = time.perf_counter()
-            if out is not None:
-                self.outbox.send(out, r + 1, data_tag(t, m, self.M), f"act {r}F{t}")
-            elif m == self.M - 1:
-                loss = w.losses[t]
-                self.losses[t] = loss
-                if not math.isfinite(loss):
-                    good = f"step {self.last_good}" if self.last_good >= 0 else "none"
-                    raise RunError(f"non-finite loss {loss} at batch {t}; stopping (last good checkpoint: {good})")
         elif act.kind == "B":
-            g = None
-            if not self.is_last:
-                assert self.gradbox is not None
-                g = self.gradbox.get((t, m))
-            c0 = time.perf_counter()
-            gin = w.backward(t, g, micro=m)
-            self._sync()
-            c1 = time.perf_counter()
-            if gin is not None and (t, m) in self.grad_receivers:
-                self.outbox.send(gin, r - 1, data_tag(t, m, self.M), f"grad {r}B{t}")
-        elif act.kind == "W":
-            assert self.gradbox is not None
-            self.gradbox.wait((t, 0))
-            c0 = c1 = time.perf_counter()
-        else:
-            c0 = time.perf_counter()
+            out = w.backward(t, received, micro=m)
+        elif act.kind == "U":
             w.update(t)
+        if act.kind != "W":
             self._sync()
-            c1 = time.perf_counter()
+        c1 = time.perf_counter()
+        sent = self.job.schedule.delivered(act)
+        if sent is not None:
+            assert out is not None
+            self.outbox.send(out, sent.dst, data_tag(t, m, self.M), f"{sent.kind} {act!r}")
+        if act.kind == "F" and self.is_last and m == self.M - 1:
+            loss = w.losses[t]
+            self.losses[t] = loss
+            if not math.isfinite(loss):
+                good = f"step {self.last_good}" if self.last_good >= 0 else "none"
+                raise RunError(f"non-finite loss {loss} at batch {t}; stopping (last good checkpoint: {good})")
         self.timing.rows.append((it, act.kind, repr(act), c0 - self.t0, c1 - self.t0,
                                  self._waited() - wait0, self._comm() - comm0))
 

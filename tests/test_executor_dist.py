@@ -21,6 +21,9 @@ from launch_helpers import (
     write_plan,
 )
 
+from ddgsim.schedule import make_schedule
+from ddgsim.trace import load_trace
+
 
 def test_k2_ddg_equals_pipelined_and_engine_and_writes_metrics(tmp_path: Path) -> None:
     common = ["--steps", "12", "--data", "digits", "--seed", "3"]
@@ -122,3 +125,34 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     assert "non-finite loss" in r.stderr
     good = json.loads((ck / "manifest.json").read_text())["step"]
     assert f"last good checkpoint: step {good}" in r.stderr
+
+
+def stage_sequences(trace: Path) -> dict[str, list[tuple[str, float]]]:
+    """Each device row's compute events, in the order the stage recorded them: (name, start µs)."""
+    events = load_trace(trace)["traceEvents"]
+    rows = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    out: dict[str, list[tuple[str, float]]] = {}
+    for e in events:
+        if e["ph"] == "X" and e["cat"] != "link":
+            out.setdefault(rows[e["tid"]], []).append((e["name"], e["ts"]))
+    return out
+
+
+@pytest.mark.parametrize(("schedule", "micro"), [("bp", 1), ("ddg", 1), ("gpipe", 2), ("1f1b", 2)])
+def test_distributed_trace_runs_exactly_the_schedule(tmp_path: Path, schedule: str, micro: int) -> None:
+    """Every stage process runs exactly ``actions[k]`` of the schedule, in that order, and ends
+    with the engine's weights: the runner's receives and sends are the schedule's needs/delivered."""
+    steps = 5
+    plan = write_plan(tmp_path / "p.json", "mlp", [2, 4], schedule, micro=micro)
+    common = ["--steps", str(steps), "--data", "digits", "--seed", "1", "--no-eval"]
+    r = execute(str(plan), *common, "--trace", str(tmp_path / "t.json"), "--final-weights", str(tmp_path / "w"))
+    assert r.returncode == 0, r.stderr
+    assert_clean(r.stderr)
+    seqs = stage_sequences(tmp_path / "t.json")
+    sched = make_schedule(schedule, 3, steps, micro)
+    for k, acts in enumerate(sched.actions):
+        names = [n for n, _ in seqs[f"cpu{k}"]]
+        assert names == [repr(a) for a in acts], f"stage {k}"
+        starts = [ts for _, ts in seqs[f"cpu{k}"]]
+        assert starts == sorted(starts)
+    assert_same(final_weights(tmp_path / "w", 3), engine_weights([str(plan), *common]))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from executor.engine import DeadlockError, iteration_of, micro_slices, run_inprocess
+from executor.engine import DeadlockError, micro_slices, run_inprocess
 from executor.stage import OptimConfig, StageWorker, StepDecay
 
 CE = nn.functional.cross_entropy
@@ -115,10 +115,7 @@ def test_lr_is_taken_at_the_update_iteration() -> None:
     assert [a.lr for a in res.applied[0]] == pytest.approx([0.2, 0.3, 0.4])
 
 
-def test_iteration_of_and_micro_slices() -> None:
-    assert iteration_of("F", 3, 2) == 3
-    assert iteration_of("B", 1, 2) == 3 and iteration_of("U", 1, 2) == 3
-    assert iteration_of("W", 2, 2) == 3
+def test_micro_slices() -> None:
     assert micro_slices(7, 3) == [slice(0, 3), slice(3, 5), slice(5, 7)]
 
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from ddgsim.errors import UserError
 from ddgsim.schedule import (
+    MICRO_SCHEDULES,
     SCHEDULES,
     Action,
     Schedule,
@@ -158,3 +159,21 @@ def test_bad_arguments() -> None:
         make_schedule("ddg", 2, 2, 4)
     with pytest.raises(UserError, match="iterations must be an integer >= 1"):
         make_schedule("bp", 2, 0)
+
+
+@given(st.sampled_from(SCHEDULES), st.integers(1, 5), st.integers(1, 10), st.integers(1, 3))
+def test_iterations_partition_each_stage_list(name: str, K: int, N: int, M: int) -> None:
+    """``Schedule.iteration`` cuts every stage's list into N consecutive iterations: iteration i
+    holds ``F i`` (all micro-batches) and, once the stage's delay d has passed, the B and U of
+    batch i − d — the loop the executors run and checkpoint at."""
+    s = make_schedule(name, K, N, M if name in MICRO_SCHEDULES else 1)
+    for k, acts in enumerate(s.actions):
+        its = [s.iteration(a) for a in acts]
+        assert its == sorted(its) and 0 <= its[0] and its[-1] < N
+        d = s.delay(k)
+        for i in range(N):
+            here = {a for a in acts if s.iteration(a) == i}
+            assert {a for a in here if a.kind == "F"} == {Action(k, "F", i, m) for m in range(s.micro_batches)}
+            want = {Action(k, "U", i - d)} if i >= d else set()
+            assert {a for a in here if a.kind == "U"} == want
+            assert {a.batch for a in here if a.kind == "B"} == {a.batch for a in want}
