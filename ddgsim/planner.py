@@ -1,31 +1,8 @@
 """Exact split search: the split that minimises the steady-state iteration time.
 
-The steady state of every schedule here is a max-plus linear system, so its period
-is the largest mean weight of a cycle of its dependency graph (durations on the
-nodes, transfers on the edges). With f_k, b_k, u_k the forward, backward and update
-time of stage k on its device, and a_k, g_k the activation and gradient transfer
-time across boundary k (stage k → k+1, summed over the route's hops):
-
-* ``ddg-pipelined`` — a cycle leaves stage k with a forward, goes down to stage j,
-  comes back with backwards and closes at stage k's update; it spans j−k+1
-  iterations (stage k backprops batch t at iteration t+K−1−k)::
-
-      P = max over k ≤ j of [u_k + Σ_{i=k..j}(f_i + b_i) + Σ_{i=k..j-1}(a_i + g_i)] / (j−k+1)
-
-* ``ddg`` (the authors' order) — stage k waits, before its next forward, for the
-  gradient stage k+1 sends in the same iteration, so neighbours are coupled::
-
-      P = max( max_k f_k + b_k + u_k,  max_{k<K-1} f_k + a_k + f_{k+1} + b_{k+1} + g_k )
-
-* ``bp`` — the whole round trip, closed by a stage's update (``analytic.bp_period_closed_form``).
-
-In all three, each link direction carries one message per iteration, so also
-``P ≥`` the longest single hop time. These closed forms agree with the max-plus
-recursion of :mod:`ddgsim.analytic` and with the SimPy model (property-tested).
-
 Search: for a candidate period P, "is there a split with period ≤ P that fits in
 memory?" is decided exactly by dynamic programming over unit boundaries, because
-each condition above is monotone in one number carried from stage to stage (the
+each closed-form condition is monotone in one number carried from stage to stage (the
 largest window sum ending at the current stage for ``ddg-pipelined``, the last
 stage's forward time for ``ddg``, the suffix time for ``bp``). Bisection on P
 brackets the optimum to a relative 1e-9, and the split the DP returns at the upper
@@ -47,75 +24,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ddgsim import analytic
+from ddgsim.closed_form import CLOSED_FORM, closed_form_period, stage_costs
 from ddgsim.errors import UserError
 from ddgsim.memory import SGD_MOMENTUM_BUFFERS, in_flight_and_versions
 from ddgsim.profile import Profile
 from ddgsim.scenario import Scenario
 from ddgsim.schedule import make_schedule
+from ddgsim.split import backtrack, minmax_partition, reach
 
-CLOSED_FORM = ("ddg-pipelined", "ddg", "bp")
 ENUMERATE_LIMIT = 20_000
 """gpipe/1f1b: enumerate every split (exact) up to this many, else a heuristic."""
 MAPPING_LIMIT = 120
 """Heterogeneous scenarios: most device orders tried exactly (distinct up to identical devices)."""
 REL_TOL = 1e-9
-
-
-# ---------------------------------------------------------------- per-stage costs
-
-
-@dataclass(frozen=True)
-class StageCosts:
-    """Per-stage durations of S splits (arrays of shape (S, K) and (S, K-1))."""
-
-    f: np.ndarray
-    b: np.ndarray
-    u: np.ndarray
-    a: np.ndarray
-    """Activation transfer across boundary k, all hops."""
-    g: np.ndarray
-    """Gradient transfer across boundary k, all hops."""
-    hop_max: np.ndarray
-    """(S,) the longest single hop time (either direction) of any boundary."""
-
-
-def stage_costs(costs: analytic.Costs) -> StageCosts:
-    """Collapse the recursion's cost arrays to what the closed forms need (M = 1)."""
-    S = costs.forward_ms.shape[0]
-    hop = np.concatenate([costs.act_hop_ms.reshape(S, -1), costs.grad_hop_ms.reshape(S, -1)], axis=1)
-    return StageCosts(
-        f=costs.forward_ms, b=costs.backward_ms, u=costs.update_ms,
-        a=costs.act_hop_ms.sum(axis=2), g=costs.grad_hop_ms.sum(axis=2),
-        hop_max=hop.max(axis=1) if hop.size else np.zeros(S),
-    )
-
-
-def closed_form_period(schedule: str, c: StageCosts) -> np.ndarray:
-    """Steady-state period (S,) of ``ddg-pipelined``, ``ddg`` or ``bp`` (module docstring)."""
-    S, K = c.f.shape
-    work = c.f + c.b
-    if schedule == "ddg-pipelined":
-        best = np.zeros(S)
-        comm = c.a + c.g
-        for k in range(K):
-            total = c.u[:, k].copy()
-            for j in range(k, K):
-                total = total + work[:, j]
-                best = np.maximum(best, total / (j - k + 1))
-                if j < K - 1:
-                    total = total + comm[:, j]
-    elif schedule == "ddg":
-        best = np.max(work + c.u, axis=1)
-        if K > 1:
-            pair = c.f[:, :-1] + c.a + work[:, 1:] + c.g
-            best = np.maximum(best, pair.max(axis=1))
-    elif schedule == "bp":
-        comm = np.concatenate([c.a + c.g, np.zeros((S, 1))], axis=1)
-        tail = np.cumsum((work + comm)[:, ::-1], axis=1)[:, ::-1]
-        best = np.max(tail + c.u, axis=1)
-    else:
-        raise ValueError(f"no closed form for schedule '{schedule}'")
-    return np.asarray(np.maximum(best, c.hop_max))
 
 
 # ---------------------------------------------------------------- tables for the DP
@@ -202,51 +123,10 @@ def _tables(
     return _Tables(n=n, K=K, work=work, fwd=fwd, upd=upd, fits=fits, comm=comm, hop=hop, overflow=overflow)
 
 
-def _reach(K: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per stage k: masks of allowed starts u and ends v (every stage keeps ≥ 1 unit)."""
-    idx = np.arange(n + 1)
-    out = []
-    for k in range(K):
-        starts = (idx >= k) & (idx <= n - (K - k))
-        ends = (idx >= k + 1) & (idx <= n - (K - 1 - k))
-        if k == 0:
-            starts = idx == 0
-        if k == K - 1:
-            ends = idx == n
-        out.append((starts, ends))
-    return out
-
-
-def _backtrack(back: Sequence[np.ndarray], n: int) -> list[int]:
-    """The split from forward-DP back pointers (``back[k][v]`` = start of stage k ending at v)."""
-    split, v = [], n
-    for k in range(len(back) - 1, 0, -1):
-        v = int(back[k][v])
-        split.append(v)
-    return split[::-1]
-
-
-def _minmax_partition(costs: Sequence[np.ndarray], n: int) -> tuple[list[int], float] | None:
-    """Exact min-max DP: the split minimising max_k costs[k][start, end] (inf = not allowed)."""
-    reach = _reach(len(costs), n)
-    prev = np.full(n + 1, np.inf)
-    prev[0] = -np.inf
-    back = []
-    for k, cost in enumerate(costs):
-        starts, ends = reach[k]
-        val = np.where(starts[:, None] & ends[None, :], np.maximum(prev[:, None], cost), np.inf)
-        arg = np.argmin(val, axis=0)
-        prev = val[arg, np.arange(n + 1)]
-        back.append(arg)
-    if not np.isfinite(prev[n]):
-        return None
-    return _backtrack(back, n), float(prev[n])
-
-
 def _feasible(schedule: str, T: _Tables, P: float) -> list[int] | None:
     """A split with closed-form period ≤ P that fits in memory, or None (exact)."""
     K, n = T.K, T.n
-    reach = _reach(K, n)
+    allowed = reach(K, n)
     INF = np.inf
     back: list[np.ndarray] = []
     if schedule == "bp":
@@ -254,7 +134,7 @@ def _feasible(schedule: str, T: _Tables, P: float) -> list[int] | None:
         nxt = np.full(n + 1, INF)
         nxt[n] = 0.0
         for k in range(K - 1, -1, -1):
-            starts, ends = reach[k]
+            starts, ends = allowed[k]
             tail = nxt.copy()
             if k < K - 1:
                 ok_cut = T.hop[k] <= P
@@ -276,7 +156,7 @@ def _feasible(schedule: str, T: _Tables, P: float) -> list[int] | None:
         return split
     prev = np.full(n + 1, INF)
     for k in range(K):
-        starts, ends = reach[k]
+        starts, ends = allowed[k]
         mask = T.fits[k] & starts[:, None] & ends[None, :]
         if k == 0:
             carry = np.zeros(n + 1)
@@ -303,12 +183,12 @@ def _feasible(schedule: str, T: _Tables, P: float) -> list[int] | None:
         back.append(arg)
     if not np.isfinite(prev[n]):
         return None
-    return _backtrack(back, n)
+    return backtrack(back, n)
 
 
 def _min_overflow(T: _Tables) -> tuple[list[int], float]:
     """The split whose worst stage overflows memory the least (min-max DP, exact)."""
-    found = _minmax_partition(T.overflow, T.n)
+    found = minmax_partition(T.overflow, T.n)
     assert found is not None  # every stage can hold one unit: some split exists
     return found
 
@@ -462,7 +342,7 @@ def _enumerate(
         i = int(np.argmin(per))
         return Candidate(stages=K, split=kept[i], devices=devices, iteration_ms=float(per[i]), exact=True, evaluated=len(kept))
     # Heuristic: minimise the busiest stage (M·(f+b) + u), then evaluate by the recursion.
-    busiest = _minmax_partition([np.where(T.fits[k], T.work[k] + T.upd[k], np.inf) for k in range(K)], n)
+    busiest = minmax_partition([np.where(T.fits[k], T.work[k] + T.upd[k], np.inf) for k in range(K)], n)
     if busiest is None:
         return None
     split = busiest[0]
@@ -518,18 +398,3 @@ def search(
 
 
 # ---------------------------------------------------------------- baselines
-
-
-def parameter_balanced_split(profile: Profile, stages: int) -> list[int]:
-    """DeepSpeed's ``partition_method="parameters"``: contiguous parts minimising the
-    largest parameter count (its ``partition_balanced``), by an exact min-max DP.
-    Ties go to the earliest cut; units without parameters weigh nothing.
-    """
-    n = profile.num_units
-    w = np.concatenate([[0.0], np.cumsum([u.param_bytes for u in profile.units])])
-    idx = np.arange(n + 1)
-    valid = idx[:, None] < idx[None, :]
-    part = np.where(valid, w[None, :] - w[:, None], np.inf)
-    found = _minmax_partition([part] * stages, n)
-    assert found is not None
-    return found[0]

@@ -11,7 +11,7 @@ from ddgsim.plan_file import Plan, StagePlacement
 from ddgsim.profile import Profile
 from ddgsim.scenario import Scenario
 from ddgsim.sim import SimResult, simulate
-from ddgsim.split import even_split, stage_ranges
+from ddgsim.split import even_split, parameter_balanced_split, stage_ranges
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +81,7 @@ def plan_for_k(
     baselines = []
     n = profile.num_units
     for label, split in (("even", even_split(n, stages)),
-                         ("parameters", planner.parameter_balanced_split(profile, stages))):
+                         ("parameters", parameter_balanced_split(profile, stages))):
         baselines.append(_option(label, profile, scenario, schedule, split, devices, micro_batches,
                                  memory_limit_bytes))
     exact = res.best.exact if res.best is not None else True

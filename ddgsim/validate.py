@@ -30,14 +30,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ddgsim.errors import UserError
 from ddgsim.planning import plan_from_prediction
 from ddgsim.profile import Profile
 from ddgsim.scenario import Scenario
 from ddgsim.sim import simulate
-from ddgsim.split import even_split
+from ddgsim.split import even_split, imbalance_weights, weighted_split
 
 COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "error_pct",
            "label", "batch_size", "steps", "scenario", "status", "error", "attempts")
@@ -155,30 +153,6 @@ def _pct(x: float) -> str:
 
 
 # ---------------------------------------------------------------- choosing splits
-
-def weighted_split(profile: Profile, stages: int, weights: Sequence[float]) -> list[int]:
-    """Cuts giving stage k a share of the compute (forward + backward) ∝ ``weights[k]``."""
-    n = profile.num_units
-    cum = np.cumsum([u.compute_ms for u in profile.units])
-    targets = np.cumsum(weights)[:-1] / float(np.sum(weights)) * cum[-1]
-    cuts: list[int] = []
-    for k, target in enumerate(targets):
-        # cut after the unit whose cumulative compute is closest to the target
-        c = int(np.argmin(np.abs(cum - target))) + 1
-        c = max(c, (cuts[-1] + 1) if cuts else 1)
-        c = min(c, n - (stages - 1 - k))
-        cuts.append(c)
-    return cuts
-
-
-def imbalance_weights(stages: int) -> list[tuple[str, list[float]]]:
-    """Ever stronger imbalances: stage 0 heavy, last stage heavy, x2, x3, x4."""
-    out = []
-    for f in (2.0, 3.0, 4.0):
-        out.append((f"front x{f:g}", [f] + [1.0] * (stages - 1)))
-        out.append((f"back x{f:g}", [1.0] * (stages - 1) + [f]))
-    return out
-
 
 def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: int, count: int) -> list[RunSpec]:
     """``count`` distinct splits: planned, even, then unbalanced ones (labels joined on ties)."""

@@ -11,12 +11,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sim_helpers import cases, chain, make_profile, ms
 
-from ddgsim import analytic, planner
+from ddgsim import analytic, closed_form, planner
 from ddgsim.errors import UserError
 from ddgsim.memory import stage_memory
 from ddgsim.schedule import make_schedule
 from ddgsim.sim import simulate
-from ddgsim.split import stage_ranges
+from ddgsim.split import parameter_balanced_split, stage_ranges
 
 CLOSED = ["ddg", "ddg-pipelined", "bp"]
 
@@ -32,7 +32,7 @@ def test_closed_form_equals_recursion(case, schedule: str) -> None:
     if costs.shared_links():
         return  # the documented gap: message order on shared links
     K = len(split) + 1
-    closed = planner.closed_form_period(schedule, planner.stage_costs(costs))[0]
+    closed = closed_form.closed_form_period(schedule, closed_form.stage_costs(costs))[0]
     rec = analytic.periods(schedule, costs, iterations=max(80, 16 * K))[0]
     # The recursion's finite-window mean approaches the cycle mean as O(1/N).
     assert rec == pytest.approx(closed, rel=2e-3)
@@ -47,7 +47,7 @@ def test_closed_form_equals_simpy(case, schedule: str) -> None:
     if costs.shared_links():
         return
     K = len(split) + 1
-    closed = planner.closed_form_period(schedule, planner.stage_costs(costs))[0]
+    closed = closed_form.closed_form_period(schedule, closed_form.stage_costs(costs))[0]
     sim = simulate(profile, split, scenario, schedule, iterations=max(60, 12 * K))
     assert sim.iteration_ms == pytest.approx(closed, rel=3e-3)
 
@@ -58,9 +58,9 @@ def test_ddg_couples_neighbours() -> None:
     # forward: f0 + f1 + b1 = 7 > 6. The reference order is not max-of-stages.
     p = make_profile([1, 1], [1, 5], [0, 0])
     costs = analytic.costs_for_splits(p, [[1]], chain(2))
-    c = planner.stage_costs(costs)
-    assert planner.closed_form_period("ddg-pipelined", c)[0] == pytest.approx(6.0)
-    assert planner.closed_form_period("ddg", c)[0] == pytest.approx(7.0)
+    c = closed_form.stage_costs(costs)
+    assert closed_form.closed_form_period("ddg-pipelined", c)[0] == pytest.approx(6.0)
+    assert closed_form.closed_form_period("ddg", c)[0] == pytest.approx(7.0)
     assert analytic.periods("ddg", costs, iterations=40)[0] == pytest.approx(7.0)
 
 
@@ -95,7 +95,7 @@ def brute_force(profile, K, scenario, schedule):
         if any(m.total > scenario.devices[k].memory_bytes for k, m in enumerate(mem)):
             continue
         costs = analytic.costs_for_splits(profile, [list(s)], scenario)
-        p = planner.closed_form_period(schedule, planner.stage_costs(costs))[0]
+        p = closed_form.closed_form_period(schedule, closed_form.stage_costs(costs))[0]
         if p < best:
             best, arg = p, list(s)
     return best, arg
@@ -150,7 +150,7 @@ def test_memory_overflow_names_stage_and_amount() -> None:
 
 def test_parameter_balanced_split_minimises_largest_part() -> None:
     p = make_profile([1] * 6, [1] * 6, None, [10, 10, 10, 10, 30, 30])
-    split = planner.parameter_balanced_split(p, 3)
+    split = parameter_balanced_split(p, 3)
     parts = [sum(u.param_bytes for u in p.units[a:b]) for a, b in stage_ranges(split, 6)]
     assert max(parts) == 40
     best = min(max(sum(u.param_bytes for u in p.units[a:b]) for a, b in stage_ranges(list(s), 6))

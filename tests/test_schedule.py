@@ -169,7 +169,7 @@ def test_iterations_partition_each_stage_list(name: str, K: int, N: int, M: int)
     s = make_schedule(name, K, N, M if name in MICRO_SCHEDULES else 1)
     for k, acts in enumerate(s.actions):
         its = [s.iteration(a) for a in acts]
-        assert its == sorted(its) and 0 <= its[0] and its[-1] < N
+        assert its == sorted(its) and its[0] >= 0 and its[-1] < N
         d = s.delay(k)
         for i in range(N):
             here = {a for a in acts if s.iteration(a) == i}

@@ -16,6 +16,7 @@ from ddgsim import validate as v
 from ddgsim.errors import UserError
 from ddgsim.profile import Profile, UnitProfile
 from ddgsim.scenario import load_scenario
+from ddgsim.split import weighted_split
 from ddgsim.validate import (
     COLUMNS,
     ExecutionFailed,
@@ -31,7 +32,6 @@ from ddgsim.validate import (
     run_all,
     scatter_figure,
     summarize,
-    weighted_split,
     write_csv,
 )
 
