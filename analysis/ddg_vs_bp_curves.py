@@ -54,8 +54,8 @@ from torch.nn.utils import vector_to_parameters
 
 from ddgsim.graph import split_units
 from ddgsim.models.registry import build_model, get_spec
-from ddgsim.plan_file import Plan, StagePlacement
-from ddgsim.split import even_split, stage_ranges
+from ddgsim.plan_file import Plan
+from ddgsim.split import even_split
 from executor.runner import evaluate_stages, parse_run_args, run_inprocess_job
 
 torch.set_num_threads(1)
@@ -68,9 +68,8 @@ def run(schedule: str, K: int) -> dict:
     split = even_split(n_units, K)
     tmp = Path(tempfile.mkdtemp(prefix="curves-"))
     plan = tmp / "plan.json"
-    Plan(model=args.model, batch_size=args.batch_size, schedule=schedule, split=split,
-         stages=[StagePlacement(stage=k, device=f"dev{k}", units=r)
-                 for k, r in enumerate(stage_ranges(split, n_units))]).save(plan)
+    Plan.for_split(model=args.model, split=split, num_units=n_units, schedule=schedule,
+                   batch_size=args.batch_size).save(plan)
     res, job, ds = run_inprocess_job(parse_run_args([str(plan), "--steps", str(args.steps), "--data", "digits",
                                                      "--lr", str(args.lr)]))
     evals = list(range(0, args.steps + 1, args.eval_every))

@@ -56,13 +56,12 @@ trace_path = args.trace
 plan_path = args.plan
 if not trace_path and args.run == "yes":
     from ddgsim.cli import main as ddgsim_main
-    from ddgsim.plan_file import Plan, StagePlacement
+    from ddgsim.plan_file import Plan
 
     tmp = Path(tempfile.mkdtemp(prefix="gantt-"))
     plan_path = str(tmp / "plan.json")
-    Plan(model="mlp", batch_size=32, schedule="ddg", split=[3], scenario="cpu-2core",
-         stages=[StagePlacement(stage=0, device="cpu0", units=(0, 3)),
-                 StagePlacement(stage=1, device="cpu1", units=(3, 6))]).save(plan_path)
+    Plan.for_split(model="mlp", split=[3], num_units=6, schedule="ddg", batch_size=32,
+                   scenario="cpu-2core").save(plan_path)
     trace_path = str(tmp / "measured.trace.json")
     assert ddgsim_main(["execute", plan_path, "--steps", "8", "--data", "digits", "--no-eval", "--no-progress",
                         "--trace", trace_path]) == 0

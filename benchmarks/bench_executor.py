@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ddgsim import profile as profile_mod  # noqa: E402
-from ddgsim.plan_file import Plan, StagePlacement  # noqa: E402
+from ddgsim.plan_file import Plan  # noqa: E402
 
 PROFILE = ROOT / "scenarios" / "profiles" / "resnet110-b128-cpu-t1.json"
 SCENARIO = "cpu-2core"
@@ -48,11 +48,8 @@ def balanced_split(costs: list[float]) -> int:
 
 
 def write_plan(d: Path, schedule: str, split: list[int], n_units: int) -> Path:
-    b = [0, *split, n_units]
-    path = d / f"{schedule}-k{len(b) - 1}-{'-'.join(map(str, split)) or 'all'}.json"
-    Plan(model="resnet110", batch_size=128, schedule=schedule, split=split,
-         stages=[StagePlacement(stage=i, device=f"cpu{i}", units=(b[i], b[i + 1])) for i in range(len(b) - 1)],
-         ).save(path)
+    path = d / f"{schedule}-k{len(split) + 1}-{'-'.join(map(str, split)) or 'all'}.json"
+    Plan.for_split(model="resnet110", split=split, num_units=n_units, schedule=schedule, batch_size=128).save(path)
     return path
 
 

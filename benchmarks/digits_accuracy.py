@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ddgsim.graph import split_units
 from ddgsim.models.registry import build_model, get_spec
-from ddgsim.plan_file import Plan, StagePlacement
+from ddgsim.plan_file import Plan
 from executor.runner import evaluate_stages, parse_run_args, run_inprocess_job
 
 SPLITS = {"mlp": {2: [2], 3: [2, 4]}, "smallcnn": {2: [3], 3: [3, 6]}}
@@ -35,11 +35,8 @@ SPLITS = {"mlp": {2: [2], 3: [2, 4]}, "smallcnn": {2: [3], 3: [3, 6]}}
 def write_plan(d: Path, model: str, schedule: str, split: list[int], batch: int) -> Path:
     spec = get_spec(model)
     n = len(split_units(build_model(spec), spec.input_shape))
-    b = [0, *split, n]
     path = d / f"{model}-{schedule}-k{len(split) + 1}.json"
-    Plan(model=model, batch_size=batch, schedule=schedule, split=split,
-         stages=[StagePlacement(stage=i, device=f"cpu{i}", units=(b[i], b[i + 1])) for i in range(len(b) - 1)],
-         ).save(path)
+    Plan.for_split(model=model, split=split, num_units=n, schedule=schedule, batch_size=batch).save(path)
     return path
 
 

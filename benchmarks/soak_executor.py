@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ddgsim.plan_file import Plan, StagePlacement  # noqa: E402
+from ddgsim.plan_file import Plan  # noqa: E402
 
 UNITS = {"mlp": 6, "smallcnn": 9, "resnet20": 15}
 SPLITS: dict[tuple[str, int], list[int]] = {
@@ -163,12 +163,8 @@ def ordered(configs: list[Config], seed: int = 0) -> list[Config]:
 
 def write_plan(path: Path, cfg: Config) -> Path:
     """The plan file of ``cfg`` (as tests/test_executor_dist.py writes them)."""
-    b = [0, *cfg.split, UNITS[cfg.model]]
-    Plan(model=cfg.model, batch_size=cfg.batch, schedule=cfg.schedule, split=cfg.split,
-         micro_batches=cfg.micro_batches,
-         stages=[StagePlacement(stage=i, device=f"cpu{i}", units=(b[i], b[i + 1]))
-                 for i in range(len(b) - 1)],
-         ).save(path)
+    Plan.for_split(model=cfg.model, split=cfg.split, num_units=UNITS[cfg.model], schedule=cfg.schedule,
+                   batch_size=cfg.batch, micro_batches=cfg.micro_batches).save(path)
     return path
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,21 @@ class Plan:
     """iteration_ms, samples_per_s, speedup_vs_1_device, busy_ms, staleness, peak_memory_bytes."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else the planner records (baselines, search statistics)."""
+
+    @classmethod
+    def for_split(cls, *, model: str, split: Sequence[int], num_units: int, schedule: str, batch_size: int,
+                  micro_batches: int = 1, devices: Sequence[str] = (), unit_names: Sequence[str] = (),
+                  **fields: Any) -> Plan:
+        """The plan running ``split`` of a ``num_units``-unit model: stage k on ``devices[k]``
+        (default ``cpu{k}``), its first/last unit named from ``unit_names`` when given."""
+        bounds = [0, *split, num_units]
+        stages = [
+            StagePlacement(stage=k, device=devices[k] if devices else f"cpu{k}", units=(a, b),
+                           first=unit_names[a] if unit_names else "", last=unit_names[b - 1] if unit_names else "")
+            for k, (a, b) in enumerate(itertools.pairwise(bounds))
+        ]
+        return cls(model=model, batch_size=batch_size, schedule=schedule, split=list(split), stages=stages,
+                   micro_batches=micro_batches, **fields)
 
     @property
     def num_stages(self) -> int:

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ddgsim import planner
-from ddgsim.plan_file import Plan, StagePlacement
+from ddgsim.plan_file import Plan
 from ddgsim.profile import Profile
 from ddgsim.scenario import Scenario
 from ddgsim.sim import SimResult, simulate
-from ddgsim.split import even_split, parameter_balanced_split, stage_ranges
+from ddgsim.split import even_split, parameter_balanced_split
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,12 +107,6 @@ def plan_from_prediction(
 ) -> Plan:
     """The ``ddgsim-plan/1`` object of one split whose run the simulator predicted (the one builder:
     ``plan`` and ``validate`` both write their plans with it)."""
-    ranges = stage_ranges(list(split), profile.num_units)
-    stages = [
-        StagePlacement(stage=k, device=sim.devices[k], units=(a, b),
-                       first=profile.units[a].name, last=profile.units[b - 1].name)
-        for k, (a, b) in enumerate(ranges)
-    ]
     predicted: dict[str, Any] = {
         "iteration_ms": sim.iteration_ms,
         **({"analytic_iteration_ms": analytic_ms} if analytic_ms is not None else {}),
@@ -125,9 +119,10 @@ def plan_from_prediction(
         "peak_memory_bytes": sim.peak_memory_bytes,
         "iterations_simulated": sim.iterations,
     }
-    return Plan(
-        model=profile.model, batch_size=profile.batch_size, schedule=schedule, split=list(split),
-        stages=stages, scenario=scenario_ref, micro_batches=micro_batches, profile=profile_ref,
+    return Plan.for_split(
+        model=profile.model, split=split, num_units=profile.num_units, schedule=schedule,
+        batch_size=profile.batch_size, micro_batches=micro_batches, devices=sim.devices,
+        unit_names=[u.name for u in profile.units], scenario=scenario_ref, profile=profile_ref,
         predicted=predicted, extra=dict(extra or {}),
     )
 

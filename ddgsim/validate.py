@@ -176,15 +176,12 @@ def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: i
 # ---------------------------------------------------------------- one run
 
 def measured_step_ms(metrics: dict[str, Any], warmup: int) -> float:
-    """Median gap between the slowest stage's consecutive iteration ends, first ``warmup`` gaps dropped."""
-    ends: dict[int, float] = {}
-    for st in metrics["per_stage"]:
-        for it, end in zip(st["iterations"], itertools.accumulate(st["step_ms"]), strict=True):
-            ends[it] = max(ends.get(it, 0.0), end)
-    its = sorted(ends)
-    gaps = [ends[b] - ends[a] for a, b in itertools.pairwise(its)]
-    if not gaps:
+    """Median step time of a run's metrics (:func:`executor.measure.step_times`), first ``warmup`` dropped."""
+    from executor.measure import step_times
+
+    if len({it for st in metrics["per_stage"] for it in st["iterations"]}) < 2:
         raise UserError("a run needs at least 2 steps to measure an iteration time")
+    gaps = step_times(metrics["per_stage"])
     kept = gaps[min(warmup, len(gaps) - 1):]
     return float(statistics.median(kept))
 

@@ -28,18 +28,21 @@ from ddgsim.trace import TraceEvent, write_trace
 FORMAT = "ddgsim-metrics/1"
 
 
-def _run_steps(reports: list[dict[str, Any]]) -> list[float]:
+def step_times(per_stage: list[dict[str, Any]]) -> list[float]:
+    """The run's step times (ms): gaps between the moments the slowest stage ended consecutive
+    iterations, from each stage's ``iterations`` and ``step_ms`` (a report or a metrics row).
+    A run of one iteration has one step: its end."""
     ends: dict[int, float] = {}
-    for r in reports:
-        for it, e in zip(r["iterations"], r["iter_end_ms"], strict=True):
-            ends[it] = max(ends.get(it, 0.0), e)
+    for st in per_stage:
+        for it, end in zip(st["iterations"], itertools.accumulate(st["step_ms"]), strict=True):
+            ends[it] = max(ends.get(it, 0.0), end)
     its = sorted(ends)
     steps = [ends[b] - ends[a] for a, b in itertools.pairwise(its)]
     return steps or [ends[its[0]]] if its else []
 
 
 def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
-    steps = _run_steps(reports)
+    steps = step_times(reports)
     med = statistics.median(steps) if steps else float("nan")
     last = max(reports, key=lambda r: r["stage"])
     losses = last["losses"]

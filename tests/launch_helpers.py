@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ddgsim.plan_file import Plan, StagePlacement
+from ddgsim.plan_file import Plan
 from executor.runner import parse_run_args, run_inprocess_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,10 +17,8 @@ UNITS = {"mlp": 6, "smallcnn": 9}
 
 
 def write_plan(path: Path, model: str, split: list[int], schedule: str, batch: int = 16, micro: int = 1) -> Path:
-    b = [0, *split, UNITS[model]]
-    Plan(model=model, batch_size=batch, schedule=schedule, split=split, micro_batches=micro,
-         stages=[StagePlacement(stage=i, device=f"cpu{i}", units=(b[i], b[i + 1])) for i in range(len(b) - 1)],
-         ).save(path)
+    Plan.for_split(model=model, split=split, num_units=UNITS[model], schedule=schedule, batch_size=batch,
+                   micro_batches=micro).save(path)
     return path
 
 

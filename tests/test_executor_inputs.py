@@ -11,15 +11,12 @@ import torch
 
 from ddgsim.cli import main
 from ddgsim.errors import UserError
-from ddgsim.plan_file import Plan, StagePlacement
+from ddgsim.plan_file import Plan
 from executor.data import CIFAR_TEST, CIFAR_TRAIN, load_cifar10, load_data, load_digits
 
 
 def write_plan(path: Path, model: str, split: list[int], n_units: int, schedule: str = "ddg") -> Path:
-    b = [0, *split, n_units]
-    Plan(model=model, batch_size=16, schedule=schedule, split=split,
-         stages=[StagePlacement(stage=i, device=f"cpu{i}", units=(b[i], b[i + 1])) for i in range(len(b) - 1)],
-         ).save(path)
+    Plan.for_split(model=model, split=split, num_units=n_units, schedule=schedule, batch_size=16).save(path)
     return path
 
 

@@ -61,7 +61,7 @@ def test_gantt_simulated_alone_and_against_a_trace(tmp_path: Path) -> None:
     _assert_plotly(tmp_path / "a" / "gantt.html")
     assert '"measured": false' in r.stdout and "simulated only" in (tmp_path / "a" / "gantt.html").read_text()
     # a "measured" trace in the executor's format: the simulator's own timeline of a plan, 8 iterations
-    from ddgsim.plan_file import Plan, StagePlacement
+    from ddgsim.plan_file import Plan
     from ddgsim.profile_store import find_profile
     from ddgsim.scenario import load_scenario
     from ddgsim.sim import simulate
@@ -70,10 +70,8 @@ def test_gantt_simulated_alone_and_against_a_trace(tmp_path: Path) -> None:
     prof_path = find_profile("resnet56", 128)
     assert prof_path is not None
     plan = tmp_path / "plan.json"
-    Plan(model="resnet56", batch_size=128, schedule="ddg-pipelined", split=[16], scenario="cpu-2core",
-         profile={"path": str(prof_path)},
-         stages=[StagePlacement(stage=0, device="cpu0", units=(0, 16)),
-                 StagePlacement(stage=1, device="cpu1", units=(16, 33))]).save(plan)
+    Plan.for_split(model="resnet56", split=[16], num_units=33, schedule="ddg-pipelined", batch_size=128,
+                   scenario="cpu-2core", profile={"path": str(prof_path)}).save(plan)
     from ddgsim import profile as profile_format
 
     sim = simulate(profile_format.load(prof_path), [16], load_scenario("cpu-2core"), "ddg-pipelined", iterations=8)
