@@ -56,7 +56,8 @@ from ddgsim.graph import split_units
 from ddgsim.models.registry import build_model, get_spec
 from ddgsim.plan_file import Plan
 from ddgsim.split import even_split
-from executor.runner import evaluate_stages, parse_run_args, run_inprocess_job
+from executor.config import RunConfig
+from executor.runner import evaluate_stages, run_inprocess_job
 
 torch.set_num_threads(1)
 
@@ -70,8 +71,7 @@ def run(schedule: str, K: int) -> dict:
     plan = tmp / "plan.json"
     Plan.for_split(model=args.model, split=split, num_units=n_units, schedule=schedule,
                    batch_size=args.batch_size).save(plan)
-    res, job, ds = run_inprocess_job(parse_run_args([str(plan), "--steps", str(args.steps), "--data", "digits",
-                                                     "--lr", str(args.lr)]))
+    res, job, ds = run_inprocess_job(RunConfig(plan=plan, steps=args.steps, data="digits", lr=args.lr))
     evals = list(range(0, args.steps + 1, args.eval_every))
     if evals[-1] != args.steps:
         evals.append(args.steps)

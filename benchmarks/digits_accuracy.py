@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ddgsim.graph import split_units
 from ddgsim.models.registry import build_model, get_spec
 from ddgsim.plan_file import Plan
-from executor.runner import evaluate_stages, parse_run_args, run_inprocess_job
+from executor.config import RunConfig
+from executor.runner import evaluate_stages, run_inprocess_job
 
 SPLITS = {"mlp": {2: [2], 3: [2, 4]}, "smallcnn": {2: [3], 3: [3, 6]}}
 """Stage boundaries (unit indices): mlp units flatten fc1 relu1 | fc2 relu2 | fc3; smallcnn conv-bn-relu blocks."""
@@ -62,9 +63,8 @@ def main() -> None:
             accs = []
             t0 = time.perf_counter()
             for seed in range(args.seeds):
-                a = parse_run_args([str(plan), "--steps", str(steps), "--data", "digits", "--seed", str(seed),
-                                    "--lr", str(args.lr)])
-                _res, job, ds = run_inprocess_job(a)
+                cfg = RunConfig(plan=plan, steps=steps, data="digits", seed=seed, lr=args.lr)
+                _res, job, ds = run_inprocess_job(cfg)
                 accs.append(evaluate_stages(job.stages, ds, 256))
             mean, std = statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
             rows.append((f"{sched} K={k}", mean, std, accs, time.perf_counter() - t0))

@@ -187,19 +187,16 @@ def measured_step_ms(metrics: dict[str, Any], warmup: int) -> float:
 
 
 def execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
-    """``ddgsim execute PLAN`` in this process (its launcher spawns one process per stage).
+    """Run ``plan`` for real from this process (the launcher spawns one process per stage).
 
     Raises :class:`ExecutionFailed` when the executor exits with a non-zero status.
     """
-    from ddgsim.cli import build_parser
+    from executor.config import RunConfig
+    from executor.launch import launch
 
-    argv = ["execute", str(plan), "--steps", str(steps), "--threads", str(threads), "--data", "synthetic",
-            "--no-eval", "--no-progress", "--metrics", str(metrics),
-            "--backend", "nccl" if device == "cuda" else "gloo"]
-    if trace is not None:
-        argv += ["--trace", str(trace)]
-    args = build_parser().parse_args(argv)
-    code = args.func(args)
+    code = launch(RunConfig(plan=plan, steps=steps, threads=threads, data="synthetic", evaluate=False,
+                            progress=False, metrics=metrics, trace=trace,
+                            backend="nccl" if device == "cuda" else "gloo"))
     if code != 0:
         raise ExecutionFailed(f"executor exit status {code}")
 

@@ -158,7 +158,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def check_cifar_dir(data_dir: str | None) -> Path:
+def check_cifar_dir(data_dir: str | Path | None) -> Path:
     """The CIFAR directory, or a UserError naming the files that were expected."""
     expected = ", ".join([*CIFAR_TRAIN, CIFAR_TEST])
     if not data_dir:
@@ -172,7 +172,7 @@ def check_cifar_dir(data_dir: str | None) -> Path:
     return root
 
 
-def load_cifar10(data_dir: str | None, seed: int = 0, augment: bool = False) -> Dataset:
+def load_cifar10(data_dir: str | Path | None, seed: int = 0, augment: bool = False) -> Dataset:
     """The standard python-pickle CIFAR-10 batches, normalised with the usual mean/std."""
     root = check_cifar_dir(data_dir)
     parts = [_read_cifar_batch(root / n) for n in CIFAR_TRAIN]
@@ -207,7 +207,7 @@ def synthetic(input_shape: tuple[int, ...], num_classes: int, batch_size: int, s
 
 
 def load_data(name: str, *, input_shape: tuple[int, ...], num_classes: int, batch_size: int,
-              seed: int = 0, data_dir: str | None = None, augment: bool = False) -> Dataset:
+              seed: int = 0, data_dir: str | Path | None = None, augment: bool = False) -> Dataset:
     """The dataset ``name``; its sample shape must match the model's input shape."""
     if name == "digits":
         ds = load_digits(seed)

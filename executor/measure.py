@@ -49,23 +49,23 @@ def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("step_ms", "forward_ms", "backward_ms", "update_ms", "wait_ms", "comm_ms")
     return {
         "format": FORMAT,
-        "plan": str(job.args.plan), "model": job.plan.model, "schedule": job.plan.schedule,
+        "plan": str(job.config.plan), "model": job.plan.model, "schedule": job.plan.schedule,
         "stages": job.num_stages, "split": list(job.plan.split), "batch_size": job.plan.batch_size,
-        "micro_batches": job.plan.micro_batches, "steps": job.args.steps, "backend": job.backend,
-        "threads": job.args.threads, "data": job.args.data,
+        "micro_batches": job.plan.micro_batches, "steps": job.config.steps, "backend": job.backend,
+        "threads": job.config.threads, "data": job.config.data,
         "per_stage": [
             {"stage": r["stage"], "device": r["device"], "iterations": r["iterations"],
              **{k: [round(v, 4) for v in r[k]] for k in keys}}
             for r in sorted(reports, key=lambda r: r["stage"])
         ],
-        "losses": [losses.get(t, losses.get(str(t))) for t in range(job.args.steps)],
+        "losses": [losses.get(t, losses.get(str(t))) for t in range(job.config.steps)],
         "test_accuracy": last["test_accuracy"],
         "predicted": job.plan.predicted,
         "summary": {
             "median_step_ms": med,
             "samples_per_s": job.plan.batch_size / (med / 1e3) if steps and med > 0 else float("nan"),
             "wall_s": max(r["wall_s"] for r in reports),
-            "final_loss": losses.get(job.args.steps - 1),
+            "final_loss": losses.get(job.config.steps - 1),
             "test_accuracy": last["test_accuracy"],
             "per_stage_median_ms": {
                 k: [statistics.median(r[k]) if r[k] else 0.0 for r in sorted(reports, key=lambda r: r["stage"])]
@@ -96,19 +96,19 @@ def trace_events(reports: list[dict[str, Any]], K: int) -> tuple[list[TraceEvent
     return events, rows
 
 
-def write_outputs(job: Any, reports: list[dict[str, Any]], metrics_path: str | None, trace_path: str | None) -> None:
+def write_outputs(job: Any, reports: list[dict[str, Any]], metrics_path: Path | None, trace_path: Path | None) -> None:
     if metrics_path:
         write_json_atomic(Path(metrics_path), metrics(job, reports))
     if trace_path:
         events, rows = trace_events(reports, job.num_stages)
         write_trace(trace_path, events, process="measured", rows=rows,
-                    metadata={"plan": str(job.args.plan), "schedule": job.plan.schedule})
+                    metadata={"plan": str(job.config.plan), "schedule": job.plan.schedule})
 
 
 def summarize(job: Any, reports: list[dict[str, Any]]) -> str:
     m = metrics(job, reports)["summary"]
     acc = m["test_accuracy"]
     acc_s = f", test accuracy {100 * acc:.2f}%" if acc is not None else ""
-    return (f"{job.plan.schedule} K={job.num_stages}: {job.args.steps} steps, median step "
+    return (f"{job.plan.schedule} K={job.num_stages}: {job.config.steps} steps, median step "
             f"{m['median_step_ms']:.1f} ms, {m['samples_per_s']:.1f} samples/s, final loss "
             f"{m['final_loss']}{acc_s}")

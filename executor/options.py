@@ -1,11 +1,13 @@
-"""Command-line options of a run, shared by ``python -m executor`` and ``ddgsim execute`` (torch-free)."""
+"""The command-line options of a run and the :class:`~executor.config.RunConfig` they build
+(torch-free; shared by ``ddgsim execute`` and ``python -m executor``)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-BACKENDS = ("auto", "gloo", "nccl")
-DATASETS = ("digits", "cifar10", "synthetic")
+from ddgsim.errors import UserError
+from executor.config import BACKENDS, DATASETS, RunConfig
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,3 +38,40 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="each stage writes its final flat weights and losses to DIR/stage-K.pt")
     p.add_argument("--no-eval", action="store_true", help="skip the test-accuracy pass at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a tty)")
+
+
+def parse_epochs(text: str | None) -> tuple[int, ...]:
+    """``"150,225"`` -> ``(150, 225)``; UserError naming --lr-decay-epochs otherwise."""
+    try:
+        epochs = tuple(int(e) for e in str(text or "").split(",") if e.strip())
+    except ValueError:
+        epochs = (-1,)
+    if any(e <= 0 for e in epochs):
+        raise UserError(f"--lr-decay-epochs must be positive integers separated by commas, got '{text}'")
+    return epochs
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def config_from_args(a: argparse.Namespace) -> RunConfig:
+    """The run configuration of parsed options (UserError naming a bad option)."""
+    return RunConfig(
+        plan=Path(a.plan), steps=a.steps, model=a.model, data=a.data, data_dir=_path(a.data_dir),
+        augment=a.augment, seed=a.seed, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov,
+        weight_decay=a.weight_decay, lr_decay_epochs=parse_epochs(a.lr_decay_epochs),
+        lr_decay_factor=a.lr_decay_factor, backend=a.backend, threads=a.threads, timeout_s=a.timeout_s,
+        checkpoint_dir=_path(a.checkpoint_dir), checkpoint_every=a.checkpoint_every, resume=_path(a.resume),
+        metrics=_path(a.metrics), trace=_path(a.trace), final_weights=_path(a.final_weights),
+        evaluate=not a.no_eval, progress=not a.no_progress,
+    )
+
+
+def parse_run_args(argv: list[str], prog: str = "python -m executor") -> RunConfig:
+    """``python -m executor`` arguments: the run options, or ``--config-json JSON`` (the launcher's)."""
+    if argv[:1] == ["--config-json"] and len(argv) == 2:
+        return RunConfig.from_json(argv[1])
+    parser = argparse.ArgumentParser(prog=prog, description="one stage process of a ddgsim run (torchrun)")
+    add_run_arguments(parser)
+    return config_from_args(parser.parse_args(argv))

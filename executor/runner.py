@@ -35,7 +35,6 @@ peers are closing their sockets: a ``std::terminate`` after the run had finished
 
 from __future__ import annotations
 
-import argparse
 import gc
 import importlib
 import math
@@ -63,8 +62,10 @@ from ddgsim.models.registry import ModelSpec, build_model, get_spec
 from ddgsim.schedule import Action, Schedule, make_schedule
 from executor import checkpoint as ckpt
 from executor.comm import Key, Mailbox, Outbox, PeerError, data_tag
+from executor.config import RunConfig
 from executor.data import Dataset, check_cifar_dir, check_digits, load_data
 from executor.engine import micro_slices
+from executor.options import parse_run_args
 from executor.stage import OptimConfig, StageWorker, StepDecay, flat
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def cross_entropy(out: Tensor, y: Tensor) -> Tensor:
 class Job:
     """Everything a run needs that every rank derives identically from the options."""
 
-    args: argparse.Namespace
+    config: RunConfig
     plan: plan_file.Plan
     spec: ModelSpec
     schedule: Schedule
@@ -150,11 +151,11 @@ class Job:
 
     def key(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed by this job."""
-        a, p = self.args, self.plan
+        a, p = self.config, self.plan
         return {"model": p.model, "split": list(p.split), "schedule": p.schedule,
                 "micro_batches": p.micro_batches, "batch_size": p.batch_size, "seed": a.seed,
                 "data": a.data, "lr": a.lr, "momentum": a.momentum, "nesterov": a.nesterov,
-                "weight_decay": a.weight_decay, "lr_decay_epochs": a.lr_decay_epochs,
+                "weight_decay": a.weight_decay, "lr_decay_epochs": list(a.lr_decay_epochs),
                 "lr_decay_factor": a.lr_decay_factor, "augment": a.augment}
 
 
@@ -166,82 +167,62 @@ def resolve_backend(name: str) -> str:
     return name
 
 
-def prepare(args: argparse.Namespace) -> Job:
-    """Validate the options and the plan (UserError naming the problem) and build the stages."""
-    if args.steps <= 0:
-        raise UserError(f"--steps must be > 0, got {args.steps}")
-    if args.threads <= 0:
-        raise UserError(f"--threads must be > 0, got {args.threads}")
-    if args.timeout_s <= 0:
-        raise UserError(f"--timeout-s must be > 0, got {args.timeout_s}")
-    if args.checkpoint_every < 0 or (args.checkpoint_every > 0 and not args.checkpoint_dir):
-        raise UserError("--checkpoint-every N > 0 needs --checkpoint-dir DIR (and N must be >= 0)")
-    parse_epochs(args.lr_decay_epochs)
-    plan = plan_file.load(args.plan)
-    if args.model is not None and args.model != plan.model:
-        raise UserError(f"plan {args.plan} is for model '{plan.model}', not --model '{args.model}'")
+def prepare(config: RunConfig) -> Job:
+    """Check the plan against the configuration (UserError naming the problem) and build the stages."""
+    plan = plan_file.load(config.plan)
+    if config.model is not None and config.model != plan.model:
+        raise UserError(f"plan {config.plan} is for model '{plan.model}', not --model '{config.model}'")
     spec = get_spec(plan.model)
-    schedule = make_schedule(plan.schedule, plan.num_stages, args.steps, plan.micro_batches)
-    backend = resolve_backend(args.backend)
+    schedule = make_schedule(plan.schedule, plan.num_stages, config.steps, plan.micro_batches)
+    backend = resolve_backend(config.backend)
     k_total = plan.num_stages
     if backend == "nccl" and k_total > torch.cuda.device_count():
         raise UserError(
             f"plan has {k_total} stages but this node has {torch.cuda.device_count()} CUDA devices"
         )
-    if args.data == "cifar10":
-        check_cifar_dir(args.data_dir)
-    if args.data == "digits":
+    if config.data == "cifar10":
+        check_cifar_dir(config.data_dir)
+    if config.data == "digits":
         check_digits()
     from ddgsim.graph import build_stages, split_units
 
-    model = build_model(spec, seed=args.seed)
+    model = build_model(spec, seed=config.seed)
     units = split_units(model, spec.input_shape, batch_size=2)
     if plan.stages[-1].units[1] != len(units):
         raise UserError(
-            f"plan {args.plan} splits {plan.stages[-1].units[1]} units but model '{plan.model}' has "
+            f"plan {config.plan} splits {plan.stages[-1].units[1]} units but model '{plan.model}' has "
             f"{len(units)} units; re-plan for this model"
         )
     for st in plan.stages:
         first = units[st.units[0]].name
         if st.first and st.first != first:
             raise UserError(
-                f"plan {args.plan}: stage {st.stage} starts at unit '{st.first}' but unit {st.units[0]} "
+                f"plan {config.plan}: stage {st.stage} starts at unit '{st.first}' but unit {st.units[0]} "
                 f"of '{plan.model}' is '{first}'; re-plan for this model"
             )
     stages: list[nn.Module] = list(build_stages(units, plan.split))
     feats = [tuple(units[st.units[1] - 1].output_shape[1:]) for st in plan.stages]
-    job = Job(args=args, plan=plan, spec=spec, schedule=schedule, backend=backend, stages=stages, feats=feats)
-    if args.resume:
-        ckpt.check_resumable(Path(args.resume), job.key(), args.steps, k_total,
+    job = Job(config=config, plan=plan, spec=spec, schedule=schedule, backend=backend, stages=stages, feats=feats)
+    if config.resume:
+        ckpt.check_resumable(Path(config.resume), job.key(), config.steps, k_total,
                              load_all=os.environ.get("RANK") is None)
     return job
 
 
-def parse_epochs(text: str | None) -> list[int]:
-    """``"150,225"`` -> ``[150, 225]``; UserError naming --lr-decay-epochs otherwise."""
-    try:
-        epochs = [int(e) for e in str(text or "").split(",") if e.strip()]
-    except ValueError:
-        epochs = [-1]
-    if any(e <= 0 for e in epochs):
-        raise UserError(f"--lr-decay-epochs must be positive integers separated by commas, got '{text}'")
-    return epochs
-
-
-def make_optim(args: argparse.Namespace, batches_per_epoch: int) -> OptimConfig:
-    epochs = parse_epochs(args.lr_decay_epochs)
-    lr: float | StepDecay = args.lr
+def make_optim(config: RunConfig, batches_per_epoch: int) -> OptimConfig:
+    epochs = config.lr_decay_epochs
+    lr: float | StepDecay = config.lr
     if epochs:
-        lr = StepDecay(args.lr, tuple(e * batches_per_epoch for e in epochs), args.lr_decay_factor)
+        lr = StepDecay(config.lr, tuple(e * batches_per_epoch for e in epochs), config.lr_decay_factor)
     try:
-        return OptimConfig(lr=lr, momentum=args.momentum, nesterov=args.nesterov and args.momentum > 0,
-                           weight_decay=args.weight_decay)
+        return OptimConfig(lr=lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
+                           weight_decay=config.weight_decay)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
 
 def dataset_for(job: Job) -> Dataset:
-    a = job.args
+    a = job.config
     return load_data(a.data, input_shape=job.spec.input_shape, num_classes=job.spec.num_classes,
                      batch_size=job.plan.batch_size, seed=a.seed, data_dir=a.data_dir, augment=a.augment)
 
@@ -274,7 +255,7 @@ class StageProcess:
 
     def __init__(self, job: Job, rank: int, device: torch.device) -> None:
         self.job, self.rank, self.device = job, rank, device
-        a = job.args
+        a = job.config
         self.K = job.num_stages
         self.M = job.plan.micro_batches
         self.B = job.plan.batch_size
@@ -313,14 +294,14 @@ class StageProcess:
 
     # -- run ----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        a = self.job.args
+        a = self.job.config
         start = 0
         ready_acts: dict[Key, Tensor] = {}
         ready_grads: dict[Key, Tensor] = {}
         resume_dir = a.resume
         restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
         if not resume_dir and restarts > 0 and self.ckpt_root and ckpt.read_manifest(self.ckpt_root):
-            resume_dir = str(self.ckpt_root)
+            resume_dir = self.ckpt_root
         if resume_dir:
             man = ckpt.check_resumable(Path(resume_dir), self.job.key(), self.N, self.K)
             start = int(man["step"])
@@ -349,7 +330,7 @@ class StageProcess:
         dist.barrier()
         self.t0 = time.perf_counter()
         wall0 = time.time()
-        progress = _Progress(self, enabled=(self.is_last and not a.no_progress and sys.stderr.isatty()))
+        progress = _Progress(self, enabled=(self.is_last and a.progress and sys.stderr.isatty()))
         try:
             cur = start
             for act in actions:
@@ -368,7 +349,7 @@ class StageProcess:
         unconsumed = [(b.peer, k) for b in (self.inbox, self.gradbox) if b is not None for k in b.pending()]
         if unconsumed:  # the schedule and the mailboxes disagree: a bug, never a peer's fault
             raise RuntimeError(f"stage {r}: receives still expected at the end of the run: {unconsumed[:4]}")
-        accuracy = None if a.no_eval else self._evaluate()
+        accuracy = self._evaluate() if a.evaluate else None
         wall = time.time() - wall0
         return self._report(accuracy, wall)
 
@@ -434,7 +415,7 @@ class StageProcess:
     def _end_iteration(self, it: int, progress: _Progress) -> None:
         self.timing.iter_end[it] = time.perf_counter() - self.t0
         progress.update(it)
-        every = self.job.args.checkpoint_every
+        every = self.job.config.checkpoint_every
         done = it + 1
         stop = self.preemption.poll(done) if self.preemption is not None else None
         if stop is not None and done > stop:  # Preemption's bound says this cannot happen
@@ -574,15 +555,15 @@ class _Progress:
             self.bar.stop()
 
 
-def run_inprocess_job(args: argparse.Namespace, record: bool = False) -> tuple[Any, Job, Dataset]:
+def run_inprocess_job(config: RunConfig, record: bool = False) -> tuple[Any, Job, Dataset]:
     """The same job in one process with :func:`executor.engine.run_inprocess` (tests, benchmarks)."""
     from executor.engine import run_inprocess
 
-    job = prepare(args)
+    job = prepare(config)
     ds = dataset_for(job)
-    optim = make_optim(args, ds.batches_per_epoch(job.plan.batch_size))
+    optim = make_optim(config, ds.batches_per_epoch(job.plan.batch_size))
     res = run_inprocess(job.stages, job.schedule, lambda t: ds.batch(t, job.plan.batch_size), cross_entropy,
-                        optim, record=record, seed=args.seed)
+                        optim, record=record, seed=config.seed)
     return res, job, ds
 
 
@@ -600,14 +581,6 @@ def evaluate_stages(stages: list[nn.Module], ds: Dataset, batch_size: int) -> fl
         for m in stages:
             m.train()
     return correct / len(ds.test_y)
-
-
-def parse_run_args(argv: list[str]) -> argparse.Namespace:
-    from executor.options import add_run_arguments
-
-    parser = argparse.ArgumentParser(prog="python -m executor")
-    add_run_arguments(parser)
-    return parser.parse_args(argv)
 
 
 def fault_hook(rank: int, step: int, where: str) -> None:
@@ -638,16 +611,16 @@ class _Session:
         self.group: weakref.ref[Any] | None = None
 
 
-def run_worker(args: argparse.Namespace, session: _Session) -> int:
+def run_worker(config: RunConfig, session: _Session) -> int:
     """One stage process (rank from the launcher's environment); :func:`teardown` ends it."""
     tune_malloc()  # same allocator behaviour as the profiler measured
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(max(1, config.threads))
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    job = prepare(args)
+    job = prepare(config)
     if world != job.num_stages:
-        raise UserError(f"plan {args.plan} has {job.num_stages} stages but {world} processes were started "
+        raise UserError(f"plan {config.plan} has {job.num_stages} stages but {world} processes were started "
                         f"(use --nproc-per-node {job.num_stages})")
     device = torch.device(f"cuda:{local_rank}") if job.backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
@@ -657,7 +630,7 @@ def run_worker(args: argparse.Namespace, session: _Session) -> int:
     importlib.import_module("torch._dynamo")
 
     proc = session.proc = StageProcess(job, rank, device)
-    timeout = timedelta(seconds=args.timeout_s)
+    timeout = timedelta(seconds=config.timeout_s)
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     # The elastic agent keeps one TCPStore across restarts and its workers connect to it
     # without a per-attempt prefix, so a restarted group would read the dead group's gloo
@@ -672,8 +645,8 @@ def run_worker(args: argparse.Namespace, session: _Session) -> int:
     dist.init_process_group(job.backend, store=store, timeout=timeout, rank=rank, world_size=world)
     session.group = weakref.ref(dist.group.WORLD)
     report = proc.run()
-    if args.final_weights:
-        out = Path(args.final_weights)
+    if config.final_weights:
+        out = Path(config.final_weights)
         out.mkdir(parents=True, exist_ok=True)
         ckpt_state = {"weights": report["weights"], "losses": report["losses"], "stage": rank,
                       "test_accuracy": report["test_accuracy"]}
@@ -686,7 +659,7 @@ def run_worker(args: argparse.Namespace, session: _Session) -> int:
     if rank == 0:
         from executor.measure import summarize, write_outputs
 
-        write_outputs(job, [g for g in gathered if g is not None], args.metrics, args.trace)
+        write_outputs(job, [g for g in gathered if g is not None], config.metrics, config.trace)
         print(summarize(job, [g for g in gathered if g is not None]), flush=True)
     return 0
 
@@ -741,16 +714,11 @@ def _is_comm_failure(exc: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m executor PLAN --steps N ...``: one stage process (launched by torchrun)."""
-    from executor.options import add_run_arguments
-
-    parser = argparse.ArgumentParser(prog="python -m executor", description=__doc__.splitlines()[0] if __doc__ else None)
-    add_run_arguments(parser)
-    args = parser.parse_args(argv)
     rank = os.environ.get("RANK", "0")
     session = _Session()
     code = 1
     try:
-        code = run_worker(args, session)
+        code = run_worker(parse_run_args(sys.argv[1:] if argv is None else argv), session)
     except Preempted as stop:
         code = 0 if stop.checkpoint is not None else 1
         if rank == "0":

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from ddgsim.plan_file import Plan
-from executor.runner import parse_run_args, run_inprocess_job
+from executor.options import parse_run_args
+from executor.runner import run_inprocess_job
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = {"mlp": 6, "smallcnn": 9}

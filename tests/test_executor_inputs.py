@@ -136,7 +136,8 @@ def test_nccl_without_cuda_and_too_many_stages(mlp_plan: Path, capsys: pytest.Ca
 
 def test_corrupt_checkpoint(mlp_plan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from executor import checkpoint as ckpt
-    from executor.runner import parse_run_args, prepare
+    from executor.options import parse_run_args
+    from executor.runner import prepare
 
     ck = tmp_path / "ck"
     job = prepare(parse_run_args([str(mlp_plan), "--steps", "5"]))
