@@ -48,7 +48,7 @@ def save(figs: Any, out: str | Path, name: str, title: str, png: str = "auto", i
          png_dir: str | Path = "") -> Path:
     """Write ``OUT/name.html`` (all figures) and, when possible, ``name.png`` (first) / ``name-N.png``
     in ``png_dir`` (default ``out``)."""
-    from ddgsim.figures import export_pngs, write_html
+    from ddgsim.compare.figures import export_pngs, write_html
 
     figs = list(figs) if isinstance(figs, (list, tuple)) else [figs]
     path = write_html(Path(out) / f"{name}.html", figs, title, intro)

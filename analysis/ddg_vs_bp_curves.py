@@ -15,7 +15,7 @@
 # # DDG vs BP: training loss and test accuracy on real data
 #
 # The scikit-learn digits (8×8 images, 10 classes) trained with the executor's exact
-# DDG math, in one process (`executor.runner.run_inprocess_job`, the engine the
+# DDG math, in one process (`ddgsim.execute.runner.run_inprocess_job`, the engine the
 # distributed runner matches bit for bit). `bp` is plain SGD; `ddg` updates stage k
 # with a gradient K−1−k iterations old (`ddg-pipelined` computes the same weights
 # as `ddg`, so it is not drawn twice). Same seed, same data order, same optimizer
@@ -52,12 +52,12 @@ import torch
 from plotly.subplots import make_subplots
 from torch.nn.utils import vector_to_parameters
 
-from ddgsim.graph import split_units
+from ddgsim.profile.units import split_units
 from ddgsim.models.registry import build_model, get_spec
-from ddgsim.plan_file import Plan
-from ddgsim.split import even_split
-from executor.config import RunConfig
-from executor.runner import evaluate_stages, run_inprocess_job
+from ddgsim.plan.format import Plan
+from ddgsim.plan.split import even_split
+from ddgsim.execute.config import RunConfig
+from ddgsim.execute.runner import evaluate_stages, run_inprocess_job
 
 torch.set_num_threads(1)
 

@@ -43,20 +43,20 @@ import json
 import tempfile
 from pathlib import Path
 
-from ddgsim import plan_file
-from ddgsim import profile as profile_format
-from ddgsim.figures import batch_of, events_from_trace, gantt, gantt_pair, steady_window
-from ddgsim.profile_store import get_profile
-from ddgsim.scenario import load_scenario
-from ddgsim.sim import simulate
-from ddgsim.split import even_split
+from ddgsim.plan import format as plan_file
+from ddgsim.profile import format as profile_format
+from ddgsim.compare.figures import batch_of, events_from_trace, gantt, gantt_pair, steady_window
+from ddgsim.profile.store import get_profile
+from ddgsim.predict.scenario import load_scenario
+from ddgsim.predict.event_sim import simulate
+from ddgsim.plan.split import even_split
 from ddgsim.trace import load_trace
 
 trace_path = args.trace
 plan_path = args.plan
 if not trace_path and args.run == "yes":
     from ddgsim.cli import main as ddgsim_main
-    from ddgsim.plan_file import Plan
+    from ddgsim.plan.format import Plan
 
     tmp = Path(tempfile.mkdtemp(prefix="gantt-"))
     plan_path = str(tmp / "plan.json")

@@ -39,7 +39,7 @@ if not Path(args.csv).is_file():
              "`python -m ddgsim validate resnet56 --gpus 1,2 --out DIR` and pass --csv DIR/validation.csv")
 
 # %%
-from ddgsim.validate import error_figure, read_csv, scatter_figure, summarize
+from ddgsim.compare.validate import error_figure, read_csv, scatter_figure, summarize
 
 rows = read_csv(args.csv)
 summary = summarize(rows, args.tolerance)

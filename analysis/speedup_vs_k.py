@@ -17,9 +17,9 @@
 # Predicted speedup over one device (whole model + update on the scenario's fastest
 # device) for ResNet-56/110/1202, every schedule, every bundled scenario and the
 # ideal one, K = 1 .. min(K-max, devices). Solid lines: the planner's split
-# (`ddgsim.planner.search`); dashed: the authors' even split (ceil(n/K) units per
-# stage). Both are priced with the planner's analytic model, which agrees with
-# the SimPy simulator (tests/test_analytic.py). The bundled profiles are CPU
+# (`ddgsim.plan.search.search`); dashed: the authors' even split (ceil(n/K) units per
+# stage). Both are priced with the planner's max-plus model, which agrees with
+# the SimPy simulator (tests/test_max_plus.py). The bundled profiles are CPU
 # profiles: on GPU scenarios, "speed 1.0" means the profiled device, so read those
 # curves as shapes, not absolute numbers. The full sweep takes minutes (ResNet-1202
 # has 606 units to place); narrow it with the options below.
@@ -45,12 +45,12 @@ args = _nb.options(__doc__, [
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ddgsim import planner
-from ddgsim import profile as profile_format
-from ddgsim.analytic import single_device_ms
-from ddgsim.profile_store import bundled_dir
-from ddgsim.scenario import bundled_names, load_scenario
-from ddgsim.split import even_split
+from ddgsim.plan import search as planner
+from ddgsim.profile import format as profile_format
+from ddgsim.predict.max_plus import single_device_ms
+from ddgsim.profile.store import bundled_dir
+from ddgsim.predict.scenario import bundled_names, load_scenario
+from ddgsim.plan.split import even_split
 
 
 def find_bundled(model: str, batch: int):

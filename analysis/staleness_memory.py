@@ -17,7 +17,7 @@
 # For one model and K, every schedule on the same split: the staleness each stage
 # observes in the simulator (updates of that stage between the forward of a batch
 # and the update that uses its gradient; DDG promises K−1−k for code stage k) and
-# the peak-memory breakdown of `ddgsim.memory.stage_memory` (parameters,
+# the peak-memory breakdown of `ddgsim.predict.memory.stage_memory` (parameters,
 # gradients, optimizer state, saved activations of the batches in flight, stashed
 # weight versions, send/receive buffers).
 #
@@ -41,11 +41,11 @@ args = _nb.options(__doc__, [
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ddgsim import planner
-from ddgsim.profile_store import get_profile
-from ddgsim.scenario import load_scenario
-from ddgsim.sim import simulate
-from ddgsim.split import even_split
+from ddgsim.plan import search as planner
+from ddgsim.profile.store import get_profile
+from ddgsim.predict.scenario import load_scenario
+from ddgsim.predict.event_sim import simulate
+from ddgsim.plan.split import even_split
 
 prof, path, source = get_profile(args.model, args.batch_size, progress=False)
 K = args.k

@@ -7,7 +7,7 @@ Configurations (each a real ``ddgsim execute`` run, ``--no-eval``):
 * ``bp`` K=1 with 1 thread, and with 2 threads (one process);
 * ``ddg`` and ``ddg-pipelined`` K=2, one thread per stage process, each at the split
   the planner picks for it on the bundled profile
-  (``scenarios/profiles/resnet110-b128-cpu-t1.json``) and the ``cpu-2core`` scenario.
+  (``ddgsim/scenarios/profiles/resnet110-b128-cpu-t1.json``) and the ``cpu-2core`` scenario.
 
 A run's step time is, per iteration, the longest of the stages' step times; its
 figure is the median over the iterations after ``--warmup``; the reported figure is
@@ -33,8 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ddgsim import profile as profile_mod  # noqa: E402
-from ddgsim.plan_file import Plan  # noqa: E402
+from ddgsim.plan.format import Plan  # noqa: E402
+from ddgsim.profile import format as profile_mod  # noqa: E402
 
 PROFILE = ROOT / "scenarios" / "profiles" / "resnet110-b128-cpu-t1.json"
 SCENARIO = "cpu-2core"
@@ -57,9 +57,9 @@ def predicted_samples_per_s(plan: Path, threads: int) -> float | None:
     """The simulator's prediction for ``plan`` (profile measured with 1 thread)."""
     if threads != 1:
         return None
-    from ddgsim import plan_file
-    from ddgsim.scenario import load_scenario
-    from ddgsim.sim import simulate
+    from ddgsim.plan import format as plan_file
+    from ddgsim.predict.event_sim import simulate
+    from ddgsim.predict.scenario import load_scenario
 
     p = plan_file.load(plan)
     res = simulate(profile_mod.load(PROFILE), p.split, load_scenario(SCENARIO), p.schedule,
@@ -83,8 +83,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    from ddgsim import planner
-    from ddgsim.scenario import load_scenario
+    from ddgsim.plan import search as planner
+    from ddgsim.predict.scenario import load_scenario
 
     prof = profile_mod.load(PROFILE)
     costs = [u.forward_ms + u.backward_ms for u in prof.units]

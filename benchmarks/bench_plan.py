@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ddgsim.profile_store import find_profile
+from ddgsim.profile.store import find_profile
 
 
 def time_command(argv: list[str], reps: int) -> tuple[float, list[float], dict]:

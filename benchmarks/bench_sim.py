@@ -1,15 +1,15 @@
-"""Simulator and analytic-model speed (not a test).
+"""Simulator and max-plus-model speed (not a test).
 
 Run: ``.venv/bin/python benchmarks/bench_sim.py [--iterations 1000] [--splits 20000]``
 
 * SimPy: events per second and wall time to simulate N iterations of a ResNet-1202-like
   model (3 + 600 + 3 units) on K = 8 stages, for each DDG schedule.
   Wall and CPU time are both printed: on a shared machine CPU time is the steadier figure.
-* Analytic: split evaluations per second of ``ddgsim.analytic.periods`` (vectorised over
+* Analytic: split evaluations per second of ``ddgsim.predict.max_plus.periods`` (vectorised over
   splits) for bp, ddg and ddg-pipelined at K = 8, and of building the costs.
 
 The ResNet-1202 profile is synthetic: each residual block of stage g (g = 1, 2, 3) costs
-the median measured ResNet-110 block of that stage (``scenarios/profiles/
+the median measured ResNet-110 block of that stage (``ddgsim/scenarios/profiles/
 resnet110-b128-cpu-t1.json``, same widths and feature-map sizes), the stem and head
 copy ResNet-110's. Without that file, fixed figures of the same order are used.
 """
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ddgsim import profile as profile_format
-from ddgsim.analytic import costs_for_splits, periods
-from ddgsim.profile import Profile, UnitProfile
-from ddgsim.scenario import load_scenario
-from ddgsim.sim import simulate
-from ddgsim.split import even_split
+from ddgsim.plan.split import even_split
+from ddgsim.predict.event_sim import simulate
+from ddgsim.predict.max_plus import costs_for_splits, periods
+from ddgsim.predict.scenario import load_scenario
+from ddgsim.profile import format as profile_format
+from ddgsim.profile.format import Profile, UnitProfile
 
-REAL = Path(__file__).resolve().parent.parent / "scenarios/profiles/resnet110-b128-cpu-t1.json"
+REAL = Path(__file__).resolve().parent.parent / "ddgsim/scenarios/profiles/resnet110-b128-cpu-t1.json"
 
 
 def resnet1202_like() -> tuple[Profile, str]:
@@ -86,7 +86,7 @@ def main() -> None:
     c0 = time.process_time()
     costs = costs_for_splits(prof, cuts, scenario)
     build = time.process_time() - c0
-    print(f"analytic costs for {args.splits} splits: {build * 1e3:.1f} ms CPU ({args.splits / max(build, 1e-9):,.0f} splits/s)")
+    print(f"max-plus costs for {args.splits} splits: {build * 1e3:.1f} ms CPU ({args.splits / max(build, 1e-9):,.0f} splits/s)")
     for name in ("bp", "ddg", "ddg-pipelined"):
         periods(name, costs.row(0))  # compile the program once
         walls, cpus = [], []
@@ -101,7 +101,7 @@ def main() -> None:
         for _ in range(20):
             periods(name, one)
         single = (time.process_time() - c0) / 20
-        print(f"analytic {name:14s}: {args.splits / cpu:,.0f} splits/s per CPU second "
+        print(f"max-plus {name:14s}: {args.splits / cpu:,.0f} splits/s per CPU second "
               f"({args.splits / wall:,.0f}/s wall; median of 3 runs of {args.splits}); one split alone: {single * 1e3:.2f} ms CPU")
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Run: ``.venv/bin/python benchmarks/digits_accuracy.py [--model mlp] [--seeds 5] 
 
 Each configuration trains with the paper's optimizer (SGD, Nesterov momentum 0.9,
 weight decay 5e-4, one optimizer per stage), batch 32, on the fixed 80/20 split,
-through :func:`executor.engine.run_inprocess` — the same StageWorker math the
+through :func:`ddgsim.execute.engine.run_inprocess` — the same StageWorker math the
 distributed runner executes, bit-identical to it on CPU (tests/test_executor_dist.py)
 — and evaluates the final weights on the 359 test images. The seed sets the model
 initialisation, the train/test split and the data order.
@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ddgsim.graph import split_units
+from ddgsim.execute.config import RunConfig
+from ddgsim.execute.runner import evaluate_stages, run_inprocess_job
 from ddgsim.models.registry import build_model, get_spec
-from ddgsim.plan_file import Plan
-from executor.config import RunConfig
-from executor.runner import evaluate_stages, run_inprocess_job
+from ddgsim.plan.format import Plan
+from ddgsim.profile.units import split_units
 
 SPLITS = {"mlp": {2: [2], 3: [2, 4]}, "smallcnn": {2: [3], 3: [3, 6]}}
 """Stage boundaries (unit indices): mlp units flatten fc1 relu1 | fc2 relu2 | fc3; smallcnn conv-bn-relu blocks."""

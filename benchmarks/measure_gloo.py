@@ -2,12 +2,12 @@
 
 Run: ``.venv/bin/python benchmarks/measure_gloo.py [--reps 30]``
 
-The measurement is :func:`ddgsim.calibrate.measure` (also behind ``python -m ddgsim
+The measurement is :func:`ddgsim.profile.calibrate.measure` (also behind ``python -m ddgsim
 calibrate``, which writes the result as a scenario file): rank 0 sends a float32
 tensor of n bytes to rank 1, which sends it back (ping-pong, blocking
 ``dist.send``/``dist.recv``); the one-way time is half the median round trip. Printed:
 the per-size table, the least-squares fit ``latency + bytes/bandwidth``, and the older
-summary behind ``scenarios/hardware/cpu-2core.toml`` — latency = the 4-byte message,
+summary behind ``ddgsim/scenarios/hardware/cpu-2core.toml`` — latency = the 4-byte message,
 bandwidth = median over sizes >= 1 MiB of ``n / (t(n) - latency)``. Each process uses
 one thread, as the ``cpu-2core`` scenario assumes.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ddgsim.calibrate import SIZES, measure
+from ddgsim.profile.calibrate import SIZES, measure
 
 
 def main() -> None:

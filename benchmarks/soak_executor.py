@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ddgsim.plan_file import Plan  # noqa: E402
+from ddgsim.plan.format import Plan  # noqa: E402
 
 UNITS = {"mlp": 6, "smallcnn": 9, "resnet20": 15}
 SPLITS: dict[tuple[str, int], list[int]] = {

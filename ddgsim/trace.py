@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ddgsim.profile import write_json_atomic
+from ddgsim.profile.format import write_json_atomic
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from ddgsim.plan_file import Plan
-from executor.options import parse_run_args
-from executor.runner import run_inprocess_job
+from ddgsim.execute.options import parse_run_args
+from ddgsim.execute.runner import run_inprocess_job
+from ddgsim.plan.format import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = {"mlp": 6, "smallcnn": 9}

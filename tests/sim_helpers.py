@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
-from ddgsim.profile import Profile, UnitProfile
-from ddgsim.scenario import Device, Link, Scenario
+from ddgsim.predict.scenario import Device, Link, Scenario
+from ddgsim.profile.format import Profile, UnitProfile
 
 
 def make_profile(

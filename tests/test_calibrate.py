@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ddgsim.calibrate import Calibration, LinkFit, fit_link, scenario_toml, write_scenario
 from ddgsim.errors import UserError
-from ddgsim.scenario import load_scenario
+from ddgsim.predict.scenario import load_scenario
+from ddgsim.profile.calibrate import Calibration, LinkFit, fit_link, scenario_toml, write_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 

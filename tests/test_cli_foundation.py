@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ddgsim.cli import main
-from ddgsim.profile import load
+from ddgsim.profile.format import load
 
 
 @pytest.fixture(autouse=True)

@@ -54,8 +54,8 @@ def test_k2_ddg_equals_pipelined_and_engine_and_writes_metrics(tmp_path: Path) -
 @pytest.mark.slow
 def test_k1_distributed_equals_plain_sgd(tmp_path: Path) -> None:
     """K = 1 DDG through the launcher = a plain ``loss.backward(); opt.step()`` loop, bit for bit."""
+    from ddgsim.execute.data import load_digits
     from ddgsim.models.registry import build_model, get_spec
-    from executor.data import load_digits
 
     plan = write_plan(tmp_path / "p.json", "mlp", [], "ddg")
     r = execute(str(plan), "--steps", "8", "--data", "digits", "--final-weights", str(tmp_path / "w"))

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from executor.engine import DeadlockError, micro_slices, run_inprocess
-from executor.stage import OptimConfig, StageWorker, StepDecay
+from ddgsim.execute.engine import DeadlockError, micro_slices, run_inprocess
+from ddgsim.execute.stage import OptimConfig, StageWorker, StepDecay
 
 CE = nn.functional.cross_entropy
 OPTIM = OptimConfig(lr=StepDecay(0.1, (3,), 0.5), momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -211,8 +211,8 @@ def test_worker_state_round_trip_rebuilds_graph_bit_identically() -> None:
 
 @pytest.mark.parametrize("name", ["bp", "ddg", "ddg-pipelined", "gpipe", "1f1b"])
 def test_stashed_weight_versions_match_memory_model(name: str) -> None:
-    """Distinct stashed parameter storages besides the live one = ddgsim.memory's stashed_versions."""
-    from ddgsim.memory import in_flight_and_versions
+    """Distinct stashed parameter storages besides the live one = ddgsim.predict.memory's stashed_versions."""
+    from ddgsim.predict.memory import in_flight_and_versions
 
     k_total, m = 3, (2 if name in ("gpipe", "1f1b") else 1)
     sched = schedule_for(name, k_total, 6, m)

@@ -11,8 +11,8 @@ import torch
 
 from ddgsim.cli import main
 from ddgsim.errors import UserError
-from ddgsim.plan_file import Plan
-from executor.data import CIFAR_TEST, CIFAR_TRAIN, load_cifar10, load_data, load_digits
+from ddgsim.execute.data import CIFAR_TEST, CIFAR_TRAIN, load_cifar10, load_data, load_digits
+from ddgsim.plan.format import Plan
 
 
 def write_plan(path: Path, model: str, split: list[int], n_units: int, schedule: str = "ddg") -> Path:
@@ -135,9 +135,9 @@ def test_nccl_without_cuda_and_too_many_stages(mlp_plan: Path, capsys: pytest.Ca
 
 
 def test_corrupt_checkpoint(mlp_plan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from executor import checkpoint as ckpt
-    from executor.options import parse_run_args
-    from executor.runner import prepare
+    from ddgsim.execute import checkpoint as ckpt
+    from ddgsim.execute.options import parse_run_args
+    from ddgsim.execute.runner import prepare
 
     ck = tmp_path / "ck"
     job = prepare(parse_run_args([str(mlp_plan), "--steps", "5"]))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ddgsim.validate import Row, write_csv
+from ddgsim.compare.validate import Row, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYSIS = ROOT / "analysis"
@@ -61,10 +61,10 @@ def test_gantt_simulated_alone_and_against_a_trace(tmp_path: Path) -> None:
     _assert_plotly(tmp_path / "a" / "gantt.html")
     assert '"measured": false' in r.stdout and "simulated only" in (tmp_path / "a" / "gantt.html").read_text()
     # a "measured" trace in the executor's format: the simulator's own timeline of a plan, 8 iterations
-    from ddgsim.plan_file import Plan
-    from ddgsim.profile_store import find_profile
-    from ddgsim.scenario import load_scenario
-    from ddgsim.sim import simulate
+    from ddgsim.plan.format import Plan
+    from ddgsim.predict.event_sim import simulate
+    from ddgsim.predict.scenario import load_scenario
+    from ddgsim.profile.store import find_profile
     from ddgsim.trace import write_trace
 
     prof_path = find_profile("resnet56", 128)
@@ -72,7 +72,7 @@ def test_gantt_simulated_alone_and_against_a_trace(tmp_path: Path) -> None:
     plan = tmp_path / "plan.json"
     Plan.for_split(model="resnet56", split=[16], num_units=33, schedule="ddg-pipelined", batch_size=128,
                    scenario="cpu-2core", profile={"path": str(prof_path)}).save(plan)
-    from ddgsim import profile as profile_format
+    from ddgsim.profile import format as profile_format
 
     sim = simulate(profile_format.load(prof_path), [16], load_scenario("cpu-2core"), "ddg-pipelined", iterations=8)
     trace = tmp_path / "measured.trace.json"
@@ -113,7 +113,7 @@ def test_png_export_is_skipped_with_a_message_without_chromium(monkeypatch: pyte
                                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import plotly.graph_objects as go
 
-    from ddgsim import figures
+    from ddgsim.compare import figures
 
     monkeypatch.setattr(figures, "chromium", lambda: None)
     assert figures.export_png(go.Figure(), tmp_path / "x.png") is False

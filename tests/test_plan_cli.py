@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sim_helpers import make_profile
 
-from ddgsim import plan_file
 from ddgsim.cli import main
+from ddgsim.plan import format as plan_file
 
 
 @pytest.fixture

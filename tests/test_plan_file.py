@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ddgsim import plan_file
 from ddgsim.errors import UserError
+from ddgsim.plan import format as plan_file
 
 
 def _plan() -> plan_file.Plan:

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddgsim import profile_store
 from ddgsim.errors import UserError
-from ddgsim.profile import FORMAT, Profile, UnitProfile, from_json, load
+from ddgsim.profile import store as profile_store
+from ddgsim.profile.format import FORMAT, Profile, UnitProfile, from_json, load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def test_profile_name() -> None:
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """Cache in a temp dir; record every real measurement."""
-    from ddgsim import profiler
+    from ddgsim.profile import measure as profiler
 
     monkeypatch.setenv("DDGSIM_CACHE_DIR", str(tmp_path / "cache"))
     calls: list[str] = []
@@ -187,7 +187,7 @@ def test_bundled_profiles_are_valid_and_found(path: Path, monkeypatch: pytest.Mo
 def test_store_and_registry_do_not_import_torch() -> None:
     code = (
         "import sys, argparse\n"
-        "import ddgsim.profile_store as s, ddgsim.models.registry as r\n"
+        "import ddgsim.profile.store as s, ddgsim.models.registry as r\n"
         "s.find_profile('resnet110', 128); r.get_spec('resnet110')\n"
         "from ddgsim.commands import models, units, profile\n"
         "sub = argparse.ArgumentParser().add_subparsers()\n"

@@ -10,8 +10,8 @@ import torch
 
 from ddgsim.errors import UserError
 from ddgsim.models.registry import build_model, get_spec
-from ddgsim.profile import from_json
-from ddgsim.profiler import profile_model
+from ddgsim.profile.format import from_json
+from ddgsim.profile.measure import profile_model
 
 
 def _profile(name: str, batch: int = 8, **kw):
@@ -143,7 +143,7 @@ def test_cuda_profile() -> None:
 def test_update_cost_is_measured_and_shared_by_parameter_tensors() -> None:
     """The optimizer step is timed for real and shared out by trainable tensors."""
     from ddgsim.models.registry import build_model, get_spec
-    from ddgsim.profiler import profile_model
+    from ddgsim.profile.measure import profile_model
 
     spec = get_spec("mlp")
     prof = profile_model(build_model(spec), name="mlp", input_shape=spec.input_shape, batch_size=8,

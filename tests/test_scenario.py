@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ddgsim.errors import UserError
-from ddgsim.scenario import Device, Link, Scenario, bundled_names, load_scenario
+from ddgsim.predict.scenario import Device, Link, Scenario, bundled_names, load_scenario
 
 BUNDLED = ["cpu-2core", "hetero-4gpu", "nvlink-8gpu", "pcie-4gpu", "two-node-8gpu"]
 

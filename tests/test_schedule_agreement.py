@@ -20,7 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sim_helpers import cases
 
-from ddgsim.analytic import compile_schedule, costs_for_splits, run_recursion
+from ddgsim.execute.engine import run_inprocess
+from ddgsim.execute.stage import OptimConfig
+from ddgsim.predict.event_sim import first_forward_starts, run_schedule
+from ddgsim.predict.max_plus import compile_schedule, costs_for_splits, run_recursion
 from ddgsim.schedule import (
     MICRO_SCHEDULES,
     SCHEDULES,
@@ -30,9 +33,6 @@ from ddgsim.schedule import (
     make_schedule,
     validate,
 )
-from ddgsim.sim import first_forward_starts, run_schedule
-from executor.engine import run_inprocess
-from executor.stage import OptimConfig
 
 
 def micro_ddg(base: Schedule, m_total: int, reverse_backward: bool) -> Schedule:

@@ -83,7 +83,7 @@ def test_plan_file(capsys: pytest.CaptureFixture[str], profile_file: str, tmp_pa
 
 
 def test_bundled_model(capsys: pytest.CaptureFixture[str]) -> None:
-    from ddgsim.profile_store import find_profile
+    from ddgsim.profile.store import find_profile
 
     if find_profile("resnet110", 128) is None:
         pytest.skip("bundled resnet110 profile not present")

@@ -1,4 +1,4 @@
-"""The constants of ddgsim.theory: closed forms, K = 1 reductions, the Levin–May boundary."""
+"""The constants of ddgsim.theory.bounds: closed forms, K = 1 reductions, the Levin–May boundary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from ddgsim import theory
+from ddgsim.theory import bounds as theory
 
 finite = st.floats(min_value=1e-3, max_value=1e3, allow_nan=False)
 

@@ -12,12 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ddgsim import validate as v
-from ddgsim.errors import UserError
-from ddgsim.profile import Profile, UnitProfile
-from ddgsim.scenario import load_scenario
-from ddgsim.split import weighted_split
-from ddgsim.validate import (
+from ddgsim.compare import validate as v
+from ddgsim.compare.validate import (
     COLUMNS,
     ExecutionFailed,
     Options,
@@ -34,6 +30,10 @@ from ddgsim.validate import (
     summarize,
     write_csv,
 )
+from ddgsim.errors import UserError
+from ddgsim.plan.split import weighted_split
+from ddgsim.predict.scenario import load_scenario
+from ddgsim.profile.format import Profile, UnitProfile
 
 ROOT = Path(__file__).resolve().parents[1]
 

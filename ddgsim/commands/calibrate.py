@@ -1,10 +1,10 @@
 """``calibrate``: measure this machine's link and overheads and write a scenario TOML.
 
-    python -m ddgsim calibrate --out scenarios/hardware/local.toml
+    python -m ddgsim calibrate --out ddgsim/scenarios/hardware/local.toml
     python -m ddgsim calibrate --device cuda --sizes 4,1048576,67108864 --reps 50 --out gpus.toml
 
 The file loads with ``--scenario FILE`` (or ``--scenario local`` when written to
-``scenarios/hardware/local.toml``). See :mod:`ddgsim.calibrate` for the method.
+``ddgsim/scenarios/hardware/local.toml``). See :mod:`ddgsim.profile.calibrate` for the method.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def parse_sizes(text: str | None) -> list[int]:
-    from ddgsim.calibrate import SIZES
+    from ddgsim.profile.calibrate import SIZES
 
     if text is None:
         return list(SIZES)
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if out.parent and not out.parent.exists():
         raise UserError(f"--out: folder '{out.parent}' does not exist")
     sizes = parse_sizes(args.sizes)
-    from ddgsim import calibrate
+    from ddgsim.profile import calibrate
 
     print(f"calibrating {args.device}: {len(sizes)} sizes x {args.reps} reps, {args.threads} thread(s) "
           "per process ...", file=sys.stderr, flush=True)

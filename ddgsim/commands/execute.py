@@ -1,6 +1,6 @@
 """``ddgsim execute PLAN --steps N``: run a plan for real, one local process per stage.
 
-Launches ``python -m executor`` K times through PyTorch's elastic launcher
+Launches ``python -m ddgsim.execute`` K times through PyTorch's elastic launcher
 (``torch.distributed.launcher.api.elastic_launch``, the machinery behind
 ``torchrun``), so what runs here is exactly what ``torchrun --nproc-per-node K -m
 executor ...`` runs. Several nodes: run the same command on each with ``--nnodes N
@@ -20,7 +20,7 @@ from ddgsim.errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from executor.options import add_run_arguments
+    from ddgsim.execute.options import add_run_arguments
 
     p = sub.add_parser("execute", help="run a plan for real (one process per stage, torch.distributed)",
                        description=__doc__.splitlines()[0] if __doc__ else None)
@@ -39,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from executor.launch import Nodes, launch
-    from executor.options import config_from_args
+    from ddgsim.execute.launch import Nodes, launch
+    from ddgsim.execute.options import config_from_args
 
     if args.max_restarts < 0:
         raise UserError(f"--max-restarts must be >= 0, got {args.max_restarts}")

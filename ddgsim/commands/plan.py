@@ -32,7 +32,7 @@ def add_parser(subparsers: Any) -> None:
         "plan",
         help="search the splits of a model over N devices and write a plan file",
         description=__doc__.splitlines()[0] if __doc__ else None,
-        epilog="Default scenario: ideal-N (free links). Bundled scenarios: see scenarios/hardware/.",
+        epilog="Default scenario: ideal-N (free links). Bundled scenarios: see ddgsim/scenarios/hardware/.",
     )
     p.add_argument("model", nargs="?", help="model name (see `python -m ddgsim models`) or pkg.module:factory")
     p.add_argument("--profile", metavar="FILE", help="a ddgsim-profile/1 JSON file instead of a model name")
@@ -77,7 +77,7 @@ def _check_args(args: argparse.Namespace) -> list[str]:
 
 
 def _load_profile(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
-    from ddgsim import profile as profile_format
+    from ddgsim.profile import format as profile_format
 
     if args.profile and args.model:
         raise UserError("give either MODEL or --profile FILE, not both")
@@ -88,7 +88,7 @@ def _load_profile(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
         return prof, ref, f"{args.profile} (given)"
     if not args.model:
         raise UserError("give a MODEL (see `python -m ddgsim models`) or --profile FILE")
-    from ddgsim.profile_store import get_profile
+    from ddgsim.profile.store import get_profile
 
     prof, path, source = get_profile(args.model, args.batch_size, "cpu", 1,
                                      progress=not args.no_progress and not args.json)
@@ -99,8 +99,8 @@ def _load_profile(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddgsim.planning import choose, plan_for_k, to_plan
-    from ddgsim.scenario import load_scenario
+    from ddgsim.plan.build import choose, plan_for_k, to_plan
+    from ddgsim.predict.scenario import load_scenario
 
     schedules = _check_args(args)
     profile, profile_ref, profile_note = _load_profile(args)

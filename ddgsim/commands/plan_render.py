@@ -5,11 +5,11 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from ddgsim.planning import KResult, Option, choose
-from ddgsim.profile import Profile
-from ddgsim.scenario import Scenario, bundled_names
-from ddgsim.split import stage_ranges
-from ddgsim.theory import stage_step_limits
+from ddgsim.plan.build import KResult, Option, choose
+from ddgsim.plan.split import stage_ranges
+from ddgsim.predict.scenario import Scenario, bundled_names
+from ddgsim.profile.format import Profile
+from ddgsim.theory.bounds import stage_step_limits
 
 GIB = 2**30
 LABELS = {"planned": "planned", "even": "even (authors')", "parameters": "param-balanced"}

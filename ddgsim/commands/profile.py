@@ -3,7 +3,7 @@
 Launch lines used for the bundled reference profiles::
 
     python -m ddgsim profile resnet110 --batch-size 128 --threads 1 --reps 5 --clock thread \\
-        --no-cache --out scenarios/profiles/resnet110-b128-cpu-t1.json
+        --no-cache --out ddgsim/scenarios/profiles/resnet110-b128-cpu-t1.json
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from ddgsim.commands._args import parse_shape, require_positive
     from ddgsim.errors import UserError
     from ddgsim.models.registry import get_spec
-    from ddgsim.profile import write_json_atomic
-    from ddgsim.profile_store import get_profile
+    from ddgsim.profile.format import write_json_atomic
+    from ddgsim.profile.store import get_profile
 
     require_positive("--batch-size", args.batch_size)
     require_positive("--threads", args.threads)
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 def _summary(prof: object, source: str, path: Path | None, out: Path | None) -> None:
     from rich.console import Console
 
-    from ddgsim.profile import Profile
+    from ddgsim.profile.format import Profile
 
     assert isinstance(prof, Profile)
     fwd = sum(u.forward_ms for u in prof.units)

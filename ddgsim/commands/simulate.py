@@ -49,7 +49,7 @@ def add_parser(subparsers: Any) -> None:
 
 def _read_plan(path: str) -> dict[str, Any]:
     """The plan fields ``simulate`` needs, from a validated ``ddgsim-plan/1`` file."""
-    from ddgsim import plan_file
+    from ddgsim.plan import format as plan_file
 
     plan = plan_file.load(path)
     data = plan.to_json()
@@ -58,7 +58,7 @@ def _read_plan(path: str) -> dict[str, Any]:
 
 
 def _load_profile(args: argparse.Namespace, plan: dict[str, Any] | None, batch: int) -> tuple[Any, str]:
-    from ddgsim import profile as profile_format
+    from ddgsim.profile import format as profile_format
 
     if args.profile:
         return profile_format.load(args.profile), args.profile
@@ -68,7 +68,7 @@ def _load_profile(args: argparse.Namespace, plan: dict[str, Any] | None, batch: 
     model = args.model or (plan or {}).get("model")
     if not isinstance(model, str) or not model:
         raise UserError("give a MODEL, --profile FILE or --plan PLAN")
-    from ddgsim.profile_store import find_profile
+    from ddgsim.profile.store import find_profile
 
     path = find_profile(model, batch)
     if path is None:
@@ -85,11 +85,11 @@ def _positive(option: str, value: int | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddgsim.analytic import min_iterations
-    from ddgsim.scenario import load_scenario
+    from ddgsim.plan.split import check_split, even_split, parse_split
+    from ddgsim.predict.event_sim import simulate
+    from ddgsim.predict.max_plus import min_iterations
+    from ddgsim.predict.scenario import load_scenario
     from ddgsim.schedule import check_schedule_args
-    from ddgsim.sim import simulate
-    from ddgsim.split import check_split, even_split, parse_split
 
     if args.profile and args.model:
         raise UserError("give either MODEL or --profile FILE, not both")
@@ -147,7 +147,7 @@ def _print_tables(r: Any, profile: Any, assumed: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ddgsim.split import stage_ranges
+    from ddgsim.plan.split import stage_ranges
 
     console = Console()
     note = " (assumed: no --scenario given)" if assumed else ""

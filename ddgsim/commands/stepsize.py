@@ -14,8 +14,8 @@ import json
 import math
 from typing import Any
 
-from ddgsim import theory
 from ddgsim.errors import UserError
+from ddgsim.theory import bounds as theory
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,7 +53,7 @@ def validate(stages: int, lipschitz: float, m: float, steps: int | None, f0_gap:
 
 
 def stage_step_limits(stages: int, lipschitz: float) -> list[float]:
-    """Largest stable step of each stage on a quadratic of curvature L (see :mod:`ddgsim.theory`)."""
+    """Largest stable step of each stage on a quadratic of curvature L (see :mod:`ddgsim.theory.bounds`)."""
     validate(stages, lipschitz, 0.0, None, 0.0)
     return theory.stage_step_limits(stages, lipschitz)
 

@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ddgsim.graph import split_units
     from ddgsim.models.registry import build_model
+    from ddgsim.profile.units import split_units
 
     units = split_units(build_model(spec), shape or spec.input_shape)
     table = Table(title=f"{spec.name}: {len(units)} units (split indices are 1..{len(units) - 1})")

@@ -67,7 +67,7 @@ def _ints(text: str, option: str) -> list[int]:
 
 
 def _default_scenario(device: str, k_max: int) -> str:
-    from ddgsim.scenario import bundled_names
+    from ddgsim.predict.scenario import bundled_names
 
     if "local" in bundled_names():
         return "local"
@@ -95,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is not a folder")
 
-    from ddgsim import profile as profile_format
-    from ddgsim import validate as v
+    from ddgsim.compare import validate as v
     from ddgsim.models.registry import get_spec
-    from ddgsim.scenario import load_scenario
+    from ddgsim.predict.scenario import load_scenario
+    from ddgsim.profile import format as profile_format
 
     get_spec(args.model)
     scenario_ref = args.scenario or _default_scenario(args.device, max(stages))
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         path: Path | None = Path(args.profile)
         source = "file"
     else:
-        from ddgsim.profile_store import get_profile
+        from ddgsim.profile.store import get_profile
 
         prof, path, source = get_profile(args.model, args.batch_size, args.device,
                                          threads=args.threads if args.device == "cpu" else None)

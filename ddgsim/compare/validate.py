@@ -1,0 +1,547 @@
+"""Predicted vs measured: run several splits on the executor and compare with the simulator.
+
+For every K and schedule, a few splits are chosen — the planner's optimum, the
+authors' even split and deliberately unbalanced ones — each is simulated
+(``ddgsim.predict.event_sim``) and run for real (``ddgsim execute``: one process per stage, one
+thread each), and the steady-state iteration times are compared.
+
+*Predicted* is the simulator's steady-state period. *Measured* is, from the
+executor's metrics, the median over iterations of the gap between the moments
+the slowest stage finished consecutive iterations, after dropping the first
+``warmup`` gaps (pipeline fill, first-touch allocations). K = 1 is the
+one-process ``bp`` run.
+
+A run whose execution fails is tried once more; if it fails again it is recorded
+as ``failed`` (``status`` and ``error`` columns, measured fields empty) and the
+other runs go on. The statistics and figures use the runs that were measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ddgsim.errors import UserError
+from ddgsim.plan.build import plan_from_prediction
+from ddgsim.plan.split import even_split, imbalance_weights, weighted_split
+from ddgsim.predict.event_sim import simulate
+from ddgsim.predict.scenario import Scenario
+from ddgsim.profile.format import Profile
+
+COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "error_pct",
+           "label", "batch_size", "steps", "scenario", "status", "error", "attempts")
+"""``validation.csv`` columns; the first seven are the contract, the rest context (a file without
+``status``, ``error``, ``attempts`` is read as every run ``ok`` at the first attempt)."""
+
+CSV_NAME = "validation.csv"
+OK = "ok"
+FAILED = "failed"
+ATTEMPTS = 2
+"""Tries per run: the first and one retry."""
+
+
+class ExecutionFailed(RuntimeError):
+    """The executor ran and failed (non-zero exit status); the message is the one-line reason."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """One run to predict and measure."""
+
+    stages: int
+    """K (1: the one-process bp run)."""
+    schedule: str
+    split: tuple[int, ...]
+    label: str
+    """Why this split: ``planned``, ``even``, ``front x2`` (stage 0 gets twice the share) ..."""
+
+    @property
+    def name(self) -> str:
+        cuts = "-".join(map(str, self.split)) or "all"
+        return f"k{self.stages}-{self.schedule}-{cuts}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One line of ``validation.csv``."""
+
+    model: str
+    K: int
+    schedule: str
+    split: str
+    predicted_ms: float
+    measured_ms: float
+    error_pct: float
+    """100 · (predicted − measured) / measured: > 0 when the simulator is pessimistic."""
+    label: str = ""
+    batch_size: int = 0
+    steps: int = 0
+    scenario: str = ""
+    status: str = OK
+    """``ok``, or ``failed``: every attempt failed, ``measured_ms`` and ``error_pct`` are NaN."""
+    error: str = ""
+    """Why the run failed, one line (empty when ok)."""
+    attempts: int = 1
+    """Executions tried: 2 when the first one failed."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @classmethod
+    def from_csv(cls, rec: dict[str, str]) -> Row:
+        return cls(model=rec["model"], K=int(rec["K"]), schedule=rec["schedule"], split=rec["split"],
+                   predicted_ms=_float(rec["predicted_ms"]), measured_ms=_float(rec["measured_ms"]),
+                   error_pct=_float(rec["error_pct"]), label=rec.get("label") or "",
+                   batch_size=int(rec.get("batch_size") or 0), steps=int(rec.get("steps") or 0),
+                   scenario=rec.get("scenario") or "", status=rec.get("status") or OK,
+                   error=rec.get("error") or "", attempts=int(rec.get("attempts") or 1))
+
+
+def _float(text: str | None) -> float:
+    """A CSV number; empty (a failed run's measurement) is NaN."""
+    return float(text) if text and text.strip() else math.nan
+
+
+@dataclass(frozen=True, kw_only=True)
+class Summary:
+    """How close the predictions were over all runs."""
+
+    runs: int
+    median_abs_error_pct: float
+    worst_abs_error_pct: float
+    kendall_tau: float
+    """Kendall τ between predicted and measured times (1: same order)."""
+    kendall_p: float
+    discordant: list[tuple[str, str]] = field(default_factory=list)
+    """Pairs ordered differently although their predictions differ by more than ``tol_pct``."""
+    tol_pct: float = 5.0
+    failed: list[str] = field(default_factory=list)
+    """The runs that failed, each ``K=2 ddg [6] (reason)``; not in ``runs`` nor in the statistics."""
+
+    @property
+    def ranking_preserved(self) -> bool:
+        return not self.discordant
+
+    def lines(self) -> list[str]:
+        rank = "yes" if self.ranking_preserved else f"no ({len(self.discordant)} discordant pair(s))"
+        if not self.runs:
+            rank = "n/a (no run measured)"
+        failed = f", {len(self.failed)} failed (not counted below)" if self.failed else ""
+        return [
+            f"runs: {self.runs}{failed}",
+            *[f"  failed: {f}" for f in self.failed],
+            f"median absolute error: {_pct(self.median_abs_error_pct)}",
+            f"worst absolute error: {_pct(self.worst_abs_error_pct)}",
+            f"Kendall tau (predicted vs measured): {self.kendall_tau:.3f} (p = {self.kendall_p:.3g})",
+            f"ranking preserved (pairs whose predictions differ by > {self.tol_pct:g}%): {rank}",
+            *[f"  measured order differs: {a} vs {b}" for a, b in self.discordant],
+        ]
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.1f}%"
+
+
+# ---------------------------------------------------------------- choosing splits
+
+def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: int, count: int) -> list[RunSpec]:
+    """``count`` distinct splits: planned, even, then unbalanced ones (labels joined on ties)."""
+    from ddgsim.plan.build import plan_for_k
+
+    if stages == 1:
+        return [RunSpec(stages=1, schedule="bp", split=(), label="one process")]
+    found: dict[tuple[int, ...], list[str]] = {}
+    res = plan_for_k(profile, scenario, schedule, stages)
+    if res.planned is not None:
+        found.setdefault(tuple(res.planned.split), []).append("planned")
+    found.setdefault(tuple(even_split(profile.num_units, stages)), []).append("even")
+    for label, w in imbalance_weights(stages):
+        if len(found) >= count:
+            break
+        found.setdefault(tuple(weighted_split(profile, stages, w)), []).append(label)
+    return [RunSpec(stages=stages, schedule=schedule, split=s, label="=".join(labels))
+            for s, labels in list(found.items())[:count]]
+
+
+# ---------------------------------------------------------------- one run
+
+def measured_step_ms(metrics: dict[str, Any], warmup: int) -> float:
+    """Median step time of a run's metrics (:func:`ddgsim.execute.measure.step_times`), first ``warmup`` dropped."""
+    from ddgsim.execute.measure import step_times
+
+    if len({it for st in metrics["per_stage"] for it in st["iterations"]}) < 2:
+        raise UserError("a run needs at least 2 steps to measure an iteration time")
+    gaps = step_times(metrics["per_stage"])
+    kept = gaps[min(warmup, len(gaps) - 1):]
+    return float(statistics.median(kept))
+
+
+def execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
+    """Run ``plan`` for real from this process (the launcher spawns one process per stage).
+
+    Raises :class:`ExecutionFailed` when the executor exits with a non-zero status.
+    """
+    from ddgsim.execute.config import RunConfig
+    from ddgsim.execute.launch import launch
+
+    code = launch(RunConfig(plan=plan, steps=steps, threads=threads, data="synthetic", evaluate=False,
+                            progress=False, metrics=metrics, trace=trace,
+                            backend="nccl" if device == "cuda" else "gloo"))
+    if code != 0:
+        raise ExecutionFailed(f"executor exit status {code}")
+
+
+# ---------------------------------------------------------------- comparing
+
+def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
+    """Errors, Kendall τ and the ranking over the measured (``ok``) rows; failed ones are listed apart."""
+    from scipy.stats import kendalltau
+
+    if not rows:
+        raise UserError("no runs to summarize")
+    failed = [f"{_run_label(r)} ({r.error or 'no reason recorded'})" for r in rows if not r.ok]
+    rows = [r for r in rows if r.ok]
+    if not rows:
+        return Summary(runs=0, median_abs_error_pct=math.nan, worst_abs_error_pct=math.nan, kendall_tau=math.nan,
+                       kendall_p=math.nan, tol_pct=tol_pct, failed=failed)
+    errs = [abs(r.error_pct) for r in rows]
+    pred = [r.predicted_ms for r in rows]
+    meas = [r.measured_ms for r in rows]
+    if len(rows) >= 2 and len(set(pred)) > 1 and len(set(meas)) > 1:
+        res = kendalltau(pred, meas)
+        tau, p = float(res.statistic), float(res.pvalue)
+    else:
+        tau, p = math.nan, math.nan
+    bad = []
+    for a, b in itertools.combinations(rows, 2):
+        if abs(a.predicted_ms - b.predicted_ms) <= tol_pct / 100 * min(a.predicted_ms, b.predicted_ms):
+            continue
+        if (a.predicted_ms - b.predicted_ms) * (a.measured_ms - b.measured_ms) < 0:
+            bad.append((_run_label(a), _run_label(b)))
+    return Summary(runs=len(rows), median_abs_error_pct=float(statistics.median(errs)),
+                   worst_abs_error_pct=max(errs), kendall_tau=tau, kendall_p=p, discordant=bad, tol_pct=tol_pct,
+                   failed=failed)
+
+
+def _run_label(r: Row) -> str:
+    return f"K={r.K} {r.schedule} [{r.split or '-'}]"
+
+
+def failure_line(rows: Sequence[Row]) -> str | None:
+    """``2 of 10 runs failed: resnet20 ddg K=2 split [6] (executor exit status 1, twice); ...``, or None."""
+    failed = [r for r in rows if not r.ok]
+    if not failed:
+        return None
+    what = "; ".join(f"{r.model} {r.schedule} K={r.K} split [{r.split or '-'}] ({r.error or 'no reason recorded'})"
+                     for r in failed)
+    return f"{len(failed)} of {len(rows)} runs failed: {what}"
+
+
+def _num(x: float, spec: str) -> str:
+    """A CSV number; NaN (not measured) is written empty."""
+    return "" if math.isnan(x) else format(x, spec)
+
+
+def write_csv(rows: Sequence[Row], path: Path) -> None:
+    """The whole file, written aside and renamed: a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([r.model, r.K, r.schedule, r.split, _num(r.predicted_ms, ".6g"), _num(r.measured_ms, ".6g"),
+                        _num(r.error_pct, ".2f"), r.label, r.batch_size, r.steps, r.scenario, r.status, r.error,
+                        r.attempts])
+    tmp.replace(path)
+
+
+def read_csv(path: str | Path) -> list[Row]:
+    try:
+        with Path(path).open(newline="") as fh:
+            recs = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    missing = [c for c in COLUMNS[:7] if recs and c not in recs[0]]
+    if missing:
+        raise UserError(f"{path} is not a validation.csv: column '{missing[0]}' is missing")
+    return [Row.from_csv(r) for r in recs]
+
+
+# ---------------------------------------------------------------- figures
+
+def scatter_figure(rows: Sequence[Row], title: str = "Predicted vs measured iteration time") -> Any:
+    """Measured (``ok``) rows only."""
+    import plotly.graph_objects as go
+
+    rows = [r for r in rows if r.ok]
+    fig = go.Figure()
+    times = [r.predicted_ms for r in rows] + [r.measured_ms for r in rows]
+    lo, hi = (min(times) * 0.9, max(times) * 1.1) if times else (0.0, 1.0)
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
+                             line={"color": "#888", "dash": "dash"}))
+    for band in (5, 10):
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo / (1 + band / 100), hi / (1 + band / 100)], mode="lines",
+                                 line={"color": "#ccc", "width": 1}, name=f"±{band}%", legendgroup=f"b{band}"))
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo / (1 - band / 100), hi / (1 - band / 100)], mode="lines",
+                                 line={"color": "#ccc", "width": 1}, showlegend=False, legendgroup=f"b{band}"))
+    symbols = ["circle", "square", "diamond", "triangle-up", "x", "star"]
+    for i, (key, grp) in enumerate(itertools.groupby(sorted(rows, key=lambda r: (r.K, r.schedule)),
+                                                     key=lambda r: (r.K, r.schedule))):
+        g = list(grp)
+        fig.add_trace(go.Scatter(
+            x=[r.measured_ms for r in g], y=[r.predicted_ms for r in g], mode="markers",
+            marker={"size": 11, "symbol": symbols[i % len(symbols)]}, name=f"K={key[0]} {key[1]}",
+            text=[f"split [{r.split or '-'}] {r.label}<br>error {r.error_pct:+.1f}%" for r in g],
+            hovertemplate="%{text}<br>measured %{x:.1f} ms<br>predicted %{y:.1f} ms<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="measured ms / iteration", yaxis_title="predicted ms / iteration",
+                      height=560, width=720)
+    fig.update_xaxes(range=[lo, hi], constrain="domain")
+    fig.update_yaxes(range=[lo, hi], constrain="domain")
+    return fig
+
+
+def error_figure(rows: Sequence[Row], title: str = "Prediction error per run") -> Any:
+    """Measured (``ok``) rows only."""
+    import plotly.graph_objects as go
+
+    rows = [r for r in rows if r.ok]
+    labels = [f"K={r.K} {r.schedule} [{r.split or '-'}] {r.label}" for r in rows]
+    fig = go.Figure(go.Bar(x=labels, y=[r.error_pct for r in rows],
+                           marker_color=["#E45756" if abs(r.error_pct) > 10 else "#F58518" if abs(r.error_pct) > 5
+                                         else "#54A24B" for r in rows],
+                           hovertemplate="%{x}<br>%{y:+.1f}%<extra></extra>"))
+    for y in (-10, -5, 5, 10):
+        fig.add_hline(y=y, line={"color": "#bbb", "dash": "dot"})
+    fig.update_layout(title=title, yaxis_title="(predicted − measured) / measured, %", height=480,
+                      xaxis_tickangle=-30)
+    return fig
+
+
+def runs_table(rows: Sequence[Row]) -> Any:
+    """Every run, failed ones included (red, with the reason): what the CSV holds."""
+    import plotly.graph_objects as go
+
+    head = ["K", "schedule", "split", "label", "predicted ms", "measured ms", "error %", "status"]
+    cols = [[r.K for r in rows], [r.schedule for r in rows], [r.split or "-" for r in rows],
+            [r.label for r in rows], [_num(r.predicted_ms, ".2f") for r in rows],
+            [_num(r.measured_ms, ".2f") or "-" for r in rows], [_num(r.error_pct, "+.1f") or "-" for r in rows],
+            [(OK if r.attempts == 1 else f"{OK} (attempt {r.attempts})") if r.ok else f"{r.status}: {r.error}"
+             for r in rows]]
+    fill = ["#FAD4D4" if not r.ok else "white" for r in rows]
+    failed = sum(not r.ok for r in rows)
+    fig = go.Figure(go.Table(header={"values": head, "align": "left", "fill_color": "#EEE"},
+                             cells={"values": cols, "align": "left", "fill_color": [fill] * len(head)},
+                             columnwidth=[1, 3, 2, 3, 2, 2, 2, 6]))
+    fig.update_layout(title=f"All runs ({failed} failed)" if failed else "All runs",
+                      height=160 + 28 * len(rows), margin={"t": 60, "b": 10})
+    return fig
+
+
+def timeline_figure(sim_trace: Path, measured_trace: Path, title: str, steps: int, sim_iterations: int) -> Any:
+    """Two steady-state iterations, predicted and measured, side by side on one time scale."""
+    from ddgsim.compare.figures import events_from_trace, gantt_pair, steady_window
+    from ddgsim.trace import load_trace
+
+    pred, span_p = steady_window(events_from_trace(load_trace(sim_trace)), sim_iterations // 2)
+    meas, span_m = steady_window(events_from_trace(load_trace(measured_trace)), max(0, steps // 2 - 1))
+    return gantt_pair(pred, meas, title, span_ms=max(span_p, span_m) or None)
+
+
+# ---------------------------------------------------------------- the whole validation
+
+@dataclass(kw_only=True)
+class Options:
+    """What ``ddgsim validate`` was asked for."""
+
+    stages: list[int]
+    schedules: list[str]
+    splits: int = 3
+    steps: int = 10
+    warmup: int | None = None
+    """Gaps dropped before the median; None: K (the pipeline fill)."""
+    threads: int = 1
+    device: str = "cpu"
+    trace: bool = True
+    tol_pct: float = 5.0
+
+
+def plan_runs(profile: Profile, scenario: Scenario, opts: Options) -> list[RunSpec]:
+    runs: list[RunSpec] = []
+    for K in opts.stages:
+        if profile.num_units < K:
+            raise UserError(f"--gpus {K} is more stages than the {profile.num_units} units of '{profile.model}'")
+        if len(scenario.devices) < K:
+            raise UserError(f"--gpus {K} needs {K} devices but scenario '{scenario.name}' has {len(scenario.devices)}")
+        if K == 1:
+            runs += choose_splits(profile, scenario, "bp", 1, 1)
+            continue
+        for sched in opts.schedules:
+            runs += choose_splits(profile, scenario, sched, K, opts.splits)
+    return runs
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _attempt(plan: Path, opts: Options, metrics_path: Path, trace_path: Path | None, warmup: int) -> float | str:
+    """Execute the plan once and measure it: the step time in ms, or why it failed (one line)."""
+    for stale in (metrics_path, trace_path):  # an earlier validate into the same folder left them
+        if stale is not None:
+            stale.unlink(missing_ok=True)
+    try:
+        execute(plan, opts.steps, opts.threads, metrics_path, trace_path, opts.device)
+        if not metrics_path.is_file():
+            return f"the executor exited 0 but wrote no {metrics_path.name}"
+        return measured_step_ms(json.loads(metrics_path.read_text()), warmup)
+    except SystemExit as exc:  # the executor's argument parser
+        return f"executor exit status {exc.code}"
+    except (ExecutionFailed, UserError) as exc:
+        return _one_line(str(exc))
+    except Exception as exc:  # anything else one run raises must not lose the runs measured so far
+        _reraise_signal(exc)
+        return _one_line(f"{type(exc).__name__}: {exc}")
+
+
+def _reraise_signal(exc: Exception) -> None:
+    """Ctrl-C or SIGTERM reaching the launcher (torch elastic's ``SignalException``) stops validate: no retry."""
+    import signal
+
+    api = sys.modules.get("torch.distributed.elastic.multiprocessing.api")
+    if api is not None and isinstance(exc, api.SignalException):
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from exc
+        raise exc
+
+
+def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, scenario_ref: str,
+            opts: Options, out: Path, log: Callable[[str], None] | None = None,
+            warn: Callable[[str], None] | None = None) -> tuple[list[Row], list[Any]]:
+    """Predict and measure every run; write plans, metrics and traces under ``out/runs``.
+
+    ``out/validation.csv`` is rewritten after every run, so an interrupted validation keeps what it
+    measured. A run that fails is tried once more; failing again, it becomes a ``failed`` row (and a
+    note through ``warn``, stderr by default) and the next run starts.
+    """
+    from ddgsim.trace import write_trace
+
+    log = log or _print
+    warn = warn or stderr
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    specs = plan_runs(profile, scenario, opts)
+    log(f"{len(specs)} runs of {opts.steps} steps each")
+    rows: list[Row] = []
+    timelines = []
+    for i, spec in enumerate(specs):
+        sim = simulate(profile, list(spec.split), scenario, spec.schedule)
+        plan = plan_from_prediction(profile, profile_ref, scenario_ref, spec.schedule, spec.split, sim,
+                                    extra={"validation_label": spec.label})
+        plan_path = runs_dir / f"{spec.name}.plan.json"
+        plan.save(plan_path)
+        sim_trace = runs_dir / f"{spec.name}.predicted.trace.json"
+        write_trace(sim_trace, sim.timeline, process=f"predicted {spec.schedule}", rows=list(sim.devices))
+        metrics_path = runs_dir / f"{spec.name}.metrics.json"
+        trace_path = runs_dir / f"{spec.name}.measured.trace.json" if opts.trace else None
+        t0 = time.perf_counter()
+        warm = spec.stages if opts.warmup is None else opts.warmup
+        split = ",".join(map(str, spec.split))
+        what = f"[{i + 1}/{len(specs)}] K={spec.stages} {spec.schedule:<13} split [{split or '-'}] ({spec.label})"
+        note = " ".join(what.split())
+        reasons: list[str] = []
+        measured: float | None = None
+        while measured is None and len(reasons) < ATTEMPTS:
+            got = _attempt(plan_path, opts, metrics_path, trace_path, warm)
+            if isinstance(got, str):
+                reasons.append(got)
+                warn(f"{note}: failed ({got}); "
+                     + ("retrying once" if len(reasons) < ATTEMPTS else "recorded as failed, going on"))
+            else:
+                measured = got
+        row = Row(model=profile.model, K=spec.stages, schedule=spec.schedule, split=split,
+                  predicted_ms=sim.iteration_ms, measured_ms=math.nan, error_pct=math.nan, label=spec.label,
+                  batch_size=profile.batch_size, steps=opts.steps, scenario=scenario.name)
+        if measured is None:
+            error = f"{reasons[0]}, twice" if len(set(reasons)) == 1 else "; then ".join(reasons)
+            row = replace(row, status=FAILED, error=error, attempts=len(reasons))
+            log(f"{what}: predicted {row.predicted_ms:.1f} ms, FAILED ({error})  "
+                f"({time.perf_counter() - t0:.0f} s)")
+        else:
+            row = replace(row, measured_ms=measured, error_pct=100.0 * (sim.iteration_ms - measured) / measured,
+                          attempts=len(reasons) + 1)
+            log(f"{what}: predicted {row.predicted_ms:.1f} ms, measured {row.measured_ms:.1f} ms, "
+                f"error {row.error_pct:+.1f}%  ({time.perf_counter() - t0:.0f} s"
+                f"{', 2nd attempt' if reasons else ''})")
+        rows.append(row)
+        write_csv(rows, out / CSV_NAME)
+        if row.ok and trace_path is not None and (spec.label.startswith("planned") or spec.stages == 1):
+            try:
+                timelines.append(timeline_figure(
+                    sim_trace, trace_path, f"K={spec.stages} {spec.schedule}, split [{split or '-'}] "
+                    f"({spec.label}): two steady-state iterations", opts.steps, sim.iterations))
+            except Exception as exc:  # a figure is not worth the runs still to come
+                warn(f"{note}: no timeline figure ({_one_line(f'{type(exc).__name__}: {exc}')})")
+    return rows, timelines
+
+
+def write_report(path: Path, rows: Sequence[Row], summary: Summary, timelines: Sequence[Any],
+                 header: Sequence[str] = ()) -> Path:
+    from ddgsim.compare.figures import write_html
+
+    title = f"ddgsim validation: {rows[0].model}, batch {rows[0].batch_size}" if rows else "ddgsim validation"
+    measured = [scatter_figure(rows), error_figure(rows)] if any(r.ok for r in rows) else []
+    figs = [*measured, runs_table(rows), *timelines]
+    return write_html(path, figs, title, intro="\n".join([*header, *summary.lines()]))
+
+
+def export_figures(folder: Path, rows: Sequence[Row], summary: Summary, timelines: Sequence[Any]) -> list[Path]:
+    """PNGs for a README: the scatter, the errors, every timeline (where Chromium is present)."""
+    from ddgsim.compare.figures import export_pngs
+
+    model = f"{rows[0].model}, batch {rows[0].batch_size}" if rows else ""
+    head = (f"median |error| {summary.median_abs_error_pct:.1f}%, worst {summary.worst_abs_error_pct:.1f}%, "
+            f"Kendall τ {summary.kendall_tau:.2f}")
+    figs = [("validation-scatter.png", scatter_figure(rows, f"Predicted vs measured ({model})<br><sup>{head}</sup>")),
+            ("validation-errors.png", error_figure(rows, f"Prediction error per run ({model})"))]
+    figs += [(f"validation-timeline-{i + 1}.png", fig) for i, fig in enumerate(timelines)]
+    items = [(fig, folder / name) for name, fig in figs]
+    return [p for _, p in items] if export_pngs(items, width=1100) == len(items) else []
+
+
+def profile_warning(profile: Profile) -> str | None:
+    """A line when the profile's meta says it was measured on a loaded machine or not with 1 thread."""
+    import os
+
+    meta = profile.meta
+    load = meta.get("loadavg_before") or meta.get("loadavg_after")
+    cpus = os.cpu_count() or 1
+    notes = []
+    if isinstance(load, list) and load and float(load[0]) > 0.5 * cpus:
+        notes.append(f"measured under load (load average {load[0]} on {cpus} CPUs)")
+    if profile.threads != 1:
+        notes.append(f"measured with {profile.threads} threads, the executor runs 1 per stage")
+    if not notes:
+        return None
+    return ("warning: profile " + "; ".join(notes) + ". Re-profile on a quiet machine: "
+            f"python -m ddgsim profile {profile.model} --batch-size {profile.batch_size} --threads 1 --no-cache "
+            "--out FILE, then --profile FILE")
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def stderr(msg: str) -> None:
+    sys.stderr.write(msg + "\n")

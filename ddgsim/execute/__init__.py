@@ -1,0 +1,9 @@
+"""Step 4 — execute: run a plan for real, one process per stage (torch.distributed; gloo on
+CPU, NCCL on GPU), computing the DDG update exactly.
+
+``config`` (the run's typed configuration) ← ``options`` (its command line);
+``launch`` (elastic launcher) → ``runner`` (one stage process: ``comm`` messages,
+``stage`` forward/backward/delayed update, ``data``, ``checkpoint``) → ``measure``
+(metrics and trace). ``engine`` runs the same schedule in one process (the reference
+the distributed run must equal bit for bit).
+"""

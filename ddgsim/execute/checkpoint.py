@@ -1,0 +1,114 @@
+"""Checkpoints that lose nothing: per-stage state files plus a manifest written after all stages.
+
+Layout of ``--checkpoint-dir DIR`` (must be visible to every stage process)::
+
+    DIR/manifest.json          {"format": "ddgsim-checkpoint/1", "step": 40, "stages": 2, "job": {...}}
+    DIR/step-00000040/stage-0.pt
+    DIR/step-00000040/stage-1.pt
+
+Each stage writes its file atomically (temp file + ``os.replace``); after a barrier
+rank 0 replaces the manifest, and only then removes older step directories — so
+the manifest always names a complete step. Files are read with
+``torch.load(weights_only=True)``; anything unreadable is a :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddgsim.errors import UserError
+from ddgsim.profile.format import write_json_atomic
+
+FORMAT = "ddgsim-checkpoint/1"
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"step-{step:08d}"
+
+
+def save_stage(root: Path, step: int, stage: int, state: dict[str, Any],
+               fault: Callable[[], None] | None = None) -> Path:
+    """Write one stage's state for ``step`` atomically (``fault``: a test hook run half-way)."""
+    d = step_dir(root, step)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"stage-{stage}.pt"
+    fd, tmp = tempfile.mkstemp(prefix=f".stage-{stage}.", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            if fault is not None:
+                fault()  # tests: may SIGKILL this process with the file written but not yet in place
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_manifest(root: Path, step: int, stages: int, job: dict[str, Any], preempted: bool = False) -> None:
+    """Mark ``step`` complete (``preempted``: written on the way out after a SIGTERM), then drop older steps."""
+    write_json_atomic(root / "manifest.json", {"format": FORMAT, "step": step, "stages": stages, "job": job,
+                                               "preempted": preempted})
+    for old in root.glob("step-*"):
+        if old.is_dir() and old.name != step_dir(root, step).name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest of ``root``; ``None`` if there is none; UserError if it is unreadable."""
+    path = root / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"corrupt checkpoint manifest {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("step"), int):
+        raise UserError(f"corrupt checkpoint manifest {path}: expected format {FORMAT} with an integer step")
+    return data
+
+
+def check_resumable(root: Path, job: dict[str, Any], steps: int, stages: int,
+                    load_all: bool = False) -> dict[str, Any]:
+    """The manifest of ``root`` if it fits this job; UserError naming the mismatch otherwise."""
+    if not root.is_dir():
+        raise UserError(f"--resume {root}: no such directory")
+    man = read_manifest(root)
+    if man is None:
+        raise UserError(f"--resume {root}: no manifest.json (no complete checkpoint there)")
+    for key, want in job.items():
+        have = man.get("job", {}).get(key)
+        if have != want:
+            raise UserError(f"checkpoint {root} was written for {key}={have!r}, this run has {key}={want!r}")
+    if man["step"] > steps:
+        raise UserError(f"checkpoint {root} is at step {man['step']}, beyond --steps {steps}")
+    if man.get("stages") != stages:
+        raise UserError(f"checkpoint {root} has {man.get('stages')!r} stages, this plan has {stages}")
+    for k in range(stages):
+        if not (step_dir(root, man["step"]) / f"stage-{k}.pt").is_file():
+            raise UserError(f"corrupt checkpoint {root}: step {man['step']} lacks stage-{k}.pt")
+        if load_all:
+            load_stage(root, man["step"], k)
+    return man
+
+
+def load_stage(root: Path, step: int, stage: int) -> dict[str, Any]:
+    path = step_dir(root, step) / f"stage-{stage}.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"corrupt checkpoint {path}: {type(exc).__name__}: {first}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("stage") != stage:
+        raise UserError(f"corrupt checkpoint {path}: not a {FORMAT} file of stage {stage}")
+    return state

@@ -1,0 +1,102 @@
+"""The configuration of one run of a plan: a typed, keyword-only value (torch-free).
+
+The command line builds it (:func:`ddgsim.execute.options.config_from_args`), a library user
+builds it directly, and the launcher hands it to every stage process as JSON; nothing
+downstream reads command-line options. Field names are the options' names
+(``timeout_s`` is ``--timeout-s``), so errors name the option a user would change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ddgsim.errors import UserError, choices
+
+BACKENDS = ("auto", "gloo", "nccl")
+DATASETS = ("digits", "cifar10", "synthetic")
+_PATHS = ("plan", "data_dir", "checkpoint_dir", "resume", "metrics", "trace", "final_weights")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything one run of a plan needs besides the plan file itself."""
+
+    plan: Path
+    """The ``ddgsim-plan/1`` file to run."""
+    steps: int
+    """Iterations N (> 0)."""
+    model: str | None = None
+    """Refuse the plan unless it is for this model."""
+    data: str = "synthetic"
+    """Training data: one of :data:`DATASETS`."""
+    data_dir: Path | None = None
+    """CIFAR-10 python batches (``data_batch_1..5``, ``test_batch``)."""
+    augment: bool = False
+    """CIFAR random crop (pad 4) and horizontal flip."""
+    seed: int = 0
+    """Model initialisation, data order and per-stage RNG seed."""
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    lr_decay_epochs: tuple[int, ...] = ()
+    """Epochs where the learning rate is multiplied by ``lr_decay_factor``."""
+    lr_decay_factor: float = 0.1
+    backend: str = "auto"
+    """``gloo`` (CPU), ``nccl`` (CUDA) or ``auto`` (nccl when CUDA is available)."""
+    threads: int = 1
+    """Torch threads per stage process."""
+    timeout_s: float = 60.0
+    """Point-to-point and collective timeout."""
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 0
+    """Checkpoint every N steps (0: never; > 0 needs ``checkpoint_dir``)."""
+    resume: Path | None = None
+    """Continue from the last complete checkpoint in this directory."""
+    metrics: Path | None = None
+    """Write per-stage timings (``ddgsim-metrics/1`` JSON) here."""
+    trace: Path | None = None
+    """Write a Chrome trace of the run here."""
+    final_weights: Path | None = None
+    """Each stage writes its final flat weights and losses to ``DIR/stage-K.pt``."""
+    evaluate: bool = True
+    """Measure test accuracy at the end."""
+    progress: bool = True
+    """Show a progress bar (only on a terminal)."""
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0:
+            raise UserError(f"--steps must be > 0, got {self.steps}")
+        if self.threads <= 0:
+            raise UserError(f"--threads must be > 0, got {self.threads}")
+        if not self.timeout_s > 0:
+            raise UserError(f"--timeout-s must be > 0, got {self.timeout_s}")
+        if self.checkpoint_every < 0 or (self.checkpoint_every > 0 and self.checkpoint_dir is None):
+            raise UserError("--checkpoint-every N > 0 needs --checkpoint-dir DIR (and N must be >= 0)")
+        if any(e <= 0 for e in self.lr_decay_epochs):
+            raise UserError(f"--lr-decay-epochs must be positive integers, got {list(self.lr_decay_epochs)}")
+        if self.data not in DATASETS:
+            raise UserError(f"--data '{self.data}' is not one of {choices(DATASETS)}")
+        if self.backend not in BACKENDS:
+            raise UserError(f"--backend '{self.backend}' is not one of {choices(BACKENDS)}")
+
+    def to_json(self) -> str:
+        """The whole configuration as one JSON object (what the launcher passes to each stage)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for key in _PATHS:
+            data[key] = None if data[key] is None else str(data[key])
+        data["lr_decay_epochs"] = list(self.lr_decay_epochs)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        data: dict[str, Any] = json.loads(text)
+        for key in _PATHS:
+            if data.get(key) is not None:
+                data[key] = Path(data[key])
+        data["lr_decay_epochs"] = tuple(data.get("lr_decay_epochs", ()))
+        return cls(**data)

@@ -1,0 +1,117 @@
+"""Launch a run: one process per stage, through PyTorch's elastic launcher (``ddgsim execute``).
+
+Launches ``python -m ddgsim.execute`` K times through PyTorch's elastic launcher
+(``torch.distributed.launcher.api.elastic_launch``, the machinery behind
+``torchrun``), so what runs here is exactly what ``torchrun --nproc-per-node K -m
+executor ...`` runs. Several nodes: run the same command on each with ``--nnodes N
+--node-rank R --rdzv-endpoint HOST:PORT`` (a c10d rendezvous hosted by node 0); each
+node starts K/N stage processes.
+
+SIGTERM to this process (preemption) is passed to the stages, which stop at one
+common iteration boundary, checkpoint there (``--checkpoint-dir``) and exit; the
+command then exits 0 and the run continues with ``--resume DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ddgsim.errors import UserError
+from ddgsim.execute.config import RunConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class Nodes:
+    """Where the stage processes run: this launcher's share of a (multi-node) job."""
+
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
+    """HOST:PORT of the c10d rendezvous (node 0 hosts it); needed with ``nnodes`` > 1."""
+    rdzv_id: str | None = None
+    max_restarts: int = 0
+    """Restart the whole job up to this many times after a failure (it resumes from a checkpoint)."""
+
+
+def _placement(nodes: Nodes, k_total: int) -> tuple[str, str, int]:
+    """(rendezvous endpoint, run id, processes on this node), UserError naming a bad option."""
+    n = nodes.nnodes
+    if n < 1:
+        raise UserError(f"--nnodes must be >= 1, got {n}")
+    if not 0 <= nodes.node_rank < n:
+        raise UserError(f"--node-rank must be in 0..{n - 1}, got {nodes.node_rank}")
+    if k_total % n:
+        raise UserError(f"the plan's {k_total} stages cannot be spread evenly over --nnodes {n}")
+    if n == 1:
+        return nodes.rdzv_endpoint or "localhost:0", nodes.rdzv_id or f"ddgsim-{uuid.uuid4().hex[:8]}", k_total
+    endpoint = nodes.rdzv_endpoint or ""
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit() or int(port) == 0:
+        raise UserError(f"--nnodes {n} needs --rdzv-endpoint HOST:PORT with a fixed port, got {nodes.rdzv_endpoint!r}")
+    return endpoint, nodes.rdzv_id or f"ddgsim-{host}-{port}", k_total // n
+
+
+def launch(config: RunConfig, nodes: Nodes | None = None) -> int:
+    """Run ``config`` with one process per stage of its plan on this node; the exit status
+    (0 also after a preemption that checkpointed). UserError before anything starts."""
+    nodes = nodes or Nodes()
+    if nodes.max_restarts < 0:
+        raise UserError(f"--max-restarts must be >= 0, got {nodes.max_restarts}")
+    from ddgsim.execute.runner import prepare
+
+    job = prepare(config)  # every UserError before anything starts or is written
+    k_total = job.num_stages
+    endpoint, run_id, nproc = _placement(nodes, k_total)
+    if job.backend == "gloo" and k_total > (os.cpu_count() or 1):
+        sys.stderr.write(f"warning: {k_total} stage processes on {os.cpu_count()} CPU cores; "
+                         "stages will share cores and timings will not reflect the plan\n")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    root = str(Path(__file__).resolve().parents[2])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    os.environ.setdefault("OMP_NUM_THREADS", str(config.threads))
+    from ddgsim.malloc import hugepage_env
+
+    os.environ.update(hugepage_env(dict(os.environ)))  # workers get huge pages for malloc
+    launch_config = LaunchConfig(
+        min_nodes=nodes.nnodes, max_nodes=nodes.nnodes, nproc_per_node=nproc, run_id=run_id,
+        rdzv_backend="c10d", rdzv_endpoint=endpoint, max_restarts=nodes.max_restarts,
+        rdzv_configs={"is_host": nodes.node_rank == 0} if nodes.nnodes > 1 else {},
+        monitor_interval=0.1, start_method="spawn",
+        # time for the stages to agree on a stop, reach it and checkpoint after a SIGTERM
+        shutdown_timeout=int(max(30.0, 2 * config.timeout_s)),
+    )
+    started = time.time()
+    try:
+        elastic_launch(launch_config, sys.executable)("-u", "-m", "ddgsim.execute", "--config-json", config.to_json())
+    except SignalException as exc:
+        return _after_signal(config, exc.sigval, started)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        code = failure.exitcode
+        sys.stderr.write(f"error: stage {rank} failed (exit code {code}); the job was stopped"
+                         f"{' after ' + str(nodes.max_restarts) + ' restart(s)' if nodes.max_restarts else ''}\n")
+        return 2 if code == 2 else 1
+    return 0
+
+
+def _after_signal(config: RunConfig, sig: signal.Signals, started: float) -> int:
+    """0 when the stages checkpointed on the way out (they print the note), 128 + signal otherwise."""
+    from ddgsim.execute.checkpoint import read_manifest
+
+    root = config.checkpoint_dir
+    man = read_manifest(root) if root is not None else None
+    if root is not None and man is not None and man.get("preempted") and (
+            root / "manifest.json").stat().st_mtime >= started:
+        return 0
+    sys.stderr.write(f"error: stopped by {sig.name} before a checkpoint was written"
+                     f"{'' if root else ' (no --checkpoint-dir)'}\n")
+    return 128 + int(sig)

@@ -1,0 +1,114 @@
+"""Measured timings of a run: the ``--metrics`` JSON and the ``--trace`` Chrome trace.
+
+Per stage and per iteration: time in forward, backward, update (compute only),
+waiting (blocked on a receive, ``W`` included), and communication (posting
+receives/sends and waiting for sends to finish). A stage's step time is the time
+between the ends of two consecutive iterations of that stage; the run's step time
+for iteration t is the gap between the moments the *slowest* stage finished t−1
+and t, and the summary reports its median (the first iteration, which includes
+the pipeline's fill, counts only if it is the only one).
+
+Clocks: each process measures from its own ``perf_counter`` right after a barrier,
+so rows of different stages line up to within the barrier's skew (tens of µs on
+one host; across nodes, the network round trip). Link rows show each send from the
+moment it was posted to the moment its completion was observed by the sender
+(completion is polled at action boundaries, so a link bar may end late).
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ddgsim.profile.format import write_json_atomic
+from ddgsim.trace import TraceEvent, write_trace
+
+FORMAT = "ddgsim-metrics/1"
+
+
+def step_times(per_stage: list[dict[str, Any]]) -> list[float]:
+    """The run's step times (ms): gaps between the moments the slowest stage ended consecutive
+    iterations, from each stage's ``iterations`` and ``step_ms`` (a report or a metrics row).
+    A run of one iteration has one step: its end."""
+    ends: dict[int, float] = {}
+    for st in per_stage:
+        for it, end in zip(st["iterations"], itertools.accumulate(st["step_ms"]), strict=True):
+            ends[it] = max(ends.get(it, 0.0), end)
+    its = sorted(ends)
+    steps = [ends[b] - ends[a] for a, b in itertools.pairwise(its)]
+    return steps or [ends[its[0]]] if its else []
+
+
+def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    steps = step_times(reports)
+    med = statistics.median(steps) if steps else float("nan")
+    last = max(reports, key=lambda r: r["stage"])
+    losses = last["losses"]
+    keys = ("step_ms", "forward_ms", "backward_ms", "update_ms", "wait_ms", "comm_ms")
+    return {
+        "format": FORMAT,
+        "plan": str(job.config.plan), "model": job.plan.model, "schedule": job.plan.schedule,
+        "stages": job.num_stages, "split": list(job.plan.split), "batch_size": job.plan.batch_size,
+        "micro_batches": job.plan.micro_batches, "steps": job.config.steps, "backend": job.backend,
+        "threads": job.config.threads, "data": job.config.data,
+        "per_stage": [
+            {"stage": r["stage"], "device": r["device"], "iterations": r["iterations"],
+             **{k: [round(v, 4) for v in r[k]] for k in keys}}
+            for r in sorted(reports, key=lambda r: r["stage"])
+        ],
+        "losses": [losses.get(t, losses.get(str(t))) for t in range(job.config.steps)],
+        "test_accuracy": last["test_accuracy"],
+        "predicted": job.plan.predicted,
+        "summary": {
+            "median_step_ms": med,
+            "samples_per_s": job.plan.batch_size / (med / 1e3) if steps and med > 0 else float("nan"),
+            "wall_s": max(r["wall_s"] for r in reports),
+            "final_loss": losses.get(job.config.steps - 1),
+            "test_accuracy": last["test_accuracy"],
+            "per_stage_median_ms": {
+                k: [statistics.median(r[k]) if r[k] else 0.0 for r in sorted(reports, key=lambda r: r["stage"])]
+                for k in keys
+            },
+        },
+    }
+
+
+def trace_events(reports: list[dict[str, Any]], K: int) -> tuple[list[TraceEvent], list[str]]:
+    events: list[TraceEvent] = []
+    rows = [r["device"] for r in sorted(reports, key=lambda r: r["stage"])]
+    for r in reports:
+        for name, s, e, kind in r["events"]:
+            events.append(TraceEvent(row=r["device"], name=name, start_ms=s, end_ms=e, cat=kind))
+    by_stage = {r["stage"]: r["device"] for r in reports}
+    for r in reports:
+        k = r["stage"]
+        for s, e, name, nbytes in r["sends"]:
+            if name.startswith("act"):
+                dst = by_stage.get(k + 1, "?")
+            elif name.startswith("grad"):
+                dst = by_stage.get(k - 1, "?")
+            else:
+                continue
+            events.append(TraceEvent(row=f"{r['device']}->{dst}", name=name, start_ms=s, end_ms=e,
+                                     cat="link", args={"bytes": nbytes}))
+    return events, rows
+
+
+def write_outputs(job: Any, reports: list[dict[str, Any]], metrics_path: Path | None, trace_path: Path | None) -> None:
+    if metrics_path:
+        write_json_atomic(Path(metrics_path), metrics(job, reports))
+    if trace_path:
+        events, rows = trace_events(reports, job.num_stages)
+        write_trace(trace_path, events, process="measured", rows=rows,
+                    metadata={"plan": str(job.config.plan), "schedule": job.plan.schedule})
+
+
+def summarize(job: Any, reports: list[dict[str, Any]]) -> str:
+    m = metrics(job, reports)["summary"]
+    acc = m["test_accuracy"]
+    acc_s = f", test accuracy {100 * acc:.2f}%" if acc is not None else ""
+    return (f"{job.plan.schedule} K={job.num_stages}: {job.config.steps} steps, median step "
+            f"{m['median_step_ms']:.1f} ms, {m['samples_per_s']:.1f} samples/s, final loss "
+            f"{m['final_loss']}{acc_s}")

@@ -1,0 +1,145 @@
+"""From a profile and a scenario to a plan: search every K, price the baselines, confirm in SimPy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ddgsim.plan import search as planner
+from ddgsim.plan.format import Plan
+from ddgsim.plan.split import even_split, parameter_balanced_split
+from ddgsim.predict.event_sim import SimResult, simulate
+from ddgsim.predict.scenario import Scenario
+from ddgsim.profile.format import Profile
+
+
+@dataclass(frozen=True, kw_only=True)
+class Option:
+    """One split of one schedule, confirmed by the SimPy model."""
+
+    label: str
+    """``planned``, ``even`` (the authors' rule) or ``parameters`` (DeepSpeed's balance)."""
+    schedule: str
+    split: list[int]
+    devices: tuple[str, ...]
+    analytic_ms: float
+    """The search's prediction (closed form / recursion)."""
+    sim: SimResult
+    """The SimPy model's run of the same split."""
+    fits: bool
+
+    @property
+    def iteration_ms(self) -> float:
+        return self.sim.iteration_ms
+
+
+@dataclass(frozen=True, kw_only=True)
+class KResult:
+    """The planned split and the baselines for one number of stages."""
+
+    stages: int
+    schedule: str
+    planned: Option | None
+    baselines: list[Option]
+    overflow: planner.MemoryOverflow | None
+    exact: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _option(
+    label: str, profile: Profile, scenario: Scenario, schedule: str, split: Sequence[int],
+    devices: Sequence[str], micro_batches: int, memory_limit_bytes: float | None,
+    analytic_ms: float | None = None,
+) -> Option:
+    """Simulate one split; it fits if every stage is within its device's memory (or the limit)."""
+    sim = simulate(profile, list(split), scenario, schedule, micro_batches=micro_batches, devices=list(devices))
+    ms = analytic_ms if analytic_ms is not None else planner.evaluate(
+        profile, split, scenario, schedule, devices, micro_batches)
+    fits = (all(sim.memory_fits) if memory_limit_bytes is None
+            else all(m.total <= memory_limit_bytes for m in sim.memory))
+    return Option(label=label, schedule=schedule, split=list(split), devices=tuple(devices),
+                  analytic_ms=ms, sim=sim, fits=fits)
+
+
+def plan_for_k(
+    profile: Profile, scenario: Scenario, schedule: str, stages: int, *,
+    micro_batches: int = 1, memory_limit_bytes: float | None = None,
+) -> KResult:
+    """Search the best split for ``stages`` stages and price the two usual baselines."""
+    res = planner.search(profile, scenario, schedule, stages, micro_batches=micro_batches,
+                         memory_limit_bytes=memory_limit_bytes)
+    planned = None
+    devices: tuple[str, ...]
+    if res.best is not None:
+        devices = res.best.devices
+        planned = _option("planned", profile, scenario, schedule, res.best.split, devices,
+                          micro_batches, memory_limit_bytes, res.best.iteration_ms)
+    else:
+        assert res.overflow is not None
+        devices = res.overflow.devices
+    baselines = []
+    n = profile.num_units
+    for label, split in (("even", even_split(n, stages)),
+                         ("parameters", parameter_balanced_split(profile, stages))):
+        baselines.append(_option(label, profile, scenario, schedule, split, devices, micro_batches,
+                                 memory_limit_bytes))
+    exact = res.best.exact if res.best is not None else True
+    return KResult(stages=stages, schedule=schedule, planned=planned, baselines=baselines,
+                   overflow=res.overflow, exact=exact and res.mapping_exact, notes=res.notes)
+
+
+def choose(results: Sequence[KResult]) -> KResult | None:
+    """The fastest planned option; ties (within 1e-9) go to fewer stages."""
+    best: KResult | None = None
+    for r in results:
+        if r.planned is None:
+            continue
+        if best is None or best.planned is None or r.planned.iteration_ms < best.planned.iteration_ms * (1 - 1e-9):
+            best = r
+    return best
+
+
+def plan_from_prediction(
+    profile: Profile, profile_ref: dict[str, Any], scenario_ref: str, schedule: str, split: Sequence[int],
+    sim: SimResult, *, micro_batches: int = 1, analytic_ms: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Plan:
+    """The ``ddgsim-plan/1`` object of one split whose run the simulator predicted (the one builder:
+    ``plan`` and ``validate`` both write their plans with it)."""
+    predicted: dict[str, Any] = {
+        "iteration_ms": sim.iteration_ms,
+        **({"analytic_iteration_ms": analytic_ms} if analytic_ms is not None else {}),
+        "samples_per_s": sim.samples_per_s,
+        "speedup_vs_1_device": sim.speedup_vs_1_device,
+        "speedup_vs_bp": sim.speedup_vs_bp,
+        "busy_ms": list(sim.busy_ms),
+        "bubble_fraction": list(sim.bubble_fraction),
+        "staleness": list(sim.staleness),
+        "peak_memory_bytes": sim.peak_memory_bytes,
+        "iterations_simulated": sim.iterations,
+    }
+    return Plan.for_split(
+        model=profile.model, split=split, num_units=profile.num_units, schedule=schedule,
+        batch_size=profile.batch_size, micro_batches=micro_batches, devices=sim.devices,
+        unit_names=[u.name for u in profile.units], scenario=scenario_ref, profile=profile_ref,
+        predicted=predicted, extra=dict(extra or {}),
+    )
+
+
+def to_plan(
+    r: KResult, profile: Profile, profile_ref: dict[str, Any], scenario_ref: str,
+    micro_batches: int = 1, extra: dict[str, Any] | None = None,
+) -> Plan:
+    """The ``ddgsim-plan/1`` object of a KResult's planned option."""
+    assert r.planned is not None
+    opt = r.planned
+    baselines = {
+        b.label: {"split": b.split, "iteration_ms": b.iteration_ms, "fits": b.fits,
+                  "gap_pct": 100.0 * (b.iteration_ms / opt.sim.iteration_ms - 1.0)}
+        for b in r.baselines
+    }
+    return plan_from_prediction(
+        profile, profile_ref, scenario_ref, r.schedule, opt.split, opt.sim, micro_batches=micro_batches,
+        analytic_ms=opt.analytic_ms, extra={"baselines": baselines, "search_exact": r.exact, **(extra or {})},
+    )

@@ -1,0 +1,161 @@
+"""The ``ddgsim-plan/1`` file format: a split, a schedule, a device per stage, predictions."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ddgsim.errors import UserError
+from ddgsim.profile.format import read_json, write_json_atomic
+
+FORMAT = "ddgsim-plan/1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StagePlacement:
+    """One stage of a plan: which units, on which device."""
+
+    stage: int
+    """0-based stage index."""
+    device: str
+    """Device name from the scenario (``cpu0``, ``gpu3`` ...)."""
+    units: tuple[int, int]
+    """Half-open unit range ``[start, end)``."""
+    first: str = ""
+    """Name of the first unit (for people reading the file)."""
+    last: str = ""
+    """Name of the last unit."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """A plan the executor runs unchanged and ``simulate --plan`` reproduces."""
+
+    model: str
+    batch_size: int
+    schedule: str
+    split: list[int]
+    """Unit indices where stages 1..K-1 begin (stage 0 starts at unit 0)."""
+    stages: list[StagePlacement]
+    scenario: str = ""
+    """Scenario name or path the prediction was made for."""
+    micro_batches: int = 1
+    profile: dict[str, Any] = field(default_factory=dict)
+    """Reference to the profile: path, model, batch_size, device, threads."""
+    predicted: dict[str, Any] = field(default_factory=dict)
+    """iteration_ms, samples_per_s, speedup_vs_1_device, busy_ms, staleness, peak_memory_bytes."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Anything else the planner records (baselines, search statistics)."""
+
+    @classmethod
+    def for_split(cls, *, model: str, split: Sequence[int], num_units: int, schedule: str, batch_size: int,
+                  micro_batches: int = 1, devices: Sequence[str] = (), unit_names: Sequence[str] = (),
+                  **fields: Any) -> Plan:
+        """The plan running ``split`` of a ``num_units``-unit model: stage k on ``devices[k]``
+        (default ``cpu{k}``), its first/last unit named from ``unit_names`` when given."""
+        bounds = [0, *split, num_units]
+        stages = [
+            StagePlacement(stage=k, device=devices[k] if devices else f"cpu{k}", units=(a, b),
+                           first=unit_names[a] if unit_names else "", last=unit_names[b - 1] if unit_names else "")
+            for k, (a, b) in enumerate(itertools.pairwise(bounds))
+        ]
+        return cls(model=model, batch_size=batch_size, schedule=schedule, split=list(split), stages=stages,
+                   micro_batches=micro_batches, **fields)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"format": FORMAT}
+        data.update(asdict(self))
+        data["stages"] = [
+            {**asdict(s), "units": list(s.units)} for s in self.stages
+        ]
+        return data
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        write_json_atomic(Path(path), self.to_json())
+
+
+def _bad(where: str, key: str, why: str) -> UserError:
+    return UserError(f"malformed plan {where}: field '{key}' {why}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def from_json(data: Any, where: str = "<data>") -> Plan:
+    """Validate a decoded plan and build a :class:`Plan`; the error names the bad field."""
+    if not isinstance(data, dict):
+        raise UserError(f"malformed plan {where}: expected a JSON object")
+    if data.get("format") != FORMAT:
+        raise _bad(where, "format", f"must be '{FORMAT}', got {data.get('format')!r}")
+    for key in ("model", "schedule"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise _bad(where, key, f"must be a non-empty string, got {data.get(key)!r}")
+    if not _is_int(data.get("batch_size")) or data["batch_size"] <= 0:
+        raise _bad(where, "batch_size", f"must be a positive integer, got {data.get('batch_size')!r}")
+    mb = data.get("micro_batches", 1)
+    if not _is_int(mb) or mb <= 0:
+        raise _bad(where, "micro_batches", f"must be a positive integer, got {mb!r}")
+    split = data.get("split")
+    if not isinstance(split, list) or not all(_is_int(s) for s in split):
+        raise _bad(where, "split", f"must be a list of integers, got {split!r}")
+    if any(b <= a for a, b in zip([0, *split], split, strict=False)):
+        raise _bad(where, "split", f"must be strictly increasing and > 0, got {split!r}")
+    stages_raw = data.get("stages")
+    if not isinstance(stages_raw, list) or len(stages_raw) != len(split) + 1:
+        raise _bad(where, "stages", f"must list {len(split) + 1} stages (one more than split entries)")
+    bounds = [0, *split]
+    stages = []
+    for i, st in enumerate(stages_raw):
+        if not isinstance(st, dict):
+            raise _bad(where, f"stages[{i}]", "must be an object")
+        dev = st.get("device")
+        if not isinstance(dev, str) or not dev:
+            raise _bad(where, f"stages[{i}].device", f"must be a device name, got {dev!r}")
+        units = st.get("units")
+        if (
+            not isinstance(units, list)
+            or len(units) != 2
+            or not all(_is_int(u) for u in units)
+            or units[0] != bounds[i]
+            or (i + 1 < len(bounds) and units[1] != bounds[i + 1])
+            or units[1] <= units[0]
+        ):
+            raise _bad(where, f"stages[{i}].units", f"must be [start, end) consistent with split, got {units!r}")
+        stages.append(
+            StagePlacement(
+                stage=i,
+                device=dev,
+                units=(units[0], units[1]),
+                first=str(st.get("first", "")),
+                last=str(st.get("last", "")),
+            )
+        )
+    for key in ("profile", "predicted", "extra"):
+        if key in data and not isinstance(data[key], dict):
+            raise _bad(where, key, "must be an object")
+    return Plan(
+        model=data["model"],
+        batch_size=data["batch_size"],
+        schedule=data["schedule"],
+        split=list(split),
+        stages=stages,
+        scenario=str(data.get("scenario", "")),
+        micro_batches=mb,
+        profile=dict(data.get("profile", {})),
+        predicted=dict(data.get("predicted", {})),
+        extra=dict(data.get("extra", {})),
+    )
+
+
+def load(path: str | os.PathLike[str]) -> Plan:
+    """Read and validate a plan file; unreadable or malformed files raise :class:`UserError`."""
+    return from_json(read_json(path, "plan"), where=str(path))

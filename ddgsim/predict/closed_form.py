@@ -1,0 +1,93 @@
+"""Closed forms of the steady-state period of ``ddg-pipelined``, ``ddg`` and ``bp`` (the first of
+the three timing models: closed forms, the max-plus recursion, the SimPy discrete-event model).
+
+The steady state of every schedule here is a max-plus linear system, so its period
+is the largest mean weight of a cycle of its dependency graph (durations on the
+nodes, transfers on the edges). With f_k, b_k, u_k the forward, backward and update
+time of stage k on its device, and a_k, g_k the activation and gradient transfer
+time across boundary k (stage k → k+1, summed over the route's hops):
+
+* ``ddg-pipelined`` — a cycle leaves stage k with a forward, goes down to stage j,
+  comes back with backwards and closes at stage k's update; it spans j−k+1
+  iterations (stage k backprops batch t at iteration t+K−1−k)::
+
+      P = max over k ≤ j of [u_k + Σ_{i=k..j}(f_i + b_i) + Σ_{i=k..j-1}(a_i + g_i)] / (j−k+1)
+
+* ``ddg`` (the authors' order) — stage k waits, before its next forward, for the
+  gradient stage k+1 sends in the same iteration, so neighbours are coupled::
+
+      P = max( max_k f_k + b_k + u_k,  max_{k<K-1} f_k + a_k + f_{k+1} + b_{k+1} + g_k )
+
+* ``bp`` — the whole round trip, closed by a stage's update (``max_plus.bp_period_closed_form``).
+
+In all three, each link direction carries one message per iteration, so also
+``P ≥`` the longest single hop time. These closed forms agree with the max-plus
+recursion of :mod:`ddgsim.predict.max_plus` and with the SimPy model (property-tested).
+
+The planner's exact search (:mod:`ddgsim.plan.search`) bisects on these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ddgsim.predict import max_plus
+
+CLOSED_FORM = ("ddg-pipelined", "ddg", "bp")
+"""Schedules whose period has a closed form."""
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """Per-stage durations of S splits (arrays of shape (S, K) and (S, K-1))."""
+
+    f: np.ndarray
+    b: np.ndarray
+    u: np.ndarray
+    a: np.ndarray
+    """Activation transfer across boundary k, all hops."""
+    g: np.ndarray
+    """Gradient transfer across boundary k, all hops."""
+    hop_max: np.ndarray
+    """(S,) the longest single hop time (either direction) of any boundary."""
+
+
+def stage_costs(costs: max_plus.Costs) -> StageCosts:
+    """Collapse the recursion's cost arrays to what the closed forms need (M = 1)."""
+    S = costs.forward_ms.shape[0]
+    hop = np.concatenate([costs.act_hop_ms.reshape(S, -1), costs.grad_hop_ms.reshape(S, -1)], axis=1)
+    return StageCosts(
+        f=costs.forward_ms, b=costs.backward_ms, u=costs.update_ms,
+        a=costs.act_hop_ms.sum(axis=2), g=costs.grad_hop_ms.sum(axis=2),
+        hop_max=hop.max(axis=1) if hop.size else np.zeros(S),
+    )
+
+
+def closed_form_period(schedule: str, c: StageCosts) -> np.ndarray:
+    """Steady-state period (S,) of ``ddg-pipelined``, ``ddg`` or ``bp`` (module docstring)."""
+    S, K = c.f.shape
+    work = c.f + c.b
+    if schedule == "ddg-pipelined":
+        best = np.zeros(S)
+        comm = c.a + c.g
+        for k in range(K):
+            total = c.u[:, k].copy()
+            for j in range(k, K):
+                total = total + work[:, j]
+                best = np.maximum(best, total / (j - k + 1))
+                if j < K - 1:
+                    total = total + comm[:, j]
+    elif schedule == "ddg":
+        best = np.max(work + c.u, axis=1)
+        if K > 1:
+            pair = c.f[:, :-1] + c.a + work[:, 1:] + c.g
+            best = np.maximum(best, pair.max(axis=1))
+    elif schedule == "bp":
+        comm = np.concatenate([c.a + c.g, np.zeros((S, 1))], axis=1)
+        tail = np.cumsum((work + comm)[:, ::-1], axis=1)[:, ::-1]
+        best = np.max(tail + c.u, axis=1)
+    else:
+        raise ValueError(f"no closed form for schedule '{schedule}'")
+    return np.asarray(np.maximum(best, c.hop_max))

@@ -1,0 +1,276 @@
+"""SimPy discrete-event model of a schedule on a hardware scenario.
+
+Each device is a ``simpy.Resource`` (capacity 1), each direction of each link another;
+one process per stage runs its action list in order; every message is its own
+process that crosses the hops of its route one after the other (store-and-forward),
+holding each link direction while on it. Durations and message sizes are those of
+:mod:`ddgsim.predict.max_plus` (see its docstring for the exact rules); the two models agree
+exactly whenever each link direction carries one flow. The run is deterministic:
+SimPy orders simultaneous events by insertion, and nothing here is random.
+
+Steady state: run N iterations (default 4K+8); for each stage take the mean spacing
+of its batches' first-forward start times over the second half of the run; report the
+largest (see :mod:`ddgsim.predict.max_plus` for why the slowest stage).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from ddgsim.errors import UserError
+from ddgsim.plan.split import check_split, stage_ranges
+from ddgsim.predict.max_plus import (
+    UPDATE_GB_S,
+    Costs,
+    costs_for_splits,
+    default_iterations,
+    min_iterations,
+    periods,
+    single_device_ms,
+    steady_period,
+)
+from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, StageMemory, stage_memory
+from ddgsim.predict.scenario import Scenario
+from ddgsim.profile.format import Profile
+from ddgsim.schedule import Action, Message, Schedule, make_schedule, staleness_of
+from ddgsim.trace import TraceEvent
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkStats:
+    """Steady-state load of one link direction."""
+
+    src: str
+    """Sending device."""
+    dst: str
+    """Receiving device."""
+    bytes_per_iteration: float
+    """Bytes crossing this direction per iteration (all messages routed over it)."""
+    busy_ms: float
+    """Time per iteration this direction is occupied (latency included)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimResult:
+    """What one simulation predicts; times are ms per iteration in steady state."""
+
+    schedule: str
+    """Schedule name."""
+    scenario: str
+    """Scenario name."""
+    devices: tuple[str, ...]
+    """Device of each stage."""
+    split: tuple[int, ...]
+    """Unit indices where stages 1..K-1 begin."""
+    micro_batches: int
+    """M (1 unless gpipe/1f1b)."""
+    iterations: int
+    """N, the simulated iterations."""
+    batch_size: int
+    """Samples per iteration (from the profile)."""
+    iteration_ms: float
+    """Steady-state period (see the module docstring)."""
+    samples_per_s: float
+    """batch_size / iteration time."""
+    single_device_ms: float
+    """Whole model (compute + update) on the scenario's fastest device."""
+    speedup_vs_1_device: float
+    """single_device_ms / iteration_ms."""
+    bp_iteration_ms: float
+    """Same split and devices under ``bp``."""
+    speedup_vs_bp: float
+    """bp_iteration_ms / iteration_ms."""
+    busy_ms: tuple[float, ...]
+    """Compute per iteration on each stage (F + B + U)."""
+    idle_ms: tuple[float, ...]
+    """iteration_ms − busy_ms per stage."""
+    bubble_fraction: tuple[float, ...]
+    """idle_ms / iteration_ms per stage."""
+    links: tuple[LinkStats, ...]
+    """Every link direction that carries traffic."""
+    staleness: tuple[int, ...]
+    """Observed steady-state staleness per stage (U's between F and U of the last batch)."""
+    memory: tuple[StageMemory, ...]
+    """Peak-memory breakdown per stage."""
+    memory_fits: tuple[bool, ...]
+    """Peak memory ≤ the device's memory, per stage."""
+    analytic_exact: bool
+    """True when no link direction carries two flows: :mod:`ddgsim.predict.max_plus` then gives exactly this period."""
+    events: int
+    """SimPy events processed."""
+    wall_s: float
+    """Wall time of the SimPy run."""
+    timeline: list[TraceEvent] = field(repr=False, default_factory=list)
+    """Every compute action and every hop of every message, in ms."""
+
+    @property
+    def peak_memory_bytes(self) -> list[int]:
+        return [m.total for m in self.memory]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready dict (no timeline)."""
+        return {
+            "schedule": self.schedule, "scenario": self.scenario, "devices": list(self.devices),
+            "split": list(self.split), "micro_batches": self.micro_batches,
+            "iterations": self.iterations, "batch_size": self.batch_size,
+            "iteration_ms": self.iteration_ms, "samples_per_s": self.samples_per_s,
+            "single_device_ms": self.single_device_ms, "speedup_vs_1_device": self.speedup_vs_1_device,
+            "bp_iteration_ms": self.bp_iteration_ms, "speedup_vs_bp": self.speedup_vs_bp,
+            "busy_ms": list(self.busy_ms), "idle_ms": list(self.idle_ms),
+            "bubble_fraction": list(self.bubble_fraction), "staleness": list(self.staleness),
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "memory": [dict(m.__dict__, total=m.total) for m in self.memory],
+            "memory_fits": list(self.memory_fits),
+            "links": [dict(link.__dict__) for link in self.links],
+            "analytic_exact": self.analytic_exact, "events": self.events,
+        }
+
+
+def run_schedule(schedule: Schedule, costs: Costs) -> tuple[list[TraceEvent], list[list[Action]], int]:
+    """Run the action lists in SimPy; return (timeline, executed order per stage, events)."""
+    if costs.forward_ms.shape[0] != 1:
+        raise ValueError("run_schedule() takes the costs of one split")
+    K = schedule.stages
+    env = simpy.Environment()
+    device = [simpy.Resource(env, capacity=1) for _ in range(K)]
+    hops = {h for r in costs.act_hops + costs.grad_hops for h in r}
+    link = {h: simpy.Resource(env, capacity=1) for h in sorted(hops)}
+    arrived: dict[Message, simpy.Event] = {}
+    timeline: list[TraceEvent] = []
+    executed: list[list[Action]] = [[] for _ in range(K)]
+    f = costs.forward_ms[0].tolist()
+    b = costs.backward_ms[0].tolist()
+    u = costs.update_ms[0].tolist()
+    routes = {"act": costs.act_hops, "grad": costs.grad_hops}
+    hop_ms = {"act": [costs.act_hop_ms[0, k].tolist() for k in range(K - 1)],
+              "grad": [costs.grad_hop_ms[0, k].tolist() for k in range(K - 1)]}
+
+    def message(msg: Message) -> simpy.Event:
+        if msg not in arrived:
+            arrived[msg] = env.event()
+        return arrived[msg]
+
+    def transfer(msg: Message, name: str) -> Generator[simpy.Event, Any, None]:
+        route = routes[msg.kind][msg.boundary]
+        for hop, ms in zip(route, hop_ms[msg.kind][msg.boundary][: len(route)], strict=True):
+            with link[hop].request() as req:
+                yield req
+                start = env.now
+                yield env.timeout(ms)
+                timeline.append(TraceEvent(row=f"{hop[0]}->{hop[1]}", name=name, start_ms=start, end_ms=env.now, cat="link"))
+        message(msg).succeed()
+
+    def stage(k: int) -> Generator[simpy.Event, Any, None]:
+        dev = costs.devices[k]
+        for a in schedule.actions[k]:
+            start = env.now
+            waits = [message(msg) for msg in schedule.needs(a)]
+            if len(waits) == 1:
+                yield waits[0]
+            elif waits:
+                yield simpy.AllOf(env, waits)
+            if a.kind == "W":  # blocks the stage, not the device; shown as a wait interval
+                executed[k].append(a)
+                timeline.append(TraceEvent(row=dev, name=repr(a), start_ms=start, end_ms=env.now, cat="W"))
+                continue
+            ms = {"F": f[k], "B": b[k], "U": u[k]}[a.kind]
+            with device[k].request() as req:
+                yield req
+                start = env.now
+                yield env.timeout(ms)
+            executed[k].append(a)
+            timeline.append(TraceEvent(row=dev, name=repr(a), start_ms=start, end_ms=env.now, cat=a.kind))
+            sent = schedule.sends(a)
+            if sent is not None:
+                env.process(transfer(sent, f"{'act' if sent.kind == 'act' else 'grad'} {a!r}"))
+
+    procs = [env.process(stage(k)) for k in range(K)]
+    events = 0
+    while True:
+        try:
+            env.step()
+        except simpy.core.EmptySchedule:
+            break
+        events += 1
+    stuck = [k for k, p in enumerate(procs) if p.is_alive]
+    if stuck:
+        raise ValueError(f"schedule '{schedule.name}' deadlocked on stage(s) {stuck}; validate() it")
+    return timeline, executed, events
+
+
+def first_forward_starts(timeline: Sequence[TraceEvent], device: str, iterations: int) -> list[float]:
+    """Start time of the first forward of each batch on ``device``."""
+    first: dict[int, float] = {}
+    for e in timeline:
+        if e.row == device and e.cat == "F":
+            t = Action.from_str(e.name).batch
+            first[t] = min(first.get(t, e.start_ms), e.start_ms)
+    return [first[t] for t in range(iterations)]
+
+
+def link_stats(costs: Costs) -> tuple[LinkStats, ...]:
+    """Bytes and busy time per iteration of every loaded link direction (M messages each way)."""
+    M = costs.micro_batches
+    load: dict[tuple[str, str], list[float]] = {}
+    for routes, hop_ms in ((costs.act_hops, costs.act_hop_ms), (costs.grad_hops, costs.grad_hop_ms)):
+        for k, route in enumerate(routes):
+            for h, hop in enumerate(route):
+                acc = load.setdefault(hop, [0.0, 0.0])
+                acc[0] += M * float(costs.message_bytes[0, k])
+                acc[1] += M * float(hop_ms[0, k, h])
+    return tuple(LinkStats(src=s, dst=d, bytes_per_iteration=v[0], busy_ms=v[1]) for (s, d), v in sorted(load.items()))
+
+
+def simulate(
+    profile: Profile,
+    split: Sequence[int],
+    scenario: Scenario,
+    schedule: str = "ddg",
+    *,
+    iterations: int | None = None,
+    micro_batches: int = 1,
+    devices: Sequence[str] | None = None,
+    optimizer_buffers: int = SGD_MOMENTUM_BUFFERS,
+    update_gb_s: float = UPDATE_GB_S,
+) -> SimResult:
+    """Simulate ``schedule`` for ``split`` on ``scenario`` and collect the predictions."""
+    split = check_split(split, profile.num_units)
+    K = len(split) + 1
+    n = default_iterations(K) if iterations is None else iterations
+    if n < min_iterations(K):
+        raise UserError(f"iterations must be >= {min_iterations(K)} for K = {K} stages (2K+2), got {n}")
+    sched = make_schedule(schedule, K, n, micro_batches)
+    costs = costs_for_splits(profile, [split], scenario, devices, micro_batches, update_gb_s)
+    t0 = time.perf_counter()
+    timeline, executed, events = run_schedule(sched, costs)
+    wall = time.perf_counter() - t0
+    starts = np.array([first_forward_starts(timeline, dev, n) for dev in costs.devices])
+    period = float(steady_period(starts))
+    bp_costs = costs if micro_batches == 1 else costs_for_splits(profile, [split], scenario, devices, 1, update_gb_s)
+    bp_ms = float(periods("bp", bp_costs, n)[0])
+    fastest = max(d.speed for d in scenario.devices)
+    single = single_device_ms(profile, fastest, update_gb_s)
+    busy = costs.busy_ms()[0].tolist()
+    stale = []
+    for k in range(K):
+        seen = staleness_of(executed[k])
+        stale.append(seen[max(seen)] if seen else 0)
+    mem = stage_memory(profile, stage_ranges(split, profile.num_units), sched, optimizer_buffers)
+    fits = tuple(m.total <= scenario.device(d).memory_bytes for m, d in zip(mem, costs.devices, strict=True))
+    return SimResult(
+        schedule=schedule, scenario=scenario.name, devices=costs.devices, split=tuple(split),
+        micro_batches=micro_batches, iterations=n, batch_size=profile.batch_size,
+        iteration_ms=period, samples_per_s=profile.batch_size * 1e3 / period if period > 0 else float("inf"),
+        single_device_ms=single, speedup_vs_1_device=single / period if period > 0 else float("inf"),
+        bp_iteration_ms=bp_ms, speedup_vs_bp=bp_ms / period if period > 0 else float("inf"),
+        busy_ms=tuple(busy), idle_ms=tuple(period - x for x in busy),
+        bubble_fraction=tuple((period - x) / period if period > 0 else 0.0 for x in busy),
+        links=link_stats(costs), staleness=tuple(stale), memory=tuple(mem), memory_fits=fits,
+        analytic_exact=not costs.shared_links(), events=events, wall_s=wall, timeline=timeline,
+    )

@@ -1,0 +1,361 @@
+"""Steady-state timing as a max-plus recursion over the action lists, vectorised over splits.
+
+Semantics (identical to :mod:`ddgsim.predict.event_sim`, which checks them event by event):
+
+* Durations on stage k's device (speed s): ``F`` = forward_ms(stage)/(s·M),
+  ``B`` = backward_ms(stage)/(s·M) — a micro-batch costs 1/M of the batch (linear
+  scaling; real kernels are less efficient on small batches, so this flatters
+  ``gpipe``/``1f1b``) — ``U`` = ``update_ms`` once per iteration, ``W`` = 0.
+* ``U`` cost: the profile's measured ``update_ms`` per unit (the profiler times the
+  executor's SGD step right after a backward and shares it out by parameter tensors),
+  divided by the device speed. Profiles without it fall back to a bandwidth model:
+  SGD with momentum moves 5 × param_bytes at ``update_gb_s`` (default 10 GB/s ≈
+  STREAM triad on one core) — far too cheap for many small tensors on a CPU.
+* After ``F k t m`` ends (k < K-1) the boundary's ``output_bytes``/M travel to stage
+  k+1; after ``B k t m`` ends (k > 0) the same number of bytes travel back to k-1.
+  Each hop of the route is a FIFO server per link direction (store-and-forward);
+  sends are asynchronous, compute goes on.
+* Start of an action = max(end of the previous action of its stage, arrival of the
+  message it needs). Messages on one link direction are served in the order this
+  recursion produces them, which is the order of the sending stage's list. That is
+  exactly the simulator's FIFO order whenever each link direction carries one flow
+  (one boundary, one direction) — true for every bundled scenario with the default
+  mapping, for chains, and for meshes whose direct links are the lowest-latency
+  routes. When routes of different boundaries share a link direction the two models
+  may order messages differently (documented gap; ``Costs.shared_links()`` and
+  ``SimResult.analytic_exact`` say when).
+* Period: with ``s_{k,t}`` the start of stage k's first forward of batch t and
+  ``h = N // 2``, period = max_k (s_{k,N-1} − s_{k,h})/(N−1−h): each stage's mean
+  iteration time over the second half of the run (warm-up is over, the lists have no
+  drain phase; over a whole number of cycles when the spacings repeat with a cycle
+  c ≤ K, see :func:`steady_period`), then the slowest stage. Taking the slowest
+  stage matters: a stage with slack (e.g. stage 0 under ``ddg-pipelined`` when the
+  last stage is the bottleneck) runs faster than the steady state for as long as its
+  slack lasts — unboundedly long when its own cost is close to the bottleneck's —
+  while the bottleneck stage ticks at the steady period soon after warm-up. The
+  executor should measure its iteration time the same way (pass measured start
+  times to :func:`steady_period`) so predicted and measured figures compare.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ddgsim.errors import UserError, choices
+from ddgsim.predict.scenario import Scenario
+from ddgsim.profile.format import Profile
+from ddgsim.schedule import Message, Schedule, execution_order, make_schedule
+
+UPDATE_GB_S = 10.0
+"""Memory bandwidth assumed for the optimizer step on the profiled device (GB/s)."""
+UPDATE_TRAFFIC = 5
+"""Bytes moved per parameter byte by SGD with momentum (read w, g, m; write w, m)."""
+
+
+def default_iterations(stages: int) -> int:
+    """4K + 8: warm-up (at most K-1 iterations) is well inside the first half."""
+    return 4 * stages + 8
+
+
+def min_iterations(stages: int) -> int:
+    """The second half of the run must start after the longest warm-up (K-1 iterations)."""
+    return 2 * stages + 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Costs:
+    """Durations of S candidate splits on one device mapping (leading axis S)."""
+
+    devices: tuple[str, ...]
+    """Device of each stage."""
+    micro_batches: int
+    """M: F and B durations and message sizes below are per micro-batch."""
+    forward_ms: np.ndarray
+    """(S, K): one ``F`` on the stage's device."""
+    backward_ms: np.ndarray
+    """(S, K): one ``B``."""
+    update_ms: np.ndarray
+    """(S, K): one ``U``."""
+    message_bytes: np.ndarray
+    """(S, K-1): bytes of one message across boundary k → k+1 (and of its gradient)."""
+    act_hops: tuple[tuple[tuple[str, str], ...], ...]
+    """Per boundary k: the hops of the route from stage k to stage k+1."""
+    grad_hops: tuple[tuple[tuple[str, str], ...], ...]
+    """Per boundary k: the hops of the route from stage k+1 back to stage k."""
+    act_hop_ms: np.ndarray
+    """(S, K-1, H): time on hop h of the activation message (0 past the route's end)."""
+    grad_hop_ms: np.ndarray
+    """(S, K-1, H): time on hop h of the gradient message."""
+
+    @property
+    def stages(self) -> int:
+        return int(self.forward_ms.shape[1])
+
+    def row(self, i: int) -> Costs:
+        """The costs of candidate ``i`` alone (S = 1)."""
+        sl = slice(i, i + 1)
+        return Costs(
+            devices=self.devices, micro_batches=self.micro_batches,
+            forward_ms=self.forward_ms[sl], backward_ms=self.backward_ms[sl],
+            update_ms=self.update_ms[sl], message_bytes=self.message_bytes[sl],
+            act_hops=self.act_hops, grad_hops=self.grad_hops,
+            act_hop_ms=self.act_hop_ms[sl], grad_hop_ms=self.grad_hop_ms[sl],
+        )
+
+    def shared_links(self) -> list[tuple[str, str]]:
+        """Link directions that carry more than one flow (boundary × direction).
+
+        Where this is empty the recursion is exactly the simulator; otherwise the two
+        may serve messages on those links in a different order.
+        """
+        users: dict[tuple[str, str], int] = {}
+        for route in self.act_hops + self.grad_hops:
+            for hop in route:
+                users[hop] = users.get(hop, 0) + 1
+        return sorted(h for h, n in users.items() if n > 1)
+
+    def busy_ms(self) -> np.ndarray:
+        """(S, K): compute per iteration on each stage."""
+        M = self.micro_batches
+        return np.asarray(M * (self.forward_ms + self.backward_ms) + self.update_ms)
+
+
+def check_mapping(scenario: Scenario, stages: int, devices: Sequence[str] | None) -> tuple[str, ...]:
+    """Device per stage: the scenario's first K devices, or an explicit distinct list."""
+    names = [d.name for d in scenario.devices]
+    if devices is None:
+        if stages > len(names):
+            raise UserError(
+                f"{stages} stages need {stages} devices but scenario '{scenario.name}' has {len(names)}"
+            )
+        return tuple(names[:stages])
+    devices = tuple(devices)
+    if len(devices) != stages:
+        raise UserError(f"device mapping lists {len(devices)} device(s) for {stages} stages")
+    for d in devices:
+        if d not in names:
+            raise UserError(f"device mapping: unknown device '{d}' (scenario '{scenario.name}' has {choices(names)})")
+    dup = sorted({d for d in devices if devices.count(d) > 1})
+    if dup:
+        raise UserError(f"device mapping: device '{dup[0]}' is used by two stages (one stage per device)")
+    return devices
+
+
+def costs_for_splits(
+    profile: Profile,
+    splits: Sequence[Sequence[int]] | np.ndarray,
+    scenario: Scenario,
+    devices: Sequence[str] | None = None,
+    micro_batches: int = 1,
+    update_gb_s: float = UPDATE_GB_S,
+) -> Costs:
+    """Per-stage durations for S splits at once (prefix sums; the splits are not checked)."""
+    cuts = np.asarray(splits, dtype=np.int64)
+    if cuts.ndim != 2:
+        cuts = cuts.reshape(len(cuts), -1)
+    S, K = cuts.shape[0], cuts.shape[1] + 1
+    devs = check_mapping(scenario, K, devices)
+    M = micro_batches
+    n = profile.num_units
+    bounds = np.concatenate([np.zeros((S, 1), np.int64), cuts, np.full((S, 1), n, np.int64)], axis=1)
+
+    def stage_sum(values: list[float]) -> np.ndarray:
+        cs = np.concatenate([[0.0], np.cumsum(values)])
+        return np.asarray(cs[bounds[:, 1:]] - cs[bounds[:, :-1]])
+
+    speed = np.array([scenario.device(d).speed for d in devs])
+    fwd = stage_sum([u.forward_ms for u in profile.units]) / (speed * M)
+    bwd = stage_sum([u.backward_ms for u in profile.units]) / (speed * M)
+    upd = stage_sum(unit_update_ms(profile, update_gb_s)) / speed
+    out_bytes = np.array([u.output_bytes for u in profile.units], dtype=np.float64)
+    msg = out_bytes[cuts - 1] / M if K > 1 else np.zeros((S, 0))
+    act_hops = tuple(tuple(scenario.route(devs[k], devs[k + 1])) for k in range(K - 1))
+    grad_hops = tuple(tuple(scenario.route(devs[k + 1], devs[k])) for k in range(K - 1))
+    H = max([len(r) for r in act_hops + grad_hops] + [1])
+
+    def hop_ms(routes: tuple[tuple[tuple[str, str], ...], ...]) -> np.ndarray:
+        out = np.zeros((S, K - 1, H))
+        for k, route in enumerate(routes):
+            for h, hop in enumerate(route):
+                link = scenario.link(hop)
+                out[:, k, h] = link.latency_us * 1e-3 + msg[:, k] / (link.bandwidth_gb_s * 1e6)
+        return out
+
+    return Costs(
+        devices=devs, micro_batches=M, forward_ms=fwd, backward_ms=bwd, update_ms=upd,
+        message_bytes=msg, act_hops=act_hops, grad_hops=grad_hops,
+        act_hop_ms=hop_ms(act_hops), grad_hop_ms=hop_ms(grad_hops),
+    )
+
+
+def unit_update_ms(profile: Profile, update_gb_s: float = UPDATE_GB_S) -> list[float]:
+    """Optimizer-step cost of each unit on the profiled device: measured when the profile
+    has it (every row), else 5 × param_bytes at ``update_gb_s``."""
+    if all(u.update_ms is not None for u in profile.units):
+        return [float(u.update_ms or 0.0) for u in profile.units]
+    return [u.param_bytes * UPDATE_TRAFFIC / (update_gb_s * 1e6) for u in profile.units]
+
+
+def single_device_ms(profile: Profile, speed: float, update_gb_s: float = UPDATE_GB_S) -> float:
+    """Iteration time of the whole model on one device: compute + update, no transfers."""
+    return (profile.sum_ms + sum(unit_update_ms(profile, update_gb_s))) / speed
+
+
+# ---------------------------------------------------------------- the recursion
+
+_Op = tuple[int, int, tuple[int, ...], int, int, int, bool]
+# (stage, duration code 0=F 1=B 2=U 3=W, arrival slots it waits for,
+#  send direction 0=none 1=activation 2=gradient, boundary, slot it fills, is-a-period-mark)
+
+
+@functools.lru_cache(maxsize=64)
+def _program(name: str, stages: int, iterations: int, micro_batches: int) -> tuple[_Op, ...]:
+    return compile_schedule(make_schedule(name, stages, iterations, micro_batches))
+
+
+def compile_schedule(schedule: Schedule) -> tuple[_Op, ...]:
+    """The actions in a dependency-respecting order, with integer message slots."""
+    order, ptr = execution_order(schedule)
+    if any(p < len(a) for p, a in zip(ptr, schedule.actions, strict=True)):
+        raise ValueError(f"schedule '{schedule.name}' deadlocks; run schedule.validate() for the grid")
+    slots: dict[Message, int] = {}
+
+    def slot(msg: Message) -> int:
+        return slots.setdefault(msg, len(slots))
+
+    code = {"F": 0, "B": 1, "U": 2, "W": 3}
+    marked: set[tuple[int, int]] = set()
+    ops: list[_Op] = []
+    for a in order:
+        k, t = a.stage, a.batch
+        waits = tuple(slot(msg) for msg in schedule.needs(a))
+        sent = schedule.sends(a)
+        send, boundary, fills = (0, 0, -1) if sent is None else (
+            1 if sent.kind == "act" else 2, sent.boundary, slot(sent))
+        mark = a.kind == "F" and (k, t) not in marked
+        if mark:
+            marked.add((k, t))
+        ops.append((k, code[a.kind], waits, send, boundary, fills, mark))
+    return tuple(ops)
+
+
+_CHUNK = 4096
+"""Splits evaluated together: small enough that the working set stays in cache."""
+
+
+def run_recursion(program: Sequence[_Op], costs: Costs) -> np.ndarray:
+    """Start times (S, K, N) of each stage's first forward of every batch."""
+    S = costs.forward_ms.shape[0]
+    parts = [_recursion(program, costs, i, min(i + _CHUNK, S)) for i in range(0, S, _CHUNK)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+
+def _recursion(program: Sequence[_Op], costs: Costs, lo: int, hi: int) -> np.ndarray:
+    S, K = hi - lo, costs.stages
+    H = costs.act_hop_ms.shape[2]
+    # Contiguous (stage, S) rows: strided column views make every numpy call slower.
+    table = np.ascontiguousarray(np.stack(
+        [costs.forward_ms[lo:hi], costs.backward_ms[lo:hi], costs.update_ms[lo:hi], np.zeros((S, K))]
+    ).transpose(2, 0, 1))
+    hops = (None, np.ascontiguousarray(costs.act_hop_ms[lo:hi].transpose(1, 2, 0)),
+            np.ascontiguousarray(costs.grad_hop_ms[lo:hi].transpose(1, 2, 0)))
+    # One FIFO server per physical link direction; padding hops get a private key.
+    keys: list[list[list[object]]] = [[], [], []]
+    for d, routes in ((1, costs.act_hops), (2, costs.grad_hops)):
+        keys[d] = [[route[h] if h < len(route) else (d, b, h) for h in range(H)] for b, route in enumerate(routes)]
+    link_free: dict[object, np.ndarray] = {}
+    free = [np.zeros(S) for _ in range(K)]
+    arrival: dict[int, np.ndarray] = {}
+    marks: list[list[np.ndarray]] = [[] for _ in range(K)]
+    for k, c, waits, send, boundary, fills, mark in program:
+        start = free[k]
+        for w in waits:
+            start = np.maximum(start, arrival[w])
+        if mark:
+            marks[k].append(start)
+        end = start + table[k, c] if c != 3 else start
+        free[k] = end
+        if send:
+            t = end
+            for h in range(H):
+                key = keys[send][boundary][h]
+                prev = link_free.get(key)
+                if prev is not None:
+                    t = np.maximum(t, prev)
+                t = t + hops[send][boundary, h]  # type: ignore[index]
+                link_free[key] = t
+            arrival[fills] = t
+    return np.stack([np.stack(m, axis=1) for m in marks], axis=1)
+
+
+def steady_period(starts: np.ndarray) -> np.ndarray:
+    """Iteration time from first-forward start times (..., K, N): see the module docstring.
+
+    For each stage, over the second half of the run: if the spacings of its first
+    forwards repeat with some cycle c ≤ K (the steady regime of a max-plus system can
+    alternate, e.g. 123 ms, 133 ms, 123 ms, ...), the mean over the last whole number
+    of cycles — the exact steady period; otherwise the mean over the whole second
+    half. Then the largest over stages.
+    """
+    n = starts.shape[-1]
+    if n < 3:
+        raise UserError(f"need at least 3 iterations to measure a period, got {n}")
+    h = n // 2
+    span = n - 1 - h
+    flat = starts.reshape(-1, n)
+    best = (flat[:, -1] - flat[:, h]) / span
+    tol = 1e-9 * (np.abs(best) + 1.0)
+    todo = np.arange(len(flat))  # rows whose cycle is not found yet
+    for c in range(1, min(starts.shape[-2], span // 2) + 1):
+        gaps = np.diff(flat[todo, h:], axis=-1)
+        repeats = np.abs(gaps[:, c:] - gaps[:, :-c]).max(axis=-1) <= tol[todo]
+        hit = todo[repeats]
+        whole = c * (span // c)
+        best[hit] = (flat[hit, -1] - flat[hit, n - 1 - whole]) / whole
+        todo = todo[~repeats]
+        if not len(todo):
+            break
+    return np.asarray(best.reshape(starts.shape[:-1]).max(axis=-1))
+
+
+def periods(
+    schedule_name: str,
+    costs: Costs,
+    iterations: int | None = None,
+) -> np.ndarray:
+    """Steady-state iteration time (ms) of each of the S candidates in ``costs``.
+
+    This is the planner's fast path: one pass of the recursion for all S splits at
+    once (numpy over the S axis), for any schedule, ``ddg``/``ddg-pipelined``/``bp``
+    included. The compiled action program is cached per (schedule, K, N, M).
+    """
+    K = costs.stages
+    n = default_iterations(K) if iterations is None else iterations
+    program = _program(schedule_name, K, n, costs.micro_batches)
+    return steady_period(run_recursion(program, costs))
+
+
+def period(schedule: Schedule, costs: Costs) -> float:
+    """Steady-state iteration time (ms) of one schedule object on one split (S = 1)."""
+    if costs.forward_ms.shape[0] != 1:
+        raise ValueError("period() takes the costs of one split; use periods() for many")
+    return float(steady_period(run_recursion(compile_schedule(schedule), costs))[0])
+
+
+def bp_period_closed_form(costs: Costs) -> np.ndarray:
+    """Closed form for ``bp`` (no overlap at all): max over k of the cycle through stage k,
+
+    ``C_k = Σ_{j≥k} M(f_j + b_j) + Σ_{k≤j<K-1} (a_j + g_j) + u_k`` with a_j, g_j the
+    activation / gradient transfer times across boundary j (M = 1 for ``bp``). C_0 is
+    the whole round trip; C_k > C_0 only when a stage's update outlasts the work before
+    it. A cross-check of the recursion, used by the tests.
+    """
+    work = costs.forward_ms + costs.backward_ms
+    comm = costs.act_hop_ms.sum(axis=2) + costs.grad_hop_ms.sum(axis=2)
+    comm = np.concatenate([comm, np.zeros((comm.shape[0], 1))], axis=1)
+    tail = np.cumsum((work + comm)[:, ::-1], axis=1)[:, ::-1]
+    return np.asarray(np.max(tail + costs.update_ms, axis=1))

@@ -1,0 +1,290 @@
+"""Hardware scenarios: devices, links, routes and transfer times (TOML → networkx).
+
+Semantics (shared by the simulator, the max-plus model and the planner):
+
+* A device's ``speed`` is relative to the device the profile was measured on: a unit
+  that took ``x`` ms in the profile takes ``x / speed`` ms there. GPU scenarios only
+  make sense with a profile measured on that GPU type (speed 1.0 = the profiled GPU).
+* A link direction carries one transfer at a time. A transfer of ``n`` bytes over one
+  hop takes ``latency_us·1e-3 + n / (bandwidth_gb_s·1e6)`` ms (1 GB = 1e9 bytes) and
+  occupies that direction for the whole time, latency included.
+* Multi-hop routes are **store-and-forward**: the message crosses hop 1 completely,
+  then hop 2, ...; ``transfer_ms`` is the sum over hops.
+* Routes are shortest paths by total latency, ties broken by fewer hops, then by the
+  order devices are listed (deterministic). They are computed once, for all pairs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from ddgsim.errors import UserError, choices
+
+_IDEAL = re.compile(r"^ideal-(\d+)$")
+IDEAL_MAX_DEVICES = 64
+"""``ideal-N`` accepts 1 ≤ N ≤ this (a full mesh has N·(N−1) edges)."""
+
+
+def _number(what: str, value: Any, *, minimum: float, strict: bool, allow_inf: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if ok:
+        ok = (value > minimum if strict else value >= minimum) and (allow_inf or math.isfinite(value))
+    if not ok:
+        rel = ">" if strict else ">="
+        inf = " (inf allowed)" if allow_inf else ""
+        raise UserError(f"{what} must be a number {rel} {minimum:g}{inf}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Device:
+    """One compute device (a GPU, or a single-thread CPU process)."""
+
+    name: str
+    """Unique name, e.g. ``gpu0``; plans refer to devices by this name."""
+    speed: float = 1.0
+    """Relative to the profiled device: unit time = profiled time / speed."""
+    memory_gib: float = math.inf
+    """Memory available to one stage, in GiB (2**30 bytes); ``inf`` = unlimited."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise UserError(f"field 'name' of a device must be a non-empty string, got {self.name!r}")
+        _number(f"field 'speed' of device '{self.name}'", self.speed, minimum=0, strict=True, allow_inf=False)
+        _number(f"field 'memory_gib' of device '{self.name}'", self.memory_gib, minimum=0, strict=True, allow_inf=True)
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory_gib * 2**30
+
+
+@dataclass(frozen=True, kw_only=True)
+class Link:
+    """A point-to-point link between two devices."""
+
+    src: str
+    """Name of the sending device."""
+    dst: str
+    """Name of the receiving device."""
+    bandwidth_gb_s: float
+    """Effective bandwidth in GB/s (1e9 bytes per second); ``inf`` allowed."""
+    latency_us: float = 0.0
+    """Per-message latency in µs (occupies the link like the payload does)."""
+    bidirectional: bool = True
+    """True: one independent link per direction, same figures."""
+
+    def __post_init__(self) -> None:
+        for key in ("src", "dst"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value:
+                raise UserError(f"field '{key}' of a link must be a device name, got {value!r}")
+        what = f"of link {self.src}->{self.dst}"
+        if self.src == self.dst:
+            raise UserError(f"field 'dst' {what} must differ from 'src'")
+        _number(f"field 'bandwidth_gb_s' {what}", self.bandwidth_gb_s, minimum=0, strict=True, allow_inf=True)
+        _number(f"field 'latency_us' {what}", self.latency_us, minimum=0, strict=False, allow_inf=False)
+        if not isinstance(self.bidirectional, bool):
+            raise UserError(f"field 'bidirectional' {what} must be true or false, got {self.bidirectional!r}")
+
+    def hop_ms(self, nbytes: float) -> float:
+        """Time to move ``nbytes`` over this link, in ms."""
+        return self.latency_us * 1e-3 + nbytes / (self.bandwidth_gb_s * 1e6)
+
+
+Hop = tuple[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """Devices and links; ``graph`` and the all-pairs routes are derived on construction."""
+
+    name: str
+    """Scenario name (``ideal-4``, ``pcie-4gpu``, ...)."""
+    devices: tuple[Device, ...]
+    """The devices, in order: stage k runs on ``devices[k]`` unless a mapping says otherwise."""
+    links: tuple[Link, ...] = ()
+    """The links; a bidirectional link yields one graph edge per direction."""
+    description: str = ""
+    """Free text: where the figures come from."""
+    graph: nx.DiGraph = field(init=False, repr=False, compare=False)
+    """One edge per direction, with attributes ``link`` (the :class:`Link`)."""
+    _routes: dict[Hop, list[Hop]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.devices:
+            raise UserError("field 'devices' must list at least one device")
+        names = [d.name for d in self.devices]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise UserError(f"field 'devices': duplicate device name(s) {choices(dup)}")
+        g = nx.DiGraph()
+        g.add_nodes_from(names)
+        for link in self.links:
+            for end in (link.src, link.dst):
+                if end not in g:
+                    raise UserError(
+                        f"link {link.src}->{link.dst} names unknown device '{end}' (devices: {choices(names)})"
+                    )
+            pairs = [(link.src, link.dst)] + ([(link.dst, link.src)] if link.bidirectional else [])
+            for a, b in pairs:
+                if g.has_edge(a, b):
+                    raise UserError(f"link {a}->{b} is defined twice")
+                g.add_edge(a, b, link=link)
+        object.__setattr__(self, "graph", g)
+        routes = _all_routes(g, names)
+        for a in names:
+            for b in names:
+                if (a, b) not in routes:
+                    raise UserError(
+                        f"scenario '{self.name}' is disconnected: no route from '{a}' to '{b}'"
+                    )
+        object.__setattr__(self, "_routes", routes)
+
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise UserError(f"unknown device '{name}' in scenario '{self.name}' (devices: {choices(d.name for d in self.devices)})")
+
+    def link(self, hop: Hop) -> Link:
+        """The link that carries one direction ``(src, dst)``."""
+        link: Link = self.graph.edges[hop]["link"]
+        return link
+
+    def route(self, src: str, dst: str) -> list[Hop]:
+        """Hops from ``src`` to ``dst`` (empty when they are the same device)."""
+        try:
+            return list(self._routes[(src, dst)])
+        except KeyError:
+            self.device(src)
+            self.device(dst)
+            raise
+
+    def transfer_ms(self, src: str, dst: str, nbytes: float) -> float:
+        """Store-and-forward time of one message: sum over hops of latency + n/bandwidth."""
+        return sum(self.link(h).hop_ms(nbytes) for h in self.route(src, dst))
+
+
+def _all_routes(g: nx.DiGraph, names: list[str]) -> dict[Hop, list[Hop]]:
+    """Dijkstra from every source on (total latency, hops, device order)."""
+    order = {n: i for i, n in enumerate(names)}
+    out: dict[Hop, list[Hop]] = {}
+    for src in names:
+        best: dict[str, tuple[float, int]] = {}
+        heap: list[tuple[float, int, list[int], str]] = [(0.0, 0, [order[src]], src)]
+        while heap:
+            lat, hops, path, node = heapq.heappop(heap)
+            if node in best:
+                continue
+            best[node] = (lat, hops)
+            out[(src, node)] = [(names[path[i]], names[path[i + 1]]) for i in range(len(path) - 1)]
+            for nxt in g.successors(node):
+                if nxt not in best:
+                    link: Link = g.edges[node, nxt]["link"]
+                    heapq.heappush(heap, (lat + link.latency_us, hops + 1, [*path, order[nxt]], nxt))
+    return out
+
+
+# ---------------------------------------------------------------- loading
+
+_TOP_KEYS = {"name", "description", "devices", "links"}
+_DEVICE_KEYS = {"name", "speed", "memory_gib"}
+_LINK_KEYS = {"src", "dst", "bandwidth_gb_s", "latency_us", "bidirectional"}
+
+
+def hardware_dir() -> Path:
+    """Folder of the bundled scenario files."""
+    return Path(str(resources.files("ddgsim.scenarios") / "hardware"))
+
+
+def bundled_names() -> list[str]:
+    return sorted(p.stem for p in hardware_dir().glob("*.toml"))
+
+
+def ideal(n: int) -> Scenario:
+    """``ideal-N``: N devices of speed 1 and unlimited memory, a full mesh of free links."""
+    if not 1 <= n <= IDEAL_MAX_DEVICES:
+        raise UserError(f"scenario 'ideal-{n}': N must be between 1 and {IDEAL_MAX_DEVICES}")
+    devs = tuple(Device(name=f"dev{i}", speed=1.0, memory_gib=math.inf) for i in range(n))
+    links = tuple(
+        Link(src=f"dev{i}", dst=f"dev{j}", bandwidth_gb_s=math.inf, latency_us=0.0, bidirectional=True)
+        for i in range(n)
+        for j in range(i + 1, n)
+    )
+    return Scenario(name=f"ideal-{n}", devices=devs, links=links,
+                    description="ideal: infinite bandwidth, zero latency, unit speed, unlimited memory")
+
+
+def _table_list(data: dict[str, Any], key: str, allowed: set[str]) -> list[dict[str, Any]]:
+    rows = data.get(key, [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"field '{key}' must be an array of tables ([[{key}]])")
+    for i, row in enumerate(rows):
+        extra = sorted(set(row) - allowed)
+        if extra:
+            raise UserError(f"{key}[{i}]: unknown field '{extra[0]}' (allowed: {choices(sorted(allowed))})")
+    return rows
+
+
+def from_dict(data: dict[str, Any], default_name: str) -> Scenario:
+    """Build a :class:`Scenario` from decoded TOML; errors name the bad field."""
+    extra = sorted(set(data) - _TOP_KEYS)
+    if extra:
+        raise UserError(f"unknown field '{extra[0]}' (allowed: {choices(sorted(_TOP_KEYS))})")
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise UserError(f"field 'name' must be a non-empty string, got {name!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise UserError(f"field 'description' must be a string, got {description!r}")
+    devices = []
+    for i, row in enumerate(_table_list(data, "devices", _DEVICE_KEYS)):
+        if "name" not in row:
+            raise UserError(f"devices[{i}]: field 'name' is missing")
+        devices.append(Device(**row))
+    links = []
+    for i, row in enumerate(_table_list(data, "links", _LINK_KEYS)):
+        for key in ("src", "dst", "bandwidth_gb_s"):
+            if key not in row:
+                raise UserError(f"links[{i}]: field '{key}' is missing")
+        links.append(Link(**row))
+    return Scenario(name=name, description=description, devices=tuple(devices), links=tuple(links))
+
+
+def load_file(path: Path) -> Scenario:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read scenario {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"malformed scenario {path}: not TOML ({exc})") from None
+    try:
+        return from_dict(data, default_name=path.stem)
+    except UserError as exc:
+        raise UserError(f"malformed scenario {path}: {exc}") from None
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A bundled name (``pcie-4gpu``), ``ideal-N``, or a path to a ``.toml`` file."""
+    m = _IDEAL.match(name_or_path)
+    if m:
+        return ideal(int(m.group(1)))
+    if name_or_path.endswith(".toml") or "/" in name_or_path or "\\" in name_or_path:
+        return load_file(Path(name_or_path))
+    path = hardware_dir() / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise UserError(
+            f"unknown scenario '{name_or_path}' (bundled: {choices(bundled_names())}, "
+            f"ideal-N for 1 <= N <= {IDEAL_MAX_DEVICES}, or a path to a .toml file)"
+        )
+    return load_file(path)

@@ -1,0 +1,7 @@
+"""Step 1 — profile: cut a model into units and measure what each costs on this machine.
+
+``units`` (torch.fx + dominators: legal cut points) → ``measure`` (per-unit forward,
+backward, update times and bytes, from real PyTorch runs) → ``format`` (the
+``ddgsim-profile/1`` file) ← ``store`` (bundled and cached profiles); ``calibrate``
+measures this machine's links and overheads into a hardware scenario.
+"""

@@ -1,0 +1,379 @@
+"""Calibrate this machine: measure the link between two local processes and write a scenario.
+
+Two processes talk through the backend the executor uses (gloo between CPU
+processes, NCCL between two GPUs) and measure:
+
+* **the link**: a blocking ping-pong of float32 tensors of several sizes; the
+  one-way time of a size is half the median round trip. ``time = latency +
+  bytes / bandwidth`` is fitted by non-negative least squares, each size weighted
+  by 1/time so that 4-byte and 32-MiB messages count alike (an unweighted fit is
+  decided by the largest messages and leaves the latency to noise).
+* **per-process overheads** the scenario format has no field for, recorded as
+  comments: the executor's fixed cost of one ``F, B, U`` step
+  (:class:`ddgsim.execute.stage.StageWorker` on a one-parameter stage, the run's default
+  SGD settings) and the slowdown of a compute kernel when every process computes
+  at once instead of one alone (shared memory bandwidth, caches, turbo).
+
+:func:`scenario_toml` turns the result into a file :func:`ddgsim.predict.scenario.load_scenario`
+reads: ``N`` devices of speed 1.0 (the profile is measured on one such device,
+alone), a full mesh of the fitted link, and comments saying how and when.
+``benchmarks/measure_gloo.py`` prints the same measurement as a table.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ddgsim.errors import UserError
+
+SIZES = (4, 1024, 16 * 1024, 256 * 1024, 1 << 20, 4 << 20, 8 << 20, 32 << 20)
+"""Message sizes in bytes (float32 tensors: multiples of 4)."""
+WARMUP = 3
+"""Untimed repetitions per size before the timed ones."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkFit:
+    """``time = latency + bytes / bandwidth``, fitted to one-way medians."""
+
+    latency_us: float
+    """Fitted per-message latency (≥ 0), µs."""
+    bandwidth_gb_s: float
+    """Fitted bandwidth (1e9 bytes/s); ``inf`` when the slope is 0."""
+    sizes: tuple[int, ...]
+    """Message sizes measured, bytes."""
+    one_way_ms: tuple[float, ...]
+    """Median one-way time of each size, ms."""
+    max_rel_residual: float
+    """Largest |fit − measured| / measured over the sizes."""
+
+    def predict_ms(self, nbytes: float) -> float:
+        return self.latency_us * 1e-3 + nbytes / (self.bandwidth_gb_s * 1e6)
+
+
+def fit_link(sizes: Sequence[int], one_way_ms: Sequence[float]) -> LinkFit:
+    """Non-negative least squares of ``t = a + n·b`` with weights 1/t (relative errors)."""
+    from scipy.optimize import nnls
+
+    if len(sizes) != len(one_way_ms) or len(sizes) < 2:
+        raise UserError(f"the link fit needs at least 2 sizes with one time each, got {len(sizes)} sizes")
+    if len(set(sizes)) < 2:
+        raise UserError("the link fit needs at least 2 different message sizes")
+    n = np.asarray(sizes, dtype=np.float64)
+    t = np.asarray(one_way_ms, dtype=np.float64)
+    if not np.all(np.isfinite(t)) or np.any(t <= 0):
+        raise UserError(f"measured times must be finite and > 0, got {list(one_way_ms)}")
+    w = 1.0 / t
+    a_mat = np.stack([np.ones_like(n), n], axis=1) * w[:, None]
+    (a, b), _ = nnls(a_mat, t * w)
+    fit = a + b * n
+    bandwidth = 1.0 / (b * 1e6) if b > 0 else math.inf
+    return LinkFit(latency_us=float(a * 1e3), bandwidth_gb_s=float(bandwidth),
+                   sizes=tuple(int(s) for s in sizes), one_way_ms=tuple(float(x) for x in t),
+                   max_rel_residual=float(np.max(np.abs(fit - t) / t)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calibration:
+    """Everything one calibration measured on this machine."""
+
+    device: str
+    """``cpu`` or ``cuda``."""
+    backend: str
+    """``gloo`` or ``nccl``."""
+    devices: int
+    """Devices written to the scenario (CPU: cores; CUDA: GPUs)."""
+    memory_gib: float
+    """Memory per device written to the scenario, GiB."""
+    link: LinkFit
+    step_overhead_ms: float
+    """Median fixed cost of one executor ``F, B, U`` step on a one-parameter stage, ms."""
+    compute_alone_ms: float
+    """Median time of the reference kernel with one process computing, ms."""
+    compute_together_ms: float
+    """The same kernel while both processes compute at once, ms."""
+    reps: int
+    """Timed repetitions per measurement (medians over these)."""
+    threads: int
+    """torch threads per process."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Host, versions, date, load average, wall time."""
+
+    @property
+    def concurrent_speed(self) -> float:
+        """compute_alone / compute_together: < 1 when processes slow each other down."""
+        return self.compute_alone_ms / self.compute_together_ms
+
+
+# ---------------------------------------------------------------- measuring (two processes)
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ping_pong(rank: int, sizes: Sequence[int], reps: int, dev: Any) -> dict[int, float]:
+    """Median one-way ms per size; ranks 0 and 1 bounce a tensor, the others wait."""
+    import torch
+    import torch.distributed as dist
+
+    out: dict[int, float] = {}
+    for n in sizes:
+        buf = torch.zeros(max(1, n // 4), dtype=torch.float32, device=dev)
+        times = []
+        for i in range(reps + WARMUP):
+            dist.barrier()
+            _sync(dev)
+            t0 = time.perf_counter()
+            if rank == 0:
+                dist.send(buf, 1)
+                dist.recv(buf, 1)
+            elif rank == 1:
+                dist.recv(buf, 0)
+                dist.send(buf, 0)
+            _sync(dev)
+            if i >= WARMUP:
+                times.append(time.perf_counter() - t0)
+        out[n] = statistics.median(times) / 2 * 1e3
+    return out
+
+
+def _sync(dev: Any) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _step_overhead(reps: int, dev: Any) -> float:
+    """Median ms of F, B, U through the executor's StageWorker on a one-parameter stage."""
+    import torch
+    from torch import nn
+
+    from ddgsim.execute.stage import OptimConfig, StageWorker
+
+    module = nn.Linear(1, 1).to(dev)
+    worker = StageWorker(module, index=0, num_stages=1, delay=0, loss_fn=lambda o, y: (o - y).pow(2).mean(),
+                         optim=OptimConfig(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4))
+    x = torch.ones(1, 1, device=dev)
+    times = []
+    for t in range(reps + WARMUP):
+        _sync(dev)
+        t0 = time.perf_counter()
+        worker.forward(t, x, x)
+        worker.backward(t)
+        worker.update(t)
+        _sync(dev)
+        if t >= WARMUP:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _kernel(reps: int, dev: Any) -> float:
+    """Median ms of a conv forward+backward (ResNet-like block at batch 16)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.Conv2d(16, 16, 3, padding=1)).to(dev)
+    x = torch.randn(16, 16, 32, 32, device=dev)
+    times = []
+    for i in range(reps + WARMUP):
+        _sync(dev)
+        t0 = time.perf_counter()
+        conv(x).sum().backward()
+        _sync(dev)
+        if i >= WARMUP:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _worker(rank: int, port: int, backend: str, sizes: Sequence[int], reps: int, threads: int,
+            queue: Any) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(threads)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dev = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    dist.init_process_group(backend, rank=rank, world_size=2)
+    try:
+        link = _ping_pong(rank, sizes, reps, dev)
+        dist.barrier()
+        alone = _kernel(reps, dev) if rank == 0 else 0.0  # rank 1 waits in the barrier below
+        dist.barrier()
+        together = _kernel(reps, dev)
+        dist.barrier()
+        overhead = _step_overhead(reps, dev)
+        if rank == 0:
+            queue.put({"link": link, "alone": alone, "together": together, "overhead": overhead})
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _memory_gib(device: str, devices: int) -> float:
+    if device == "cuda":
+        import torch
+
+        return min(torch.cuda.get_device_properties(i).total_memory for i in range(devices)) / 2**30
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return math.inf
+    return total / devices / 2**30
+
+
+def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, threads: int = 1,
+            devices: int | None = None) -> Calibration:
+    """Spawn two processes on ``device`` and measure; see the module docstring."""
+    import torch
+    import torch.multiprocessing as mp
+
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda, got '{device}'")
+    if reps < 1:
+        raise UserError(f"--reps must be >= 1, got {reps}")
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    sizes = sorted(set(int(s) for s in sizes))
+    if len(sizes) < 2 or sizes[0] < 4:
+        raise UserError(f"--sizes needs at least 2 different sizes >= 4 bytes, got {sizes}")
+    if device == "cuda":
+        if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            raise UserError(f"--device cuda measures NCCL between two GPUs, but this machine has {n}")
+        backend = "nccl"
+        count = devices or torch.cuda.device_count()
+    else:
+        backend = "gloo"
+        count = devices or max(2, os.cpu_count() or 2)
+    if count < 2:
+        raise UserError(f"--devices must be >= 2 (a link needs two ends), got {count}")
+    load0 = _loadavg()
+    t0 = time.perf_counter()
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    mp.spawn(_worker, args=(_free_port(), backend, sizes, reps, threads, queue), nprocs=2,  # type: ignore[attr-defined,no-untyped-call]
+             join=True)
+    res = queue.get()
+    link = fit_link(sizes, [res["link"][n] for n in sizes])
+    meta = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+        "torch_version": torch.__version__, "python_version": platform.python_version(),
+        "loadavg_before": load0, "loadavg_after": _loadavg(),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    return Calibration(device=device, backend=backend, devices=count, memory_gib=_memory_gib(device, count),
+                       link=link, step_overhead_ms=res["overhead"], compute_alone_ms=res["alone"],
+                       compute_together_ms=res["together"], reps=reps, threads=threads, meta=meta)
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover
+        pass
+    return platform.processor() or "unknown"
+
+
+# ---------------------------------------------------------------- writing the scenario
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _num(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.6g}"
+
+
+def scenario_toml(cal: Calibration, name: str = "local", command: str = "") -> str:
+    """The scenario file text: devices, a full mesh of the fitted link, comments on how and when."""
+    link, m = cal.link, cal.meta
+    prefix = "gpu" if cal.device == "cuda" else "cpu"
+    lines = [
+        f"# Calibrated by `{command or 'python -m ddgsim calibrate'}`",
+        f"# on {m.get('date')} ({m.get('host')}: {m.get('gpu') or m.get('cpu')}, {m.get('cpu_count')} CPUs,",
+        f"# torch {m.get('torch_version')}, python {m.get('python_version')}), {cal.threads} thread(s) per process,",
+        f"# load average before {m.get('loadavg_before')} and after {m.get('loadavg_after')} (a busy machine skews",
+        "# every figure below; calibrate on a quiet one).",
+        "#",
+        f"# Link: two processes, {cal.backend}, blocking send/recv ping-pong of float32 tensors; one-way time",
+        f"# = half the median round trip over {cal.reps} repetitions ({WARMUP} untimed first). Fit of",
+        "# time = latency + bytes / bandwidth by non-negative least squares, weights 1/time:",
+        "#        bytes   one-way ms     fit ms",
+    ]
+    for n, t in zip(link.sizes, link.one_way_ms, strict=True):
+        lines.append(f"# {n:>12} {t:>12.4f} {link.predict_ms(n):>10.4f}")
+    lines += [
+        f"# latency {link.latency_us:.2f} us, bandwidth {link.bandwidth_gb_s:.3f} GB/s, largest relative "
+        f"residual {100 * link.max_rel_residual:.1f}%.",
+        "# Measured between the first two devices only; every pair is assumed to be the same.",
+        "#",
+        "# Per-process overheads (the scenario format has no field for them; for reference):",
+        "#   executor fixed cost per step (StageWorker F+B+U, one-parameter stage, SGD momentum 0.9",
+        f"#   Nesterov, weight decay 5e-4): {cal.step_overhead_ms:.4f} ms",
+        f"#   reference kernel (conv block fwd+bwd, batch 16): {cal.compute_alone_ms:.3f} ms with one process",
+        f"#   computing, {cal.compute_together_ms:.3f} ms with two at once -> speed {cal.concurrent_speed:.3f} when",
+        "#   stages compute concurrently. Device speeds below stay 1.0 (relative to a profile measured on",
+        "#   one device alone); multiply them by that factor to model the contention.",
+        f"name = {_toml_str(name)}",
+        "description = " + _toml_str(
+            f"calibrated {m.get('date')}: {cal.devices} x {cal.device}, {cal.backend}, "
+            f"{link.latency_us:.1f} us + bytes / {link.bandwidth_gb_s:.2f} GB/s; step overhead "
+            f"{cal.step_overhead_ms:.3f} ms; concurrent compute speed {cal.concurrent_speed:.3f}"),
+        "",
+    ]
+    names = [f"{prefix}{i}" for i in range(cal.devices)]
+    for d in names:
+        lines += ["[[devices]]", f"name = {_toml_str(d)}", "speed = 1.0", f"memory_gib = {_num(cal.memory_gib)}", ""]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            lines += ["[[links]]", f"src = {_toml_str(a)}", f"dst = {_toml_str(b)}",
+                      f"bandwidth_gb_s = {_num(link.bandwidth_gb_s)}", f"latency_us = {link.latency_us:.3f}",
+                      "bidirectional = true", ""]
+    return "\n".join(lines)
+
+
+def write_scenario(cal: Calibration, path: Path, name: str | None = None, command: str = "") -> None:
+    """Write atomically, then load it back with the simulator's loader (a bad file never stays)."""
+    from ddgsim.predict.scenario import load_file
+
+    text = scenario_toml(cal, name or path.stem, command)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    try:
+        load_file(tmp)
+    except UserError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)

@@ -1,0 +1,382 @@
+"""Per-unit costs from real PyTorch runs: forward/backward times, output and saved bytes.
+
+Each unit runs on its own, on a detached copy of its real input (the previous unit's
+output for a random batch), in training mode, so what is timed is exactly what a
+stage boundary costs: the forward, then ``torch.autograd.backward(out, grad_out)``
+which computes the parameter gradients and the input gradient sent back to the
+previous stage (the first unit's input is data and gets no gradient, as in
+training). Times are medians over ``reps`` rounds after ``warmup`` untimed ones;
+a round runs every unit once and then the whole model once, so the rows and
+``whole_model_ms`` (the same forward+backward on the whole model, a check on the
+sum of the rows) see the same machine even when other jobs come and go. On CPU the
+thread CPU time of each measurement is kept too (``meta["thread_cpu_ms"]``, next to
+``meta["wall_ms"]``), and ``clock="thread"`` writes it to the rows instead.
+
+``activation_bytes`` counts what autograd saves for backward, seen through
+``torch.autograd.graph.saved_tensors_hooks``: unique storages (a tensor saved twice,
+or two views of one buffer, count once), their full ``nbytes``. Parameters and
+buffers that autograd saves (a conv's weight) are excluded: they are already counted
+in ``param_bytes`` and are not per-batch memory. The unit's input is included when
+autograd saves it, so summing over units can count a boundary tensor twice when both
+the producer (say, a ReLU saving its result) and the consumer save it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ddgsim.errors import UserError
+from ddgsim.malloc import tune_malloc
+from ddgsim.profile.format import Profile, UnitProfile
+from ddgsim.profile.units import Unit, split_units
+
+
+def device_name(device: str) -> str:
+    """Human-readable name of the device: CPU model from /proc/cpuinfo, or the CUDA name."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+class _Timer:
+    """Times a callable on CPU (perf_counter) or CUDA (events + synchronisation), in ms.
+
+    On CPU it also reads ``time.thread_time`` (CPU time of this thread): with one
+    intra-op thread the forward and the CPU autograd engine run on the calling thread,
+    so this figure ignores time the thread spent preempted on a shared machine.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn: Callable[[], Any]) -> tuple[float, float | None, Any]:
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            torch.cuda.synchronize()
+            start.record()
+            result = fn()
+            end.record()
+            torch.cuda.synchronize()
+            return float(start.elapsed_time(end)), None, result
+        c0, t0 = time.thread_time(), time.perf_counter()
+        result = fn()
+        t1, c1 = time.perf_counter(), time.thread_time()
+        return (t1 - t0) * 1e3, (c1 - c0) * 1e3, result
+
+
+@contextmanager
+def _count_saved(exclude: set[int], into: dict[int, int]) -> Iterator[None]:
+    """Record ``data_ptr -> nbytes`` of each storage autograd saves, except ``exclude``."""
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            ptr, nbytes = storage.data_ptr(), storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # opaque tensors (e.g. mkldnn) have no storage
+            ptr, nbytes = id(t), t.numel() * t.element_size()
+        if ptr not in exclude and nbytes > 0:
+            into[ptr] = max(into.get(ptr, 0), nbytes)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield
+
+
+def _state_ptrs(module: nn.Module) -> set[int]:
+    tensors = [*module.parameters(), *module.buffers()]
+    return {t.untyped_storage().data_ptr() for t in tensors}
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+class _Samples:
+    """Timed samples of one thing (a unit's forward, its backward, the whole model)."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def add(self, wall: float, cpu: float | None) -> None:
+        self.wall.append(wall)
+        if cpu is not None:
+            self.cpu.append(cpu)
+
+    def median(self, clock: str = "wall") -> float:
+        values = self.cpu if clock == "thread" else self.wall
+        return statistics.median(values) if values else 0.0
+
+
+class _UnitRunner:
+    """Runs one unit's forward and backward on a detached copy of its input."""
+
+    def __init__(self, unit: Unit, needs_input_grad: bool) -> None:
+        self.unit = unit
+        self.needs_input_grad = needs_input_grad
+        self.params = list(unit.module.parameters())
+        self.fwd = _Samples()
+        self.bwd = _Samples()
+        self.out_shape: list[int] | None = None
+        self.out_bytes = 0
+        self.saved: dict[int, int] = {}
+
+    def step(self, x: torch.Tensor, timer: _Timer, record: bool) -> torch.Tensor:
+        """Time forward and backward on ``x``; return the (detached) output."""
+        for p in self.params:
+            p.grad = None
+        x_in = x.detach().requires_grad_(self.needs_input_grad)
+        wall_f, cpu_f, out = timer(functools.partial(self.unit.module, x_in))
+        wall_b, cpu_b = 0.0, 0.0 if cpu_f is not None else None  # nothing upstream needs a gradient
+        if out.requires_grad:
+            # A fresh (untimed) error gradient each time: keeping one per unit would hold
+            # as much memory as all the activations of the model.
+            grad_out = torch.randn_like(out)
+            wall_b, cpu_b, _ = timer(functools.partial(torch.autograd.backward, out, grad_out))
+            del grad_out
+        if record:
+            self.fwd.add(wall_f, cpu_f)
+            self.bwd.add(wall_b, cpu_b)
+        self.out_shape = list(out.shape)
+        self.out_bytes = _tensor_bytes(out)
+        detached: torch.Tensor = out.detach()
+        return detached
+
+    def count_saved(self, x: torch.Tensor) -> None:
+        """One untimed forward under saved-tensor hooks (see the module docstring)."""
+        self.saved = {}
+        x_in = x.detach().requires_grad_(self.needs_input_grad)
+        with _count_saved(_state_ptrs(self.unit.module), self.saved):
+            out = self.unit.module(x_in)
+        del out
+
+    def row(self, clock: str) -> UnitProfile:
+        assert self.out_shape is not None
+        unique = {id(p): p for p in self.params}.values()
+        return UnitProfile(
+            name=self.unit.name,
+            forward_ms=self.fwd.median(clock),
+            backward_ms=self.bwd.median(clock),
+            output_bytes=self.out_bytes,
+            param_bytes=sum(_tensor_bytes(p) for p in unique),
+            activation_bytes=sum(self.saved.values()),
+            output_shape=self.out_shape,
+        )
+
+
+UPDATE_OPTIMIZER = {"lr": 0.0, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "foreach": True}
+"""The optimizer step timed after every whole-model backward: the executor's SGD with the
+authors' settings (momentum 0.9, Nesterov, weight decay 5e-4), multi-tensor kernels.
+lr = 0 leaves the weights unchanged. Timed right after a backward on purpose: on the
+dev VM the same step took ~4 ms on warm caches and ~40 ms after a ResNet-56 backward."""
+
+
+def _update_step(opt: torch.optim.Optimizer) -> None:
+    opt.step()
+
+
+def _whole_step(model: nn.Module, x: torch.Tensor, grad_out: list[torch.Tensor]) -> None:
+    out = model(x)
+    if not grad_out:
+        grad_out.append(torch.randn_like(out))
+    torch.autograd.backward(out, grad_out[0])
+
+
+CLOCKS = ("wall", "thread")
+
+
+def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], batch_size: int,
+                  device: str = "cpu", threads: int | None = 1, reps: int = 5, warmup: int = 2,
+                  progress: bool = True, command: str | None = None, seed: int = 0,
+                  clock: str = "wall") -> Profile:
+    """Measure every unit of ``model`` at ``batch_size`` on ``device`` and return a Profile.
+
+    ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards);
+    ``None`` leaves it alone. ``command`` is recorded in ``meta`` (default: ``sys.argv``).
+    ``clock`` picks the figures written to the rows: ``"wall"`` (elapsed time; CUDA
+    events on GPU) or ``"thread"`` (CPU time of the one compute thread: on a machine
+    shared with other jobs it is what an idle core would take, minus cache contention;
+    CPU and ``threads=1`` only). Both clocks are kept in ``meta`` on CPU.
+    The model is moved to ``device`` and put in training mode; its parameters are left
+    unchanged (gradients cleared) but BatchNorm running statistics move.
+    """
+    if clock not in CLOCKS:
+        raise UserError(f"clock must be one of {', '.join(CLOCKS)}, got '{clock}'")
+    if clock == "thread" and (not device.startswith("cpu") or threads != 1):
+        raise UserError(f"--clock thread needs --device cpu and --threads 1 (got {device}, threads {threads})")
+    if batch_size <= 0 or reps <= 0 or warmup < 0:
+        raise UserError(f"batch_size ({batch_size}) and reps ({reps}) must be > 0, warmup ({warmup}) >= 0")
+    if threads is not None and threads <= 0:
+        raise UserError(f"threads must be > 0, got {threads}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but CUDA is not available")
+    malloc_tuned = tune_malloc()
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    load_before = _loadavg()
+    started = time.perf_counter()
+    try:
+        model = model.to(dev).train()
+        units = split_units(model, input_shape, batch_size=2)
+        timer = _Timer(dev)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        x0 = torch.randn(batch_size, *input_shape, generator=gen).to(dev)
+        runners: list[_UnitRunner] = []
+        upstream_params = False  # the input gradient is needed only if something upstream learns
+        for unit in units:
+            runners.append(_UnitRunner(unit, needs_input_grad=upstream_params))
+            upstream_params = upstream_params or any(p.requires_grad for p in unit.module.parameters())
+        whole = _Samples()
+        update = _Samples()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(trainable, **UPDATE_OPTIMIZER) if trainable else None  # type: ignore[arg-type]
+        whole_grad: list[torch.Tensor] = []
+        rounds = warmup + reps
+        # Rounds: every unit once (each on the previous unit's output, the same values
+        # every round), then the whole model once; repeat. Interleaving makes the rows
+        # and the whole-model check see the same (possibly shared) machine.
+        with _progress(progress, rounds * (len(units) + 1), name) as advance:
+            for r in range(rounds):
+                record = r >= warmup
+                x = x0
+                for runner in runners:
+                    if r == rounds - 1:
+                        runner.count_saved(x)
+                    x = runner.step(x, timer, record)
+                    advance(f"round {r + 1}/{rounds} {runner.unit.name}")
+                del x
+                model.zero_grad(set_to_none=True)
+                wall, cpu, _ = timer(functools.partial(_whole_step, model, x0, whole_grad))
+                if opt is not None:
+                    uwall, ucpu, _ = timer(functools.partial(_update_step, opt))
+                    if record:
+                        update.add(uwall, ucpu)
+                model.zero_grad(set_to_none=True)
+                if record:
+                    whole.add(wall, cpu)
+                advance(f"round {r + 1}/{rounds} whole model")
+        for runner in runners:
+            for p in runner.params:
+                p.grad = None
+        # The step's cost is mostly per tensor: share it out by parameter tensors.
+        update_ms = update.median(clock)
+        n_tensors = sum(len([p for p in r.params if p.requires_grad]) for r in runners) or 1
+        rows = [
+            replace(runner.row(clock), update_ms=round(
+                update_ms * len([p for p in runner.params if p.requires_grad]) / n_tensors, 4))
+            for runner in runners
+        ]
+        whole_ms = whole.median(clock)
+    finally:
+        if threads is not None:
+            torch.set_num_threads(old_threads)
+    sum_ms = sum(r.compute_ms for r in rows)
+    meta: dict[str, Any] = {
+        "command": command if command is not None else shlex.join(sys.argv),
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "threads": threads,
+        "reps": reps,
+        "warmup": warmup,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "sum_ms": round(sum_ms, 3),
+        "update_ms": round(update_ms, 3),
+        "update_optimizer": "torch.optim.SGD(momentum=0.9, nesterov=True, weight_decay=5e-4, foreach=True), "
+                            "timed after each whole-model backward; rows share it by parameter tensors",
+        "sum_over_whole": round(sum_ms / whole_ms, 4) if whole_ms > 0 else None,
+        # glibc returns big freed blocks to the OS and page-faults them back in; on some
+        # VMs that makes the whole model (fresh activation memory each step) slower than
+        # the sum of its units. ddgsim.malloc.tune_malloc (also applied by the executor)
+        # keeps them; MALLOC_* variables are recorded too.
+        "malloc_tuned": malloc_tuned,
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "loadavg_before": load_before,
+        "loadavg_after": _loadavg(),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "clock": "cuda events" if dev.type == "cuda" else
+                 "thread (time.thread_time)" if clock == "thread" else "wall (time.perf_counter)",
+        "activation_bytes": "unique storages saved by autograd, parameters and buffers excluded",
+        "schedule": "interleaved rounds: every unit (forward, backward) then the whole model, "
+                    "warmup rounds untimed; medians over the timed rounds",
+    }
+    if whole.cpu:
+        # Both clocks from the same rounds; per unit [forward_ms, backward_ms], medians.
+        for key, clk in (("wall_ms", "wall"), ("thread_cpu_ms", "thread")):
+            pairs = [[r.fwd.median(clk), r.bwd.median(clk)] for r in runners]
+            total = sum(f + b for f, b in pairs)
+            w = whole.median(clk)
+            meta[key] = {
+                "units": [[round(f, 4), round(b, 4)] for f, b in pairs],
+                "sum": round(total, 3),
+                "whole": round(w, 3),
+                "sum_over_whole": round(total / w, 4) if w > 0 else None,
+            }
+    return Profile(
+        model=name,
+        batch_size=batch_size,
+        input_shape=[int(d) for d in input_shape],
+        device=dev.type,
+        threads=threads,
+        dtype=str(x0.dtype).removeprefix("torch."),
+        units=rows,
+        whole_model_ms=whole_ms,
+        meta=meta,
+    )
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+@contextmanager
+def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar on stderr; ``advance(name)`` after each step."""
+    if not enabled:
+        yield lambda _name: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("profiling {task.fields[model]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("profile", total=total, model=label, unit="")
+
+        def advance(name: str) -> None:
+            bar.update(task, advance=1, unit=name)
+
+        yield advance

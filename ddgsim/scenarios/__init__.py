@@ -1,0 +1,1 @@
+"""Bundled data: hardware scenarios (``hardware/*.toml``) and profiles (``profiles/*.json``)."""
