@@ -234,6 +234,18 @@ def make_schedule(name: str, stages: int, iterations: int, micro_batches: int = 
     return Schedule(name, stages, iterations, micro_batches, acts)
 
 
+def resolve(schedule: Schedule | str, stages: int, iterations: int, micro_batches: int = 1) -> Schedule:
+    """The schedule a caller passed, built from its name only at the edge: a :class:`Schedule`
+    is used as it is (it must have ``stages`` stages and ``micro_batches`` micro-batches), a
+    name is built once with ``iterations``."""
+    if isinstance(schedule, str):
+        return make_schedule(schedule, stages, iterations, micro_batches)
+    if schedule.stages != stages or schedule.micro_batches != micro_batches:
+        raise ValueError(f"schedule '{schedule.name}' has K={schedule.stages}, M={schedule.micro_batches}; "
+                         f"expected K={stages}, M={micro_batches}")
+    return schedule
+
+
 # ---------------------------------------------------------------- validation
 
 

@@ -10,8 +10,10 @@ from ddgsim.plan import search as planner
 from ddgsim.plan.format import Plan
 from ddgsim.plan.split import even_split, parameter_balanced_split
 from ddgsim.predict.event_sim import SimResult, simulate
+from ddgsim.predict.max_plus import default_iterations
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
+from ddgsim.schedule import Schedule, make_schedule
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,17 +50,15 @@ class KResult:
 
 
 def _option(
-    label: str, profile: Profile, scenario: Scenario, schedule: str, split: Sequence[int],
-    devices: Sequence[str], micro_batches: int, memory_limit_bytes: float | None,
-    analytic_ms: float | None = None,
+    label: str, profile: Profile, scenario: Scenario, schedule: Schedule, split: Sequence[int],
+    devices: Sequence[str], memory_limit_bytes: float | None, analytic_ms: float | None = None,
 ) -> Option:
     """Simulate one split; it fits if every stage is within its device's memory (or the limit)."""
-    sim = simulate(profile, list(split), scenario, schedule, micro_batches=micro_batches, devices=list(devices))
-    ms = analytic_ms if analytic_ms is not None else planner.evaluate(
-        profile, split, scenario, schedule, devices, micro_batches)
+    sim = simulate(profile, list(split), scenario, schedule, devices=list(devices))
+    ms = analytic_ms if analytic_ms is not None else planner.evaluate(profile, split, scenario, schedule, devices)
     fits = (all(sim.memory_fits) if memory_limit_bytes is None
             else all(m.total <= memory_limit_bytes for m in sim.memory))
-    return Option(label=label, schedule=schedule, split=list(split), devices=tuple(devices),
+    return Option(label=label, schedule=schedule.name, split=list(split), devices=tuple(devices),
                   analytic_ms=ms, sim=sim, fits=fits)
 
 
@@ -67,14 +67,14 @@ def plan_for_k(
     micro_batches: int = 1, memory_limit_bytes: float | None = None,
 ) -> KResult:
     """Search the best split for ``stages`` stages and price the two usual baselines."""
-    res = planner.search(profile, scenario, schedule, stages, micro_batches=micro_batches,
-                         memory_limit_bytes=memory_limit_bytes)
+    sched = make_schedule(schedule, stages, default_iterations(stages), micro_batches)  # the one build
+    res = planner.search(profile, scenario, sched, stages, memory_limit_bytes=memory_limit_bytes)
     planned = None
     devices: tuple[str, ...]
     if res.best is not None:
         devices = res.best.devices
-        planned = _option("planned", profile, scenario, schedule, res.best.split, devices,
-                          micro_batches, memory_limit_bytes, res.best.iteration_ms)
+        planned = _option("planned", profile, scenario, sched, res.best.split, devices,
+                          memory_limit_bytes, res.best.iteration_ms)
     else:
         assert res.overflow is not None
         devices = res.overflow.devices
@@ -82,8 +82,7 @@ def plan_for_k(
     n = profile.num_units
     for label, split in (("even", even_split(n, stages)),
                          ("parameters", parameter_balanced_split(profile, stages))):
-        baselines.append(_option(label, profile, scenario, schedule, split, devices, micro_batches,
-                                 memory_limit_bytes))
+        baselines.append(_option(label, profile, scenario, sched, split, devices, memory_limit_bytes))
     exact = res.best.exact if res.best is not None else True
     return KResult(stages=stages, schedule=schedule, planned=planned, baselines=baselines,
                    overflow=res.overflow, exact=exact and res.mapping_exact, notes=res.notes)

@@ -30,7 +30,7 @@ from ddgsim.predict.closed_form import CLOSED_FORM, closed_form_period, stage_co
 from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, in_flight_and_versions
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.schedule import make_schedule
+from ddgsim.schedule import Schedule, resolve
 
 ENUMERATE_LIMIT = 20_000
 """gpipe/1f1b: enumerate every split (exact) up to this many, else a heuristic."""
@@ -63,8 +63,8 @@ class _Tables:
 
 
 def _tables(
-    profile: Profile, scenario: Scenario, devices: Sequence[str], schedule: str,
-    memory_limit: float | None, update_gb_s: float, optimizer_buffers: int, micro_batches: int = 1,
+    profile: Profile, scenario: Scenario, devices: Sequence[str], sched: Schedule,
+    memory_limit: float | None, update_gb_s: float, optimizer_buffers: int,
 ) -> _Tables:
     n, K = profile.num_units, len(devices)
     units = profile.units
@@ -83,8 +83,7 @@ def _tables(
     def span(pref: np.ndarray) -> np.ndarray:
         return np.where(valid, pref[None, :] - pref[:, None], np.inf)
 
-    M = micro_batches
-    sched = make_schedule(schedule, K, max_plus.default_iterations(K), M)
+    M = sched.micro_batches
     params = np.where(valid, Pb[None, :] - Pb[:, None], 0.0)
     U = prefix(max_plus.unit_update_ms(profile, update_gb_s))
     uspan = np.where(valid, U[None, :] - U[:, None], 0.0)
@@ -233,14 +232,17 @@ class SearchResult:
 
 
 def evaluate(
-    profile: Profile, split: Sequence[int], scenario: Scenario, schedule: str,
+    profile: Profile, split: Sequence[int], scenario: Scenario, schedule: Schedule | str,
     devices: Sequence[str] | None = None, micro_batches: int = 1,
     update_gb_s: float = max_plus.UPDATE_GB_S,
 ) -> float:
     """Predicted period of one split: the closed form where there is one, else the recursion."""
+    if not isinstance(schedule, str):
+        micro_batches = schedule.micro_batches
     costs = max_plus.costs_for_splits(profile, [list(split)], scenario, devices, micro_batches, update_gb_s)
-    if schedule in CLOSED_FORM and micro_batches == 1:
-        return float(closed_form_period(schedule, stage_costs(costs))[0])
+    name = schedule if isinstance(schedule, str) else schedule.name
+    if name in CLOSED_FORM and micro_batches == 1:
+        return float(closed_form_period(name, stage_costs(costs))[0])
     return float(max_plus.periods(schedule, costs)[0])
 
 
@@ -282,7 +284,7 @@ def device_mappings(scenario: Scenario, K: int) -> tuple[list[tuple[str, ...]], 
 
 
 def _bisect(
-    profile: Profile, scenario: Scenario, devices: tuple[str, ...], schedule: str,
+    profile: Profile, scenario: Scenario, devices: tuple[str, ...], sched: Schedule,
     update_gb_s: float, T: _Tables,
 ) -> Candidate | None:
     """Exact search on the period with the feasibility DP (closed-form schedules).
@@ -294,20 +296,20 @@ def _bisect(
     K = len(devices)
 
     def attained(split: list[int]) -> float:
-        return evaluate(profile, split, scenario, schedule, devices, 1, update_gb_s)
+        return evaluate(profile, split, scenario, sched, devices, 1, update_gb_s)
 
     top = (
         sum(float(w[0, T.n]) for w in T.work) + sum(float(u[0, T.n]) for u in T.upd)
         + sum(float(np.max(c)) for c in T.comm) + 1.0
     )
-    split = _feasible(schedule, T, top)
+    split = _feasible(sched.name, T, top)
     if split is None:
         return None
     hi, lo, checks = attained(split), 0.0, 1
     probe = True
     while hi - lo > REL_TOL * hi:
         P = hi * (1 - REL_TOL) if probe else 0.5 * (lo + hi)
-        found = _feasible(schedule, T, P)
+        found = _feasible(sched.name, T, P)
         checks += 1
         if found is None:
             if probe:
@@ -324,7 +326,7 @@ def _bisect(
 
 
 def _enumerate(
-    profile: Profile, scenario: Scenario, devices: tuple[str, ...], schedule: str, micro_batches: int,
+    profile: Profile, scenario: Scenario, devices: tuple[str, ...], sched: Schedule,
     update_gb_s: float, T: _Tables,
 ) -> Candidate | None:
     """gpipe/1f1b: every split through the recursion (exact), or the min-bottleneck heuristic."""
@@ -337,8 +339,8 @@ def _enumerate(
         if not fits.any():
             return None
         kept = [s for s, ok in zip(splits, fits, strict=True) if ok]
-        costs = max_plus.costs_for_splits(profile, kept, scenario, devices, micro_batches, update_gb_s)
-        per = max_plus.periods(schedule, costs)
+        costs = max_plus.costs_for_splits(profile, kept, scenario, devices, sched.micro_batches, update_gb_s)
+        per = max_plus.periods(sched, costs)
         i = int(np.argmin(per))
         return Candidate(stages=K, split=kept[i], devices=devices, iteration_ms=float(per[i]), exact=True, evaluated=len(kept))
     # Heuristic: minimise the busiest stage (M·(f+b) + u), then evaluate by the recursion.
@@ -346,20 +348,27 @@ def _enumerate(
     if busiest is None:
         return None
     split = busiest[0]
-    ms = evaluate(profile, split, scenario, schedule, devices, micro_batches, update_gb_s)
+    ms = evaluate(profile, split, scenario, sched, devices, update_gb_s=update_gb_s)
     return Candidate(stages=K, split=split, devices=devices, iteration_ms=ms, exact=False, evaluated=1)
 
 
 def search(
-    profile: Profile, scenario: Scenario, schedule: str, stages: int, *,
+    profile: Profile, scenario: Scenario, schedule: Schedule | str, stages: int, *,
     micro_batches: int = 1, memory_limit_bytes: float | None = None,
     devices: Sequence[str] | None = None, update_gb_s: float = max_plus.UPDATE_GB_S,
     optimizer_buffers: int = SGD_MOMENTUM_BUFFERS,
 ) -> SearchResult:
-    """Best split for exactly ``stages`` stages, over device orders, under memory limits."""
+    """Best split for exactly ``stages`` stages, over device orders, under memory limits.
+
+    ``schedule``: a :class:`Schedule` of ``stages`` stages, or a name (built once here with
+    enough iterations for the steady state).
+    """
     n = profile.num_units
     if not 1 <= stages <= n:
         raise UserError(f"cannot split {n} units of '{profile.model}' into {stages} stages (need 1 <= K <= {n})")
+    if not isinstance(schedule, str):
+        micro_batches = schedule.micro_batches
+    sched = resolve(schedule, stages, max_plus.default_iterations(stages), micro_batches)
     if devices is not None:
         mappings, complete = [tuple(devices)], True
         max_plus.check_mapping(scenario, stages, devices)
@@ -368,11 +377,11 @@ def search(
     best: Candidate | None = None
     least: MemoryOverflow | None = None
     for devs in mappings:
-        T = _tables(profile, scenario, devs, schedule, memory_limit_bytes, update_gb_s, optimizer_buffers, micro_batches)
-        if schedule in CLOSED_FORM and micro_batches == 1:
-            cand = _bisect(profile, scenario, devs, schedule, update_gb_s, T)
+        T = _tables(profile, scenario, devs, sched, memory_limit_bytes, update_gb_s, optimizer_buffers)
+        if sched.name in CLOSED_FORM and micro_batches == 1:
+            cand = _bisect(profile, scenario, devs, sched, update_gb_s, T)
         else:
-            cand = _enumerate(profile, scenario, devs, schedule, micro_batches, update_gb_s, T)
+            cand = _enumerate(profile, scenario, devs, sched, update_gb_s, T)
         if cand is not None:
             if best is None or cand.iteration_ms < best.iteration_ms * (1 - 1e-12):
                 best = cand

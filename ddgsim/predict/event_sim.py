@@ -38,7 +38,7 @@ from ddgsim.predict.max_plus import (
 from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, StageMemory, stage_memory
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.schedule import Action, Message, Schedule, make_schedule, staleness_of
+from ddgsim.schedule import Action, Message, Schedule, resolve, staleness_of
 from ddgsim.trace import TraceEvent
 
 
@@ -231,7 +231,7 @@ def simulate(
     profile: Profile,
     split: Sequence[int],
     scenario: Scenario,
-    schedule: str = "ddg",
+    schedule: Schedule | str = "ddg",
     *,
     iterations: int | None = None,
     micro_batches: int = 1,
@@ -239,13 +239,19 @@ def simulate(
     optimizer_buffers: int = SGD_MOMENTUM_BUFFERS,
     update_gb_s: float = UPDATE_GB_S,
 ) -> SimResult:
-    """Simulate ``schedule`` for ``split`` on ``scenario`` and collect the predictions."""
+    """Simulate ``schedule`` for ``split`` on ``scenario`` and collect the predictions.
+
+    ``schedule`` is a :class:`Schedule` (its iterations and micro-batches are used) or a
+    name, built here with ``iterations`` (default 4K+8) and ``micro_batches``.
+    """
     split = check_split(split, profile.num_units)
     K = len(split) + 1
+    if not isinstance(schedule, str):
+        iterations, micro_batches = schedule.iterations, schedule.micro_batches
     n = default_iterations(K) if iterations is None else iterations
     if n < min_iterations(K):
         raise UserError(f"iterations must be >= {min_iterations(K)} for K = {K} stages (2K+2), got {n}")
-    sched = make_schedule(schedule, K, n, micro_batches)
+    sched = resolve(schedule, K, n, micro_batches)
     costs = costs_for_splits(profile, [split], scenario, devices, micro_batches, update_gb_s)
     t0 = time.perf_counter()
     timeline, executed, events = run_schedule(sched, costs)
@@ -264,7 +270,7 @@ def simulate(
     mem = stage_memory(profile, stage_ranges(split, profile.num_units), sched, optimizer_buffers)
     fits = tuple(m.total <= scenario.device(d).memory_bytes for m, d in zip(mem, costs.devices, strict=True))
     return SimResult(
-        schedule=schedule, scenario=scenario.name, devices=costs.devices, split=tuple(split),
+        schedule=sched.name, scenario=scenario.name, devices=costs.devices, split=tuple(split),
         micro_batches=micro_batches, iterations=n, batch_size=profile.batch_size,
         iteration_ms=period, samples_per_s=profile.batch_size * 1e3 / period if period > 0 else float("inf"),
         single_device_ms=single, speedup_vs_1_device=single / period if period > 0 else float("inf"),

@@ -48,7 +48,7 @@ import numpy as np
 from ddgsim.errors import UserError, choices
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.schedule import Message, Schedule, execution_order, make_schedule
+from ddgsim.schedule import Message, Schedule, execution_order, resolve
 
 UPDATE_GB_S = 10.0
 """Memory bandwidth assumed for the optimizer step on the profiled device (GB/s)."""
@@ -213,10 +213,6 @@ _Op = tuple[int, int, tuple[int, ...], int, int, int, bool]
 
 
 @functools.lru_cache(maxsize=64)
-def _program(name: str, stages: int, iterations: int, micro_batches: int) -> tuple[_Op, ...]:
-    return compile_schedule(make_schedule(name, stages, iterations, micro_batches))
-
-
 def compile_schedule(schedule: Schedule) -> tuple[_Op, ...]:
     """The actions in a dependency-respecting order, with integer message slots."""
     order, ptr = execution_order(schedule)
@@ -323,7 +319,7 @@ def steady_period(starts: np.ndarray) -> np.ndarray:
 
 
 def periods(
-    schedule_name: str,
+    schedule: Schedule | str,
     costs: Costs,
     iterations: int | None = None,
 ) -> np.ndarray:
@@ -331,11 +327,12 @@ def periods(
 
     This is the planner's fast path: one pass of the recursion for all S splits at
     once (numpy over the S axis), for any schedule, ``ddg``/``ddg-pipelined``/``bp``
-    included. The compiled action program is cached per (schedule, K, N, M).
+    included. A schedule name is built with ``iterations`` (default: enough for the steady
+    state); the compiled program is cached per schedule.
     """
     K = costs.stages
     n = default_iterations(K) if iterations is None else iterations
-    program = _program(schedule_name, K, n, costs.micro_batches)
+    program = compile_schedule(resolve(schedule, K, n, costs.micro_batches))
     return steady_period(run_recursion(program, costs))
 
 
