@@ -1,15 +1,8 @@
 """``ddgsim execute PLAN --steps N``: run a plan for real, one local process per stage.
 
-Launches ``python -m ddgsim.execute`` K times through PyTorch's elastic launcher
-(``torch.distributed.launcher.api.elastic_launch``, the machinery behind
-``torchrun``), so what runs here is exactly what ``torchrun --nproc-per-node K -m
-executor ...`` runs. Several nodes: run the same command on each with ``--nnodes N
---node-rank R --rdzv-endpoint HOST:PORT`` (a c10d rendezvous hosted by node 0); each
-node starts K/N stage processes.
-
-SIGTERM to this process (preemption) is passed to the stages, which stop at one
-common iteration boundary, checkpoint there (``--checkpoint-dir``) and exit; the
-command then exits 0 and the run continues with ``--resume DIR``.
+The options build a :class:`~ddgsim.execute.config.RunConfig`;
+:func:`ddgsim.execute.launch.launch` runs it (torchrun's machinery, several nodes,
+preemption: see that module).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Launches ``python -m ddgsim.execute`` K times through PyTorch's elastic launcher
 (``torch.distributed.launcher.api.elastic_launch``, the machinery behind
 ``torchrun``), so what runs here is exactly what ``torchrun --nproc-per-node K -m
-executor ...`` runs. Several nodes: run the same command on each with ``--nnodes N
+ddgsim.execute ...`` runs (each stage gets the :class:`RunConfig` as JSON). Several nodes: run the same command on each with ``--nnodes N
 --node-rank R --rdzv-endpoint HOST:PORT`` (a c10d rendezvous hosted by node 0); each
 node starts K/N stage processes.
 
