@@ -229,3 +229,66 @@ def test_stashed_weight_versions_match_memory_model(name: str) -> None:
     assert peak == [in_flight_and_versions(sched.actions[k], m)[1] for k in range(k_total)]
     if name.startswith("ddg"):
         assert peak == [k_total - 1 - k for k in range(k_total)]
+
+
+def _through_bytes(state: dict) -> dict:  # type: ignore[type-arg]
+    """A state dict as a checkpoint stores it (torch.save / torch.load)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("name", "K", "M"), [("ddg", 3, 1), ("gpipe", 2, 2), ("1f1b", 2, 2)])
+def test_restoring_a_worker_after_every_action_changes_nothing(name: str, K: int, M: int) -> None:
+    """After each action, every worker is wiped (weights zeroed, stashes, gradients and losses
+    dropped) and restored from its saved state: the run ends with the uninterrupted run's
+    weights and losses, bit for bit. The batch of 5 splits unevenly over 2 micro-batches, the
+    model has dropout (the stage RNG) and the in-flight forwards are recomputed on restore."""
+    def model() -> nn.Sequential:
+        torch.manual_seed(2)
+        return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Dropout(0.2), nn.Linear(6, 6), nn.Tanh(),
+                             nn.Linear(6, 3))
+
+    fn = batches(4, 3, batch=5, seed=4)
+    sched = schedule_for(name, K, 5, M)
+    split = [2, 4][: K - 1]
+    ref = run_inprocess(split_sequential(model(), split), sched, fn, CE, OPTIM, seed=7)
+
+    def wipe_and_restore(k: int, a: object, workers: list[StageWorker]) -> None:
+        for w in workers:
+            saved = _through_bytes(w.state_dict())
+            with torch.no_grad():
+                for p in w.module.parameters():
+                    p.zero_()
+            w.stash.clear()
+            w.grads.clear()
+            w.losses.clear()
+            w.updates = -1
+            w.load_state_dict(saved)
+
+    got = run_inprocess(split_sequential(model(), split), sched, fn, CE, OPTIM, seed=7,
+                        on_action=wipe_and_restore)
+    for t in range(len(ref.weights)):
+        for k in range(K):
+            assert torch.equal(got.weights[t][k], ref.weights[t][k]), (t, k)
+    assert got.losses == ref.losses
+    assert [[x.batch for x in ap] for ap in got.applied] == [[x.batch for x in ap] for ap in ref.applied]
+
+
+def test_step_decay_multiplies_at_each_milestone() -> None:
+    lr = StepDecay(0.5, (2, 4), 0.1)
+    assert [lr(t) for t in range(6)] == pytest.approx([0.5, 0.5, 0.05, 0.05, 0.005, 0.005], rel=1e-12)
+
+
+def test_optim_config_rejects_what_sgd_rejects() -> None:
+    OptimConfig(lr=0.1, momentum=0.5, nesterov=True)  # any momentum > 0 allows Nesterov
+    OptimConfig(lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0)
+    with pytest.raises(ValueError, match=r"^nesterov needs momentum > 0, got momentum=0.0$"):
+        OptimConfig(lr=0.1, momentum=0.0, nesterov=True)
+    with pytest.raises(ValueError, match=r"^momentum \(-0.1\) and weight_decay \(0.0\) must be >= 0$"):
+        OptimConfig(lr=0.1, momentum=-0.1, nesterov=False, weight_decay=0.0)
+    with pytest.raises(ValueError, match=r"^momentum \(0.9\) and weight_decay \(-1.0\) must be >= 0$"):
+        OptimConfig(lr=0.1, momentum=0.9, nesterov=False, weight_decay=-1.0)

@@ -177,3 +177,99 @@ def test_iterations_partition_each_stage_list(name: str, K: int, N: int, M: int)
             want = {Action(k, "U", i - d)} if i >= d else set()
             assert {a for a in here if a.kind == "U"} == want
             assert {a.batch for a in here if a.kind == "B"} == {a.batch for a in want}
+
+
+def _edited(name: str, K: int, N: int, M: int, stage: int, edit) -> Schedule:
+    """``make_schedule(...)`` with ``edit(list)`` applied to one stage's list."""
+    s = make_schedule(name, K, N, M)
+    acts = [list(x) for x in s.actions]
+    edit(acts[stage])
+    return Schedule(s.name, K, N, M, tuple(tuple(x) for x in acts))
+
+
+def _put(i: int, a: Action):
+    return lambda lst: lst.insert(i, a)
+
+
+def _set(i: int, a: Action):
+    return lambda lst: lst.__setitem__(i, a)
+
+
+def _drop(a: Action):
+    return lambda lst: lst.remove(a)
+
+
+def _move(a: Action, to: int):
+    return lambda lst: lst.insert(to, lst.pop(lst.index(a)))
+
+
+A = Action
+# (schedule, K, N, M, stage edited, edit, the exact message, the flagged (stage, step))
+RULES = [
+    ("ddg", 2, 3, 1, 0, _set(0, A(1, "F", 0)), "1F0 is in the list of stage 0", (0, 0)),
+    ("ddg", 2, 3, 1, 0, _set(1, A(0, "X", 0)), "0X0 has unknown kind 'X' (kinds: F, B, U, W)", (0, 1)),
+    ("bp", 2, 3, 1, 1, _put(3, A(1, "F", 3)), "1F3 is out of range (batches 0..2, micro-batches 0..0)", (1, 3)),
+    ("bp", 2, 3, 1, 1, _put(3, A(1, "F", -1)), "1F-1 is out of range (batches 0..2, micro-batches 0..0)", (1, 3)),
+    ("bp", 2, 3, 1, 0, _put(0, A(0, "F", 0, 1)), "0F0.1 is out of range (batches 0..2, micro-batches 0..0)", (0, 0)),
+    ("gpipe", 2, 2, 2, 0, _put(2, A(0, "F", 0, 2)), "0F0.2 is out of range (batches 0..1, micro-batches 0..1)", (0, 2)),
+    ("gpipe", 2, 2, 2, 0, _set(4, A(0, "U", 0, 1)), "0U0.1 is out of range (batches 0..1, micro-batches 0..1)", (0, 4)),
+    ("ddg", 3, 4, 1, 0, _set(1, A(0, "W", 0, 1)), "0W0.1 is out of range (batches 0..3, micro-batches 0..0)", (0, 1)),
+    ("bp", 2, 3, 1, 0, _put(1, A(0, "F", 0)), "0F0 forwards the same batch twice", (0, 1)),
+    ("bp", 2, 3, 1, 0, _put(2, A(0, "B", 0)), "0B0 backprops the same batch twice", (0, 2)),
+    ("gpipe", 2, 2, 2, 1, _move(A(1, "B", 0, 1), 0), "1B0.1 runs before its forward 1F0.1", (1, 0)),
+    ("bp", 2, 3, 1, 0, _put(3, A(0, "U", 0)), "0U0 applies batch 0 twice", (0, 3)),
+    ("gpipe", 2, 2, 2, 0, _move(A(0, "U", 0), 3),
+     "0U0 applies batch 0 before all its 2 backward(s) ran on stage 0", (0, 3)),
+    ("ddg", 2, 3, 1, 1, _put(0, A(1, "W", 0)), "1W0: the last stage has no next stage to wait for", (1, 0)),
+    ("ddg-pipelined", 2, 4, 1, 1, _drop(A(1, "B", 1)), "0B1 needs 1B1, which no stage runs", (0, 5)),
+    ("gpipe", 2, 2, 2, 0, _drop(A(0, "U", 1)), "stage 0 backprops batch 1 but never applies it (no U)", (0, 8)),
+    # Stage 0 (d = 1) updates batch 1 right after its forward: 0 updates seen where 1 is promised.
+    ("ddg-pipelined", 2, 3, 1, 0, _move(A(0, "F", 1), 3),
+     "stage 0 applies batch 1 after 0 update(s) since its forward; promised delay is 1", (0, 6)),
+]
+
+
+@pytest.mark.parametrize(("name", "K", "N", "M", "stage", "edit", "message", "where"), RULES)
+def test_each_rule_names_the_broken_action(name, K, N, M, stage, edit, message, where) -> None:
+    s = _edited(name, K, N, M, stage, edit)
+    with pytest.raises(ScheduleError) as err:
+        validate(s)
+    assert err.value.message == f"schedule '{name}' is invalid: {message}"
+    flagged = [row for row in err.value.grid.splitlines() if row.endswith("<-- ERROR HERE")]
+    assert [int(row.split()[0]) for row in flagged] == [where[1]]
+    cells = flagged[0].removesuffix("<-- ERROR HERE").split()[1:]
+    assert f"*{s.actions[where[0]][where[1]]!r}*" in cells[where[0]]
+
+
+def test_a_list_per_stage() -> None:
+    s = make_schedule("bp", 2, 2)
+    with pytest.raises(ScheduleError) as err:
+        validate(Schedule("bp", 3, 2, 1, s.actions))
+    assert (err.value.message, err.value.grid) == ("schedule 'bp' has 2 stage lists for 3 stages", "")
+
+
+def test_grid_is_a_step_by_stage_table() -> None:
+    """The exact text: right-aligned cells at least 7 wide, the bad cell starred, a missing
+    cell as blank, the context window of 4 steps either side."""
+    s = _edited("bp", 2, 3, 1, 0, _drop(A(0, "U", 1)))
+    with pytest.raises(ScheduleError) as err:
+        validate(s)
+    assert err.value.grid.splitlines() == [
+        "step  stage 0 stage 1",
+        "   0      0F0     1F0",
+        "   1      0B0     1B0",
+        "   2      0U0     1U0",
+        "   3      0F1     1F1",
+        "   4    *0B1*     1B1  <-- ERROR HERE",
+        "   5      0F2     1U1",
+        "   6      0B2     1F2",
+        "   7      0U2     1B2",
+        "   8              1U2",
+    ]
+
+
+def test_deadlock_names_every_stuck_action() -> None:
+    s = _edited("ddg", 2, 3, 1, 0, _move(A(0, "W", 0), 0))
+    with pytest.raises(ScheduleError) as err:
+        validate(s)
+    assert err.value.message == "schedule 'ddg' is invalid: deadlock: 0W0 waits for 1B0, 1F0 waits for 0F0"

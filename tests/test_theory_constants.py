@@ -101,3 +101,44 @@ def test_bounds_numbers() -> None:
 def test_bad_input_raises(fn: Callable[..., object], args: tuple[object, ...]) -> None:
     with pytest.raises(ValueError):
         fn(*args)
+
+
+def test_constants_by_hand() -> None:
+    """Values computed by hand from the formulas in docs/theory.md."""
+    assert theory.sum_sq_delays(4) == 14 and isinstance(theory.sum_sq_delays(4), int)  # 3²+2²+1²
+    # M_3 = (1 + (1+σ)(K−1))V + 2σKM·S_3 = (1 + 2.5·2)·0.5 + 2·1.5·3·2·5
+    assert theory.m_k(3, 2.0, sigma=1.5, variance=0.5) == pytest.approx(93.0)
+    assert theory.m_k(3, 0.0) == 0.0  # M = 0 is allowed (a deterministic, converged run)
+    assert theory.m_k_paper(3, 2.0, sigma=1.5) == pytest.approx(3 * 2 + 1.5 * 81 * 2)
+    # constant steps 0.1 for 10 iterations: Γ = 1, Σγ² = 0.1 → 2·f0/Γ + L·M_K·0.1
+    assert theory.diminishing_step_bound(lambda t: 0.1, 2.0, 3.0, 1.0, iterations=10) == pytest.approx(2.6)
+    assert theory.diminishing_step_bound([0.1] * 10 + [5.0] * 3, 2.0, 3.0, 1.0, iterations=10) == pytest.approx(2.6)
+    # γ_t = 1/(t+1), K = 2: the largest ratio over a 2-step window is γ_0/γ_1 = 2
+    assert theory.sigma(lambda t: 1 / (t + 1), 2, iterations=4) == pytest.approx(2.0)
+    assert theory.sigma([1.0, 1.0, 0.1], 2, iterations=2) == 1.0  # the 0.1 lies past the horizon
+
+
+def test_best_fixed_step_edges() -> None:
+    # √(2·f0/(T·L·M_K)) = √(2·0.5/(100·1·0.5)) = √0.02, below the cap 1/L = 1
+    assert theory.best_fixed_step(1.0, 0.5, 100, 0.5) == pytest.approx(0.02**0.5)
+    assert theory.best_fixed_step(2.0, 0.0, 100, 0.5) == 0.5  # no noise, no delay: the cap
+    assert theory.best_fixed_step(2.0, 0.5, 100, 0.0) == 0.5  # nothing to descend: the cap
+    assert theory.best_fixed_step(2.0, 1e-6, 10, 1.0) == 0.5  # the optimum lies beyond the cap
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: theory.delays(0), "number of stages must be ≥ 1, got 0"),
+    (lambda: theory.max_step(0.0), "L must be > 0, got 0.0"),
+    (lambda: theory.fixed_step_bound(0.1, 1.0, 1.0, 0, 1.0), "T must be > 0, got 0"),
+    (lambda: theory.fixed_step_bound(0.0, 1.0, 1.0, 5, 1.0), "gamma must be > 0, got 0.0"),
+    (lambda: theory.m_k(2, -1.0), "m must be ≥ 0, got -1.0"),
+    (lambda: theory.m_k(2, 1.0, variance=-0.5), "variance must be ≥ 0, got -0.5"),
+    (lambda: theory.levin_may_limit(-1), "delay must be ≥ 0, got -1"),
+    (lambda: theory.sigma(lambda t: 1.0, 2), "iterations is required when steps is a function"),
+    (lambda: theory.sigma([], 2), "step sizes must be a non-empty sequence of positive numbers"),
+    (lambda: theory.sigma([0.1, 0.0], 2), "step sizes must be a non-empty sequence of positive numbers"),
+])
+def test_bad_arguments_name_the_value(call, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError) as err:
+        call()
+    assert str(err.value) == message
