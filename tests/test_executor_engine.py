@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -255,7 +256,7 @@ def test_restoring_a_worker_after_every_action_changes_nothing(name: str, K: int
     fn = batches(4, 3, batch=5, seed=4)
     sched = schedule_for(name, K, 5, M)
     split = [2, 4][: K - 1]
-    ref = run_inprocess(split_sequential(model(), split), sched, fn, CE, OPTIM, seed=7)
+    ref = run_inprocess(split_sequential(model(), split), sched, fn, CE, OPTIM, seed=7, record=True)
 
     def wipe_and_restore(k: int, a: object, workers: list[StageWorker]) -> None:
         for w in workers:
@@ -266,16 +267,30 @@ def test_restoring_a_worker_after_every_action_changes_nothing(name: str, K: int
             w.stash.clear()
             w.grads.clear()
             w.losses.clear()
-            w.updates = -1
             w.load_state_dict(saved)
+            again = w.state_dict()  # restoring is the identity on the saved state
+            assert again["stash"].keys() == saved["stash"].keys()
+            for t, kept in saved["stash"].items():
+                assert again["stash"][t]["micros"].keys() == kept["micros"].keys()
+                assert [m["done"] for m in again["stash"][t]["micros"].values()] == \
+                    [m["done"] for m in kept["micros"].values()]
+                assert (again["stash"][t]["flat"] is None) == (kept["flat"] is None)
 
-    got = run_inprocess(split_sequential(model(), split), sched, fn, CE, OPTIM, seed=7,
+    got = run_inprocess(split_sequential(model(), split), sched, fn, CE, OPTIM, seed=7, record=True,
                         on_action=wipe_and_restore)
     for t in range(len(ref.weights)):
         for k in range(K):
             assert torch.equal(got.weights[t][k], ref.weights[t][k]), (t, k)
     assert got.losses == ref.losses
-    assert [[x.batch for x in ap] for ap in got.applied] == [[x.batch for x in ap] for ap in ref.applied]
+    for k in range(K):
+        assert [(x.iteration, x.batch, x.lr) for x in got.applied[k]] == \
+            [(x.iteration, x.batch, x.lr) for x in ref.applied[k]]
+        assert all(torch.equal(x.grad, y.grad) and torch.equal(x.weights_used, y.weights_used)
+                   for x, y in zip(got.applied[k], ref.applied[k], strict=True))
+        # absolute: stage k applies the batches of its U actions, at iteration batch + delay
+        want = [a.batch for a in sched.actions[k] if a.kind == "U"]
+        assert [x.batch for x in ref.applied[k]] == want
+        assert [x.iteration for x in ref.applied[k]] == [b + sched.delay(k) for b in want]
 
 
 def test_step_decay_multiplies_at_each_milestone() -> None:
@@ -292,3 +307,72 @@ def test_optim_config_rejects_what_sgd_rejects() -> None:
         OptimConfig(lr=0.1, momentum=-0.1, nesterov=False, weight_decay=0.0)
     with pytest.raises(ValueError, match=r"^momentum \(0.9\) and weight_decay \(-1.0\) must be >= 0$"):
         OptimConfig(lr=0.1, momentum=0.9, nesterov=False, weight_decay=-1.0)
+
+
+class _Unused(nn.Module):
+    """A layer with a parameter its forward never uses (as a frozen head or a skipped branch)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(n, n)
+        self.spare = nn.Parameter(torch.ones(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.lin(x))
+
+
+def test_unused_parameters_get_zero_gradients_on_every_stage() -> None:
+    torch.manual_seed(0)
+    stages = [nn.Sequential(nn.Linear(4, 5), _Unused(5)), nn.Sequential(_Unused(5), nn.Linear(5, 3), _Unused(3))]
+    res = run_inprocess(stages, schedule_for("ddg", 2, 4), batches(4, 3), CE, OptimConfig(lr=0.1), record=True)
+    for k, stage in enumerate(stages):
+        n_spare = sum(m.spare.numel() for m in stage.modules() if isinstance(m, _Unused))
+        spare_at = [i for i, (name, _) in enumerate(stage.named_parameters()) if name.endswith("spare")]
+        assert spare_at and n_spare == 3 * len(spare_at)
+        for ap in res.applied[k]:  # the spare parameters' slots of the applied gradient are zero
+            sizes = [p.numel() for p in stage.parameters()]
+            offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+            for i in spare_at:
+                assert torch.count_nonzero(ap.grad[offsets[i]:offsets[i] + sizes[i]]) == 0
+
+
+def test_losses_are_the_batches_cross_entropy() -> None:
+    model = mlp([6, 8, 5])
+    fn = batches(6, 5)
+    ref = copy.deepcopy(model)
+    res = run_inprocess([model], schedule_for("bp", 1, 3), fn, CE, OptimConfig(lr=0.0))
+    with torch.no_grad():
+        want = [float(CE(ref(fn(t)[0]), fn(t)[1])) for t in range(3)]  # lr 0: the weights never move
+    assert res.losses == pytest.approx(want, rel=1e-6)
+
+
+def test_integer_inputs_enter_the_first_stage_without_gradients() -> None:
+    torch.manual_seed(0)
+    stages = [nn.Sequential(nn.Embedding(10, 4), nn.Flatten()), nn.Sequential(nn.Linear(12, 3))]
+
+    def tokens(t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(t)
+        return torch.randint(0, 10, (6, 3), generator=g), torch.randint(0, 3, (6,), generator=g)
+
+    before = stages[0][0].weight.detach().clone()
+    res = run_inprocess(stages, schedule_for("ddg", 2, 4), tokens, CE, OptimConfig(lr=0.5))
+    assert not torch.equal(stages[0][0].weight, before)  # the embedding trained
+    assert all(math.isfinite(v) for v in res.losses)
+
+
+def test_worker_defaults_and_its_one_line_errors() -> None:
+    torch.manual_seed(3)
+    x, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match=r"^the last stage needs a loss_fn$"):
+        StageWorker(nn.Linear(5, 3), index=0, num_stages=1, delay=0, optim=OptimConfig(lr=0.1))
+    mod = nn.Sequential(nn.Dropout(0.5), nn.Linear(5, 3))
+    plain = StageWorker(copy.deepcopy(mod), index=0, num_stages=1, delay=0, optim=OptimConfig(lr=0.1), loss_fn=CE)
+    spelled = StageWorker(copy.deepcopy(mod), index=0, num_stages=1, delay=0, optim=OptimConfig(lr=0.1),
+                          loss_fn=CE, micro_batches=1, record=False, seed=0)
+    for w in (plain, spelled):
+        w.forward(0, x, y)  # weight 1.0, one micro-batch: the whole loss
+        w.backward(0)
+        w.update(0)
+        assert w.stash == {}  # not recording: nothing kept after the update
+    assert plain.losses[0] == spelled.losses[0]
+    assert torch.equal(plain.flat_weights(), spelled.flat_weights())  # same dropout masks (seed 0)

@@ -11,9 +11,11 @@ from ddgsim.schedule import (
     MICRO_SCHEDULES,
     SCHEDULES,
     Action,
+    Message,
     Schedule,
     ScheduleError,
     make_schedule,
+    resolve,
     staleness_of,
     validate,
 )
@@ -290,3 +292,60 @@ def test_deadlock_names_every_stuck_action() -> None:
 def test_str_lists_each_stage() -> None:
     # ddg, K = 2, N = 2: stage 0 (d = 1) backprops batch 0 only; it waits for its gradient first.
     assert str(make_schedule("ddg", 2, 2)) == "stage 0: 0F0 0W0 0F1 0B0 0U0\nstage 1: 1F0 1B0 1U0 1F1 1B1 1U1"
+
+
+def test_grid_widens_for_long_actions_and_elides_a_single_row() -> None:
+    """Cells are as wide as the longest action + 2 (here ``0F11.1``: 8); with the error at step 5
+    the window starts at step 1, so the one hidden row 0 is shown as ``...``."""
+    s = _edited("gpipe", 2, 11, 2, 0, _set(5, A(0, "F", 11, 1)))
+    with pytest.raises(ScheduleError) as err:
+        validate(s)
+    assert err.value.message == "schedule 'gpipe' is invalid: 0F11.1 is out of range (batches 0..10, micro-batches 0..1)"
+    assert err.value.grid.splitlines() == [
+        "step   stage 0  stage 1",
+        "  ...",
+        "   1     0F0.1    1F0.1",
+        "   2     0B0.1    1B0.1",
+        "   3       0B0      1B0",
+        "   4       0U0      1U0",
+        "   5  *0F11.1*      1F1  <-- ERROR HERE",
+        "   6     0F1.1    1F1.1",
+        "   7     0B1.1    1B1.1",
+        "   8       0B1      1B1",
+        "   9       0U1      1U1",
+        "  ...",
+    ]
+
+
+def test_delivered_drops_gradients_nobody_backprops() -> None:
+    """ddg, K = 2, N = 3: stage 0 (d = 1) backprops batches 0 and 1 only, so the gradient that
+    ``1B2`` would send has no receiver: :meth:`Schedule.sends` names it, ``delivered`` does not."""
+    s = make_schedule("ddg", 2, 3)
+    assert s.sends(A(1, "B", 2)) == Message("grad", 1, 0, 2)
+    assert s.delivered(A(1, "B", 2)) is None
+    assert s.delivered(A(1, "B", 1)) == Message("grad", 1, 0, 1)
+    assert s.delivered(A(0, "F", 2)) == Message("act", 0, 1, 2)
+    assert s.delivered(A(0, "U", 0)) is None
+
+
+def test_resolve_builds_a_name_once_and_checks_an_object() -> None:
+    s = make_schedule("gpipe", 3, 4, 2)
+    assert resolve(s, 3, 99, 2) is s  # an object is used as it is (its own iterations)
+    assert resolve("gpipe", 3, 4, 2) == s
+    with pytest.raises(ValueError, match=r"^schedule 'gpipe' has K=3, M=2; expected K=2, M=2$"):
+        resolve(s, 2, 4, 2)
+    with pytest.raises(ValueError, match=r"^schedule 'gpipe' has K=3, M=2; expected K=3, M=1$"):
+        resolve(s, 3, 4, 1)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("bp", 0, 2), "stages must be an integer >= 1, got 0"),
+    (("bp", True, 2), "stages must be an integer >= 1, got True"),
+    (("bp", 2, 2.0), "iterations must be an integer >= 1, got 2.0"),
+    (("gpipe", 2, 2, 0), "micro-batches must be an integer >= 1, got 0"),
+    (("ddg", 2, 2, 2), "schedule 'ddg' takes no micro-batches (got 2); only gpipe, 1f1b split a batch into micro-batches"),
+])
+def test_bad_arguments_are_named_exactly(args, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UserError) as err:
+        make_schedule(*args)
+    assert str(err.value) == message

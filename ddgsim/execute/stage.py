@@ -159,7 +159,6 @@ class StageWorker:
     ) -> None:
         self.module = module
         self.index = index
-        self.num_stages = num_stages
         self.delay = delay
         self.optim = optim
         self.loss_fn = loss_fn
@@ -187,7 +186,6 @@ class StageWorker:
         self.grads: dict[int, list[Tensor]] = {}
         self.losses: dict[int, float] = {}
         self.applied: list[Applied] = []
-        self.updates = 0
 
     # -- actions -----------------------------------------------------------------
     def forward(self, t: int, x: Tensor, y: Tensor | None = None, *, micro: int = 0,
@@ -294,7 +292,6 @@ class StageWorker:
             st = self.stash.pop(t)
             rec = Applied(iteration=it, batch=t, lr=lr, grad=flat(grads), weights_used=st.flat)
         self.applied.append(rec)
-        self.updates += 1
         return rec
 
     def flat_weights(self) -> Tensor:
@@ -321,7 +318,6 @@ class StageWorker:
             "stash": stash,
             "grads": {t: [g.clone() for g in gs] for t, gs in self.grads.items()},
             "losses": dict(self.losses),
-            "updates": self.updates,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -331,7 +327,6 @@ class StageWorker:
         self.rng = state["rng"].clone()
         self.grads = {int(t): list(gs) for t, gs in state["grads"].items()}
         self.losses = {int(t): float(v) for t, v in state["losses"].items()}
-        self.updates = int(state["updates"])
         self.stash = {}
         buffers = {n: b.detach().clone() for n, b in self.module.named_buffers()}
         for t, raw in sorted(state["stash"].items()):
