@@ -369,8 +369,9 @@ def test_worker_defaults_and_its_one_line_errors() -> None:
     plain = StageWorker(copy.deepcopy(mod), index=0, num_stages=1, delay=0, optim=OptimConfig(lr=0.1), loss_fn=CE)
     spelled = StageWorker(copy.deepcopy(mod), index=0, num_stages=1, delay=0, optim=OptimConfig(lr=0.1),
                           loss_fn=CE, micro_batches=1, record=False, seed=0)
+    plain.forward(0, x, y)  # weight 1.0, one micro-batch: the whole loss
+    spelled.forward(0, x, y, micro=0, weight=1.0)
     for w in (plain, spelled):
-        w.forward(0, x, y)  # weight 1.0, one micro-batch: the whole loss
         w.backward(0)
         w.update(0)
         assert w.stash == {}  # not recording: nothing kept after the update

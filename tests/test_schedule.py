@@ -14,6 +14,7 @@ from ddgsim.schedule import (
     Message,
     Schedule,
     ScheduleError,
+    check_schedule_args,
     make_schedule,
     resolve,
     staleness_of,
@@ -332,6 +333,7 @@ def test_resolve_builds_a_name_once_and_checks_an_object() -> None:
     s = make_schedule("gpipe", 3, 4, 2)
     assert resolve(s, 3, 99, 2) is s  # an object is used as it is (its own iterations)
     assert resolve("gpipe", 3, 4, 2) == s
+    assert resolve("ddg", 2, 3) == make_schedule("ddg", 2, 3)  # one micro-batch unless told
     with pytest.raises(ValueError, match=r"^schedule 'gpipe' has K=3, M=2; expected K=2, M=2$"):
         resolve(s, 2, 4, 2)
     with pytest.raises(ValueError, match=r"^schedule 'gpipe' has K=3, M=2; expected K=3, M=1$"):
@@ -346,6 +348,7 @@ def test_resolve_builds_a_name_once_and_checks_an_object() -> None:
     (("ddg", 2, 2, 2), "schedule 'ddg' takes no micro-batches (got 2); only gpipe, 1f1b split a batch into micro-batches"),
 ])
 def test_bad_arguments_are_named_exactly(args, message) -> None:  # type: ignore[no-untyped-def]
+    check_schedule_args("ddg", 2, 3)  # one micro-batch unless told: fine for any schedule
     with pytest.raises(UserError) as err:
         make_schedule(*args)
     assert str(err.value) == message

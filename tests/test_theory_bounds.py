@@ -137,6 +137,7 @@ def test_full_batch_diminishing_step_bound(kind: str, K: int, frac: float, power
 @given(kind=st.sampled_from(tc.KINDS), K=st.integers(1, 8), frac=st.floats(0.05, 1.0),
        batch=st.integers(1, 4), seed=st.integers(0, 2**16))
 @example(kind="logistic", K=4, frac=1.0, batch=1, seed=0)
+@example(kind="logistic", K=3, frac=1.0, batch=1, seed=65535)  # a saturated sigmoid: G = 0 vs 3.6e-11
 def test_minibatch_pathwise_inequality(kind: str, K: int, frac: float, batch: int, seed: int) -> None:
     """Mini-batches: the per-trajectory inequality of the proof before expectations,
     f(w^{t+1}) − f(w^t) ≤ Σ_k [−(γ/2)‖a_k(w^t)‖² − (γ/2)(1−Lγ)‖a_k(w^s)‖² + (γ/2)(1+1/c)‖Δ_k‖²
@@ -151,7 +152,8 @@ def test_minibatch_pathwise_inequality(kind: str, K: int, frac: float, batch: in
         d = K - 1 - k
         for t in range(d, traj.iterations):
             want = p.grad(traj.W[t - d], p.batch_indices(t - d))[sl]
-            np.testing.assert_allclose(G[t, sl], want, rtol=1e-10, atol=1e-12)
+            # torch and numpy round a saturated sigmoid differently (1 − σ ≈ 1e-11): absolute 1e-9
+            np.testing.assert_allclose(G[t, sl], want, rtol=1e-10, atol=1e-9)
     ch = tc.descent_chain(traj)
     eps = tol(ch.change, ch.pathwise)
     assert np.all(ch.change <= ch.lemma + eps)
