@@ -110,6 +110,7 @@ def test_constants_by_hand() -> None:
     assert theory.m_k(3, 2.0, sigma=1.5, variance=0.5) == pytest.approx(93.0)
     assert theory.m_k(3, 0.0) == 0.0  # M = 0 is allowed (a deterministic, converged run)
     assert theory.m_k_paper(3, 2.0, sigma=1.5) == pytest.approx(3 * 2 + 1.5 * 81 * 2)
+    assert theory.m_k_paper(3, 2.0) == pytest.approx(3 * 2 + 81 * 2)  # σ = 1 unless told
     # constant steps 0.1 for 10 iterations: Γ = 1, Σγ² = 0.1 → 2·f0/Γ + L·M_K·0.1
     assert theory.diminishing_step_bound(lambda t: 0.1, 2.0, 3.0, 1.0, iterations=10) == pytest.approx(2.6)
     assert theory.diminishing_step_bound([0.1] * 10 + [5.0] * 3, 2.0, 3.0, 1.0, iterations=10) == pytest.approx(2.6)
