@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from ddgsim.errors import UserError
-
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from ddgsim.execute.options import add_run_arguments
@@ -35,8 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from ddgsim.execute.launch import Nodes, launch
     from ddgsim.execute.options import config_from_args
 
-    if args.max_restarts < 0:
-        raise UserError(f"--max-restarts must be >= 0, got {args.max_restarts}")
     return launch(config_from_args(args), Nodes(nnodes=args.nnodes, node_rank=args.node_rank,
                                                 rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id,
                                                 max_restarts=args.max_restarts))
