@@ -1,11 +1,5 @@
-"""Entry point for ``python -m ddgsim``."""
+"""Entry point for ``python -m ddgsim`` (the same start-up as the ``ddgsim`` console script)."""
 
-import sys
+from ddgsim.cli import entry
 
-from ddgsim.malloc import reexec_with_hugepages
-
-reexec_with_hugepages("ddgsim")
-
-from ddgsim.cli import main  # noqa: E402
-
-sys.exit(main())
+entry()

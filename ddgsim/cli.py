@@ -61,3 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+
+
+def entry() -> None:
+    """The ``ddgsim`` console script and ``python -m ddgsim``: one start-up for both.
+
+    Restarts the interpreter once with huge pages for malloc (:func:`ddgsim.malloc.reexec_with_hugepages`)
+    before anything heavy is imported, so both entry points measure and run on the same allocator.
+    """
+    from ddgsim.malloc import reexec_with_hugepages
+
+    reexec_with_hugepages("ddgsim")
+    sys.exit(main())

@@ -154,3 +154,100 @@ def test_update_cost_is_measured_and_shared_by_parameter_tensors() -> None:
     for u in prof.units:
         assert u.update_ms is not None
         assert (u.update_ms > 0) == (u.param_bytes > 0)
+
+
+class _Spin(torch.nn.Module):
+    """A unit whose forward and backward cost ``n`` chained matrix products of a 64×64 weight."""
+
+    def __init__(self, n: int, learns: bool = True) -> None:
+        super().__init__()
+        self.n = n
+        self.w = torch.nn.Parameter(torch.eye(64) * 0.5, requires_grad=learns)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.n):
+            x = x @ self.w
+        return x
+
+
+def test_insitu_step_attributes_time_to_the_unit_that_spends_it() -> None:
+    from ddgsim.profile.insitu import insitu_step
+
+    units = [torch.nn.ReLU(), _Spin(1), _Spin(200), _Spin(1)]
+    x, g = torch.randn(64, 64), torch.randn(64, 64)
+    st = insitu_step(units, x, g)
+    fwd, bwd = st.forward["wall"], st.backward["wall"]
+    assert max(range(4), key=lambda i: fwd[i]) == 2 and max(range(4), key=lambda i: bwd[i]) == 2
+    assert bwd[0] == 0.0  # nothing before the ReLU learns: no backward for it, no hook fired
+    # the rows add up to the step (the marks are consecutive)
+    assert sum(fwd) + sum(bwd) == pytest.approx(st.total["wall"], rel=0.02, abs=0.5)
+    assert units[1].w.grad is not None and units[3].w.grad is not None
+    # micro-batches: the times are per micro-batch, and every micro-batch's gradient accumulates
+    for u in units[1:]:
+        u.w.grad = None
+    st2 = insitu_step(units, x, g, micro_batches=4)
+    assert set(st2.forward) == {"wall", "thread"} and len(st2.backward["wall"]) == 4
+    manual = [u.w for u in units[1:]]
+    expected = torch.autograd.grad(torch.nn.Sequential(*units)(x), manual, g)
+    for p, e in zip(manual, expected, strict=True):
+        assert p.grad is not None and torch.allclose(p.grad, e, rtol=1e-4, atol=1e-4)
+
+
+def test_insitu_step_keeps_no_unit_output_alive() -> None:
+    """Hooks sit on the graph: by the time the first unit backpropagates, the outputs of the later
+    units are freed, as in a plain training step (keeping them would change the step's memory)."""
+    import gc
+    import weakref
+
+    from ddgsim.profile.insitu import insitu_step
+
+    refs: list[weakref.ref[torch.Tensor]] = []
+    alive_at_first_unit: list[list[bool]] = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = x * 2
+            refs.append(weakref.ref(out))
+            return out
+
+    class Check(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+            gc.collect()
+            alive_at_first_unit.append([r() is not None for r in refs])
+            return grad
+
+    class First(_Spin):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return Check.apply(super().forward(x))  # type: ignore[no-any-return]
+
+    units = [First(1), Probe(), _Spin(1), Probe(), _Spin(1)]
+    insitu_step(units, torch.randn(8, 64), torch.randn(8, 64), micro_batches=2)
+    assert len(refs) == 4 and len(alive_at_first_unit) == 2
+    # micro-batch 1 runs backward first, while micro-batch 0's graph (its outputs) still waits
+    assert alive_at_first_unit[0] == [True, True, False, False]
+    assert alive_at_first_unit[1] == [False, False, False, False]
+
+
+@pytest.mark.parametrize("method", ["in-situ", "isolated"])
+def test_profile_records_both_methods_micro_batches_and_the_machine(method: str) -> None:
+    from ddgsim.profile.machine import machine_key
+
+    prof = profile_model(build_model(get_spec("mlp")), name="mlp", input_shape=(1, 8, 8), batch_size=8,
+                         reps=2, warmup=1, progress=False, method=method, micro_batches=(4, 2))
+    assert set(prof.meta["methods"]) == {"in-situ", "isolated"}
+    chosen = prof.meta["methods"][method]["units"]
+    assert [[round(u.forward_ms, 4), round(u.backward_ms, 4)] for u in prof.units] == chosen
+    assert sorted(prof.micro_batch_ms) == ["2", "4"] and len(prof.micro_batch_ms["4"]) == prof.num_units
+    assert prof.measurement is not None and prof.measurement["method"] == method
+    assert prof.measurement["micro_batches"] == [2, 4]
+    assert prof.machine is not None and prof.machine_key == machine_key(prof.machine)
+    again = from_json(prof.to_json())
+    assert again == prof and again.micro_costs(2) == [tuple(p) for p in prof.micro_batch_ms["2"]]
+    with pytest.raises(UserError, match="micro-batch count 3 must be >= 2 and divide the batch size 8"):
+        profile_model(build_model(get_spec("mlp")), name="mlp", input_shape=(1, 8, 8), batch_size=8, reps=1,
+                      progress=False, micro_batches=(3,))

@@ -20,3 +20,25 @@ def require_positive(option: str, value: int) -> None:
     """UserError unless ``value`` > 0."""
     if value <= 0:
         raise UserError(f"{option} must be > 0, got {value}")
+
+
+def note_provenance(profile: object, where: str, scenario: object = None) -> None:
+    """Print on stderr, in one line, whose machine ``profile`` describes when it is not this one."""
+    import sys
+
+    from ddgsim.profile.machine import provenance_note
+
+    note = provenance_note(profile, where, scenario)
+    if note:
+        sys.stderr.write(note + "\n")
+
+
+def parse_ints(text: str, option: str) -> list[int]:
+    """``"1,2"`` -> ``[1, 2]`` (sorted, distinct, each >= 1); anything else is a UserError naming the option."""
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        vals = []
+    if not vals or any(v < 1 for v in vals):
+        raise UserError(f"{option} must be positive integers separated by commas, got '{text}'")
+    return sorted(set(vals))

@@ -90,7 +90,7 @@ def _load_profile(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
         raise UserError("give a MODEL (see `python -m ddgsim models`) or --profile FILE")
     from ddgsim.profile.store import get_profile
 
-    prof, path, source = get_profile(args.model, args.batch_size, "cpu", 1,
+    prof, path, source = get_profile(args.model, args.batch_size, "cpu", 1, this_machine=False,
                                      progress=not args.no_progress and not args.json)
     ref = {"path": str(path) if path else "", "model": prof.model, "batch_size": prof.batch_size,
            "device": prof.device, "threads": prof.threads, "source": source}
@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     profile, profile_ref, profile_note = _load_profile(args)
     assumed = args.scenario is None
     scenario = load_scenario(args.scenario or f"ideal-{args.gpus}")
+    from ddgsim.commands._args import note_provenance
+
+    note_provenance(profile, profile_ref.get("path") or profile.model, scenario)
     if len(scenario.devices) < args.gpus:
         raise UserError(
             f"--gpus {args.gpus} but scenario '{scenario.name}' has {len(scenario.devices)} devices"

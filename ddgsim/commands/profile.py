@@ -26,9 +26,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--clock", choices=("wall", "thread"), default="wall",
                    help="figures in the rows: wall time (default) or the compute thread's CPU time "
                    "(cpu, --threads 1 only; steadier on a machine shared with other jobs)")
+    p.add_argument("--method", choices=("in-situ", "isolated"), default="in-situ",
+                   help="figures in the rows: each unit timed inside whole-model training steps (default) or "
+                   "alone on a copy of its input; both are measured and summarised in the profile")
+    p.add_argument("--micro-batches", metavar="M[,M..]", default="",
+                   help="also time one micro-batch of B/M samples inside GPipe-order steps, for each M "
+                   "(for gpipe/1f1b predictions), e.g. 2,4")
     p.add_argument("--out", metavar="FILE", help="also write the profile JSON here")
     p.add_argument("--no-cache", action="store_true",
-                   help="measure even if a bundled or cached profile exists, and do not write the cache")
+                   help="measure even if a matching profile of this machine is cached, and do not write the cache")
+    p.add_argument("--bundled", action="store_true",
+                   help="use the profile bundled with ddgsim for this request, whatever machine it describes, "
+                   "instead of measuring")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--input-shape", metavar="C,H,W", help="one sample's shape (default: the model's)")
     p.set_defaults(func=run)
@@ -54,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from ddgsim.commands._args import parse_shape, require_positive
+    from ddgsim.commands._args import parse_ints, parse_shape, require_positive
     from ddgsim.errors import UserError
     from ddgsim.models.registry import get_spec
     from ddgsim.profile.format import write_json_atomic
@@ -75,12 +84,29 @@ def run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise UserError("--device cuda: CUDA is not available on this machine (use --device cpu)")
         threads = None
-    prof, path, source = get_profile(
-        spec.name, args.batch_size, args.device, threads, reps=args.reps,
-        progress=not args.no_progress, input_shape=shape, cache=not args.no_cache, clock=args.clock,
-        command=shlex.join(["python", "-m", "ddgsim", *sys.argv[1:]]) if sys.argv[1:2] == ["profile"]
-        else shlex.join(["python", "-m", "ddgsim", "profile", args.model]),
-    )
+    micro = parse_ints(args.micro_batches, "--micro-batches") if args.micro_batches else ()
+    from ddgsim.profile.format import check_micro_batches
+
+    check_micro_batches(args.batch_size, micro)
+    if args.bundled:
+        from ddgsim.profile import format as profile_format
+        from ddgsim.profile.store import bundled_dir, profile_name
+
+        bundled = bundled_dir() / profile_name(spec.name, args.batch_size, args.device, threads)
+        if not bundled.is_file():
+            raise UserError(f"--bundled: no bundled profile for {spec.name} at batch {args.batch_size} on "
+                            f"{args.device} with {threads} thread(s) (bundled: "
+                            f"{', '.join(sorted(p.name for p in bundled_dir().glob('*.json')))})")
+        path: Path | None = bundled
+        prof, source = profile_format.load(bundled), "bundled"
+    else:
+        prof, path, source = get_profile(
+            spec.name, args.batch_size, args.device, threads, reps=args.reps, method=args.method,
+            micro_batches=micro, this_machine=True,
+            progress=not args.no_progress, input_shape=shape, cache=not args.no_cache, clock=args.clock,
+            command=shlex.join(["python", "-m", "ddgsim", *sys.argv[1:]]) if sys.argv[1:2] == ["profile"]
+            else shlex.join(["python", "-m", "ddgsim", "profile", args.model]),
+        )
     if out is not None:
         try:
             write_json_atomic(out, prof.to_json())
@@ -102,8 +128,13 @@ def _summary(prof: object, source: str, path: Path | None, out: Path | None) -> 
     act = sum(u.activation_bytes for u in prof.units)
     threads = "" if prof.threads is None else f", {prof.threads} thread(s)"
     console = Console(highlight=False)
+    from ddgsim.profile.machine import describe
+
+    how = prof.measurement or {}
+    method = f", {how['method']} timing" if how.get("method") else ""
     console.print(f"profile {prof.model}, batch {prof.batch_size}, {prof.device}{threads}: "
-                  f"{prof.num_units} units ({source})")
+                  f"{prof.num_units} units ({source}{method})")
+    console.print(f"  machine       {describe(prof.machine) if prof.machine else 'not recorded'}")
     console.print(f"  sum of rows   {prof.sum_ms:10.1f} ms  (forward {fwd:.1f} + backward {bwd:.1f})")
     console.print(f"  whole model   {prof.whole_model_ms:10.1f} ms  (sum/whole = {ratio:.3f})")
     other = prof.meta.get("wall_ms") if "thread" in str(prof.meta.get("clock")) else prof.meta.get("thread_cpu_ms")
@@ -111,6 +142,15 @@ def _summary(prof: object, source: str, path: Path | None, out: Path | None) -> 
         label = "wall time" if "thread" in str(prof.meta.get("clock")) else "thread CPU"
         console.print(f"  ({label}: sum {other['sum']:.1f} ms, whole {other['whole']:.1f} ms, "
                       f"sum/whole = {other['sum_over_whole']})")
+    methods = prof.meta.get("methods")
+    if isinstance(methods, dict):
+        console.print("  sum/whole by method: " + ", ".join(
+            f"{name} {m.get('sum_over_whole')}" for name, m in methods.items() if isinstance(m, dict)))
+    for m in sorted(prof.micro_batch_ms, key=int):
+        costs = prof.micro_costs(int(m)) or []
+        per_mb = sum(f + b for f, b in costs)
+        console.print(f"  {m} micro-batches of {prof.batch_size // int(m)}: {per_mb:.1f} ms each, "
+                      f"{int(m) * per_mb:.1f} ms per batch ({int(m) * per_mb / prof.sum_ms:.3f} of one batch)")
     console.print(f"  saved for backward {act / 2**20:.1f} MiB; "
                   f"largest unit {max(prof.units, key=lambda u: u.compute_ms).name}")
     if path is not None:

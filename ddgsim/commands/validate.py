@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ddgsim.errors import UserError
 
-DEFAULT_SCHEDULES = "bp,ddg,ddg-pipelined"
+DEFAULT_SCHEDULES = "bp,ddg,ddg-pipelined,gpipe,1f1b"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,8 +35,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="numbers of stages, e.g. 2 or 1,2 (K=1: the one-process bp run; default 1,2)")
     p.add_argument("--schedules", default=DEFAULT_SCHEDULES, metavar="S,..",
                    help=f"schedules for K >= 2 (default {DEFAULT_SCHEDULES})")
+    p.add_argument("--micro-batches", default="2", metavar="M[,M..]",
+                   help="micro-batch counts for gpipe and 1f1b (default 2); each must divide the batch size")
     p.add_argument("--splits", type=int, default=3, metavar="N",
                    help="splits per K and schedule: planned, even, then unbalanced ones (default 3)")
+    p.add_argument("--repeats", type=int, default=3, metavar="R",
+                   help="executions per run, interleaved over the runs; the median is compared (default 3)")
     p.add_argument("--steps", type=int, default=10, metavar="S", help="iterations per run (default 10)")
     p.add_argument("--warmup", type=int, default=None, metavar="W",
                    help="iteration gaps dropped before the median (default K)")
@@ -44,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--scenario", default=None, metavar="NAME|FILE",
                    help="hardware scenario (default: 'local' if calibrated, else cpu-2core on cpu, ideal-K on cuda)")
     p.add_argument("--profile", default=None, metavar="FILE",
-                   help="profile JSON to predict with (default: bundled, cached, or measured now)")
+                   help="profile JSON to predict with (default: this machine's, cached or measured now)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu (gloo) or cuda (NCCL)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per stage process (default 1)")
     p.add_argument("--tolerance", type=float, default=5.0, metavar="PCT",
@@ -56,16 +60,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(func=run)
 
 
-def _ints(text: str, option: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        vals = []
-    if not vals or any(v < 1 for v in vals):
-        raise UserError(f"{option} must be positive integers separated by commas, got '{text}'")
-    return sorted(set(vals))
-
-
 def _default_scenario(device: str, k_max: int) -> str:
     from ddgsim.predict.scenario import bundled_names
 
@@ -75,15 +69,20 @@ def _default_scenario(device: str, k_max: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ddgsim.commands._args import parse_ints
     from ddgsim.schedule import SCHEDULES
 
-    stages = _ints(args.gpus, "--gpus")
+    stages = parse_ints(args.gpus, "--gpus")
     schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
     for s in schedules:
-        if s not in SCHEDULES or s in ("gpipe", "1f1b"):
-            raise UserError(f"--schedules: '{s}' is not one of bp, ddg, ddg-pipelined")
+        if s not in SCHEDULES:
+            raise UserError(f"--schedules: '{s}' is not one of {', '.join(SCHEDULES)}")
+    micro = tuple(parse_ints(args.micro_batches, "--micro-batches"))
+    from ddgsim.profile.format import check_micro_batches
+
+    micro = check_micro_batches(args.batch_size, micro) if any(s in ("gpipe", "1f1b") for s in schedules) else ()
     for option, value in (("--splits", args.splits), ("--batch-size", args.batch_size),
-                          ("--threads", args.threads)):
+                          ("--threads", args.threads), ("--repeats", args.repeats)):
         if value < 1:
             raise UserError(f"{option} must be > 0, got {value}")
     if args.steps < max(stages) + 2:
@@ -113,16 +112,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         from ddgsim.profile.store import get_profile
 
+        # A measurement of this machine is compared with, so only its own profile will do.
         prof, path, source = get_profile(args.model, args.batch_size, args.device,
-                                         threads=args.threads if args.device == "cpu" else None)
-    warning = v.profile_warning(prof)
+                                         threads=args.threads if args.device == "cpu" else None,
+                                         micro_batches=micro, this_machine=True)
+        if source == "measured":
+            v.stderr(f"profiled {args.model} at batch {args.batch_size} on this machine"
+                     + (f" (and {', '.join(map(str, micro))} micro-batches)" if micro else "")
+                     + f"; cached as {path}")
+    warning = v.profile_warning(prof, str(path or args.profile or ""), micro)
     if warning:
         v.stderr(warning)
     profile_ref = {"path": str(path) if path else "", "model": prof.model, "batch_size": prof.batch_size,
                    "device": prof.device, "threads": prof.threads}
     opts = v.Options(stages=stages, schedules=schedules, splits=args.splits, steps=args.steps,
                      warmup=args.warmup, threads=args.threads, device=args.device, trace=not args.no_trace,
-                     tol_pct=args.tolerance)
+                     tol_pct=args.tolerance, repeats=args.repeats, micro_batches=micro or (2,))
     v.plan_runs(prof, scenario, opts)  # every UserError before anything runs
     out.mkdir(parents=True, exist_ok=True)
     header = [

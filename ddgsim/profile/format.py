@@ -10,6 +10,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,14 @@ from typing import Any
 from ddgsim.errors import UserError
 
 FORMAT = "ddgsim-profile/1"
+
+
+def check_micro_batches(batch_size: int, micro_batches: Sequence[int]) -> tuple[int, ...]:
+    """Sorted distinct M >= 2 that divide ``batch_size``; anything else is a :class:`UserError`."""
+    for m in micro_batches:
+        if m < 2 or batch_size % m:
+            raise UserError(f"micro-batch count {m} must be >= 2 and divide the batch size {batch_size}")
+    return tuple(sorted(set(micro_batches)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +67,14 @@ class Profile:
     units: list[UnitProfile]
     whole_model_ms: float
     """Measured whole-model forward+backward, a check on the sum of the rows."""
+    micro_batch_ms: dict[str, list[list[float]]] = field(default_factory=dict)
+    """Per micro-batch count M (as a string key): ``[forward_ms, backward_ms]`` of every unit for ONE
+    micro-batch of ``batch_size / M`` samples, timed inside GPipe-order steps of M micro-batches."""
+    machine: dict[str, Any] | None = None
+    """Fingerprint of the machine measured (:mod:`ddgsim.profile.machine`); ``None``: not recorded."""
+    measurement: dict[str, Any] | None = None
+    """How it was measured: ``method`` (``in-situ``/``isolated``), ``clock``, ``reps``, ``warmup``,
+    ``micro_batches``; ``None``: not recorded (profiles older than the fingerprint)."""
     meta: dict[str, Any] = field(default_factory=dict)
     """How the profile was produced: command, torch version, host... (extra key ``meta``)."""
 
@@ -68,6 +85,18 @@ class Profile:
     @property
     def sum_ms(self) -> float:
         return sum(u.compute_ms for u in self.units)
+
+    @property
+    def machine_key(self) -> str | None:
+        """The measured machine's key (:func:`ddgsim.profile.machine.machine_key`), ``None`` if unrecorded."""
+        from ddgsim.profile.machine import machine_key
+
+        return machine_key(self.machine) if self.machine else None
+
+    def micro_costs(self, micro_batches: int) -> list[tuple[float, float]] | None:
+        """Per-unit (forward, backward) ms of one of ``micro_batches`` micro-batches, when measured."""
+        table = self.micro_batch_ms.get(str(micro_batches))
+        return None if table is None else [(float(f), float(b)) for f, b in table]
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"format": FORMAT}
@@ -178,6 +207,20 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
                 update_ms=None if upd is None else float(upd),
             )
         )
+    micro = data.get("micro_batch_ms", {})
+    if not isinstance(micro, dict):
+        raise _bad(where, "micro_batch_ms", f"must be an object, got {micro!r}")
+    for m, table in micro.items():
+        ok = str(m).isdigit() and int(m) >= 2 and isinstance(table, list) and len(table) == len(units)
+        if not ok or not all(isinstance(p, list) and len(p) == 2 for p in table):
+            raise _bad(where, "micro_batch_ms", f"entry '{m}' must hold [forward_ms, backward_ms] for each of "
+                       f"the {len(units)} units")
+        for pair in table:
+            for v in pair:
+                _check_number(where, f"micro_batch_ms.{m}", v, (int, float))
+    for key in ("machine", "measurement"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise _bad(where, key, f"must be an object or null, got {data[key]!r}")
     meta = data.get("meta", {})
     return Profile(
         model=data["model"],
@@ -188,6 +231,9 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
         dtype=data["dtype"],
         units=units,
         whole_model_ms=float(data["whole_model_ms"]),
+        micro_batch_ms={str(m): [[float(f), float(b)] for f, b in t] for m, t in micro.items()},
+        machine=data.get("machine"),
+        measurement=data.get("measurement"),
         meta=meta if isinstance(meta, dict) else {},
     )
 

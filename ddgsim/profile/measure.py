@@ -1,16 +1,25 @@
 """Per-unit costs from real PyTorch runs: forward/backward times, output and saved bytes.
 
-Each unit runs on its own, on a detached copy of its real input (the previous unit's
-output for a random batch), in training mode, so what is timed is exactly what a
-stage boundary costs: the forward, then ``torch.autograd.backward(out, grad_out)``
-which computes the parameter gradients and the input gradient sent back to the
-previous stage (the first unit's input is data and gets no gradient, as in
-training). Times are medians over ``reps`` rounds after ``warmup`` untimed ones;
-a round runs every unit once and then the whole model once, so the rows and
-``whole_model_ms`` (the same forward+backward on the whole model, a check on the
-sum of the rows) see the same machine even when other jobs come and go. On CPU the
-thread CPU time of each measurement is kept too (``meta["thread_cpu_ms"]``, next to
-``meta["wall_ms"]``), and ``clock="thread"`` writes it to the rows instead.
+Two ways to time a unit, both measured in every profile:
+
+* **in-situ** (the default rows): inside real whole-model training steps, with marks
+  between units in the forward and gradient hooks on the unit outputs in the backward
+  (:mod:`ddgsim.profile.insitu`). The rows add up to a real step, with its cache and
+  allocator state. With ``micro_batches`` the same is done for GPipe-order steps of M
+  micro-batches, giving the cost of one micro-batch as a pipelined step runs it.
+* **isolated**: each unit on its own, on a detached copy of its real input (the
+  previous unit's output for a random batch): the forward, then
+  ``torch.autograd.backward(out, grad_out)``, which computes the parameter gradients
+  and the input gradient sent back to the previous stage.
+
+Times are medians over ``reps`` rounds after ``warmup`` untimed ones. A round runs
+every unit alone, the in-situ steps, then the whole model (``whole_model_ms``: the
+same forward+backward with no hooks, a check on the sum of the rows) and its optimizer
+step, so every figure sees the same machine even when other jobs come and go. On CPU
+the thread CPU time of each measurement is kept too (``meta["thread_cpu_ms"]``, next
+to ``meta["wall_ms"]``), and ``clock="thread"`` writes it to the rows instead. The
+profile records the machine's fingerprint (:mod:`ddgsim.profile.machine`) and how it
+was measured (``Profile.measurement``).
 
 ``activation_bytes`` counts what autograd saves for backward, seen through
 ``torch.autograd.graph.saved_tensors_hooks``: unique storages (a tensor saved twice,
@@ -41,7 +50,8 @@ from torch import nn
 
 from ddgsim.errors import UserError
 from ddgsim.malloc import tune_malloc
-from ddgsim.profile.format import Profile, UnitProfile
+from ddgsim.profile.format import Profile, UnitProfile, check_micro_batches
+from ddgsim.profile.insitu import StepTimes, insitu_step
 from ddgsim.profile.units import Unit, split_units
 
 
@@ -197,20 +207,45 @@ def _update_step(opt: torch.optim.Optimizer) -> None:
     opt.step()
 
 
-def _whole_step(model: nn.Module, x: torch.Tensor, grad_out: list[torch.Tensor]) -> None:
-    out = model(x)
-    if not grad_out:
-        grad_out.append(torch.randn_like(out))
-    torch.autograd.backward(out, grad_out[0])
+def _whole_step(model: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> None:
+    torch.autograd.backward(model(x), grad_out)
 
 
 CLOCKS = ("wall", "thread")
+METHODS = ("in-situ", "isolated")
+"""Where a unit is timed: inside whole-model training steps (:mod:`ddgsim.profile.insitu`), or alone
+on a detached copy of its input (:class:`_UnitRunner`). Both are measured, in the same rounds."""
+
+
+class _InSituSamples:
+    """Per-unit samples of in-situ steps with M micro-batches (per micro-batch times)."""
+
+    def __init__(self, n: int) -> None:
+        self.fwd = [_Samples() for _ in range(n)]
+        self.bwd = [_Samples() for _ in range(n)]
+        self.step = _Samples()
+
+    def add(self, st: StepTimes) -> None:
+        cpu = "thread" in st.total
+        for i, (f, b) in enumerate(zip(st.forward["wall"], st.backward["wall"], strict=True)):
+            self.fwd[i].add(f, st.forward["thread"][i] if cpu else None)
+            self.bwd[i].add(b, st.backward["thread"][i] if cpu else None)
+        self.step.add(st.total["wall"], st.total.get("thread"))
+
+    def pairs(self, clock: str) -> list[list[float]]:
+        return [[f.median(clock), b.median(clock)] for f, b in zip(self.fwd, self.bwd, strict=True)]
+
+
+def _summary_of(pairs: list[list[float]], whole: float) -> dict[str, Any]:
+    total = sum(f + b for f, b in pairs)
+    return {"units": [[round(f, 4), round(b, 4)] for f, b in pairs], "sum": round(total, 3),
+            "whole": round(whole, 3), "sum_over_whole": round(total / whole, 4) if whole > 0 else None}
 
 
 def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], batch_size: int,
                   device: str = "cpu", threads: int | None = 1, reps: int = 5, warmup: int = 2,
                   progress: bool = True, command: str | None = None, seed: int = 0,
-                  clock: str = "wall") -> Profile:
+                  clock: str = "wall", method: str = "in-situ", micro_batches: Sequence[int] = ()) -> Profile:
     """Measure every unit of ``model`` at ``batch_size`` on ``device`` and return a Profile.
 
     ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards);
@@ -219,17 +254,26 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
     events on GPU) or ``"thread"`` (CPU time of the one compute thread: on a machine
     shared with other jobs it is what an idle core would take, minus cache contention;
     CPU and ``threads=1`` only). Both clocks are kept in ``meta`` on CPU.
+    ``method`` picks the rows: ``"in-situ"`` (each unit timed inside whole-model steps)
+    or ``"isolated"`` (each unit alone); both are measured and summarised in
+    ``meta["methods"]``. For every M in ``micro_batches`` an in-situ GPipe-order step of
+    M micro-batches is timed too (``Profile.micro_batch_ms``).
     The model is moved to ``device`` and put in training mode; its parameters are left
     unchanged (gradients cleared) but BatchNorm running statistics move.
     """
+    from ddgsim.profile.machine import fingerprint
+
     if clock not in CLOCKS:
         raise UserError(f"clock must be one of {', '.join(CLOCKS)}, got '{clock}'")
+    if method not in METHODS:
+        raise UserError(f"method must be one of {', '.join(METHODS)}, got '{method}'")
     if clock == "thread" and (not device.startswith("cpu") or threads != 1):
         raise UserError(f"--clock thread needs --device cpu and --threads 1 (got {device}, threads {threads})")
     if batch_size <= 0 or reps <= 0 or warmup < 0:
         raise UserError(f"batch_size ({batch_size}) and reps ({reps}) must be > 0, warmup ({warmup}) >= 0")
     if threads is not None and threads <= 0:
         raise UserError(f"threads must be > 0, got {threads}")
+    mbs = check_micro_batches(batch_size, micro_batches)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda requested but CUDA is not available")
@@ -242,24 +286,27 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
     try:
         model = model.to(dev).train()
         units = split_units(model, input_shape, batch_size=2)
+        modules = [u.module for u in units]
         timer = _Timer(dev)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         x0 = torch.randn(batch_size, *input_shape, generator=gen).to(dev)
+        with torch.no_grad():
+            grad_out = torch.randn(model(x0).shape, generator=gen).to(dev)
         runners: list[_UnitRunner] = []
         upstream_params = False  # the input gradient is needed only if something upstream learns
         for unit in units:
             runners.append(_UnitRunner(unit, needs_input_grad=upstream_params))
             upstream_params = upstream_params or any(p.requires_grad for p in unit.module.parameters())
+        insitu = {m: _InSituSamples(len(units)) for m in (1, *mbs)}
         whole = _Samples()
         update = _Samples()
         trainable = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(trainable, **UPDATE_OPTIMIZER) if trainable else None  # type: ignore[arg-type]
-        whole_grad: list[torch.Tensor] = []
         rounds = warmup + reps
-        # Rounds: every unit once (each on the previous unit's output, the same values
-        # every round), then the whole model once; repeat. Interleaving makes the rows
-        # and the whole-model check see the same (possibly shared) machine.
-        with _progress(progress, rounds * (len(units) + 1), name) as advance:
+        # Rounds: every unit alone (each on the previous unit's output, the same values every
+        # round), an in-situ step (and one per micro-batch count), the whole model, its update;
+        # repeat. Interleaving makes every figure see the same (possibly shared) machine.
+        with _progress(progress, rounds * (len(units) + 2 + len(mbs)), name) as advance:
             for r in range(rounds):
                 record = r >= warmup
                 x = x0
@@ -269,8 +316,14 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
                     x = runner.step(x, timer, record)
                     advance(f"round {r + 1}/{rounds} {runner.unit.name}")
                 del x
+                for m, samples in insitu.items():
+                    model.zero_grad(set_to_none=True)
+                    st = insitu_step(modules, x0, grad_out, m)
+                    if record:
+                        samples.add(st)
+                    advance(f"round {r + 1}/{rounds} in-situ step" + (f", {m} micro-batches" if m > 1 else ""))
                 model.zero_grad(set_to_none=True)
-                wall, cpu, _ = timer(functools.partial(_whole_step, model, x0, whole_grad))
+                wall, cpu, _ = timer(functools.partial(_whole_step, model, x0, grad_out))
                 if opt is not None:
                     uwall, ucpu, _ = timer(functools.partial(_update_step, opt))
                     if record:
@@ -285,10 +338,12 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
         # The step's cost is mostly per tensor: share it out by parameter tensors.
         update_ms = update.median(clock)
         n_tensors = sum(len([p for p in r.params if p.requires_grad]) for r in runners) or 1
+        chosen = insitu[1].pairs(clock) if method == "in-situ" else [
+            [r.fwd.median(clock), r.bwd.median(clock)] for r in runners]
         rows = [
-            replace(runner.row(clock), update_ms=round(
+            replace(runner.row(clock), forward_ms=f, backward_ms=b, update_ms=round(
                 update_ms * len([p for p in runner.params if p.requires_grad]) / n_tensors, 4))
-            for runner in runners
+            for runner, (f, b) in zip(runners, chosen, strict=True)
         ]
         whole_ms = whole.median(clock)
     finally:
@@ -314,28 +369,30 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
         # the sum of its units. ddgsim.malloc.tune_malloc (also applied by the executor)
         # keeps them; MALLOC_* variables are recorded too.
         "malloc_tuned": malloc_tuned,
-        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))},
         "loadavg_before": load_before,
         "loadavg_after": _loadavg(),
         "wall_s": round(time.perf_counter() - started, 1),
         "clock": "cuda events" if dev.type == "cuda" else
                  "thread (time.thread_time)" if clock == "thread" else "wall (time.perf_counter)",
         "activation_bytes": "unique storages saved by autograd, parameters and buffers excluded",
-        "schedule": "interleaved rounds: every unit (forward, backward) then the whole model, "
-                    "warmup rounds untimed; medians over the timed rounds",
+        "schedule": "interleaved rounds: every unit alone (forward, backward), an in-situ step per micro-batch "
+                    "count, then the whole model and its update; warmup rounds untimed; medians over the timed rounds",
+        "methods": {
+            "in-situ": _summary_of(insitu[1].pairs(clock), whole.median(clock)) | {
+                "step": round(insitu[1].step.median(clock), 3),
+                "how": "units timed inside whole-model steps (forward marks, gradient hooks on unit outputs)"},
+            "isolated": _summary_of([[r.fwd.median(clock), r.bwd.median(clock)] for r in runners],
+                                    whole.median(clock)) | {
+                "how": "every unit alone on a detached copy of its input"},
+        },
     }
     if whole.cpu:
-        # Both clocks from the same rounds; per unit [forward_ms, backward_ms], medians.
+        # Both clocks from the same rounds, for the rows' method; per unit [forward_ms, backward_ms], medians.
         for key, clk in (("wall_ms", "wall"), ("thread_cpu_ms", "thread")):
-            pairs = [[r.fwd.median(clk), r.bwd.median(clk)] for r in runners]
-            total = sum(f + b for f, b in pairs)
-            w = whole.median(clk)
-            meta[key] = {
-                "units": [[round(f, 4), round(b, 4)] for f, b in pairs],
-                "sum": round(total, 3),
-                "whole": round(w, 3),
-                "sum_over_whole": round(total / w, 4) if w > 0 else None,
-            }
+            pairs = insitu[1].pairs(clk) if method == "in-situ" else [
+                [r.fwd.median(clk), r.bwd.median(clk)] for r in runners]
+            meta[key] = _summary_of(pairs, whole.median(clk))
     return Profile(
         model=name,
         batch_size=batch_size,
@@ -345,6 +402,10 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
         dtype=str(x0.dtype).removeprefix("torch."),
         units=rows,
         whole_model_ms=whole_ms,
+        micro_batch_ms={str(m): [[round(f, 4), round(b, 4)] for f, b in insitu[m].pairs(clock)] for m in mbs},
+        machine=fingerprint(device),
+        measurement={"method": method, "clock": clock, "reps": reps, "warmup": warmup, "seed": seed,
+                     "micro_batches": list(mbs)},
         meta=meta,
     )
 

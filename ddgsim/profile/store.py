@@ -1,5 +1,11 @@
 """Where profiles come from: bundled with the package, cached, or measured once and cached.
 
+Every profile records the machine it describes (:mod:`ddgsim.profile.machine`) and
+how it was measured. Commands that compare with this machine (``profile``,
+``validate``) reuse a file only when both match and measure otherwise; commands that
+only predict (``plan``, ``simulate``) take the best file for the request from any
+machine and say whose figures they are.
+
 Torch-free at import time: planning on a bundled profile never imports torch; the
 profiler is imported only when a measurement is needed.
 """
@@ -9,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
@@ -47,25 +54,82 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ddgsim" / "profiles"
 
 
-def _load_matching(path: Path, model: str, batch_size: int, device: str,
-                   threads: int | None, input_shape: Sequence[int] | None = None) -> Profile | None:
-    """The profile at ``path`` if it exists, is valid and answers this request."""
-    if not path.is_file():
-        return None
+def _load(path: Path) -> Profile | None:
     try:
-        prof = profile_format.load(path)
+        return profile_format.load(path) if path.is_file() else None
     except UserError:
         return None
-    key = (prof.model, prof.batch_size, prof.device, prof.threads)
+
+
+def _settings_match(prof: Profile, model: str, batch_size: int, device: str, threads: int | None,
+                    input_shape: Sequence[int] | None) -> bool:
+    """Same model, batch size, device, threads and (when given) sample shape."""
     if input_shape is not None and list(prof.input_shape) != list(input_shape):
+        return False
+    return (prof.model, prof.batch_size, prof.device, prof.threads) == (model, batch_size, device, threads)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurement:
+    """How a profile is measured: everything besides the request and the machine that changes its figures."""
+
+    method: str = "in-situ"
+    clock: str = "wall"
+    reps: int = DEFAULT_REPS
+    micro_batches: tuple[int, ...] = ()
+    """Micro-batch counts whose per-micro-batch costs the profile must hold (a superset will do)."""
+
+    def satisfied_by(self, prof: Profile) -> bool:
+        got = prof.measurement or {}
+        same = (got.get("method"), got.get("clock"), got.get("reps")) == (self.method, self.clock, self.reps)
+        return same and all(prof.micro_costs(m) is not None for m in self.micro_batches)
+
+
+def here_key(device: str = "cpu") -> str:
+    """:func:`ddgsim.profile.machine.machine_key` of this machine (the GPU's when ``device`` is cuda)."""
+    from ddgsim.profile.machine import fingerprint, machine_key
+
+    return machine_key(fingerprint(device))
+
+
+def is_exact(prof: Profile, how: Measurement, key: str) -> bool:
+    """Measured on the machine with ``key``, the way ``how`` asks (a profile to reuse instead of measuring)."""
+    return prof.machine_key == key and prof.dtype == "float32" and how.satisfied_by(prof)
+
+
+def _cache_name(model: str, batch_size: int, device: str, threads: int | None, shape: Sequence[int] | None,
+                how: Measurement, key: str) -> str:
+    """``{profile_name}-{12 hex}`` with a hash of the machine and the measurement settings."""
+    import hashlib
+
+    tag = f"{key}|{how.method}|{how.clock}|{how.reps}|{','.join(map(str, how.micro_batches))}"
+    digest = hashlib.sha256(tag.encode()).hexdigest()[:12]
+    return profile_name(model, batch_size, device, threads, shape).removesuffix(".json") + f"-{digest}.json"
+
+
+def _cached(model: str, batch_size: int, device: str, threads: int | None,
+            shape: Sequence[int] | None) -> list[tuple[Path, Profile]]:
+    """Valid cached profiles for the request, newest first (any machine, any measurement)."""
+    stem = profile_name(model, batch_size, device, threads, shape).removesuffix(".json")
+    found = []
+    folder = cache_dir()
+    named = re.compile(re.escape(stem) + r"(-[0-9a-f]{12})?\.json")
+    paths = sorted((p for p in folder.glob(f"{stem}*.json") if named.fullmatch(p.name)),
+                   key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    for path in paths:
+        prof = _load(path)
+        if prof is not None and _settings_match(prof, model, batch_size, device, threads, shape):
+            found.append((path, prof))
+    return found
+
+
+def _bundled(model: str, batch_size: int, device: str, threads: int | None,
+             shape: Sequence[int] | None) -> tuple[Path, Profile] | None:
+    path = bundled_dir() / profile_name(model, batch_size, device, threads, shape)
+    prof = _load(path)
+    if prof is None or not _settings_match(prof, model, batch_size, device, threads, shape):
         return None
-    return prof if key == (model, batch_size, device, threads) else None
-
-
-def _candidates(model: str, batch_size: int, device: str, threads: int | None,
-                input_shape: Sequence[int] | None) -> list[tuple[Path, str]]:
-    name = profile_name(model, batch_size, device, threads, input_shape)
-    return [(bundled_dir() / name, "bundled"), (cache_dir() / name, "cache")]
+    return path, prof
 
 
 def _default_shape(model: str, input_shape: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -82,40 +146,62 @@ def _default_shape(model: str, input_shape: Sequence[int] | None) -> tuple[int, 
 
 def find_profile(model: str, batch_size: int, device: str = "cpu", threads: int | None = 1, *,
                  input_shape: Sequence[int] | None = None) -> Path | None:
-    """The bundled profile for this request, else the cached one, else ``None``.
+    """A profile for this request to predict with, from any machine: this machine's newest cached one,
+    else the bundled one, else any cached one; ``None`` if there is none. Malformed files are skipped."""
+    found = lookup(model, batch_size, device, threads, input_shape=input_shape)
+    return found[0] if found else None
 
-    A file whose content does not match the request (or is malformed) is skipped.
+
+def lookup(model: str, batch_size: int, device: str = "cpu", threads: int | None = 1, *,
+           input_shape: Sequence[int] | None = None, how: Measurement | None = None,
+           key: str | None = None) -> tuple[Path, Profile, str] | None:
+    """``(path, profile, source)`` without measuring.
+
+    With ``how``: only a profile measured on this machine (``key``, default this one's) that
+    way — an exact match, cached or bundled. Without: what :func:`find_profile` describes.
     """
     shape = _default_shape(model, input_shape)
-    for path, _source in _candidates(model, batch_size, device, threads, shape):
-        if _load_matching(path, model, batch_size, device, threads, shape) is not None:
-            return path
-    return None
+    key = key or here_key(device)
+    cached = _cached(model, batch_size, device, threads, shape)
+    bundled = _bundled(model, batch_size, device, threads, shape)
+    pool = [(p, prof, "cache") for p, prof in cached] + ([(*bundled, "bundled")] if bundled else [])
+    if how is not None:
+        return next((c for c in pool if is_exact(c[1], how, key)), None)
+    ours = [c for c in pool if c[1].machine_key == key]
+    ordered = ours + [c for c in pool if c[2] == "bundled"] + pool
+    return ordered[0] if ordered else None
 
 
 def get_profile(model: str, batch_size: int, device: str = "cpu", threads: int | None = 1,
                 reps: int = DEFAULT_REPS, progress: bool = True, *,
                 input_shape: Sequence[int] | None = None, cache: bool = True,
-                command: str | None = None, clock: str = "wall") -> tuple[Profile, Path | None, str]:
+                command: str | None = None, clock: str = "wall", method: str = "in-situ",
+                micro_batches: Sequence[int] = (), this_machine: bool = True) -> tuple[Profile, Path | None, str]:
     """Return ``(profile, path, source)``; source is ``"bundled"``, ``"cache"`` or ``"measured"``.
 
-    The same (model, batch size, device, threads) request is measured once: a
-    measurement is written to the cache (atomically) and found there next time.
+    ``this_machine=True`` (profile, validate: a measurement of this machine is needed): reuse
+    only a profile measured here with the same method, clock, reps and (at least) the
+    micro-batch counts asked for; otherwise measure, write the result to the cache
+    (atomically, under a name that hashes all of that) and return it.
+    ``this_machine=False`` (plan, simulate: figures to predict with): the best profile for
+    the request from any machine (:func:`lookup`), measuring only when there is none; the
+    caller says whose machine it describes (:func:`ddgsim.profile.machine.provenance_note`).
     ``cache=False`` always measures and writes nothing (path is then ``None``).
-    ``input_shape`` overrides the model's own (user models); it is part of the cache key.
-    ``reps`` and ``clock`` only matter when measuring; they are not part of the key.
+    ``input_shape`` overrides the model's own (user models); it is part of the key.
     """
     shape = _default_shape(model, input_shape)
+    how = Measurement(method=method, clock=clock, reps=reps, micro_batches=tuple(sorted(set(micro_batches))))
+    key = here_key(device)
     if cache:
-        for path, source in _candidates(model, batch_size, device, threads, shape):
-            found = _load_matching(path, model, batch_size, device, threads, shape)
-            if found is not None:
-                return found, path, source
-    prof = measure(model, batch_size, device, threads, reps, progress,
-                   input_shape=input_shape, command=command, clock=clock)
+        found = lookup(model, batch_size, device, threads, input_shape=input_shape,
+                       how=how if this_machine else None, key=key)
+        if found is not None:
+            return found[1], found[0], found[2]
+    prof = measure(model, batch_size, device, threads, reps, progress, input_shape=input_shape,
+                   command=command, clock=clock, method=method, micro_batches=how.micro_batches)
     if not cache:
         return prof, None, "measured"
-    path = cache_dir() / profile_name(model, batch_size, device, threads, shape)
+    path = cache_dir() / _cache_name(model, batch_size, device, threads, shape, how, prof.machine_key or key)
     try:
         prof.save(path)
     except OSError as exc:
@@ -126,7 +212,7 @@ def get_profile(model: str, batch_size: int, device: str = "cpu", threads: int |
 def measure(model: str, batch_size: int, device: str = "cpu", threads: int | None = 1,
             reps: int = DEFAULT_REPS, progress: bool = True, *,
             input_shape: Sequence[int] | None = None, command: str | None = None,
-            clock: str = "wall") -> Profile:
+            clock: str = "wall", method: str = "in-situ", micro_batches: Sequence[int] = ()) -> Profile:
     """Build the model (seed 0) and profile it; imports torch and the profiler lazily."""
     from ddgsim.models.registry import build_model, get_spec
     from ddgsim.profile import measure as profiler
@@ -136,4 +222,5 @@ def measure(model: str, batch_size: int, device: str = "cpu", threads: int | Non
     return profiler.profile_model(
         build_model(spec), name=model, input_shape=shape, batch_size=batch_size,
         device=device, threads=threads, reps=reps, progress=progress, command=command, clock=clock,
+        method=method, micro_batches=micro_batches,
     )

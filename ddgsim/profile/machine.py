@@ -1,0 +1,193 @@
+"""Which machine a profile describes: a fingerprint of the hardware and software that set its figures.
+
+A profile's times hold for one CPU (model, instruction set, cores, memory), one torch
+build, one allocator setting and one thread count — or one GPU, driver and CUDA. The
+fingerprint records all of it; :func:`machine_key` hashes the part that identifies the
+machine (not the date, the load, the host name), so two profiles with the same key were
+measured on interchangeable machines and a profile with another key describes someone
+else's. Reading the fingerprint is cheap and torch-free unless a GPU is asked about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+from typing import Any
+
+KEY_FIELDS = ("cpu_model", "cpu_flags_sha", "cpu_count", "memory_gib", "torch", "torch_build", "hugepages", "gpu")
+"""Fingerprint fields that make up :func:`machine_key` (threads, dtype and method are part of the request)."""
+
+
+def _cpuinfo() -> tuple[str, list[str]]:
+    model, flags = "", list[str]()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if not model and line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                elif not flags and line.startswith(("flags", "Features")):
+                    flags = sorted(set(line.split(":", 1)[1].split()))
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return model or platform.processor() or platform.machine() or "unknown cpu", flags
+
+
+def _memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def hugepages_in_effect() -> bool:
+    """Whether malloc asks for transparent huge pages in this process (see :mod:`ddgsim.malloc`)."""
+    from ddgsim.malloc import _thp_available
+
+    return "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "") and _thp_available()
+
+
+def _torch_build() -> tuple[str, str]:
+    """torch's version and build (``cpu``, ``cuda 12.1``, ``rocm 6.0``), read from ``torch/version.py``
+    without importing torch, so the answer is the same before and after ``import torch``."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return "none", "none"
+    found: dict[str, object] = {}
+    try:
+        with open(os.path.join(next(iter(spec.submodule_search_locations)), "version.py")) as fh:
+            tree = ast.parse(fh.read())
+    except (OSError, SyntaxError):
+        return "unknown", "unknown"
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name):
+            with contextlib.suppress(ValueError):
+                found[target.id] = ast.literal_eval(value)
+    cuda, hip = found.get("cuda"), found.get("hip")
+    build = f"cuda {cuda}" if cuda else f"rocm {hip}" if hip else "cpu"
+    return str(found.get("__version__", "unknown")), build
+
+
+def _gpu(device: str) -> dict[str, Any] | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    dev = torch.device(device)
+    props = torch.cuda.get_device_properties(dev)
+    driver = None
+    try:
+        import subprocess
+
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=10, check=False).stdout.split()[:1]
+    except (OSError, subprocess.SubprocessError):
+        driver = None
+    return {"name": torch.cuda.get_device_name(dev), "memory_gib": round(props.total_memory / 2**30, 1),
+            "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
+            "driver": driver[0] if driver else None}
+
+
+def fingerprint(device: str = "cpu") -> dict[str, Any]:
+    """This machine, as far as it sets a profile's figures (``device``: ``cpu`` or ``cuda[:i]``)."""
+    model, flags = _cpuinfo()
+    torch_version, build = _torch_build()
+    from ddgsim.malloc import _state
+
+    return {
+        "cpu_model": model,
+        "cpu_flags_sha": hashlib.sha256(" ".join(flags).encode()).hexdigest()[:12],
+        "cpu_simd": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "neon", "asimd") if f in flags],
+        "cpu_count": _cpu_count(),
+        "memory_gib": _memory_gib(),
+        "torch": torch_version,
+        "torch_build": build,
+        "hugepages": hugepages_in_effect(),
+        "malloc_tuned": bool(_state.get("done", False)),
+        "gpu": _gpu(device),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def machine_key(fp: dict[str, Any]) -> str:
+    """12 hex digits identifying the machine of a fingerprint (:data:`KEY_FIELDS` only)."""
+    core = {k: fp.get(k) for k in KEY_FIELDS}
+    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def describe(fp: dict[str, Any] | None) -> str:
+    """One phrase naming a machine: ``Intel Xeon @ 2.50GHz, 2 CPUs, torch 2.13.0`` or the GPU."""
+    if not fp:
+        return "an unrecorded machine"
+    gpu = fp.get("gpu")
+    if isinstance(gpu, dict) and gpu.get("name"):
+        return f"{gpu['name']} (driver {gpu.get('driver') or '?'}, CUDA {gpu.get('cuda') or '?'}), torch {fp.get('torch')}"
+    pages = ", huge pages" if fp.get("hugepages") else ""
+    return f"{fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, torch {fp.get('torch')}{pages}"
+
+
+def differences(theirs: dict[str, Any] | None, ours: dict[str, Any]) -> list[str]:
+    """The key fields in which two fingerprints differ, as ``field: theirs -> ours``."""
+    if not theirs:
+        return ["no fingerprint recorded"]
+    return [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in KEY_FIELDS if theirs.get(k) != ours.get(k)]
+
+
+def device_kind(name: str, kind: str | None = None) -> str | None:
+    """``cpu`` or ``gpu`` for a scenario device: its ``kind`` field, else its name's prefix; else ``None``."""
+    if kind:
+        return kind
+    low = name.lower()
+    return "gpu" if low.startswith(("gpu", "cuda")) else "cpu" if low.startswith("cpu") else None
+
+
+def provenance_note(prof: Any, where: str, scenario: Any = None) -> str | None:
+    """One line when ``prof`` does not describe this machine, or is a CPU profile on GPU devices.
+
+    ``prof`` is a :class:`ddgsim.profile.format.Profile`, ``where`` its file (or source),
+    ``scenario`` the :class:`ddgsim.predict.scenario.Scenario` it predicts for. ``None``: nothing to say.
+    """
+    notes = []
+    here = fingerprint(prof.device)
+    if prof.machine_key != machine_key(here):
+        date = f", {prof.meta['date'][:10]}" if isinstance(prof.meta.get("date"), str) else ""
+        threads = f" --threads {prof.threads}" if prof.threads not in (None, 1) else ""
+        theirs = describe(prof.machine) if prof.machine else (
+            f"{prof.meta.get('device_name', 'a machine')} (torch {prof.meta.get('torch_version', '?')}, "
+            "no fingerprint recorded)")
+        notes.append(f"the figures describe {theirs} ({os.path.basename(where)}{date}), not this machine "
+                     f"({describe(here)}); measure this one with: ddgsim profile {prof.model} "
+                     f"--batch-size {prof.batch_size}{threads}")
+    if scenario is not None:
+        kinds = {device_kind(d.name, getattr(d, "kind", None)) for d in scenario.devices}
+        if prof.device == "cpu" and "gpu" in kinds:
+            notes.append(f"a CPU profile on scenario '{scenario.name}' of GPUs: times are the CPU's, "
+                         "divided by the devices' speeds")
+    return "note: " + "; ".join(notes) if notes else None
