@@ -167,8 +167,8 @@ def test_the_cache_key_distinguishes_every_setting_that_changes_figures(
     _second, p2, source = profile_store.get_profile("mlp", 4, **{**base, **change})  # type: ignore[arg-type]
     assert source == "measured" and counted == ["mlp", "mlp"] and p1 != p2
     # ... and each request finds its own entry again, without measuring (a profile with more
-    # micro-batch counts also answers a request for fewer).
-    own = (p2, p1) if "micro_batches" in change else (p1,)
+    # micro-batch counts or more reps also answers a request for fewer).
+    own = (p2, p1) if "micro_batches" in change or "reps" in change else (p1,)
     assert profile_store.get_profile("mlp", 4, **base)[1] in own  # type: ignore[arg-type]
     assert profile_store.get_profile("mlp", 4, **{**base, **change})[1:] == (p2, "cache")  # type: ignore[arg-type]
     assert len(counted) == 2

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -38,11 +39,16 @@ from ddgsim.profile.format import Profile, UnitProfile
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _profile(costs: list[float], meta: dict | None = None, model: str = "toy", batch_size: int = 8) -> Profile:
+def _profile(costs: list[float], meta: dict | None = None, model: str = "toy", batch_size: int = 8,
+             machine: dict | None = None) -> Profile:
+    """A profile of this machine (``machine`` overrides the fingerprint)."""
+    from ddgsim.profile.machine import fingerprint
+
     units = [UnitProfile(name=f"u{i}", forward_ms=c / 3, backward_ms=2 * c / 3, output_bytes=4096,
                          param_bytes=1024, activation_bytes=4096) for i, c in enumerate(costs)]
     return Profile(model=model, batch_size=batch_size, input_shape=[4], device="cpu", threads=1, dtype="float32",
-                   units=units, whole_model_ms=sum(costs), meta=meta or {})
+                   units=units, whole_model_ms=sum(costs), meta=meta or {},
+                   machine=fingerprint() if machine is None else machine)
 
 
 def test_weighted_split_gives_the_asked_shares() -> None:
@@ -165,12 +171,12 @@ def test_run_all_retries_once_then_records_the_failure_and_goes_on(tmp_path: Pat
     """The executor is faked here (no processes): run 2 fails once, run 3 twice, runs 1 and 4 work."""
     prof = _profile([1.0] * 12)
     scenario = load_scenario("ideal-2")
-    opts = Options(stages=[1, 2], schedules=["ddg"], splits=3, steps=6, trace=False)
+    opts = Options(stages=[1, 2], schedules=["ddg"], splits=3, steps=6, trace=False, repeats=1)
     names = [s.name for s in plan_runs(prof, scenario, opts)]
     assert len(names) == 4
     out = tmp_path / "out"
     (out / "runs").mkdir(parents=True)
-    _fake_metrics(out / "runs" / f"{names[2]}.metrics.json", 1.0)  # stale: must not be read as a measurement
+    _fake_metrics(out / "runs" / f"{names[2]}.r1.metrics.json", 1.0)  # stale: must not be read as a measurement
     calls: list[str] = []
     csv_seen: list[list[str]] = []
 
@@ -192,15 +198,55 @@ def test_run_all_retries_once_then_records_the_failure_and_goes_on(tmp_path: Pat
     assert calls == [names[0], names[1], names[1], names[2], names[2], names[3]]
     assert [(r.status, r.attempts) for r in rows] == [("ok", 1), ("ok", 2), ("failed", 2), ("ok", 1)]
     assert [r.measured_ms for r in rows if r.ok] == [10.0, 10.0, 10.0]
-    assert rows[2].error == (f"the executor exited 0 but wrote no {names[2]}.metrics.json; "
+    assert rows[2].error == (f"the executor exited 0 but wrote no {names[2]}.r1.metrics.json; "
                              "then executor exit status -9")
+    assert rows[1].error == "1 failed execution(s): executor exit status 1"
     assert math.isnan(rows[2].measured_ms) and rows[2].predicted_ms > 0
-    assert len(notes) == 3 and "retrying once" in notes[0] and "recorded as failed" in notes[2]
-    assert notes[0] == (f"[2/4] K=2 ddg split [{rows[1].split}] ({rows[1].label}): "
+    assert len(notes) == 3 and "retrying once" in notes[0] and "going on" in notes[2]
+    assert notes[0] == (f"[1/1] [2/4] K=2 ddg split [{rows[1].split}] ({rows[1].label}): "
                         "failed (executor exit status 1); retrying once")
     assert csv_seen[-1] == ["ok", "ok", "failed"]  # written after every run, before the next one
     assert [r.status for r in read_csv(out / "validation.csv")] == ["ok", "ok", "failed", "ok"]
     assert timelines == []
+
+
+def test_repeats_are_interleaved_and_the_median_is_compared(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeat r of every run before repeat r + 1 of any; each row holds every repeat, median and spread."""
+    prof = _profile([1.0] * 12)
+    scenario = load_scenario("ideal-2")
+    opts = Options(stages=[1, 2], schedules=["ddg", "gpipe"], splits=1, steps=6, trace=False, repeats=3,
+                   micro_batches=(2, 4))
+    specs = plan_runs(prof, scenario, opts)
+    assert [(s.schedule, s.micro_batches) for s in specs] == [("bp", 1), ("ddg", 1), ("gpipe", 2), ("gpipe", 4)]
+    assert specs[2].name.startswith("k2-gpipe-m2-")
+    calls: list[str] = []
+    step = {0: [10.0, 12.0, 11.0], 1: [20.0, 30.0, 22.0], 2: [5.0, 5.0, 5.0], 3: [7.0, 8.0, 9.0]}
+
+    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
+        name = plan.name.removesuffix(".plan.json")
+        i = [s.name for s in specs].index(name)
+        _fake_metrics(metrics, step[i][sum(c == name for c in calls)])
+        calls.append(name)
+        assert metrics.name == f"{name}.r{calls.count(name)}.metrics.json"
+
+    monkeypatch.setattr(v, "execute", fake_execute)
+    rows, _ = run_all(prof, {}, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=lambda m: None)
+    assert calls == [s.name for s in specs] * 3
+    assert [r.measured_all_ms for r in rows] == [tuple(step[i]) for i in range(4)]
+    assert [r.measured_ms for r in rows] == [11.0, 22.0, 5.0, 8.0]
+    assert [r.micro_batches for r in rows] == [1, 1, 2, 4] and all(r.repeats == 3 for r in rows)
+    assert rows[1].spread_pct == pytest.approx(100 * 10 / 22)
+    assert rows[0].error_pct == pytest.approx(100 * (rows[0].predicted_ms - 11.0) / 11.0)
+    again = read_csv(tmp_path / "validation.csv")
+    assert [(r.measured_all_ms, r.micro_batches, r.repeats) for r in again] == \
+        [(r.measured_all_ms, r.micro_batches, r.repeats) for r in rows]
+    summary = summarize(rows)
+    assert summary.repeats == 3 and summary.worst_spread_pct == pytest.approx(100 * 10 / 22)
+    assert summary.median_spread_pct == pytest.approx(statistics.median([r.spread_pct for r in rows]))
+    # gpipe's micro-batches are in the plan the executor runs
+    plan = json.loads((tmp_path / "runs" / f"{specs[3].name}.plan.json").read_text())
+    assert plan["micro_batches"] == 4 and plan["schedule"] == "gpipe"
 
 
 def test_ctrl_c_during_a_run_stops_without_retry_and_keeps_the_earlier_rows(tmp_path: Path,
@@ -239,7 +285,7 @@ def test_validate_exits_1_and_keeps_everything_when_every_run_fails(tmp_path: Pa
 
     monkeypatch.setattr(v, "execute", always_fails)
     out = tmp_path / "val"
-    code = main(["validate", "mlp", "--gpus", "1,2", "--schedules", "ddg", "--splits", "1", "--steps", "4",
+    code = main(["validate", "mlp", "--gpus", "1,2", "--schedules", "ddg", "--splits", "1", "--steps", "4", "--repeats", "1",
                  "--batch-size", "16", "--scenario", "cpu-2core", "--profile", str(prof_path), "--out", str(out)])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -258,7 +304,12 @@ def test_validate_exits_1_and_keeps_everything_when_every_run_fails(tmp_path: Pa
 def test_profile_warning_on_load() -> None:
     assert profile_warning(_profile([1.0], {"loadavg_before": [0.1, 0.1, 0.1]})) is None
     w = profile_warning(_profile([1.0], {"loadavg_before": [50.0, 1, 1]}))
-    assert w is not None and "under load" in w and "--threads 1" in w
+    assert w is not None and "under load" in w and "--threads 1" in w and "not this machine" not in w
+    other = profile_warning(_profile([1.0], machine={"cpu_model": "Other CPU", "cpu_count": 64}), "p.json")
+    assert other is not None and other.startswith("warning: profile the figures describe Other CPU, 64 CPUs")
+    assert "(p.json), not this machine" in other
+    micro = profile_warning(_profile([1.0]), "p.json", (2, 4))
+    assert micro is not None and "no measured costs for 2, 4 micro-batches" in micro and "--micro-batches 2,4" in micro
 
 
 def _validate(*argv: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -269,8 +320,13 @@ def _validate(*argv: str, env: dict[str, str], timeout: float = 300) -> subproce
 
 def test_bad_arguments_fail_before_running(tmp_path: Path) -> None:
     env = {"DDGSIM_CACHE_DIR": str(tmp_path / "cache")}
-    r = _validate("mlp", "--gpus", "2", "--schedules", "gpipe", "--out", str(tmp_path / "o"), env=env)
-    assert r.returncode == 2 and "--schedules" in r.stderr
+    r = _validate("mlp", "--gpus", "2", "--schedules", "pipedream", "--out", str(tmp_path / "o"), env=env)
+    assert r.returncode == 2 and "--schedules: 'pipedream' is not one of" in r.stderr
+    r = _validate("mlp", "--gpus", "2", "--micro-batches", "3", "--batch-size", "16", "--out", str(tmp_path / "o"),
+                  env=env)
+    assert r.returncode == 2 and "micro-batch count 3 must be >= 2 and divide the batch size 16" in r.stderr
+    r = _validate("mlp", "--gpus", "2", "--runtimes", "jax", "--out", str(tmp_path / "o"), env=env)
+    assert r.returncode == 2 and "--runtimes must be ddgsim and/or torch" in r.stderr
     r = _validate("mlp", "--gpus", "2", "--steps", "3", "--out", str(tmp_path / "o"), env=env)
     assert r.returncode == 2 and "--steps" in r.stderr
     assert not (tmp_path / "o").exists()
@@ -284,15 +340,19 @@ def mlp_cache(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -> None:
-    """K=1 bp and one K=2 ddg-pipelined run on real executor processes (no timing asserts)."""
+    """K=1 bp, a K=2 ddg-pipelined and a K=2 gpipe run on real executor processes, the gpipe split under
+    torch.distributed.pipelining too; the profile of this machine is measured first (no timing asserts)."""
     out = tmp_path / "val"
-    r = _validate("mlp", "--gpus", "1,2", "--schedules", "ddg-pipelined", "--splits", "1", "--steps", "4",
-                  "--batch-size", "16", "--scenario", "cpu-2core", "--out", str(out), env=mlp_cache)
+    r = _validate("mlp", "--gpus", "1,2", "--schedules", "ddg-pipelined,gpipe", "--splits", "1", "--steps", "4",
+                  "--batch-size", "16", "--scenario", "cpu-2core", "--repeats", "1", "--runtimes", "ddgsim,torch",
+                  "--out", str(out), env=mlp_cache)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "profiled mlp at batch 16 on this machine (and 2 micro-batches); cached as " in r.stderr
     rows = read_csv(out / "validation.csv")
-    assert [(x.K, x.schedule, x.status, x.attempts) for x in rows] == [(1, "bp", "ok", 1),
-                                                                       (2, "ddg-pipelined", "ok", 1)]
-    assert rows[1].label.startswith("planned")
+    assert [(x.K, x.schedule, x.micro_batches, x.runtime, x.status, x.attempts) for x in rows] == [
+        (1, "bp", 1, "ddgsim", "ok", 1), (2, "ddg-pipelined", 1, "ddgsim", "ok", 1), (2, "gpipe", 2, "ddgsim", "ok", 1),
+        (2, "gpipe", 2, "torch", "ok", 1)]
+    assert rows[1].label.startswith("planned") and rows[2].split == rows[3].split
     for x in rows:
         assert x.predicted_ms > 0 and x.measured_ms > 0
         # the CSV rounds times to 1 µs: sub-ms mlp steps shift the recomputed error a little
@@ -301,11 +361,17 @@ def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -
     html = (out / "report.html").read_text()
     assert html.count("Plotly.newPlot") >= 3  # scatter, errors, at least one timeline
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["runs"] == 2
+    assert summary["runs"] == 4
     runs = out / "runs"
-    for name in ("k1-bp-all", f"k2-ddg-pipelined-{rows[1].split}"):
-        for kind in ("plan", "metrics", "predicted.trace", "measured.trace"):
+    for name in ("k1-bp-all", f"k2-ddg-pipelined-{rows[1].split}", f"k2-gpipe-m2-{rows[2].split}"):
+        for kind in ("plan", "r1.metrics", "predicted.trace", "measured.trace"):
             assert (runs / f"{name}.{kind}.json").is_file(), f"{name}.{kind}.json"
+    torch_metrics = json.loads((runs / f"k2-gpipe-m2-torch-{rows[3].split}.r1.metrics.json").read_text())
+    assert torch_metrics["runtime"] == "torch.distributed.pipelining" and len(torch_metrics["per_stage"]) == 2
+    # validate a second time: this machine's profile is found in the cache, not measured again
+    r2 = _validate("mlp", "--gpus", "1", "--steps", "4", "--batch-size", "16", "--repeats", "1",
+                   "--scenario", "cpu-2core", "--out", str(tmp_path / "again"), env=mlp_cache)
+    assert r2.returncode == 0 and "profiled" not in r2.stderr, r2.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -314,7 +380,7 @@ def test_validate_end_to_end_a_run_that_keeps_failing(tmp_path: Path, mlp_cache:
     the K=1 run has no stage 1 and is measured."""
     out = tmp_path / "val"
     r = _validate("mlp", "--gpus", "1,2", "--schedules", "ddg-pipelined", "--splits", "1", "--steps", "4",
-                  "--batch-size", "16", "--scenario", "cpu-2core", "--out", str(out),
+                  "--batch-size", "16", "--scenario", "cpu-2core", "--repeats", "1", "--out", str(out),
                   env={**mlp_cache, "DDGSIM_FAULT": "1:2"})
     assert r.returncode == 1, r.stderr[-3000:]
     rows = read_csv(out / "validation.csv")
@@ -331,4 +397,4 @@ def test_validate_end_to_end_a_run_that_keeps_failing(tmp_path: Path, mlp_cache:
     assert "All runs (1 failed)" in html
     summary = json.loads((out / "summary.json").read_text())
     assert summary["runs"] == 1 and summary["runs_failed"] == 1
-    assert (out / "runs" / "k1-bp-all.metrics.json").is_file()
+    assert (out / "runs" / "k1-bp-all.r1.metrics.json").is_file()

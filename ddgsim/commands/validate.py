@@ -37,6 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help=f"schedules for K >= 2 (default {DEFAULT_SCHEDULES})")
     p.add_argument("--micro-batches", default="2", metavar="M[,M..]",
                    help="micro-batch counts for gpipe and 1f1b (default 2); each must divide the batch size")
+    p.add_argument("--runtimes", default="ddgsim", metavar="R[,R]",
+                   help="who runs the splits: ddgsim (the executor; default) and/or torch "
+                   "(torch.distributed.pipelining, for the gpipe and 1f1b runs)")
     p.add_argument("--splits", type=int, default=3, metavar="N",
                    help="splits per K and schedule: planned, even, then unbalanced ones (default 3)")
     p.add_argument("--repeats", type=int, default=3, metavar="R",
@@ -49,6 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="hardware scenario (default: 'local' if calibrated, else cpu-2core on cpu, ideal-K on cuda)")
     p.add_argument("--profile", default=None, metavar="FILE",
                    help="profile JSON to predict with (default: this machine's, cached or measured now)")
+    p.add_argument("--reprofile", action="store_true",
+                   help="measure the profile now even if this machine's is cached (for machines whose speed drifts)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu (gloo) or cuda (NCCL)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per stage process (default 1)")
     p.add_argument("--tolerance", type=float, default=5.0, metavar="PCT",
@@ -77,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     for s in schedules:
         if s not in SCHEDULES:
             raise UserError(f"--schedules: '{s}' is not one of {', '.join(SCHEDULES)}")
+    runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
+    if not runtimes or any(r not in ("ddgsim", "torch") for r in runtimes):
+        raise UserError(f"--runtimes must be ddgsim and/or torch separated by commas, got '{args.runtimes}'")
     micro = tuple(parse_ints(args.micro_batches, "--micro-batches"))
     from ddgsim.profile.format import check_micro_batches
 
@@ -115,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         # A measurement of this machine is compared with, so only its own profile will do.
         prof, path, source = get_profile(args.model, args.batch_size, args.device,
                                          threads=args.threads if args.device == "cpu" else None,
-                                         micro_batches=micro, this_machine=True)
+                                         micro_batches=micro, this_machine=True, remeasure=args.reprofile)
         if source == "measured":
             v.stderr(f"profiled {args.model} at batch {args.batch_size} on this machine"
                      + (f" (and {', '.join(map(str, micro))} micro-batches)" if micro else "")
@@ -127,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
                    "device": prof.device, "threads": prof.threads}
     opts = v.Options(stages=stages, schedules=schedules, splits=args.splits, steps=args.steps,
                      warmup=args.warmup, threads=args.threads, device=args.device, trace=not args.no_trace,
-                     tol_pct=args.tolerance, repeats=args.repeats, micro_batches=micro or (2,))
+                     tol_pct=args.tolerance, repeats=args.repeats, micro_batches=micro or (2,),
+                     runtimes=runtimes)
     v.plan_runs(prof, scenario, opts)  # every UserError before anything runs
     out.mkdir(parents=True, exist_ok=True)
     header = [

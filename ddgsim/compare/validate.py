@@ -38,9 +38,11 @@ from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
 
 COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "error_pct",
-           "label", "batch_size", "steps", "scenario", "status", "error", "attempts")
+           "label", "batch_size", "steps", "scenario", "status", "error", "attempts",
+           "micro_batches", "repeats", "measured_min_ms", "measured_max_ms", "measured_all_ms", "runtime")
 """``validation.csv`` columns; the first seven are the contract, the rest context (a file without
-``status``, ``error``, ``attempts`` is read as every run ``ok`` at the first attempt)."""
+``status``, ``error``, ``attempts`` is read as every run ``ok`` at the first attempt; one without
+the repeat columns as one repeat with M = 1)."""
 
 CSV_NAME = "validation.csv"
 OK = "ok"
@@ -63,11 +65,17 @@ class RunSpec:
     split: tuple[int, ...]
     label: str
     """Why this split: ``planned``, ``even``, ``front x2`` (stage 0 gets twice the share) ..."""
+    micro_batches: int = 1
+    """M (gpipe, 1f1b); 1 for the others."""
+    runtime: str = "ddgsim"
+    """Who runs it: ``ddgsim`` (the executor) or ``torch`` (``torch.distributed.pipelining``)."""
 
     @property
     def name(self) -> str:
         cuts = "-".join(map(str, self.split)) or "all"
-        return f"k{self.stages}-{self.schedule}-{cuts}"
+        micro = f"-m{self.micro_batches}" if self.micro_batches > 1 else ""
+        runtime = "" if self.runtime == "ddgsim" else f"-{self.runtime}"
+        return f"k{self.stages}-{self.schedule}{micro}{runtime}-{cuts}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,11 +99,33 @@ class Row:
     error: str = ""
     """Why the run failed, one line (empty when ok)."""
     attempts: int = 1
-    """Executions tried: 2 when the first one failed."""
+    """Executions tried, over all repeats (a failed execution is retried once)."""
+    micro_batches: int = 1
+    repeats: int = 1
+    """Executions measured; ``measured_ms`` is their median."""
+    measured_all_ms: tuple[float, ...] = ()
+    """Every repeat's measurement, in the order run."""
+    runtime: str = "ddgsim"
+    """``ddgsim`` (the project's executor) or ``torch`` (``torch.distributed.pipelining``)."""
 
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    @property
+    def measured_min_ms(self) -> float:
+        return min(self.measured_all_ms) if self.measured_all_ms else self.measured_ms
+
+    @property
+    def measured_max_ms(self) -> float:
+        return max(self.measured_all_ms) if self.measured_all_ms else self.measured_ms
+
+    @property
+    def spread_pct(self) -> float:
+        """(max − min) / median of the repeats, in %: how much the machine moved between them."""
+        if not self.ok or not self.measured_all_ms:
+            return math.nan
+        return 100.0 * (self.measured_max_ms - self.measured_min_ms) / self.measured_ms
 
     @classmethod
     def from_csv(cls, rec: dict[str, str]) -> Row:
@@ -104,7 +134,10 @@ class Row:
                    error_pct=_float(rec["error_pct"]), label=rec.get("label") or "",
                    batch_size=int(rec.get("batch_size") or 0), steps=int(rec.get("steps") or 0),
                    scenario=rec.get("scenario") or "", status=rec.get("status") or OK,
-                   error=rec.get("error") or "", attempts=int(rec.get("attempts") or 1))
+                   error=rec.get("error") or "", attempts=int(rec.get("attempts") or 1),
+                   micro_batches=int(rec.get("micro_batches") or 1), repeats=int(rec.get("repeats") or 1),
+                   measured_all_ms=tuple(float(x) for x in (rec.get("measured_all_ms") or "").split(";") if x),
+                   runtime=rec.get("runtime") or "ddgsim")
 
 
 def _float(text: str | None) -> float:
@@ -127,6 +160,11 @@ class Summary:
     tol_pct: float = 5.0
     failed: list[str] = field(default_factory=list)
     """The runs that failed, each ``K=2 ddg [6] (reason)``; not in ``runs`` nor in the statistics."""
+    median_spread_pct: float = math.nan
+    """Median over runs of (max − min)/median of their repeats, in %."""
+    worst_spread_pct: float = math.nan
+    repeats: int = 1
+    """Most repeats of one run."""
 
     @property
     def ranking_preserved(self) -> bool:
@@ -140,6 +178,8 @@ class Summary:
         return [
             f"runs: {self.runs}{failed}",
             *[f"  failed: {f}" for f in self.failed],
+            f"repeats per run: {self.repeats} (interleaved); spread between repeats (max-min)/median: "
+            f"median {_pct(self.median_spread_pct)}, largest {_pct(self.worst_spread_pct)}",
             f"median absolute error: {_pct(self.median_abs_error_pct)}",
             f"worst absolute error: {_pct(self.worst_abs_error_pct)}",
             f"Kendall tau (predicted vs measured): {self.kendall_tau:.3f} (p = {self.kendall_p:.3g})",
@@ -154,14 +194,15 @@ def _pct(x: float) -> str:
 
 # ---------------------------------------------------------------- choosing splits
 
-def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: int, count: int) -> list[RunSpec]:
+def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: int, count: int,
+                  micro_batches: int = 1) -> list[RunSpec]:
     """``count`` distinct splits: planned, even, then unbalanced ones (labels joined on ties)."""
     from ddgsim.plan.build import plan_for_k
 
     if stages == 1:
         return [RunSpec(stages=1, schedule="bp", split=(), label="one process")]
     found: dict[tuple[int, ...], list[str]] = {}
-    res = plan_for_k(profile, scenario, schedule, stages)
+    res = plan_for_k(profile, scenario, schedule, stages, micro_batches=micro_batches)
     if res.planned is not None:
         found.setdefault(tuple(res.planned.split), []).append("planned")
     found.setdefault(tuple(even_split(profile.num_units, stages)), []).append("even")
@@ -169,7 +210,7 @@ def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: i
         if len(found) >= count:
             break
         found.setdefault(tuple(weighted_split(profile, stages, w)), []).append(label)
-    return [RunSpec(stages=stages, schedule=schedule, split=s, label="=".join(labels))
+    return [RunSpec(stages=stages, schedule=schedule, split=s, label="=".join(labels), micro_batches=micro_batches)
             for s, labels in list(found.items())[:count]]
 
 
@@ -228,13 +269,18 @@ def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
             continue
         if (a.predicted_ms - b.predicted_ms) * (a.measured_ms - b.measured_ms) < 0:
             bad.append((_run_label(a), _run_label(b)))
+    spreads = [r.spread_pct for r in rows if not math.isnan(r.spread_pct)]
     return Summary(runs=len(rows), median_abs_error_pct=float(statistics.median(errs)),
                    worst_abs_error_pct=max(errs), kendall_tau=tau, kendall_p=p, discordant=bad, tol_pct=tol_pct,
-                   failed=failed)
+                   failed=failed, median_spread_pct=float(statistics.median(spreads)) if spreads else math.nan,
+                   worst_spread_pct=max(spreads) if spreads else math.nan,
+                   repeats=max(r.repeats for r in rows))
 
 
 def _run_label(r: Row) -> str:
-    return f"K={r.K} {r.schedule} [{r.split or '-'}]"
+    micro = f" M={r.micro_batches}" if r.micro_batches > 1 else ""
+    runtime = " (torch.distributed.pipelining)" if r.runtime == "torch" else ""
+    return f"K={r.K} {r.schedule}{micro}{runtime} [{r.split or '-'}]"
 
 
 def failure_line(rows: Sequence[Row]) -> str | None:
@@ -262,7 +308,9 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
         for r in rows:
             w.writerow([r.model, r.K, r.schedule, r.split, _num(r.predicted_ms, ".6g"), _num(r.measured_ms, ".6g"),
                         _num(r.error_pct, ".2f"), r.label, r.batch_size, r.steps, r.scenario, r.status, r.error,
-                        r.attempts])
+                        r.attempts, r.micro_batches, r.repeats, _num(r.measured_min_ms, ".6g"),
+                        _num(r.measured_max_ms, ".6g"), ";".join(format(x, ".6g") for x in r.measured_all_ms),
+                        r.runtime])
     tmp.replace(path)
 
 
@@ -296,12 +344,14 @@ def scatter_figure(rows: Sequence[Row], title: str = "Predicted vs measured iter
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo / (1 - band / 100), hi / (1 - band / 100)], mode="lines",
                                  line={"color": "#ccc", "width": 1}, showlegend=False, legendgroup=f"b{band}"))
     symbols = ["circle", "square", "diamond", "triangle-up", "x", "star"]
-    for i, (key, grp) in enumerate(itertools.groupby(sorted(rows, key=lambda r: (r.K, r.schedule)),
-                                                     key=lambda r: (r.K, r.schedule))):
+    def group(r: Row) -> tuple[int, str, int, str]:
+        return r.K, r.schedule, r.micro_batches, r.runtime
+
+    for i, (_key, grp) in enumerate(itertools.groupby(sorted(rows, key=group), key=group)):
         g = list(grp)
         fig.add_trace(go.Scatter(
             x=[r.measured_ms for r in g], y=[r.predicted_ms for r in g], mode="markers",
-            marker={"size": 11, "symbol": symbols[i % len(symbols)]}, name=f"K={key[0]} {key[1]}",
+            marker={"size": 11, "symbol": symbols[i % len(symbols)]}, name=_run_label(g[0]).rsplit(" [", 1)[0],
             text=[f"split [{r.split or '-'}] {r.label}<br>error {r.error_pct:+.1f}%" for r in g],
             hovertemplate="%{text}<br>measured %{x:.1f} ms<br>predicted %{y:.1f} ms<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="measured ms / iteration", yaxis_title="predicted ms / iteration",
@@ -374,6 +424,15 @@ class Options:
     device: str = "cpu"
     trace: bool = True
     tol_pct: float = 5.0
+    repeats: int = 3
+    """Executions per run, interleaved: repeat r of every run before repeat r + 1 of any."""
+    micro_batches: tuple[int, ...] = (2,)
+    """M for the micro-batched schedules (gpipe, 1f1b): one set of runs per M."""
+    runtimes: tuple[str, ...] = ("ddgsim",)
+    """``torch`` also runs every gpipe/1f1b split under ``torch.distributed.pipelining``."""
+
+
+MICRO_BATCHED = ("gpipe", "1f1b")
 
 
 def plan_runs(profile: Profile, scenario: Scenario, opts: Options) -> list[RunSpec]:
@@ -387,7 +446,11 @@ def plan_runs(profile: Profile, scenario: Scenario, opts: Options) -> list[RunSp
             runs += choose_splits(profile, scenario, "bp", 1, 1)
             continue
         for sched in opts.schedules:
-            runs += choose_splits(profile, scenario, sched, K, opts.splits)
+            for m in opts.micro_batches if sched in MICRO_BATCHED else (1,):
+                chosen = choose_splits(profile, scenario, sched, K, opts.splits, m)
+                runs += chosen
+                if sched in MICRO_BATCHED and "torch" in opts.runtimes:
+                    runs += [replace(spec, runtime="torch") for spec in chosen]
     return runs
 
 
@@ -396,13 +459,26 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _attempt(plan: Path, opts: Options, metrics_path: Path, trace_path: Path | None, warmup: int) -> float | str:
+def execute_torch(plan: Path, steps: int, threads: int, metrics: Path, device: str) -> None:
+    """Run ``plan`` under ``torch.distributed.pipelining`` (:mod:`ddgsim.compare.torch_pipelining`)."""
+    from ddgsim.compare.torch_pipelining import launch
+
+    code = launch(plan, steps, metrics, threads, device)
+    if code != 0:
+        raise ExecutionFailed(f"torch.distributed.pipelining exit status {code}")
+
+
+def _attempt(plan: Path, opts: Options, metrics_path: Path, trace_path: Path | None, warmup: int,
+             runtime: str = "ddgsim") -> float | str:
     """Execute the plan once and measure it: the step time in ms, or why it failed (one line)."""
     for stale in (metrics_path, trace_path):  # an earlier validate into the same folder left them
         if stale is not None:
             stale.unlink(missing_ok=True)
     try:
-        execute(plan, opts.steps, opts.threads, metrics_path, trace_path, opts.device)
+        if runtime == "torch":
+            execute_torch(plan, opts.steps, opts.threads, metrics_path, opts.device)
+        else:
+            execute(plan, opts.steps, opts.threads, metrics_path, trace_path, opts.device)
         if not metrics_path.is_file():
             return f"the executor exited 0 but wrote no {metrics_path.name}"
         return measured_step_ms(json.loads(metrics_path.read_text()), warmup)
@@ -426,73 +502,112 @@ def _reraise_signal(exc: Exception) -> None:
         raise exc
 
 
+@dataclass
+class _Run:
+    """One run being validated: its prediction, files and the measurements so far."""
+
+    spec: RunSpec
+    sim: Any
+    plan: Path
+    sim_trace: Path
+    trace: Path | None
+    values: list[float] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    attempts: int = 0
+
+
+def _prepare(i: int, spec: RunSpec, profile: Profile, profile_ref: dict[str, Any], scenario: Scenario,
+             scenario_ref: str, runs_dir: Path, trace: bool) -> _Run:
+    """Simulate ``spec``; write its plan and predicted trace."""
+    from ddgsim.trace import write_trace
+
+    sim = simulate(profile, list(spec.split), scenario, spec.schedule, micro_batches=spec.micro_batches)
+    plan = plan_from_prediction(profile, profile_ref, scenario_ref, spec.schedule, spec.split, sim,
+                                micro_batches=spec.micro_batches, extra={"validation_label": spec.label})
+    plan_path = runs_dir / f"{spec.name}.plan.json"
+    plan.save(plan_path)
+    sim_trace = runs_dir / f"{spec.name}.predicted.trace.json"
+    write_trace(sim_trace, sim.timeline, process=f"predicted {spec.schedule}", rows=list(sim.devices))
+    return _Run(spec=spec, sim=sim, plan=plan_path, sim_trace=sim_trace,
+                trace=runs_dir / f"{spec.name}.measured.trace.json" if trace and spec.runtime == "ddgsim" else None)
+
+
+def _row(run: _Run, profile: Profile, scenario: Scenario, steps: int) -> Row:
+    spec, split = run.spec, ",".join(map(str, run.spec.split))
+    row = Row(model=profile.model, K=spec.stages, schedule=spec.schedule, split=split,
+              predicted_ms=run.sim.iteration_ms, measured_ms=math.nan, error_pct=math.nan, label=spec.label,
+              batch_size=profile.batch_size, steps=steps, scenario=scenario.name, attempts=run.attempts,
+              micro_batches=spec.micro_batches, repeats=len(run.values), measured_all_ms=tuple(run.values),
+              runtime=spec.runtime)
+    if not run.values:
+        error = f"{run.reasons[0]}, twice" if len(set(run.reasons)) == 1 and len(run.reasons) == 2 else \
+            "; then ".join(run.reasons)
+        return replace(row, status=FAILED, error=error)
+    measured = float(statistics.median(run.values))
+    note = f"{len(run.reasons)} failed execution(s): {run.reasons[0]}" if run.reasons else ""
+    return replace(row, measured_ms=measured, error_pct=100.0 * (run.sim.iteration_ms - measured) / measured,
+                   error=note)
+
+
 def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, scenario_ref: str,
             opts: Options, out: Path, log: Callable[[str], None] | None = None,
             warn: Callable[[str], None] | None = None) -> tuple[list[Row], list[Any]]:
-    """Predict and measure every run; write plans, metrics and traces under ``out/runs``.
+    """Predict every run, then measure each ``opts.repeats`` times, interleaved; files go under ``out/runs``.
 
-    ``out/validation.csv`` is rewritten after every run, so an interrupted validation keeps what it
-    measured. A run that fails is tried once more; failing again, it becomes a ``failed`` row (and a
-    note through ``warn``, stderr by default) and the next run starts.
+    Repeat r of every run happens before repeat r + 1 of any, so a machine that speeds up or
+    slows down over the minutes moves all runs alike; a run's ``measured_ms`` is the median of
+    its repeats. ``out/validation.csv`` is rewritten after every execution, so an interrupted
+    validation keeps what it measured. A failed execution is tried once more; failing again, it
+    is noted (through ``warn``, stderr by default) and the next one starts. A run with no
+    measurement at all becomes a ``failed`` row.
     """
-    from ddgsim.trace import write_trace
-
     log = log or _print
     warn = warn or stderr
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(profile, scenario, opts)
-    log(f"{len(specs)} runs of {opts.steps} steps each")
-    rows: list[Row] = []
-    timelines = []
-    for i, spec in enumerate(specs):
-        sim = simulate(profile, list(spec.split), scenario, spec.schedule)
-        plan = plan_from_prediction(profile, profile_ref, scenario_ref, spec.schedule, spec.split, sim,
-                                    extra={"validation_label": spec.label})
-        plan_path = runs_dir / f"{spec.name}.plan.json"
-        plan.save(plan_path)
-        sim_trace = runs_dir / f"{spec.name}.predicted.trace.json"
-        write_trace(sim_trace, sim.timeline, process=f"predicted {spec.schedule}", rows=list(sim.devices))
-        metrics_path = runs_dir / f"{spec.name}.metrics.json"
-        trace_path = runs_dir / f"{spec.name}.measured.trace.json" if opts.trace else None
-        t0 = time.perf_counter()
-        warm = spec.stages if opts.warmup is None else opts.warmup
-        split = ",".join(map(str, spec.split))
-        what = f"[{i + 1}/{len(specs)}] K={spec.stages} {spec.schedule:<13} split [{split or '-'}] ({spec.label})"
-        note = " ".join(what.split())
-        reasons: list[str] = []
-        measured: float | None = None
-        while measured is None and len(reasons) < ATTEMPTS:
-            got = _attempt(plan_path, opts, metrics_path, trace_path, warm)
+    runs = [_prepare(i, spec, profile, profile_ref, scenario, scenario_ref, runs_dir, opts.trace)
+            for i, spec in enumerate(specs)]
+    log(f"{len(specs)} runs × {opts.repeats} repeats (interleaved) of {opts.steps} steps each")
+    for rep in range(opts.repeats):
+        for i, run in enumerate(runs):
+            spec = run.spec
+            t0 = time.perf_counter()
+            warm = spec.stages if opts.warmup is None else opts.warmup
+            micro = f" M={spec.micro_batches}" if spec.micro_batches > 1 else ""
+            micro += " under torch.distributed.pipelining" if spec.runtime == "torch" else ""
+            what = (f"[{rep + 1}/{opts.repeats}] [{i + 1}/{len(runs)}] K={spec.stages} {spec.schedule}{micro} "
+                    f"split [{','.join(map(str, spec.split)) or '-'}] ({spec.label})")
+            metrics_path = runs_dir / f"{spec.name}.r{rep + 1}.metrics.json"
+            got: float | str = ""
+            for attempt in range(ATTEMPTS):
+                got = _attempt(run.plan, opts, metrics_path, run.trace, warm, spec.runtime)
+                run.attempts += 1
+                if not isinstance(got, str):
+                    run.values.append(got)
+                    break
+                run.reasons.append(got)
+                warn(f"{what}: failed ({got}); " + ("retrying once" if attempt + 1 < ATTEMPTS else "going on"))
+            took = f"({time.perf_counter() - t0:.0f} s)"
             if isinstance(got, str):
-                reasons.append(got)
-                warn(f"{note}: failed ({got}); "
-                     + ("retrying once" if len(reasons) < ATTEMPTS else "recorded as failed, going on"))
+                log(f"{what}: predicted {run.sim.iteration_ms:.1f} ms, FAILED ({got})  {took}")
             else:
-                measured = got
-        row = Row(model=profile.model, K=spec.stages, schedule=spec.schedule, split=split,
-                  predicted_ms=sim.iteration_ms, measured_ms=math.nan, error_pct=math.nan, label=spec.label,
-                  batch_size=profile.batch_size, steps=opts.steps, scenario=scenario.name)
-        if measured is None:
-            error = f"{reasons[0]}, twice" if len(set(reasons)) == 1 else "; then ".join(reasons)
-            row = replace(row, status=FAILED, error=error, attempts=len(reasons))
-            log(f"{what}: predicted {row.predicted_ms:.1f} ms, FAILED ({error})  "
-                f"({time.perf_counter() - t0:.0f} s)")
-        else:
-            row = replace(row, measured_ms=measured, error_pct=100.0 * (sim.iteration_ms - measured) / measured,
-                          attempts=len(reasons) + 1)
-            log(f"{what}: predicted {row.predicted_ms:.1f} ms, measured {row.measured_ms:.1f} ms, "
-                f"error {row.error_pct:+.1f}%  ({time.perf_counter() - t0:.0f} s"
-                f"{', 2nd attempt' if reasons else ''})")
-        rows.append(row)
-        write_csv(rows, out / CSV_NAME)
-        if row.ok and trace_path is not None and (spec.label.startswith("planned") or spec.stages == 1):
+                log(f"{what}: predicted {run.sim.iteration_ms:.1f} ms, measured {got:.1f} ms, "
+                    f"error {100 * (run.sim.iteration_ms - got) / got:+.1f}%  {took}")
+            write_csv([_row(r, profile, scenario, opts.steps) for r in runs[:len(runs) if rep else i + 1]],
+                      out / CSV_NAME)
+    rows = [_row(r, profile, scenario, opts.steps) for r in runs]
+    timelines = []
+    for run, row in zip(runs, rows, strict=True):
+        spec = run.spec
+        if row.ok and run.trace is not None and run.trace.is_file() and \
+                (spec.label.startswith("planned") or spec.stages == 1):
             try:
                 timelines.append(timeline_figure(
-                    sim_trace, trace_path, f"K={spec.stages} {spec.schedule}, split [{split or '-'}] "
-                    f"({spec.label}): two steady-state iterations", opts.steps, sim.iterations))
-            except Exception as exc:  # a figure is not worth the runs still to come
-                warn(f"{note}: no timeline figure ({_one_line(f'{type(exc).__name__}: {exc}')})")
+                    run.sim_trace, run.trace, f"{_run_label(row)} ({spec.label}): two steady-state iterations",
+                    opts.steps, run.sim.iterations))
+            except Exception as exc:  # a figure is not worth the rest of the report
+                warn(f"{_run_label(row)}: no timeline figure ({_one_line(f'{type(exc).__name__}: {exc}')})")
     return rows, timelines
 
 
@@ -520,23 +635,33 @@ def export_figures(folder: Path, rows: Sequence[Row], summary: Summary, timeline
     return [p for _, p in items] if export_pngs(items, width=1100) == len(items) else []
 
 
-def profile_warning(profile: Profile) -> str | None:
-    """A line when the profile's meta says it was measured on a loaded machine or not with 1 thread."""
+def profile_warning(profile: Profile, where: str = "", micro_batches: Sequence[int] = ()) -> str | None:
+    """A line when the profile describes another machine, was measured under load or not with 1 thread,
+    or lacks measured costs for a micro-batch count to validate."""
     import os
+
+    from ddgsim.profile.machine import provenance_note
 
     meta = profile.meta
     load = meta.get("loadavg_before") or meta.get("loadavg_after")
     cpus = os.cpu_count() or 1
     notes = []
+    foreign = provenance_note(profile, where or profile.model)
+    if foreign:
+        notes.append(foreign.removeprefix("note: "))
     if isinstance(load, list) and load and float(load[0]) > 0.5 * cpus:
         notes.append(f"measured under load (load average {load[0]} on {cpus} CPUs)")
     if profile.threads != 1:
         notes.append(f"measured with {profile.threads} threads, the executor runs 1 per stage")
+    missing = [m for m in micro_batches if profile.micro_costs(m) is None]
+    if missing:
+        notes.append(f"no measured costs for {', '.join(map(str, missing))} micro-batches (1/M of the batch is used)")
     if not notes:
         return None
     return ("warning: profile " + "; ".join(notes) + ". Re-profile on a quiet machine: "
             f"python -m ddgsim profile {profile.model} --batch-size {profile.batch_size} --threads 1 --no-cache "
-            "--out FILE, then --profile FILE")
+            + (f"--micro-batches {','.join(map(str, micro_batches))} " if micro_batches else "")
+            + "--out FILE, then --profile FILE")
 
 
 def _print(msg: str) -> None:

@@ -72,8 +72,11 @@ def _tables(
     def prefix(vals: Sequence[float]) -> np.ndarray:
         return np.concatenate([[0.0], np.cumsum(np.asarray(vals, dtype=np.float64))])
 
-    F = prefix([x.forward_ms for x in units])
-    B = prefix([x.backward_ms for x in units])
+    M = sched.micro_batches
+    micro = profile.micro_costs(M) if M > 1 else None
+    # Per-iteration work: M measured micro-batches when the profile has them (as costs_for_splits).
+    F = prefix([x.forward_ms for x in units] if micro is None else [M * f for f, _ in micro])
+    B = prefix([x.backward_ms for x in units] if micro is None else [M * b for _, b in micro])
     Pb = prefix([x.param_bytes for x in units])
     Ab = prefix([x.activation_bytes for x in units])
     out = np.array([0.0] + [x.output_bytes for x in units])  # out[u] = bytes crossing a cut at u
@@ -83,7 +86,6 @@ def _tables(
     def span(pref: np.ndarray) -> np.ndarray:
         return np.where(valid, pref[None, :] - pref[:, None], np.inf)
 
-    M = sched.micro_batches
     params = np.where(valid, Pb[None, :] - Pb[:, None], 0.0)
     U = prefix(max_plus.unit_update_ms(profile, update_gb_s))
     uspan = np.where(valid, U[None, :] - U[:, None], 0.0)

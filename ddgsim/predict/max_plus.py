@@ -2,10 +2,12 @@
 
 Semantics (identical to :mod:`ddgsim.predict.event_sim`, which checks them event by event):
 
-* Durations on stage k's device (speed s): ``F`` = forward_ms(stage)/(s·M),
-  ``B`` = backward_ms(stage)/(s·M) — a micro-batch costs 1/M of the batch (linear
-  scaling; real kernels are less efficient on small batches, so this flatters
-  ``gpipe``/``1f1b``) — ``U`` = ``update_ms`` once per iteration, ``W`` = 0.
+* Durations on stage k's device (speed s): with M micro-batches, ``F`` and ``B`` are the
+  profile's per-micro-batch costs for M (``Profile.micro_batch_ms``: one micro-batch of
+  B/M samples timed inside GPipe-order steps) divided by s, when the profile has them;
+  otherwise forward_ms(stage)/(s·M) and backward_ms(stage)/(s·M) — linear scaling,
+  which flatters ``gpipe``/``1f1b`` where small batches run less efficiently.
+  ``U`` = ``update_ms`` once per iteration, ``W`` = 0.
 * ``U`` cost: the profile's measured ``update_ms`` per unit (the profiler times the
   executor's SGD step right after a backward and shares it out by parameter tensors),
   divided by the device speed. Profiles without it fall back to a bandwidth model:
@@ -168,8 +170,13 @@ def costs_for_splits(
         return np.asarray(cs[bounds[:, 1:]] - cs[bounds[:, :-1]])
 
     speed = np.array([scenario.device(d).speed for d in devs])
-    fwd = stage_sum([u.forward_ms for u in profile.units]) / (speed * M)
-    bwd = stage_sum([u.backward_ms for u in profile.units]) / (speed * M)
+    micro = profile.micro_costs(M) if M > 1 else None
+    if micro is not None:  # measured per micro-batch inside pipelined (GPipe-order) steps
+        fwd = stage_sum([f for f, _ in micro]) / speed
+        bwd = stage_sum([b for _, b in micro]) / speed
+    else:
+        fwd = stage_sum([u.forward_ms for u in profile.units]) / (speed * M)
+        bwd = stage_sum([u.backward_ms for u in profile.units]) / (speed * M)
     upd = stage_sum(unit_update_ms(profile, update_gb_s)) / speed
     out_bytes = np.array([u.output_bytes for u in profile.units], dtype=np.float64)
     msg = out_bytes[cuts - 1] / M if K > 1 else np.zeros((S, 0))

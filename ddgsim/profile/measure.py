@@ -236,6 +236,13 @@ class _InSituSamples:
         return [[f.median(clock), b.median(clock)] for f, b in zip(self.fwd, self.bwd, strict=True)]
 
 
+def _paired_ratio(a: _Samples, b: _Samples, clock: str) -> float | None:
+    """Median over rounds of a[r] / b[r]."""
+    xs, ys = (a.cpu, b.cpu) if clock == "thread" else (a.wall, b.wall)
+    ratios = [x / y for x, y in zip(xs, ys, strict=True) if y > 0]
+    return round(statistics.median(ratios), 4) if ratios else None
+
+
 def _summary_of(pairs: list[list[float]], whole: float) -> dict[str, Any]:
     total = sum(f + b for f, b in pairs)
     return {"units": [[round(f, 4), round(b, 4)] for f, b in pairs], "sum": round(total, 3),
@@ -381,6 +388,8 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
         "methods": {
             "in-situ": _summary_of(insitu[1].pairs(clock), whole.median(clock)) | {
                 "step": round(insitu[1].step.median(clock), 3),
+                # Round by round (the step and the whole model run seconds apart): robust to drift.
+                "step_over_whole_paired": _paired_ratio(insitu[1].step, whole, clock),
                 "how": "units timed inside whole-model steps (forward marks, gradient hooks on unit outputs)"},
             "isolated": _summary_of([[r.fwd.median(clock), r.bwd.median(clock)] for r in runners],
                                     whole.median(clock)) | {

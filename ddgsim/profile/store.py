@@ -80,9 +80,12 @@ class Measurement:
     """Micro-batch counts whose per-micro-batch costs the profile must hold (a superset will do)."""
 
     def satisfied_by(self, prof: Profile) -> bool:
+        """Same method and clock, at least as many reps, every micro-batch count asked for."""
         got = prof.measurement or {}
-        same = (got.get("method"), got.get("clock"), got.get("reps")) == (self.method, self.clock, self.reps)
-        return same and all(prof.micro_costs(m) is not None for m in self.micro_batches)
+        same = (got.get("method"), got.get("clock")) == (self.method, self.clock)
+        reps = got.get("reps")
+        enough = isinstance(reps, int) and reps >= self.reps
+        return same and enough and all(prof.micro_costs(m) is not None for m in self.micro_batches)
 
 
 def here_key(device: str = "cpu") -> str:
@@ -176,23 +179,25 @@ def get_profile(model: str, batch_size: int, device: str = "cpu", threads: int |
                 reps: int = DEFAULT_REPS, progress: bool = True, *,
                 input_shape: Sequence[int] | None = None, cache: bool = True,
                 command: str | None = None, clock: str = "wall", method: str = "in-situ",
-                micro_batches: Sequence[int] = (), this_machine: bool = True) -> tuple[Profile, Path | None, str]:
+                micro_batches: Sequence[int] = (), this_machine: bool = True,
+                remeasure: bool = False) -> tuple[Profile, Path | None, str]:
     """Return ``(profile, path, source)``; source is ``"bundled"``, ``"cache"`` or ``"measured"``.
 
     ``this_machine=True`` (profile, validate: a measurement of this machine is needed): reuse
-    only a profile measured here with the same method, clock, reps and (at least) the
-    micro-batch counts asked for; otherwise measure, write the result to the cache
+    only a profile measured here with the same method and clock, at least ``reps`` repetitions
+    and (at least) the micro-batch counts asked for; otherwise measure, write the result to the cache
     (atomically, under a name that hashes all of that) and return it.
     ``this_machine=False`` (plan, simulate: figures to predict with): the best profile for
     the request from any machine (:func:`lookup`), measuring only when there is none; the
     caller says whose machine it describes (:func:`ddgsim.profile.machine.provenance_note`).
-    ``cache=False`` always measures and writes nothing (path is then ``None``).
+    ``cache=False`` always measures and writes nothing (path is then ``None``); ``remeasure``
+    always measures and writes the cache.
     ``input_shape`` overrides the model's own (user models); it is part of the key.
     """
     shape = _default_shape(model, input_shape)
     how = Measurement(method=method, clock=clock, reps=reps, micro_batches=tuple(sorted(set(micro_batches))))
     key = here_key(device)
-    if cache:
+    if cache and not remeasure:
         found = lookup(model, batch_size, device, threads, input_shape=input_shape,
                        how=how if this_machine else None, key=key)
         if found is not None:

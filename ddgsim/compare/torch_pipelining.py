@@ -1,0 +1,163 @@
+"""Run a plan's split under PyTorch's own pipeline runtime, ``torch.distributed.pipelining``.
+
+An independent check on the predictions: the same stage modules (:mod:`ddgsim.plan.export`),
+the same batch, micro-batches and optimizer as the ddgsim executor, but PyTorch's
+``ScheduleGPipe`` or ``Schedule1F1B`` deciding what runs when and moving the tensors.
+One process per stage, started by PyTorch's elastic launcher (as ``torchrun`` would),
+gloo on CPU or NCCL on CUDA, synthetic data. Each rank records when each of its steps
+(``schedule.step`` and the optimizer step) ended; the metrics file has the executor's
+``per_stage`` layout, so :func:`ddgsim.execute.measure.step_times` reads both alike.
+
+    python -m ddgsim.compare.torch_pipelining PLAN --steps 12 --metrics m.json   # launcher
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ddgsim.errors import UserError
+
+SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B"}
+"""ddgsim schedule name -> the torch.distributed.pipelining schedule class that runs it."""
+
+
+def check_plan(plan: Any) -> None:
+    if plan.schedule not in SCHEDULES:
+        raise UserError(f"torch.distributed.pipelining runs {', '.join(SCHEDULES)}, not '{plan.schedule}'")
+    if plan.num_stages < 2:
+        raise UserError("torch.distributed.pipelining needs at least 2 stages")
+    if plan.batch_size % plan.micro_batches:
+        raise UserError(f"batch {plan.batch_size} does not split into {plan.micro_batches} micro-batches")
+
+
+def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device: str = "cpu") -> int:
+    """Run the plan for ``steps`` iterations, one process per stage; the exit status (0: metrics written)."""
+    from ddgsim.plan.format import load
+
+    plan = load(plan_path)
+    check_plan(plan)
+    from ddgsim.plan.export import stage_modules
+
+    stage_modules(plan)  # a plan that does not fit the model fails here, before any process starts
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from ddgsim.malloc import hugepage_env
+
+    root = str(Path(__file__).resolve().parents[2])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.update(hugepage_env(dict(os.environ)))  # as the executor's stage processes
+    metrics.unlink(missing_ok=True)
+    parts = [metrics.with_name(f"{metrics.name}.rank{k}") for k in range(plan.num_stages)]
+    for p in parts:
+        p.unlink(missing_ok=True)
+    cfg = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=plan.num_stages, run_id=f"ddgsim-pp-{os.getpid()}",
+                       rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+                       start_method="spawn")
+    try:
+        elastic_launch(cfg, sys.executable)("-u", "-m", "ddgsim.compare.torch_pipelining", "--worker",
+                                            str(plan_path), "--steps", str(steps), "--threads", str(threads),
+                                            "--device", device, "--metrics", str(metrics))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        sys.stderr.write(f"error: torch.distributed.pipelining stage {rank} failed (exit code {failure.exitcode})\n")
+        return 1
+    reports = [json.loads(p.read_text()) for p in parts]
+    from ddgsim.profile.format import write_json_atomic
+
+    write_json_atomic(metrics, {"format": "ddgsim-metrics/1", "runtime": "torch.distributed.pipelining",
+                                "schedule": plan.schedule, "micro_batches": plan.micro_batches,
+                                "stages": plan.num_stages, "split": plan.split, "batch_size": plan.batch_size,
+                                "steps": steps, "per_stage": reports})
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return 0
+
+
+def _worker(plan_path: Path, steps: int, threads: int, device: str, metrics: Path) -> None:
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.distributed import pipelining
+
+    from ddgsim.malloc import tune_malloc
+    from ddgsim.models.registry import get_spec
+    from ddgsim.plan.export import pipeline_stage
+    from ddgsim.plan.format import load
+
+    tune_malloc()
+    torch.set_num_threads(threads)
+    plan = load(plan_path)
+    rank = int(os.environ["RANK"])
+    cuda = device == "cuda"
+    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        spec = get_spec(plan.model)
+        stage = pipeline_stage(plan, rank, dev)
+        schedule_cls = getattr(pipelining, SCHEDULES[plan.schedule])
+        schedule = schedule_cls(stage, n_microbatches=plan.micro_batches, loss_fn=F.cross_entropy)
+        opt = torch.optim.SGD(stage.submod.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(plan.batch_size, *spec.input_shape, generator=gen).to(dev)
+        y = torch.randint(0, spec.num_classes, (plan.batch_size,), generator=gen).to(dev)
+        last = plan.num_stages - 1
+        step_ms: list[float] = []
+        dist.barrier()
+        t = time.perf_counter()
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            if rank == 0:
+                schedule.step(x)
+            elif rank == last:
+                schedule.step(target=y, losses=[])
+            else:
+                schedule.step()
+            opt.step()
+            if cuda:
+                torch.cuda.synchronize(dev)
+            now = time.perf_counter()
+            step_ms.append((now - t) * 1e3)
+            t = now
+        Path(f"{metrics}.rank{rank}").write_text(json.dumps(
+            {"stage": rank, "device": str(dev), "iterations": list(range(steps)), "step_ms": step_ms}))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ddgsim.compare.torch_pipelining",
+                                 description="Run a gpipe or 1f1b plan under torch.distributed.pipelining.")
+    ap.add_argument("plan", type=Path)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        _worker(args.plan, args.steps, args.threads, args.device, args.metrics)
+        return 0
+    try:
+        return launch(args.plan, args.steps, args.metrics, args.threads, args.device)
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    from ddgsim.malloc import reexec_with_hugepages
+
+    if "--worker" not in sys.argv:
+        reexec_with_hugepages("ddgsim.compare.torch_pipelining")
+    sys.exit(main())
