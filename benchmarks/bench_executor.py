@@ -6,15 +6,17 @@ Configurations (each a real ``ddgsim execute`` run, ``--no-eval``):
 
 * ``bp`` K=1 with 1 thread, and with 2 threads (one process);
 * ``ddg`` and ``ddg-pipelined`` K=2, one thread per stage process, each at the split
-  the planner picks for it on the bundled profile
-  (``ddgsim/scenarios/profiles/resnet110-b128-cpu-t1.json``) and the ``cpu-2core`` scenario.
+  the planner picks for it on a profile of THIS machine (the bundled one when its
+  fingerprint matches, else measured now and cached) and the ``cpu-2core`` scenario.
 
-A run's step time is, per iteration, the longest of the stages' step times; its
-figure is the median over the iterations after ``--warmup``; the reported figure is
-the median over ``--repeats`` runs, as samples/s, with the speedup over BP with 1
-thread. The machine is shared: the load average is printed before and after.
-Beside each measurement: the SimPy model's prediction of the same plan on the same
-profile and scenario (1-thread profile, so no prediction for the 2-thread run).
+A run's step time is, per iteration, the gap between the moments the slowest stage
+finished consecutive iterations (:func:`ddgsim.execute.measure.step_times`, as
+``validate``); its figure is the median over the iterations after ``--warmup``; the
+reported figure is the median over ``--repeats`` runs (interleaved), as samples/s,
+with the speedup over BP with 1 thread and the prediction error. The machine is
+shared: the load average is printed before and after. Beside each measurement: the
+SimPy model's prediction of the same plan on the same profile and scenario (1-thread
+profile, so no prediction for the 2-thread run).
 """
 
 from __future__ import annotations
@@ -36,8 +38,15 @@ sys.path.insert(0, str(ROOT))
 from ddgsim.plan.format import Plan  # noqa: E402
 from ddgsim.profile import format as profile_mod  # noqa: E402
 
-PROFILE = ROOT / "scenarios" / "profiles" / "resnet110-b128-cpu-t1.json"
 SCENARIO = "cpu-2core"
+
+
+def this_machine_profile() -> profile_mod.Profile:
+    from ddgsim.profile.store import get_profile
+
+    prof, path, source = get_profile("resnet110", 128, this_machine=True)
+    print(f"profile: {path} ({source})")
+    return prof
 
 
 def balanced_split(costs: list[float]) -> int:
@@ -53,7 +62,7 @@ def write_plan(d: Path, schedule: str, split: list[int], n_units: int) -> Path:
     return path
 
 
-def predicted_samples_per_s(plan: Path, threads: int) -> float | None:
+def predicted_samples_per_s(prof: profile_mod.Profile, plan: Path, threads: int) -> float | None:
     """The simulator's prediction for ``plan`` (profile measured with 1 thread)."""
     if threads != 1:
         return None
@@ -62,7 +71,7 @@ def predicted_samples_per_s(plan: Path, threads: int) -> float | None:
     from ddgsim.predict.scenario import load_scenario
 
     p = plan_file.load(plan)
-    res = simulate(profile_mod.load(PROFILE), p.split, load_scenario(SCENARIO), p.schedule,
+    res = simulate(prof, p.split, load_scenario(SCENARIO), p.schedule,
                    devices=[s.device for s in p.stages])
     return res.samples_per_s
 
@@ -72,9 +81,10 @@ def run_once(plan: Path, steps: int, threads: int, warmup: int, metrics: Path) -
     subprocess.run([sys.executable, "-m", "ddgsim", "execute", str(plan), "--steps", str(steps), "--data",
                     "synthetic", "--threads", str(threads), "--no-eval", "--no-progress", "--metrics", str(metrics)],
                    cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    from ddgsim.compare.validate import measured_step_ms
+
     m: dict[str, Any] = json.loads(metrics.read_text())
-    per_it = [max(st["step_ms"][i] for st in m["per_stage"]) for i in range(warmup, steps)]
-    return 128 / (statistics.median(per_it) / 1e3)
+    return 128 / (measured_step_ms(m, warmup) / 1e3)
 
 
 def main() -> None:
@@ -86,7 +96,7 @@ def main() -> None:
     from ddgsim.plan import search as planner
     from ddgsim.predict.scenario import load_scenario
 
-    prof = profile_mod.load(PROFILE)
+    prof = this_machine_profile()
     costs = [u.forward_ms + u.backward_ms for u in prof.units]
     best = {s: planner.search(prof, load_scenario(SCENARIO), s, 2).best for s in ("ddg", "ddg-pipelined")}
     cut = {s: c.split if c is not None else [balanced_split(costs)] for s, c in best.items()}
@@ -107,11 +117,14 @@ def main() -> None:
                 print(f"  repeat {rep}: {name:<20} {sps:7.2f} samples/s", flush=True)
         base = statistics.median(results[configs[0][0]])
         print(f"load average after: {os.getloadavg()}")
-        print(f"{'config':<20} {'samples/s (median)':>18} {'speedup':>8} {'predicted':>10}")
+        print(f"{'config':<20} {'samples/s (median)':>18} {'range':>15} {'speedup':>8} {'predicted':>10} {'error':>7}")
         for name, plan, threads in configs:
             med = statistics.median(results[name])
-            pred = predicted_samples_per_s(plan, threads)
-            print(f"{name:<20} {med:>18.2f} {med / base:>8.2f} {'-' if pred is None else f'{pred:.2f}':>10}")
+            pred = predicted_samples_per_s(prof, plan, threads)
+            spread = f"{min(results[name]):.1f}-{max(results[name]):.1f}"
+            err = "-" if pred is None else f"{100 * (pred - med) / med:+.1f}%"
+            print(f"{name:<20} {med:>18.2f} {spread:>15} {med / base:>8.2f} "
+                  f"{'-' if pred is None else f'{pred:.2f}':>10} {err:>7}")
 
 
 if __name__ == "__main__":

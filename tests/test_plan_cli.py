@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,27 @@ def test_memory_error_names_stage_and_amount(prof: Path, capsys: pytest.CaptureF
 def test_unknown_model_lists_known(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "plan", "resnet7", "--gpus", "2")
     assert code == 2 and "resnet110" in err
+
+
+def test_a_foreign_profile_gets_one_line_naming_its_machine(capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    from ddgsim.profile.machine import fingerprint
+
+    here = make_profile([1.0] * 8, [2.0] * 8)
+    mine = tmp_path / "mine.json"
+    replace(here, machine=fingerprint()).save(mine)
+    theirs = tmp_path / "theirs.json"
+    other = {**fingerprint(), "cpu_model": "AMD EPYC 7B13", "cpu_count": 64}
+    replace(here, machine=other).save(theirs)
+    code, out, err = _run(capsys, "plan", "--profile", str(mine), "--gpus", "2", "--json")
+    assert code == 0 and "note:" not in err
+    code, out, err = _run(capsys, "plan", "--profile", str(theirs), "--gpus", "2", "--json")
+    assert code == 0 and json.loads(out)["stages"]  # stdout stays clean JSON
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "AMD EPYC 7B13, 64 CPUs" in notes[0] and "(theirs.json" in notes[0]
+    assert "not this machine" in notes[0] and "ddgsim profile" in notes[0]
+    code, out, err = _run(capsys, "simulate", "--profile", str(mine), "--gpus", "2", "--scenario", "pcie-4gpu")
+    assert code == 0 and "a CPU profile on scenario 'pcie-4gpu' of GPUs" in err
+    code, out, err = _run(capsys, "simulate", "--profile", str(mine), "--gpus", "2", "--schedule", "gpipe",
+                          "--micro-batches", "4")
+    assert code == 0 and "no measured costs for 4 micro-batches" in err

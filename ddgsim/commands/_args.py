@@ -22,15 +22,21 @@ def require_positive(option: str, value: int) -> None:
         raise UserError(f"{option} must be > 0, got {value}")
 
 
-def note_provenance(profile: object, where: str, scenario: object = None) -> None:
-    """Print on stderr, in one line, whose machine ``profile`` describes when it is not this one."""
+def note_provenance(profile: object, where: str, scenario: object = None, micro_batches: int = 1) -> None:
+    """Print on stderr, in one line each, whose machine ``profile`` describes when it is not this one,
+    and that micro-batch costs are scaled from the batch when the profile has none for ``micro_batches``."""
     import sys
 
+    from ddgsim.profile.format import Profile
     from ddgsim.profile.machine import provenance_note
 
     note = provenance_note(profile, where, scenario)
     if note:
         sys.stderr.write(note + "\n")
+    if isinstance(profile, Profile) and micro_batches > 1 and profile.micro_costs(micro_batches) is None:
+        sys.stderr.write(f"note: the profile has no measured costs for {micro_batches} micro-batches; each costs "
+                         f"1/{micro_batches} of the batch here (measure them: ddgsim profile {profile.model} "
+                         f"--batch-size {profile.batch_size} --micro-batches {micro_batches})\n")
 
 
 def parse_ints(text: str, option: str) -> list[int]:

@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario or f"ideal-{args.gpus}")
     from ddgsim.commands._args import note_provenance
 
-    note_provenance(profile, profile_ref.get("path") or profile.model, scenario)
+    note_provenance(profile, profile_ref.get("path") or profile.model, scenario,
+                    (args.micro_batches or 4) if {"gpipe", "1f1b"} & set(schedules) else 1)
     if len(scenario.devices) < args.gpus:
         raise UserError(
             f"--gpus {args.gpus} but scenario '{scenario.name}' has {len(scenario.devices)} devices"

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ddgsim.commands._args import note_provenance
 
-    note_provenance(profile, profile_path, scenario)
+    note_provenance(profile, profile_path, scenario, micro)
     result = simulate(profile, split, scenario, schedule, iterations=iterations,
                       micro_batches=micro, devices=devices)
     if args.trace:
