@@ -162,7 +162,7 @@ CHANGES = [
 @pytest.mark.parametrize("change", CHANGES)
 def test_the_cache_key_distinguishes_every_setting_that_changes_figures(
         change: dict[str, Any], counted: list[str], tmp_path: Path) -> None:
-    base = {"reps": 1, "progress": False}
+    base = {"reps": 1, "progress": False, "this_machine": True}
     _first, p1, _ = profile_store.get_profile("mlp", 4, **base)  # type: ignore[arg-type]
     _second, p2, source = profile_store.get_profile("mlp", 4, **{**base, **change})  # type: ignore[arg-type]
     assert source == "measured" and counted == ["mlp", "mlp"] and p1 != p2
@@ -175,10 +175,12 @@ def test_the_cache_key_distinguishes_every_setting_that_changes_figures(
 
 
 def test_a_profile_with_more_micro_batch_counts_answers_a_request_for_fewer(counted: list[str]) -> None:
-    prof, path, _ = profile_store.get_profile("mlp", 4, reps=1, progress=False, micro_batches=(2, 4))
+    prof, path, _ = profile_store.get_profile("mlp", 4, reps=1, progress=False, micro_batches=(2, 4),
+                                              this_machine=True)
     assert prof.micro_costs(2) is not None and prof.micro_costs(4) is not None and prof.micro_costs(3) is None
-    assert profile_store.get_profile("mlp", 4, reps=1, progress=False, micro_batches=(4,))[1:] == (path, "cache")
-    assert profile_store.get_profile("mlp", 4, reps=1, progress=False)[1:] == (path, "cache")
+    assert profile_store.get_profile("mlp", 4, reps=1, progress=False, micro_batches=(4,),
+                                     this_machine=True)[1:] == (path, "cache")
+    assert profile_store.get_profile("mlp", 4, reps=1, progress=False, this_machine=True)[1:] == (path, "cache")
     assert counted == ["mlp"]
 
 
@@ -203,7 +205,7 @@ def test_a_foreign_profile_is_never_reused_silently(field: dict[str, Any], count
     assert path is not None
     other = _as_other_machine(path, **field)
     # Where this machine must be measured (profile, validate): measured again, not reused.
-    mine, path2, source = profile_store.get_profile("mlp", 4, reps=1, progress=False)
+    mine, path2, source = profile_store.get_profile("mlp", 4, reps=1, progress=False, this_machine=True)
     assert source == "measured" and counted == ["mlp", "mlp"] and path2 != other
     assert provenance_note(mine, str(path2)) is None
     # Where a prediction will do (plan, simulate): this machine's own profile first ...
@@ -271,8 +273,7 @@ def test_bundled_profiles_are_valid_and_found(path: Path, monkeypatch: pytest.Mo
     prof = load(path)
     assert path.name == profile_store.profile_name(prof.model, prof.batch_size, prof.device, prof.threads)
     assert profile_store.find_profile(prof.model, prof.batch_size, prof.device, prof.threads) == path
-    got, where, source = profile_store.get_profile(prof.model, prof.batch_size, prof.device, prof.threads,
-                                                   this_machine=False)
+    got, where, source = profile_store.get_profile(prof.model, prof.batch_size, prof.device, prof.threads)
     assert (got, where, source) == (prof, path, "bundled")
     assert prof.machine is not None and prof.measurement is not None and prof.measurement["method"] == "in-situ"
     for key in ("command", "device_name", "torch_version", "threads", "reps", "date", "sum_over_whole"):

@@ -179,7 +179,7 @@ def get_profile(model: str, batch_size: int, device: str = "cpu", threads: int |
                 reps: int = DEFAULT_REPS, progress: bool = True, *,
                 input_shape: Sequence[int] | None = None, cache: bool = True,
                 command: str | None = None, clock: str = "wall", method: str = "in-situ",
-                micro_batches: Sequence[int] = (), this_machine: bool = True,
+                micro_batches: Sequence[int] = (), this_machine: bool = False,
                 remeasure: bool = False) -> tuple[Profile, Path | None, str]:
     """Return ``(profile, path, source)``; source is ``"bundled"``, ``"cache"`` or ``"measured"``.
 
