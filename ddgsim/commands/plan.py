@@ -106,10 +106,6 @@ def run(args: argparse.Namespace) -> int:
     profile, profile_ref, profile_note = _load_profile(args)
     assumed = args.scenario is None
     scenario = load_scenario(args.scenario or f"ideal-{args.gpus}")
-    from ddgsim.commands._args import note_provenance
-
-    note_provenance(profile, profile_ref.get("path") or profile.model, scenario,
-                    (args.micro_batches or 4) if {"gpipe", "1f1b"} & set(schedules) else 1)
     if len(scenario.devices) < args.gpus:
         raise UserError(
             f"--gpus {args.gpus} but scenario '{scenario.name}' has {len(scenario.devices)} devices"
@@ -148,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
             f"{worst.over_bytes / GIB:.3f} GiB over its {worst.limit_bytes / GIB:.3f} GiB"
         )
     micro = chosen.planned.sim.micro_batches if chosen.planned else 1
+    from ddgsim.commands._args import note_provenance
+
+    note_provenance(profile, profile_ref.get("path") or profile.model, scenario,  # once the input is known good
+                    (args.micro_batches or 4) if {"gpipe", "1f1b"} & set(schedules) else 1)
     plan = to_plan(chosen, profile, profile_ref, args.scenario or scenario.name, micro,
                    extra={"objective": args.objective, "scenario_assumed": assumed})
     if args.trace:

@@ -127,11 +127,11 @@ def run(args: argparse.Namespace) -> int:
     if devices is None and stages > len(scenario.devices):
         raise UserError(f"--gpus {stages} needs {stages} devices but scenario '{scenario.name}' has {len(scenario.devices)}")
 
-    from ddgsim.commands._args import note_provenance
-
-    note_provenance(profile, profile_path, scenario, micro)
     result = simulate(profile, split, scenario, schedule, iterations=iterations,
                       micro_batches=micro, devices=devices)
+    from ddgsim.commands._args import note_provenance
+
+    note_provenance(profile, profile_path, scenario, micro)  # once the input is known to be good
     if args.trace:
         from ddgsim.trace import write_trace
 
