@@ -5,14 +5,17 @@ Run: ``.venv/bin/python benchmarks/validation_set.py [--out benchmarks/results/v
 For every model (default resnet20, resnet56, resnet110, smallcnn) it runs, as a new user
 would on a fresh machine::
 
-    python -m ddgsim validate MODEL --gpus 1,2 --splits 2 --steps 12 --repeats 3 \\
-        --micro-batches 2 --runtimes ddgsim,torch --reprofile --out OUT/MODEL
+    python -m ddgsim validate MODEL --gpus 1,2 --splits S --steps 12 --repeats 3 \\
+        --micro-batches 2 --runtimes ddgsim,torch --reprofile --no-trace --out OUT/MODEL
 
 i.e. the profile of this machine measured right before (``--reprofile``: the speed of a
 shared VM drifts over minutes), K = 1 and every schedule at K = 2 (bp, ddg,
 ddg-pipelined, gpipe and 1f1b with M = 2, those two also under
-torch.distributed.pipelining), two splits each, three interleaved repeats. Then, for
-the micro-batch costs, resnet20 with gpipe and 1f1b at M = 2 and 4, batch 64 and 128.
+torch.distributed.pipelining), S splits each (2; 1 for resnet56 and resnet110, whose
+runs take up to a minute each on the 2-core machine), three interleaved repeats; an
+execution during which the hypervisor stole more than 3 % of the CPU is measured again. Then, for the
+micro-batch costs, resnet20 with gpipe and 1f1b at M = 2 and 4, batch 64 and 128
+(the planned split).
 Finally every ``validation.csv`` is pooled into ``OUT/validation-set.csv`` and the
 pooled median and worst absolute error are printed, per runtime and overall.
 """
@@ -33,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 from ddgsim.compare.validate import COLUMNS, read_csv, summarize  # noqa: E402
 
 MODELS = ("resnet20", "resnet56", "resnet110", "smallcnn")
+SPLITS = {"resnet56": 1, "resnet110": 1}
+"""Splits per K and schedule where not 2."""
 
 
 def _validate(out: Path, model: str, *args: str) -> None:
@@ -49,17 +54,22 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "validation-set")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--skip-micro", action="store_true", help="leave out the micro-batch sweep")
+    ap.add_argument("--pool-only", action="store_true", help="run nothing: pool the CSVs already under --out")
+    ap.add_argument("--figures", type=Path, help="also write the pooled scatter and error figures (PNG) here")
     args = ap.parse_args()
     parts: list[tuple[str, Path]] = []
     for model in args.models.split(","):
         out = args.out / model
-        _validate(out, model, "--gpus", "1,2", "--splits", "2", "--micro-batches", "2", "--runtimes", "ddgsim,torch")
+        if not args.pool_only:
+            _validate(out, model, "--gpus", "1,2", "--splits", str(SPLITS.get(model, 2)), "--micro-batches", "2",
+                      "--runtimes", "ddgsim,torch")
         parts.append((model, out / "validation.csv"))
     if not args.skip_micro:
         for batch in (64, 128):
             out = args.out / f"resnet20-micro-b{batch}"
-            _validate(out, "resnet20", "--gpus", "2", "--schedules", "gpipe,1f1b", "--micro-batches", "2,4",
-                      "--splits", "2", "--batch-size", str(batch))
+            if not args.pool_only:
+                _validate(out, "resnet20", "--gpus", "2", "--schedules", "gpipe,1f1b", "--micro-batches", "2,4",
+                          "--splits", "1", "--batch-size", str(batch))
             parts.append((f"resnet20-micro-b{batch}", out / "validation.csv"))
     rows = []
     pooled = args.out / "validation-set.csv"
@@ -90,7 +100,24 @@ def main() -> int:
         if sel:
             errs = [abs(r.error_pct) for r in sel]
             print(f"  {name}: {len(sel)} runs, median |error| {statistics.median(errs):.1f} %, worst {max(errs):.1f} %")
+    if args.figures and rows:
+        _figures(args.figures, [r for _, r in rows])
     return 0
+
+
+def _figures(folder: Path, rows: list) -> None:  # type: ignore[type-arg]
+    from ddgsim.compare.figures import export_pngs
+    from ddgsim.compare.validate import error_figure, scatter_figure
+
+    s = summarize(rows)
+    head = (f"{s.runs} runs, 3 interleaved repeats each: median |error| {s.median_abs_error_pct:.1f}%, "
+            f"worst {s.worst_abs_error_pct:.1f}%")
+    models = ", ".join(sorted({r.model for r in rows}))
+    items = [(scatter_figure(rows, f"Predicted vs measured, this 2-core machine ({models})<br><sup>{head}</sup>"),
+              folder / "validation-scatter.png"),
+             (error_figure(rows, "Prediction error per run (median of 3 repeats)"), folder / "validation-errors.png")]
+    n = export_pngs(items, width=1100)
+    print(f"wrote {n} figure(s) to {folder}")
 
 
 if __name__ == "__main__":

@@ -249,6 +249,42 @@ def test_repeats_are_interleaved_and_the_median_is_compared(tmp_path: Path,
     assert plan["micro_batches"] == 4 and plan["schedule"] == "gpipe"
 
 
+def test_executions_disturbed_by_the_hypervisor_are_measured_again(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """More than --max-steal % of the CPU stolen during an execution: measured again (3 at most), least
+    disturbed kept; the steal and the re-measurements are recorded."""
+    from ddgsim.profile import machine
+
+    prof = _profile([1.0] * 12)
+    scenario = load_scenario("ideal-2")
+    opts = Options(stages=[1, 2], schedules=["ddg"], splits=1, steps=6, trace=False, repeats=1, max_steal_pct=3.0)
+    # per execution: (stolen %, step ms). Run 1: stolen, then clean. Run 2: stolen three times.
+    script = [(10.0, 50.0), (1.0, 10.0), (20.0, 90.0), (5.0, 30.0), (8.0, 40.0)]
+    clock = {"steal": 0, "total": 0}
+    executions: list[int] = []
+
+    def jiffies() -> tuple[int, int]:
+        return clock["steal"], clock["total"]
+
+    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
+        stolen, step = script[len(executions)]
+        executions.append(1)
+        clock["steal"] += int(stolen * 10)
+        clock["total"] += 1000
+        _fake_metrics(metrics, step)
+
+    monkeypatch.setattr(machine, "cpu_jiffies", jiffies)
+    monkeypatch.setattr(v, "execute", fake_execute)
+    notes: list[str] = []
+    rows, _ = run_all(prof, {}, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=notes.append)
+    assert len(executions) == 5
+    assert [(r.measured_ms, r.steal_pct, r.redone, r.attempts) for r in rows] == [(10.0, 1.0, 1, 2),
+                                                                                 (30.0, 5.0, 2, 3)]
+    assert sum("the hypervisor stole" in n and "measuring again" in n for n in notes) == 3
+    again = read_csv(tmp_path / "validation.csv")
+    assert [(r.steal_pct, r.redone) for r in again] == [(1.0, 1), (5.0, 2)]
+
+
 def test_ctrl_c_during_a_run_stops_without_retry_and_keeps_the_earlier_rows(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import signal

@@ -191,3 +191,28 @@ def provenance_note(prof: Any, where: str, scenario: Any = None) -> str | None:
             notes.append(f"a CPU profile on scenario '{scenario.name}' of GPUs: times are the CPU's, "
                          "divided by the devices' speeds")
     return "note: " + "; ".join(notes) if notes else None
+
+
+def cpu_jiffies() -> tuple[int, int] | None:
+    """(stolen, total) CPU time of the whole machine since boot, in jiffies, from ``/proc/stat``.
+
+    *Stolen* is time the hypervisor ran something else while a vCPU of this VM wanted to run:
+    on a shared cloud VM it comes in bursts and makes wall-clock measurements slow for a while.
+    ``None`` where there is no ``/proc/stat``.
+    """
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return (values[7] if len(values) > 7 else 0), sum(values)
+
+
+def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Percent of the machine's CPU time stolen between two :func:`cpu_jiffies` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100.0 * (after[0] - before[0]) / (after[1] - before[1])

@@ -268,7 +268,7 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
     The model is moved to ``device`` and put in training mode; its parameters are left
     unchanged (gradients cleared) but BatchNorm running statistics move.
     """
-    from ddgsim.profile.machine import fingerprint
+    from ddgsim.profile.machine import cpu_jiffies, fingerprint, steal_pct
 
     if clock not in CLOCKS:
         raise UserError(f"clock must be one of {', '.join(CLOCKS)}, got '{clock}'")
@@ -289,6 +289,7 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
     if threads is not None:
         torch.set_num_threads(threads)
     load_before = _loadavg()
+    jiffies_before = cpu_jiffies()
     started = time.perf_counter()
     try:
         model = model.to(dev).train()
@@ -379,6 +380,8 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))},
         "loadavg_before": load_before,
         "loadavg_after": _loadavg(),
+        # CPU time the hypervisor gave to other VMs meanwhile: wall-clock rows include it, thread CPU times not
+        "steal_pct": None if (stolen := steal_pct(jiffies_before, cpu_jiffies())) is None else round(stolen, 2),
         "wall_s": round(time.perf_counter() - started, 1),
         "clock": "cuda events" if dev.type == "cuda" else
                  "thread (time.thread_time)" if clock == "thread" else "wall (time.perf_counter)",
