@@ -20,7 +20,8 @@
 # bands) and the signed error of every run, with the median and worst absolute
 # error and the ranking check in the title.
 #
-#     python analysis/predicted_vs_measured.py --out analysis/out [--csv benchmarks/results/validation.csv]
+#     python analysis/predicted_vs_measured.py --out analysis/out \
+#         [--csv benchmarks/results/validation-set/validation-set.csv]
 
 # %%
 from __future__ import annotations
@@ -31,7 +32,8 @@ from pathlib import Path
 import _nb
 
 args = _nb.options(__doc__, [
-    ("csv", str(_nb.ROOT / "benchmarks" / "results" / "validation.csv"), "validation.csv to read"),
+    ("csv", str(_nb.ROOT / "benchmarks" / "results" / "validation-set" / "validation-set.csv"),
+     "validation.csv to read (default: the committed validation set, benchmarks/validation_set.py)"),
     ("tolerance", 5.0, "predictions closer than this (%) count as ties for the ranking check"),
 ])
 if not Path(args.csv).is_file():

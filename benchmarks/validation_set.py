@@ -15,7 +15,7 @@ torch.distributed.pipelining), S splits each (2; 1 for resnet56 and resnet110, w
 runs take up to a minute each on the 2-core machine), three interleaved repeats; an
 execution during which the hypervisor stole more than 3 % of the CPU is measured again. Then, for the
 micro-batch costs, resnet20 with gpipe and 1f1b at M = 2 and 4, batch 64 and 128
-(the planned split).
+(the planned split; with the K = 1 run that the drift correction needs).
 Finally every ``validation.csv`` is pooled into ``OUT/validation-set.csv`` and the
 pooled median and worst absolute error are printed, per runtime and overall.
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ddgsim.compare.validate import COLUMNS, read_csv, summarize  # noqa: E402
+from ddgsim.compare.validate import COLUMNS, read_csv, speed_matched_errors, summarize  # noqa: E402
 
 MODELS = ("resnet20", "resnet56", "resnet110", "smallcnn")
 SPLITS = {"resnet56": 1, "resnet110": 1}
@@ -54,6 +54,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "validation-set")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--skip-micro", action="store_true", help="leave out the micro-batch sweep")
+    ap.add_argument("--micro-batch-sizes", default="64,128", help="batch sizes of the micro-batch sweep")
     ap.add_argument("--pool-only", action="store_true", help="run nothing: pool the CSVs already under --out")
     ap.add_argument("--figures", type=Path, help="also write the pooled scatter and error figures (PNG) here")
     args = ap.parse_args()
@@ -65,12 +66,13 @@ def main() -> int:
                       "--runtimes", "ddgsim,torch")
         parts.append((model, out / "validation.csv"))
     if not args.skip_micro:
-        for batch in (64, 128):
+        for batch in (int(b) for b in args.micro_batch_sizes.split(",")):
             out = args.out / f"resnet20-micro-b{batch}"
             if not args.pool_only:
-                _validate(out, "resnet20", "--gpus", "2", "--schedules", "gpipe,1f1b", "--micro-batches", "2,4",
+                _validate(out, "resnet20", "--gpus", "1,2", "--schedules", "gpipe,1f1b", "--micro-batches", "2,4",
                           "--splits", "1", "--batch-size", str(batch))
             parts.append((f"resnet20-micro-b{batch}", out / "validation.csv"))
+    _keep_profiles(args.out, [path.parent for _, path in parts])
     rows = []
     pooled = args.out / "validation-set.csv"
     with pooled.open("w", newline="") as fh:
@@ -94,15 +96,40 @@ def main() -> int:
         over5 = sum(1 for r in sel if r.ok and abs(r.error_pct) > 5)
         print(f"{label}: {s.runs} runs ({len(s.failed)} failed), median |error| {s.median_abs_error_pct:.1f} %, "
               f"worst {s.worst_abs_error_pct:.1f} %, {over5} above 5 %, "
-              f"median spread between repeats {s.median_spread_pct:.1f} %")
+              f"median spread between repeats {s.median_spread_pct:.1f} %; with the drift factored out "
+              f"(K >= 2): median {s.speed_matched_median_pct:.1f} %, worst {s.speed_matched_worst_pct:.1f} %")
     for name in dict(parts):
         sel = [r for n, r in rows if n == name and r.ok]
         if sel:
             errs = [abs(r.error_pct) for r in sel]
-            print(f"  {name}: {len(sel)} runs, median |error| {statistics.median(errs):.1f} %, worst {max(errs):.1f} %")
+            matched = [abs(e) for e in speed_matched_errors(sel).values()]
+            drift = f"; drift factored out: median {statistics.median(matched):.1f} %, worst {max(matched):.1f} %" \
+                if matched else ""
+            print(f"  {name}: {len(sel)} runs, median |error| {statistics.median(errs):.1f} %, "
+                  f"worst {max(errs):.1f} %{drift}")
     if args.figures and rows:
         _figures(args.figures, [r for _, r in rows])
     return 0
+
+
+def _keep_profiles(out: Path, folders: list[Path]) -> None:
+    """Copy the profile each validation predicted with (from its plans) to OUT/profiles/SET.json.
+
+    Run right after the validations: a later validation of the same model and batch size on
+    this machine re-measures into the same cache file."""
+    import json
+    import shutil
+
+    (out / "profiles").mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        plan = next(iter(sorted((folder / "runs").glob("*.plan.json"))), None)
+        if plan is None:
+            continue
+        ref = json.loads(plan.read_text()).get("profile", {})
+        src = Path(ref.get("path", ""))
+        if src.is_file():
+            # Named by set: two sets of one model and batch size measure two profiles (the cache keeps the last).
+            shutil.copyfile(src, out / "profiles" / f"{folder.name}.json")
 
 
 def _figures(folder: Path, rows: list) -> None:  # type: ignore[type-arg]

@@ -11,6 +11,7 @@ from sim_helpers import cases, chain, make_profile
 from ddgsim.errors import UserError
 from ddgsim.predict.event_sim import run_schedule, simulate
 from ddgsim.predict.max_plus import costs_for_splits
+from ddgsim.predict.scenario import Scenario
 from ddgsim.schedule import make_schedule
 
 # Two units = two stages. Stage 0: F 1 ms, B 2 ms; stage 1: F 2 ms, B 3 ms; no
@@ -193,3 +194,52 @@ def test_infinite_speed_up_is_finite() -> None:
     # All-zero costs: period 0 must not divide by zero.
     r = simulate(make_profile([0, 0], [0, 0]), [1], chain(2), "ddg")
     assert r.iteration_ms == 0 and math.isinf(r.samples_per_s)
+
+
+def _shared(c: float, hosts: tuple[str, str] = ("vm", "vm")) -> Scenario:
+    from dataclasses import replace
+
+    base = chain(2)
+    return replace(base, devices=tuple(replace(d, host=h) for d, h in zip(base.devices, hosts, strict=True)),
+                   concurrent_speed=c)
+
+
+def test_contention_factors_from_overlapping_compute() -> None:
+    from ddgsim.predict.event_sim import contention_factors
+    from ddgsim.trace import TraceEvent
+
+    tl = [TraceEvent(row="d0", name="0F0", start_ms=0, end_ms=10, cat="F"),
+          TraceEvent(row="d1", name="1F0", start_ms=5, end_ms=15, cat="F"),
+          TraceEvent(row="d1", name="1B0", start_ms=16, end_ms=18, cat="B"),
+          TraceEvent(row="d0->d1", name="act", start_ms=0, end_ms=20, cat="link"),  # links do not compete
+          TraceEvent(row="d0", name="0W1", start_ms=10, end_ms=20, cat="W")]  # waiting is not computing
+    got = contention_factors(tl, ["d0", "d1"], _shared(0.5))
+    assert got == {"d0": pytest.approx(1.5), "d1": pytest.approx(1 + 5 / 12)}
+    assert contention_factors(tl, ["d0", "d1"], _shared(1.0)) is None
+    assert contention_factors(tl, ["d0", "d1"], _shared(0.5, ("a", "b"))) is None
+    assert contention_factors(tl, ["d0", "d1"], _shared(0.5, ("", ""))) is None
+
+
+def test_devices_of_one_host_slow_each_other_only_when_they_compute_at_once() -> None:
+    prof = make_profile([1.0, 1.0], [2.0, 2.0])
+    free, shared = chain(2), _shared(0.8)
+    # bp: the stages never compute at the same time -> no slowdown
+    assert simulate(prof, [1], shared, "bp").iteration_ms == pytest.approx(simulate(prof, [1], free, "bp").iteration_ms)
+    # ddg-pipelined on two equal stages: both compute all the time -> 1/0.8 as long
+    a = simulate(prof, [1], free, "ddg-pipelined").iteration_ms
+    b = simulate(prof, [1], shared, "ddg-pipelined").iteration_ms
+    assert b == pytest.approx(a / 0.8, rel=0.02)
+    assert simulate(prof, [1], free, "ddg").iteration_ms <= simulate(prof, [1], shared, "ddg").iteration_ms
+
+
+def test_scenario_contention_fields() -> None:
+    from ddgsim.predict.scenario import from_dict
+
+    sc = from_dict({"concurrent_speed": 0.9, "devices": [{"name": "a", "host": "h"}, {"name": "b", "host": "h"}],
+                    "links": [{"src": "a", "dst": "b", "bandwidth_gb_s": 1.0}]}, "x")
+    assert sc.concurrent_speed == 0.9 and [d.host for d in sc.devices] == ["h", "h"]
+    for bad in (0, 1.5, "fast", True):
+        with pytest.raises(UserError, match="field 'concurrent_speed' must be a number in \\(0, 1\\]"):
+            from_dict({"concurrent_speed": bad, "devices": [{"name": "a"}]}, "x")
+    with pytest.raises(UserError, match="field 'host' of device 'a' must be a string"):
+        from_dict({"devices": [{"name": "a", "host": 3}]}, "x")

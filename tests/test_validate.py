@@ -285,6 +285,25 @@ def test_executions_disturbed_by_the_hypervisor_are_measured_again(tmp_path: Pat
     assert [(r.steal_pct, r.redone) for r in again] == [(1.0, 1), (5.0, 2)]
 
 
+def test_speed_matched_errors_factor_out_the_machine_drift_round_by_round() -> None:
+    from ddgsim.compare.validate import speed_matched_errors
+
+    def row(K: int, pred: float, meas: tuple[float, ...], model: str = "m") -> Row:
+        return Row(model=model, K=K, schedule="bp" if K == 1 else "ddg", split="" if K == 1 else "3",
+                   predicted_ms=pred, measured_ms=statistics.median(meas), error_pct=0.0, batch_size=8,
+                   repeats=len(meas), measured_all_ms=meas)
+
+    rows = [row(1, 100.0, (110.0, 90.0, 100.0)), row(2, 50.0, (55.0, 45.0, 52.0)), row(2, 40.0, (40.0, 40.0)),
+            row(2, 60.0, (60.0, 60.0, 60.0), model="other")]
+    got = speed_matched_errors(rows)
+    # rounds ran 1.1x, 0.9x, 1.0x slower than the profile: 55/55, 45/45, 50/52 -> median 0
+    assert set(got) == {1} and got[1] == pytest.approx(0.0)
+    summary = summarize(rows)
+    assert summary.speed_matched_median_pct == pytest.approx(0.0)
+    assert any("machine drift factored out" in line for line in summary.lines())
+    assert math.isnan(summarize(rows[1:]).speed_matched_median_pct)
+
+
 def test_ctrl_c_during_a_run_stops_without_retry_and_keeps_the_earlier_rows(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import signal

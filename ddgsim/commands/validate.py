@@ -166,7 +166,10 @@ def run(args: argparse.Namespace) -> int:
         "worst_abs_error_pct": summary.worst_abs_error_pct, "kendall_tau": summary.kendall_tau,
         "kendall_p": summary.kendall_p, "ranking_preserved": summary.ranking_preserved,
         "discordant": summary.discordant, "tolerance_pct": summary.tol_pct,
-        "runs_failed": len(summary.failed), "failed": summary.failed}, indent=1) + "\n")
+        "runs_failed": len(summary.failed), "failed": summary.failed, "repeats": summary.repeats,
+        "median_spread_pct": summary.median_spread_pct, "worst_spread_pct": summary.worst_spread_pct,
+        "speed_matched_median_pct": summary.speed_matched_median_pct,
+        "speed_matched_worst_pct": summary.speed_matched_worst_pct}, indent=1) + "\n")
     v.write_report(out / "report.html", rows, summary, timelines, header)
     if args.figures:
         if summary.runs:

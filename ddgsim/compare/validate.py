@@ -171,6 +171,11 @@ class Summary:
     worst_spread_pct: float = math.nan
     repeats: int = 1
     """Most repeats of one run."""
+    speed_matched_median_pct: float = math.nan
+    """Median |error| once each round's predictions are scaled by that round's K = 1 run
+    (measured / predicted): the pipeline model's error with the machine's speed of the
+    moment factored out (:func:`speed_matched_errors`). NaN without a complete K = 1 run."""
+    speed_matched_worst_pct: float = math.nan
 
     @property
     def ranking_preserved(self) -> bool:
@@ -188,6 +193,10 @@ class Summary:
             f"median {_pct(self.median_spread_pct)}, largest {_pct(self.worst_spread_pct)}",
             f"median absolute error: {_pct(self.median_abs_error_pct)}",
             f"worst absolute error: {_pct(self.worst_abs_error_pct)}",
+            *([f"with each round's profile scaled to the speed of that round's K=1 run (machine drift "
+               f"factored out): median {_pct(self.speed_matched_median_pct)}, "
+               f"worst {_pct(self.speed_matched_worst_pct)}"] if not math.isnan(self.speed_matched_median_pct)
+              else []),
             f"Kendall tau (predicted vs measured): {self.kendall_tau:.3f} (p = {self.kendall_p:.3g})",
             f"ranking preserved (pairs whose predictions differ by > {self.tol_pct:g}%): {rank}",
             *[f"  measured order differs: {a} vs {b}" for a, b in self.discordant],
@@ -250,6 +259,36 @@ def execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | N
 
 # ---------------------------------------------------------------- comparing
 
+def speed_matched_errors(rows: Sequence[Row]) -> dict[int, float]:
+    """Per row (by index, K >= 2 rows only): the error once the machine's speed drift is factored out.
+
+    The repeats are interleaved in rounds, and each round starts with the one-process run
+    (K = 1) of the same model and batch. Its measured/predicted ratio in round r says how
+    fast the machine ran that round compared with when the profile was measured; every
+    prediction of round r is scaled by it and compared with that round's measurement, and
+    the row's figure is the median over rounds. Rows whose group lacks a K = 1 row with a
+    measurement in every round (or that miss rounds themselves) are left out.
+    """
+    out: dict[int, float] = {}
+    groups: dict[tuple[str, int, str], list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.ok and r.measured_all_ms:
+            groups.setdefault((r.model, r.batch_size, r.scenario), []).append(i)
+    for idx in groups.values():
+        base = [i for i in idx if rows[i].K == 1]
+        if len(base) != 1:
+            continue
+        ref = rows[base[0]]
+        factors = [m / ref.predicted_ms for m in ref.measured_all_ms]
+        for i in idx:
+            r = rows[i]
+            if r.K == 1 or len(r.measured_all_ms) != len(factors):
+                continue
+            errs = [100.0 * (r.predicted_ms * f - m) / m for f, m in zip(factors, r.measured_all_ms, strict=True)]
+            out[i] = float(statistics.median(errs))
+    return out
+
+
 def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
     """Errors, Kendall τ and the ranking over the measured (``ok``) rows; failed ones are listed apart."""
     from scipy.stats import kendalltau
@@ -276,7 +315,9 @@ def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
         if (a.predicted_ms - b.predicted_ms) * (a.measured_ms - b.measured_ms) < 0:
             bad.append((_run_label(a), _run_label(b)))
     spreads = [r.spread_pct for r in rows if not math.isnan(r.spread_pct)]
-    return Summary(runs=len(rows), median_abs_error_pct=float(statistics.median(errs)),
+    matched = [abs(e) for e in speed_matched_errors(rows).values()]
+    return Summary(speed_matched_median_pct=float(statistics.median(matched)) if matched else math.nan,
+                   speed_matched_worst_pct=max(matched) if matched else math.nan,runs=len(rows), median_abs_error_pct=float(statistics.median(errs)),
                    worst_abs_error_pct=max(errs), kendall_tau=tau, kendall_p=p, discordant=bad, tol_pct=tol_pct,
                    failed=failed, median_spread_pct=float(statistics.median(spreads)) if spreads else math.nan,
                    worst_spread_pct=max(spreads) if spreads else math.nan,

@@ -54,10 +54,15 @@ class Device:
     """Relative to the profiled device: unit time = profiled time / speed."""
     memory_gib: float = math.inf
     """Memory available to one stage, in GiB (2**30 bytes); ``inf`` = unlimited."""
+    host: str = ""
+    """Devices with the same non-empty host share a memory system (CPU cores of one machine):
+    while two of them compute at once each runs at the scenario's ``concurrent_speed``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise UserError(f"field 'name' of a device must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.host, str):
+            raise UserError(f"field 'host' of device '{self.name}' must be a string, got {self.host!r}")
         _number(f"field 'speed' of device '{self.name}'", self.speed, minimum=0, strict=True, allow_inf=False)
         _number(f"field 'memory_gib' of device '{self.name}'", self.memory_gib, minimum=0, strict=True, allow_inf=True)
 
@@ -114,6 +119,9 @@ class Scenario:
     """The links; a bidirectional link yields one graph edge per direction."""
     description: str = ""
     """Free text: where the figures come from."""
+    concurrent_speed: float = 1.0
+    """Speed factor of a device while another device of its ``host`` computes too (measured by
+    ``ddgsim calibrate``: shared memory bandwidth and caches); 1.0: they do not slow each other."""
     graph: nx.DiGraph = field(init=False, repr=False, compare=False)
     """One edge per direction, with attributes ``link`` (the :class:`Link`)."""
     _routes: dict[Hop, list[Hop]] = field(init=False, repr=False, compare=False)
@@ -121,6 +129,9 @@ class Scenario:
     def __post_init__(self) -> None:
         if not self.devices:
             raise UserError("field 'devices' must list at least one device")
+        c = self.concurrent_speed
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c <= 1:
+            raise UserError(f"field 'concurrent_speed' must be a number in (0, 1], got {c!r}")
         names = [d.name for d in self.devices]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -195,8 +206,8 @@ def _all_routes(g: nx.DiGraph, names: list[str]) -> dict[Hop, list[Hop]]:
 
 # ---------------------------------------------------------------- loading
 
-_TOP_KEYS = {"name", "description", "devices", "links"}
-_DEVICE_KEYS = {"name", "speed", "memory_gib"}
+_TOP_KEYS = {"name", "description", "devices", "links", "concurrent_speed"}
+_DEVICE_KEYS = {"name", "speed", "memory_gib", "host"}
 _LINK_KEYS = {"src", "dst", "bandwidth_gb_s", "latency_us", "bidirectional"}
 
 
@@ -256,7 +267,8 @@ def from_dict(data: dict[str, Any], default_name: str) -> Scenario:
             if key not in row:
                 raise UserError(f"links[{i}]: field '{key}' is missing")
         links.append(Link(**row))
-    return Scenario(name=name, description=description, devices=tuple(devices), links=tuple(links))
+    return Scenario(name=name, description=description, devices=tuple(devices), links=tuple(links),
+                    concurrent_speed=data.get("concurrent_speed", 1.0))
 
 
 def load_file(path: Path) -> Scenario:

@@ -344,17 +344,22 @@ def scenario_toml(cal: Calibration, name: str = "local", command: str = "") -> s
         f"#   reference kernel (conv block fwd+bwd, batch 16): {cal.compute_alone_ms:.3f} ms with one process",
         f"#   computing, {cal.compute_together_ms:.3f} ms with two at once -> speed {cal.concurrent_speed:.3f} when",
         "#   stages compute concurrently. Device speeds below stay 1.0 (relative to a profile measured on",
-        "#   one device alone); multiply them by that factor to model the contention.",
+        "#   one device alone); on CPU the devices share one host, and the simulator slows each by",
+        "#   concurrent_speed (at most 1) for the share of its compute that overlaps the other's.",
         f"name = {_toml_str(name)}",
         "description = " + _toml_str(
             f"calibrated {m.get('date')}: {cal.devices} x {cal.device}, {cal.backend}, "
             f"{link.latency_us:.1f} us + bytes / {link.bandwidth_gb_s:.2f} GB/s; step overhead "
             f"{cal.step_overhead_ms:.3f} ms; concurrent compute speed {cal.concurrent_speed:.3f}"),
-        "",
     ]
+    shared = cal.device == "cpu"
+    if shared:
+        lines.append(f"concurrent_speed = {min(1.0, round(cal.concurrent_speed, 3))}")
+    lines.append("")
     names = [f"{prefix}{i}" for i in range(cal.devices)]
     for d in names:
-        lines += ["[[devices]]", f"name = {_toml_str(d)}", "speed = 1.0", f"memory_gib = {_num(cal.memory_gib)}", ""]
+        lines += ["[[devices]]", f"name = {_toml_str(d)}", "speed = 1.0", f"memory_gib = {_num(cal.memory_gib)}",
+                  *(['host = "local"'] if shared else []), ""]
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             lines += ["[[links]]", f"src = {_toml_str(a)}", f"dst = {_toml_str(b)}",
