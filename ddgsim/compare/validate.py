@@ -385,12 +385,13 @@ def scatter_figure(rows: Sequence[Row], title: str = "Predicted vs measured iter
     lo, hi = (min(times) * 0.9, max(times) * 1.1) if times else (0.0, 1.0)
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
                              line={"color": "#888", "dash": "dash"}))
-    for band in (5, 10):
+    for band, style in ((5, {"color": "#999", "width": 1}), (10, {"color": "#bbb", "width": 1, "dash": "dot"})):
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo / (1 + band / 100), hi / (1 + band / 100)], mode="lines",
-                                 line={"color": "#ccc", "width": 1}, name=f"±{band}%", legendgroup=f"b{band}"))
+                                 line=style, name=f"±{band}%", legendgroup=f"b{band}"))
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo / (1 - band / 100), hi / (1 - band / 100)], mode="lines",
-                                 line={"color": "#ccc", "width": 1}, showlegend=False, legendgroup=f"b{band}"))
+                                 line=style, showlegend=False, legendgroup=f"b{band}"))
     symbols = ["circle", "square", "diamond", "triangle-up", "x", "star"]
+
     def group(r: Row) -> tuple[int, str, int, str]:
         return r.K, r.schedule, r.micro_batches, r.runtime
 
@@ -403,8 +404,12 @@ def scatter_figure(rows: Sequence[Row], title: str = "Predicted vs measured iter
             hovertemplate="%{text}<br>measured %{x:.1f} ms<br>predicted %{y:.1f} ms<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="measured ms / iteration", yaxis_title="predicted ms / iteration",
                       height=560, width=720)
-    fig.update_xaxes(range=[lo, hi], constrain="domain")
-    fig.update_yaxes(range=[lo, hi], constrain="domain")
+    if lo > 0 and hi / lo > 20:  # times spanning orders of magnitude (a small model beside ResNets)
+        fig.update_xaxes(type="log", range=[math.log10(lo), math.log10(hi)], constrain="domain")
+        fig.update_yaxes(type="log", range=[math.log10(lo), math.log10(hi)], constrain="domain")
+    else:
+        fig.update_xaxes(range=[lo, hi], constrain="domain")
+        fig.update_yaxes(range=[lo, hi], constrain="domain")
     return fig
 
 
@@ -415,14 +420,19 @@ def error_figure(rows: Sequence[Row], title: str = "Prediction error per run") -
     rows = [r for r in rows if r.ok]
     several = len({(r.model, r.batch_size) for r in rows}) > 1
     labels = [(f"{r.model} b{r.batch_size} " if several else "") + f"{_run_label(r)} {r.label}" for r in rows]
-    fig = go.Figure(go.Bar(x=labels, y=[r.error_pct for r in rows],
+    seen: dict[str, int] = {}
+    for i, text in enumerate(labels):  # one bar per run, even where two runs read alike
+        seen[text] = seen.get(text, 0) + 1
+        if seen[text] > 1:
+            labels[i] = f"{text} #{seen[text]}"
+    fig = go.Figure(go.Bar(y=labels, x=[r.error_pct for r in rows], orientation="h",
                            marker_color=["#E45756" if abs(r.error_pct) > 10 else "#F58518" if abs(r.error_pct) > 5
                                          else "#54A24B" for r in rows],
-                           hovertemplate="%{x}<br>%{y:+.1f}%<extra></extra>"))
-    for y in (-10, -5, 5, 10):
-        fig.add_hline(y=y, line={"color": "#bbb", "dash": "dot"})
-    fig.update_layout(title=title, yaxis_title="(predicted − measured) / measured, %", height=480,
-                      xaxis_tickangle=-30)
+                           hovertemplate="%{y}<br>%{x:+.1f}%<extra></extra>"))
+    for x in (-10, -5, 5, 10):
+        fig.add_vline(x=x, line={"color": "#bbb", "dash": "dot"})
+    fig.update_layout(title=title, xaxis_title="(predicted − measured) / measured, %  (median of the repeats)",
+                      height=140 + 20 * len(rows), margin={"l": 20}, yaxis={"autorange": "reversed"})
     return fig
 
 
