@@ -89,16 +89,15 @@ def run(args: argparse.Namespace) -> int:
 
     check_micro_batches(args.batch_size, micro)
     if args.bundled:
-        from ddgsim.profile import format as profile_format
-        from ddgsim.profile.store import bundled_dir, profile_name
+        from ddgsim.profile.store import bundled_dir, bundled_profile
 
-        bundled = bundled_dir() / profile_name(spec.name, args.batch_size, args.device, threads)
-        if not bundled.is_file():
+        found = bundled_profile(spec.name, args.batch_size, args.device, threads)
+        if found is None:
             raise UserError(f"--bundled: no bundled profile for {spec.name} at batch {args.batch_size} on "
                             f"{args.device} with {threads} thread(s) (bundled: "
                             f"{', '.join(sorted(p.name for p in bundled_dir().glob('*.json')))})")
-        path: Path | None = bundled
-        prof, source = profile_format.load(bundled), "bundled"
+        path: Path | None = found[0]
+        prof, source = found[1], "bundled"
     else:
         prof, path, source = get_profile(
             spec.name, args.batch_size, args.device, threads, reps=args.reps, method=args.method,

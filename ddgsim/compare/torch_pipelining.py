@@ -48,12 +48,9 @@ def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from ddgsim.malloc import hugepage_env
+    from ddgsim.execute.launch import worker_environment
 
-    root = str(Path(__file__).resolve().parents[2])
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    os.environ.update(hugepage_env(dict(os.environ)))  # as the executor's stage processes
+    worker_environment(threads)  # as the executor's stage processes
     metrics.unlink(missing_ok=True)
     parts = [metrics.with_name(f"{metrics.name}.rank{k}") for k in range(plan.num_stages)]
     for p in parts:

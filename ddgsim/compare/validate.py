@@ -595,7 +595,7 @@ class _Run:
     """Executions measured again because the hypervisor stole too much CPU time."""
 
 
-def _prepare(i: int, spec: RunSpec, profile: Profile, profile_ref: dict[str, Any], scenario: Scenario,
+def _prepare(spec: RunSpec, profile: Profile, profile_ref: dict[str, Any], scenario: Scenario,
              scenario_ref: str, runs_dir: Path, trace: bool) -> _Run:
     """Simulate ``spec``; write its plan and predicted trace."""
     from ddgsim.trace import write_trace
@@ -646,8 +646,7 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(profile, scenario, opts)
-    runs = [_prepare(i, spec, profile, profile_ref, scenario, scenario_ref, runs_dir, opts.trace)
-            for i, spec in enumerate(specs)]
+    runs = [_prepare(spec, profile, profile_ref, scenario, scenario_ref, runs_dir, opts.trace) for spec in specs]
     log(f"{len(specs)} runs × {opts.repeats} repeats (interleaved) of {opts.steps} steps each")
     for rep in range(opts.repeats):
         for i, run in enumerate(runs):

@@ -57,6 +57,17 @@ def _placement(nodes: Nodes, k_total: int) -> tuple[str, str, int]:
     return endpoint, nodes.rdzv_id or f"ddgsim-{host}-{port}", k_total // n
 
 
+def worker_environment(threads: int) -> None:
+    """Set this process's environment for the worker processes the elastic launcher spawns: this
+    checkout importable, ``threads`` OpenMP threads unless set, huge pages for malloc."""
+    from ddgsim.malloc import hugepage_env
+
+    root = str(Path(__file__).resolve().parents[2])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.update(hugepage_env(dict(os.environ)))
+
+
 def launch(config: RunConfig, nodes: Nodes | None = None) -> int:
     """Run ``config`` with one process per stage of its plan on this node; the exit status
     (0 also after a preemption that checkpointed). UserError before anything starts."""
@@ -75,12 +86,7 @@ def launch(config: RunConfig, nodes: Nodes | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    root = str(Path(__file__).resolve().parents[2])
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    os.environ.setdefault("OMP_NUM_THREADS", str(config.threads))
-    from ddgsim.malloc import hugepage_env
-
-    os.environ.update(hugepage_env(dict(os.environ)))  # workers get huge pages for malloc
+    worker_environment(config.threads)
     launch_config = LaunchConfig(
         min_nodes=nodes.nnodes, max_nodes=nodes.nnodes, nproc_per_node=nproc, run_id=run_id,
         rdzv_backend="c10d", rdzv_endpoint=endpoint, max_restarts=nodes.max_restarts,

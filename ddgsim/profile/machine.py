@@ -153,17 +153,8 @@ def describe(fp: dict[str, Any] | None) -> str:
     return f"{fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, torch {fp.get('torch')}{pages}"
 
 
-def differences(theirs: dict[str, Any] | None, ours: dict[str, Any]) -> list[str]:
-    """The key fields in which two fingerprints differ, as ``field: theirs -> ours``."""
-    if not theirs:
-        return ["no fingerprint recorded"]
-    return [f"{k}: {theirs.get(k)!r} -> {ours.get(k)!r}" for k in KEY_FIELDS if theirs.get(k) != ours.get(k)]
-
-
-def device_kind(name: str, kind: str | None = None) -> str | None:
-    """``cpu`` or ``gpu`` for a scenario device: its ``kind`` field, else its name's prefix; else ``None``."""
-    if kind:
-        return kind
+def device_kind(name: str) -> str | None:
+    """``cpu`` or ``gpu`` for a scenario device, from its name's prefix; else ``None``."""
     low = name.lower()
     return "gpu" if low.startswith(("gpu", "cuda")) else "cpu" if low.startswith("cpu") else None
 
@@ -186,7 +177,7 @@ def provenance_note(prof: Any, where: str, scenario: Any = None) -> str | None:
                      f"({describe(here)}); measure this one with: ddgsim profile {prof.model} "
                      f"--batch-size {prof.batch_size}{threads}")
     if scenario is not None:
-        kinds = {device_kind(d.name, getattr(d, "kind", None)) for d in scenario.devices}
+        kinds = {device_kind(d.name) for d in scenario.devices}
         if prof.device == "cpu" and "gpu" in kinds:
             notes.append(f"a CPU profile on scenario '{scenario.name}' of GPUs: times are the CPU's, "
                          "divided by the devices' speeds")

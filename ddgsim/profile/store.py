@@ -126,8 +126,9 @@ def _cached(model: str, batch_size: int, device: str, threads: int | None,
     return found
 
 
-def _bundled(model: str, batch_size: int, device: str, threads: int | None,
-             shape: Sequence[int] | None) -> tuple[Path, Profile] | None:
+def bundled_profile(model: str, batch_size: int, device: str, threads: int | None,
+                    shape: Sequence[int] | None = None) -> tuple[Path, Profile] | None:
+    """The profile shipped with ddgsim for this request (any machine), or ``None``."""
     path = bundled_dir() / profile_name(model, batch_size, device, threads, shape)
     prof = _load(path)
     if prof is None or not _settings_match(prof, model, batch_size, device, threads, shape):
@@ -166,7 +167,7 @@ def lookup(model: str, batch_size: int, device: str = "cpu", threads: int | None
     shape = _default_shape(model, input_shape)
     key = key or here_key(device)
     cached = _cached(model, batch_size, device, threads, shape)
-    bundled = _bundled(model, batch_size, device, threads, shape)
+    bundled = bundled_profile(model, batch_size, device, threads, shape)
     pool = [(p, prof, "cache") for p, prof in cached] + ([(*bundled, "bundled")] if bundled else [])
     if how is not None:
         return next((c for c in pool if is_exact(c[1], how, key)), None)
