@@ -35,7 +35,7 @@ SPLITS = {"mlp": {2: [2], 3: [2, 4]}, "smallcnn": {2: [3], 3: [3, 6]}}
 
 def write_plan(d: Path, model: str, schedule: str, split: list[int], batch: int) -> Path:
     spec = get_spec(model)
-    n = len(split_units(build_model(spec), spec.input_shape))
+    n = len(split_units(build_model(spec), spec.io))
     path = d / f"{model}-{schedule}-k{len(split) + 1}.json"
     Plan.for_split(model=model, split=split, num_units=n, schedule=schedule, batch_size=batch).save(path)
     return path
@@ -65,7 +65,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 cfg = RunConfig(plan=plan, steps=steps, data="digits", seed=seed, lr=args.lr)
                 _res, job, ds = run_inprocess_job(cfg)
-                accs.append(evaluate_stages(job.stages, ds, 256))
+                accs.append(evaluate_stages(job.stages, ds, 256, job.spec.io)["accuracy"])
             mean, std = statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
             rows.append((f"{sched} K={k}", mean, std, accs, time.perf_counter() - t0))
     print(f"{'config':<10} {'test acc % (mean ± std)':>24}  per seed")

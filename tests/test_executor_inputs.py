@@ -12,6 +12,7 @@ import torch
 from ddgsim.cli import main
 from ddgsim.errors import UserError
 from ddgsim.execute.data import CIFAR_TEST, CIFAR_TRAIN, load_cifar10, load_data, load_digits
+from ddgsim.models.io import ModelIO
 from ddgsim.plan.format import Plan
 
 
@@ -73,10 +74,10 @@ def test_cifar_missing_directory_and_files_name_what_was_expected(tmp_path: Path
 
 
 def test_synthetic_and_shape_mismatch() -> None:
-    ds = load_data("synthetic", input_shape=(3, 4, 4), num_classes=5, batch_size=8)
+    ds = load_data("synthetic", io=ModelIO(input_shape=(3, 4, 4), num_classes=5), batch_size=8)
     assert ds.batch(0, 8)[0].shape == (8, 3, 4, 4)
     with pytest.raises(UserError, match="shape"):
-        load_data("digits", input_shape=(3, 32, 32), num_classes=10, batch_size=8)
+        load_data("digits", io=ModelIO(input_shape=(3, 32, 32)), batch_size=8)
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -13,11 +13,12 @@ from ddgsim.models.resnet import BasicBlock, PadShortcut, resnet
 
 def test_registry_names() -> None:
     assert set(MODELS) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-                           "resnet1202", "mlp", "smallcnn"}
+                           "resnet1202", "mlp", "smallcnn", "gpt-mini"}
     for name, spec in MODELS.items():
         assert spec.name == name
-        assert spec.num_classes == 10
+        assert spec.num_classes == (256 if name.startswith("gpt") else 10)
         assert spec.description
+    assert MODELS["gpt-mini"].io.input_shape == (64,) and MODELS["gpt-mini"].io.target == "token"
     assert MODELS["mlp"].input_shape == (1, 8, 8)
     assert MODELS["smallcnn"].input_shape == (1, 8, 8)
     assert MODELS["resnet110"].input_shape == (3, 32, 32)
@@ -65,8 +66,21 @@ def test_forward_shapes_and_determinism(name: str) -> None:
         assert torch.equal(pa, pb)
     c = build_model(spec, seed=4)
     assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True))
-    out = a(torch.randn(3, *spec.input_shape))
-    assert out.shape == (3, spec.num_classes)
+    out = a(spec.io.example_input(3))
+    assert out.shape == (3, spec.num_classes) if spec.io.target == "class" else (3, *spec.input_shape, spec.num_classes)
+
+
+def test_gpt_sizes_by_name() -> None:
+    spec = get_spec("gpt-L2-W64-T16")
+    with torch.device("meta"):
+        model = spec.factory()
+    assert len(model.blocks) == 2 and model.head.in_features == 64 and model.embed.pos.num_embeddings == 16
+    with pytest.raises(UserError, match="multiple of 32"):
+        get_spec("gpt-L2-W60-T16")
+    # gpt-mini: 4 blocks of 12 w^2 + 13 w weights, embeddings (256 + 64) w, final norm 2 w, head 256 w + 256
+    w = 128
+    assert sum(p.numel() for p in build_model(MODELS["gpt-mini"]).parameters()) == \
+        4 * (12 * w * w + 13 * w) + 320 * w + 2 * w + 256 * w + 256
 
 
 def test_kaiming_init() -> None:

@@ -48,15 +48,16 @@ def _check_exact(name: str, splits: list[list[int]] | None, mode: str, batch: in
     """
     spec = get_spec(name)
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, *spec.input_shape, generator=gen)
-    grad = torch.randn(batch, spec.num_classes, generator=gen)
+    x = spec.io.example_input(batch, gen)  # token ids for gpt-mini
     ref, test = build_model(spec, seed=0), build_model(spec, seed=0)
+    with torch.no_grad():
+        grad = torch.randn(ref.eval()(x).shape, generator=gen)
     if mode == "eval":
         for m in (ref, test):
             _calibrate_bn(m, x)
     for m in (ref, test):
         m.train(mode == "train")
-    units = split_units(test, spec.input_shape)
+    units = split_units(test, spec.io)
     for split in splits or [list(range(1, len(units)))]:
         ref.zero_grad(set_to_none=True)
         test.zero_grad(set_to_none=True)

@@ -27,11 +27,10 @@ def run(args: argparse.Namespace) -> int:
     from ddgsim.models.registry import MODELS
 
     table = Table(title="ddgsim models")
-    for col, justify in (("name", "left"), ("params", "right"), ("input", "left"),
-                         ("classes", "right"), ("description", "left")):
+    for col, justify in (("name", "left"), ("params", "right"), ("input → classes", "left"),
+                         ("description", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for spec in MODELS.values():
-        table.add_row(spec.name, f"{count_params(spec.factory):,}",
-                      "x".join(map(str, spec.input_shape)), str(spec.num_classes), spec.description)
+        table.add_row(spec.name, f"{count_params(spec.factory):,}", spec.io.describe(), spec.description)
     Console().print(table)
     return 0

@@ -40,6 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    "instead of measuring")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--input-shape", metavar="C,H,W", help="one sample's shape (default: the model's)")
+    p.add_argument("--vocab", type=int, metavar="V",
+                   help="the input is token ids in [0, V) (int64), e.g. a language model (default: the model's)")
     p.set_defaults(func=run)
 
 
@@ -73,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     require_positive("--threads", args.threads)
     require_positive("--reps", args.reps)
     shape = parse_shape(args.input_shape) if args.input_shape else None
+    if args.vocab is not None:
+        require_positive("--vocab", args.vocab)
     out = _check_out(args.out) if args.out else None
     spec = get_spec(args.model)
     threads: int | None = args.threads
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         prof, path, source = get_profile(
             spec.name, args.batch_size, args.device, threads, reps=args.reps, method=args.method,
             micro_batches=micro, this_machine=True,
-            progress=not args.no_progress, input_shape=shape, cache=not args.no_cache, clock=args.clock,
+            progress=not args.no_progress, input_shape=shape, vocab=args.vocab, cache=not args.no_cache, clock=args.clock,
             command=shlex.join(["python", "-m", "ddgsim", *sys.argv[1:]]) if sys.argv[1:2] == ["profile"]
             else shlex.join(["python", "-m", "ddgsim", "profile", args.model]),
         )

@@ -11,15 +11,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                               "between consecutive legal cut points, which a split may separate.")
     p.add_argument("model", help="model name (see 'ddgsim models') or 'package.module:factory'")
     p.add_argument("--input-shape", metavar="C,H,W", help="one sample's shape (default: the model's)")
+    p.add_argument("--vocab", type=int, metavar="V",
+                   help="the input is token ids in [0, V) (int64), e.g. a language model (default: the model's)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddgsim.commands._args import parse_shape
+    from ddgsim.commands._args import parse_shape, require_positive
     from ddgsim.models.registry import get_spec
 
     shape = parse_shape(args.input_shape) if args.input_shape else None
+    if args.vocab is not None:
+        require_positive("--vocab", args.vocab)
     spec = get_spec(args.model)
+    io = spec.io.with_overrides(input_shape=shape, vocab=args.vocab)
 
     from rich.console import Console
     from rich.table import Table
@@ -27,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from ddgsim.models.registry import build_model
     from ddgsim.profile.units import split_units
 
-    units = split_units(build_model(spec), shape or spec.input_shape)
-    table = Table(title=f"{spec.name}: {len(units)} units (split indices are 1..{len(units) - 1})")
+    units = split_units(build_model(spec), io)
+    table = Table(title=f"{spec.name} ({io.describe()}): {len(units)} units (split indices are 1..{len(units) - 1})")
     for col in ("index", "name", "output (per sample)", "params"):
         table.add_column(col, justify="right" if col in ("index", "params") else "left")
     total = 0

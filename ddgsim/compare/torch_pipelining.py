@@ -81,10 +81,10 @@ def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device:
 def _worker(plan_path: Path, steps: int, threads: int, device: str, metrics: Path) -> None:
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
     from torch.distributed import pipelining
 
     from ddgsim.malloc import tune_malloc
+    from ddgsim.models.io import loss_for
     from ddgsim.models.registry import get_spec
     from ddgsim.plan.export import pipeline_stage
     from ddgsim.plan.format import load
@@ -102,11 +102,11 @@ def _worker(plan_path: Path, steps: int, threads: int, device: str, metrics: Pat
         spec = get_spec(plan.model)
         stage = pipeline_stage(plan, rank, dev)
         schedule_cls = getattr(pipelining, SCHEDULES[plan.schedule])
-        schedule = schedule_cls(stage, n_microbatches=plan.micro_batches, loss_fn=F.cross_entropy)
+        schedule = schedule_cls(stage, n_microbatches=plan.micro_batches, loss_fn=loss_for(spec.io.target))
         opt = torch.optim.SGD(stage.submod.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(plan.batch_size, *spec.input_shape, generator=gen).to(dev)
-        y = torch.randint(0, spec.num_classes, (plan.batch_size,), generator=gen).to(dev)
+        x = spec.io.example_input(plan.batch_size, gen).to(dev)
+        y = spec.io.example_labels(plan.batch_size, gen).to(dev)
         last = plan.num_stages - 1
         step_ms: list[float] = []
         dist.barrier()

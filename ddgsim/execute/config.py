@@ -17,7 +17,7 @@ from typing import Any
 from ddgsim.errors import UserError, choices
 
 BACKENDS = ("auto", "gloo", "nccl")
-DATASETS = ("digits", "cifar10", "synthetic")
+DATASETS = ("digits", "cifar10", "text", "synthetic")
 _PATHS = ("plan", "data_dir", "checkpoint_dir", "resume", "metrics", "trace", "final_weights")
 
 

@@ -1,4 +1,4 @@
-"""Training data for the executor: digits, CIFAR-10 pickles, synthetic; deterministic batches.
+"""Training data for the executor: digits, CIFAR-10 pickles, text, synthetic; deterministic batches.
 
 The batch entering at iteration t depends only on (seed, t): epoch e = t // B_e
 (B_e = full batches per epoch, the last partial batch is dropped) draws the
@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 
 from ddgsim.errors import UserError
+from ddgsim.execute.config import DATASETS
+from ddgsim.models.io import ModelIO
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -31,7 +33,7 @@ DIGITS_TEST_FRACTION = 0.2
 
 @dataclass(kw_only=True)
 class Dataset:
-    """A train/test split held in memory as normalised float tensors."""
+    """A train/test split held in memory: normalised float samples or token ids, and their labels."""
 
     name: str
     train_x: Tensor
@@ -41,6 +43,8 @@ class Dataset:
     num_classes: int
     augment: bool = False
     seed: int = 0
+    source: str = ""
+    """Where the data came from, for the metrics (e.g. the text corpus's files and hash)."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -192,33 +196,63 @@ def load_cifar10(data_dir: str | Path | None, seed: int = 0, augment: bool = Fal
     )
 
 
-def synthetic(input_shape: tuple[int, ...], num_classes: int, batch_size: int, seed: int = 0) -> Dataset:
-    """Random normal inputs and random labels (4 batches' worth, fixed seed): for speed runs."""
+def synthetic(io: ModelIO, batch_size: int, seed: int = 0) -> Dataset:
+    """Random inputs (normal floats or uniform token ids) and random labels, 4 batches' worth
+    (fixed seed): for speed runs."""
     g = torch.Generator().manual_seed(seed)
     n = 4 * batch_size
     return Dataset(
         name="synthetic",
-        train_x=torch.randn(n, *input_shape, generator=g),
-        train_y=torch.randint(0, num_classes, (n,), generator=g),
-        test_x=torch.randn(batch_size, *input_shape, generator=g),
-        test_y=torch.randint(0, num_classes, (batch_size,), generator=g),
-        num_classes=num_classes, seed=seed,
+        train_x=io.example_input(n, g), train_y=io.example_labels(n, g),
+        test_x=io.example_input(batch_size, g), test_y=io.example_labels(batch_size, g),
+        num_classes=io.num_classes, seed=seed,
     )
 
 
-def load_data(name: str, *, input_shape: tuple[int, ...], num_classes: int, batch_size: int,
-              seed: int = 0, data_dir: str | Path | None = None, augment: bool = False) -> Dataset:
-    """The dataset ``name``; its sample shape must match the model's input shape."""
+def check_text(io: ModelIO) -> None:
+    """UserError (one line) unless ``--data text`` fits the model and the sources are there."""
+    from ddgsim.execute import text
+
+    if not io.tokens or io.target != "token" or len(io.input_shape) != 1:
+        raise UserError(f"--data text is next-byte prediction: it needs a model that takes token ids of shape "
+                        f"(context,) and predicts a token per position, not {io.describe()}")
+    if (io.vocab or 0) < text.VOCAB or io.num_classes < text.VOCAB:
+        raise UserError(f"--data text has {text.VOCAB} byte tokens but the model's vocabulary is {io.vocab} "
+                        f"with {io.num_classes} classes")
+    folder = text.stdlib_dir()
+    if not any(folder.glob("*.py")):
+        raise UserError(f"--data text reads the Python standard library's sources, but {folder} has no *.py files")
+
+
+def load_text(io: ModelIO, seed: int = 0) -> Dataset:
+    """Byte-level language modelling on the Python standard library's sources (:mod:`ddgsim.execute.text`)."""
+    from ddgsim.execute import text
+
+    check_text(io)
+    (context,) = io.input_shape
+    c = text.corpus()
+    train_x, train_y = text.windows(c.train, context)
+    test_x, test_y = text.windows(c.validation, context, text.TEST_WINDOWS)
+    return Dataset(name="text", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                   num_classes=text.VOCAB, seed=seed, source=c.source)
+
+
+def load_data(name: str, *, io: ModelIO, batch_size: int, seed: int = 0, data_dir: str | Path | None = None,
+              augment: bool = False) -> Dataset:
+    """The dataset ``name``; its samples must be what the model declares it takes."""
     if name == "digits":
         ds = load_digits(seed)
     elif name == "cifar10":
         ds = load_cifar10(data_dir, seed, augment)
+    elif name == "text":
+        ds = load_text(io, seed)
     elif name == "synthetic":
-        ds = synthetic(input_shape, num_classes, batch_size, seed)
+        ds = synthetic(io, batch_size, seed)
     else:
-        raise UserError(f"unknown dataset '{name}' (choose from digits, cifar10, synthetic)")
-    if ds.input_shape != tuple(input_shape):
+        raise UserError(f"unknown dataset '{name}' (choose from {', '.join(DATASETS)})")
+    if ds.input_shape != tuple(io.input_shape) or ds.train_x.is_floating_point() == io.tokens:
+        kind = "token ids" if not ds.train_x.is_floating_point() else "float samples"
         raise UserError(
-            f"dataset {name} has samples of shape {ds.input_shape} but the model takes {tuple(input_shape)}"
+            f"dataset {name} has {kind} of shape {ds.input_shape} but the model takes {io.describe()}"
         )
     return ds

@@ -59,20 +59,31 @@ def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
             for r in sorted(reports, key=lambda r: r["stage"])
         ],
         "losses": [losses.get(t, losses.get(str(t))) for t in range(job.config.steps)],
-        "test_accuracy": last["test_accuracy"],
+        "test_accuracy": _test(last, "accuracy"),
+        "test_loss": _test(last, "loss"),
+        "test_bits_per_token": _test(last, "bits_per_token"),
         "predicted": job.plan.predicted,
         "summary": {
             "median_step_ms": med,
             "samples_per_s": job.plan.batch_size / (med / 1e3) if steps and med > 0 else float("nan"),
             "wall_s": max(r["wall_s"] for r in reports),
             "final_loss": losses.get(job.config.steps - 1),
-            "test_accuracy": last["test_accuracy"],
+            "test_accuracy": _test(last, "accuracy"),
+            "test_loss": _test(last, "loss"),
+            "test_bits_per_token": _test(last, "bits_per_token"),
             "per_stage_median_ms": {
                 k: [statistics.median(r[k]) if r[k] else 0.0 for r in sorted(reports, key=lambda r: r["stage"])]
                 for k in keys
             },
         },
     }
+
+
+def _test(report: dict[str, Any], key: str) -> float | None:
+    """One figure of the last stage's test pass (``None`` without one, or not defined for the target)."""
+    test = report.get("test") or {}
+    value = test.get(key)
+    return None if value is None else float(value)
 
 
 def trace_events(reports: list[dict[str, Any]], K: int) -> tuple[list[TraceEvent], list[str]]:
@@ -109,6 +120,8 @@ def summarize(job: Any, reports: list[dict[str, Any]]) -> str:
     m = metrics(job, reports)["summary"]
     acc = m["test_accuracy"]
     acc_s = f", test accuracy {100 * acc:.2f}%" if acc is not None else ""
+    if m["test_bits_per_token"] is not None:
+        acc_s += f", test loss {m['test_loss']:.4f} ({m['test_bits_per_token']:.3f} bits per token)"
     return (f"{job.plan.schedule} K={job.num_stages}: {job.config.steps} steps, median step "
             f"{m['median_step_ms']:.1f} ms, {m['samples_per_s']:.1f} samples/s, final loss "
             f"{m['final_loss']}{acc_s}")

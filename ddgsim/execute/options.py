@@ -15,7 +15,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("plan", help="plan file (ddgsim-plan/1 JSON)")
     p.add_argument("--steps", type=int, required=True, help="iterations N to run (> 0)")
     p.add_argument("--model", default=None, help="refuse the plan unless it is for this model")
-    p.add_argument("--data", choices=DATASETS, default="synthetic", help="training data (default synthetic)")
+    p.add_argument("--data", choices=DATASETS, default="synthetic", help="training data (default synthetic: random inputs for speed runs; digits: "
+                   "scikit-learn's 8x8 digits; cifar10: --data-dir; text: byte-level Python standard library "
+                   "sources, for token models such as gpt-mini)")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 python batches (data_batch_1..5, test_batch)")
     p.add_argument("--augment", action="store_true", help="CIFAR random crop (pad 4) + horizontal flip")
     p.add_argument("--seed", type=int, default=0, help="model init, data order and per-stage RNG seed")

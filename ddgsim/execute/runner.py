@@ -59,11 +59,12 @@ from ddgsim.errors import UserError
 from ddgsim.execute import checkpoint as ckpt
 from ddgsim.execute.comm import Key, Mailbox, Outbox, PeerError, data_tag
 from ddgsim.execute.config import RunConfig
-from ddgsim.execute.data import Dataset, check_cifar_dir, check_digits, load_data
+from ddgsim.execute.data import Dataset, check_cifar_dir, check_digits, check_text, load_data
 from ddgsim.execute.engine import micro_slices
 from ddgsim.execute.options import parse_run_args
 from ddgsim.execute.stage import OptimConfig, StageWorker, StepDecay, flat
 from ddgsim.malloc import tune_malloc
+from ddgsim.models.io import ModelIO, bits, loss_for
 from ddgsim.models.registry import ModelSpec, build_model, get_spec
 from ddgsim.plan import format as plan_file
 from ddgsim.schedule import Action, Schedule, make_schedule
@@ -128,10 +129,6 @@ class Preemption:
         return self.stop
 
 
-def cross_entropy(out: Tensor, y: Tensor) -> Tensor:
-    return nn.functional.cross_entropy(out, y)
-
-
 @dataclass(kw_only=True)
 class Job:
     """Everything a run needs that every rank derives identically from the options."""
@@ -184,10 +181,12 @@ def prepare(config: RunConfig) -> Job:
         check_cifar_dir(config.data_dir)
     if config.data == "digits":
         check_digits()
+    if config.data == "text":
+        check_text(spec.io)
     from ddgsim.profile.units import build_stages, split_units
 
     model = build_model(spec, seed=config.seed)
-    units = split_units(model, spec.input_shape, batch_size=2)
+    units = split_units(model, spec.io, batch_size=2)
     if plan.stages[-1].units[1] != len(units):
         raise UserError(
             f"plan {config.plan} splits {plan.stages[-1].units[1]} units but model '{plan.model}' has "
@@ -223,8 +222,8 @@ def make_optim(config: RunConfig, batches_per_epoch: int) -> OptimConfig:
 
 def dataset_for(job: Job) -> Dataset:
     a = job.config
-    return load_data(a.data, input_shape=job.spec.input_shape, num_classes=job.spec.num_classes,
-                     batch_size=job.plan.batch_size, seed=a.seed, data_dir=a.data_dir, augment=a.augment)
+    return load_data(a.data, io=job.spec.io, batch_size=job.plan.batch_size, seed=a.seed,
+                     data_dir=a.data_dir, augment=a.augment)
 
 
 @dataclass
@@ -267,7 +266,8 @@ class StageProcess:
         module.train()
         sched = job.schedule
         self.worker = StageWorker(module, index=rank, num_stages=self.K, delay=sched.delay(rank),
-                                  optim=self.optim, loss_fn=cross_entropy if self.is_last else None,
+                                  optim=self.optim,
+                                  loss_fn=loss_for(job.spec.io.target) if self.is_last else None,
                                   micro_batches=self.M, seed=a.seed)
         self.d = sched.delay(rank)
         self.slices = micro_slices(self.B, self.M)
@@ -349,9 +349,9 @@ class StageProcess:
         unconsumed = [(b.peer, k) for b in (self.inbox, self.gradbox) if b is not None for k in b.pending()]
         if unconsumed:  # the schedule and the mailboxes disagree: a bug, never a peer's fault
             raise RuntimeError(f"stage {r}: receives still expected at the end of the run: {unconsumed[:4]}")
-        accuracy = self._evaluate() if a.evaluate else None
+        test = self._evaluate() if a.evaluate else None
         wall = time.time() - wall0
-        return self._report(accuracy, wall)
+        return self._report(test, wall)
 
     def _take(self, act: Action) -> Tensor | None:
         """The message ``act`` consumes (an activation for F, an error gradient for B), if any."""
@@ -460,11 +460,12 @@ class StageProcess:
             ckpt.write_manifest(self.ckpt_root, c, self.K, self.job.key(), preempted=preempted)
         self.last_good = c
 
-    def _evaluate(self) -> float | None:
-        """Forward the test set through the pipeline in eval mode; the last stage counts hits."""
+    def _evaluate(self) -> dict[str, float] | None:
+        """Forward the test set through the pipeline in eval mode; the last stage scores it
+        (accuracy and mean cross-entropy; per token for a language model)."""
         r, mod = self.rank, self.worker.module
         mod.eval()
-        correct = 0
+        score = Score(self.job.spec.io)
         base = self.N * self.M + 1
         slices = self.ds.test_batches(self.B)
         with torch.no_grad():
@@ -478,13 +479,13 @@ class StageProcess:
                     dist.recv(x, src=r - 1, tag=tag)
                 out = mod(x)
                 if self.is_last:
-                    correct += int((out.argmax(1).cpu() == self.ds.test_y[sl]).sum())
+                    score.add(out.cpu(), self.ds.test_y[sl])
                 else:
                     dist.send(out.contiguous(), dst=r + 1, tag=tag)
         mod.train()
-        return correct / len(self.ds.test_y) if self.is_last else None
+        return score.result() if self.is_last else None
 
-    def _report(self, accuracy: float | None, wall: float) -> dict[str, Any]:
+    def _report(self, test: dict[str, float] | None, wall: float) -> dict[str, Any]:
         rows = self.timing.rows
         per_it: dict[int, dict[str, float]] = {}
         for it, kind, _name, c0, c1, wt, cm in rows:
@@ -508,7 +509,7 @@ class StageProcess:
             "events": [(name, 1e3 * c0, 1e3 * c1, kind) for _it, kind, name, c0, c1, _w, _c in rows],
             "sends": [(1e3 * (p - self.t0), 1e3 * (q - self.t0), n, b) for p, q, n, b in self.outbox.done],
             "losses": {int(t): v for t, v in self.losses.items()},
-            "test_accuracy": accuracy, "wall_s": wall,
+            "test": test, "wall_s": wall,
             "weights": self.worker.flat_weights(),
         }
 
@@ -562,14 +563,36 @@ def run_inprocess_job(config: RunConfig, record: bool = False) -> tuple[Any, Job
     job = prepare(config)
     ds = dataset_for(job)
     optim = make_optim(config, ds.batches_per_epoch(job.plan.batch_size))
-    res = run_inprocess(job.stages, job.schedule, lambda t: ds.batch(t, job.plan.batch_size), cross_entropy,
+    res = run_inprocess(job.stages, job.schedule, lambda t: ds.batch(t, job.plan.batch_size),
+                        loss_for(job.spec.io.target),
                         optim, record=record, seed=config.seed)
     return res, job, ds
 
 
-def evaluate_stages(stages: list[nn.Module], ds: Dataset, batch_size: int) -> float:
-    """Test accuracy of the stages run back to back (eval mode, forward only)."""
-    correct = 0
+class Score:
+    """Accumulates a test pass: accuracy and mean cross-entropy (nats; per token for token targets)."""
+
+    def __init__(self, io: ModelIO) -> None:
+        self.io = io
+        self.hits, self.nats, self.count = 0, 0.0, 0
+
+    def add(self, out: Tensor, y: Tensor) -> None:
+        hits, nats, count = self.io.score(out, y)
+        self.hits += hits
+        self.nats += nats
+        self.count += count
+
+    def result(self) -> dict[str, float]:
+        loss = self.nats / max(1, self.count)
+        res = {"accuracy": self.hits / max(1, self.count), "loss": loss}
+        if self.io.target == "token":
+            res["bits_per_token"] = bits(loss)
+        return res
+
+
+def evaluate_stages(stages: list[nn.Module], ds: Dataset, batch_size: int, io: ModelIO) -> dict[str, float]:
+    """Test accuracy and loss of the stages run back to back (eval mode, forward only)."""
+    score = Score(io)
     with torch.no_grad():
         for m in stages:
             m.eval()
@@ -577,10 +600,10 @@ def evaluate_stages(stages: list[nn.Module], ds: Dataset, batch_size: int) -> fl
             x = ds.test_x[sl]
             for m in stages:
                 x = m(x)
-            correct += int((x.argmax(1) == ds.test_y[sl]).sum())
+            score.add(x, ds.test_y[sl])
         for m in stages:
             m.train()
-    return correct / len(ds.test_y)
+    return score.result()
 
 
 def fault_hook(rank: int, step: int, where: str) -> None:
@@ -649,7 +672,7 @@ def run_worker(config: RunConfig, session: _Session) -> int:
         out = Path(config.final_weights)
         out.mkdir(parents=True, exist_ok=True)
         ckpt_state = {"weights": report["weights"], "losses": report["losses"], "stage": rank,
-                      "test_accuracy": report["test_accuracy"]}
+                      "test": report["test"]}
         tmp = out / f".stage-{rank}.pt.tmp"
         torch.save(ckpt_state, tmp)
         os.replace(tmp, out / f"stage-{rank}.pt")

@@ -37,7 +37,7 @@ def stage_modules(plan: Plan | str | os.PathLike[str], seed: int = 0) -> list[nn
 
     p = _plan(plan)
     spec = get_spec(p.model)
-    units = split_units(build_model(spec, seed=seed), spec.input_shape, batch_size=2)
+    units = split_units(build_model(spec, seed=seed), spec.io, batch_size=2)
     if p.stages[-1].units[1] != len(units):
         raise UserError(f"the plan splits {p.stages[-1].units[1]} units but model '{p.model}' has {len(units)}; "
                         "re-plan for this model")

@@ -70,6 +70,9 @@ class Profile:
     micro_batch_ms: dict[str, list[list[float]]] = field(default_factory=dict)
     """Per micro-batch count M (as a string key): ``[forward_ms, backward_ms]`` of every unit for ONE
     micro-batch of ``batch_size / M`` samples, timed inside GPipe-order steps of M micro-batches."""
+    input_dtype: str = "float32"
+    """``float32`` samples, or ``int64`` token ids in ``[0, vocab)``."""
+    vocab: int | None = None
     machine: dict[str, Any] | None = None
     """Fingerprint of the machine measured (:mod:`ddgsim.profile.machine`); ``None``: not recorded."""
     measurement: dict[str, Any] | None = None
@@ -218,6 +221,14 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
         for pair in table:
             for v in pair:
                 _check_number(where, f"micro_batch_ms.{m}", v, (int, float))
+    input_dtype = data.get("input_dtype", "float32")
+    vocab = data.get("vocab")
+    if input_dtype not in ("float32", "int64"):
+        raise _bad(where, "input_dtype", f"must be 'float32' or 'int64', got {input_dtype!r}")
+    if input_dtype == "int64" and (isinstance(vocab, bool) or not isinstance(vocab, int) or vocab <= 0):
+        raise _bad(where, "vocab", f"must be a positive integer for int64 token inputs, got {vocab!r}")
+    if input_dtype == "float32" and vocab is not None:
+        raise _bad(where, "vocab", f"must be null for float32 inputs, got {vocab!r}")
     for key in ("machine", "measurement"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise _bad(where, key, f"must be an object or null, got {data[key]!r}")
@@ -232,6 +243,8 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
         units=units,
         whole_model_ms=float(data["whole_model_ms"]),
         micro_batch_ms={str(m): [[float(f), float(b)] for f, b in t] for m, t in micro.items()},
+        input_dtype=input_dtype,
+        vocab=vocab,
         machine=data.get("machine"),
         measurement=data.get("measurement"),
         meta=meta if isinstance(meta, dict) else {},

@@ -50,6 +50,7 @@ from torch import nn
 
 from ddgsim.errors import UserError
 from ddgsim.malloc import tune_malloc
+from ddgsim.models.io import ModelIO
 from ddgsim.profile.format import Profile, UnitProfile, check_micro_batches
 from ddgsim.profile.insitu import StepTimes, insitu_step
 from ddgsim.profile.units import Unit, split_units
@@ -249,7 +250,8 @@ def _summary_of(pairs: list[list[float]], whole: float) -> dict[str, Any]:
             "whole": round(whole, 3), "sum_over_whole": round(total / whole, 4) if whole > 0 else None}
 
 
-def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], batch_size: int,
+def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO | None = None,
+                  input_shape: Sequence[int] | None = None,
                   device: str = "cpu", threads: int | None = 1, reps: int = 5, warmup: int = 2,
                   progress: bool = True, command: str | None = None, seed: int = 0,
                   clock: str = "wall", method: str = "in-situ", micro_batches: Sequence[int] = ()) -> Profile:
@@ -267,7 +269,13 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
     M micro-batches is timed too (``Profile.micro_batch_ms``).
     The model is moved to ``device`` and put in training mode; its parameters are left
     unchanged (gradients cleared) but BatchNorm running statistics move.
+    ``io`` declares the input (float samples or token ids, :class:`ddgsim.models.io.ModelIO`);
+    ``input_shape`` alone means float samples of that shape.
     """
+    if io is None:
+        if input_shape is None:
+            raise TypeError("profile_model needs io or input_shape")
+        io = ModelIO(input_shape=tuple(int(d) for d in input_shape))
     from ddgsim.profile.machine import cpu_jiffies, fingerprint, steal_pct
 
     if clock not in CLOCKS:
@@ -293,11 +301,11 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
     started = time.perf_counter()
     try:
         model = model.to(dev).train()
-        units = split_units(model, input_shape, batch_size=2)
+        units = split_units(model, io, batch_size=2)
         modules = [u.module for u in units]
         timer = _Timer(dev)
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        x0 = torch.randn(batch_size, *input_shape, generator=gen).to(dev)
+        x0 = io.example_input(batch_size, gen).to(dev)
         with torch.no_grad():
             grad_out = torch.randn(model(x0).shape, generator=gen).to(dev)
         runners: list[_UnitRunner] = []
@@ -408,10 +416,12 @@ def profile_model(model: nn.Module, *, name: str, input_shape: Sequence[int], ba
     return Profile(
         model=name,
         batch_size=batch_size,
-        input_shape=[int(d) for d in input_shape],
+        input_shape=list(io.input_shape),
+        input_dtype=io.input_dtype,
+        vocab=io.vocab,
         device=dev.type,
         threads=threads,
-        dtype=str(x0.dtype).removeprefix("torch."),
+        dtype=str(next((p.dtype for p in model.parameters()), torch.float32)).removeprefix("torch."),
         units=rows,
         whole_model_ms=whole_ms,
         micro_batch_ms={str(m): [[round(f, 4), round(b, 4)] for f, b in insitu[m].pairs(clock)] for m in mbs},

@@ -28,11 +28,12 @@ DEFAULT_REPS = 5
 
 
 def profile_name(model: str, batch_size: int, device: str = "cpu", threads: int | None = 1,
-                 input_shape: Sequence[int] | None = None) -> str:
+                 input_shape: Sequence[int] | None = None, vocab: int | None = None) -> str:
     """File name ``{model}-b{batch}-{device}-t{threads}.json`` (no ``-t`` when threads is None).
 
     A model given as an import path is made file-name safe; a non-default input shape
-    adds ``-i{C}x{H}x{W}`` so it never collides with the default one.
+    adds ``-i{C}x{H}x{W}`` and a non-default vocabulary ``-v{vocab}``, so they never
+    collide with the model's own declaration.
     """
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
     name = f"{safe}-b{batch_size}-{device}"
@@ -40,6 +41,8 @@ def profile_name(model: str, batch_size: int, device: str = "cpu", threads: int 
         name += f"-t{threads}"
     if input_shape is not None:
         name += "-i" + "x".join(str(int(d)) for d in input_shape)
+    if vocab is not None:
+        name += f"-v{vocab}"
     return name + ".json"
 
 
@@ -61,10 +64,39 @@ def _load(path: Path) -> Profile | None:
         return None
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """A command line's override of the model's input declaration (``--input-shape``, ``--vocab``);
+    only what differs from the model's own is kept, so the default request has no override."""
+
+    shape: tuple[int, ...] | None = None
+    vocab: int | None = None
+
+    @classmethod
+    def of(cls, model: str, input_shape: Sequence[int] | None, vocab: int | None) -> Inputs:
+        from ddgsim.models.registry import zoo_spec
+
+        spec = zoo_spec(model)
+        shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+        if spec is not None and shape == spec.input_shape:
+            shape = None
+        if spec is not None and vocab is not None and vocab == spec.io.vocab:
+            vocab = None
+        return cls(shape, vocab)
+
+    def name(self, model: str, batch_size: int, device: str, threads: int | None) -> str:
+        return profile_name(model, batch_size, device, threads, self.shape, self.vocab)
+
+    def matches(self, prof: Profile) -> bool:
+        if self.shape is not None and list(prof.input_shape) != list(self.shape):
+            return False
+        return self.vocab is None or prof.vocab == self.vocab
+
+
 def _settings_match(prof: Profile, model: str, batch_size: int, device: str, threads: int | None,
-                    input_shape: Sequence[int] | None) -> bool:
-    """Same model, batch size, device, threads and (when given) sample shape."""
-    if input_shape is not None and list(prof.input_shape) != list(input_shape):
+                    inputs: Inputs) -> bool:
+    """Same model, batch size, device, threads and (when overridden) sample shape and vocabulary."""
+    if not inputs.matches(prof):
         return False
     return (prof.model, prof.batch_size, prof.device, prof.threads) == (model, batch_size, device, threads)
 
@@ -100,20 +132,20 @@ def is_exact(prof: Profile, how: Measurement, key: str) -> bool:
     return prof.machine_key == key and prof.dtype == "float32" and how.satisfied_by(prof)
 
 
-def _cache_name(model: str, batch_size: int, device: str, threads: int | None, shape: Sequence[int] | None,
+def _cache_name(model: str, batch_size: int, device: str, threads: int | None, inputs: Inputs,
                 how: Measurement, key: str) -> str:
     """``{profile_name}-{12 hex}`` with a hash of the machine and the measurement settings."""
     import hashlib
 
     tag = f"{key}|{how.method}|{how.clock}|{how.reps}|{','.join(map(str, how.micro_batches))}"
     digest = hashlib.sha256(tag.encode()).hexdigest()[:12]
-    return profile_name(model, batch_size, device, threads, shape).removesuffix(".json") + f"-{digest}.json"
+    return inputs.name(model, batch_size, device, threads).removesuffix(".json") + f"-{digest}.json"
 
 
 def _cached(model: str, batch_size: int, device: str, threads: int | None,
-            shape: Sequence[int] | None) -> list[tuple[Path, Profile]]:
+            inputs: Inputs) -> list[tuple[Path, Profile]]:
     """Valid cached profiles for the request, newest first (any machine, any measurement)."""
-    stem = profile_name(model, batch_size, device, threads, shape).removesuffix(".json")
+    stem = inputs.name(model, batch_size, device, threads).removesuffix(".json")
     found = []
     folder = cache_dir()
     named = re.compile(re.escape(stem) + r"(-[0-9a-f]{12})?\.json")
@@ -121,53 +153,42 @@ def _cached(model: str, batch_size: int, device: str, threads: int | None,
                    key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
     for path in paths:
         prof = _load(path)
-        if prof is not None and _settings_match(prof, model, batch_size, device, threads, shape):
+        if prof is not None and _settings_match(prof, model, batch_size, device, threads, inputs):
             found.append((path, prof))
     return found
 
 
 def bundled_profile(model: str, batch_size: int, device: str, threads: int | None,
-                    shape: Sequence[int] | None = None) -> tuple[Path, Profile] | None:
+                    inputs: Inputs | None = None) -> tuple[Path, Profile] | None:
     """The profile shipped with ddgsim for this request (any machine), or ``None``."""
-    path = bundled_dir() / profile_name(model, batch_size, device, threads, shape)
+    inputs = inputs or Inputs()
+    path = bundled_dir() / inputs.name(model, batch_size, device, threads)
     prof = _load(path)
-    if prof is None or not _settings_match(prof, model, batch_size, device, threads, shape):
+    if prof is None or not _settings_match(prof, model, batch_size, device, threads, inputs):
         return None
     return path, prof
 
 
-def _default_shape(model: str, input_shape: Sequence[int] | None) -> tuple[int, ...] | None:
-    """``None`` when ``input_shape`` is the model's own (the file name then omits it)."""
-    if input_shape is None:
-        return None
-    from ddgsim.models.registry import MODELS
-
-    spec = MODELS.get(model)
-    if spec is not None and tuple(input_shape) == spec.input_shape:
-        return None
-    return tuple(int(d) for d in input_shape)
-
-
 def find_profile(model: str, batch_size: int, device: str = "cpu", threads: int | None = 1, *,
-                 input_shape: Sequence[int] | None = None) -> Path | None:
+                 input_shape: Sequence[int] | None = None, vocab: int | None = None) -> Path | None:
     """A profile for this request to predict with, from any machine: this machine's newest cached one,
     else the bundled one, else any cached one; ``None`` if there is none. Malformed files are skipped."""
-    found = lookup(model, batch_size, device, threads, input_shape=input_shape)
+    found = lookup(model, batch_size, device, threads, input_shape=input_shape, vocab=vocab)
     return found[0] if found else None
 
 
 def lookup(model: str, batch_size: int, device: str = "cpu", threads: int | None = 1, *,
-           input_shape: Sequence[int] | None = None, how: Measurement | None = None,
+           input_shape: Sequence[int] | None = None, vocab: int | None = None, how: Measurement | None = None,
            key: str | None = None) -> tuple[Path, Profile, str] | None:
     """``(path, profile, source)`` without measuring.
 
     With ``how``: only a profile measured on this machine (``key``, default this one's) that
     way — an exact match, cached or bundled. Without: what :func:`find_profile` describes.
     """
-    shape = _default_shape(model, input_shape)
+    inputs = Inputs.of(model, input_shape, vocab)
     key = key or here_key(device)
-    cached = _cached(model, batch_size, device, threads, shape)
-    bundled = bundled_profile(model, batch_size, device, threads, shape)
+    cached = _cached(model, batch_size, device, threads, inputs)
+    bundled = bundled_profile(model, batch_size, device, threads, inputs)
     pool = [(p, prof, "cache") for p, prof in cached] + ([(*bundled, "bundled")] if bundled else [])
     if how is not None:
         return next((c for c in pool if is_exact(c[1], how, key)), None)
@@ -178,7 +199,7 @@ def lookup(model: str, batch_size: int, device: str = "cpu", threads: int | None
 
 def get_profile(model: str, batch_size: int, device: str = "cpu", threads: int | None = 1,
                 reps: int = DEFAULT_REPS, progress: bool = True, *,
-                input_shape: Sequence[int] | None = None, cache: bool = True,
+                input_shape: Sequence[int] | None = None, vocab: int | None = None, cache: bool = True,
                 command: str | None = None, clock: str = "wall", method: str = "in-situ",
                 micro_batches: Sequence[int] = (), this_machine: bool = False,
                 remeasure: bool = False) -> tuple[Profile, Path | None, str]:
@@ -193,21 +214,22 @@ def get_profile(model: str, batch_size: int, device: str = "cpu", threads: int |
     caller says whose machine it describes (:func:`ddgsim.profile.machine.provenance_note`).
     ``cache=False`` always measures and writes nothing (path is then ``None``); ``remeasure``
     always measures and writes the cache.
-    ``input_shape`` overrides the model's own (user models); it is part of the key.
+    ``input_shape`` and ``vocab`` (token ids in ``[0, vocab)``) override the model's own
+    declaration (user models); they are part of the key.
     """
-    shape = _default_shape(model, input_shape)
+    inputs = Inputs.of(model, input_shape, vocab)
     how = Measurement(method=method, clock=clock, reps=reps, micro_batches=tuple(sorted(set(micro_batches))))
     key = here_key(device)
     if cache and not remeasure:
-        found = lookup(model, batch_size, device, threads, input_shape=input_shape,
+        found = lookup(model, batch_size, device, threads, input_shape=input_shape, vocab=vocab,
                        how=how if this_machine else None, key=key)
         if found is not None:
             return found[1], found[0], found[2]
-    prof = measure(model, batch_size, device, threads, reps, progress, input_shape=input_shape,
+    prof = measure(model, batch_size, device, threads, reps, progress, input_shape=input_shape, vocab=vocab,
                    command=command, clock=clock, method=method, micro_batches=how.micro_batches)
     if not cache:
         return prof, None, "measured"
-    path = cache_dir() / _cache_name(model, batch_size, device, threads, shape, how, prof.machine_key or key)
+    path = cache_dir() / _cache_name(model, batch_size, device, threads, inputs, how, prof.machine_key or key)
     try:
         prof.save(path)
     except OSError as exc:
@@ -217,16 +239,16 @@ def get_profile(model: str, batch_size: int, device: str = "cpu", threads: int |
 
 def measure(model: str, batch_size: int, device: str = "cpu", threads: int | None = 1,
             reps: int = DEFAULT_REPS, progress: bool = True, *,
-            input_shape: Sequence[int] | None = None, command: str | None = None,
+            input_shape: Sequence[int] | None = None, vocab: int | None = None, command: str | None = None,
             clock: str = "wall", method: str = "in-situ", micro_batches: Sequence[int] = ()) -> Profile:
     """Build the model (seed 0) and profile it; imports torch and the profiler lazily."""
     from ddgsim.models.registry import build_model, get_spec
     from ddgsim.profile import measure as profiler
 
     spec = get_spec(model)
-    shape = tuple(input_shape) if input_shape is not None else spec.input_shape
+    io = spec.io.with_overrides(input_shape=input_shape, vocab=vocab)
     return profiler.profile_model(
-        build_model(spec), name=model, input_shape=shape, batch_size=batch_size,
+        build_model(spec), name=model, io=io, batch_size=batch_size,
         device=device, threads=threads, reps=reps, progress=progress, command=command, clock=clock,
         method=method, micro_batches=micro_batches,
     )

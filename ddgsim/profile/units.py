@@ -29,6 +29,7 @@ import torch.fx as fx
 from torch import nn
 
 from ddgsim.errors import UserError
+from ddgsim.models.io import ModelIO
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -59,7 +60,9 @@ def trace_graph(model: nn.Module) -> tuple[fx.GraphModule, nx.DiGraph]:
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise UserError(
-            f"cannot trace model {type(model).__name__} with torch.fx: {type(exc).__name__}: {first}"
+            f"cannot trace model {type(model).__name__} with torch.fx: {type(exc).__name__}: {first} "
+            "(forward must not branch or loop on tensor values or shapes: compute such a choice in "
+            "__init__, or move it into a submodule whose inside is never cut)"
         ) from None
     gm.graph.eliminate_dead_code()
     gm.recompile()
@@ -68,13 +71,14 @@ def trace_graph(model: nn.Module) -> tuple[fx.GraphModule, nx.DiGraph]:
     if len(inputs) != 1:
         raise UserError(
             f"model {type(model).__name__} takes {len(inputs)} inputs "
-            f"({', '.join(n.name for n in inputs)}); only models with one tensor input can be cut"
+            f"({', '.join(n.name for n in inputs)}); only models with one tensor input can be cut "
+            "(wrap it in a module whose forward takes one tensor and builds the others)"
         )
     out = _output_node(gm)
     if not isinstance(out.args[0], fx.Node):
         raise UserError(
-            f"model {type(model).__name__} returns {type(out.args[0]).__name__}; "
-            "only models with one tensor output can be cut"
+            f"model {type(model).__name__} returns a {type(out.args[0]).__name__.removeprefix('immutable_')}; "
+            "only models with one tensor output can be cut (return the logits alone)"
         )
     return gm, _graph_of(gm)
 
@@ -222,61 +226,76 @@ def _build_unit(model: nn.Module, gm: fx.GraphModule, entry: fx.Node, nodes: lis
     return unit
 
 
-def split_units(model: nn.Module, input_shape: Sequence[int], batch_size: int = 2) -> list[Unit]:
+def split_units(model: nn.Module, io: ModelIO | Sequence[int], batch_size: int = 2) -> list[Unit]:
     """Cut ``model`` at every legal cut point; run an example batch for the output shapes.
+
+    ``io`` is the model's input declaration (:class:`ddgsim.models.io.ModelIO`), or just
+    one float sample's shape. A cut whose tensor is not floating point (token ids, masks)
+    is dropped: nothing that cannot carry a gradient crosses between stages, so the
+    stage that takes token ids is the one that embeds them.
 
     Units share parameters and buffers with ``model``. The example batch runs in eval
     mode under ``no_grad``, so BatchNorm running statistics are left untouched.
     """
+    if not isinstance(io, ModelIO):
+        io = ModelIO(input_shape=tuple(int(d) for d in io))
     gm, g = trace_graph(model)
     compute = _compute_nodes(gm, g)
     cuts = _legal_cuts(gm, g)
     reach = {n.name for n in compute}
     source = next(n for n in gm.graph.nodes if n.op == "placeholder")
     pos = {n: i for i, n in enumerate(compute)}
-    modules: list[tuple[str, fx.GraphModule]] = []
-    seen: dict[str, int] = {}
-    entry, start = source, 0
-    for cut in cuts:
-        nodes = compute[start : pos[cut] + 1]
-        name = _unit_name(nodes)
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            name = f"{name}#{seen[name]}"
-        modules.append((name, _build_unit(model, gm, entry, nodes, reach, name)))
-        entry, start = cut, pos[cut] + 1
-    shapes = _output_shapes(model, [m for _, m in modules], input_shape, batch_size)
+    while True:
+        modules: list[tuple[str, fx.GraphModule]] = []
+        seen: dict[str, int] = {}
+        entry, start = source, 0
+        for cut in cuts:
+            nodes = compute[start : pos[cut] + 1]
+            name = _unit_name(nodes)
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] > 1:
+                name = f"{name}#{seen[name]}"
+            modules.append((name, _build_unit(model, gm, entry, nodes, reach, name)))
+            entry, start = cut, pos[cut] + 1
+        outputs = _example_outputs(model, [m for _, m in modules], io, batch_size)
+        integral = {i for i, (_, dtype) in enumerate(outputs[:-1]) if not dtype.is_floating_point}
+        if not integral:
+            break
+        cuts = [c for i, c in enumerate(cuts) if i not in integral]
     return [
         Unit(index=i, name=name, module=mod, output_shape=shape)
-        for i, ((name, mod), shape) in enumerate(zip(modules, shapes, strict=True))
+        for i, ((name, mod), (shape, _)) in enumerate(zip(modules, outputs, strict=True))
     ]
 
 
-def _output_shapes(model: nn.Module, modules: Sequence[nn.Module], input_shape: Sequence[int],
-                   batch_size: int) -> list[tuple[int, ...]]:
+def _example_outputs(model: nn.Module, modules: Sequence[nn.Module], io: ModelIO,
+                     batch_size: int) -> list[tuple[tuple[int, ...], torch.dtype]]:
+    """Shape and dtype of every unit's output on an example batch."""
     modes = {m: m.training for m in model.modules()}
     modes.update({m: m.training for unit in modules for m in unit.modules()})
     try:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        x = torch.randn(batch_size, *input_shape, device=device)
-        shapes = []
+        x = io.example_input(batch_size).to(device)
+        outputs = []
         with torch.no_grad():
             for m in modules:
                 m.eval()
                 x = m(x)
                 if not isinstance(x, torch.Tensor):
                     raise UserError(f"a unit of {type(model).__name__} returned {type(x).__name__}, not a tensor")
-                shapes.append(tuple(x.shape))
-    except RuntimeError as exc:
+                outputs.append((tuple(x.shape), x.dtype))
+    except (RuntimeError, IndexError, TypeError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
+        kind = f"token ids < {io.vocab}" if io.tokens else "float32"
         raise UserError(
-            f"model {type(model).__name__} fails on input shape {tuple(input_shape)}: {first}"
+            f"model {type(model).__name__} fails on input shape {io.input_shape} ({kind}): {first} "
+            "(declare the model's input: --input-shape, --vocab, or attributes input_shape/vocab_size)"
         ) from None
     finally:
         for m, mode in modes.items():
             m.training = mode
-    return shapes
+    return outputs
 
 
 def build_stages(units: Sequence[Unit], split: Sequence[int]) -> list[nn.Sequential]:
