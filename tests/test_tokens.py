@@ -186,3 +186,26 @@ def test_text_data_set_from_this_interpreter() -> None:
     with pytest.raises(UserError, match="vocabulary"):
         load_data("text", io=ModelIO(input_shape=(32,), input_dtype="int64", vocab=100, target="token",
                                      num_classes=100), batch_size=8)
+
+
+def test_profile_of_token_inputs_records_them_and_keys_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from ddgsim.profile import store
+    from ddgsim.profile.format import load
+
+    monkeypatch.setenv("DDGSIM_CACHE_DIR", str(tmp_path))
+    args = ["profile", "tinygpt_models:undeclared", "--batch-size", "4", "--reps", "1", "--no-progress"]
+    assert main([*args, "--input-shape", "16", "--vocab", "256"]) == 0
+    (cached,) = tmp_path.glob("*.json")
+    assert cached.name.startswith("tinygpt_models_undeclared-b4-cpu-t1-i16-v256-")
+    prof = load(cached)
+    assert (prof.input_shape, prof.input_dtype, prof.vocab) == ([16], "int64", 256)
+    assert prof.units[-1].output_shape == [4, 16, 256]
+    assert main([*args, "--input-shape", "16", "--vocab", "100"]) == 0  # another vocabulary: measured anew
+    assert main([*args, "--input-shape", "16", "--vocab", "300"]) == 2  # ids beyond the embedding
+    assert "index out of range" in capsys.readouterr().err
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    assert main([*args, "--input-shape", "16"]) == 2  # float ids into an embedding
+    assert "fails on input shape (16,)" in capsys.readouterr().err
+    assert store.profile_name("gpt-mini", 8, vocab=300) == "gpt-mini-b8-cpu-t1-v300.json"
+    assert store.Inputs.of("gpt-mini", (64,), 256) == store.Inputs()  # the model's own declaration: no suffix

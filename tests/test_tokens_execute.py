@@ -46,7 +46,7 @@ def test_user_language_model_units_plan_execute(tmp_path: Path, user_env: dict[s
     assert "bits per token" in r.stdout
     assert_same(final_weights(tmp_path / "w", 2), engine_weights([str(plan_path), *common]))
     m = json.loads((tmp_path / "m.json").read_text())
-    assert m["data"] == "text" and len(m["losses"]) == 10
+    assert m["data"] == "text" and len(m["losses"]) == 10 and "sha256" in m["data_source"]
     assert m["losses"][0] > m["losses"][-1]
     assert 0 < m["test_loss"] < math.log(256) and m["test_bits_per_token"] == pytest.approx(m["test_loss"] / math.log(2))
 

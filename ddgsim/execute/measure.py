@@ -52,7 +52,7 @@ def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
         "plan": str(job.config.plan), "model": job.plan.model, "schedule": job.plan.schedule,
         "stages": job.num_stages, "split": list(job.plan.split), "batch_size": job.plan.batch_size,
         "micro_batches": job.plan.micro_batches, "steps": job.config.steps, "backend": job.backend,
-        "threads": job.config.threads, "data": job.config.data,
+        "threads": job.config.threads, "data": job.config.data, "data_source": last.get("data_source") or None,
         "per_stage": [
             {"stage": r["stage"], "device": r["device"], "iterations": r["iterations"],
              **{k: [round(v, 4) for v in r[k]] for k in keys}}

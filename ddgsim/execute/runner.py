@@ -509,7 +509,7 @@ class StageProcess:
             "events": [(name, 1e3 * c0, 1e3 * c1, kind) for _it, kind, name, c0, c1, _w, _c in rows],
             "sends": [(1e3 * (p - self.t0), 1e3 * (q - self.t0), n, b) for p, q, n, b in self.outbox.done],
             "losses": {int(t): v for t, v in self.losses.items()},
-            "test": test, "wall_s": wall,
+            "test": test, "wall_s": wall, "data_source": self.ds.source,
             "weights": self.worker.flat_weights(),
         }
 
