@@ -79,7 +79,7 @@ def run(schedule: str, K: int) -> dict:
     for t in evals:
         for module, w in zip(job.stages, res.weights[t], strict=True):
             vector_to_parameters(w, [p for _, p in module.named_parameters()])
-        acc.append(evaluate_stages(job.stages, ds, args.batch_size))
+        acc.append(evaluate_stages(job.stages, ds, args.batch_size, job.spec.io)["accuracy"])
     return {"label": f"{schedule} K={K}", "losses": res.losses, "eval_at": evals, "accuracy": acc}
 
 
