@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ddgsim.commands._help import add_command
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("models", help="list the built-in models",
+    p = add_command(subparsers, "models", help="list the built-in models",
                               description="List the model zoo (any 'package.module:factory' works too).")
     p.set_defaults(func=run)
 

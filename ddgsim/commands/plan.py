@@ -17,6 +17,7 @@ import json
 import sys
 from typing import Any
 
+from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError, choices
 
 OBJECTIVES = ("throughput",)
@@ -28,11 +29,10 @@ GIB = 2**30
 def add_parser(subparsers: Any) -> None:
     from ddgsim.schedule import SCHEDULES
 
-    p = subparsers.add_parser(
-        "plan",
+    p = add_command(subparsers, "plan",
         help="search the splits of a model over N devices and write a plan file",
         description=__doc__.splitlines()[0] if __doc__ else None,
-        epilog="Default scenario: ideal-N (free links). Bundled scenarios: see ddgsim/scenarios/hardware/.",
+        extra_epilog="Default scenario: ideal-N (free links). Bundled scenarios: see ddgsim/scenarios/hardware/.",
     )
     p.add_argument("model", nargs="?", help="model name (see `python -m ddgsim models`) or pkg.module:factory")
     p.add_argument("--profile", metavar="FILE", help="a ddgsim-profile/1 JSON file instead of a model name")

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError
 
 DEFAULT_SCHEDULE = "ddg"
@@ -26,8 +27,7 @@ DEFAULT_BATCH = 128
 def add_parser(subparsers: Any) -> None:
     from ddgsim.schedule import SCHEDULES
 
-    p = subparsers.add_parser(
-        "simulate",
+    p = add_command(subparsers, "simulate",
         help="simulate a split and schedule on a hardware scenario",
         description=__doc__.splitlines()[0] if __doc__ else None,
     )

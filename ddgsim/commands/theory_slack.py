@@ -21,13 +21,14 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError
 
 COLUMNS = ("K", "bound", "problem", "bound_value", "observed_value", "slack_ratio")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("theory-slack", help="measured slack of the convergence bounds (CSV)",
+    p = add_command(subparsers, "theory-slack", help="measured slack of the convergence bounds (CSV)",
                               description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file to write")
     p.add_argument("--K-max", dest="k_max", type=int, default=8, metavar="K", help="largest K (default 8)")

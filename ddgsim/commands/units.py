@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ddgsim.commands._help import add_command
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("units", help="list a model's units (legal cut points)",
+    p = add_command(subparsers, "units", help="list a model's units (legal cut points)",
                               description="Trace MODEL with torch.fx and list its units: the pieces "
                               "between consecutive legal cut points, which a split may separate.")
     p.add_argument("model", help="model name (see 'ddgsim models') or 'package.module:factory'")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ddgsim.errors import UserError
+from ddgsim.fileio import atomic_open
 
 FORMAT = "ddgsim-profile/1"
 
@@ -112,17 +112,10 @@ class Profile:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON to ``path`` atomically (:func:`ddgsim.fileio.atomic_open`), mode 0644 under umask 022."""
+    with atomic_open(path) as fh:
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
 
 
 _UNIT_FIELDS: dict[str, type | tuple[type, ...]] = {
