@@ -54,11 +54,11 @@ def epilog(name: str) -> str:
     return "\n".join(lines)
 
 
-def add_command(subparsers: Any, name: str, *, help: str, description: str, extra_epilog: str = "",
+def add_command(subparsers: Any, name: str, *, help: str, description: str | None, extra_epilog: str = "",
                 **kwargs: Any) -> argparse.ArgumentParser:
     """``subparsers.add_parser`` with a plain description, the examples and any ``extra_epilog``."""
     text = epilog(name) + (f"\n\n{extra_epilog}" if extra_epilog else "")
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help, description=plain(description), epilog=text,
+        name, help=help, description=plain(description or help), epilog=text,
         formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
     return parser
