@@ -96,3 +96,15 @@ def test_output_files_get_the_usual_permissions(tmp_path: Path) -> None:
         assert stat.S_IMODE(private.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_json_wherever_a_table_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["models", "--json"]) == 0
+    zoo = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert zoo["resnet110"]["params"] == 1_727_962 and zoo["gpt-mini"]["target"] == "token"
+    assert main(["units", "resnet20", "--json"]) == 0
+    units = json.loads(capsys.readouterr().out)
+    assert len(units["units"]) == 15 and units["units"][-1] == {"index": 14, "name": "fc", "output_shape": [10],
+                                                               "params": 650}
