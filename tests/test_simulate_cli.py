@@ -133,7 +133,10 @@ def test_missing_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     assert "no bundled or cached profile for model 'no-such-model'" in capsys.readouterr().err
     (tmp_path / "p.json").write_text("{}")
     assert main(["simulate", "--plan", str(tmp_path / "p.json")]) == 2
-    assert "field 'format' must be 'ddgsim-plan/1'" in capsys.readouterr().err
+    assert "field 'format' is missing" in capsys.readouterr().err
+    (tmp_path / "p.json").write_text('{"format": "ddgsim-plan/0"}')
+    assert main(["simulate", "--plan", str(tmp_path / "p.json")]) == 2
+    assert "field 'format' must be 'ddgsim-plan/1', got 'ddgsim-plan/0'" in capsys.readouterr().err
 
 
 def test_add_parser_does_not_import_torch() -> None:

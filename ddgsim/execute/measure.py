@@ -79,6 +79,16 @@ def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def load_metrics(path: str | Path) -> dict[str, Any]:
+    """Read a ``--metrics`` file back, checked against its schema."""
+    from ddgsim.profile.format import read_json
+    from ddgsim.schemas import check
+
+    data: dict[str, Any] = read_json(path, "metrics")
+    check(data, "metrics", str(path))
+    return data
+
+
 def _test(report: dict[str, Any], key: str) -> float | None:
     """One figure of the last stage's test pass (``None`` without one, or not defined for the target)."""
     test = report.get("test") or {}
