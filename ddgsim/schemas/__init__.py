@@ -88,7 +88,7 @@ def _type_of(node: dict[str, Any]) -> str:
     if "enum" in node:
         return " \\| ".join(f"`{v}`" for v in node["enum"])
     if "$ref" in node:
-        return node["$ref"].rsplit("/", 1)[-1]
+        return str(node["$ref"]).rsplit("/", 1)[-1]
     t = node.get("type", "any")
     kinds = t if isinstance(t, list) else [t]
     if "array" in kinds and isinstance(node.get("items"), dict):
