@@ -31,7 +31,7 @@ def test_json_even_split_and_fields(capsys: pytest.CaptureFixture[str], profile_
     out = run_json(capsys, "--profile", profile_file, "--gpus", "4")
     assert out["split"] == [3, 6, 9]  # ceil(10/4) = 3 units per stage
     assert out["scenario"] == "ideal-4" and out["scenario_assumed"] is True
-    assert out["schedule"] == "ddg"
+    assert out["schedule"] == "ddg-pipelined"  # the same default as plan
     for key in ("iteration_ms", "samples_per_s", "speedup_vs_1_device", "speedup_vs_bp", "staleness",
                 "peak_memory_bytes", "busy_ms", "bubble_fraction", "links"):
         assert key in out

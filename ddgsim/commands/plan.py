@@ -19,9 +19,9 @@ from typing import Any
 
 from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError, choices
+from ddgsim.schedule import DEFAULT_SCHEDULE
 
 OBJECTIVES = ("throughput",)
-DEFAULT_SCHEDULE = "ddg-pipelined"
 DEFAULT_BATCH = 128
 GIB = 2**30
 
