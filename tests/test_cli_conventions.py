@@ -108,3 +108,16 @@ def test_json_wherever_a_table_is_printed(capsys: pytest.CaptureFixture[str]) ->
     units = json.loads(capsys.readouterr().out)
     assert len(units["units"]) == 15 and units["units"][-1] == {"index": 14, "name": "fc", "output_shape": [10],
                                                                "params": 650}
+
+
+def test_every_output_is_announced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    plan, trace = tmp_path / "p.json", tmp_path / "t.json"
+    assert main(["plan", "resnet20", "--gpus", "2", "--json", "--out", str(plan), "--trace", str(trace)]) == 0
+    cap = capsys.readouterr()
+    json.loads(cap.out)  # stdout stays JSON
+    assert f"wrote {plan}" in cap.err and f"wrote {trace}" in cap.err
+    sim = tmp_path / "s.json"
+    assert main(["simulate", "resnet20", "--gpus", "2", "--trace", str(sim)]) == 0
+    assert f"wrote {sim}" in capsys.readouterr().out

@@ -169,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
             }
         json.dump(data, sys.stdout, indent=1)
         sys.stdout.write("\n")
+        for written in (args.out, args.trace):
+            if written:
+                print(f"wrote {written}", file=sys.stderr)  # stdout stays pure JSON
         return 0
     from ddgsim.commands.plan_render import render
 

@@ -161,4 +161,4 @@ def _summary(prof: object, source: str, path: Path | None, out: Path | None) -> 
     if path is not None:
         console.print(f"  {'cached' if source == 'measured' else 'from'}: {path}")
     if out is not None:
-        console.print(f"  written: {out}")
+        console.print(f"wrote {out}")

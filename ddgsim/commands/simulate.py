@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
 
         write_trace(args.trace, result.timeline, process=f"predicted {schedule} on {scenario.name}",
                     rows=list(result.devices), metadata=result.summary())
+        # on stderr when stdout carries JSON
+        print(f"wrote {args.trace} (open in https://ui.perfetto.dev)", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         out = {"model": profile.model, "profile": profile_path, "scenario_assumed": assumed, **result.summary()}
         json.dump(out, sys.stdout, indent=1)
