@@ -89,29 +89,48 @@ def curve(prof, scen_name: str, schedule: str, k_max: int, micro: int):
 
 
 COLORS = {"bp": "#4C78A8", "ddg": "#F58518", "ddg-pipelined": "#E45756", "gpipe": "#54A24B", "1f1b": "#B279A2"}
+COLS = 3
 figs = []
 for model, prof in profiles.items():
     if prof is None:
         continue
-    fig = make_subplots(rows=1, cols=len(scen_names), subplot_titles=scen_names, shared_yaxes=True)
-    for j, scen in enumerate(scen_names, start=1):
+    from ddgsim.profile.machine import describe
+
+    rows = -(-len(scen_names) // COLS)
+    fig = make_subplots(rows=rows, cols=COLS, subplot_titles=scen_names, horizontal_spacing=0.07,
+                        vertical_spacing=0.16)
+    for j, scen in enumerate(scen_names):
+        r, c = j // COLS + 1, j % COLS + 1
         print(f"{model}: {scen} ...", flush=True)
         for sched in schedules:
             ks, planned, even = curve(prof, scen, sched, args.k_max, args.micro_batches)
             color = COLORS.get(sched, "#777")
-            fig.add_trace(go.Scatter(x=ks, y=planned, mode="lines+markers", name=f"{sched} planned",
-                                     legendgroup=sched + "p", showlegend=j == 1, line={"color": color}),
-                          row=1, col=j)
-            fig.add_trace(go.Scatter(x=ks, y=even, mode="lines+markers", name=f"{sched} even",
-                                     legendgroup=sched + "e", showlegend=j == 1,
-                                     line={"color": color, "dash": "dash"}, marker={"symbol": "circle-open"}),
-                          row=1, col=j)
-        fig.update_xaxes(title_text="K", dtick=1, row=1, col=j)
-    note = f"; no bundled profile for {', '.join(missing)} (skipped)" if missing else ""
-    fig.update_yaxes(title_text="speedup vs 1 device", row=1, col=1)
-    fig.update_layout(title=f"{model} (batch {prof.batch_size}): predicted speedup vs K, planned (solid) vs "
-                            f"even split (dashed)<br><sup>{note.lstrip('; ')}</sup>",
-                      height=460, width=max(700, 330 * len(scen_names)))
+            fig.add_trace(go.Scatter(x=ks, y=planned, mode="lines+markers", name=sched, legendgroup=sched,
+                                     showlegend=False, line={"color": color, "width": 2.5},
+                                     hovertemplate=f"{sched}, planned split<br>K=%{{x}}: %{{y:.2f}}x<extra></extra>"),
+                          row=r, col=c)
+            fig.add_trace(go.Scatter(x=ks, y=even, mode="lines+markers", name=f"{sched} (even)", legendgroup=sched,
+                                     showlegend=False, line={"color": color, "dash": "dot", "width": 1.5},
+                                     marker={"symbol": "circle-open"},
+                                     hovertemplate=f"{sched}, even split<br>K=%{{x}}: %{{y:.2f}}x<extra></extra>"),
+                          row=r, col=c)
+        fig.update_xaxes(title_text="stages K (= devices)", dtick=1, row=r, col=c)
+        fig.update_yaxes(title_text="speedup vs 1 device", rangemode="tozero", row=r, col=c)
+    # One legend entry per schedule (colour) and one per split (line style), not one per trace.
+    for sched in schedules:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=sched, legendgroup=sched,
+                                 line={"color": COLORS.get(sched, "#777"), "width": 2.5}))
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="planned split", line={"color": "#333"}))
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines+markers", name="even split (authors')",
+                             line={"color": "#333", "dash": "dot"}, marker={"symbol": "circle-open"}))
+    note = f" (no bundled profile for {', '.join(missing)}: skipped)" if missing else ""
+    fig.update_layout(
+        title=(f"{model}: the planned split scales better than the even split, and ddg-pipelined best"
+               f"<br><sup>Predicted from the bundled CPU profile (batch {prof.batch_size}) measured on "
+               f"{describe(prof.machine)}.<br>GPU scenarios run that CPU's costs at their devices' relative speed: "
+               f"read them as shapes, not absolute numbers.{note}</sup>"),
+        height=330 * rows + 140, width=1250, legend={"title": {"text": "schedule / split"}},
+        margin={"t": 130})
     figs.append(fig)
 if not figs:
     figs.append(go.Figure().update_layout(title=f"no bundled profile for {', '.join(missing)}"))

@@ -31,15 +31,41 @@ COMMANDS = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line and exit 2 (argparse's own code)."""
+    """argparse, but a usage error is the error line, then the usage on one line; exit 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"error: {self.prog}: {message}\n")
+        usage = " ".join(self.format_usage().split())
+        sys.stderr.write(f"error: {self.prog}: {message}\n{usage} (more: {self.prog} --help)\n")
         raise SystemExit(2)
 
 
+DESCRIPTION = """\
+Plan, predict and run decoupled parallel backpropagation (DDG, Huo et al. 2018):
+split a model over K devices, predict iteration time, staleness and memory, run the
+plan with torch.distributed and compare.
+
+examples:
+  ddgsim plan resnet110 --gpus 4                  best split for 1..4 devices (bundled profile)
+  ddgsim plan gpt-mini --gpus 2 --out plan.json   write the chosen plan
+  ddgsim execute plan.json --steps 200 --data text
+  ddgsim validate resnet20 --gpus 1,2 --out v     predicted vs measured on this machine
+"""
+
+
+def version() -> str:
+    """``ddgsim X (Python Y, torch Z build)``, without importing torch."""
+    import platform
+
+    from ddgsim import __version__
+    from ddgsim.profile.machine import torch_build
+
+    torch_version, build = torch_build()
+    return f"ddgsim {__version__} (Python {platform.python_version()}, torch {torch_version} {build})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ddgsim", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="ddgsim", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
@@ -54,13 +80,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return UserError.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """``ddgsim plan --json | head``: the reader left. Stop quietly (no traceback, nothing more written),
+    with the status a command killed by SIGPIPE reports (128 + 13)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python's final flush of stdout must not fail again
+    return 141
 
 
 def entry() -> None:

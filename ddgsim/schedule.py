@@ -44,6 +44,8 @@ from typing import NamedTuple
 from ddgsim.errors import UserError, choices
 
 SCHEDULES = ("bp", "ddg", "ddg-pipelined", "gpipe", "1f1b")
+DEFAULT_SCHEDULE = "ddg-pipelined"
+"""What plan and simulate assume when no --schedule is given: DDG's updates without its coupling waits."""
 MICRO_SCHEDULES = ("gpipe", "1f1b")
 """Schedules that accept more than one micro-batch."""
 KINDS = ("F", "B", "U", "W")

@@ -8,7 +8,6 @@ order in which they first appear, devices before links when the caller lists the
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +75,10 @@ def write_trace(
 
 
 def load_trace(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a trace file back (tests, the compare command)."""
-    data: dict[str, Any] = json.loads(Path(path).read_text())
+    """Read a trace file back, checked against its schema (tests, the compare command)."""
+    from ddgsim.profile.format import read_json
+    from ddgsim.schemas import check
+
+    data: dict[str, Any] = read_json(path, "trace")
+    check(data, "trace", str(path))
     return data

@@ -57,7 +57,7 @@ def test_plan_tables_mark_the_choice(prof: Path, capsys: pytest.CaptureFixture[s
     code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "2")
     assert code == 0
     assert "★ chosen" in stdout
-    assert "even (authors')" in stdout and "param-balanced" in stdout
+    assert "even = the authors' split" in stdout and "params = equal parameters" in stdout
     assert "ideal-2" in stdout and "assumed" in stdout
 
 

@@ -80,7 +80,7 @@ def test_missing_or_wrong_top_level_field_is_named(key: str) -> None:
 def test_bad_top_level_values_are_named(key: str, value: Any) -> None:
     data = _valid()
     data[key] = value
-    with pytest.raises(UserError, match=f"'{key}'"):
+    with pytest.raises(UserError, match=rf"field '{key}(\[\d+\])?'"):
         from_json(data)
 
 
@@ -88,15 +88,15 @@ def test_bad_top_level_values_are_named(key: str, value: Any) -> None:
 def test_bad_unit_fields_are_named(key: str) -> None:
     data = _valid()
     del data["units"][0][key]
-    with pytest.raises(UserError, match=f"unit 0: field '{key}' is missing"):
+    with pytest.raises(UserError, match=rf"field 'units\[0\]\.{key}' is missing"):
         from_json(data)
     data = _valid()
     data["units"][0][key] = None
-    with pytest.raises(UserError, match=f"'{key}'"):
+    with pytest.raises(UserError, match=rf"field 'units\[0\]\.{key}'"):
         from_json(data)
     if key != "name":
         data["units"][0][key] = -1
-        with pytest.raises(UserError, match=f"'{key}'"):
+        with pytest.raises(UserError, match=rf"field 'units\[0\]\.{key}'"):
             from_json(data)
 
 

@@ -31,7 +31,7 @@ def test_json_even_split_and_fields(capsys: pytest.CaptureFixture[str], profile_
     out = run_json(capsys, "--profile", profile_file, "--gpus", "4")
     assert out["split"] == [3, 6, 9]  # ceil(10/4) = 3 units per stage
     assert out["scenario"] == "ideal-4" and out["scenario_assumed"] is True
-    assert out["schedule"] == "ddg"
+    assert out["schedule"] == "ddg-pipelined"  # the same default as plan
     for key in ("iteration_ms", "samples_per_s", "speedup_vs_1_device", "speedup_vs_bp", "staleness",
                 "peak_memory_bytes", "busy_ms", "bubble_fraction", "links"):
         assert key in out
@@ -133,7 +133,10 @@ def test_missing_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     assert "no bundled or cached profile for model 'no-such-model'" in capsys.readouterr().err
     (tmp_path / "p.json").write_text("{}")
     assert main(["simulate", "--plan", str(tmp_path / "p.json")]) == 2
-    assert "field 'format' must be 'ddgsim-plan/1'" in capsys.readouterr().err
+    assert "field 'format' is missing" in capsys.readouterr().err
+    (tmp_path / "p.json").write_text('{"format": "ddgsim-plan/0"}')
+    assert main(["simulate", "--plan", str(tmp_path / "p.json")]) == 2
+    assert "field 'format' must be 'ddgsim-plan/1', got 'ddgsim-plan/0'" in capsys.readouterr().err
 
 
 def test_add_parser_does_not_import_torch() -> None:

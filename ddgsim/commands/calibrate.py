@@ -14,11 +14,12 @@ import shlex
 import sys
 from pathlib import Path
 
+from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("calibrate", help="measure this machine's link and write a scenario TOML",
+    p = add_command(subparsers, "calibrate", help="measure this machine's link and write a scenario TOML",
                               description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cpu: gloo between two processes; cuda: NCCL between two GPUs (default cpu)")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 
+from ddgsim.commands._help import add_command
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from ddgsim.execute.options import add_run_arguments
 
-    p = sub.add_parser("execute", help="run a plan for real (one process per stage, torch.distributed)",
+    p = add_command(sub, "execute", help="run a plan for real (one process per stage, torch.distributed)",
                        description=__doc__.splitlines()[0] if __doc__ else None)
     add_run_arguments(p)
     p.add_argument("--max-restarts", type=int, default=0,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from ddgsim.commands._help import add_command
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("models", help="list the built-in models",
+    p = add_command(subparsers, "models", help="list the built-in models",
                               description="List the model zoo (any 'package.module:factory' works too).")
+    p.add_argument("--json", action="store_true", help="print the zoo as JSON instead of a table")
     p.set_defaults(func=run)
 
 
@@ -26,6 +29,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ddgsim.models.registry import MODELS
 
+    if args.json:
+        import json
+
+        print(json.dumps([{"name": s.name, "params": count_params(s.factory), "input_shape": list(s.io.input_shape),
+                           "input_dtype": s.io.input_dtype, "vocab": s.io.vocab, "target": s.io.target,
+                           "num_classes": s.io.num_classes, "description": s.description}
+                          for s in MODELS.values()], indent=1))
+        return 0
     table = Table(title="ddgsim models")
     for col, justify in (("name", "left"), ("params", "right"), ("input → classes", "left"),
                          ("description", "left")):

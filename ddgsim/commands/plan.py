@@ -17,10 +17,11 @@ import json
 import sys
 from typing import Any
 
+from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError, choices
+from ddgsim.schedule import DEFAULT_SCHEDULE
 
 OBJECTIVES = ("throughput",)
-DEFAULT_SCHEDULE = "ddg-pipelined"
 DEFAULT_BATCH = 128
 GIB = 2**30
 
@@ -28,11 +29,10 @@ GIB = 2**30
 def add_parser(subparsers: Any) -> None:
     from ddgsim.schedule import SCHEDULES
 
-    p = subparsers.add_parser(
-        "plan",
+    p = add_command(subparsers, "plan",
         help="search the splits of a model over N devices and write a plan file",
         description=__doc__.splitlines()[0] if __doc__ else None,
-        epilog="Default scenario: ideal-N (free links). Bundled scenarios: see ddgsim/scenarios/hardware/.",
+        extra_epilog="Default scenario: ideal-N (free links). Bundled scenarios: see ddgsim/scenarios/hardware/.",
     )
     p.add_argument("model", nargs="?", help="model name (see `python -m ddgsim models`) or pkg.module:factory")
     p.add_argument("--profile", metavar="FILE", help="a ddgsim-profile/1 JSON file instead of a model name")
@@ -169,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
             }
         json.dump(data, sys.stdout, indent=1)
         sys.stdout.write("\n")
+        for written in (args.out, args.trace):
+            if written:
+                print(f"wrote {written}", file=sys.stderr)  # stdout stays pure JSON
         return 0
     from ddgsim.commands.plan_render import render
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
-
+from ddgsim.commands._table import SECTION, Column, console, print_tables
 from ddgsim.plan.build import KResult, Option, choose
 from ddgsim.plan.split import stage_ranges
 from ddgsim.predict.scenario import Scenario, bundled_names
@@ -12,8 +10,7 @@ from ddgsim.profile.format import Profile
 from ddgsim.theory.bounds import stage_step_limits
 
 GIB = 2**30
-LABELS = {"planned": "planned", "even": "even (authors')", "parameters": "param-balanced"}
-MIN_WIDTH = 132
+LABELS = {"planned": "planned", "even": "even", "parameters": "params"}
 
 
 def _option_rows(profile: Profile, opt: Option, best_ms: float | None, label: str) -> list[list[str]]:
@@ -34,42 +31,48 @@ def _option_rows(profile: Profile, opt: Option, best_ms: float | None, label: st
     return rows
 
 
-def _k_table(profile: Profile, r: KResult, chosen: bool) -> Table:
-    mark = "  [bold green]★ chosen[/]" if chosen else ""
-    exact = "" if r.exact else "  [yellow](heuristic search)[/]"
-    t = Table(title=f"K = {r.stages}{mark}{exact}", title_justify="left")
-    for col in ("option", "stage", "units", "layers", "τ", "peak GiB", "bubble",
-                "iter ms", "samples/s", "speedup", "gap"):
-        t.add_column(col, justify="left" if col in ("option", "units", "layers") else "right", no_wrap=True)
+K_COLUMNS = [Column("option", "left"), Column("stage"), Column("units", "left"), Column("layers", "left"),
+             Column("τ"), Column("peak GiB"), Column("bubble"), Column("iter ms", part=1), Column("samples/s", part=1),
+             Column("speedup", part=1), Column("gap", part=1)]
+STAGE_COLUMNS = [Column("stage"), Column("device", "left"), Column("units", "left"), Column("layers", "left"),
+                 Column("busy ms"), Column("bubble"), Column("τ"), Column("γL <"), Column("peak GiB", part=1),
+                 Column("weights*", part=1), Column("activations", part=1), Column("stashed", part=1)]
+
+
+def _k_rows(profile: Profile, r: KResult, chosen: bool) -> list[list[str] | None]:
     best = r.planned.iteration_ms if r.planned else None
+    rows: list[list[str] | None] = []
     if r.planned is not None:
-        for row in _option_rows(profile, r.planned, None, "planned"):
-            t.add_row(*row, style="bold" if chosen else None)
+        rows += [[f"[bold]{c}[/]" if chosen and c else c for c in row]
+                 for row in _option_rows(profile, r.planned, None, "planned")]
     elif r.overflow is not None:
         o = r.overflow
-        t.add_row("[red]nothing fits[/]", str(o.stage), "", f"needs {o.need_bytes / GIB:.2f} GiB, "
-                  f"{o.over_bytes / GIB:.2f} over", "", "", "", "", "", "", "")
+        rows.append(["[red]nothing fits[/]", str(o.stage), "", f"needs {o.need_bytes / GIB:.2f} GiB, "
+                     f"{o.over_bytes / GIB:.2f} over", "", "", "", "", "", "", ""])
     for b in r.baselines:
-        t.add_section()
-        for row in _option_rows(profile, b, best, b.label):
-            t.add_row(*row)
-    return t
+        rows.append(SECTION)
+        rows += _option_rows(profile, b, best, b.label)
+    return rows
 
 
-def _stage_table(profile: Profile, opt: Option) -> Table:
+def _k_title(r: KResult, chosen: bool) -> str:
+    mark = "  [bold green]★ chosen[/]" if chosen else ""
+    exact = "" if r.exact else "  [yellow](heuristic search)[/]"
+    return f"K = {r.stages}{mark}{exact}"
+
+
+def _stage_rows(profile: Profile, opt: Option) -> list[list[str] | None]:
     s = opt.sim
     limits = stage_step_limits(len(opt.split) + 1, 1.0)
-    t = Table(title="chosen plan, per stage", title_justify="left")
-    for col in ("stage", "device", "units", "layers", "busy ms", "bubble", "τ",
-                "γL <", "peak GiB", "weights*", "activations", "stashed"):
-        t.add_column(col, justify="left" if col in ("device", "units", "layers") else "right", no_wrap=True)
+    rows: list[list[str] | None] = []
     for k, (a, b) in enumerate(stage_ranges(opt.split, profile.num_units)):
         m = s.memory[k]
-        t.add_row(str(k), opt.devices[k], f"[{a},{b})", f"{profile.units[a].name}…{profile.units[b - 1].name}",
-                  f"{s.busy_ms[k]:.1f}", f"{max(0.0, s.bubble_fraction[k]):.0%}", str(s.staleness[k]),
-                  f"{limits[k]:.3f}", f"{m.total / GIB:.3f}", f"{(m.params + m.grads + m.optimizer) / GIB:.3f}",
-                  f"{m.activations / GIB:.3f}", f"{m.stashed_weights / GIB:.3f}")
-    return t
+        layers = profile.units[a].name if b - a == 1 else f"{profile.units[a].name}…{profile.units[b - 1].name}"
+        rows.append([str(k), opt.devices[k], f"[{a},{b})", layers,
+                     f"{s.busy_ms[k]:.1f}", f"{max(0.0, s.bubble_fraction[k]):.0%}", str(s.staleness[k]),
+                     f"{limits[k]:.3f}", f"{m.total / GIB:.3f}", f"{(m.params + m.grads + m.optimizer) / GIB:.3f}",
+                     f"{m.activations / GIB:.3f}", f"{m.stashed_weights / GIB:.3f}"])
+    return rows
 
 
 def render(
@@ -77,51 +80,51 @@ def render(
     per_schedule: dict[str, list[KResult]], primary: str, chosen: KResult,
     out: str | None, trace: str | None,
 ) -> None:
-    console = Console()
-    if console.width < MIN_WIDTH and not console.is_terminal:
-        console = Console(width=MIN_WIDTH)
-    console.print(f"[bold]ddgsim plan[/]: {profile.model}, batch {profile.batch_size}, "
+    con = console()
+    con.print(f"[bold]ddgsim plan[/]: {profile.model}, batch {profile.batch_size}, "
                   f"{profile.num_units} units, objective throughput")
-    console.print(f"  profile   {profile_note}  [dim](change: --profile FILE, --batch-size B)[/]")
+    con.print(f"  profile   {profile_note}  [dim](change: --profile FILE, --batch-size B)[/]")
     how = (f"assumed: {len(scenario.devices)} copies of the profiled device, free links"
            if assumed else scenario.description or "given")
-    console.print(f"  scenario  {scenario.name} ({how})  [dim](change: --scenario NAME|FILE; "
+    con.print(f"  scenario  {scenario.name} ({how})  [dim](change: --scenario NAME|FILE; "
                   f"bundled: {', '.join(bundled_names())}, ideal-N)[/]")
     if len(per_schedule) > 1:
-        t = Table(title="best split of each schedule", title_justify="left")
-        for col in ("schedule", "K", "split", "iter ms", "samples/s", "speedup", "staleness", "peak GiB"):
-            t.add_column(col, justify="left" if col in ("schedule", "split") else "right")
+        rows: list[list[str] | None] = []
         for name, rs in per_schedule.items():
             c = choose(rs)
             if c is None or c.planned is None:
-                t.add_row(name, "", "[red]nothing fits[/]", "", "", "", "", "")
+                rows.append([name, "", "[red]nothing fits[/]", "", "", "", "", ""])
                 continue
             s = c.planned.sim
-            t.add_row(name + (" ★" if name == primary else ""), str(c.stages), ",".join(map(str, c.planned.split)) or "-",
-                      f"{s.iteration_ms:.1f}", f"{s.samples_per_s:.1f}", f"{s.speedup_vs_1_device:.2f}x",
-                      ",".join(map(str, s.staleness)), ",".join(f"{m / GIB:.2f}" for m in s.peak_memory_bytes))
-        console.print(t)
-    console.print(f"schedule [bold]{primary}[/]; gap = predicted slowdown of a baseline vs the planned split")
+            rows.append([name + (" ★" if name == primary else ""), str(c.stages),
+                         ",".join(map(str, c.planned.split)) or "-", f"{s.iteration_ms:.1f}", f"{s.samples_per_s:.1f}",
+                         f"{s.speedup_vs_1_device:.2f}x", ",".join(map(str, s.staleness)),
+                         ",".join(f"{m / GIB:.2f}" for m in s.peak_memory_bytes)])
+        cols = [Column("schedule", "left"), Column("K"), Column("split", "left"), Column("iter ms"),
+                Column("samples/s"), Column("speedup"), Column("staleness"), Column("peak GiB")]
+        print_tables(con, "best split of each schedule", cols, rows)
+    con.print(f"schedule [bold]{primary}[/]; baselines: even = the authors' split (equal units per stage), "
+              "params = equal parameters per stage; gap = their predicted slowdown vs the planned split")
     for r in per_schedule[primary]:
-        console.print(_k_table(profile, r, r is chosen))
+        print_tables(con, _k_title(r, r is chosen), K_COLUMNS, _k_rows(profile, r, r is chosen))
         for note in r.notes:
-            console.print(f"  [yellow]note[/]: {note}")
+            con.print(f"  [yellow]note[/]: {note}")
     assert chosen.planned is not None
     opt = chosen.planned
-    console.print(_stage_table(profile, opt))
+    print_tables(con, "chosen plan, per stage", STAGE_COLUMNS, _stage_rows(profile, opt))
     drift = 100 * (opt.sim.iteration_ms / opt.analytic_ms - 1) if opt.analytic_ms else 0.0
-    console.print(
+    con.print(
         f"[bold green]chosen[/]: K = {chosen.stages}, split {','.join(map(str, opt.split)) or '(one stage)'} on "
         f"{', '.join(opt.devices)}: {opt.iteration_ms:.1f} ms/iteration, {opt.sim.samples_per_s:.1f} samples/s, "
         f"{opt.sim.speedup_vs_1_device:.2f}x vs 1 device (SimPy {opt.sim.iteration_ms:.3f} ms vs search "
         f"{opt.analytic_ms:.3f} ms, {drift:+.3f}%)"
     )
-    console.print("weights* = parameters + gradients + optimizer state; stashed = older weight versions kept for "
+    con.print("weights* = parameters + gradients + optimizer state; stashed = older weight versions kept for "
                   "delayed backwards; τ = staleness.")
-    console.print("γL <: a stage with staleness τ is stable on a quadratic of curvature L only if "
+    con.print("γL <: a stage with staleness τ is stable on a quadratic of curvature L only if "
                   "γ·L < 2cos(τπ/(2τ+1)) (Levin–May); see `python -m ddgsim stepsize`.")
     if out:
-        console.print(f"wrote {out}; run it: [bold]python -m ddgsim execute {out} --steps 100[/]")
+        con.print(f"wrote {out}; run it: [bold]python -m ddgsim execute {out} --steps 100[/]")
     if trace:
-        console.print(f"wrote {trace} (open in https://ui.perfetto.dev)")
+        con.print(f"wrote {trace} (open in https://ui.perfetto.dev)")
 

@@ -12,13 +12,15 @@ import argparse
 import os
 from pathlib import Path
 
+from ddgsim.commands._help import add_command
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("profile", help="measure a model's per-unit costs",
+    p = add_command(subparsers, "profile", help="measure a model's per-unit costs",
                               description="Measure forward/backward time and memory of every unit of "
                               "MODEL with real PyTorch runs; reuse a bundled or cached profile if one exists.")
     p.add_argument("model", help="model name (see 'ddgsim models') or 'package.module:factory'")
-    p.add_argument("--batch-size", type=int, required=True, help="samples per batch")
+    p.add_argument("--batch-size", type=int, default=128, metavar="B", help="samples per batch (default 128)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to measure (default cpu)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (torch.set_num_threads; default 1 for stable figures; ignored on cuda)")
@@ -159,4 +161,4 @@ def _summary(prof: object, source: str, path: Path | None, out: Path | None) -> 
     if path is not None:
         console.print(f"  {'cached' if source == 'measured' else 'from'}: {path}")
     if out is not None:
-        console.print(f"  written: {out}")
+        console.print(f"wrote {out}")

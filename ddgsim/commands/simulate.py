@@ -17,17 +17,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError
+from ddgsim.schedule import DEFAULT_SCHEDULE
 
-DEFAULT_SCHEDULE = "ddg"
 DEFAULT_BATCH = 128
 
 
 def add_parser(subparsers: Any) -> None:
     from ddgsim.schedule import SCHEDULES
 
-    p = subparsers.add_parser(
-        "simulate",
+    p = add_command(subparsers, "simulate",
         help="simulate a split and schedule on a hardware scenario",
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
 
         write_trace(args.trace, result.timeline, process=f"predicted {schedule} on {scenario.name}",
                     rows=list(result.devices), metadata=result.summary())
+        # on stderr when stdout carries JSON
+        print(f"wrote {args.trace} (open in https://ui.perfetto.dev)", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         out = {"model": profile.model, "profile": profile_path, "scenario_assumed": assumed, **result.summary()}
         json.dump(out, sys.stdout, indent=1)
@@ -147,12 +149,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_tables(r: Any, profile: Any, assumed: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from ddgsim.commands._table import console as table_console
     from ddgsim.plan.split import stage_ranges
 
-    console = Console()
+    console = table_console()
     note = " (assumed: no --scenario given)" if assumed else ""
     console.print(f"[bold]{profile.model}[/] batch {r.batch_size}, schedule [bold]{r.schedule}[/]"
                   f"{f' M={r.micro_batches}' if r.micro_batches > 1 else ''}, scenario [bold]{r.scenario}[/]{note}, "
@@ -160,14 +162,17 @@ def _print_tables(r: Any, profile: Any, assumed: bool) -> None:
     console.print(f"iteration {r.iteration_ms:.3f} ms  |  {r.samples_per_s:.1f} samples/s  |  "
                   f"speedup vs 1 device {r.speedup_vs_1_device:.3f}x ({r.single_device_ms:.3f} ms)  |  "
                   f"vs bp {r.speedup_vs_bp:.3f}x ({r.bp_iteration_ms:.3f} ms)")
-    t = Table(title="stages")
-    for col in ("stage", "device", "units", "busy ms", "bubble", "staleness", "peak MiB", "fits"):
-        t.add_column(col, justify="left" if col in ("device", "units") else "right")
+    from ddgsim.commands._table import Column, print_tables
+
+    rows: list[list[str] | None] = []
     for k, (start, end) in enumerate(stage_ranges(r.split, profile.num_units)):
-        units = f"[{start},{end}) {profile.units[start].name}..{profile.units[end - 1].name}"
-        t.add_row(str(k), r.devices[k], units, f"{r.busy_ms[k]:.3f}", f"{r.bubble_fraction[k]:.1%}",
-                  str(r.staleness[k]), f"{r.memory[k].total / 2**20:.1f}", "yes" if r.memory_fits[k] else "[red]no[/]")
-    console.print(t)
+        a, b = profile.units[start].name, profile.units[end - 1].name
+        rows.append([str(k), r.devices[k], f"[{start},{end})", a if start == end - 1 else f"{a}…{b}",
+                     f"{r.busy_ms[k]:.1f}", f"{max(0.0, r.bubble_fraction[k]):.0%}", str(r.staleness[k]),
+                     f"{r.memory[k].total / 2**30:.3f}", "yes" if r.memory_fits[k] else "[red]no[/]"])
+    cols = [Column("stage"), Column("device", "left"), Column("units", "left"), Column("layers", "left"),
+            Column("busy ms"), Column("bubble"), Column("τ"), Column("peak GiB"), Column("fits")]
+    print_tables(console, "stages (τ = staleness)", cols, rows)
     if r.links:
         lt = Table(title="links (per iteration)")
         for col in ("link", "MB", "busy ms", "busy"):

@@ -14,13 +14,13 @@ import json
 import math
 from typing import Any
 
+from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError
 from ddgsim.theory import bounds as theory
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "stepsize", help="step sizes the convergence analysis allows for K stages",
+    p = add_command(subparsers, "stepsize", help="step sizes the convergence analysis allows for K stages",
         description="Largest step of the DDG analysis, the per-stage stability limit on a "
                     "quadratic, and the bound on the average squared gradient norm.")
     p.add_argument("--stages", "-K", type=int, required=True, metavar="K", help="number of stages K ≥ 1")

@@ -21,19 +21,21 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError
 
 COLUMNS = ("K", "bound", "problem", "bound_value", "observed_value", "slack_ratio")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("theory-slack", help="measured slack of the convergence bounds (CSV)",
+    p = add_command(subparsers, "theory-slack", help="measured slack of the convergence bounds (CSV)",
                               description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file to write")
     p.add_argument("--K-max", dest="k_max", type=int, default=8, metavar="K", help="largest K (default 8)")
     p.add_argument("--iterations", type=int, default=200, metavar="N", help="iterations per run (default 200)")
     p.add_argument("--seeds", type=int, default=8, metavar="R",
                    help="mini-batch runs averaged for the expectation row (default 8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -109,8 +111,18 @@ def slack_rows(K: int, iterations: int, seeds: int) -> list[dict[str, object]]:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_args(out, args.k_max, args.iterations, args.seeds)
-    rows = [row for K in range(1, args.k_max + 1) for row in slack_rows(K, args.iterations, args.seeds)]
-    with out.open("w", newline="") as fh:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    rows: list[dict[str, object]] = []
+    with Progress(TextColumn("theory-slack"), BarColumn(), MofNCompleteColumn(), TextColumn("K values"),
+                  TimeElapsedColumn(), transient=True, disable=args.no_progress) as bar:
+        task = bar.add_task("K", total=args.k_max)
+        for K in range(1, args.k_max + 1):
+            rows += slack_rows(K, args.iterations, args.seeds)
+            bar.advance(task)
+    from ddgsim.fileio import atomic_open
+
+    with atomic_open(out, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:

@@ -22,13 +22,14 @@ import shlex
 import sys
 from pathlib import Path
 
+from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError
 
 DEFAULT_SCHEDULES = "bp,ddg,ddg-pipelined,gpipe,1f1b"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("validate", help="predicted vs measured: run splits on the executor and compare",
+    p = add_command(subparsers, "validate", help="predicted vs measured: run splits on the executor and compare",
                               description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("model", help="model name (see 'ddgsim models')")
     p.add_argument("--gpus", "-K", default="1,2", metavar="K[,K..]",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 import statistics
 import sys
@@ -556,7 +555,9 @@ def _execute_and_measure(plan: Path, opts: Options, metrics_path: Path, trace_pa
             execute(plan, opts.steps, opts.threads, metrics_path, trace_path, opts.device)
         if not metrics_path.is_file():
             return f"the executor exited 0 but wrote no {metrics_path.name}"
-        return measured_step_ms(json.loads(metrics_path.read_text()), warmup)
+        from ddgsim.execute.measure import load_metrics
+
+        return measured_step_ms(load_metrics(metrics_path), warmup)
     except SystemExit as exc:  # the executor's argument parser
         return f"executor exit status {exc.code}"
     except (ExecutionFailed, UserError) as exc:

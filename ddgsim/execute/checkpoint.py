@@ -15,9 +15,7 @@ the manifest always names a complete step. Files are read with
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import torch
 
 from ddgsim.errors import UserError
+from ddgsim.fileio import atomic_open
 from ddgsim.profile.format import write_json_atomic
 
 FORMAT = "ddgsim-checkpoint/1"
@@ -40,18 +39,9 @@ def save_stage(root: Path, step: int, stage: int, state: dict[str, Any],
     d = step_dir(root, step)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"stage-{stage}.pt"
-    fd, tmp = tempfile.mkstemp(prefix=f".stage-{stage}.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            if fault is not None:
-                fault()  # tests: may SIGKILL this process with the file written but not yet in place
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", fsync=True, before_replace=fault) as f:
+        # fault (tests) may SIGKILL this process with the file written but not yet in place
+        torch.save(state, f)
     return path
 
 

@@ -79,6 +79,16 @@ def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def load_metrics(path: str | Path) -> dict[str, Any]:
+    """Read a ``--metrics`` file back, checked against its schema."""
+    from ddgsim.profile.format import read_json
+    from ddgsim.schemas import check
+
+    data: dict[str, Any] = read_json(path, "metrics")
+    check(data, "metrics", str(path))
+    return data
+
+
 def _test(report: dict[str, Any], key: str) -> float | None:
     """One figure of the last stage's test pass (``None`` without one, or not defined for the target)."""
     test = report.get("test") or {}
@@ -122,6 +132,32 @@ def summarize(job: Any, reports: list[dict[str, Any]]) -> str:
     acc_s = f", test accuracy {100 * acc:.2f}%" if acc is not None else ""
     if m["test_bits_per_token"] is not None:
         acc_s += f", test loss {m['test_loss']:.4f} ({m['test_bits_per_token']:.3f} bits per token)"
-    return (f"{job.plan.schedule} K={job.num_stages}: {job.config.steps} steps, median step "
+    line = (f"{job.plan.schedule} K={job.num_stages}: {job.config.steps} steps, median step "
             f"{m['median_step_ms']:.1f} ms, {m['samples_per_s']:.1f} samples/s, final loss "
             f"{m['final_loss']}{acc_s}")
+    versus = versus_prediction(job.plan.predicted, m)
+    return line + ("\n" + versus if versus else "")
+
+
+def versus_prediction(predicted: dict[str, Any] | None, summary: dict[str, Any]) -> str:
+    """The plan's prediction beside the measurement: iteration time, samples/s, per stage busy
+    and bubble, and how far apart they are ("" when the plan carries no prediction)."""
+    if not predicted or "iteration_ms" not in predicted:
+        return ""
+    pred, meas = float(predicted["iteration_ms"]), float(summary["median_step_ms"])
+    if not (meas > 0 and pred > 0):
+        return ""
+    err = 100 * (pred - meas) / meas
+    lines = [f"predicted {pred:.1f} ms/iteration ({float(predicted.get('samples_per_s', 0)):.1f} samples/s), "
+             f"measured {meas:.1f} ms ({summary['samples_per_s']:.1f} samples/s): the prediction is "
+             f"{abs(err):.1f}% {'high' if err > 0 else 'low'} ({err:+.1f}% of measured)"]
+    per = summary["per_stage_median_ms"]
+    busy_pred, bubble_pred = predicted.get("busy_ms") or [], predicted.get("bubble_fraction") or []
+    for k, (f, b, u) in enumerate(zip(per["forward_ms"], per["backward_ms"], per["update_ms"], strict=True)):
+        busy = f + b + u
+        bubble = max(0.0, 1 - busy / meas)
+        p_busy = f"{busy_pred[k]:.1f}" if k < len(busy_pred) else "?"
+        p_bub = f"{100 * bubble_pred[k]:.0f}%" if k < len(bubble_pred) else "?"
+        lines.append(f"  stage {k}: busy {busy:.1f} ms (predicted {p_busy}), idle {100 * bubble:.0f}% "
+                     f"(predicted {p_bub})")
+    return "\n".join(lines)

@@ -684,6 +684,10 @@ def run_worker(config: RunConfig, session: _Session) -> int:
 
         write_outputs(job, [g for g in gathered if g is not None], config.metrics, config.trace)
         print(summarize(job, [g for g in gathered if g is not None]), flush=True)
+        for what, path in (("metrics", config.metrics), ("trace", config.trace),
+                           ("final weights", config.final_weights)):
+            if path:
+                print(f"wrote {what} {path}", flush=True)
     return 0
 
 

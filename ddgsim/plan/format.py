@@ -79,53 +79,37 @@ class Plan:
         return data
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        write_json_atomic(Path(path), self.to_json())
+        """Write atomically; the profile reference is stored relative to the plan file's folder."""
+        data = self.to_json()
+        ref = data.get("profile") or {}
+        if isinstance(ref.get("path"), str) and ref["path"]:
+            data["profile"] = {**ref, "path": _relative(ref["path"], Path(path).parent)}
+        write_json_atomic(Path(path), data)
 
 
 def _bad(where: str, key: str, why: str) -> UserError:
     return UserError(f"malformed plan {where}: field '{key}' {why}")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def from_json(data: Any, where: str = "<data>") -> Plan:
     """Validate a decoded plan and build a :class:`Plan`; the error names the bad field."""
-    if not isinstance(data, dict):
-        raise UserError(f"malformed plan {where}: expected a JSON object")
-    if data.get("format") != FORMAT:
-        raise _bad(where, "format", f"must be '{FORMAT}', got {data.get('format')!r}")
-    for key in ("model", "schedule"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise _bad(where, key, f"must be a non-empty string, got {data.get(key)!r}")
-    if not _is_int(data.get("batch_size")) or data["batch_size"] <= 0:
-        raise _bad(where, "batch_size", f"must be a positive integer, got {data.get('batch_size')!r}")
+    from ddgsim.schemas import check
+
+    check(data, "plan", where)
+    split = data["split"]
     mb = data.get("micro_batches", 1)
-    if not _is_int(mb) or mb <= 0:
-        raise _bad(where, "micro_batches", f"must be a positive integer, got {mb!r}")
-    split = data.get("split")
-    if not isinstance(split, list) or not all(_is_int(s) for s in split):
-        raise _bad(where, "split", f"must be a list of integers, got {split!r}")
     if any(b <= a for a, b in zip([0, *split], split, strict=False)):
         raise _bad(where, "split", f"must be strictly increasing and > 0, got {split!r}")
-    stages_raw = data.get("stages")
-    if not isinstance(stages_raw, list) or len(stages_raw) != len(split) + 1:
+    stages_raw = data["stages"]
+    if len(stages_raw) != len(split) + 1:
         raise _bad(where, "stages", f"must list {len(split) + 1} stages (one more than split entries)")
     bounds = [0, *split]
     stages = []
     for i, st in enumerate(stages_raw):
-        if not isinstance(st, dict):
-            raise _bad(where, f"stages[{i}]", "must be an object")
-        dev = st.get("device")
-        if not isinstance(dev, str) or not dev:
-            raise _bad(where, f"stages[{i}].device", f"must be a device name, got {dev!r}")
-        units = st.get("units")
+        dev = st["device"]
+        units = st["units"]
         if (
-            not isinstance(units, list)
-            or len(units) != 2
-            or not all(_is_int(u) for u in units)
-            or units[0] != bounds[i]
+            units[0] != bounds[i]
             or (i + 1 < len(bounds) and units[1] != bounds[i + 1])
             or units[1] <= units[0]
         ):
@@ -139,9 +123,6 @@ def from_json(data: Any, where: str = "<data>") -> Plan:
                 last=str(st.get("last", "")),
             )
         )
-    for key in ("profile", "predicted", "extra"):
-        if key in data and not isinstance(data[key], dict):
-            raise _bad(where, key, "must be an object")
     return Plan(
         model=data["model"],
         batch_size=data["batch_size"],
@@ -156,6 +137,19 @@ def from_json(data: Any, where: str = "<data>") -> Plan:
     )
 
 
+def _relative(target: str, folder: Path) -> str:
+    """``target`` relative to ``folder`` (absolute if that is impossible, e.g. another drive)."""
+    try:
+        return os.path.relpath(Path(target).resolve(), folder.resolve())
+    except ValueError:
+        return str(Path(target).resolve())
+
+
 def load(path: str | os.PathLike[str]) -> Plan:
-    """Read and validate a plan file; unreadable or malformed files raise :class:`UserError`."""
-    return from_json(read_json(path, "plan"), where=str(path))
+    """Read and validate a plan file; unreadable or malformed files raise :class:`UserError`.
+    A relative profile reference is resolved against the plan file's folder."""
+    plan = from_json(read_json(path, "plan"), where=str(path))
+    ref = plan.profile
+    if isinstance(ref.get("path"), str) and ref["path"] and not os.path.isabs(ref["path"]):
+        ref["path"] = os.path.normpath(Path(path).parent / ref["path"])
+    return plan

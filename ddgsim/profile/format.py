@@ -7,15 +7,14 @@ paying for ``import torch``.
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ddgsim.errors import UserError
+from ddgsim.fileio import atomic_open
 
 FORMAT = "ddgsim-profile/1"
 
@@ -112,126 +111,42 @@ class Profile:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-_UNIT_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "name": str,
-    "forward_ms": (int, float),
-    "backward_ms": (int, float),
-    "output_bytes": int,
-    "param_bytes": int,
-    "activation_bytes": int,
-}
+    """Write JSON to ``path`` atomically (:func:`ddgsim.fileio.atomic_open`), mode 0644 under umask 022."""
+    with atomic_open(path) as fh:
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
 
 
 def _bad(where: str, key: str, why: str) -> UserError:
     return UserError(f"malformed profile {where}: field '{key}' {why}")
 
 
-def _check_number(where: str, key: str, value: Any, types: type | tuple[type, ...]) -> None:
-    if isinstance(value, bool) or not isinstance(value, types):
-        kind = "an integer" if types is int else "a number"
-        raise _bad(where, key, f"must be {kind}, got {value!r}")
-    if isinstance(value, (int, float)) and (not math.isfinite(value) or value < 0):
-        raise _bad(where, key, f"must be a finite number >= 0, got {value!r}")
-
-
 def from_json(data: Any, where: str = "<data>") -> Profile:
     """Validate a decoded JSON object and build a :class:`Profile`; name the bad field."""
-    if not isinstance(data, dict):
-        raise UserError(f"malformed profile {where}: expected a JSON object, got {type(data).__name__}")
-    fmt = data.get("format")
-    if fmt != FORMAT:
-        raise _bad(where, "format", f"must be '{FORMAT}', got {fmt!r}")
-    top_fields: tuple[tuple[str, type | tuple[type, ...]], ...] = (
-        ("model", str),
-        ("batch_size", int),
-        ("input_shape", list),
-        ("device", str),
-        ("dtype", str),
-        ("units", list),
-        ("whole_model_ms", (int, float)),
-    )
-    for key, types in top_fields:
-        if key not in data:
-            raise _bad(where, key, "is missing")
-        value = data[key]
-        if types in (str, list):
-            if not isinstance(value, types):
-                raise _bad(where, key, f"must be a {'string' if types is str else 'list'}, got {value!r}")
-        else:
-            _check_number(where, key, value, types)
-    if data["batch_size"] <= 0:
-        raise _bad(where, "batch_size", f"must be > 0, got {data['batch_size']}")
-    if not data["units"]:
-        raise _bad(where, "units", "must list at least one unit")
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in data["input_shape"]):
-        raise _bad(where, "input_shape", f"must be a list of positive integers, got {data['input_shape']!r}")
-    threads = data.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise _bad(where, "threads", f"must be a positive integer or null, got {threads!r}")
-    units = []
-    for i, row in enumerate(data["units"]):
-        uwhere = f"{where} unit {i}"
-        if not isinstance(row, dict):
-            raise _bad(where, f"units[{i}]", f"must be an object, got {row!r}")
-        for key, utypes in _UNIT_FIELDS.items():
-            if key not in row:
-                raise _bad(uwhere, key, "is missing")
-            if utypes is str:
-                if not isinstance(row[key], str):
-                    raise _bad(uwhere, key, f"must be a string, got {row[key]!r}")
-            else:
-                _check_number(uwhere, key, row[key], utypes)
-        shape = row.get("output_shape", [])
-        upd = row.get("update_ms")
-        if upd is not None:
-            _check_number(uwhere, "update_ms", upd, (int, float))
-        units.append(
-            UnitProfile(
-                name=row["name"],
-                forward_ms=float(row["forward_ms"]),
-                backward_ms=float(row["backward_ms"]),
-                output_bytes=int(row["output_bytes"]),
-                param_bytes=int(row["param_bytes"]),
-                activation_bytes=int(row["activation_bytes"]),
-                output_shape=list(shape) if isinstance(shape, list) else [],
-                update_ms=None if upd is None else float(upd),
-            )
+    from ddgsim.schemas import check
+
+    check(data, "profile", where)
+    units = [
+        UnitProfile(
+            name=row["name"],
+            forward_ms=float(row["forward_ms"]),
+            backward_ms=float(row["backward_ms"]),
+            output_bytes=int(row["output_bytes"]),
+            param_bytes=int(row["param_bytes"]),
+            activation_bytes=int(row["activation_bytes"]),
+            output_shape=list(row.get("output_shape", [])),
+            update_ms=None if row.get("update_ms") is None else float(row["update_ms"]),
         )
+        for row in data["units"]
+    ]
+    threads = data.get("threads")
     micro = data.get("micro_batch_ms", {})
-    if not isinstance(micro, dict):
-        raise _bad(where, "micro_batch_ms", f"must be an object, got {micro!r}")
     for m, table in micro.items():
-        ok = str(m).isdigit() and int(m) >= 2 and isinstance(table, list) and len(table) == len(units)
-        if not ok or not all(isinstance(p, list) and len(p) == 2 for p in table):
-            raise _bad(where, "micro_batch_ms", f"entry '{m}' must hold [forward_ms, backward_ms] for each of "
-                       f"the {len(units)} units")
-        for pair in table:
-            for v in pair:
-                _check_number(where, f"micro_batch_ms.{m}", v, (int, float))
+        if int(m) < 2 or len(table) != len(units):
+            raise _bad(where, "micro_batch_ms", f"entry '{m}' must be for M >= 2 and hold [forward_ms, backward_ms] "
+                       f"for each of the {len(units)} units")
     input_dtype = data.get("input_dtype", "float32")
     vocab = data.get("vocab")
-    if input_dtype not in ("float32", "int64"):
-        raise _bad(where, "input_dtype", f"must be 'float32' or 'int64', got {input_dtype!r}")
-    if input_dtype == "int64" and (isinstance(vocab, bool) or not isinstance(vocab, int) or vocab <= 0):
-        raise _bad(where, "vocab", f"must be a positive integer for int64 token inputs, got {vocab!r}")
-    if input_dtype == "float32" and vocab is not None:
-        raise _bad(where, "vocab", f"must be null for float32 inputs, got {vocab!r}")
-    for key in ("machine", "measurement"):
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            raise _bad(where, key, f"must be an object or null, got {data[key]!r}")
     meta = data.get("meta", {})
     return Profile(
         model=data["model"],

@@ -62,7 +62,7 @@ def hugepages_in_effect() -> bool:
     return "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "") and _thp_available()
 
 
-def _torch_build() -> tuple[str, str]:
+def torch_build() -> tuple[str, str]:
     """torch's version and build (``cpu``, ``cuda 12.1``, ``rocm 6.0``), read from ``torch/version.py``
     without importing torch, so the answer is the same before and after ``import torch``."""
     import ast
@@ -117,7 +117,7 @@ def _gpu(device: str) -> dict[str, Any] | None:
 def fingerprint(device: str = "cpu") -> dict[str, Any]:
     """This machine, as far as it sets a profile's figures (``device``: ``cpu`` or ``cuda[:i]``)."""
     model, flags = _cpuinfo()
-    torch_version, build = _torch_build()
+    torch_version, build = torch_build()
     from ddgsim.malloc import _state
 
     return {
