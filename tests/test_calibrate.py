@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -90,12 +91,14 @@ def test_bad_arguments_fail_before_measuring(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_real_gloo_calibration_writes_a_loadable_sane_scenario(tmp_path: Path) -> None:
     out = tmp_path / "local.toml"
-    r = _cli("--sizes", "4,65536", "--reps", "2", "--out", str(out))
+    r = _cli("--sizes", "4,65536", "--reps", "2", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr
+    measured = json.loads(r.stdout)  # --json: the measurements on stdout, the file announced on stderr
+    assert measured["sizes"] == [4, 65536] and len(measured["one_way_ms"]) == 2
     sc = load_scenario(str(out))
     link = sc.link(("cpu0", "cpu1"))
     assert link.latency_us >= 0 and link.bandwidth_gb_s > 0
     # a 1 MiB message cannot cross loopback in under 1 us nor take a second
     assert 1e-3 < sc.transfer_ms("cpu0", "cpu1", 1 << 20) < 1e3
     assert "executor fixed cost per step" in out.read_text()
-    assert "wrote" in r.stdout
+    assert f"wrote {out}" in r.stderr

@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="devices in the scenario (default: CPU cores, or CUDA GPUs)")
     p.add_argument("--name", default=None, help="scenario name (default: the file name without .toml)")
     p.add_argument("--out", required=True, metavar="FILE.toml", help="scenario file to write")
+    p.add_argument("--json", action="store_true", help="print the measurements as JSON instead of a table")
     p.set_defaults(func=run)
 
 
@@ -64,6 +65,15 @@ def run(args: argparse.Namespace) -> int:
     command = "python -m ddgsim calibrate " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["calibrate"] else [])
     calibrate.write_scenario(cal, out, args.name, command=command.strip())
     link = cal.link
+    if args.json:
+        import json
+
+        print(json.dumps({"device": args.device, "sizes": list(link.sizes), "one_way_ms": list(link.one_way_ms),
+                          "latency_us": link.latency_us, "bandwidth_gb_s": link.bandwidth_gb_s,
+                          "max_rel_residual": link.max_rel_residual, "step_overhead_ms": cal.step_overhead_ms,
+                          "concurrent_speed": cal.concurrent_speed, "scenario": str(out)}, indent=1))
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
     print(f"{'bytes':>10} {'one-way ms':>11} {'fit ms':>9}")
     for n, t in zip(link.sizes, link.one_way_ms, strict=True):
         print(f"{n:>10} {t:>11.4f} {link.predict_ms(n):>9.4f}")
