@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from ddgsim.compare.torch_pipelining import launch
 from ddgsim.compare.validate import measured_step_ms
 from ddgsim.errors import UserError
+from ddgsim.execute.measure import load_metrics
 from ddgsim.models.registry import build_model, get_spec
 from ddgsim.plan.export import stage_modules
 from ddgsim.plan.format import Plan
@@ -63,7 +63,7 @@ def test_a_plan_runs_under_torch_pipelining(schedule: str, tmp_path: Path, monke
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     metrics = tmp_path / "m.json"
     assert launch(_plan(tmp_path, schedule=schedule, micro=4), 5, metrics) == 0
-    data = json.loads(metrics.read_text())
+    data = load_metrics(metrics)  # the metrics schema, as validate reads it
     assert data["runtime"] == "torch.distributed.pipelining" and data["schedule"] == schedule
     assert [s["stage"] for s in data["per_stage"]] == [0, 1]
     assert all(s["iterations"] == list(range(5)) and len(s["step_ms"]) == 5 for s in data["per_stage"])

@@ -172,7 +172,11 @@ def test_summary_and_figures_use_only_measured_rows() -> None:
 
 
 def _fake_metrics(path: Path, step_ms: float) -> None:
-    path.write_text(json.dumps({"per_stage": [{"iterations": list(range(6)), "step_ms": [step_ms] * 6}]}))
+    """What the executor writes (the metrics schema), with every step taking ``step_ms``."""
+    path.write_text(json.dumps({
+        "format": "ddgsim-metrics/1", "plan": "p.json", "model": "mlp", "schedule": "bp", "stages": 1, "split": [],
+        "batch_size": 8, "steps": 6, "per_stage": [{"stage": 0, "iterations": list(range(6)), "step_ms": [step_ms] * 6}],
+        "losses": [None] * 6, "summary": {"median_step_ms": step_ms, "samples_per_s": 8e3 / step_ms}}))
 
 
 def test_run_all_retries_once_then_records_the_failure_and_goes_on(tmp_path: Path,

@@ -67,12 +67,19 @@ def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device:
         sys.stderr.write(f"error: torch.distributed.pipelining stage {rank} failed (exit code {failure.exitcode})\n")
         return 1
     reports = [json.loads(p.read_text()) for p in parts]
+    import statistics
+
+    from ddgsim.execute.measure import step_times
     from ddgsim.profile.format import write_json_atomic
 
+    steps_ms = step_times(reports)
+    med = statistics.median(steps_ms[1:] or steps_ms)
     write_json_atomic(metrics, {"format": "ddgsim-metrics/1", "runtime": "torch.distributed.pipelining",
-                                "schedule": plan.schedule, "micro_batches": plan.micro_batches,
-                                "stages": plan.num_stages, "split": plan.split, "batch_size": plan.batch_size,
-                                "steps": steps, "per_stage": reports})
+                                "plan": str(plan_path), "model": plan.model, "schedule": plan.schedule,
+                                "micro_batches": plan.micro_batches, "stages": plan.num_stages, "split": plan.split,
+                                "batch_size": plan.batch_size, "steps": steps, "data": "synthetic",
+                                "per_stage": reports, "losses": [None] * steps, "predicted": plan.predicted,
+                                "summary": {"median_step_ms": med, "samples_per_s": plan.batch_size / (med / 1e3)}})
     for p in parts:
         p.unlink(missing_ok=True)
     return 0
