@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/validation_set.py [--out benchmarks/results/validation-set]``
 
-For every model (default resnet20, resnet56, resnet110, smallcnn) it runs, as a new user
+For every model (default resnet20, resnet56, resnet110, smallcnn, gpt-mini) it runs, as a new user
 would on a fresh machine::
 
     python -m ddgsim validate MODEL --gpus 1,2 --splits S --steps 12 --repeats 3 \\
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from ddgsim.compare.validate import COLUMNS, read_csv, speed_matched_errors, summarize  # noqa: E402
 
-MODELS = ("resnet20", "resnet56", "resnet110", "smallcnn")
+MODELS = ("resnet20", "resnet56", "resnet110", "smallcnn", "gpt-mini")
 SPLITS = {"resnet56": 1, "resnet110": 1}
 """Splits per K and schedule where not 2."""
 
