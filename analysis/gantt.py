@@ -91,17 +91,23 @@ sim = simulate(prof, split, scenario, schedule, devices=devices)
 pred, span_p = steady_window(sim.timeline, sim.iterations // 2, args.iterations)
 what = f"{prof.model} b{prof.batch_size}, {schedule}, K={K}, split {split}, scenario {scenario.name}"
 print(what)
+from ddgsim.profile.machine import describe
+
+where = f"predicted from a profile measured on {describe(prof.machine)}" + (
+    "; measured by the executor (its trace)" if trace_path else "")
 
 # %%
 if measured is not None:
     n_meas = 1 + max((batch_of(e.name) or 0 for e in measured if e.cat == "F"), default=0)
     meas, span_m = steady_window(measured, max(0, n_meas // 2 - 1), args.iterations)
-    fig = gantt_pair(pred, meas, f"{what}: {args.iterations} steady-state iterations", max(span_p, span_m))
+    fig = gantt_pair(pred, meas, f"{what}: {args.iterations} steady-state iterations<br><sup>{where}</sup>",
+                     max(span_p, span_m))
     note = ""
 else:
     note = ("No measured trace given (--trace FILE, or --run yes to make one): simulated timeline only. "
             "Measure with: python -m ddgsim execute PLAN --steps 8 --trace run.trace.json")
-    fig = gantt(pred, f"{what}: {args.iterations} steady-state iterations (simulated only)<br><sup>{note}</sup>")
+    fig = gantt(pred, f"{what}: {args.iterations} steady-state iterations (simulated only)<br><sup>{where}. "
+                      f"{note}</sup>")
 fig  # noqa: B018
 
 # %%

@@ -13,10 +13,10 @@ def test_prediction_beside_measurement() -> None:
                               "bubble_fraction": [0.25, 0.05]}, SUMMARY)
     first, s0, s1 = text.splitlines()
     assert first == ("predicted 40.0 ms/iteration (800.0 samples/s), measured 50.0 ms (640.0 samples/s): "
-                     "the prediction is 20.0% low (-20.0% of measured)")
+                     "the prediction is 20.0% below the measurement")
     assert s0 == "  stage 0: busy 31.0 ms (predicted 30.0), idle 38% (predicted 25%)"
     assert s1 == "  stage 1: busy 38.0 ms (predicted 38.0), idle 24% (predicted 5%)"
-    assert "10.0% high" in versus_prediction({"iteration_ms": 55.0}, SUMMARY).splitlines()[0]
+    assert "10.0% above the measurement" in versus_prediction({"iteration_ms": 55.0}, SUMMARY).splitlines()[0]
 
 
 def test_no_prediction_no_comparison() -> None:

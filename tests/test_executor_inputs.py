@@ -101,6 +101,11 @@ def mlp_plan(tmp_path: Path) -> Path:
         (["--steps", "5", "--checkpoint-every", "2"], "needs --checkpoint-dir"),
         (["--steps", "5", "--resume", "/nonexistent/ck"], "no such directory"),
         (["--steps", "5", "--lr-decay-epochs", "1,x"], "--lr-decay-epochs must be positive integers"),
+        (["--steps", "5", "--lr", "-1"], "--lr must be a finite number > 0"),
+        (["--steps", "5", "--lr", "nan"], "--lr must be a finite number > 0"),
+        (["--steps", "5", "--momentum", "-1"], "--momentum must be in [0, 1)"),
+        (["--steps", "5", "--weight-decay", "-1"], "--weight-decay must be a finite number >= 0"),
+        (["--steps", "5", "--data", "text"], "--data text is next-byte prediction"),
     ],
 )
 def test_bad_options_are_one_line_errors(mlp_plan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -209,3 +209,16 @@ def test_profile_of_token_inputs_records_them_and_keys_the_cache(tmp_path: Path,
     assert "fails on input shape (16,)" in capsys.readouterr().err
     assert store.profile_name("gpt-mini", 8, vocab=300) == "gpt-mini-b8-cpu-t1-v300.json"
     assert store.Inputs.of("gpt-mini", (64,), 256) == store.Inputs()  # the model's own declaration: no suffix
+
+
+def test_wrong_inputs_are_one_line_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ddgsim.plan.format import Plan
+
+    assert main(["units", "gpt-mini", "--input-shape", "3,32,32"]) == 2  # fx's own trace print is swallowed
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fails on input shape (3, 32, 32)" in err
+    plan = tmp_path / "p.json"
+    Plan.for_split(model="gpt-L1-W32-T8", split=[2], num_units=4, schedule="ddg", batch_size=4).save(plan)
+    assert main(["execute", str(plan), "--steps", "2", "--data", "digits", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--data digits has float samples of shape (1, 8, 8)" in err

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     table = Table(title="ddgsim models")
     for col, justify in (("name", "left"), ("params", "right"), ("input → classes", "left"),
                          ("description", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for spec in MODELS.values():
         table.add_row(spec.name, f"{count_params(spec.factory):,}", spec.io.describe(), spec.description)
     Console().print(table)

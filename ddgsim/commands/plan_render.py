@@ -124,7 +124,8 @@ def render(
     con.print("γL <: a stage with staleness τ is stable on a quadratic of curvature L only if "
                   "γ·L < 2cos(τπ/(2τ+1)) (Levin–May); see `python -m ddgsim stepsize`.")
     if out:
-        con.print(f"wrote {out}; run it: [bold]python -m ddgsim execute {out} --steps 100[/]")
+        data = "text" if profile.input_dtype == "int64" else "synthetic"
+        con.print(f"wrote {out}; run it: [bold]python -m ddgsim execute {out} --steps 100 --data {data}[/]")
     if trace:
         con.print(f"wrote {trace} (open in https://ui.perfetto.dev)")
 

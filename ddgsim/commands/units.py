@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
                               {"index": u.index, "name": u.name, "output_shape": list(u.output_shape[1:]),
                                "params": sum(p.numel() for p in u.module.parameters())} for u in units]}, indent=1))
         return 0
-    table = Table(title=f"{spec.name} ({io.describe()}): {len(units)} units (split indices are 1..{len(units) - 1})")
+    splits = f"split indices are 1..{len(units) - 1}" if len(units) > 1 else "one unit: it cannot be split"
+    table = Table(title=f"{spec.name} ({io.describe()}): {len(units)} unit{'s' if len(units) > 1 else ''} ({splits})")
     for col in ("index", "name", "output (per sample)", "params"):
         table.add_column(col, justify="right" if col in ("index", "params") else "left")
     total = 0

@@ -100,7 +100,7 @@ def add_gantt(fig: go.Figure, events: Sequence[TraceEvent], *, row: int = 1, col
         ), row=row, col=col)
     rows = _rows(events)
     fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(rows)), row=row, col=col)
-    fig.update_xaxes(title_text="ms", row=row, col=col)
+    fig.update_xaxes(title_text="time (ms)", row=row, col=col)
 
 
 def gantt(events: Sequence[TraceEvent], title: str) -> go.Figure:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,14 @@ class RunConfig:
             raise UserError(f"--lr-decay-epochs must be positive integers, got {list(self.lr_decay_epochs)}")
         if self.data not in DATASETS:
             raise UserError(f"--data '{self.data}' is not one of {choices(DATASETS)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"--lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise UserError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.lr_decay_factor) and self.lr_decay_factor > 0):
+            raise UserError(f"--lr-decay-factor must be a finite number > 0, got {self.lr_decay_factor}")
         if self.backend not in BACKENDS:
             raise UserError(f"--backend '{self.backend}' is not one of {choices(BACKENDS)}")
 

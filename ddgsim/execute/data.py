@@ -209,6 +209,19 @@ def synthetic(io: ModelIO, batch_size: int, seed: int = 0) -> Dataset:
     )
 
 
+SAMPLES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32)}
+"""One float sample of the image data sets."""
+
+
+def check_fits(name: str, io: ModelIO) -> None:
+    """UserError (one line, before any process starts) unless data set ``name`` gives what the model takes."""
+    if name == "text":
+        check_text(io)
+    elif name in SAMPLES and (io.tokens or tuple(io.input_shape) != SAMPLES[name]):
+        raise UserError(f"--data {name} has float samples of shape {SAMPLES[name]} but the model takes "
+                        f"{io.describe()}" + (" (use --data text or synthetic)" if io.tokens else ""))
+
+
 def check_text(io: ModelIO) -> None:
     """UserError (one line) unless ``--data text`` fits the model and the sources are there."""
     from ddgsim.execute import text

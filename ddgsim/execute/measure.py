@@ -134,9 +134,13 @@ def summarize(job: Any, reports: list[dict[str, Any]]) -> str:
         acc_s += f", test loss {m['test_loss']:.4f} ({m['test_bits_per_token']:.3f} bits per token)"
     line = (f"{job.plan.schedule} K={job.num_stages}: {job.config.steps} steps, median step "
             f"{m['median_step_ms']:.1f} ms, {m['samples_per_s']:.1f} samples/s, final loss "
-            f"{m['final_loss']}{acc_s}")
+            f"{_loss(m['final_loss'])}{acc_s}")
     versus = versus_prediction(job.plan.predicted, m)
     return line + ("\n" + versus if versus else "")
+
+
+def _loss(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def versus_prediction(predicted: dict[str, Any] | None, summary: dict[str, Any]) -> str:
@@ -150,7 +154,7 @@ def versus_prediction(predicted: dict[str, Any] | None, summary: dict[str, Any])
     err = 100 * (pred - meas) / meas
     lines = [f"predicted {pred:.1f} ms/iteration ({float(predicted.get('samples_per_s', 0)):.1f} samples/s), "
              f"measured {meas:.1f} ms ({summary['samples_per_s']:.1f} samples/s): the prediction is "
-             f"{abs(err):.1f}% {'high' if err > 0 else 'low'} ({err:+.1f}% of measured)"]
+             f"{abs(err):.1f}% {'above' if err > 0 else 'below'} the measurement"]
     per = summary["per_stage_median_ms"]
     busy_pred, bubble_pred = predicted.get("busy_ms") or [], predicted.get("bubble_fraction") or []
     for k, (f, b, u) in enumerate(zip(per["forward_ms"], per["backward_ms"], per["update_ms"], strict=True)):

@@ -59,7 +59,7 @@ from ddgsim.errors import UserError
 from ddgsim.execute import checkpoint as ckpt
 from ddgsim.execute.comm import Key, Mailbox, Outbox, PeerError, data_tag
 from ddgsim.execute.config import RunConfig
-from ddgsim.execute.data import Dataset, check_cifar_dir, check_digits, check_text, load_data
+from ddgsim.execute.data import Dataset, check_cifar_dir, check_digits, check_fits, load_data
 from ddgsim.execute.engine import micro_slices
 from ddgsim.execute.options import parse_run_args
 from ddgsim.execute.stage import OptimConfig, StageWorker, StepDecay, flat
@@ -181,8 +181,7 @@ def prepare(config: RunConfig) -> Job:
         check_cifar_dir(config.data_dir)
     if config.data == "digits":
         check_digits()
-    if config.data == "text":
-        check_text(spec.io)
+    check_fits(config.data, spec.io)
     from ddgsim.profile.units import build_stages, split_units
 
     model = build_model(spec, seed=config.seed)

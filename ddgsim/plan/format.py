@@ -138,11 +138,14 @@ def from_json(data: Any, where: str = "<data>") -> Plan:
 
 
 def _relative(target: str, folder: Path) -> str:
-    """``target`` relative to ``folder`` (absolute if that is impossible, e.g. another drive)."""
+    """``target`` relative to ``folder`` when it lies in that folder or beside it (so the two move
+    together); absolute otherwise (a cached profile elsewhere, another drive)."""
+    absolute = Path(target).resolve()
     try:
-        return os.path.relpath(Path(target).resolve(), folder.resolve())
+        rel = os.path.relpath(absolute, folder.resolve())
     except ValueError:
-        return str(Path(target).resolve())
+        return str(absolute)
+    return str(absolute) if rel.startswith(os.path.join(os.pardir, os.pardir)) else rel
 
 
 def load(path: str | os.PathLike[str]) -> Plan:

@@ -19,6 +19,8 @@ Limitation: ``symbolic_trace`` bakes Python-level values (``self.training`` read
 
 from __future__ import annotations
 
+import contextlib
+import io as io_module
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,8 +63,9 @@ def trace_graph(model: nn.Module) -> tuple[fx.GraphModule, nx.DiGraph]:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise UserError(
             f"cannot trace model {type(model).__name__} with torch.fx: {type(exc).__name__}: {first} "
-            "(forward must not branch or loop on tensor values or shapes: compute such a choice in "
-            "__init__, or move it into a submodule whose inside is never cut)"
+            "(torch.fx follows every submodule's forward, which must not branch or loop on tensor values: "
+            "fix such choices in __init__; build shape-dependent tensors from the input, e.g. "
+            "x.new_ones(t, t), or register them as buffers, e.g. a causal mask)"
         ) from None
     gm.graph.eliminate_dead_code()
     gm.recompile()
@@ -278,7 +281,9 @@ def _example_outputs(model: nn.Module, modules: Sequence[nn.Module], io: ModelIO
         device = param.device if param is not None else torch.device("cpu")
         x = io.example_input(batch_size).to(device)
         outputs = []
-        with torch.no_grad():
+        # A failing fx.GraphModule prints its own multi-line trace to stderr before raising; the
+        # one-line UserError below says it all.
+        with torch.no_grad(), contextlib.redirect_stderr(io_module.StringIO()):
             for m in modules:
                 m.eval()
                 x = m(x)
