@@ -46,15 +46,17 @@ def test_no_command_is_a_usage_error() -> None:
     assert r.returncode == 2 and r.stderr.startswith("error: ddgsim: ") and "usage: ddgsim" in r.stderr
 
 
-def test_a_closed_stdout_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ddgsim plan ... --json | head -1``: the reader is gone before the JSON is written."""
+@pytest.mark.parametrize("argv", [["plan", "resnet20", "--gpus", "2", "--json"], ["models"]],
+                         ids=["json", "rich-table"])
+def test_a_closed_stdout_ends_quietly(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ddgsim plan ... --json | head -1``: the reader is gone before the output is written."""
     read_end, write_end = os.pipe()
     os.close(read_end)
     saved = os.dup(1)
     try:
         out = os.fdopen(write_end, "w")
         monkeypatch.setattr(sys, "stdout", out)
-        assert main(["plan", "resnet20", "--gpus", "2", "--json"]) == 141
+        assert main(argv) == 141
     finally:
         os.dup2(saved, 1)
         os.close(saved)

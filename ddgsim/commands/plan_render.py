@@ -112,7 +112,7 @@ def render(
     assert chosen.planned is not None
     opt = chosen.planned
     print_tables(con, "chosen plan, per stage", STAGE_COLUMNS, _stage_rows(profile, opt))
-    drift = 100 * (opt.sim.iteration_ms / opt.analytic_ms - 1) if opt.analytic_ms else 0.0
+    drift = round(100 * (opt.sim.iteration_ms / opt.analytic_ms - 1), 3) + 0.0 if opt.analytic_ms else 0.0  # no -0.000
     con.print(
         f"[bold green]chosen[/]: K = {chosen.stages}, split {','.join(map(str, opt.split)) or '(one stage)'} on "
         f"{', '.join(opt.devices)}: {opt.iteration_ms:.1f} ms/iteration, {opt.sim.samples_per_s:.1f} samples/s, "
