@@ -76,15 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _reader_gone_in_rich(self: object) -> None:
-    """rich exits 1 on a broken pipe; make it the BrokenPipeError :func:`main` turns into a quiet 141."""
-    raise BrokenPipeError
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    import rich.console
-
-    rich.console.Console.on_broken_pipe = _reader_gone_in_rich  # type: ignore[method-assign]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -31,11 +32,18 @@ class Column:
     """Columns of one part stay together when a table is split, if they fit together."""
 
 
-def console() -> Console:
-    """The console for tables: its width is the terminal's or ``COLUMNS``; piped: 80 unless ``COLUMNS``."""
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich would exit 1; a BrokenPipeError lets :func:`ddgsim.cli.main` stop quietly with 141."""
+        raise BrokenPipeError
+
+
+def console(**kwargs: Any) -> Console:
+    """The console every command prints with: its width is the terminal's or ``COLUMNS`` (piped: 80
+    unless ``COLUMNS``); a reader that goes away (``| head``) ends the command quietly."""
     env = os.environ.get("COLUMNS", "")
     width = int(env) if env.isdigit() and int(env) > 0 else None
-    return Console(width=width)
+    return _Console(width=width, **kwargs)
 
 
 def _cell_len(cell: str) -> int:

@@ -24,9 +24,9 @@ def count_params(factory: object) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
+    from ddgsim.commands._table import console
     from ddgsim.models.registry import MODELS
 
     if args.json:
@@ -43,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for spec in MODELS.values():
         table.add_row(spec.name, f"{count_params(spec.factory):,}", spec.io.describe(), spec.description)
-    Console().print(table)
+    console().print(table)
     return 0

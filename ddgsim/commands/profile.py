@@ -122,8 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(prof: object, source: str, path: Path | None, out: Path | None) -> None:
-    from rich.console import Console
-
+    from ddgsim.commands._table import console as table_console
     from ddgsim.profile.format import Profile
 
     assert isinstance(prof, Profile)
@@ -132,7 +131,7 @@ def _summary(prof: object, source: str, path: Path | None, out: Path | None) -> 
     ratio = prof.sum_ms / prof.whole_model_ms if prof.whole_model_ms > 0 else float("nan")
     act = sum(u.activation_bytes for u in prof.units)
     threads = "" if prof.threads is None else f", {prof.threads} thread(s)"
-    console = Console(highlight=False)
+    console = table_console(highlight=False)
     from ddgsim.profile.machine import describe
 
     how = prof.measurement or {}

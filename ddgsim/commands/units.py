@@ -29,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     spec = get_spec(args.model)
     io = spec.io.with_overrides(input_shape=shape, vocab=args.vocab)
 
-    from rich.console import Console
     from rich.table import Table
 
+    from ddgsim.commands._table import console
     from ddgsim.models.registry import build_model
     from ddgsim.profile.units import split_units
 
@@ -54,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
         total += n
         table.add_row(str(u.index), u.name, "x".join(map(str, u.output_shape[1:])), f"{n:,}")
     table.caption = f"{total:,} parameters in all"
-    Console().print(table)
+    console().print(table)
     return 0
