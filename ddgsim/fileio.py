@@ -49,7 +49,3 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, fsync: bool = 
         Path(tmp).unlink(missing_ok=True)
         raise
 
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    with atomic_open(path) as fh:
-        fh.write(text)

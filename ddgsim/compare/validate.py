@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ddgsim.errors import UserError
+from ddgsim.fileio import atomic_open
 from ddgsim.plan.build import plan_from_prediction
 from ddgsim.plan.split import even_split, imbalance_weights, weighted_split
 from ddgsim.predict.event_sim import simulate
@@ -346,9 +347,7 @@ def _num(x: float, spec: str) -> str:
 
 def write_csv(rows: Sequence[Row], path: Path) -> None:
     """The whole file, written aside and renamed: a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_open(path, newline="") as fh:
         w = csv.writer(fh)
         w.writerow(COLUMNS)
         for r in rows:
@@ -357,7 +356,6 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
                         r.attempts, r.micro_batches, r.repeats, _num(r.measured_min_ms, ".6g"),
                         _num(r.measured_max_ms, ".6g"), ";".join(format(x, ".6g") for x in r.measured_all_ms),
                         r.runtime, _num(r.steal_pct, ".2f"), r.redone])
-    tmp.replace(path)
 
 
 def read_csv(path: str | Path) -> list[Row]:

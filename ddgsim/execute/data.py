@@ -29,6 +29,8 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
 DIGITS_TEST_FRACTION = 0.2
+SAMPLES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32)}
+"""One float sample of the image data sets (what their loaders make)."""
 
 
 @dataclass(kw_only=True)
@@ -138,7 +140,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 def load_digits(seed: int = 0) -> Dataset:
     """scikit-learn's 1797 real 8×8 digits, shape (1, 8, 8), standardised; 20% test split by seed."""
     images, target = _digits_arrays()
-    x = torch.tensor(images, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    x = torch.tensor(images, dtype=torch.float32).reshape(-1, *SAMPLES["digits"]) / 16.0
     y = torch.tensor(target, dtype=torch.long)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_test = round(len(x) * DIGITS_TEST_FRACTION)
@@ -185,7 +187,7 @@ def load_cifar10(data_dir: str | Path | None, seed: int = 0, augment: bool = Fal
     std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
 
     def norm(a: np.ndarray) -> Tensor:
-        return (torch.from_numpy(a.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0) - mean) / std
+        return (torch.from_numpy(a.reshape(-1, *SAMPLES["cifar10"]).astype(np.float32) / 255.0) - mean) / std
 
     return Dataset(
         name="cifar10",
@@ -207,10 +209,6 @@ def synthetic(io: ModelIO, batch_size: int, seed: int = 0) -> Dataset:
         test_x=io.example_input(batch_size, g), test_y=io.example_labels(batch_size, g),
         num_classes=io.num_classes, seed=seed,
     )
-
-
-SAMPLES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32)}
-"""One float sample of the image data sets."""
 
 
 def check_fits(name: str, io: ModelIO) -> None:
@@ -238,10 +236,10 @@ def check_text(io: ModelIO) -> None:
 
 
 def load_text(io: ModelIO, seed: int = 0) -> Dataset:
-    """Byte-level language modelling on the Python standard library's sources (:mod:`ddgsim.execute.text`)."""
+    """Byte-level language modelling on the Python standard library's sources (:mod:`ddgsim.execute.text`);
+    ``io`` must have passed :func:`check_text`."""
     from ddgsim.execute import text
 
-    check_text(io)
     (context,) = io.input_shape
     c = text.corpus()
     train_x, train_y = text.windows(c.train, context)
@@ -252,7 +250,8 @@ def load_text(io: ModelIO, seed: int = 0) -> Dataset:
 
 def load_data(name: str, *, io: ModelIO, batch_size: int, seed: int = 0, data_dir: str | Path | None = None,
               augment: bool = False) -> Dataset:
-    """The dataset ``name``; its samples must be what the model declares it takes."""
+    """The dataset ``name``; its samples must be what the model declares it takes (checked first)."""
+    check_fits(name, io)
     if name == "digits":
         ds = load_digits(seed)
     elif name == "cifar10":
@@ -263,9 +262,4 @@ def load_data(name: str, *, io: ModelIO, batch_size: int, seed: int = 0, data_di
         ds = synthetic(io, batch_size, seed)
     else:
         raise UserError(f"unknown dataset '{name}' (choose from {', '.join(DATASETS)})")
-    if ds.input_shape != tuple(io.input_shape) or ds.train_x.is_floating_point() == io.tokens:
-        kind = "token ids" if not ds.train_x.is_floating_point() else "float samples"
-        raise UserError(
-            f"dataset {name} has {kind} of shape {ds.input_shape} but the model takes {io.describe()}"
-        )
     return ds

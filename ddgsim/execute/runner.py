@@ -63,6 +63,7 @@ from ddgsim.execute.data import Dataset, check_cifar_dir, check_digits, check_fi
 from ddgsim.execute.engine import micro_slices
 from ddgsim.execute.options import parse_run_args
 from ddgsim.execute.stage import OptimConfig, StageWorker, StepDecay, flat
+from ddgsim.fileio import atomic_open
 from ddgsim.malloc import tune_malloc
 from ddgsim.models.io import ModelIO, bits, loss_for
 from ddgsim.models.registry import ModelSpec, build_model, get_spec
@@ -668,13 +669,10 @@ def run_worker(config: RunConfig, session: _Session) -> int:
     session.group = weakref.ref(dist.group.WORLD)
     report = proc.run()
     if config.final_weights:
-        out = Path(config.final_weights)
-        out.mkdir(parents=True, exist_ok=True)
         ckpt_state = {"weights": report["weights"], "losses": report["losses"], "stage": rank,
                       "test": report["test"]}
-        tmp = out / f".stage-{rank}.pt.tmp"
-        torch.save(ckpt_state, tmp)
-        os.replace(tmp, out / f"stage-{rank}.pt")
+        with atomic_open(Path(config.final_weights) / f"stage-{rank}.pt", "wb") as fh:
+            torch.save(ckpt_state, fh)
     report.pop("weights")
     gathered: list[Any] = [None] * world if rank == 0 else []
     dist.gather_object(report, gathered if rank == 0 else None, dst=0)

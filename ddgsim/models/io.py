@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ddgsim.errors import UserError
@@ -65,7 +65,7 @@ class ModelIO:
         return (batch_size,) if self.target == "class" else (batch_size, *self.input_shape)
 
     def describe(self) -> str:
-        """``3x32x32 float32 → 10 classes`` or ``64 tokens < 256 → next of 256``, for tables."""
+        """``3x32x32 → 10`` or ``64 ids<256 → 256/token``, for tables."""
         shape = "x".join(map(str, self.input_shape))
         src = f"{shape} ids<{self.vocab}" if self.tokens else shape
         dst = f"{self.num_classes}/token" if self.target == "token" else f"{self.num_classes}"
@@ -86,16 +86,11 @@ class ModelIO:
 
         return torch.randint(0, self.num_classes, self.label_shape(batch_size), generator=generator)
 
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over samples (``class``) or over every token (``token``)."""
-        return loss_for(self.target)(out, y)
-
     def score(self, out: torch.Tensor, y: torch.Tensor) -> tuple[int, float, int]:
         """``(correct predictions, summed cross-entropy in nats, predictions)`` of one test batch."""
         import torch.nn.functional as F
 
-        logits = out.flatten(0, -2) if self.target == "token" else out
-        labels = y.flatten() if self.target == "token" else y
+        logits, labels = _per_token(out, y) if self.target == "token" else (out, y)
         hits = int((logits.argmax(-1) == labels).sum())
         return hits, float(F.cross_entropy(logits, labels, reduction="sum")), int(labels.numel())
 
@@ -104,10 +99,8 @@ class ModelIO:
         (a vocabulary makes the input token ids)."""
         shape = tuple(input_shape) if input_shape is not None else self.input_shape
         if vocab is None:
-            return ModelIO(input_shape=shape, input_dtype=self.input_dtype, vocab=self.vocab,
-                           target=self.target, num_classes=self.num_classes)
-        return ModelIO(input_shape=shape, input_dtype="int64", vocab=vocab, target=self.target,
-                       num_classes=self.num_classes)
+            return replace(self, input_shape=shape)
+        return replace(self, input_shape=shape, input_dtype="int64", vocab=vocab)
 
 
 def class_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -117,11 +110,16 @@ def class_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out, y)
 
 
+def _per_token(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, T, C)`` logits and ``(B, T)`` labels as ``(B·T, C)`` and ``(B·T,)``: one prediction per token."""
+    return out.flatten(0, -2), y.flatten()
+
+
 def token_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of ``(B, T, C)`` logits against ``(B, T)`` labels, averaged over every token."""
     import torch.nn.functional as F
 
-    return F.cross_entropy(out.flatten(0, -2), y.flatten())
+    return F.cross_entropy(*_per_token(out, y))
 
 
 LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
