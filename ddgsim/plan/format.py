@@ -1,4 +1,4 @@
-"""The ``ddgsim-plan/1`` file format: a split, a schedule, a device per stage, predictions."""
+"""The ``ddgsim-plan/1`` file format: a split, a schedule, devices per stage (one per replica), predictions."""
 
 from __future__ import annotations
 
@@ -11,24 +11,33 @@ from typing import Any
 
 from ddgsim.errors import UserError
 from ddgsim.profile.format import read_json, write_json_atomic
+from ddgsim.replicas import ALLREDUCE, DEFAULT_ALLREDUCE, Layout, check_batch
 
 FORMAT = "ddgsim-plan/1"
 
 
 @dataclass(frozen=True, kw_only=True)
 class StagePlacement:
-    """One stage of a plan: which units, on which device."""
+    """One stage of a plan: which units, on which device(s)."""
 
     stage: int
     """0-based stage index."""
     device: str
-    """Device name from the scenario (``cpu0``, ``gpu3`` ...)."""
+    """Device name from the scenario (``cpu0``, ``gpu3`` ...) of replica 0."""
     units: tuple[int, int]
     """Half-open unit range ``[start, end)``."""
     first: str = ""
     """Name of the first unit (for people reading the file)."""
     last: str = ""
     """Name of the last unit."""
+    replicas: tuple[str, ...] = ()
+    """Devices of every replica of this stage, replica 0 first (``ddgsim.replicas``); empty means
+    one replica, on ``device``."""
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Devices of the stage's replicas (at least ``(device,)``)."""
+        return self.replicas or (self.device,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +53,8 @@ class Plan:
     scenario: str = ""
     """Scenario name or path the prediction was made for."""
     micro_batches: int = 1
+    allreduce: str = DEFAULT_ALLREDUCE
+    """How replicas of a stage sum their gradients in the prediction (``ring`` or ``tree``)."""
     profile: dict[str, Any] = field(default_factory=dict)
     """Reference to the profile: path, model, batch_size, device, threads."""
     predicted: dict[str, Any] = field(default_factory=dict)
@@ -54,13 +65,21 @@ class Plan:
     @classmethod
     def for_split(cls, *, model: str, split: Sequence[int], num_units: int, schedule: str, batch_size: int,
                   micro_batches: int = 1, devices: Sequence[str] = (), unit_names: Sequence[str] = (),
-                  **fields: Any) -> Plan:
+                  layout: Layout | None = None, **fields: Any) -> Plan:
         """The plan running ``split`` of a ``num_units``-unit model: stage k on ``devices[k]``
-        (default ``cpu{k}``), its first/last unit named from ``unit_names`` when given."""
+        (default ``cpu{k}``), or its replicas on ``layout.devices[k]``; first/last unit named from
+        ``unit_names`` when given."""
         bounds = [0, *split, num_units]
+        K = len(bounds) - 1
+        if layout is None:
+            layout = Layout.pipeline(devices if devices else [f"cpu{k}" for k in range(K)])
+        if layout.stages != K:
+            raise UserError(f"the layout has {layout.stages} stages but the split makes {K}")
+        check_batch(batch_size, micro_batches, layout.replicas)
         stages = [
-            StagePlacement(stage=k, device=devices[k] if devices else f"cpu{k}", units=(a, b),
-                           first=unit_names[a] if unit_names else "", last=unit_names[b - 1] if unit_names else "")
+            StagePlacement(stage=k, device=layout.devices[k][0], units=(a, b),
+                           first=unit_names[a] if unit_names else "", last=unit_names[b - 1] if unit_names else "",
+                           replicas=layout.devices[k] if len(layout.devices[k]) > 1 else ())
             for k, (a, b) in enumerate(itertools.pairwise(bounds))
         ]
         return cls(model=model, batch_size=batch_size, schedule=schedule, split=list(split), stages=stages,
@@ -70,12 +89,34 @@ class Plan:
     def num_stages(self) -> int:
         return len(self.stages)
 
+    @property
+    def layout(self) -> Layout:
+        """Devices of every replica of every stage."""
+        return Layout(tuple(s.devices for s in self.stages))
+
+    @property
+    def replicas(self) -> tuple[int, ...]:
+        """D_k of every stage."""
+        return tuple(len(s.devices) for s in self.stages)
+
+    @property
+    def world_size(self) -> int:
+        """Processes that run the plan: one per replica of every stage."""
+        return sum(self.replicas)
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"format": FORMAT}
         data.update(asdict(self))
-        data["stages"] = [
-            {**asdict(s), "units": list(s.units)} for s in self.stages
-        ]
+        data["stages"] = []
+        for s in self.stages:
+            row = {**asdict(s), "units": list(s.units)}
+            if s.replicas:
+                row["replicas"] = list(s.replicas)
+            else:
+                del row["replicas"]
+            data["stages"].append(row)
+        if data["allreduce"] == DEFAULT_ALLREDUCE and self.world_size == self.num_stages:
+            del data["allreduce"]
         return data
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -114,6 +155,9 @@ def from_json(data: Any, where: str = "<data>") -> Plan:
             or units[1] <= units[0]
         ):
             raise _bad(where, f"stages[{i}].units", f"must be [start, end) consistent with split, got {units!r}")
+        reps = tuple(st.get("replicas", ()))
+        if reps and reps[0] != dev:
+            raise _bad(where, f"stages[{i}].replicas", f"must start with the stage's device '{dev}', got {list(reps)!r}")
         stages.append(
             StagePlacement(
                 stage=i,
@@ -121,8 +165,17 @@ def from_json(data: Any, where: str = "<data>") -> Plan:
                 units=(units[0], units[1]),
                 first=str(st.get("first", "")),
                 last=str(st.get("last", "")),
+                replicas=reps if len(reps) > 1 else (),
             )
         )
+    allreduce = data.get("allreduce", DEFAULT_ALLREDUCE)
+    if allreduce not in ALLREDUCE:
+        raise _bad(where, "allreduce", f"must be one of {', '.join(ALLREDUCE)}, got {allreduce!r}")
+    try:
+        layout = Layout(tuple(s.devices for s in stages))
+        check_batch(data["batch_size"], mb, layout.replicas)
+    except UserError as exc:
+        raise UserError(f"malformed plan {where}: {exc}") from None
     return Plan(
         model=data["model"],
         batch_size=data["batch_size"],
@@ -131,6 +184,7 @@ def from_json(data: Any, where: str = "<data>") -> Plan:
         stages=stages,
         scenario=str(data.get("scenario", "")),
         micro_batches=mb,
+        allreduce=allreduce,
         profile=dict(data.get("profile", {})),
         predicted=dict(data.get("predicted", {})),
         extra=dict(data.get("extra", {})),

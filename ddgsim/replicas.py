@@ -1,0 +1,140 @@
+"""Replicated stages: K stages × D_k replicas each (data parallel inside a stage, DDG across stages).
+
+Pure Python (no torch, no SimPy): the plan format, the timing models, the memory model
+and both executors take the replica arithmetic from here.
+
+Semantics (the contract every layer implements):
+
+* Every replica of stage k runs stage k's action list unchanged (``schedule.py``); the
+  staleness of stage k stays ``K-1-k``.
+* **Shards.** The samples of every batch (of every micro-batch, under gpipe/1f1b) are
+  split into D_k equal contiguous shards: replica r of stage k holds samples
+  ``[r·n/D_k, (r+1)·n/D_k)`` of each micro-batch of ``n = B/M`` samples. A batch size
+  must therefore be divisible by ``M·D_k`` for every k (:func:`check_batch`).
+* **Messages.** Where D_k ≠ D_{k+1} the batch is re-sharded at the boundary: the piece of
+  samples ``[lo, hi)`` goes from the replica of stage k that holds it to the replica of
+  stage k+1 that holds it (:func:`pieces`); a receiver concatenates its pieces in sample
+  order. Error gradients travel the same pieces backwards. Equal D: replica r ↔ replica r.
+* **Loss.** A last-stage replica scales its shard's mean loss by ``1/D_{K-1}`` (its share
+  of the batch), so the error gradients are exactly those of the batch's mean loss.
+* **Update.** Before ``U k t`` the replicas of stage k **sum** their weight gradients of
+  batch t (an all-reduce over the stage's group), then each applies the same update, so
+  the replicas' weights stay identical. For D = 2 the sum ``a + b`` is the same in any
+  order, so a distributed run is bit-identical to the in-process engine; for D > 2 the
+  all-reduce's summation order is the library's and results agree to rounding.
+* **Buffers** (BatchNorm running statistics) are each replica's own, from its shard;
+  evaluation and saved weights use replica 0's.
+* **Ranks** are stage-major: stage k's replica r is rank ``D_0 + … + D_{k-1} + r``; with
+  one replica per stage, rank k is stage k as before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ddgsim.errors import UserError
+
+ALLREDUCE = ("ring", "tree")
+"""All-reduce algorithms the timing models know."""
+DEFAULT_ALLREDUCE = "ring"
+
+
+class Piece(NamedTuple):
+    """Samples ``[lo, hi)`` of a (micro-)batch crossing a stage boundary."""
+
+    src: int
+    """Replica of the sending stage that holds them."""
+    dst: int
+    """Replica of the receiving stage that needs them."""
+    lo: int
+    hi: int
+
+
+def shard(samples: int, replicas: int, replica: int) -> tuple[int, int]:
+    """Sample range ``[lo, hi)`` of ``replica`` among ``replicas`` equal shards of ``samples``."""
+    if replicas < 1 or not 0 <= replica < replicas:
+        raise ValueError(f"replica {replica} of {replicas}")
+    if samples % replicas:
+        raise ValueError(f"{samples} samples do not split into {replicas} equal shards")
+    size = samples // replicas
+    return replica * size, (replica + 1) * size
+
+
+def pieces(samples: int, src_replicas: int, dst_replicas: int) -> list[Piece]:
+    """Every non-empty intersection of a sending and a receiving shard, in sample order."""
+    out = []
+    for s in range(src_replicas):
+        a, b = shard(samples, src_replicas, s)
+        for d in range(dst_replicas):
+            c, e = shard(samples, dst_replicas, d)
+            lo, hi = max(a, c), min(b, e)
+            if lo < hi:
+                out.append(Piece(s, d, lo, hi))
+    return out
+
+
+def check_batch(batch_size: int, micro_batches: int, replicas: Sequence[int]) -> None:
+    """``UserError`` unless every stage's replicas split every micro-batch into equal shards."""
+    for k, d in enumerate(replicas):
+        if d < 1:
+            raise UserError(f"stage {k} has {d} replicas; every stage needs at least 1")
+        if batch_size % (micro_batches * d):
+            need = math.lcm(*[micro_batches * x for x in replicas])
+            raise UserError(
+                f"batch size {batch_size} does not split into {micro_batches} micro-batch(es) × {d} replicas "
+                f"of stage {k}; use a multiple of {need}"
+            )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The devices of every replica of every stage: ``devices[k][r]``."""
+
+    devices: tuple[tuple[str, ...], ...]
+
+    def __post_init__(self) -> None:
+        if not self.devices or any(not row for row in self.devices):
+            raise UserError("a layout needs at least one stage, and every stage at least one replica")
+        flat = self.flat
+        dup = sorted({d for d in flat if flat.count(d) > 1})
+        if dup:
+            raise UserError(f"device '{dup[0]}' is used by two replicas (one process per device)")
+
+    @classmethod
+    def pipeline(cls, devices: Sequence[str]) -> Layout:
+        """One replica per stage (a pure pipeline)."""
+        return cls(tuple((d,) for d in devices))
+
+    @property
+    def stages(self) -> int:
+        return len(self.devices)
+
+    @property
+    def replicas(self) -> tuple[int, ...]:
+        """D_k of every stage."""
+        return tuple(len(row) for row in self.devices)
+
+    @property
+    def flat(self) -> list[str]:
+        """Every device in rank order (stage-major)."""
+        return [d for row in self.devices for d in row]
+
+    @property
+    def world_size(self) -> int:
+        return sum(self.replicas)
+
+    def rank(self, stage: int, replica: int) -> int:
+        return sum(self.replicas[:stage]) + replica
+
+    def place(self, rank: int) -> tuple[int, int]:
+        """``(stage, replica)`` of a rank."""
+        if not 0 <= rank < self.world_size:
+            raise ValueError(f"rank {rank} of {self.world_size}")
+        for k, d in enumerate(self.replicas):
+            if rank < d:
+                return k, rank
+            rank -= d
+        raise AssertionError("unreachable")
