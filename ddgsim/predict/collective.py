@@ -1,0 +1,119 @@
+"""All-reduce time over a scenario's links: the closed forms the planner searches with.
+
+Replicas of a stage sum their weight gradients (``ddgsim.replicas``) with an all-reduce of
+``n`` bytes among D devices. Two algorithms, on the scenario's link model (one transfer at
+a time per link direction, store-and-forward routes, ``latency_us`` + bytes/bandwidth per hop):
+
+* ``ring`` — the devices in layout order form a ring; reduce-scatter then all-gather, 2(D−1)
+  steps, in each of which every device sends one ``n/D`` chunk to its successor at once.
+  A step lasts as long as its busiest link direction: the sum, over the ring edges whose
+  routes cross that direction, of one chunk's hop time. On D devices with one direct link
+  each of latency α and bandwidth β this is the textbook ``2(D−1)·(α + n/(D·β))``.
+* ``tree`` — a binary tree over the devices in layout order (device i's parent is
+  (i−1)//2), reduce to the root then broadcast back, pipelined in ``c`` chunks: each phase
+  takes ``(L + c − 1)`` chunk steps for depth ``L = ⌊log2 D⌋``; a chunk step lasts as long
+  as the busiest link direction of one tree level. ``c`` is chosen to minimise the time
+  (at most ``MAX_CHUNKS``). With uniform links: ``2·(L + c − 1)·(α + n/(c·β))``. Levels
+  are taken not to compete for links with each other (true on direct links; where they do,
+  e.g. behind one network card, the SimPy model serves the contention and is slower).
+
+D = 1 costs nothing. The SimPy model (:mod:`ddgsim.predict.event_sim`) runs the same
+chunk transfers on the link FIFOs it shares with pipeline messages; where no other
+traffic competes, the two agree (property-tested).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ddgsim.errors import choices
+from ddgsim.predict.scenario import Hop, Scenario
+from ddgsim.replicas import ALLREDUCE
+
+MAX_CHUNKS = 64
+"""Largest number of pipelined chunks the tree algorithm splits a message into."""
+
+
+def ring_edges(devices: Sequence[str]) -> list[tuple[str, str]]:
+    """Sender → receiver of every ring step, in layout order (empty for one device)."""
+    D = len(devices)
+    return [(devices[i], devices[(i + 1) % D]) for i in range(D)] if D > 1 else []
+
+
+def tree_levels(devices: Sequence[str]) -> list[list[tuple[str, str]]]:
+    """Child → parent edges of the binary tree, one list per depth (deepest first)."""
+    by_depth: dict[int, list[tuple[str, str]]] = {}
+    for i in range(1, len(devices)):
+        by_depth.setdefault(int(math.log2(i + 1)), []).append((devices[i], devices[(i - 1) // 2]))
+    return [by_depth[d] for d in sorted(by_depth, reverse=True)]
+
+
+def _step(scenario: Scenario, edges: Sequence[tuple[str, str]], nbytes: np.ndarray) -> np.ndarray:
+    """Duration of one step in which every edge moves ``nbytes`` at once: the busiest link direction."""
+    load: dict[Hop, tuple[float, float]] = {}
+    for src, dst in edges:
+        for hop in scenario.route(src, dst):
+            link = scenario.link(hop)
+            lat, inv = load.get(hop, (0.0, 0.0))
+            load[hop] = (lat + link.latency_us * 1e-3, inv + 1.0 / (link.bandwidth_gb_s * 1e6))
+    out = np.zeros_like(nbytes, dtype=np.float64)
+    for lat, inv in load.values():
+        out = np.maximum(out, lat + nbytes * inv)
+    return out
+
+
+def ring_ms(scenario: Scenario, devices: Sequence[str], nbytes: float | np.ndarray) -> np.ndarray:
+    """Ring all-reduce of ``nbytes`` (scalar or array) among ``devices``, in ms."""
+    n = np.asarray(nbytes, dtype=np.float64)
+    D = len(devices)
+    if D < 2:
+        return np.zeros_like(n)
+    return 2 * (D - 1) * _step(scenario, ring_edges(devices), n / D)
+
+
+def tree_ms(scenario: Scenario, devices: Sequence[str], nbytes: float | np.ndarray,
+            chunks: int | None = None) -> np.ndarray:
+    """Pipelined binary-tree all-reduce (reduce, then broadcast) in ms; ``chunks=None`` picks the best."""
+    n = np.asarray(nbytes, dtype=np.float64)
+    levels = tree_levels(devices)
+    if not levels:
+        return np.zeros_like(n)
+    L = len(levels)
+    options = range(1, MAX_CHUNKS + 1) if chunks is None else (chunks,)
+    best = np.full(n.shape, np.inf)
+    for c in options:
+        up = np.zeros_like(n)
+        down = np.zeros_like(n)
+        for edges in levels:
+            up = np.maximum(up, _step(scenario, edges, n / c))
+            down = np.maximum(down, _step(scenario, [(b, a) for a, b in edges], n / c))
+        best = np.minimum(best, (L + c - 1) * (up + down))
+    return best
+
+
+def allreduce_ms(scenario: Scenario, devices: Sequence[str], nbytes: float | np.ndarray,
+                 algorithm: str = "ring") -> np.ndarray:
+    """All-reduce time of ``nbytes`` among ``devices`` by ``algorithm`` (``ring`` or ``tree``)."""
+    if algorithm == "ring":
+        return ring_ms(scenario, devices, nbytes)
+    if algorithm == "tree":
+        return tree_ms(scenario, devices, nbytes)
+    raise ValueError(f"unknown all-reduce algorithm {algorithm!r} (known: {choices(ALLREDUCE)})")
+
+
+def ring_closed_form(D: int, nbytes: float, bandwidth_gb_s: float, latency_us: float) -> float:
+    """Textbook ring time on uniform direct links: ``2(D−1)·(α + n/(D·β))`` (ms)."""
+    if D < 2:
+        return 0.0
+    return 2 * (D - 1) * (latency_us * 1e-3 + nbytes / (D * bandwidth_gb_s * 1e6))
+
+
+def tree_closed_form(D: int, nbytes: float, bandwidth_gb_s: float, latency_us: float, chunks: int) -> float:
+    """Pipelined binary tree on uniform direct links: ``2·(L + c − 1)·(α + n/(c·β))``, L = ⌊log2 D⌋ (ms)."""
+    if D < 2:
+        return 0.0
+    L = int(math.log2(D))
+    return 2 * (L + chunks - 1) * (latency_us * 1e-3 + nbytes / (chunks * bandwidth_gb_s * 1e6))
