@@ -100,6 +100,20 @@ class Profile:
         table = self.micro_batch_ms.get(str(micro_batches))
         return None if table is None else [(float(f), float(b)) for f, b in table]
 
+    def shard_costs(self, micro_batches: int = 1, replicas: int = 1) -> tuple[list[tuple[float, float]], bool]:
+        """Per-unit (forward, backward) ms of one replica's shard of one micro-batch: B/(M·D) samples.
+
+        Measured when the profile has ``micro_batch_ms`` for M·D pieces (the same number of
+        samples, timed inside pipelined steps); else 1/(M·D) of the batch's costs. The flag
+        says which (False: scaled, so a caller can say so)."""
+        pieces = micro_batches * replicas
+        if pieces == 1:
+            return [(u.forward_ms, u.backward_ms) for u in self.units], True
+        measured = self.micro_costs(pieces)
+        if measured is not None:
+            return measured, True
+        return [(u.forward_ms / pieces, u.backward_ms / pieces) for u in self.units], False
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"format": FORMAT}
         data.update(asdict(self))
