@@ -6,8 +6,11 @@ each closed-form condition is monotone in one number carried from stage to stage
 largest window sum ending at the current stage for ``ddg-pipelined``, the last
 stage's forward time for ``ddg``, the suffix time for ``bp``). Bisection on P
 brackets the optimum to a relative 1e-9, and the split the DP returns at the upper
-end is evaluated exactly. Each DP step is a vectorised (start, end) matrix, so
-ResNet-1202 (606 units) on 8 devices plans in seconds.
+end is evaluated exactly. Each DP step is a vectorised (start, length) table on the
+band of stage lengths that can meet P (:mod:`ddgsim.plan.band`), starting from the
+period of the compute-balanced split, so a 64-stage ResNet-1202 (606 units) takes
+tens of milliseconds per check. Replicated stages (a :class:`Layout`) are searched the
+same way, on one replica's tables (shard work, update + all-reduce, pieces).
 
 ``gpipe`` and ``1f1b`` have no such closed form: the planner enumerates every split
 through the recursion when there are at most ``ENUMERATE_LIMIT`` of them (exact),
@@ -20,16 +23,19 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ddgsim.errors import UserError
-from ddgsim.plan.split import backtrack, minmax_partition, reach
+from ddgsim.plan import band
+from ddgsim.plan.split import weighted_split
 from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import CLOSED_FORM, closed_form_period, stage_costs
-from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, in_flight_and_versions
+from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
+from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout
 from ddgsim.schedule import Schedule, resolve
 
 ENUMERATE_LIMIT = 20_000
@@ -37,161 +43,6 @@ ENUMERATE_LIMIT = 20_000
 MAPPING_LIMIT = 120
 """Heterogeneous scenarios: most device orders tried exactly (distinct up to identical devices)."""
 REL_TOL = 1e-9
-
-
-# ---------------------------------------------------------------- tables for the DP
-
-
-@dataclass
-class _Tables:
-    """Everything the DP needs for one device mapping, as (start, end) matrices."""
-
-    n: int
-    K: int
-    work: list[np.ndarray]
-    """Per stage: (n+1, n+1) f+b of units [u, v) on that stage's device (inf where u ≥ v)."""
-    fwd: list[np.ndarray]
-    upd: list[np.ndarray]
-    fits: list[np.ndarray]
-    """Per stage: memory of [u, v) fits on its device."""
-    comm: list[np.ndarray]
-    """Per boundary k (into stage k+1): (n+1,) a+g with the cut at unit u."""
-    hop: list[np.ndarray]
-    """Per boundary: (n+1,) longest hop time with the cut at unit u."""
-    overflow: list[np.ndarray]
-    """Per stage: (n+1, n+1) bytes over the device's memory (≤ 0 fits)."""
-
-
-def _tables(
-    profile: Profile, scenario: Scenario, devices: Sequence[str], sched: Schedule,
-    memory_limit: float | None, update_gb_s: float, optimizer_buffers: int,
-) -> _Tables:
-    n, K = profile.num_units, len(devices)
-    units = profile.units
-
-    def prefix(vals: Sequence[float]) -> np.ndarray:
-        return np.concatenate([[0.0], np.cumsum(np.asarray(vals, dtype=np.float64))])
-
-    M = sched.micro_batches
-    micro = profile.micro_costs(M) if M > 1 else None
-    # Per-iteration work: M measured micro-batches when the profile has them (as costs_for_splits).
-    F = prefix([x.forward_ms for x in units] if micro is None else [M * f for f, _ in micro])
-    B = prefix([x.backward_ms for x in units] if micro is None else [M * b for _, b in micro])
-    Pb = prefix([x.param_bytes for x in units])
-    Ab = prefix([x.activation_bytes for x in units])
-    out = np.array([0.0] + [x.output_bytes for x in units])  # out[u] = bytes crossing a cut at u
-    idx = np.arange(n + 1)
-    valid = idx[:, None] < idx[None, :]
-
-    def span(pref: np.ndarray) -> np.ndarray:
-        return np.where(valid, pref[None, :] - pref[:, None], np.inf)
-
-    params = np.where(valid, Pb[None, :] - Pb[:, None], 0.0)
-    U = prefix(max_plus.unit_update_ms(profile, update_gb_s))
-    uspan = np.where(valid, U[None, :] - U[:, None], 0.0)
-    acts = np.where(valid, Ab[None, :] - Ab[:, None], 0.0)
-    work, fwd, upd, fits, overflow = [], [], [], [], []
-    fspan, bspan = span(F), span(B)
-    for k, dev in enumerate(devices):
-        d = scenario.device(dev)
-        flight, versions = in_flight_and_versions(sched.actions[k], M)
-        buf = np.zeros((n + 1, n + 1))
-        if k > 0:
-            buf = buf + 2 * out[:, None]
-        if k < K - 1:
-            buf = buf + 2 * out[None, :]
-        buf = np.round(buf / M)
-        mem = params * (2 + optimizer_buffers + versions) + np.round(flight * acts) + buf
-        limit = d.memory_bytes if memory_limit is None else memory_limit
-        over = np.where(valid, mem - limit, np.inf)
-        overflow.append(over)
-        fits.append(over <= 0)
-        work.append((fspan + bspan) / d.speed)
-        fwd.append(fspan / d.speed)
-        upd.append(np.where(valid, uspan, np.inf) / d.speed)
-    comm, hop = [], []
-    for k in range(K - 1):
-        total = np.zeros(n + 1)
-        longest = np.zeros(n + 1)
-        for src, dst in ((devices[k], devices[k + 1]), (devices[k + 1], devices[k])):
-            for h in scenario.route(src, dst):
-                link = scenario.link(h)
-                t = link.latency_us * 1e-3 + out / (link.bandwidth_gb_s * 1e6)
-                total = total + t
-                longest = np.maximum(longest, t)
-        comm.append(total)
-        hop.append(longest)
-    return _Tables(n=n, K=K, work=work, fwd=fwd, upd=upd, fits=fits, comm=comm, hop=hop, overflow=overflow)
-
-
-def _feasible(schedule: str, T: _Tables, P: float) -> list[int] | None:
-    """A split with closed-form period ≤ P that fits in memory, or None (exact)."""
-    K, n = T.K, T.n
-    allowed = reach(K, n)
-    INF = np.inf
-    back: list[np.ndarray] = []
-    if schedule == "bp":
-        # Backward over stages: V = suffix time from stage k's start; need V + u_k ≤ P.
-        nxt = np.full(n + 1, INF)
-        nxt[n] = 0.0
-        for k in range(K - 1, -1, -1):
-            starts, ends = allowed[k]
-            tail = nxt.copy()
-            if k < K - 1:
-                ok_cut = T.hop[k] <= P
-                tail = np.where(ok_cut, nxt + T.comm[k], INF)
-            V = T.work[k] + tail[None, :]
-            ok = T.fits[k] & (V + T.upd[k] <= P) & starts[:, None] & ends[None, :]
-            V = np.where(ok, V, INF)
-            arg = np.argmin(V, axis=1)
-            nxt = V[np.arange(n + 1), arg]
-            back.append(arg)
-        if not np.isfinite(nxt[0]):
-            return None
-        split, u = [], 0
-        for k, arg in enumerate(reversed(back)):
-            v = int(arg[u])
-            if k < K - 1:
-                split.append(v)
-            u = v
-        return split
-    prev = np.full(n + 1, INF)
-    for k in range(K):
-        starts, ends = allowed[k]
-        mask = T.fits[k] & starts[:, None] & ends[None, :]
-        if k == 0:
-            carry = np.zeros(n + 1)
-            if schedule == "ddg-pipelined":
-                S = T.work[k] - P + T.upd[k]
-                val = S
-                ok = mask & (S <= 0)
-            else:  # ddg
-                ok = mask & (T.work[k] + T.upd[k] <= P)
-                val = T.fwd[k]
-            val = np.where(ok, val, INF)
-        else:
-            cut_ok = np.isfinite(prev) & (T.hop[k - 1] <= P)
-            carry = np.where(cut_ok, prev + T.comm[k - 1], INF)
-            if schedule == "ddg-pipelined":
-                S = T.work[k] - P + np.maximum(T.upd[k], carry[:, None])
-                ok = mask & (S <= 0)
-                val = np.where(ok, S, INF)
-            else:
-                ok = mask & (T.work[k] + T.upd[k] <= P) & (carry[:, None] + T.work[k] <= P)
-                val = np.where(ok, T.fwd[k], INF)
-        arg = np.argmin(val, axis=0)
-        prev = val[arg, np.arange(n + 1)]
-        back.append(arg)
-    if not np.isfinite(prev[n]):
-        return None
-    return backtrack(back, n)
-
-
-def _min_overflow(T: _Tables) -> tuple[list[int], float]:
-    """The split whose worst stage overflows memory the least (min-max DP, exact)."""
-    found = minmax_partition(T.overflow, T.n)
-    assert found is not None  # every stage can hold one unit: some split exists
-    return found
 
 
 # ---------------------------------------------------------------- the search
@@ -209,6 +60,8 @@ class Candidate:
     """True when the search is exact for this schedule; False for the gpipe/1f1b heuristic."""
     evaluated: int = 0
     """Feasibility checks (DP) or splits enumerated."""
+    layout: Layout | None = None
+    """Devices of every replica of every stage (``devices`` is its flat list)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,6 +75,7 @@ class MemoryOverflow:
     over_bytes: float
     need_bytes: float
     limit_bytes: float
+    layout: Layout | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,11 +90,21 @@ class SearchResult:
 def evaluate(
     profile: Profile, split: Sequence[int], scenario: Scenario, schedule: Schedule | str,
     devices: Sequence[str] | None = None, micro_batches: int = 1,
-    update_gb_s: float = max_plus.UPDATE_GB_S,
+    update_gb_s: float = max_plus.UPDATE_GB_S, *, layout: Layout | None = None,
+    allreduce: str = DEFAULT_ALLREDUCE,
 ) -> float:
     """Predicted period of one split: the closed form where there is one, else the recursion."""
     if not isinstance(schedule, str):
         micro_batches = schedule.micro_batches
+    if layout is not None and layout.world_size > layout.stages:
+        costs = max_plus.costs_for_splits(profile, [list(split)], scenario, None, micro_batches, update_gb_s,
+                                          layout=layout, allreduce=allreduce)
+        name = schedule if isinstance(schedule, str) else schedule.name
+        if name in CLOSED_FORM and micro_batches == 1:
+            return float(closed_form_period(name, stage_costs(costs))[0])
+        return float(max_plus.periods(schedule, costs)[0])
+    if layout is not None:
+        devices = layout.flat
     costs = max_plus.costs_for_splits(profile, [list(split)], scenario, devices, micro_batches, update_gb_s)
     name = schedule if isinstance(schedule, str) else schedule.name
     if name in CLOSED_FORM and micro_batches == 1:
@@ -285,33 +149,52 @@ def device_mappings(scenario: Scenario, K: int) -> tuple[list[tuple[str, ...]], 
     return orders, complete
 
 
-def _bisect(
-    profile: Profile, scenario: Scenario, devices: tuple[str, ...], sched: Schedule,
-    update_gb_s: float, T: _Tables,
-) -> Candidate | None:
+def _heuristic(profile: Profile, K: int) -> list[int]:
+    """Equal compute per stage (cuts at quantiles of the cumulative forward + backward time)."""
+    return weighted_split(profile, K, [1.0] * K)
+
+
+def _band_for(
+    profile: Profile, scenario: Scenario, layout: Layout, sched: Schedule, memory_limit: float | None,
+    update_gb_s: float, optimizer_buffers: int, allreduce: str,
+) -> tuple[band.Band, float]:
+    """Tables on a band wide enough for every split at least as fast as the balanced heuristic,
+    and that heuristic's period (``inf``, on the full band, when it does not fit in memory)."""
+    K, n = layout.stages, profile.num_units
+    split = _heuristic(profile, K)
+    bounds = [0, *split, n]
+    longest = max(b - a for a, b in itertools.pairwise(bounds))
+    T = band.tables(profile, scenario, layout, sched, memory_limit, update_gb_s, optimizer_buffers, allreduce, longest)
+    fits = all(T.fits(k)[bounds[k], bounds[k + 1] - bounds[k] - 1] for k in range(K))
+    if not fits:
+        return band.tables(profile, scenario, layout, sched, memory_limit, update_gb_s, optimizer_buffers,
+                           allreduce), math.inf
+    name = sched.name if sched.name in CLOSED_FORM and sched.micro_batches == 1 else None
+    hi = band.period(name, T, split) if name else max(
+        float(T.work[k][bounds[k], bounds[k + 1] - bounds[k] - 1] + T.upd[k][bounds[k], bounds[k + 1] - bounds[k] - 1])
+        for k in range(K))
+    width = band.width_for(profile, layout, scenario, sched.micro_batches, hi)
+    return band.tables(profile, scenario, layout, sched, memory_limit, update_gb_s, optimizer_buffers, allreduce,
+                       width), hi
+
+
+def _bisect(sched: Schedule, layout: Layout, T: band.Band, hi: float, width_at: Any) -> Candidate | None:
     """Exact search on the period with the feasibility DP (closed-form schedules).
 
     Bisection, except that a feasible answer moves the upper end down to the period
     the found split actually attains, and every new upper end is probed just below
     (``hi·(1−REL_TOL)``): an infeasible probe proves the found split optimal.
     """
-    K = len(devices)
-
-    def attained(split: list[int]) -> float:
-        return evaluate(profile, split, scenario, sched, devices, 1, update_gb_s)
-
-    top = (
-        sum(float(w[0, T.n]) for w in T.work) + sum(float(u[0, T.n]) for u in T.upd)
-        + sum(float(np.max(c)) for c in T.comm) + 1.0
-    )
-    split = _feasible(sched.name, T, top)
+    K = layout.stages
+    name = sched.name
+    split = band.feasible(name, T, hi * (1 + 1e-6) if math.isfinite(hi) else 1e300)
     if split is None:
         return None
-    hi, lo, checks = attained(split), 0.0, 1
+    hi, lo, checks = band.period(name, T, split), 0.0, 1
     probe = True
     while hi - lo > REL_TOL * hi:
         P = hi * (1 - REL_TOL) if probe else 0.5 * (lo + hi)
-        found = _feasible(sched.name, T, P)
+        found = band.feasible(name, T.cut(width_at(P)), P)
         checks += 1
         if found is None:
             if probe:
@@ -321,46 +204,56 @@ def _bisect(
         else:
             # After a feasible midpoint, probe just below what the split attains; after
             # a feasible probe (not optimal yet), go back to halving.
-            split, hi = found, min(attained(found), P)
+            split, hi = found, min(band.period(name, T, found), P)
             probe = not probe
-    ms = attained(split)
-    return Candidate(stages=K, split=split, devices=devices, iteration_ms=ms, exact=True, evaluated=checks)
+    ms = band.period(name, T, split)
+    return Candidate(stages=K, split=split, devices=tuple(layout.flat), iteration_ms=ms, exact=True,
+                     evaluated=checks, layout=layout)
 
 
 def _enumerate(
-    profile: Profile, scenario: Scenario, devices: tuple[str, ...], sched: Schedule,
-    update_gb_s: float, T: _Tables,
+    profile: Profile, scenario: Scenario, layout: Layout, sched: Schedule, update_gb_s: float, T: band.Band,
+    allreduce: str,
 ) -> Candidate | None:
     """gpipe/1f1b: every split through the recursion (exact), or the min-bottleneck heuristic."""
-    n, K = profile.num_units, len(devices)
+    n, K = profile.num_units, layout.stages
     count = math.comb(n - 1, K - 1)
-    if count <= ENUMERATE_LIMIT:
+    if count <= ENUMERATE_LIMIT and T.width == n:
         splits = [list(s) for s in itertools.combinations(range(1, n), K - 1)]
         bounds = [[0, *s, n] for s in splits]
-        fits = np.array([all(T.fits[k][b[k], b[k + 1]] for k in range(K)) for b in bounds])
+        fits = np.array([all(T.fits(k)[b[k], b[k + 1] - b[k] - 1] for k in range(K)) for b in bounds])
         if not fits.any():
             return None
         kept = [s for s, ok in zip(splits, fits, strict=True) if ok]
-        costs = max_plus.costs_for_splits(profile, kept, scenario, devices, sched.micro_batches, update_gb_s)
+        costs = max_plus.costs_for_splits(profile, kept, scenario, layout.flat if layout.world_size == K else None,
+                                          sched.micro_batches, update_gb_s, **_replica_kwargs(layout, allreduce))
         per = max_plus.periods(sched, costs)
         i = int(np.argmin(per))
-        return Candidate(stages=K, split=kept[i], devices=devices, iteration_ms=float(per[i]), exact=True, evaluated=len(kept))
+        return Candidate(stages=K, split=kept[i], devices=tuple(layout.flat), iteration_ms=float(per[i]), exact=True,
+                         evaluated=len(kept), layout=layout)
     # Heuristic: minimise the busiest stage (M·(f+b) + u), then evaluate by the recursion.
-    busiest = minmax_partition([np.where(T.fits[k], T.work[k] + T.upd[k], np.inf) for k in range(K)], n)
+    busiest = band.minmax(T, [np.where(T.fits(k), T.work[k] + T.upd[k], np.inf) for k in range(K)])
     if busiest is None:
         return None
     split = busiest[0]
-    ms = evaluate(profile, split, scenario, sched, devices, update_gb_s=update_gb_s)
-    return Candidate(stages=K, split=split, devices=devices, iteration_ms=ms, exact=False, evaluated=1)
+    ms = evaluate(profile, split, scenario, sched, update_gb_s=update_gb_s, layout=layout, allreduce=allreduce)
+    return Candidate(stages=K, split=split, devices=tuple(layout.flat), iteration_ms=ms, exact=False, evaluated=1,
+                     layout=layout)
+
+
+def _replica_kwargs(layout: Layout, allreduce: str) -> dict[str, Any]:
+    """``costs_for_splits`` keywords for a replicated layout (none for a pure pipeline)."""
+    return {} if layout.world_size == layout.stages else {"layout": layout, "allreduce": allreduce}
 
 
 def search(
     profile: Profile, scenario: Scenario, schedule: Schedule | str, stages: int, *,
     micro_batches: int = 1, memory_limit_bytes: float | None = None,
     devices: Sequence[str] | None = None, update_gb_s: float = max_plus.UPDATE_GB_S,
-    optimizer_buffers: int = SGD_MOMENTUM_BUFFERS,
+    optimizer_buffers: int = SGD_MOMENTUM_BUFFERS, layout: Layout | None = None, allreduce: str = DEFAULT_ALLREDUCE,
 ) -> SearchResult:
-    """Best split for exactly ``stages`` stages, over device orders, under memory limits.
+    """Best split for exactly ``stages`` stages, over device orders (or on ``layout``'s replicas),
+    under memory limits.
 
     ``schedule``: a :class:`Schedule` of ``stages`` stages, or a name (built once here with
     enough iterations for the steady state).
@@ -371,40 +264,56 @@ def search(
     if not isinstance(schedule, str):
         micro_batches = schedule.micro_batches
     sched = resolve(schedule, stages, max_plus.default_iterations(stages), micro_batches)
-    if devices is not None:
-        mappings, complete = [tuple(devices)], True
-        max_plus.check_mapping(scenario, stages, devices)
+    if layout is not None:
+        if layout.stages != stages:
+            raise UserError(f"the layout has {layout.stages} stages, not {stages}")
+        layouts, complete = [layout], True
+    elif devices is not None:
+        layouts, complete = [Layout.pipeline(max_plus.check_mapping(scenario, stages, devices))], True
     else:
-        mappings, complete = device_mappings(scenario, stages)
+        orders, complete = device_mappings(scenario, stages)
+        layouts = [Layout.pipeline(o) for o in orders]
     best: Candidate | None = None
     least: MemoryOverflow | None = None
-    for devs in mappings:
-        T = _tables(profile, scenario, devs, sched, memory_limit_bytes, update_gb_s, optimizer_buffers)
-        if sched.name in CLOSED_FORM and micro_batches == 1:
-            cand = _bisect(profile, scenario, devs, sched, update_gb_s, T)
+    closed = sched.name in CLOSED_FORM and micro_batches == 1
+    for lay in layouts:
+        T, hi = _band_for(profile, scenario, lay, sched, memory_limit_bytes, update_gb_s, optimizer_buffers, allreduce)
+
+        def width_at(P: float, lay: Layout = lay) -> int:
+            return band.width_for(profile, lay, scenario, sched.micro_batches, P)
+
+        if closed:
+            cand = _bisect(sched, lay, T, hi, width_at)
         else:
-            cand = _enumerate(profile, scenario, devs, sched, update_gb_s, T)
+            if math.comb(n - 1, stages - 1) <= ENUMERATE_LIMIT and T.width < n:
+                T = band.tables(profile, scenario, lay, sched, memory_limit_bytes, update_gb_s, optimizer_buffers,
+                                allreduce)
+            cand = _enumerate(profile, scenario, lay, sched, update_gb_s, T, allreduce)
         if cand is not None:
             if best is None or cand.iteration_ms < best.iteration_ms * (1 - 1e-12):
                 best = cand
             continue
-        split, over = _min_overflow(T)
+        if T.width < n:
+            T = band.tables(profile, scenario, lay, sched, memory_limit_bytes, update_gb_s, optimizer_buffers,
+                            allreduce)
+        split, over = band.min_overflow(T)
         bounds = [0, *split, n]
-        per_stage = [float(T.overflow[k][bounds[k], bounds[k + 1]]) for k in range(stages)]
+        per_stage = [float(T.overflow[k][bounds[k], bounds[k + 1] - bounds[k] - 1]) for k in range(stages)]
         worst = int(np.argmax(per_stage))
-        limit = memory_limit_bytes if memory_limit_bytes is not None else scenario.device(devs[worst]).memory_bytes
+        limit = memory_limit_bytes if memory_limit_bytes is not None else min(
+            scenario.device(d).memory_bytes for d in lay.devices[worst])
         mo = MemoryOverflow(
-            stages=stages, split=split, devices=devs, stage=worst, over_bytes=over,
-            need_bytes=over + limit, limit_bytes=limit,
+            stages=stages, split=split, devices=tuple(lay.flat), stage=worst, over_bytes=over,
+            need_bytes=over + limit, limit_bytes=limit, layout=lay,
         )
         if least is None or mo.over_bytes < least.over_bytes:
             least = mo
     notes = []
     if not complete:
-        notes.append(f"tried {len(mappings)} device orders of {stages} (limit {MAPPING_LIMIT}); the mapping search is not exhaustive")
+        notes.append(f"tried {len(layouts)} device orders of {stages} (limit {MAPPING_LIMIT}); the mapping search is not exhaustive")
     return SearchResult(
         best=best, overflow=None if best is not None else least,
-        mappings_tried=len(mappings), mapping_exact=complete, notes=notes,
+        mappings_tried=len(layouts), mapping_exact=complete, notes=notes,
     )
 
 

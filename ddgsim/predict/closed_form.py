@@ -71,14 +71,15 @@ def closed_form_period(schedule: str, c: StageCosts) -> np.ndarray:
     work = c.f + c.b
     if schedule == "ddg-pipelined":
         best = np.zeros(S)
-        comm = c.a + c.g
+        # Window [k, j]: u_k + Σ_{i=k..j} work_i + Σ_{i=k..j-1} comm_i = u_k + W[j+1] − W[k] + C[j] − C[k],
+        # with W, C the prefix sums of work and comm (one vectorised row per k).
+        comm = np.concatenate([c.a + c.g, np.zeros((S, 1))], axis=1)
+        W = np.concatenate([np.zeros((S, 1)), np.cumsum(work, axis=1)], axis=1)
+        C = np.concatenate([np.zeros((S, 1)), np.cumsum(comm, axis=1)], axis=1)
         for k in range(K):
-            total = c.u[:, k].copy()
-            for j in range(k, K):
-                total = total + work[:, j]
-                best = np.maximum(best, total / (j - k + 1))
-                if j < K - 1:
-                    total = total + comm[:, j]
+            j = np.arange(k, K)
+            total = c.u[:, k, None] + W[:, j + 1] - W[:, k, None] + C[:, j] - C[:, k, None]
+            best = np.maximum(best, (total / (j - k + 1)).max(axis=1))
     elif schedule == "ddg":
         best = np.max(work + c.u, axis=1)
         if K > 1:

@@ -61,18 +61,28 @@ def in_flight_and_versions(actions: Sequence[Action], micro_batches: int) -> tup
     """
     version = 0
     live: dict[tuple[int, int], int] = {}
+    pinned: dict[int, int] = {}  # weight version -> live micro-batches that pin it
     max_live = 0
     max_stash = 0
+
+    def stashed() -> int:
+        return len(pinned) - (1 if version in pinned else 0)
+
     for a in actions:
         if a.kind == "F":
             live[(a.batch, a.micro)] = version
+            pinned[version] = pinned.get(version, 0) + 1
             max_live = max(max_live, len(live))
-            max_stash = max(max_stash, len(set(live.values()) - {version}))
+            max_stash = max(max_stash, stashed())
         elif a.kind == "B":
-            live.pop((a.batch, a.micro), None)
+            v = live.pop((a.batch, a.micro), None)
+            if v is not None:
+                pinned[v] -= 1
+                if not pinned[v]:
+                    del pinned[v]
         elif a.kind == "U":
             version += 1
-            max_stash = max(max_stash, len(set(live.values()) - {version}))
+            max_stash = max(max_stash, stashed())
     return max_live / micro_batches, max_stash
 
 
