@@ -3,6 +3,11 @@
     python -m ddgsim plan resnet110 --gpus 4
     python -m ddgsim plan resnet110 --gpus 4 --scenario pcie-4gpu --memory-limit 2 --out plan.json
     python -m ddgsim plan --profile prof.json --gpus 8 --schedule all --json
+    python -m ddgsim plan resnet1202 --gpus 64 --batch-size 32 --scenario cluster-8x8
+
+The search covers K stages × D replicas per stage (data parallel inside a stage, the DDG
+pipeline across stages) for every K·D ≤ N; ``--replicas 1`` plans pure pipelines and
+shows every K, ``--replicas D`` fixes D.
 
 Without ``--scenario`` the planner assumes ``ideal-N``: N copies of the device the
 profile was measured on, joined by free links (no latency, infinite bandwidth).
@@ -38,6 +43,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--profile", metavar="FILE", help="a ddgsim-profile/1 JSON file instead of a model name")
     p.add_argument("--gpus", type=int, required=True, metavar="N", help="devices available (plans K = 1..N stages)")
     p.add_argument("--stages", type=int, metavar="K", help="plan exactly K stages instead of every K in 1..N")
+    p.add_argument("--replicas", default="auto", metavar="D|auto",
+                   help="replicas per stage: auto searches every D with K·D <= N; 1 = pure pipelines, "
+                        "one table per K (default auto)")
+    p.add_argument("--allreduce", default="ring", metavar="ALG",
+                   help="how replicas sum their gradients in the prediction: ring or tree (default ring)")
     p.add_argument("--scenario", metavar="NAME|FILE", help="hardware scenario (default ideal-N)")
     p.add_argument("--schedule", default=DEFAULT_SCHEDULE, metavar="NAME",
                    help=f"{', '.join(SCHEDULES)} or all (default {DEFAULT_SCHEDULE})")
@@ -69,6 +79,12 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         raise UserError(f"unknown objective '{args.objective}' (choose from {choices(OBJECTIVES)})")
     if args.micro_batches is not None and args.micro_batches < 1:
         raise UserError(f"--micro-batches must be >= 1, got {args.micro_batches}")
+    if args.replicas != "auto" and not (args.replicas.isdigit() and 1 <= int(args.replicas) <= args.gpus):
+        raise UserError(f"--replicas must be auto or a number in 1..{args.gpus} (--gpus), got {args.replicas!r}")
+    if args.allreduce not in ("ring", "tree"):
+        raise UserError(f"unknown --allreduce '{args.allreduce}' (choose from 'ring', 'tree')")
+    if args.stages is not None and args.replicas not in ("auto", "1") and args.stages * int(args.replicas) > args.gpus:
+        raise UserError(f"--stages {args.stages} × --replicas {args.replicas} needs more than the {args.gpus} devices of --gpus")
     if args.schedule == "all":
         return list(SCHEDULES)
     if args.schedule not in SCHEDULES:
@@ -118,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     limit = args.memory_limit * GIB if args.memory_limit is not None else None
 
     per_schedule: dict[str, list[Any]] = {}
+    layouts: dict[str, Any] = {}
     for sched in schedules:
         micro = args.micro_batches or (4 if sched in ("gpipe", "1f1b") else 1)
         if micro > 1 and sched not in ("gpipe", "1f1b"):
@@ -125,8 +142,24 @@ def run(args: argparse.Namespace) -> int:
                 micro = 1
             else:
                 raise UserError(f"schedule '{sched}' takes no micro-batches (got {micro}); only gpipe, 1f1b do")
-        per_schedule[sched] = [plan_for_k(profile, scenario, sched, k, micro_batches=micro,
-                                          memory_limit_bytes=limit) for k in ks]
+        if args.replicas == "1":
+            per_schedule[sched] = [plan_for_k(profile, scenario, sched, k, micro_batches=micro,
+                                              memory_limit_bytes=limit) for k in ks]
+            continue
+        from ddgsim.plan.layouts import search_layouts
+
+        found = search_layouts(profile, scenario, sched, args.gpus, micro_batches=micro, memory_limit_bytes=limit,
+                               replicas=None if args.replicas == "auto" else [int(args.replicas)],
+                               stages=ks if args.stages is not None else None, allreduce=args.allreduce)
+        layouts[sched] = found
+        top_choice = found.best
+        if top_choice is None or top_choice.best is None:
+            per_schedule[sched] = [plan_for_k(profile, scenario, sched, k, micro_batches=micro,
+                                              memory_limit_bytes=limit) for k in ks[:1]]
+            continue
+        per_schedule[sched] = [plan_for_k(profile, scenario, sched, top_choice.stages, micro_batches=micro,
+                                          memory_limit_bytes=limit, layout=top_choice.best.layout,
+                                          allreduce=args.allreduce)]
     best = {s: choose(rs) for s, rs in per_schedule.items()}
 
     def best_ms(s: str) -> float:
@@ -148,8 +181,10 @@ def run(args: argparse.Namespace) -> int:
 
     note_provenance(profile, profile_ref.get("path") or profile.model, scenario,  # once the input is known good
                     (args.micro_batches or 4) if {"gpipe", "1f1b"} & set(schedules) else 1)
-    plan = to_plan(chosen, profile, profile_ref, args.scenario or scenario.name, micro,
-                   extra={"objective": args.objective, "scenario_assumed": assumed})
+    extra: dict[str, Any] = {"objective": args.objective, "scenario_assumed": assumed}
+    if primary in layouts:
+        extra["layouts"] = _layouts_summary(layouts[primary])
+    plan = to_plan(chosen, profile, profile_ref, args.scenario or scenario.name, micro, extra=extra)
     if args.trace:
         from ddgsim.trace import write_trace
 
@@ -176,5 +211,23 @@ def run(args: argparse.Namespace) -> int:
     from ddgsim.commands.plan_render import render
 
     render(profile=profile, profile_note=profile_note, scenario=scenario, assumed=assumed,
-           per_schedule=per_schedule, primary=primary, chosen=chosen, out=args.out, trace=args.trace)
+           per_schedule=per_schedule, primary=primary, chosen=chosen, out=args.out, trace=args.trace,
+           layouts=layouts.get(primary))
     return 0
+
+
+def _layouts_summary(found: Any) -> dict[str, Any]:
+    """What the layout search found, for the plan file's ``extra``."""
+
+    def one(r: Any) -> dict[str, Any] | None:
+        if r is None or r.best is None:
+            return None
+        return {"stages": r.stages, "replicas": r.replicas, "mapping": r.mapping, "split": r.best.split,
+                "iteration_ms": r.iteration_ms, "exact": r.best.exact}
+
+    return {
+        "candidates": found.candidates, "searched": found.searched, "wall_s": found.wall_s,
+        "best": one(found.best), "pipeline": one(found.pipeline), "data_parallel": one(found.data_parallel),
+        "per_replicas": {str(d): one(r) for d, r in found.per_replicas.items()},
+        "any_layout_bound_ms": found.any_layout_bound_ms, "gap_bound": found.gap,
+    }

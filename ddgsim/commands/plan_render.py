@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ddgsim.commands._table import SECTION, Column, console, print_tables
 from ddgsim.plan.build import KResult, Option, choose
 from ddgsim.plan.split import stage_ranges
@@ -55,10 +57,57 @@ def _k_rows(profile: Profile, r: KResult, chosen: bool) -> list[list[str] | None
     return rows
 
 
+def _replicas(opt: Option | None) -> int:
+    return 1 if opt is None or opt.layout is None else max(opt.layout.replicas)
+
+
 def _k_title(r: KResult, chosen: bool) -> str:
     mark = "  [bold green]★ chosen[/]" if chosen else ""
     exact = "" if r.exact else "  [yellow](heuristic search)[/]"
-    return f"K = {r.stages}{mark}{exact}"
+    D = _replicas(r.planned)
+    return f"K = {r.stages}{f' × D = {D}' if D > 1 else ''}{mark}{exact}"
+
+
+def _devices(opt: Option, k: int) -> str:
+    if opt.layout is None:
+        return opt.devices[k]
+    devs = opt.layout.devices[k]
+    return devs[0] if len(devs) == 1 else f"{devs[0]}…{devs[-1]} ({len(devs)})"
+
+
+LAYOUT_COLUMNS = [Column("D"), Column("K"), Column("devices"), Column("mapping", "left"), Column("iter ms"),
+                  Column("samples/s"), Column("vs best"), Column("search", part=1)]
+
+
+def _layout_rows(found: Any, batch: int) -> list[list[str] | None]:
+    best = found.best.iteration_ms if found.best is not None else None
+    rows: list[list[str] | None] = []
+    for D, r in found.per_replicas.items():
+        star = " ★" if found.best is not None and r is found.best else ""
+        rows.append([f"{D}{star}", str(r.stages), str(r.stages * D), r.mapping, f"{r.iteration_ms:.1f}",
+                     f"{batch * 1e3 / r.iteration_ms:.1f}",
+                     "" if best is None else f"{100 * (r.iteration_ms / best - 1):+.1f}%",
+                     "exact" if r.best is not None and r.best.exact else "heuristic"])
+    return rows
+
+
+def render_layouts(con: Any, found: Any, batch: int) -> None:
+    """The layout search: the best K of each D, the baselines, the bound for any layout."""
+    print_tables(con, f"best K for each replica count D (K × D ≤ devices; {found.searched} of {found.candidates} "
+                 f"(K, D) searched, the rest bounded out; {found.wall_s:.2f} s)", LAYOUT_COLUMNS,
+                 _layout_rows(found, batch))
+    b = found.best
+    if b is None:
+        return
+    for label, r in (("pure pipeline", found.pipeline), ("pure data parallel", found.data_parallel)):
+        if r is None or r is b:
+            continue
+        con.print(f"  best {label}: K = {r.stages} × D = {r.replicas}, {r.iteration_ms:.1f} ms/iteration; "
+                  f"the chosen layout is {100 * (1 - b.iteration_ms / r.iteration_ms):.1f}% faster (predicted)")
+    con.print(f"  no layout of any K, per-stage D_k, split or mapping beats {found.any_layout_bound_ms:.1f} ms "
+              f"(perfect balance, free communication): the chosen one is within {100 * found.gap:.1f}% of it")
+    for note in found.notes:
+        con.print(f"  [yellow]note[/]: {note}")
 
 
 def _stage_rows(profile: Profile, opt: Option) -> list[list[str] | None]:
@@ -68,7 +117,7 @@ def _stage_rows(profile: Profile, opt: Option) -> list[list[str] | None]:
     for k, (a, b) in enumerate(stage_ranges(opt.split, profile.num_units)):
         m = s.memory[k]
         layers = profile.units[a].name if b - a == 1 else f"{profile.units[a].name}…{profile.units[b - 1].name}"
-        rows.append([str(k), opt.devices[k], f"[{a},{b})", layers,
+        rows.append([str(k), _devices(opt, k), f"[{a},{b})", layers,
                      f"{s.busy_ms[k]:.1f}", f"{max(0.0, s.bubble_fraction[k]):.0%}", str(s.staleness[k]),
                      f"{limits[k]:.3f}", f"{m.total / GIB:.3f}", f"{(m.params + m.grads + m.optimizer) / GIB:.3f}",
                      f"{m.activations / GIB:.3f}", f"{m.stashed_weights / GIB:.3f}"])
@@ -78,7 +127,7 @@ def _stage_rows(profile: Profile, opt: Option) -> list[list[str] | None]:
 def render(
     *, profile: Profile, profile_note: str, scenario: Scenario, assumed: bool,
     per_schedule: dict[str, list[KResult]], primary: str, chosen: KResult,
-    out: str | None, trace: str | None,
+    out: str | None, trace: str | None, layouts: Any = None,
 ) -> None:
     con = console()
     con.print(f"[bold]ddgsim plan[/]: {profile.model}, batch {profile.batch_size}, "
@@ -105,6 +154,8 @@ def render(
         print_tables(con, "best split of each schedule", cols, rows)
     con.print(f"schedule [bold]{primary}[/]; baselines: even = the authors' split (equal units per stage), "
               "params = equal parameters per stage; gap = their predicted slowdown vs the planned split")
+    if layouts is not None:
+        render_layouts(con, layouts, profile.batch_size)
     for r in per_schedule[primary]:
         print_tables(con, _k_title(r, r is chosen), K_COLUMNS, _k_rows(profile, r, r is chosen))
         for note in r.notes:
@@ -113,9 +164,11 @@ def render(
     opt = chosen.planned
     print_tables(con, "chosen plan, per stage", STAGE_COLUMNS, _stage_rows(profile, opt))
     drift = round(100 * (opt.sim.iteration_ms / opt.analytic_ms - 1), 3) + 0.0 if opt.analytic_ms else 0.0  # no -0.000
+    D = _replicas(opt)
+    where = ", ".join(opt.devices) if D == 1 else f"{len(opt.devices)} devices ({opt.devices[0]}…{opt.devices[-1]})"
     con.print(
-        f"[bold green]chosen[/]: K = {chosen.stages}, split {','.join(map(str, opt.split)) or '(one stage)'} on "
-        f"{', '.join(opt.devices)}: {opt.iteration_ms:.1f} ms/iteration, {opt.sim.samples_per_s:.1f} samples/s, "
+        f"[bold green]chosen[/]: K = {chosen.stages}{f' × D = {D}' if D > 1 else ''}, split "
+        f"{','.join(map(str, opt.split)) or '(one stage)'} on {where}: {opt.iteration_ms:.1f} ms/iteration, {opt.sim.samples_per_s:.1f} samples/s, "
         f"{opt.sim.speedup_vs_1_device:.2f}x vs 1 device (SimPy {opt.sim.iteration_ms:.3f} ms vs search "
         f"{opt.analytic_ms:.3f} ms, {drift:+.3f}%)"
     )

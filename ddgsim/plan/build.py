@@ -13,6 +13,7 @@ from ddgsim.predict.event_sim import SimResult, simulate
 from ddgsim.predict.max_plus import default_iterations
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
+from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout
 from ddgsim.schedule import Schedule, make_schedule
 
 
@@ -30,6 +31,8 @@ class Option:
     sim: SimResult
     """The SimPy model's run of the same split."""
     fits: bool
+    layout: Layout | None = None
+    """Replicated stages: the devices of every replica (``devices`` is its flat list)."""
 
     @property
     def iteration_ms(self) -> float:
@@ -47,45 +50,54 @@ class KResult:
     overflow: planner.MemoryOverflow | None
     exact: bool
     notes: list[str] = field(default_factory=list)
+    allreduce: str = DEFAULT_ALLREDUCE
 
 
 def _option(
     label: str, profile: Profile, scenario: Scenario, schedule: Schedule, split: Sequence[int],
-    devices: Sequence[str], memory_limit_bytes: float | None, analytic_ms: float | None = None,
+    layout: Layout, memory_limit_bytes: float | None, analytic_ms: float | None = None,
+    allreduce: str = DEFAULT_ALLREDUCE,
 ) -> Option:
     """Simulate one split; it fits if every stage is within its device's memory (or the limit)."""
-    sim = simulate(profile, list(split), scenario, schedule, devices=list(devices))
-    ms = analytic_ms if analytic_ms is not None else planner.evaluate(profile, split, scenario, schedule, devices)
+    replicated = layout.world_size > layout.stages
+    if replicated:
+        sim = simulate(profile, list(split), scenario, schedule, layout=layout, allreduce=allreduce)
+    else:
+        sim = simulate(profile, list(split), scenario, schedule, devices=layout.flat)
+    ms = analytic_ms if analytic_ms is not None else planner.evaluate(
+        profile, split, scenario, schedule, layout=layout, allreduce=allreduce)
     fits = (all(sim.memory_fits) if memory_limit_bytes is None
             else all(m.total <= memory_limit_bytes for m in sim.memory))
-    return Option(label=label, schedule=schedule.name, split=list(split), devices=tuple(devices),
-                  analytic_ms=ms, sim=sim, fits=fits)
+    return Option(label=label, schedule=schedule.name, split=list(split), devices=tuple(layout.flat),
+                  analytic_ms=ms, sim=sim, fits=fits, layout=layout if replicated else None)
 
 
 def plan_for_k(
     profile: Profile, scenario: Scenario, schedule: str, stages: int, *,
     micro_batches: int = 1, memory_limit_bytes: float | None = None,
+    layout: Layout | None = None, allreduce: str = DEFAULT_ALLREDUCE,
 ) -> KResult:
-    """Search the best split for ``stages`` stages and price the two usual baselines."""
+    """Search the best split for ``stages`` stages (on ``layout``'s replicas when given) and price
+    the two usual baselines on the same devices."""
     sched = make_schedule(schedule, stages, default_iterations(stages), micro_batches)  # the one build
-    res = planner.search(profile, scenario, sched, stages, memory_limit_bytes=memory_limit_bytes)
+    res = planner.search(profile, scenario, sched, stages, memory_limit_bytes=memory_limit_bytes,
+                         layout=layout, allreduce=allreduce)
     planned = None
-    devices: tuple[str, ...]
+    found = res.best if res.best is not None else res.overflow
+    assert found is not None
+    lay = found.layout if found.layout is not None else Layout.pipeline(found.devices)
     if res.best is not None:
-        devices = res.best.devices
-        planned = _option("planned", profile, scenario, sched, res.best.split, devices,
-                          memory_limit_bytes, res.best.iteration_ms)
-    else:
-        assert res.overflow is not None
-        devices = res.overflow.devices
+        planned = _option("planned", profile, scenario, sched, res.best.split, lay,
+                          memory_limit_bytes, res.best.iteration_ms, allreduce)
     baselines = []
     n = profile.num_units
     for label, split in (("even", even_split(n, stages)),
                          ("parameters", parameter_balanced_split(profile, stages))):
-        baselines.append(_option(label, profile, scenario, sched, split, devices, memory_limit_bytes))
+        baselines.append(_option(label, profile, scenario, sched, split, lay, memory_limit_bytes,
+                                 allreduce=allreduce))
     exact = res.best.exact if res.best is not None else True
     return KResult(stages=stages, schedule=schedule, planned=planned, baselines=baselines,
-                   overflow=res.overflow, exact=exact and res.mapping_exact, notes=res.notes)
+                   overflow=res.overflow, exact=exact and res.mapping_exact, notes=res.notes, allreduce=allreduce)
 
 
 def choose(results: Sequence[KResult]) -> KResult | None:
@@ -102,7 +114,7 @@ def choose(results: Sequence[KResult]) -> KResult | None:
 def plan_from_prediction(
     profile: Profile, profile_ref: dict[str, Any], scenario_ref: str, schedule: str, split: Sequence[int],
     sim: SimResult, *, micro_batches: int = 1, analytic_ms: float | None = None,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, layout: Layout | None = None, allreduce: str = DEFAULT_ALLREDUCE,
 ) -> Plan:
     """The ``ddgsim-plan/1`` object of one split whose run the simulator predicted (the one builder:
     ``plan`` and ``validate`` both write their plans with it)."""
@@ -122,7 +134,7 @@ def plan_from_prediction(
         model=profile.model, split=split, num_units=profile.num_units, schedule=schedule,
         batch_size=profile.batch_size, micro_batches=micro_batches, devices=sim.devices,
         unit_names=[u.name for u in profile.units], scenario=scenario_ref, profile=profile_ref,
-        predicted=predicted, extra=dict(extra or {}),
+        predicted=predicted, extra=dict(extra or {}), layout=layout, allreduce=allreduce,
     )
 
 
@@ -141,4 +153,5 @@ def to_plan(
     return plan_from_prediction(
         profile, profile_ref, scenario_ref, r.schedule, opt.split, opt.sim, micro_batches=micro_batches,
         analytic_ms=opt.analytic_ms, extra={"baselines": baselines, "search_exact": r.exact, **(extra or {})},
+        layout=opt.layout, allreduce=r.allreduce,
     )
