@@ -163,5 +163,5 @@ def test_bundled_scenarios_are_exact_with_default_mapping() -> None:
     prof = make_profile([1.0] * 8, [1.0] * 8)
     for name in bundled_names():
         scenario = load_scenario(name)
-        for K in range(1, len(scenario.devices) + 1):
+        for K in range(1, min(len(scenario.devices), 8) + 1):
             assert not costs_for_splits(prof, [list(range(1, K))], scenario).shared_links(), (name, K)

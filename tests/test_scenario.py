@@ -10,13 +10,13 @@ import pytest
 from ddgsim.errors import UserError
 from ddgsim.predict.scenario import Device, Link, Scenario, bundled_names, load_scenario
 
-BUNDLED = ["cpu-2core", "hetero-4gpu", "nvlink-8gpu", "pcie-4gpu", "two-node-8gpu"]
+BUNDLED = ["cpu-2core", "dgx-2x8", "hetero-4gpu", "nvlink-8gpu", "pcie-4gpu", "two-node-8gpu"]
 
 
 def test_bundled_scenarios_load() -> None:
     assert bundled_names() == BUNDLED
     sizes = {name: len(load_scenario(name).devices) for name in BUNDLED}
-    assert sizes == {"cpu-2core": 2, "hetero-4gpu": 4, "nvlink-8gpu": 8, "pcie-4gpu": 4, "two-node-8gpu": 8}
+    assert sizes == {"cpu-2core": 2, "dgx-2x8": 16, "hetero-4gpu": 4, "nvlink-8gpu": 8, "pcie-4gpu": 4, "two-node-8gpu": 8}
     hetero = load_scenario("hetero-4gpu")
     assert [d.speed for d in hetero.devices] == [1.0, 1.0, 0.6, 0.6]
     assert [d.memory_gib for d in hetero.devices] == [32, 32, 16, 16]
@@ -45,8 +45,13 @@ def test_ideal() -> None:
     assert all(d.speed == 1.0 and math.isinf(d.memory_gib) for d in s.devices)
     assert s.transfer_ms("dev0", "dev2", 10**12) == 0.0
     assert s.graph.number_of_edges() == 6
-    with pytest.raises(UserError, match="between 1 and 64"):
+    with pytest.raises(UserError, match="between 1 and 4096"):
         load_scenario("ideal-0")
+    big = load_scenario("ideal-1024")  # beyond 64 devices: routes by rule, no explicit mesh
+    assert len(big.devices) == 1024 and big.route("dev3", "dev1000") == [("dev3", "dev1000")]
+    assert big.transfer_ms("dev3", "dev1000", 10**12) == 0.0 and big.route("dev5", "dev5") == []
+    with pytest.raises(UserError, match=r"unknown device 'dev1024'"):
+        big.route("dev0", "dev1024")
 
 
 def test_route_prefers_latency_then_hops() -> None:
@@ -120,7 +125,71 @@ def test_malformed_file(tmp_path: Path, edit: tuple[str, str], message: str) -> 
 
 
 def test_unknown_scenario_lists_names() -> None:
-    with pytest.raises(UserError, match="unknown scenario 'nope' \\(bundled: cpu-2core, hetero-4gpu, nvlink-8gpu, pcie-4gpu, two-node-8gpu, ideal-N"):
+    with pytest.raises(UserError, match="unknown scenario 'nope' \\(bundled: cpu-2core, dgx-2x8, hetero-4gpu, nvlink-8gpu, pcie-4gpu, two-node-8gpu, ideal-N"):
         load_scenario("nope")
     with pytest.raises(UserError, match="cannot read scenario"):
         load_scenario("/nonexistent/x.toml")
+
+
+def test_cluster_routes_by_rule() -> None:
+    s = load_scenario("cluster-8x8")
+    assert len(s.devices) == 64 and s.devices[0].name == "n0.g0" and s.devices[-1].name == "n7.g7"
+    assert s.device("n3.g5").memory_gib == 80 and s.device("n3.g5").speed == 1.0
+    # inside a node: the direct link, 300 GB/s and 2 us
+    assert s.route("n3.g5", "n3.g1") == [("n3.g5", "n3.g1")]
+    assert s.transfer_ms("n3.g5", "n3.g1", 300e6) == pytest.approx(1.002)
+    # between nodes: one hop on the sending node's NIC, 25 GB/s and 5 us, whatever the ends
+    assert s.route("n3.g5", "n7.g2") == s.route("n3.g0", "n1.g0") == [("n3.nic", "fabric")]
+    assert s.transfer_ms("n3.g5", "n7.g2", 25e6) == pytest.approx(1.005)
+    assert s.route("n7.g2", "n3.g5") == [("n7.nic", "fabric")]
+    assert "300 GB/s" in s.description and "25 GB/s" in s.description
+    with pytest.raises(UserError, match=r"unknown device 'n8\.g0'"):
+        s.route("n0.g0", "n8.g0")
+
+
+def test_large_cluster_loads_fast() -> None:
+    import time
+
+    t0 = time.perf_counter()
+    s = load_scenario("cluster-128x8")
+    assert len(s.devices) == 1024 and s.route("n127.g7", "n0.g0") == [("n127.nic", "fabric")]
+    assert time.perf_counter() - t0 < 5  # a generous bound: an all-pairs search takes minutes
+    with pytest.raises(UserError, match="N·G must be between 1 and 4096"):
+        load_scenario("cluster-1000x8")
+
+
+CLUSTER = """
+name = "mine"
+[cluster]
+nodes = 2
+devices_per_node = 3
+memory_gib = 40
+intra_bandwidth_gb_s = 100
+intra_latency_us = 1
+inter_bandwidth_gb_s = 10
+inter_latency_us = 4
+"""
+
+
+def test_cluster_file(tmp_path: Path) -> None:
+    s = load_scenario(write(tmp_path, CLUSTER))
+    assert [d.name for d in s.devices] == ["n0.g0", "n0.g1", "n0.g2", "n1.g0", "n1.g1", "n1.g2"]
+    assert s.device("n1.g2").memory_gib == 40
+    assert s.transfer_ms("n0.g0", "n1.g1", 10e6) == pytest.approx(1.004)
+    assert s.transfer_ms("n0.g0", "n0.g2", 10e6) == pytest.approx(0.101)
+    bundled = load_scenario("dgx-2x8")
+    assert bundled.transfer_ms("n0.g0", "n1.g0", 25e6) == pytest.approx(1.005)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("nodes = 2", "nodes = 0"), "field 'nodes' of \\[cluster\\] must be an integer >= 1"),
+    (("nodes = 2", "nodes = 2.5"), "field 'nodes' of \\[cluster\\] must be an integer >= 1"),
+    (("nodes = 2\n", ""), "\\[cluster\\]: field 'nodes' is missing"),
+    (("memory_gib = 40", "memory = 40"), "\\[cluster\\]: unknown field 'memory'"),
+    (("inter_bandwidth_gb_s = 10", "inter_bandwidth_gb_s = 0"), "field 'inter_bandwidth_gb_s' of \\[cluster\\] must be a number > 0"),
+    (("intra_latency_us = 1", "intra_latency_us = -1"), "field 'intra_latency_us' of \\[cluster\\] must be a number >= 0"),
+    (("[cluster]", "[[devices]]\nname = \"x\"\n[cluster]"), "lists no \\[\\[devices\\]\\] or \\[\\[links\\]\\]"),
+])
+def test_malformed_cluster(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    with pytest.raises(UserError, match=f"malformed scenario .*s.toml: .*{message}"):
+        load_scenario(write(tmp_path, CLUSTER.replace(*edit, 1)))

@@ -4,7 +4,8 @@ the three timing models: closed forms, the max-plus recursion, the SimPy discret
 The steady state of every schedule here is a max-plus linear system, so its period
 is the largest mean weight of a cycle of its dependency graph (durations on the
 nodes, transfers on the edges). With f_k, b_k, u_k the forward, backward and update
-time of stage k on its device, and a_k, g_k the activation and gradient transfer
+time of stage k on its device (u_k includes the stage's all-reduce among its replicas,
+``Costs.allreduce_ms``; f_k, b_k are one replica's shard), and a_k, g_k the activation and gradient transfer
 time across boundary k (stage k → k+1, summed over the route's hops):
 
 * ``ddg-pipelined`` — a cycle leaves stage k with a forward, goes down to stage j,
@@ -59,7 +60,7 @@ def stage_costs(costs: max_plus.Costs) -> StageCosts:
     S = costs.forward_ms.shape[0]
     hop = np.concatenate([costs.act_hop_ms.reshape(S, -1), costs.grad_hop_ms.reshape(S, -1)], axis=1)
     return StageCosts(
-        f=costs.forward_ms, b=costs.backward_ms, u=costs.update_ms,
+        f=costs.forward_ms, b=costs.backward_ms, u=costs.u_ms,
         a=costs.act_hop_ms.sum(axis=2), g=costs.grad_hop_ms.sum(axis=2),
         hop_max=hop.max(axis=1) if hop.size else np.zeros(S),
     )

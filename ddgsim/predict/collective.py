@@ -94,6 +94,14 @@ def tree_ms(scenario: Scenario, devices: Sequence[str], nbytes: float | np.ndarr
     return best
 
 
+def tree_chunks(scenario: Scenario, devices: Sequence[str], nbytes: float) -> int:
+    """The chunk count ``tree_ms`` picks for ``nbytes`` (the smallest among equally fast ones)."""
+    if len(devices) < 2:
+        return 1
+    times = [float(tree_ms(scenario, devices, nbytes, chunks=c)) for c in range(1, MAX_CHUNKS + 1)]
+    return 1 + int(np.argmin(times))
+
+
 def allreduce_ms(scenario: Scenario, devices: Sequence[str], nbytes: float | np.ndarray,
                  algorithm: str = "ring") -> np.ndarray:
     """All-reduce time of ``nbytes`` among ``devices`` by ``algorithm`` (``ring`` or ``tree``)."""

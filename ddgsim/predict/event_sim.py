@@ -8,6 +8,16 @@ holding each link direction while on it. Durations and message sizes are those o
 exactly whenever each link direction carries one flow. The run is deterministic:
 SimPy orders simultaneous events by insertion, and nothing here is random.
 
+Replicas (``layout``, :mod:`ddgsim.replicas`): every replica of every stage is its own
+process on its own device; every piece of a re-sharded (micro-)batch is its own message
+over its route. Before each ``U`` the replicas of a stage run the all-reduce as the chunk
+transfers of the algorithm (:mod:`ddgsim.predict.collective`) on the same link FIFOs as
+the pipeline messages — ring: 2(D−1) steps, each replica sending one n/D chunk to its
+successor once its previous step's chunk has arrived; tree: the pipelined binary tree,
+reduce to replica 0 then broadcast, in the chunk count ``tree_ms`` picks — then the
+optimizer step. The all-reduce is not overlapped with compute: the replica computes
+nothing meanwhile (its row shows a ``cat="allreduce"`` interval), other stages go on.
+
 Steady state: run N iterations (default 4K+8); for each stage take the mean spacing
 of its batches' first-forward start times over the second half of the run; report the
 largest (see :mod:`ddgsim.predict.max_plus` for why the slowest stage).
@@ -25,6 +35,7 @@ import simpy
 
 from ddgsim.errors import UserError
 from ddgsim.plan.split import check_split, stage_ranges
+from ddgsim.predict.collective import ring_edges, tree_chunks
 from ddgsim.predict.max_plus import (
     UPDATE_GB_S,
     Costs,
@@ -36,8 +47,9 @@ from ddgsim.predict.max_plus import (
     steady_period,
 )
 from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, StageMemory, stage_memory
-from ddgsim.predict.scenario import Scenario
+from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
+from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, Piece
 from ddgsim.schedule import Action, Message, Schedule, resolve, staleness_of
 from ddgsim.trace import TraceEvent
 
@@ -87,7 +99,7 @@ class SimResult:
     speedup_vs_bp: float
     """bp_iteration_ms / iteration_ms."""
     busy_ms: tuple[float, ...]
-    """Compute per iteration on each stage (F + B + U)."""
+    """Per iteration on each stage: compute (F + B + U) and the stage's all-reduce."""
     idle_ms: tuple[float, ...]
     """iteration_ms − busy_ms per stage."""
     bubble_fraction: tuple[float, ...]
@@ -106,6 +118,16 @@ class SimResult:
     """SimPy events processed."""
     wall_s: float
     """Wall time of the SimPy run."""
+    replicas: tuple[int, ...] = ()
+    """D_k, the replicas of every stage (all 1 without a layout)."""
+    layout: tuple[tuple[str, ...], ...] = ()
+    """Device of every replica of every stage (``devices`` is replica 0's)."""
+    allreduce: str = DEFAULT_ALLREDUCE
+    """All-reduce algorithm among a stage's replicas."""
+    allreduce_ms: tuple[float, ...] = ()
+    """Per stage: the all-reduce before every ``U`` (closed form; 0 with one replica)."""
+    notes: tuple[str, ...] = ()
+    """Where a cost is an estimate (e.g. shard costs scaled from the batch), one line each."""
     timeline: list[TraceEvent] = field(repr=False, default_factory=list)
     """Every compute action and every hop of every message, in ms."""
 
@@ -129,13 +151,24 @@ class SimResult:
             "memory_fits": list(self.memory_fits),
             "links": [dict(link.__dict__) for link in self.links],
             "analytic_exact": self.analytic_exact, "events": self.events,
+            "replicas": list(self.replicas), "layout": [list(row) for row in self.layout],
+            "allreduce": self.allreduce, "allreduce_ms": list(self.allreduce_ms), "notes": list(self.notes),
         }
 
 
-def run_schedule(schedule: Schedule, costs: Costs) -> tuple[list[TraceEvent], list[list[Action]], int]:
-    """Run the action lists in SimPy; return (timeline, executed order per stage, events)."""
+def run_schedule(schedule: Schedule, costs: Costs,
+                 scenario: Scenario | None = None) -> tuple[list[TraceEvent], list[list[Action]], int]:
+    """Run the action lists in SimPy; return (timeline, executed order per stage, events).
+
+    With replicas (``costs.layout``) every replica runs (``scenario`` is then needed for the
+    pieces' routes and the all-reduce); the executed order is replica 0's.
+    """
     if costs.forward_ms.shape[0] != 1:
         raise ValueError("run_schedule() takes the costs of one split")
+    if max(costs.replicas) > 1:
+        if scenario is None:
+            raise ValueError("run_schedule() needs the scenario to run replicas")
+        return _run_replicated(schedule, costs, scenario)
     K = schedule.stages
     env = simpy.Environment()
     device = [simpy.Resource(env, capacity=1) for _ in range(K)]
@@ -199,6 +232,153 @@ def run_schedule(schedule: Schedule, costs: Costs) -> tuple[list[TraceEvent], li
             break
         events += 1
     stuck = [k for k, p in enumerate(procs) if p.is_alive]
+    if stuck:
+        raise ValueError(f"schedule '{schedule.name}' deadlocked on stage(s) {stuck}; validate() it")
+    return timeline, executed, events
+
+
+def _run_replicated(schedule: Schedule, costs: Costs,
+                    scenario: Scenario) -> tuple[list[TraceEvent], list[list[Action]], int]:
+    K = schedule.stages
+    assert costs.layout is not None and costs.micro_bytes is not None and costs.allreduce_ms is not None
+    rows = costs.layout.devices
+    D = costs.replicas
+    env = simpy.Environment()
+    links: dict[Hop, simpy.Resource] = {}
+    arrived: dict[object, simpy.Event] = {}
+    timeline: list[TraceEvent] = []
+    executed: list[list[Action]] = [[] for _ in range(K)]
+    record = timeline.append
+
+    def route_ms(src: str, dst: str, nbytes: float) -> list[tuple[Hop, float]]:
+        return [(h, scenario.link(h).hop_ms(nbytes)) for h in scenario.route(src, dst)]
+
+    # Per boundary: pieces, and per piece the act route (k -> k+1) and the grad route back.
+    bpieces: list[list[Piece]] = []
+    act: list[list[list[tuple[Hop, float]]]] = []
+    grad: list[list[list[tuple[Hop, float]]]] = []
+    for k in range(K - 1):
+        span = D[k] * D[k + 1]
+        ps = costs.boundary_pieces(k)
+        whole = float(costs.micro_bytes[0, k])
+        bpieces.append(ps)
+        act.append([route_ms(rows[k][p.src], rows[k + 1][p.dst], whole * (p.hi - p.lo) / span) for p in ps])
+        grad.append([route_ms(rows[k + 1][p.dst], rows[k][p.src], whole * (p.hi - p.lo) / span) for p in ps])
+    # Pieces a replica receives / sends, per boundary: (index, piece).
+    act_in = [[[i for i, p in enumerate(bpieces[k - 1]) if p.dst == r] if k > 0 else [] for r in range(D[k])]
+              for k in range(K)]
+    act_out = [[[i for i, p in enumerate(bpieces[k]) if p.src == r] if k < K - 1 else [] for r in range(D[k])]
+               for k in range(K)]
+
+    def event(key: object) -> simpy.Event:
+        ev = arrived.get(key)
+        if ev is None:
+            ev = arrived[key] = env.event()
+        return ev
+
+    def link(hop: Hop) -> simpy.Resource:
+        res = links.get(hop)
+        if res is None:
+            res = links[hop] = simpy.Resource(env, capacity=1)
+        return res
+
+    def transfer(hops: list[tuple[Hop, float]], done: simpy.Event, name: str) -> Generator[simpy.Event, Any, None]:
+        for hop, ms in hops:
+            with link(hop).request() as req:
+                yield req
+                start = env.now
+                yield env.timeout(ms)
+                record(TraceEvent(row=f"{hop[0]}->{hop[1]}", name=name, start_ms=start, end_ms=env.now, cat="link"))
+        done.succeed()
+
+    assert costs.allreduce_bytes is not None
+    ar_bytes = [float(x) for x in costs.allreduce_bytes[0]]  # the stage's parameter bytes
+    chunks = [tree_chunks(scenario, rows[k], ar_bytes[k]) if costs.allreduce == "tree" and D[k] > 1 else 1
+              for k in range(K)]
+
+    def ring(k: int, r: int, t: int) -> Generator[simpy.Event, Any, None]:
+        n = D[k]
+        nxt = (r + 1) % n
+        hops = route_ms(rows[k][r], rows[k][nxt], ar_bytes[k] / n)
+        for step in range(2 * (n - 1)):
+            if step:
+                yield event(("ring", k, t, r, step - 1))
+            yield from transfer(hops, event(("ring", k, t, nxt, step)), f"ar {k}U{t} step {step}")
+        yield event(("ring", k, t, r, 2 * (n - 1) - 1))
+
+    def tree(k: int, r: int, t: int) -> Generator[simpy.Event, Any, None]:
+        n, c = D[k], chunks[k]
+        kids = [x for x in (2 * r + 1, 2 * r + 2) if x < n]
+        size = ar_bytes[k] / c
+        for j in range(c):  # reduce: chunk j goes up once every child's chunk j has arrived
+            for x in kids:
+                yield event(("up", k, t, x, j))
+            if r:
+                yield from transfer(route_ms(rows[k][r], rows[k][(r - 1) // 2], size),
+                                    event(("up", k, t, r, j)), f"ar {k}U{t} reduce {j}")
+        senders = [env.process(down(k, r, x, t, c, size)) for x in kids]
+        if r:
+            yield event(("down", k, t, r, c - 1))
+        if senders:
+            yield simpy.AllOf(env, senders)
+
+    def down(k: int, r: int, x: int, t: int, c: int, size: float) -> Generator[simpy.Event, Any, None]:
+        hops = route_ms(rows[k][r], rows[k][x], size)
+        for j in range(c):  # broadcast: forward chunk j to child x once it is here
+            if r:
+                yield event(("down", k, t, r, j))
+            yield from transfer(hops, event(("down", k, t, x, j)), f"ar {k}U{t} broadcast {j}")
+
+    def stage(k: int, r: int) -> Generator[simpy.Event, Any, None]:
+        dev = rows[k][r]
+        scale = scenario.device(rows[k][0]).speed / scenario.device(dev).speed
+        dur = {"F": float(costs.forward_ms[0, k]) * scale, "B": float(costs.backward_ms[0, k]) * scale,
+               "U": float(costs.update_ms[0, k]) * scale}
+        for a in schedule.actions[k]:
+            start = env.now
+            waits = []
+            for msg in schedule.needs(a):
+                if msg.kind == "act":
+                    waits += [event((msg, i)) for i in act_in[k][r]]
+                else:
+                    waits += [event((msg, i)) for i in act_out[k][r]]
+            if len(waits) == 1:
+                yield waits[0]
+            elif waits:
+                yield simpy.AllOf(env, waits)
+            if a.kind == "W":
+                if r == 0:
+                    executed[k].append(a)
+                record(TraceEvent(row=dev, name=repr(a), start_ms=start, end_ms=env.now, cat="W"))
+                continue
+            if a.kind == "U" and D[k] > 1:
+                start = env.now
+                yield from (ring(k, r, a.batch) if costs.allreduce == "ring" else tree(k, r, a.batch))
+                record(TraceEvent(row=dev, name=f"allreduce {a!r}", start_ms=start, end_ms=env.now, cat="allreduce"))
+            start = env.now
+            yield env.timeout(dur[a.kind])
+            if r == 0:
+                executed[k].append(a)
+            record(TraceEvent(row=dev, name=repr(a), start_ms=start, end_ms=env.now, cat=a.kind))
+            sent = schedule.sends(a)
+            if sent is not None:
+                b = sent.boundary
+                if sent.kind == "act":
+                    for i in act_out[k][r]:
+                        env.process(transfer(act[b][i], event((sent, i)), f"act {a!r}"))
+                else:
+                    for i in act_in[k][r]:
+                        env.process(transfer(grad[b][i], event((sent, i)), f"grad {a!r}"))
+
+    procs = [env.process(stage(k, r)) for k in range(K) for r in range(D[k])]
+    events = 0
+    while True:
+        try:
+            env.step()
+        except simpy.core.EmptySchedule:
+            break
+        events += 1
+    stuck = sorted({k for k in range(K) for r in range(D[k]) if procs[sum(D[:k]) + r].is_alive})
     if stuck:
         raise ValueError(f"schedule '{schedule.name}' deadlocked on stage(s) {stuck}; validate() it")
     return timeline, executed, events
@@ -277,6 +457,39 @@ def link_stats(costs: Costs) -> tuple[LinkStats, ...]:
     return tuple(LinkStats(src=s, dst=d, bytes_per_iteration=v[0], busy_ms=v[1]) for (s, d), v in sorted(load.items()))
 
 
+def replicated_link_stats(costs: Costs, scenario: Scenario) -> tuple[LinkStats, ...]:
+    """:func:`link_stats` with replicas: every piece (M per iteration each way) and every all-reduce chunk."""
+    assert costs.layout is not None and costs.micro_bytes is not None and costs.allreduce_bytes is not None
+    M, D, rows = costs.micro_batches, costs.replicas, costs.layout.devices
+    load: dict[tuple[str, str], list[float]] = {}
+
+    def add(src: str, dst: str, nbytes: float, times: int) -> None:
+        for hop in scenario.route(src, dst):
+            acc = load.setdefault(hop, [0.0, 0.0])
+            acc[0] += times * nbytes
+            acc[1] += times * scenario.link(hop).hop_ms(nbytes)
+
+    for k in range(costs.stages - 1):
+        span = D[k] * D[k + 1]
+        for p in costs.boundary_pieces(k):
+            nbytes = float(costs.micro_bytes[0, k]) * (p.hi - p.lo) / span
+            add(rows[k][p.src], rows[k + 1][p.dst], nbytes, M)
+            add(rows[k + 1][p.dst], rows[k][p.src], nbytes, M)
+    for k, row in enumerate(rows):
+        n, nbytes = len(row), float(costs.allreduce_bytes[0, k])
+        if n < 2:
+            continue
+        if costs.allreduce == "ring":
+            for a, b in ring_edges(row):
+                add(a, b, nbytes / n, 2 * (n - 1))
+        else:
+            c = tree_chunks(scenario, row, nbytes)
+            for i in range(1, n):
+                add(row[i], row[(i - 1) // 2], nbytes / c, c)
+                add(row[(i - 1) // 2], row[i], nbytes / c, c)
+    return tuple(LinkStats(src=s, dst=d, bytes_per_iteration=v[0], busy_ms=v[1]) for (s, d), v in sorted(load.items()))
+
+
 def simulate(
     profile: Profile,
     split: Sequence[int],
@@ -288,11 +501,14 @@ def simulate(
     devices: Sequence[str] | None = None,
     optimizer_buffers: int = SGD_MOMENTUM_BUFFERS,
     update_gb_s: float = UPDATE_GB_S,
+    layout: Layout | None = None,
+    allreduce: str = DEFAULT_ALLREDUCE,
 ) -> SimResult:
     """Simulate ``schedule`` for ``split`` on ``scenario`` and collect the predictions.
 
     ``schedule`` is a :class:`Schedule` (its iterations and micro-batches are used) or a
-    name, built here with ``iterations`` (default 4K+8) and ``micro_batches``.
+    name, built here with ``iterations`` (default 4K+8) and ``micro_batches``. ``layout``
+    (exclusive with ``devices``) runs D_k replicas of stage k, with ``allreduce`` among them.
     """
     split = check_split(split, profile.num_units)
     K = len(split) + 1
@@ -302,24 +518,31 @@ def simulate(
     if n < min_iterations(K):
         raise UserError(f"iterations must be >= {min_iterations(K)} for K = {K} stages (2K+2), got {n}")
     sched = resolve(schedule, K, n, micro_batches)
-    costs = costs_for_splits(profile, [split], scenario, devices, micro_batches, update_gb_s)
+
+    def cost(sc: Scenario, m: int) -> Costs:
+        return costs_for_splits(profile, [split], sc, devices, m, update_gb_s, layout=layout, allreduce=allreduce)
+
+    costs = cost(scenario, micro_batches)
+    assert costs.layout is not None
+    lay = costs.layout
+    every = lay.flat
     t0 = time.perf_counter()
-    timeline, executed, events = run_schedule(sched, costs)
+    timeline, executed, events = run_schedule(sched, costs, scenario)
     slowed = scenario
     for _ in range(CONTENTION_PASSES):
-        factors = contention_factors(timeline, costs.devices, scenario)
+        factors = contention_factors(timeline, every, scenario)
         if factors is None:
             break
         # Run again with each device slowed by the share of its compute that overlapped
         # another device of its host's in the previous pass (a fixed-point iteration).
         slowed = replace(scenario, devices=tuple(
             replace(d, speed=d.speed / factors.get(d.name, 1.0)) for d in scenario.devices))
-        costs = costs_for_splits(profile, [split], slowed, devices, micro_batches, update_gb_s)
-        timeline, executed, events = run_schedule(sched, costs)
+        costs = cost(slowed, micro_batches)
+        timeline, executed, events = run_schedule(sched, costs, slowed)
     wall = time.perf_counter() - t0
-    starts = np.array([first_forward_starts(timeline, dev, n) for dev in costs.devices])
+    starts = np.array([first_forward_starts(timeline, dev, n) for dev in every])
     period = float(steady_period(starts))
-    bp_costs = costs if micro_batches == 1 else costs_for_splits(profile, [split], slowed, devices, 1, update_gb_s)
+    bp_costs = costs if micro_batches == 1 else cost(slowed, 1)
     bp_ms = float(periods("bp", bp_costs, n)[0])
     fastest = max(d.speed for d in scenario.devices)
     single = single_device_ms(profile, fastest, update_gb_s)
@@ -328,8 +551,12 @@ def simulate(
     for k in range(K):
         seen = staleness_of(executed[k])
         stale.append(seen[max(seen)] if seen else 0)
-    mem = stage_memory(profile, stage_ranges(split, profile.num_units), sched, optimizer_buffers)
-    fits = tuple(m.total <= scenario.device(d).memory_bytes for m, d in zip(mem, costs.devices, strict=True))
+    D = costs.replicas
+    mem = stage_memory(profile, stage_ranges(split, profile.num_units), sched, optimizer_buffers, replicas=D)
+    fits = tuple(all(m.total <= scenario.device(d).memory_bytes for d in row)
+                 for m, row in zip(mem, lay.devices, strict=True))
+    replicated = max(D) > 1
+    assert costs.allreduce_ms is not None
     return SimResult(
         schedule=sched.name, scenario=scenario.name, devices=costs.devices, split=tuple(split),
         micro_batches=micro_batches, iterations=n, batch_size=profile.batch_size,
@@ -338,6 +565,9 @@ def simulate(
         bp_iteration_ms=bp_ms, speedup_vs_bp=bp_ms / period if period > 0 else float("inf"),
         busy_ms=tuple(busy), idle_ms=tuple(period - x for x in busy),
         bubble_fraction=tuple((period - x) / period if period > 0 else 0.0 for x in busy),
-        links=link_stats(costs), staleness=tuple(stale), memory=tuple(mem), memory_fits=fits,
-        analytic_exact=not costs.shared_links(), events=events, wall_s=wall, timeline=timeline,
+        links=replicated_link_stats(costs, scenario) if replicated else link_stats(costs),
+        staleness=tuple(stale), memory=tuple(mem), memory_fits=fits,
+        analytic_exact=not costs.shared_links(scenario), events=events, wall_s=wall,
+        replicas=D, layout=lay.devices, allreduce=allreduce,
+        allreduce_ms=tuple(float(x) for x in costs.allreduce_ms[0]), notes=costs.notes, timeline=timeline,
     )

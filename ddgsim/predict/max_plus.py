@@ -8,6 +8,13 @@ Semantics (identical to :mod:`ddgsim.predict.event_sim`, which checks them event
   otherwise forward_ms(stage)/(s·M) and backward_ms(stage)/(s·M) — linear scaling,
   which flatters ``gpipe``/``1f1b`` where small batches run less efficiently.
   ``U`` = ``update_ms`` once per iteration, ``W`` = 0.
+* Replicas (``layout``, :mod:`ddgsim.replicas`): F and B are one replica's shard of a
+  micro-batch, B/(M·D_k) samples (measured for M·D_k micro-batches when the profile has
+  them, else 1/(M·D_k) of the batch — ``Costs.notes`` says so); ``U`` lasts the stage's
+  all-reduce (``Costs.allreduce_ms``, :mod:`ddgsim.predict.collective`, not overlapped
+  with compute) plus ``update_ms``; a boundary's message is its slowest piece (one
+  representative replica per stage: its route's hops each take every piece of the
+  boundary that crosses them; the SimPy model runs every replica and piece).
 * ``U`` cost: the profile's measured ``update_ms`` per unit (the profiler times the
   executor's SGD step right after a backward and shares it out by parameter tensors),
   divided by the device speed. Profiles without it fall back to a bandwidth model:
@@ -48,8 +55,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddgsim.errors import UserError, choices
-from ddgsim.predict.scenario import Scenario
+from ddgsim.predict.collective import allreduce_ms, ring_edges, tree_levels
+from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
+from ddgsim.replicas import ALLREDUCE, Layout, Piece, pieces
 from ddgsim.schedule import Message, Schedule, execution_order, resolve
 
 UPDATE_GB_S = 10.0
@@ -92,38 +101,96 @@ class Costs:
     """(S, K-1, H): time on hop h of the activation message (0 past the route's end)."""
     grad_hop_ms: np.ndarray
     """(S, K-1, H): time on hop h of the gradient message."""
+    allreduce_ms: np.ndarray | None = None
+    """(S, K): the all-reduce of the stage's weight gradients among its replicas before every ``U``
+    (zeros with one replica per stage); ``None`` is taken as zeros."""
+    layout: Layout | None = None
+    """The devices of every replica of every stage (``None``: one replica per stage, on ``devices``)."""
+    micro_bytes: np.ndarray | None = None
+    """(S, K-1): bytes of a whole micro-batch across boundary k (all its pieces); ``None``: ``message_bytes``."""
+    allreduce: str = "ring"
+    """All-reduce algorithm of ``allreduce_ms``."""
+    allreduce_bytes: np.ndarray | None = None
+    """(S, K): bytes each stage's all-reduce sums (its parameter bytes; ``None``: zeros)."""
+    notes: tuple[str, ...] = ()
+    """One line each: where a cost is an estimate (shard costs scaled from the batch, ...)."""
+
+    def __post_init__(self) -> None:
+        if self.allreduce_ms is None:
+            object.__setattr__(self, "allreduce_ms", np.zeros_like(self.update_ms))
+        if self.layout is None:
+            object.__setattr__(self, "layout", Layout.pipeline(self.devices))
+        if self.micro_bytes is None:
+            object.__setattr__(self, "micro_bytes", self.message_bytes)
+        if self.allreduce_bytes is None:
+            object.__setattr__(self, "allreduce_bytes", np.zeros_like(self.update_ms))
 
     @property
     def stages(self) -> int:
         return int(self.forward_ms.shape[1])
 
+    @property
+    def replicas(self) -> tuple[int, ...]:
+        """D_k of every stage."""
+        assert self.layout is not None
+        return self.layout.replicas
+
+    @property
+    def u_ms(self) -> np.ndarray:
+        """(S, K): what one ``U`` lasts on the stage: its all-reduce, then the optimizer step."""
+        assert self.allreduce_ms is not None
+        return np.asarray(self.update_ms + self.allreduce_ms)
+
     def row(self, i: int) -> Costs:
         """The costs of candidate ``i`` alone (S = 1)."""
         sl = slice(i, i + 1)
+        assert self.allreduce_ms is not None and self.micro_bytes is not None and self.allreduce_bytes is not None
         return Costs(
             devices=self.devices, micro_batches=self.micro_batches,
             forward_ms=self.forward_ms[sl], backward_ms=self.backward_ms[sl],
             update_ms=self.update_ms[sl], message_bytes=self.message_bytes[sl],
             act_hops=self.act_hops, grad_hops=self.grad_hops,
             act_hop_ms=self.act_hop_ms[sl], grad_hop_ms=self.grad_hop_ms[sl],
+            allreduce_ms=self.allreduce_ms[sl], layout=self.layout, micro_bytes=self.micro_bytes[sl],
+            allreduce=self.allreduce, notes=self.notes, allreduce_bytes=self.allreduce_bytes[sl],
         )
 
-    def shared_links(self) -> list[tuple[str, str]]:
-        """Link directions that carry more than one flow (boundary × direction).
+    def boundary_pieces(self, k: int) -> list[Piece]:
+        """The pieces of a micro-batch crossing boundary k → k+1 (one piece without replicas)."""
+        D = self.replicas
+        return pieces(D[k] * D[k + 1], D[k], D[k + 1])
+
+    def shared_links(self, scenario: Scenario | None = None) -> list[tuple[str, str]]:
+        """Link directions that carry more than one flow (boundary × direction × piece, or all-reduce).
 
         Where this is empty the recursion is exactly the simulator; otherwise the two
-        may serve messages on those links in a different order.
+        may serve messages on those links in a different order. With replicas, pass the
+        ``scenario`` so every piece's route and every all-reduce's links are counted.
         """
         users: dict[tuple[str, str], int] = {}
-        for route in self.act_hops + self.grad_hops:
-            for hop in route:
+        if scenario is None or max(self.replicas) == 1:
+            for route in self.act_hops + self.grad_hops:
+                for hop in route:
+                    users[hop] = users.get(hop, 0) + 1
+            return sorted(h for h, n in users.items() if n > 1)
+        assert self.layout is not None
+        rows = self.layout.devices
+        for k in range(self.stages - 1):
+            for p in self.boundary_pieces(k):
+                a, b = rows[k][p.src], rows[k + 1][p.dst]
+                for hop in scenario.route(a, b) + scenario.route(b, a):
+                    users[hop] = users.get(hop, 0) + 1
+        for row in rows:
+            edges = (ring_edges(row) if self.allreduce == "ring" else
+                     [e for level in tree_levels(row) for x, y in level for e in ((x, y), (y, x))])
+            for hop in {h for a, b in edges for h in scenario.route(a, b)}:
                 users[hop] = users.get(hop, 0) + 1
         return sorted(h for h, n in users.items() if n > 1)
 
     def busy_ms(self) -> np.ndarray:
-        """(S, K): compute per iteration on each stage."""
+        """(S, K): what occupies each stage's device per iteration: compute, and its all-reduce."""
         M = self.micro_batches
-        return np.asarray(M * (self.forward_ms + self.backward_ms) + self.update_ms)
+        return np.asarray(M * (self.forward_ms + self.backward_ms) + self.u_ms)
 
 
 def check_mapping(scenario: Scenario, stages: int, devices: Sequence[str] | None) -> tuple[str, ...]:
@@ -147,6 +214,26 @@ def check_mapping(scenario: Scenario, stages: int, devices: Sequence[str] | None
     return devices
 
 
+def check_layout(scenario: Scenario, stages: int, layout: Layout) -> None:
+    """``UserError`` unless ``layout`` has ``stages`` rows of devices of ``scenario``."""
+    if layout.stages != stages:
+        raise UserError(f"the layout has {layout.stages} stage(s) for {stages} stages")
+    for d in layout.flat:
+        scenario.device(d)
+
+
+def shard_note(profile: Profile, micro_batches: int, replicas: Sequence[int]) -> str | None:
+    """One line when a shard's costs are scaled from the batch (no measured ``micro_costs(M·D_k)``)."""
+    missing = sorted({micro_batches * d for d in replicas
+                      if micro_batches * d > 1 and profile.micro_costs(micro_batches * d) is None})
+    if not missing:
+        return None
+    counts = ",".join(map(str, missing))
+    return (f"note: the profile has no measured costs for {counts} micro-batches; a shard of 1/(M·D) of the "
+            f"batch costs 1/(M·D) of it here (measure them: ddgsim profile {profile.model} --batch-size "
+            f"{profile.batch_size} --micro-batches {counts})")
+
+
 def costs_for_splits(
     profile: Profile,
     splits: Sequence[Sequence[int]] | np.ndarray,
@@ -154,8 +241,26 @@ def costs_for_splits(
     devices: Sequence[str] | None = None,
     micro_batches: int = 1,
     update_gb_s: float = UPDATE_GB_S,
+    *,
+    layout: Layout | None = None,
+    allreduce: str = "ring",
 ) -> Costs:
-    """Per-stage durations for S splits at once (prefix sums; the splits are not checked)."""
+    """Per-stage durations for S splits at once (prefix sums; the splits are not checked).
+
+    With a ``layout`` (D_k replicas of stage k, ``devices`` must then be ``None``): F and B
+    are one replica's shard of a micro-batch, B/(M·D_k) samples (``profile.micro_costs(M·D_k)``
+    when measured, else 1/(M·D_k) of the batch — said in ``notes``); ``allreduce_ms`` is the
+    all-reduce of the stage's parameter bytes among its replicas (:mod:`ddgsim.predict.collective`);
+    the message across a boundary is the slowest of its pieces (bytes × piece/micro-batch on
+    the route between the two replicas' devices).
+    """
+    if layout is not None and max(layout.replicas) == 1 and devices is None:
+        devices, layout = list(layout.flat), None
+    if layout is not None:
+        return _costs_with_layout(profile, splits, scenario, micro_batches, update_gb_s, layout, allreduce,
+                                  devices)
+    if allreduce not in ALLREDUCE:
+        raise UserError(f"unknown all-reduce algorithm '{allreduce}' (known: {choices(ALLREDUCE)})")
     cuts = np.asarray(splits, dtype=np.int64)
     if cuts.ndim != 2:
         cuts = cuts.reshape(len(cuts), -1)
@@ -192,10 +297,101 @@ def costs_for_splits(
                 out[:, k, h] = link.latency_us * 1e-3 + msg[:, k] / (link.bandwidth_gb_s * 1e6)
         return out
 
+    note = shard_note(profile, M, [1] * K)
     return Costs(
         devices=devs, micro_batches=M, forward_ms=fwd, backward_ms=bwd, update_ms=upd,
         message_bytes=msg, act_hops=act_hops, grad_hops=grad_hops,
-        act_hop_ms=hop_ms(act_hops), grad_hop_ms=hop_ms(grad_hops),
+        act_hop_ms=hop_ms(act_hops), grad_hop_ms=hop_ms(grad_hops), allreduce=allreduce,
+        notes=(note,) if note else (),
+    )
+
+
+def _costs_with_layout(
+    profile: Profile, splits: Sequence[Sequence[int]] | np.ndarray, scenario: Scenario, M: int,
+    update_gb_s: float, layout: Layout, allreduce: str, devices: Sequence[str] | None,
+) -> Costs:
+    if devices is not None:
+        raise UserError("give either a device mapping or a layout, not both")
+    if allreduce not in ALLREDUCE:
+        raise UserError(f"unknown all-reduce algorithm '{allreduce}' (known: {choices(ALLREDUCE)})")
+    cuts = np.asarray(splits, dtype=np.int64)
+    if cuts.ndim != 2:
+        cuts = cuts.reshape(len(cuts), -1)
+    S, K = cuts.shape[0], cuts.shape[1] + 1
+    check_layout(scenario, K, layout)
+    D = layout.replicas
+    rows = layout.devices
+    devs = tuple(row[0] for row in rows)
+    n = profile.num_units
+    bounds = np.concatenate([np.zeros((S, 1), np.int64), cuts, np.full((S, 1), n, np.int64)], axis=1)
+
+    def stage_sum(values: Sequence[float], k: int) -> np.ndarray:
+        cs = np.concatenate([[0.0], np.cumsum(values)])
+        return np.asarray(cs[bounds[:, k + 1]] - cs[bounds[:, k]])
+
+    fwd, bwd = np.zeros((S, K)), np.zeros((S, K))
+    for k in range(K):
+        c = M * D[k]  # one shard of one micro-batch: B/(M·D_k) samples
+        speed = scenario.device(devs[k]).speed
+        micro = profile.micro_costs(c) if c > 1 else None
+        if micro is not None:
+            fwd[:, k] = stage_sum([f for f, _ in micro], k) / speed
+            bwd[:, k] = stage_sum([b for _, b in micro], k) / speed
+        else:
+            fwd[:, k] = stage_sum([u.forward_ms for u in profile.units], k) / (speed * c)
+            bwd[:, k] = stage_sum([u.backward_ms for u in profile.units], k) / (speed * c)
+    unit_upd = unit_update_ms(profile, update_gb_s)
+    params = [float(u.param_bytes) for u in profile.units]
+    upd, ar, ar_bytes = np.zeros((S, K)), np.zeros((S, K)), np.zeros((S, K))
+    for k in range(K):
+        upd[:, k] = stage_sum(unit_upd, k) / scenario.device(devs[k]).speed
+        if D[k] > 1:
+            ar_bytes[:, k] = stage_sum(params, k)
+            ar[:, k] = allreduce_ms(scenario, rows[k], ar_bytes[:, k], allreduce)
+    out_bytes = np.array([u.output_bytes for u in profile.units], dtype=np.float64)
+    whole = out_bytes[cuts - 1] / M if K > 1 else np.zeros((S, 0))
+    # One representative message per boundary and direction: the slowest piece over its route,
+    # where a hop that several pieces of the boundary cross takes all of them (they queue there).
+    act_routes: list[tuple[Hop, ...]] = []
+    grad_routes: list[tuple[Hop, ...]] = []
+    act_load: list[dict[Hop, np.ndarray]] = []
+    grad_load: list[dict[Hop, np.ndarray]] = []
+    for k in range(K - 1):
+        span = D[k] * D[k + 1]
+        for out_routes, out_load, forward in ((act_routes, act_load, True), (grad_routes, grad_load, False)):
+            routes: list[tuple[Hop, ...]] = []
+            load: dict[Hop, np.ndarray] = {}
+            for p in pieces(span, D[k], D[k + 1]):
+                a, b = rows[k][p.src], rows[k + 1][p.dst]
+                route = tuple(scenario.route(a, b) if forward else scenario.route(b, a))
+                nbytes = whole[:, k] * ((p.hi - p.lo) / span)
+                for h in route:
+                    link = scenario.link(h)
+                    load[h] = load.get(h, 0.0) + link.latency_us * 1e-3 + nbytes / (link.bandwidth_gb_s * 1e6)
+                routes.append(route)
+            totals = [float(sum((np.sum(load[h]) for h in r), 0.0)) for r in routes]
+            out_routes.append(routes[int(np.argmax(totals))])
+            out_load.append(load)
+    act_hops, grad_hops = tuple(act_routes), tuple(grad_routes)
+    H = max([len(r) for r in act_hops + grad_hops] + [1])
+
+    def hop_ms(routes: tuple[tuple[Hop, ...], ...], load: list[dict[Hop, np.ndarray]]) -> np.ndarray:
+        out = np.zeros((S, K - 1, H))
+        for k, route in enumerate(routes):
+            for h, hop in enumerate(route):
+                out[:, k, h] = load[k][hop]
+        return out
+
+    # Bytes of one piece (the largest) per boundary; links are loaded by all pieces.
+    msg = np.stack([whole[:, k] * max((p.hi - p.lo) for p in pieces(D[k] * D[k + 1], D[k], D[k + 1]))
+                    / (D[k] * D[k + 1]) for k in range(K - 1)], axis=1) if K > 1 else np.zeros((S, 0))
+    note = shard_note(profile, M, D)
+    return Costs(
+        devices=devs, micro_batches=M, forward_ms=fwd, backward_ms=bwd, update_ms=upd,
+        message_bytes=msg, act_hops=act_hops, grad_hops=grad_hops,
+        act_hop_ms=hop_ms(act_hops, act_load), grad_hop_ms=hop_ms(grad_hops, grad_load),
+        allreduce_ms=ar, layout=layout, micro_bytes=whole, allreduce=allreduce, allreduce_bytes=ar_bytes,
+        notes=(note,) if note else (),
     )
 
 
@@ -262,7 +458,7 @@ def _recursion(program: Sequence[_Op], costs: Costs, lo: int, hi: int) -> np.nda
     H = costs.act_hop_ms.shape[2]
     # Contiguous (stage, S) rows: strided column views make every numpy call slower.
     table = np.ascontiguousarray(np.stack(
-        [costs.forward_ms[lo:hi], costs.backward_ms[lo:hi], costs.update_ms[lo:hi], np.zeros((S, K))]
+        [costs.forward_ms[lo:hi], costs.backward_ms[lo:hi], costs.u_ms[lo:hi], np.zeros((S, K))]
     ).transpose(2, 0, 1))
     hops = (None, np.ascontiguousarray(costs.act_hop_ms[lo:hi].transpose(1, 2, 0)),
             np.ascontiguousarray(costs.grad_hop_ms[lo:hi].transpose(1, 2, 0)))
@@ -362,4 +558,4 @@ def bp_period_closed_form(costs: Costs) -> np.ndarray:
     comm = costs.act_hop_ms.sum(axis=2) + costs.grad_hop_ms.sum(axis=2)
     comm = np.concatenate([comm, np.zeros((comm.shape[0], 1))], axis=1)
     tail = np.cumsum((work + comm)[:, ::-1], axis=1)[:, ::-1]
-    return np.asarray(np.max(tail + costs.update_ms, axis=1))
+    return np.asarray(np.max(tail + costs.u_ms, axis=1))

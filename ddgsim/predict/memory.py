@@ -13,6 +13,10 @@ Per stage k, with units ``[start, end)``:
 * send/receive buffers: one buffer per direction per boundary, of the boundary's
   ``output_bytes`` (/M): input activation + its gradient for k > 0, output
   activation + its gradient for k < K-1.
+
+With D_k replicas of stage k (:mod:`ddgsim.replicas`) the figures are per replica: its
+activations and message buffers are those of its shard, 1/D_k of each (micro-)batch;
+parameters, gradients, optimizer state and stashed weight versions are whole copies.
 """
 
 from __future__ import annotations
@@ -91,10 +95,12 @@ def stage_memory(
     ranges: Sequence[tuple[int, int]],
     schedule: Schedule,
     optimizer_buffers: int = SGD_MOMENTUM_BUFFERS,
+    replicas: Sequence[int] | None = None,
 ) -> list[StageMemory]:
-    """Peak-memory breakdown for each stage ``[start, end)`` of ``ranges``."""
+    """Peak-memory breakdown for each stage ``[start, end)`` of ``ranges`` (per replica with ``replicas``)."""
     M = schedule.micro_batches
     K = len(ranges)
+    D = list(replicas) if replicas is not None else [1] * K
     out = []
     for k, (start, end) in enumerate(ranges):
         units = profile.units[start:end]
@@ -108,9 +114,9 @@ def stage_memory(
                 params=params,
                 grads=params,
                 optimizer=optimizer_buffers * params,
-                activations=round(flight * act),
+                activations=round(flight * act / D[k]),
                 stashed_weights=versions * params,
-                buffers=round(2 * (in_bytes + out_bytes) / M),
+                buffers=round(2 * (in_bytes + out_bytes) / (M * D[k])),
                 in_flight=flight,
                 stashed_versions=versions,
             )

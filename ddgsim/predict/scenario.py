@@ -12,6 +12,34 @@ Semantics (shared by the simulator, the max-plus model and the planner):
   then hop 2, ...; ``transfer_ms`` is the sum over hops.
 * Routes are shortest paths by total latency, ties broken by fewer hops, then by the
   order devices are listed (deterministic). They are computed once, for all pairs.
+
+**Clusters** (``[cluster]`` in TOML, or the built-in names ``cluster-<N>x<G>``) are written
+compactly and routed by rule, on demand (no all-pairs search: ``cluster-128x8``, 1024
+devices, loads in milliseconds)::
+
+    name = "dgx-4x8"
+    [cluster]
+    nodes = 4                      # N nodes ...
+    devices_per_node = 8           # ... of G devices each, named n0.g0 … n3.g7
+    speed = 1.0                    # every device (relative to the profiled one)
+    memory_gib = 80
+    intra_bandwidth_gb_s = 300     # direct link between any two devices of a node, per direction
+    intra_latency_us = 2
+    inter_bandwidth_gb_s = 25      # each node's network card (NIC), per direction
+    inter_latency_us = 5
+
+* Inside a node every pair of devices has its own direct link (NVLink/NVSwitch-class).
+* Between nodes a message leaves through its node's NIC: the route is the single hop
+  ``n<a>.nic -> fabric``, with the inter-node figures, shared by **every** message that
+  leaves node a (whatever its source device and destination node): the NIC is one link
+  direction, where traffic of different stages and all-reduces queues. The fabric (a
+  non-blocking switch) and the receiving NIC are taken to keep up: contention on the
+  receive side is not modelled (a message's hop ends at its arrival).
+* ``cluster-<N>x<G>`` (1 ≤ N·G ≤ 4096): devices of speed 1.0 and 80 GiB, 300 GB/s and
+  2 µs inside a node (NVLink class), 25 GB/s (200 Gb/s) and 5 µs per node NIC.
+
+``ideal-N`` is a full mesh of free links; beyond 64 devices (up to 4096) its routes are by
+rule too (one direct hop between any two devices).
 """
 
 from __future__ import annotations
@@ -30,8 +58,13 @@ import networkx as nx
 from ddgsim.errors import UserError, choices
 
 _IDEAL = re.compile(r"^ideal-(\d+)$")
-IDEAL_MAX_DEVICES = 64
-"""``ideal-N`` accepts 1 ≤ N ≤ this (a full mesh has N·(N−1) edges)."""
+_CLUSTER = re.compile(r"^cluster-(\d+)x(\d+)$")
+IDEAL_MAX_DEVICES = 4096
+"""``ideal-N`` and ``cluster-<N>x<G>`` accept up to this many devices."""
+IDEAL_MESH_DEVICES = 64
+"""``ideal-N`` lists its links explicitly up to this N (as before), routes by rule beyond."""
+FABRIC = "fabric"
+"""Far end of every node's NIC hop in a cluster (``n3.nic -> fabric``)."""
 
 
 def _number(what: str, value: Any, *, minimum: float, strict: bool, allow_inf: bool) -> None:
@@ -107,6 +140,117 @@ class Link:
 Hop = tuple[str, str]
 
 
+class Routing:
+    """Routes and links computed by rule, on demand (for scenarios too large for all-pairs routes)."""
+
+    def route(self, src: str, dst: str) -> list[Hop]:
+        raise NotImplementedError
+
+    def link(self, hop: Hop) -> Link:
+        raise NotImplementedError
+
+
+class FreeMesh(Routing):
+    """Every pair of devices has its own free link (``ideal-N`` beyond 64 devices)."""
+
+    def __init__(self) -> None:
+        self._links: dict[Hop, Link] = {}
+
+    def route(self, src: str, dst: str) -> list[Hop]:
+        return [] if src == dst else [(src, dst)]
+
+    def link(self, hop: Hop) -> Link:
+        link = self._links.get(hop)
+        if link is None:
+            link = self._links[hop] = Link(src=hop[0], dst=hop[1], bandwidth_gb_s=math.inf, latency_us=0.0)
+        return link
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cluster(Routing):
+    """N nodes of G devices: direct links inside a node, one shared NIC per node (module docstring)."""
+
+    nodes: int
+    devices_per_node: int
+    intra_bandwidth_gb_s: float
+    inter_bandwidth_gb_s: float
+    intra_latency_us: float = 0.0
+    inter_latency_us: float = 0.0
+    speed: float = 1.0
+    memory_gib: float = math.inf
+    _node: dict[str, int] = field(init=False, repr=False, compare=False)
+    _links: dict[Hop, Link] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for key in ("nodes", "devices_per_node"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UserError(f"field '{key}' of [cluster] must be an integer >= 1, got {v!r}")
+        if self.nodes * self.devices_per_node > IDEAL_MAX_DEVICES:
+            raise UserError(f"[cluster] has {self.nodes * self.devices_per_node} devices; at most {IDEAL_MAX_DEVICES}")
+        for key in ("intra_bandwidth_gb_s", "inter_bandwidth_gb_s"):
+            _number(f"field '{key}' of [cluster]", getattr(self, key), minimum=0, strict=True, allow_inf=True)
+        for key in ("intra_latency_us", "inter_latency_us"):
+            _number(f"field '{key}' of [cluster]", getattr(self, key), minimum=0, strict=False, allow_inf=False)
+        object.__setattr__(self, "_node", {self.name(a, i): a for a in range(self.nodes)
+                                           for i in range(self.devices_per_node)})
+        object.__setattr__(self, "_links", {})
+
+    @staticmethod
+    def name(node: int, device: int) -> str:
+        return f"n{node}.g{device}"
+
+    @staticmethod
+    def nic(node: int) -> str:
+        return f"n{node}.nic"
+
+    def devices(self) -> tuple[Device, ...]:
+        return tuple(Device(name=self.name(a, i), speed=self.speed, memory_gib=self.memory_gib)
+                     for a in range(self.nodes) for i in range(self.devices_per_node))
+
+    def node(self, device: str) -> int:
+        return self._node[device]
+
+    def route(self, src: str, dst: str) -> list[Hop]:
+        if src == dst:
+            return []
+        a, b = self._node[src], self._node[dst]
+        return [(src, dst)] if a == b else [(self.nic(a), FABRIC)]
+
+    def link(self, hop: Hop) -> Link:
+        link = self._links.get(hop)
+        if link is None:
+            if hop[1] == FABRIC:
+                link = Link(src=hop[0], dst=FABRIC, bandwidth_gb_s=self.inter_bandwidth_gb_s,
+                            latency_us=self.inter_latency_us, bidirectional=False)
+            else:
+                link = Link(src=hop[0], dst=hop[1], bandwidth_gb_s=self.intra_bandwidth_gb_s,
+                            latency_us=self.intra_latency_us, bidirectional=False)
+            self._links[hop] = link
+        return link
+
+    def describe(self) -> str:
+        return (f"{self.nodes} node(s) x {self.devices_per_node} device(s) (speed {self.speed:g}, "
+                f"{self.memory_gib:g} GiB): {self.intra_bandwidth_gb_s:g} GB/s, {self.intra_latency_us:g} us "
+                f"inside a node; {self.inter_bandwidth_gb_s:g} GB/s, {self.inter_latency_us:g} us per node NIC")
+
+
+CLUSTER_DEFAULTS: dict[str, float] = {
+    "speed": 1.0, "memory_gib": 80.0,
+    "intra_bandwidth_gb_s": 300.0, "intra_latency_us": 2.0,     # NVLink/NVSwitch class, per direction
+    "inter_bandwidth_gb_s": 25.0, "inter_latency_us": 5.0,      # 200 Gb/s InfiniBand/RoCE per node
+}
+"""Figures of the built-in ``cluster-<N>x<G>`` scenarios."""
+
+
+def cluster(nodes: int, devices_per_node: int, name: str | None = None, description: str = "",
+            **figures: float) -> Scenario:
+    """A cluster scenario; ``figures`` override :data:`CLUSTER_DEFAULTS`."""
+    rules = Cluster(nodes=nodes, devices_per_node=devices_per_node, **{**CLUSTER_DEFAULTS, **figures})
+    return Scenario(name=name or f"cluster-{nodes}x{devices_per_node}", devices=rules.devices(), rules=rules,
+                    description=description or rules.describe())
+
+
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
     """Devices and links; ``graph`` and the all-pairs routes are derived on construction."""
@@ -122,9 +266,12 @@ class Scenario:
     concurrent_speed: float = 1.0
     """Speed factor of a device while another device of its ``host`` computes too (measured by
     ``ddgsim calibrate``: shared memory bandwidth and caches); 1.0: they do not slow each other."""
+    rules: Routing | None = None
+    """Routes and links by rule (clusters, large ``ideal-N``) instead of ``links``: no all-pairs search."""
     graph: nx.DiGraph = field(init=False, repr=False, compare=False)
-    """One edge per direction, with attributes ``link`` (the :class:`Link`)."""
+    """One edge per direction, with attributes ``link`` (the :class:`Link`); only nodes under ``rules``."""
     _routes: dict[Hop, list[Hop]] = field(init=False, repr=False, compare=False)
+    _by_name: dict[str, Device] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -136,8 +283,15 @@ class Scenario:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise UserError(f"field 'devices': duplicate device name(s) {choices(dup)}")
+        object.__setattr__(self, "_by_name", {d.name: d for d in self.devices})
         g = nx.DiGraph()
         g.add_nodes_from(names)
+        if self.rules is not None:
+            if self.links:
+                raise UserError("a scenario routed by rule (a cluster) lists no [[links]]")
+            object.__setattr__(self, "graph", g)
+            object.__setattr__(self, "_routes", {})
+            return
         for link in self.links:
             for end in (link.src, link.dst):
                 if end not in g:
@@ -160,18 +314,24 @@ class Scenario:
         object.__setattr__(self, "_routes", routes)
 
     def device(self, name: str) -> Device:
-        for d in self.devices:
-            if d.name == name:
-                return d
+        d = self._by_name.get(name)
+        if d is not None:
+            return d
         raise UserError(f"unknown device '{name}' in scenario '{self.name}' (devices: {choices(d.name for d in self.devices)})")
 
     def link(self, hop: Hop) -> Link:
         """The link that carries one direction ``(src, dst)``."""
+        if self.rules is not None:
+            return self.rules.link(hop)
         link: Link = self.graph.edges[hop]["link"]
         return link
 
     def route(self, src: str, dst: str) -> list[Hop]:
         """Hops from ``src`` to ``dst`` (empty when they are the same device)."""
+        if self.rules is not None:
+            self.device(src)
+            self.device(dst)
+            return self.rules.route(src, dst)
         try:
             return list(self._routes[(src, dst)])
         except KeyError:
@@ -206,7 +366,9 @@ def _all_routes(g: nx.DiGraph, names: list[str]) -> dict[Hop, list[Hop]]:
 
 # ---------------------------------------------------------------- loading
 
-_TOP_KEYS = {"name", "description", "devices", "links", "concurrent_speed"}
+_TOP_KEYS = {"name", "description", "devices", "links", "concurrent_speed", "cluster"}
+_CLUSTER_KEYS = {"nodes", "devices_per_node", "speed", "memory_gib", "intra_bandwidth_gb_s", "intra_latency_us",
+                 "inter_bandwidth_gb_s", "inter_latency_us"}
 _DEVICE_KEYS = {"name", "speed", "memory_gib", "host"}
 _LINK_KEYS = {"src", "dst", "bandwidth_gb_s", "latency_us", "bidirectional"}
 
@@ -225,6 +387,9 @@ def ideal(n: int) -> Scenario:
     if not 1 <= n <= IDEAL_MAX_DEVICES:
         raise UserError(f"scenario 'ideal-{n}': N must be between 1 and {IDEAL_MAX_DEVICES}")
     devs = tuple(Device(name=f"dev{i}", speed=1.0, memory_gib=math.inf) for i in range(n))
+    if n > IDEAL_MESH_DEVICES:
+        return Scenario(name=f"ideal-{n}", devices=devs, rules=FreeMesh(),
+                        description="ideal: infinite bandwidth, zero latency, unit speed, unlimited memory")
     links = tuple(
         Link(src=f"dev{i}", dst=f"dev{j}", bandwidth_gb_s=math.inf, latency_us=0.0, bidirectional=True)
         for i in range(n)
@@ -256,6 +421,22 @@ def from_dict(data: dict[str, Any], default_name: str) -> Scenario:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise UserError(f"field 'description' must be a string, got {description!r}")
+    if "cluster" in data:
+        table = data["cluster"]
+        if not isinstance(table, dict):
+            raise UserError("field 'cluster' must be a table ([cluster])")
+        if "devices" in data or "links" in data:
+            raise UserError("a [cluster] scenario lists no [[devices]] or [[links]] (they follow from [cluster])")
+        extra = sorted(set(table) - _CLUSTER_KEYS)
+        if extra:
+            raise UserError(f"[cluster]: unknown field '{extra[0]}' (allowed: {choices(sorted(_CLUSTER_KEYS))})")
+        for key in ("nodes", "devices_per_node", "intra_bandwidth_gb_s", "inter_bandwidth_gb_s"):
+            if key not in table:
+                raise UserError(f"[cluster]: field '{key}' is missing")
+        rules = Cluster(**table)
+        devs = rules.devices()
+        return Scenario(name=name, description=description or rules.describe(), devices=devs, rules=rules,
+                        concurrent_speed=data.get("concurrent_speed", 1.0))
     devices = []
     for i, row in enumerate(_table_list(data, "devices", _DEVICE_KEYS)):
         if "name" not in row:
@@ -291,12 +472,18 @@ def load_scenario(name_or_path: str) -> Scenario:
     m = _IDEAL.match(name_or_path)
     if m:
         return ideal(int(m.group(1)))
+    m = _CLUSTER.match(name_or_path)
+    if m and not (hardware_dir() / f"{name_or_path}.toml").is_file():
+        nodes, per = int(m.group(1)), int(m.group(2))
+        if not 1 <= nodes * per <= IDEAL_MAX_DEVICES or not nodes or not per:
+            raise UserError(f"scenario '{name_or_path}': N·G must be between 1 and {IDEAL_MAX_DEVICES}")
+        return cluster(nodes, per)
     if name_or_path.endswith(".toml") or "/" in name_or_path or "\\" in name_or_path:
         return load_file(Path(name_or_path))
     path = hardware_dir() / f"{name_or_path}.toml"
     if not path.is_file():
         raise UserError(
             f"unknown scenario '{name_or_path}' (bundled: {choices(bundled_names())}, "
-            f"ideal-N for 1 <= N <= {IDEAL_MAX_DEVICES}, or a path to a .toml file)"
+            f"ideal-N for 1 <= N <= {IDEAL_MAX_DEVICES}, cluster-<N>x<G>, or a path to a .toml file)"
         )
     return load_file(path)
