@@ -30,7 +30,8 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 def test_plan_json_and_file(prof: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "plan.json"
-    code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "3", "--json", "--out", str(out))
+    code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "3", "--json", "--out", str(out),
+                           "--replicas", "1")
     assert code == 0
     data = json.loads(stdout)
     for key in ("split", "schedule", "stages"):
@@ -38,6 +39,31 @@ def test_plan_json_and_file(prof: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert data["predicted"]["iteration_ms"] > 0
     assert plan_file.load(out).to_json() == data
     assert data["extra"]["baselines"]["even"]["gap_pct"] >= -1e-6
+
+
+def test_plan_searches_replicas_and_the_plan_reproduces(prof: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Default --replicas auto: the best K × D on 8 devices of a cluster; the file carries the replicas,
+    and `simulate --plan` reproduces its prediction."""
+    out = tmp_path / "plan.json"
+    code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "8", "--scenario", "cluster-2x4",
+                           "--json", "--out", str(out))
+    assert code == 0
+    data = json.loads(stdout)
+    found = data["extra"]["layouts"]
+    best = found["best"]
+    assert best["iteration_ms"] <= found["pipeline"]["iteration_ms"] * (1 + 1e-12)
+    assert best["iteration_ms"] <= found["data_parallel"]["iteration_ms"] * (1 + 1e-12)
+    assert found["any_layout_bound_ms"] <= best["iteration_ms"]
+    plan = plan_file.load(out)
+    assert plan.replicas == (best["replicas"],) * best["stages"] and plan.split == best["split"]
+    code, stdout, _ = _run(capsys, "simulate", "--plan", str(out), "--json")
+    assert code == 0
+    sim = json.loads(stdout)
+    assert sim["replicas"] == list(plan.replicas)
+    assert sim["iteration_ms"] == pytest.approx(plan.predicted["iteration_ms"], rel=1e-12)
+    code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "8", "--scenario", "cluster-2x4")
+    assert "best K for each replica count D" in stdout and "best pure pipeline" in stdout
 
 
 def test_simulate_plan_reproduces_prediction(prof: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,7 +80,7 @@ def test_simulate_plan_reproduces_prediction(prof: Path, tmp_path: Path, capsys:
 
 
 def test_plan_tables_mark_the_choice(prof: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "2")
+    code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "2", "--replicas", "1")
     assert code == 0
     assert "★ chosen" in stdout
     assert "even = the authors' split" in stdout and "params = equal parameters" in stdout
@@ -87,6 +113,11 @@ def test_trace_written(prof: Path, tmp_path: Path, capsys: pytest.CaptureFixture
         (["--gpus", "2", "--schedule", "pipedream"], "unknown schedule 'pipedream'"),
         (["--gpus", "8", "--scenario", "pcie-4gpu"], "has 4 devices"),
         (["--gpus", "2", "--scenario", "nowhere"], "nowhere"),
+        (["--gpus", "4", "--replicas", "8"], "--replicas must be auto or a number in 1..4 (--gpus), got '8'"),
+        (["--gpus", "4", "--replicas", "two"], "--replicas must be auto or a number in 1..4"),
+        (["--gpus", "4", "--replicas", "3"], "batch size 32 does not split into 1 micro-batch(es) × 3 replicas of stage 0; use a multiple of 3"),
+        (["--gpus", "4", "--stages", "3", "--replicas", "2"], "--stages 3 × --replicas 2 needs more than the 4 devices"),
+        (["--gpus", "4", "--allreduce", "butterfly"], "unknown --allreduce 'butterfly'"),
     ],
 )
 def test_bad_input_one_line_exit_2(prof: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

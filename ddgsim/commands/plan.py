@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         per_schedule[sched] = [plan_for_k(profile, scenario, sched, top_choice.stages, micro_batches=micro,
                                           memory_limit_bytes=limit, layout=top_choice.best.layout,
-                                          allreduce=args.allreduce)]
+                                          allreduce=args.allreduce, baselines=False)]
     best = {s: choose(rs) for s, rs in per_schedule.items()}
 
     def best_ms(s: str) -> float:

@@ -76,7 +76,7 @@ def _devices(opt: Option, k: int) -> str:
 
 
 LAYOUT_COLUMNS = [Column("D"), Column("K"), Column("devices"), Column("mapping", "left"), Column("iter ms"),
-                  Column("samples/s"), Column("vs best"), Column("search", part=1)]
+                  Column("samples/s"), Column("vs best")]
 
 
 def _layout_rows(found: Any, batch: int) -> list[list[str] | None]:
@@ -84,18 +84,18 @@ def _layout_rows(found: Any, batch: int) -> list[list[str] | None]:
     rows: list[list[str] | None] = []
     for D, r in found.per_replicas.items():
         star = " ★" if found.best is not None and r is found.best else ""
-        rows.append([f"{D}{star}", str(r.stages), str(r.stages * D), r.mapping, f"{r.iteration_ms:.1f}",
-                     f"{batch * 1e3 / r.iteration_ms:.1f}",
-                     "" if best is None else f"{100 * (r.iteration_ms / best - 1):+.1f}%",
-                     "exact" if r.best is not None and r.best.exact else "heuristic"])
+        exact = r.best is not None and r.best.exact
+        rows.append([f"{D}{star}", str(r.stages), str(r.stages * D), r.mapping + ("" if exact else " (heuristic)"),
+                     f"{r.iteration_ms:.1f}", f"{batch * 1e3 / r.iteration_ms:.1f}",
+                     "" if best is None else f"{100 * (r.iteration_ms / best - 1):+.1f}%"])
     return rows
 
 
 def render_layouts(con: Any, found: Any, batch: int) -> None:
     """The layout search: the best K of each D, the baselines, the bound for any layout."""
-    print_tables(con, f"best K for each replica count D (K × D ≤ devices; {found.searched} of {found.candidates} "
-                 f"(K, D) searched, the rest bounded out; {found.wall_s:.2f} s)", LAYOUT_COLUMNS,
-                 _layout_rows(found, batch))
+    print_tables(con, "best K for each replica count D", LAYOUT_COLUMNS, _layout_rows(found, batch))
+    con.print(f"  K stages × D replicas on K·D devices: {found.searched} of {found.candidates} (K, D) searched "
+              f"exactly, the rest bounded out by a lower bound; {found.wall_s:.2f} s")
     b = found.best
     if b is None:
         return
@@ -152,8 +152,12 @@ def render(
         cols = [Column("schedule", "left"), Column("K"), Column("split", "left"), Column("iter ms"),
                 Column("samples/s"), Column("speedup"), Column("staleness"), Column("peak GiB")]
         print_tables(con, "best split of each schedule", cols, rows)
-    con.print(f"schedule [bold]{primary}[/]; baselines: even = the authors' split (equal units per stage), "
-              "params = equal parameters per stage; gap = their predicted slowdown vs the planned split")
+    if layouts is None:
+        con.print(f"schedule [bold]{primary}[/]; baselines: even = the authors' split (equal units per stage), "
+                  "params = equal parameters per stage; gap = their predicted slowdown vs the planned split")
+    else:
+        con.print(f"schedule [bold]{primary}[/]; baselines: the best pure pipeline (D = 1) and pure data "
+                  "parallelism (K = 1); --replicas 1 shows every K of a pure pipeline against the authors' split")
     if layouts is not None:
         render_layouts(con, layouts, profile.batch_size)
     for r in per_schedule[primary]:

@@ -37,8 +37,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--gpus", "-K", type=int, metavar="K", help="number of stages/devices (default: from --split)")
     p.add_argument("--split", metavar="CUTS", help="unit indices where stages 1..K-1 begin, e.g. 15,30,45")
     p.add_argument("--schedule", metavar="NAME", help=f"one of {', '.join(SCHEDULES)} (default {DEFAULT_SCHEDULE})")
-    p.add_argument("--scenario", metavar="NAME|FILE", help="bundled scenario, ideal-N or a .toml file (default ideal-K)")
+    p.add_argument("--scenario", metavar="NAME|FILE", help="bundled scenario, ideal-N or a .toml file (default ideal-K, ideal-K·D with replicas)")
     p.add_argument("--devices", metavar="D0,D1,..", help="device of each stage (default: the scenario's first K)")
+    p.add_argument("--replicas", type=int, metavar="D",
+                   help="replicas per stage (data parallel inside each stage) on the scenario's first K·D "
+                        "devices, a stage's replicas together (default 1, or the plan's)")
+    p.add_argument("--allreduce", metavar="ALG", help="ring or tree: how replicas sum gradients (default ring)")
     p.add_argument("--iterations", "-N", type=int, metavar="N", help="iterations to simulate (default 4K+8, at least 2K+2)")
     p.add_argument("--micro-batches", "-M", type=int, metavar="M", help="micro-batches per batch (gpipe, 1f1b; default 1)")
     p.add_argument("--batch-size", type=int, metavar="B", help=f"batch size of the model's profile (default {DEFAULT_BATCH})")
@@ -54,6 +58,8 @@ def _read_plan(path: str) -> dict[str, Any]:
     plan = plan_file.load(path)
     data = plan.to_json()
     data["devices"] = [s.device for s in plan.stages]
+    data["layout"] = plan.layout if plan.world_size > plan.num_stages else None
+    data["allreduce"] = plan.allreduce
     return data
 
 
@@ -97,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     if plan is not None and args.model and args.model != plan["model"]:
         raise UserError(f"plan {args.plan} is for model '{plan['model']}', not '{args.model}'")
     for option, value in (("--gpus", args.gpus), ("--micro-batches", args.micro_batches),
-                          ("--batch-size", args.batch_size), ("--iterations", args.iterations)):
+                          ("--batch-size", args.batch_size), ("--iterations", args.iterations),
+                          ("--replicas", args.replicas)):
         _positive(option, value)
     batch = args.batch_size or (plan or {}).get("batch_size") or DEFAULT_BATCH
     profile, profile_path = _load_profile(args, plan, batch)
@@ -122,13 +129,29 @@ def run(args: argparse.Namespace) -> int:
 
     scenario_name = args.scenario or (plan or {}).get("scenario")
     assumed = scenario_name is None
-    scenario = load_scenario(scenario_name or f"ideal-{stages}")
+    scenario = load_scenario(scenario_name or f"ideal-{stages * (args.replicas or 1)}")
     devices = args.devices.split(",") if args.devices else (plan or {}).get("devices")
-    if devices is None and stages > len(scenario.devices):
+    layout = None if args.devices or args.replicas else (plan or {}).get("layout")
+    allreduce = args.allreduce or (plan or {}).get("allreduce") or "ring"
+    if allreduce not in ("ring", "tree"):
+        raise UserError(f"unknown --allreduce '{allreduce}' (choose from 'ring', 'tree')")
+    if args.replicas is not None and args.replicas > 1:
+        if args.devices:
+            raise UserError("give --devices or --replicas, not both")
+        from ddgsim.plan.layouts import layouts_for
+        from ddgsim.replicas import check_batch
+
+        check_batch(profile.batch_size, micro, [args.replicas] * stages)
+        layout = layouts_for(scenario, stages, args.replicas, len(scenario.devices))[0][1]
+    if layout is None and devices is None and stages > len(scenario.devices):
         raise UserError(f"--gpus {stages} needs {stages} devices but scenario '{scenario.name}' has {len(scenario.devices)}")
 
-    result = simulate(profile, split, scenario, schedule, iterations=iterations,
-                      micro_batches=micro, devices=devices)
+    if layout is not None:
+        result = simulate(profile, split, scenario, schedule, iterations=iterations, micro_batches=micro,
+                          layout=layout, allreduce=allreduce)
+    else:
+        result = simulate(profile, split, scenario, schedule, iterations=iterations,
+                          micro_batches=micro, devices=devices)
     from ddgsim.commands._args import note_provenance
 
     note_provenance(profile, profile_path, scenario, micro)  # once the input is known to be good
@@ -167,7 +190,9 @@ def _print_tables(r: Any, profile: Any, assumed: bool) -> None:
     rows: list[list[str] | None] = []
     for k, (start, end) in enumerate(stage_ranges(r.split, profile.num_units)):
         a, b = profile.units[start].name, profile.units[end - 1].name
-        rows.append([str(k), r.devices[k], f"[{start},{end})", a if start == end - 1 else f"{a}…{b}",
+        devs = r.layout[k] if r.layout else (r.devices[k],)
+        where = devs[0] if len(devs) == 1 else f"{devs[0]}…{devs[-1]} ({len(devs)})"
+        rows.append([str(k), where, f"[{start},{end})", a if start == end - 1 else f"{a}…{b}",
                      f"{r.busy_ms[k]:.1f}", f"{max(0.0, r.bubble_fraction[k]):.0%}", str(r.staleness[k]),
                      f"{r.memory[k].total / 2**30:.3f}", "yes" if r.memory_fits[k] else "[red]no[/]"])
     cols = [Column("stage"), Column("device", "left"), Column("units", "left"), Column("layers", "left"),

@@ -75,10 +75,10 @@ def _option(
 def plan_for_k(
     profile: Profile, scenario: Scenario, schedule: str, stages: int, *,
     micro_batches: int = 1, memory_limit_bytes: float | None = None,
-    layout: Layout | None = None, allreduce: str = DEFAULT_ALLREDUCE,
+    layout: Layout | None = None, allreduce: str = DEFAULT_ALLREDUCE, baselines: bool = True,
 ) -> KResult:
     """Search the best split for ``stages`` stages (on ``layout``'s replicas when given) and price
-    the two usual baselines on the same devices."""
+    the two usual baselines on the same devices (``baselines=False``: the planned split only)."""
     sched = make_schedule(schedule, stages, default_iterations(stages), micro_batches)  # the one build
     res = planner.search(profile, scenario, sched, stages, memory_limit_bytes=memory_limit_bytes,
                          layout=layout, allreduce=allreduce)
@@ -89,14 +89,14 @@ def plan_for_k(
     if res.best is not None:
         planned = _option("planned", profile, scenario, sched, res.best.split, lay,
                           memory_limit_bytes, res.best.iteration_ms, allreduce)
-    baselines = []
+    priced = []
     n = profile.num_units
     for label, split in (("even", even_split(n, stages)),
-                         ("parameters", parameter_balanced_split(profile, stages))):
-        baselines.append(_option(label, profile, scenario, sched, split, lay, memory_limit_bytes,
-                                 allreduce=allreduce))
+                         ("parameters", parameter_balanced_split(profile, stages))) if baselines else ():
+        priced.append(_option(label, profile, scenario, sched, split, lay, memory_limit_bytes,
+                              allreduce=allreduce))
     exact = res.best.exact if res.best is not None else True
-    return KResult(stages=stages, schedule=schedule, planned=planned, baselines=baselines,
+    return KResult(stages=stages, schedule=schedule, planned=planned, baselines=priced,
                    overflow=res.overflow, exact=exact and res.mapping_exact, notes=res.notes, allreduce=allreduce)
 
 

@@ -38,7 +38,7 @@ from ddgsim.predict import max_plus
 from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout
+from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, check_batch
 from ddgsim.schedule import Schedule, make_schedule
 
 MAPPINGS = ("replicas together", "stages together")
@@ -122,6 +122,8 @@ def search_layouts(
     t0 = time.perf_counter()
     n = profile.num_units
     Ds = list(replicas) if replicas is not None else replica_counts(profile.batch_size, micro_batches, devices)
+    for D in Ds:
+        check_batch(profile.batch_size, micro_batches, [D])
     if not Ds:
         raise UserError(f"no replica count D in 1..{devices} splits batch {profile.batch_size} into "
                         f"{micro_batches} micro-batch(es) × D equal shards")

@@ -1,0 +1,112 @@
+"""The layout search (K stages × D replicas): exact against brute force, bounds that hold."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sim_helpers import make_profile, ms
+
+from ddgsim.plan import search as planner
+from ddgsim.plan.layouts import layouts_for, replica_counts, search_layouts
+from ddgsim.plan.split import stage_ranges
+from ddgsim.predict import closed_form, max_plus
+from ddgsim.predict.memory import stage_memory
+from ddgsim.predict.scenario import load_scenario
+from ddgsim.replicas import Layout
+from ddgsim.schedule import make_schedule
+
+
+def brute(profile, scenario, schedule: str, layout: Layout, allreduce: str = "ring") -> tuple[float, list[int] | None]:
+    """Best (period, split) of one layout over every split that fits, by the closed form of the costs model."""
+    n, K = profile.num_units, layout.stages
+    sched = make_schedule(schedule, K, max_plus.default_iterations(K))
+    best, arg = math.inf, None
+    for s in itertools.combinations(range(1, n), K - 1):
+        mem = stage_memory(profile, stage_ranges(list(s), n), sched, replicas=layout.replicas)
+        limits = [min(scenario.device(d).memory_bytes for d in row) for row in layout.devices]
+        if any(m.total > lim for m, lim in zip(mem, limits, strict=True)):
+            continue
+        costs = max_plus.costs_for_splits(profile, [list(s)], scenario, layout=layout, allreduce=allreduce)
+        p = float(closed_form.closed_form_period(schedule, closed_form.stage_costs(costs))[0])
+        if p < best:
+            best, arg = p, list(s)
+    return best, arg
+
+
+@st.composite
+def layout_cases(draw: st.DrawFn):
+    n = draw(st.integers(2, 9))
+    f = draw(st.lists(ms, min_size=n, max_size=n))
+    b = draw(st.lists(ms, min_size=n, max_size=n))
+    out = draw(st.lists(st.integers(0, 20_000_000), min_size=n, max_size=n))
+    par = draw(st.lists(st.integers(0, 50_000_000), min_size=n, max_size=n))
+    act = draw(st.lists(st.integers(0, 50_000_000), min_size=n, max_size=n))
+    profile = make_profile(f, b, out, par, act, batch_size=16)
+    D = draw(st.sampled_from([2, 4]))
+    K = draw(st.integers(1, min(3, n, 8 // D)))
+    scenario = load_scenario(draw(st.sampled_from(["cluster-2x4", "cluster-4x2", "ideal-16", "pcie-4gpu"]))
+                             if K * D <= 4 else draw(st.sampled_from(["cluster-2x4", "cluster-4x2", "ideal-16"])))
+    mapping = draw(st.integers(0, 1))
+    options = layouts_for(scenario, K, D, K * D)
+    layout = options[min(mapping, len(options) - 1)][1]
+    schedule = draw(st.sampled_from(["ddg", "ddg-pipelined", "bp"]))
+    return profile, scenario, schedule, layout, draw(st.sampled_from(["ring", "tree"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(layout_cases())
+def test_replicated_search_matches_brute_force(case) -> None:
+    """The band DP on one replica's tables finds the split the costs model says is fastest."""
+    profile, scenario, schedule, layout, allreduce = case
+    best, arg = brute(profile, scenario, schedule, layout, allreduce)
+    res = planner.search(profile, scenario, schedule, layout.stages, layout=layout, allreduce=allreduce)
+    if arg is None:
+        assert res.best is None
+        return
+    assert res.best is not None
+    assert res.best.iteration_ms == pytest.approx(best, rel=1e-7)
+    assert planner.evaluate(profile, res.best.split, scenario, schedule, layout=layout,
+                            allreduce=allreduce) == pytest.approx(best, rel=1e-7)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 8), st.data())
+def test_layout_search_is_the_best_of_every_candidate(n: int, data: st.DataObject) -> None:
+    """Bounding out candidates never loses the optimum: the result equals the best of all (K, D,
+    mapping) searched one by one, and no candidate's period is below its lower bound."""
+    f = data.draw(st.lists(ms, min_size=n, max_size=n))
+    b = data.draw(st.lists(ms, min_size=n, max_size=n))
+    par = data.draw(st.lists(st.integers(0, 200_000_000), min_size=n, max_size=n))
+    out = data.draw(st.lists(st.integers(0, 20_000_000), min_size=n, max_size=n))
+    profile = make_profile(f, b, out, par, batch_size=16)
+    scenario = load_scenario(data.draw(st.sampled_from(["cluster-2x4", "ideal-8", "dgx-2x8"])))
+    N = data.draw(st.sampled_from([4, 8]))
+    schedule = data.draw(st.sampled_from(["ddg-pipelined", "ddg"]))
+    found = search_layouts(profile, scenario, schedule, N)
+    every = []
+    for D in replica_counts(16, 1, N):
+        for K in range(1, min(n, N // D) + 1):
+            for _, layout in (layouts_for(scenario, K, D, N) if D > 1 else [("", None)]):
+                r = planner.search(profile, scenario, schedule, K, layout=layout)
+                if r.best is not None:
+                    every.append((r.best.iteration_ms, K, D))
+    assert found.best is not None
+    assert found.best.iteration_ms == pytest.approx(min(every)[0], rel=1e-9)
+    assert found.any_layout_bound_ms <= found.best.iteration_ms * (1 + 1e-12)
+    pipes = [p for p, _, D in every if D == 1]
+    assert found.pipeline is not None and found.pipeline.iteration_ms == pytest.approx(min(pipes), rel=1e-9)
+    for r in found.per_replicas.values():
+        assert r.lower_bound_ms <= r.iteration_ms * (1 + 1e-12)
+
+
+def test_mappings_put_replicas_or_stages_together() -> None:
+    sc = load_scenario("cluster-2x4")
+    names = [d.name for d in sc.devices]
+    (_, together), (_, apart) = layouts_for(sc, 2, 4, 8)
+    assert together.devices == (tuple(names[:4]), tuple(names[4:]))
+    assert apart.devices == tuple(tuple(names[r * 2 + k] for r in range(4)) for k in range(2))
+    assert replica_counts(12, 2, 8) == [1, 2, 3, 6]
