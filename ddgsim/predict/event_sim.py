@@ -14,7 +14,8 @@ over its route. Before each ``U`` the replicas of a stage run the all-reduce as 
 transfers of the algorithm (:mod:`ddgsim.predict.collective`) on the same link FIFOs as
 the pipeline messages — ring: 2(D−1) steps, each replica sending one n/D chunk to its
 successor once its previous step's chunk has arrived; tree: the pipelined binary tree,
-reduce to replica 0 then broadcast, in the chunk count ``tree_ms`` picks — then the
+reduce to replica 0 then broadcast, in the chunk count ``tree_ms`` picks — once every
+replica of the stage has reached its ``U`` (a rendezvous, as a collective call), then the
 optimizer step. The all-reduce is not overlapped with compute: the replica computes
 nothing meanwhile (its row shows a ``cat="allreduce"`` interval), other stages go on.
 
@@ -244,7 +245,6 @@ def _run_replicated(schedule: Schedule, costs: Costs,
     rows = costs.layout.devices
     D = costs.replicas
     env = simpy.Environment()
-    links: dict[Hop, simpy.Resource] = {}
     arrived: dict[object, simpy.Event] = {}
     timeline: list[TraceEvent] = []
     executed: list[list[Action]] = [[] for _ in range(K)]
@@ -276,20 +276,21 @@ def _run_replicated(schedule: Schedule, costs: Costs,
             ev = arrived[key] = env.event()
         return ev
 
-    def link(hop: Hop) -> simpy.Resource:
-        res = links.get(hop)
-        if res is None:
-            res = links[hop] = simpy.Resource(env, capacity=1)
-        return res
+    # A link direction is a FIFO server: a transfer that reaches it at ``now`` starts when the
+    # transfers queued before it are done. Events are processed in time order, so every
+    # earlier arrival is already queued: start = max(now, end of the last one). No processes.
+    free: dict[Hop, float] = {}
 
-    def transfer(hops: list[tuple[Hop, float]], done: simpy.Event, name: str) -> Generator[simpy.Event, Any, None]:
-        for hop, ms in hops:
-            with link(hop).request() as req:
-                yield req
-                start = env.now
-                yield env.timeout(ms)
-                record(TraceEvent(row=f"{hop[0]}->{hop[1]}", name=name, start_ms=start, end_ms=env.now, cat="link"))
-        done.succeed()
+    def send(hops: list[tuple[Hop, float]], done: simpy.Event, name: str, i: int = 0) -> None:
+        if i == len(hops):
+            done.succeed()
+            return
+        hop, ms = hops[i]
+        now = env.now
+        start = max(now, free.get(hop, 0.0))
+        end = free[hop] = start + ms
+        record(TraceEvent(row=f"{hop[0]}->{hop[1]}", name=name, start_ms=start, end_ms=end, cat="link"))
+        env.timeout(end - now).callbacks.append(lambda _: send(hops, done, name, i + 1))
 
     assert costs.allreduce_bytes is not None
     ar_bytes = [float(x) for x in costs.allreduce_bytes[0]]  # the stage's parameter bytes
@@ -303,19 +304,23 @@ def _run_replicated(schedule: Schedule, costs: Costs,
         for step in range(2 * (n - 1)):
             if step:
                 yield event(("ring", k, t, r, step - 1))
-            yield from transfer(hops, event(("ring", k, t, nxt, step)), f"ar {k}U{t} step {step}")
+            sent = event(("ring", k, t, nxt, step))
+            send(hops, sent, f"ar {k}U{t} step {step}")
+            yield sent
         yield event(("ring", k, t, r, 2 * (n - 1) - 1))
 
     def tree(k: int, r: int, t: int) -> Generator[simpy.Event, Any, None]:
         n, c = D[k], chunks[k]
         kids = [x for x in (2 * r + 1, 2 * r + 2) if x < n]
         size = ar_bytes[k] / c
+        up = route_ms(rows[k][r], rows[k][(r - 1) // 2], size) if r else []
         for j in range(c):  # reduce: chunk j goes up once every child's chunk j has arrived
             for x in kids:
                 yield event(("up", k, t, x, j))
             if r:
-                yield from transfer(route_ms(rows[k][r], rows[k][(r - 1) // 2], size),
-                                    event(("up", k, t, r, j)), f"ar {k}U{t} reduce {j}")
+                sent = event(("up", k, t, r, j))
+                send(up, sent, f"ar {k}U{t} reduce {j}")
+                yield sent
         senders = [env.process(down(k, r, x, t, c, size)) for x in kids]
         if r:
             yield event(("down", k, t, r, c - 1))
@@ -327,21 +332,26 @@ def _run_replicated(schedule: Schedule, costs: Costs,
         for j in range(c):  # broadcast: forward chunk j to child x once it is here
             if r:
                 yield event(("down", k, t, r, j))
-            yield from transfer(hops, event(("down", k, t, x, j)), f"ar {k}U{t} broadcast {j}")
+            sent = event(("down", k, t, x, j))
+            send(hops, sent, f"ar {k}U{t} broadcast {j}")
+            yield sent
+
+    ready: dict[tuple[int, int], int] = {}
+
+    # Per stage, once: each action's needed messages and the message it sends.
+    plan = [[(a, schedule.needs(a), schedule.sends(a)) for a in schedule.actions[k]] for k in range(K)]
 
     def stage(k: int, r: int) -> Generator[simpy.Event, Any, None]:
         dev = rows[k][r]
         scale = scenario.device(rows[k][0]).speed / scenario.device(dev).speed
         dur = {"F": float(costs.forward_ms[0, k]) * scale, "B": float(costs.backward_ms[0, k]) * scale,
                "U": float(costs.update_ms[0, k]) * scale}
-        for a in schedule.actions[k]:
+        inbound, outbound = act_in[k][r], act_out[k][r]
+        for a, needs, sent in plan[k]:
             start = env.now
             waits = []
-            for msg in schedule.needs(a):
-                if msg.kind == "act":
-                    waits += [event((msg, i)) for i in act_in[k][r]]
-                else:
-                    waits += [event((msg, i)) for i in act_out[k][r]]
+            for msg in needs:
+                waits += [event((msg, i)) for i in (inbound if msg.kind == "act" else outbound)]
             if len(waits) == 1:
                 yield waits[0]
             elif waits:
@@ -353,6 +363,11 @@ def _run_replicated(schedule: Schedule, costs: Costs,
                 continue
             if a.kind == "U" and D[k] > 1:
                 start = env.now
+                # The collective starts once every replica has called it (a rendezvous).
+                here = ready[(k, a.batch)] = ready.get((k, a.batch), 0) + 1
+                if here == D[k]:
+                    event(("ready", k, a.batch)).succeed()
+                yield event(("ready", k, a.batch))
                 yield from (ring(k, r, a.batch) if costs.allreduce == "ring" else tree(k, r, a.batch))
                 record(TraceEvent(row=dev, name=f"allreduce {a!r}", start_ms=start, end_ms=env.now, cat="allreduce"))
             start = env.now
@@ -360,15 +375,14 @@ def _run_replicated(schedule: Schedule, costs: Costs,
             if r == 0:
                 executed[k].append(a)
             record(TraceEvent(row=dev, name=repr(a), start_ms=start, end_ms=env.now, cat=a.kind))
-            sent = schedule.sends(a)
             if sent is not None:
                 b = sent.boundary
                 if sent.kind == "act":
-                    for i in act_out[k][r]:
-                        env.process(transfer(act[b][i], event((sent, i)), f"act {a!r}"))
+                    for i in outbound:
+                        send(act[b][i], event((sent, i)), f"act {a!r}")
                 else:
-                    for i in act_in[k][r]:
-                        env.process(transfer(grad[b][i], event((sent, i)), f"grad {a!r}"))
+                    for i in inbound:
+                        send(grad[b][i], event((sent, i)), f"grad {a!r}")
 
     procs = [env.process(stage(k, r)) for k in range(K) for r in range(D[k])]
     events = 0
@@ -436,12 +450,20 @@ def _overlap(mine: list[tuple[float, float]], others: list[tuple[float, float]])
 
 def first_forward_starts(timeline: Sequence[TraceEvent], device: str, iterations: int) -> list[float]:
     """Start time of the first forward of each batch on ``device``."""
-    first: dict[int, float] = {}
+    return all_first_forward_starts(timeline, [device], iterations)[0]
+
+
+def all_first_forward_starts(timeline: Sequence[TraceEvent], devices: Sequence[str],
+                             iterations: int) -> list[list[float]]:
+    """:func:`first_forward_starts` of every device in ``devices``, in one pass over the timeline."""
+    first: dict[str, dict[int, float]] = {d: {} for d in devices}
     for e in timeline:
-        if e.row == device and e.cat == "F":
-            t = Action.from_str(e.name).batch
-            first[t] = min(first.get(t, e.start_ms), e.start_ms)
-    return [first[t] for t in range(iterations)]
+        if e.cat == "F":
+            row = first.get(e.row)
+            if row is not None:
+                t = Action.from_str(e.name).batch
+                row[t] = min(row.get(t, e.start_ms), e.start_ms)
+    return [[first[d][t] for t in range(iterations)] for d in devices]
 
 
 def link_stats(costs: Costs) -> tuple[LinkStats, ...]:
@@ -540,7 +562,7 @@ def simulate(
         costs = cost(slowed, micro_batches)
         timeline, executed, events = run_schedule(sched, costs, slowed)
     wall = time.perf_counter() - t0
-    starts = np.array([first_forward_starts(timeline, dev, n) for dev in every])
+    starts = np.array(all_first_forward_starts(timeline, every, n))
     period = float(steady_period(starts))
     bp_costs = costs if micro_batches == 1 else cost(slowed, 1)
     bp_ms = float(periods("bp", bp_costs, n)[0])

@@ -1,0 +1,198 @@
+"""Replicated stages in the timing models: SimPy all-reduce vs the closed forms, D = 1 unchanged,
+the simulator vs the max-plus recursion with replicas, memory per replica, cluster scenarios."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from sim_helpers import cases, chain, make_profile
+
+from ddgsim.errors import UserError
+from ddgsim.predict.closed_form import closed_form_period, stage_costs
+from ddgsim.predict.collective import ring_ms, tree_ms
+from ddgsim.predict.event_sim import simulate
+from ddgsim.predict.max_plus import costs_for_splits, periods, unit_update_ms
+from ddgsim.predict.scenario import Device, Link, Scenario, cluster
+from ddgsim.replicas import Layout
+
+BATCH = 27720  # divisible by every M·D used here (lcm of 1..12)
+figures = st.fixed_dictionaries({
+    "intra_bandwidth_gb_s": st.sampled_from([1.0, 10.0, 300.0]),
+    "intra_latency_us": st.sampled_from([0.0, 2.0, 100.0]),
+    "inter_bandwidth_gb_s": st.sampled_from([0.5, 5.0, 25.0]),
+    "inter_latency_us": st.sampled_from([0.0, 5.0, 500.0]),
+})
+sizes = st.sampled_from([1e3, 12345.0, 1e6, 3e7])
+
+
+def sim_allreduce(sc: Scenario, devs: list[str], nbytes: float, algorithm: str) -> float:
+    """All-reduce time in SimPy: one stage of D replicas with no compute, so a bp iteration is
+    the all-reduce plus the optimizer step (which the bandwidth model charges)."""
+    prof = make_profile([0.0], [0.0], param_bytes=[int(nbytes)], batch_size=BATCH)
+    r = simulate(prof, [], sc, "bp", layout=Layout((tuple(devs),)), allreduce=algorithm, iterations=6)
+    return r.iteration_ms - sum(unit_update_ms(prof))
+
+
+def closed(sc: Scenario, devs: list[str], nbytes: float, algorithm: str) -> float:
+    return float((ring_ms if algorithm == "ring" else tree_ms)(sc, devs, int(nbytes)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["ring", "tree"]), st.integers(2, 9), sizes, figures, st.booleans())
+def test_simpy_allreduce_equals_the_closed_form(algorithm: str, D: int, nbytes: float, fig, spread: bool) -> None:
+    # Uniform links along the collective: D devices of one node, or one device on each of D
+    # nodes (every edge then crosses two NICs; under the tree a parent's NIC carries both of
+    # its children's chunks, so complete trees only: D = 2, 3, 7).
+    if spread and algorithm == "tree":
+        D = {2: 2, 3: 3}.get(D, 7)
+    sc = cluster(D, 2, **fig) if spread else cluster(1, D, **fig)
+    devs = [f"n{i}.g0" for i in range(D)] if spread else [f"n0.g{i}" for i in range(D)]
+    assert sim_allreduce(sc, devs, nbytes, algorithm) == pytest.approx(closed(sc, devs, nbytes, algorithm),
+                                                                       rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 4), st.integers(2, 3), sizes, figures)
+def test_simpy_ring_with_a_shared_nic_is_within_one_step(N: int, m: int, nbytes: float, fig) -> None:
+    # Replicas round-robin over N nodes, m per node: every ring edge leaves through its node's
+    # NIC, which carries m of them in every step (the closed form's busiest link direction). The
+    # SimPy ring is asynchronous (a device goes on as soon as its chunk is in), the closed form
+    # synchronous: they differ by less than one step.
+    sc = cluster(N, m, **fig)
+    devs = [f"n{r % N}.g{r // N}" for r in range(N * m)]
+    want = closed(sc, devs, nbytes, "ring")
+    step = want / (2 * (N * m - 1))
+    assert abs(sim_allreduce(sc, devs, nbytes, "ring") - want) <= step * (1 + 1e-9)
+    # the NIC really is shared: the closed form charges m chunks per step on it
+    chunk = int(nbytes) / (N * m)
+    assert step == pytest.approx(m * (fig["inter_latency_us"] * 1e-3 + chunk / (fig["inter_bandwidth_gb_s"] * 1e6)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(cases(max_stages=4, max_units=8), st.sampled_from(["ddg", "ddg-pipelined", "bp", "gpipe"]))
+def test_one_replica_per_stage_simulates_exactly_like_today(case, name) -> None:
+    profile, split, scenario = case
+    m = 2 if name == "gpipe" else 1
+    devs = [d.name for d in scenario.devices][: len(split) + 1]
+    old = simulate(profile, split, scenario, name, micro_batches=m)
+    new = simulate(profile, split, scenario, name, micro_batches=m, layout=Layout.pipeline(devs))
+    assert new.timeline == old.timeline and new.iteration_ms == old.iteration_ms
+    assert new.memory == old.memory and new.links == old.links and new.replicas == (1,) * len(devs)
+    assert new.allreduce_ms == (0.0,) * len(devs)
+
+
+def mesh(n: int, bw: list[float], lat: list[float]) -> Scenario:
+    devs = tuple(Device(name=f"d{i}") for i in range(n))
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    return Scenario(name="mesh", devices=devs, links=tuple(
+        Link(src=f"d{i}", dst=f"d{j}", bandwidth_gb_s=bw[p % len(bw)], latency_us=lat[p % len(lat)])
+        for p, (i, j) in enumerate(pairs)))
+
+
+@st.composite
+def replicated(draw: st.DrawFn) -> tuple:
+    profile, split, _ = draw(cases(max_stages=3, max_units=6))
+    K = len(split) + 1
+    D = draw(st.lists(st.integers(1, 3), min_size=K, max_size=K))
+    n = sum(D)
+    uniform = draw(st.booleans())  # a stage of 3 replicas needs equal links along its ring/tree
+    bw = draw(st.lists(st.sampled_from([math.inf, 0.5, 2.0, 12.0]), min_size=1, max_size=1 if uniform else 6))
+    lat = draw(st.lists(st.sampled_from([0.0, 5.0, 100.0, 2000.0]), min_size=1, max_size=1 if uniform else 6))
+    if not uniform:
+        D = [min(d, 2) for d in D]
+        n = sum(D)
+    sc = mesh(n, bw, lat)
+    names = iter(d.name for d in sc.devices)
+    layout = Layout(tuple(tuple(next(names) for _ in range(d)) for d in D))
+    prof = make_profile([u.forward_ms for u in profile.units], [u.backward_ms for u in profile.units],
+                        [u.output_bytes for u in profile.units], [u.param_bytes for u in profile.units],
+                        batch_size=BATCH)
+    return prof, split, sc, layout
+
+
+@settings(max_examples=40, deadline=None)
+@given(replicated(), st.sampled_from(["ddg", "ddg-pipelined", "bp"]), st.sampled_from(["ring", "tree"]))
+def test_replicated_sim_equals_recursion_without_shared_links(case, name, algorithm) -> None:
+    profile, split, sc, layout = case
+    costs = costs_for_splits(profile, [split], sc, layout=layout, allreduce=algorithm)
+    assume(not costs.shared_links(sc))
+    r = simulate(profile, split, sc, name, layout=layout, allreduce=algorithm)
+    assert r.analytic_exact and r.replicas == layout.replicas
+    a = float(periods(name, costs)[0])
+    assert a == pytest.approx(r.iteration_ms, rel=1e-9, abs=1e-9)
+    assert float(closed_form_period(name, stage_costs(costs))[0]) == pytest.approx(a, rel=1e-9, abs=1e-9)
+    assert r.allreduce_ms == pytest.approx(costs.allreduce_ms[0].tolist())
+
+
+def test_shard_costs_allreduce_in_u_and_notes() -> None:
+    prof = make_profile([4.0, 8.0], [8.0, 16.0], output_bytes=[1_000_000, 0], param_bytes=[3_000_000, 1_000_000])
+    sc = chain(4, bandwidth_gb_s=1.0, latency_us=0.0, mesh=True)
+    layout = Layout((("d0", "d1"), ("d2",)))
+    c = costs_for_splits(prof, [[1]], sc, layout=layout)
+    assert c.forward_ms[0].tolist() == [2.0, 8.0] and c.backward_ms[0].tolist() == [4.0, 16.0]
+    # ring of 2 on 1 GB/s: 2·(2−1)·(3e6/2 bytes) = 3 ms
+    assert c.allreduce_ms[0].tolist() == pytest.approx([3.0, 0.0])
+    assert (c.u_ms - c.update_ms)[0].tolist() == pytest.approx([3.0, 0.0])
+    assert c.devices == ("d0", "d2") and c.replicas == (2, 1)
+    assert len(c.notes) == 1 and "no measured costs for 2 micro-batches" in c.notes[0]
+    # two pieces of 500 kB, d0->d2 and d1->d2: separate links, the representative is one of them
+    assert c.message_bytes[0].tolist() == [500_000.0] and c.act_hop_ms[0, 0].tolist() == [0.5]
+    prof.micro_batch_ms["2"] = [[1.5, 3.0], [5.0, 9.0]]  # measured shards win over scaling
+    m = costs_for_splits(prof, [[1]], sc, layout=layout)
+    assert m.forward_ms[0].tolist() == [1.5, 8.0] and m.notes == ()
+    with pytest.raises(UserError, match="not both"):
+        costs_for_splits(prof, [[1]], sc, devices=["d0", "d1"], layout=layout)
+    with pytest.raises(UserError, match="unknown all-reduce algorithm 'star'"):
+        costs_for_splits(prof, [[1]], sc, layout=layout, allreduce="star")
+    with pytest.raises(UserError, match="unknown device 'x'"):
+        costs_for_splits(prof, [[1]], sc, layout=Layout((("d0", "x"), ("d2",))))
+
+
+def test_pieces_that_share_a_nic_queue_in_the_representative() -> None:
+    # Stage 0 on node 0 (2 replicas), stage 1 on node 1 (2 replicas): both pieces leave
+    # through n0's NIC, so the recursion's activation hop takes both (2 × 1 ms).
+    prof = make_profile([1.0, 1.0], [1.0, 1.0], output_bytes=[2 * 25_000_000, 0], batch_size=BATCH)
+    sc = cluster(2, 2, inter_latency_us=0.0)
+    layout = Layout((("n0.g0", "n0.g1"), ("n1.g0", "n1.g1")))
+    c = costs_for_splits(prof, [[1]], sc, layout=layout)
+    assert c.act_hops == ((("n0.nic", "fabric"),),) and c.act_hop_ms[0, 0].tolist() == pytest.approx([2.0])
+    assert ("n0.nic", "fabric") in c.shared_links(sc)
+    r = simulate(prof, [1], sc, "bp", layout=layout)
+    nic = {(x.src, x.dst): x for x in r.links}[("n0.nic", "fabric")]
+    assert nic.bytes_per_iteration == 50_000_000 and nic.busy_ms == pytest.approx(2.0)
+    assert not r.analytic_exact and r.samples_per_s == pytest.approx(BATCH * 1e3 / r.iteration_ms)
+    assert any(e.cat == "link" and e.row == "n0.nic->fabric" for e in r.timeline)
+
+
+def test_allreduce_shows_in_the_trace_and_blocks_only_its_stage() -> None:
+    prof = make_profile([1.0, 1.0], [1.0, 1.0], param_bytes=[10_000_000, 0], batch_size=BATCH)
+    sc = chain(3, bandwidth_gb_s=10.0, latency_us=10.0, mesh=True)
+    r = simulate(prof, [1], sc, "ddg-pipelined", layout=Layout((("d0", "d1"), ("d2",))))
+    ar = [e for e in r.timeline if e.cat == "allreduce"]
+    assert {e.row for e in ar} == {"d0", "d1"} and all(e.end_ms > e.start_ms for e in ar)
+    assert r.allreduce_ms[0] == pytest.approx(2 * 1 * (0.01 + 5e6 / 10e6)) and r.allreduce_ms[1] == 0
+    s = r.summary()
+    assert s["replicas"] == [2, 1] and s["layout"] == [["d0", "d1"], ["d2"]] and s["allreduce"] == "ring"
+    # no compute on d0 while its all-reduce runs
+    for e in ar:
+        assert not any(x.row == "d0" and x.cat in "FBU" and x.start_ms < e.end_ms and x.end_ms > e.start_ms
+                       for x in r.timeline if e.row == "d0")
+
+
+def test_memory_per_replica() -> None:
+    prof = make_profile([1] * 3, [1] * 3, output_bytes=[100, 200, 300], param_bytes=[10, 20, 30],
+                        activation_bytes=[1200, 2400, 3600], batch_size=BATCH)
+    one = simulate(prof, [1, 2], chain(6, mesh=True), "ddg")
+    lay = Layout((("d0", "d1"), ("d2", "d3", "d4"), ("d5",)))
+    rep = simulate(prof, [1, 2], chain(6, mesh=True), "ddg", layout=lay)
+    for k, d in enumerate((2, 3, 1)):
+        a, b = one.memory[k], rep.memory[k]
+        assert (b.params, b.grads, b.optimizer, b.stashed_weights) == (a.params, a.grads, a.optimizer, a.stashed_weights)
+        assert b.activations == round(a.activations / d) and b.buffers == round(a.buffers / d)
+        assert b.in_flight == a.in_flight
+    assert rep.memory[1].activations == 2 * 2400 // 3 and rep.memory[1].buffers == 2 * (100 + 200) // 3
+    tight = simulate(prof, [1, 2], chain(6, mesh=True, memory_gib=1e-6), "ddg", layout=lay)
+    assert tight.memory_fits == (False, False, False)
