@@ -33,6 +33,18 @@ from ddgsim.replicas import Layout, pieces
 from ddgsim.schedule import Schedule
 
 INF = np.inf
+_FLIGHTS: dict[int, tuple[Schedule, list[tuple[float, int]]]] = {}
+
+
+def _flights(sched: Schedule) -> list[tuple[float, int]]:
+    """(batches in flight, stashed versions) of every stage: walked once per schedule object."""
+    hit = _FLIGHTS.get(id(sched))
+    if hit is None or hit[0] is not sched:
+        if len(_FLIGHTS) > 64:
+            _FLIGHTS.clear()
+        hit = (sched, [in_flight_and_versions(a, sched.micro_batches) for a in sched.actions])
+        _FLIGHTS[id(sched)] = hit
+    return hit[1]
 
 
 @dataclass
@@ -107,6 +119,7 @@ def tables(
     measured = True
     work, fwd, upd, overflow = [], [], [], []
     shard_tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    flights = _flights(sched)
     for k, devs in enumerate(layout.devices):
         D = len(devs)
         if D not in shard_tables:
@@ -115,7 +128,7 @@ def tables(
             shard_tables[D] = (span(prefix([M * f for f, _ in costs]), INF), span(prefix([M * b for _, b in costs]), INF))
         fs, bs = shard_tables[D]
         speed = min(scenario.device(d).speed for d in devs)  # replicas wait for the slowest at the all-reduce
-        flight, versions = in_flight_and_versions(sched.actions[k], M)
+        flight, versions = flights[k]
         buf = np.zeros_like(params)
         if k > 0:
             buf = buf + 2 * out[idx][:, None]
