@@ -68,6 +68,21 @@ def test_written_scenario_loads_with_the_fitted_link(tmp_path: Path) -> None:
     assert cal.concurrent_speed == pytest.approx(0.8)
 
 
+def test_allreduce_prediction_is_the_ring_of_two_over_the_fitted_link(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ddgsim.profile.calibrate import AllreduceSample, allreduce_check
+
+    cal = replace(_calibration(), allreduce=(AllreduceSample(nbytes=1 << 20, median_ms=1.0, low_ms=0.9, high_ms=1.3),))
+    (row,) = allreduce_check(cal)
+    want = 2 * 0.08 + (1 << 20) / 2e6  # 2·latency + bytes/bandwidth
+    assert row["predicted_ms"] == pytest.approx(want)
+    assert row["error_pct"] == pytest.approx(100 * (want - 1.0))
+    path = tmp_path / "x.toml"
+    write_scenario(cal, path)
+    assert "# All-reduce of 2 processes" in path.read_text() and load_scenario(str(path)).name == "x"
+
+
 def test_infinite_bandwidth_is_written_as_inf() -> None:
     text = scenario_toml(_calibration(devices=2, bandwidth=math.inf), "x")
     assert "bandwidth_gb_s = inf" in text
@@ -101,4 +116,10 @@ def test_real_gloo_calibration_writes_a_loadable_sane_scenario(tmp_path: Path) -
     # a 1 MiB message cannot cross loopback in under 1 us nor take a second
     assert 1e-3 < sc.transfer_ms("cpu0", "cpu1", 1 << 20) < 1e3
     assert "executor fixed cost per step" in out.read_text()
+    # the 2-process all-reduce: measured per size, next to the prediction from the fitted link
+    rows = measured["allreduce"]
+    assert [r["bytes"] for r in rows] == [4, 65536]
+    for row in rows:
+        assert 0 < row["low_ms"] <= row["measured_ms"] <= row["high_ms"] and row["predicted_ms"] > 0
+    assert "All-reduce of 2 processes" in out.read_text()
     assert f"wrote {out}" in r.stderr

@@ -196,3 +196,9 @@ def test_memory_per_replica() -> None:
     assert rep.memory[1].activations == 2 * 2400 // 3 and rep.memory[1].buffers == 2 * (100 + 200) // 3
     tight = simulate(prof, [1, 2], chain(6, mesh=True, memory_gib=1e-6), "ddg", layout=lay)
     assert tight.memory_fits == (False, False, False)
+
+
+def test_batch_must_split_into_the_replicas() -> None:
+    prof = make_profile([1.0, 1.0], [1.0, 1.0], batch_size=8)
+    with pytest.raises(UserError, match="batch size 8 does not split into 1 micro-batch\\(es\\) × 3 replicas"):
+        simulate(prof, [1], chain(4, mesh=True), "ddg", layout=Layout((("d0", "d1", "d2"), ("d3",))))

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"device": args.device, "sizes": list(link.sizes), "one_way_ms": list(link.one_way_ms),
                           "latency_us": link.latency_us, "bandwidth_gb_s": link.bandwidth_gb_s,
                           "max_rel_residual": link.max_rel_residual, "step_overhead_ms": cal.step_overhead_ms,
-                          "concurrent_speed": cal.concurrent_speed, "scenario": str(out)}, indent=1))
+                          "concurrent_speed": cal.concurrent_speed,
+                          "allreduce": calibrate.allreduce_check(cal), "scenario": str(out)}, indent=1))
         print(f"wrote {out}", file=sys.stderr)
         return 0
     print(f"{'bytes':>10} {'one-way ms':>11} {'fit ms':>9}")
@@ -79,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{n:>10} {t:>11.4f} {link.predict_ms(n):>9.4f}")
     print(f"link: {link.latency_us:.1f} us + bytes / {link.bandwidth_gb_s:.3f} GB/s "
           f"(largest residual {100 * link.max_rel_residual:.1f}%)")
+    print(f"{'all-reduce':>10} {'measured ms':>11} {'(fastest-slowest)':>19} {'predicted':>9} {'error':>7}")
+    for r in calibrate.allreduce_check(cal):
+        spread = f"({r['low_ms']:.4f}-{r['high_ms']:.4f})"
+        print(f"{int(r['bytes']):>10} {r['measured_ms']:>11.4f} {spread:>19} "
+              f"{r['predicted_ms']:>9.4f} {r['error_pct']:>+6.1f}%")
     print(f"executor step overhead {cal.step_overhead_ms:.3f} ms; concurrent compute speed "
           f"{cal.concurrent_speed:.3f} ({cal.compute_alone_ms:.2f} ms alone, {cal.compute_together_ms:.2f} ms together)")
     print(f"load average before {cal.meta['loadavg_before']}, after {cal.meta['loadavg_after']}")

@@ -50,7 +50,7 @@ from ddgsim.predict.max_plus import (
 from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, StageMemory, stage_memory
 from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, Piece
+from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, Piece, check_batch
 from ddgsim.schedule import Action, Message, Schedule, resolve, staleness_of
 from ddgsim.trace import TraceEvent
 
@@ -540,6 +540,8 @@ def simulate(
     if n < min_iterations(K):
         raise UserError(f"iterations must be >= {min_iterations(K)} for K = {K} stages (2K+2), got {n}")
     sched = resolve(schedule, K, n, micro_batches)
+    if layout is not None:
+        check_batch(profile.batch_size, micro_batches, layout.replicas)
 
     def cost(sc: Scenario, m: int) -> Costs:
         return costs_for_splits(profile, [split], sc, devices, m, update_gb_s, layout=layout, allreduce=allreduce)

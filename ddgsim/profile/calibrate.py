@@ -8,6 +8,10 @@ processes, NCCL between two GPUs) and measure:
   bytes / bandwidth`` is fitted by non-negative least squares, each size weighted
   by 1/time so that 4-byte and 32-MiB messages count alike (an unweighted fit is
   decided by the largest messages and leaves the latency to noise).
+* **an all-reduce** (``dist.all_reduce`` of float32 tensors of the same sizes between
+  the two processes, the backend's own algorithm): median and spread per size, next to
+  what the timing models predict for it from the fitted link (:func:`allreduce_check`,
+  ``ddgsim.predict.collective.allreduce_ms``, ring of 2 = 2·latency + bytes/bandwidth).
 * **per-process overheads** the scenario format has no field for, recorded as
   comments: the executor's fixed cost of one ``F, B, U`` step
   (:class:`ddgsim.execute.stage.StageWorker` on a one-parameter stage, the run's default
@@ -86,6 +90,19 @@ def fit_link(sizes: Sequence[int], one_way_ms: Sequence[float]) -> LinkFit:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AllreduceSample:
+    """A measured 2-process all-reduce of one size."""
+
+    nbytes: int
+    median_ms: float
+    """Median over the repetitions, ms."""
+    low_ms: float
+    """Fastest repetition, ms."""
+    high_ms: float
+    """Slowest repetition, ms."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Calibration:
     """Everything one calibration measured on this machine."""
 
@@ -110,6 +127,8 @@ class Calibration:
     """torch threads per process."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Host, versions, date, load average, wall time."""
+    allreduce: tuple[AllreduceSample, ...] = ()
+    """The 2-process all-reduce per size (empty when not measured)."""
 
     @property
     def concurrent_speed(self) -> float:
@@ -149,6 +168,46 @@ def _ping_pong(rank: int, sizes: Sequence[int], reps: int, dev: Any) -> dict[int
                 times.append(time.perf_counter() - t0)
         out[n] = statistics.median(times) / 2 * 1e3
     return out
+
+
+def _allreduce(sizes: Sequence[int], reps: int, dev: Any) -> dict[int, list[float]]:
+    """ms of every timed ``dist.all_reduce`` per size (both processes take part)."""
+    import torch
+    import torch.distributed as dist
+
+    out: dict[int, list[float]] = {}
+    for n in sizes:
+        buf = torch.ones(max(1, n // 4), dtype=torch.float32, device=dev)
+        times = []
+        for i in range(reps + WARMUP):
+            dist.barrier()
+            _sync(dev)
+            t0 = time.perf_counter()
+            dist.all_reduce(buf)
+            _sync(dev)
+            if i >= WARMUP:
+                times.append((time.perf_counter() - t0) * 1e3)
+            buf.fill_(1.0)  # keep the values finite
+        out[n] = times
+    return out
+
+
+def allreduce_check(cal: Calibration) -> list[dict[str, float]]:
+    """Per measured size: measured median and spread next to the prediction of
+    ``collective.allreduce_ms`` (ring) over the calibrated link between two devices."""
+    from ddgsim.predict.collective import allreduce_ms
+    from ddgsim.predict.scenario import Device, Link, Scenario
+
+    sc = Scenario(name="calibrated", devices=(Device(name="a"), Device(name="b")),
+                  links=(Link(src="a", dst="b", bandwidth_gb_s=cal.link.bandwidth_gb_s,
+                              latency_us=cal.link.latency_us),))
+    rows = []
+    for x in cal.allreduce:
+        pred = float(allreduce_ms(sc, ["a", "b"], x.nbytes, "ring"))
+        rows.append({"bytes": x.nbytes, "measured_ms": x.median_ms, "low_ms": x.low_ms, "high_ms": x.high_ms,
+                     "predicted_ms": pred,
+                     "error_pct": 100 * (pred - x.median_ms) / x.median_ms if x.median_ms > 0 else math.nan})
+    return rows
 
 
 def _sync(dev: Any) -> None:
@@ -217,13 +276,16 @@ def _worker(rank: int, port: int, backend: str, sizes: Sequence[int], reps: int,
     try:
         link = _ping_pong(rank, sizes, reps, dev)
         dist.barrier()
+        reduce = _allreduce(sizes, reps, dev)
+        dist.barrier()
         alone = _kernel(reps, dev) if rank == 0 else 0.0  # rank 1 waits in the barrier below
         dist.barrier()
         together = _kernel(reps, dev)
         dist.barrier()
         overhead = _step_overhead(reps, dev)
         if rank == 0:
-            queue.put({"link": link, "alone": alone, "together": together, "overhead": overhead})
+            queue.put({"link": link, "alone": alone, "together": together, "overhead": overhead,
+                       "allreduce": reduce})
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -285,7 +347,9 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
     }
     return Calibration(device=device, backend=backend, devices=count, memory_gib=_memory_gib(device, count),
                        link=link, step_overhead_ms=res["overhead"], compute_alone_ms=res["alone"],
-                       compute_together_ms=res["together"], reps=reps, threads=threads, meta=meta)
+                       compute_together_ms=res["together"], reps=reps, threads=threads, meta=meta,
+                       allreduce=tuple(AllreduceSample(nbytes=n, median_ms=statistics.median(t), low_ms=min(t),
+                                                       high_ms=max(t)) for n, t in res["allreduce"].items()))
 
 
 def _loadavg() -> list[float] | None:
@@ -338,6 +402,7 @@ def scenario_toml(cal: Calibration, name: str = "local", command: str = "") -> s
         f"residual {100 * link.max_rel_residual:.1f}%.",
         "# Measured between the first two devices only; every pair is assumed to be the same.",
         "#",
+        *_allreduce_comment(cal),
         "# Per-process overheads (the scenario format has no field for them; for reference):",
         "#   executor fixed cost per step (StageWorker F+B+U, one-parameter stage, SGD momentum 0.9",
         f"#   Nesterov, weight decay 5e-4): {cal.step_overhead_ms:.4f} ms",
@@ -366,6 +431,18 @@ def scenario_toml(cal: Calibration, name: str = "local", command: str = "") -> s
                       f"bandwidth_gb_s = {_num(link.bandwidth_gb_s)}", f"latency_us = {link.latency_us:.3f}",
                       "bidirectional = true", ""]
     return "\n".join(lines)
+
+
+def _allreduce_comment(cal: Calibration) -> list[str]:
+    if not cal.allreduce:
+        return []
+    lines = [f"# All-reduce of 2 processes ({cal.backend} dist.all_reduce, float32), median (fastest-slowest) over",
+             f"# {cal.reps} repetitions, and the prediction of the timing models from the link above (ring of 2):",
+             "#        bytes  measured ms (spread)           predicted ms   error"]
+    for r in allreduce_check(cal):
+        lines.append(f"# {int(r['bytes']):>12} {r['measured_ms']:>10.4f} ({r['low_ms']:.4f}-{r['high_ms']:.4f})"
+                     f" {r['predicted_ms']:>12.4f} {r['error_pct']:>+7.1f}%")
+    return [*lines, "#"]
 
 
 def write_scenario(cal: Calibration, path: Path, name: str | None = None, command: str = "") -> None:
