@@ -53,6 +53,15 @@ KINDS = ("F", "B", "U", "W")
 _ACTION = re.compile(r"^(\d+)([FBUW])(\d+)(?:\.(\d+))?$")
 
 
+@dataclass(frozen=True)
+class Steady:
+    """A schedule by name only, for models that need no action lists (the closed forms, the steady
+    state's memory): a 600-stage list is millions of actions."""
+
+    name: str
+    micro_batches: int = 1
+
+
 class Action(NamedTuple):
     """One step of one stage: ``0F3`` = stage 0 forwards batch 3; ``1B2.1`` = micro-batch 1."""
 

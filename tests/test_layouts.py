@@ -110,3 +110,27 @@ def test_mappings_put_replicas_or_stages_together() -> None:
     assert together.devices == (tuple(names[:4]), tuple(names[4:]))
     assert apart.devices == tuple(tuple(names[r * 2 + k] for r in range(4)) for k in range(2))
     assert replica_counts(12, 2, 8) == [1, 2, 3, 6]
+
+
+@given(st.sampled_from(["bp", "ddg", "ddg-pipelined", "gpipe", "1f1b"]), st.integers(1, 9), st.integers(1, 5))
+def test_steady_flights_equal_the_walk_over_the_built_lists(name: str, K: int, M: int) -> None:
+    from ddgsim.predict.memory import in_flight_and_versions, steady_flights
+
+    M = M if name in ("gpipe", "1f1b") else 1
+    sched = make_schedule(name, K, max_plus.default_iterations(K), M)
+    assert steady_flights(name, K, M) == [in_flight_and_versions(a, M) for a in sched.actions]
+
+
+@given(st.lists(st.floats(0.0, 100.0), min_size=1, max_size=9), st.integers(1, 9))
+def test_partition_bound_is_below_the_best_packing_and_close(costs: list[float], parts: int) -> None:
+    from ddgsim.plan.layouts import partition_bound
+
+    n = len(costs)
+    parts = min(parts, n)
+    best = min(max(sum(costs[a:b]) for a, b in zip((0, *cut), (*cut, n), strict=True))
+               for cut in itertools.combinations(range(1, n), parts - 1))
+    import numpy as np
+
+    got = partition_bound(np.array(costs), parts)
+    assert got <= best * (1 + 1e-9) + 1e-12
+    assert got >= best - (sum(costs) + 1e-9) * 2.0**-16 - 1e-9

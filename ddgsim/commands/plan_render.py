@@ -107,7 +107,7 @@ def render_layouts(con: Any, found: Any, batch: int) -> None:
     con.print(f"  no layout of any K, per-stage D_k, split or mapping beats {found.any_layout_bound_ms:.1f} ms "
               f"(perfect balance, free communication): the chosen one is within {100 * found.gap:.1f}% of it")
     for note in found.notes:
-        con.print(f"  [yellow]note[/]: {note}")
+        con.print(f"  [yellow]note[/]: {note.removeprefix('note: ')}")
 
 
 def _stage_rows(profile: Profile, opt: Option) -> list[list[str] | None]:
@@ -163,19 +163,22 @@ def render(
     for r in per_schedule[primary]:
         print_tables(con, _k_title(r, r is chosen), K_COLUMNS, _k_rows(profile, r, r is chosen))
         for note in r.notes:
-            con.print(f"  [yellow]note[/]: {note}")
+            con.print(f"  [yellow]note[/]: {note.removeprefix('note: ')}")
     assert chosen.planned is not None
     opt = chosen.planned
     print_tables(con, "chosen plan, per stage", STAGE_COLUMNS, _stage_rows(profile, opt))
     drift = round(100 * (opt.sim.iteration_ms / opt.analytic_ms - 1), 3) + 0.0 if opt.analytic_ms else 0.0  # no -0.000
     D = _replicas(opt)
     where = ", ".join(opt.devices) if D == 1 else f"{len(opt.devices)} devices ({opt.devices[0]}…{opt.devices[-1]})"
+    check = (f"SimPy {opt.sim.iteration_ms:.3f} ms vs search {opt.analytic_ms:.3f} ms, {drift:+.3f}%"
+             if opt.sim.events else "closed form, not simulated")
     con.print(
         f"[bold green]chosen[/]: K = {chosen.stages}{f' × D = {D}' if D > 1 else ''}, split "
-        f"{','.join(map(str, opt.split)) or '(one stage)'} on {where}: {opt.iteration_ms:.1f} ms/iteration, {opt.sim.samples_per_s:.1f} samples/s, "
-        f"{opt.sim.speedup_vs_1_device:.2f}x vs 1 device (SimPy {opt.sim.iteration_ms:.3f} ms vs search "
-        f"{opt.analytic_ms:.3f} ms, {drift:+.3f}%)"
+        f"{','.join(map(str, opt.split)) or '(one stage)'} on {where}: {opt.iteration_ms:.1f} ms/iteration, "
+        f"{opt.sim.samples_per_s:.1f} samples/s, {opt.sim.speedup_vs_1_device:.2f}x vs 1 device ({check})"
     )
+    for note in opt.sim.notes:
+        con.print(f"  [yellow]note[/]: {note.removeprefix('note: ')}")
     con.print("weights* = parameters + gradients + optimizer state; stashed = older weight versions kept for "
                   "delayed backwards; τ = staleness.")
     con.print("γL <: a stage with staleness τ is stable on a quadratic of curvature L only if "

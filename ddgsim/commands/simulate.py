@@ -198,6 +198,8 @@ def _print_tables(r: Any, profile: Any, assumed: bool) -> None:
     cols = [Column("stage"), Column("device", "left"), Column("units", "left"), Column("layers", "left"),
             Column("busy ms"), Column("bubble"), Column("τ"), Column("peak GiB"), Column("fits")]
     print_tables(console, "stages (τ = staleness)", cols, rows)
+    for note in getattr(r, "notes", ()):
+        console.print(f"[yellow]note[/]: {note.removeprefix('note: ')}")
     if r.links:
         lt = Table(title="links (per iteration)")
         for col in ("link", "MB", "busy ms", "busy"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -26,25 +27,22 @@ from ddgsim.plan.split import reach
 from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import StageCosts, closed_form_period
 from ddgsim.predict.collective import allreduce_ms
-from ddgsim.predict.memory import in_flight_and_versions
+from ddgsim.predict.memory import steady_flights
 from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import Layout, pieces
-from ddgsim.schedule import Schedule
 
 INF = np.inf
-_FLIGHTS: dict[int, tuple[Schedule, list[tuple[float, int]]]] = {}
 
 
-def _flights(sched: Schedule) -> list[tuple[float, int]]:
-    """(batches in flight, stashed versions) of every stage: walked once per schedule object."""
-    hit = _FLIGHTS.get(id(sched))
-    if hit is None or hit[0] is not sched:
-        if len(_FLIGHTS) > 64:
-            _FLIGHTS.clear()
-        hit = (sched, [in_flight_and_versions(a, sched.micro_batches) for a in sched.actions])
-        _FLIGHTS[id(sched)] = hit
-    return hit[1]
+class SchedSpec(Protocol):
+    """What the tables need of a schedule: its name and micro-batch count (a :class:`Schedule` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def micro_batches(self) -> int: ...
 
 
 @dataclass
@@ -93,7 +91,7 @@ def width_for(profile: Profile, layout: Layout, scenario: Scenario, micro_batche
 
 
 def tables(
-    profile: Profile, scenario: Scenario, layout: Layout, sched: Schedule, memory_limit: float | None,
+    profile: Profile, scenario: Scenario, layout: Layout, sched: SchedSpec, memory_limit: float | None,
     update_gb_s: float, optimizer_buffers: int, allreduce: str, width: int | None = None,
 ) -> Band:
     """The band tables of ``layout`` (stage k's replicas on ``layout.devices[k]``)."""
@@ -119,7 +117,7 @@ def tables(
     measured = True
     work, fwd, upd, overflow = [], [], [], []
     shard_tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    flights = _flights(sched)
+    flights = steady_flights(sched.name, K, M)
     for k, devs in enumerate(layout.devices):
         D = len(devs)
         if D not in shard_tables:

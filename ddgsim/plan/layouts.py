@@ -32,9 +32,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ddgsim.errors import UserError
 from ddgsim.plan.search import Candidate, MemoryOverflow, search
 from ddgsim.predict import max_plus
+from ddgsim.predict.closed_form import CLOSED_FORM
 from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
@@ -104,6 +107,39 @@ def layouts_for(scenario: Scenario, stages: int, replicas: int, devices: int) ->
     return [(MAPPINGS[0], together), (MAPPINGS[1], apart)]
 
 
+def partition_bound(costs: np.ndarray, parts: int, steps: int = 16) -> float:
+    """A lower bound on ``min over splits into parts of max stage sum`` of nonnegative unit costs.
+
+    Greedy packing decides exactly whether a maximum X admits ``parts`` stages (fill each stage
+    as far as X allows); bisection on X keeps the largest X found infeasible, which is below the
+    optimum, so the result is a valid bound (and within 2**-steps of the bracket)."""
+    pref = np.concatenate([[0.0], np.cumsum(costs)])
+    n = len(costs)
+
+    def fits(X: float) -> bool:
+        u, used = 0, 0
+        while u < n:
+            v = int(np.searchsorted(pref, pref[u] + X * (1 + 1e-12), side="right")) - 1
+            if v <= u:
+                return False
+            u, used = v, used + 1
+            if used > parts:
+                return False
+        return True
+
+    lo = max(float(pref[-1]) / parts, float(np.max(costs)) if n else 0.0)
+    if fits(lo):
+        return lo
+    hi = float(pref[-1])
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
 def _work(profile: Profile, micro_batches: int, replicas: int) -> tuple[float, float]:
     """(one replica's shard work of the whole model per iteration, its largest unit's)."""
     costs, _ = profile.shard_costs(micro_batches, replicas)
@@ -131,14 +167,19 @@ def search_layouts(
     U = float(sum(max_plus.unit_update_ms(profile, update_gb_s)))
     cands: list[tuple[float, int, int]] = []
     any_bound = math.inf
+    upd = np.asarray(max_plus.unit_update_ms(profile, update_gb_s))
+    unit_costs = {}
     for D in Ds:
+        shard, _ = profile.shard_costs(micro_batches, D)
+        unit_costs[D] = (micro_batches * np.array([f + b for f, b in shard]) + upd) / speed
         work, unit = _work(profile, micro_batches, D)
         any_bound = min(any_bound, (D * work + U) / (devices * speed))
         ks = [k for k in (stages if stages is not None else range(1, devices // D + 1)) if 1 <= k <= n and k * D <= devices]
         for K in ks:
             cands.append((max((work + U) / K, unit) / speed, K, D))
-    cands.sort()
-    schedules: dict[int, Schedule] = {}
+    # Ties on the bound (unit granularity) go to more devices first: where the bound is attained,
+    # that candidate attains it and the rest are bounded out.
+    cands.sort(key=lambda c: (c[0], -c[1] * c[2], -c[1]))
     results: list[LayoutResult] = []
     best: LayoutResult | None = None
     best_pipe: LayoutResult | None = None
@@ -153,9 +194,17 @@ def search_layouts(
         dp_open = K == 1 and dp_replicas == D
         if not (beats or pipe_open or dp_open):
             continue
-        if K not in schedules:
-            schedules[K] = make_schedule(schedule, K, max_plus.default_iterations(K), micro_batches)
-        res = _search_one(profile, scenario, schedules[K], K, D, devices, lb, memory_limit_bytes, allreduce,
+        # The tighter bound (unit granularity: the best K-part packing of work + update) costs a
+        # little, so only for candidates the cheap bound leaves open.
+        lb = max(lb, partition_bound(unit_costs[D], K))
+        beats = best is None or lb < best.iteration_ms * (1 - 1e-9)
+        pipe_open = D == 1 and (best_pipe is None or lb < best_pipe.iteration_ms * (1 - 1e-9))
+        if not (beats or pipe_open or dp_open):
+            continue
+        sched: str | Schedule = schedule
+        if schedule not in CLOSED_FORM or micro_batches > 1:
+            sched = make_schedule(schedule, K, max_plus.default_iterations(K), micro_batches)
+        res = _search_one(profile, scenario, sched, K, D, devices, lb, memory_limit_bytes, allreduce,
                           update_gb_s, optimizer_buffers, notes)
         results.append(res)
         if res.best is None:
@@ -178,21 +227,21 @@ def search_layouts(
 
 
 def _search_one(
-    profile: Profile, scenario: Scenario, sched: Schedule, K: int, D: int, devices: int, lb: float,
+    profile: Profile, scenario: Scenario, sched: str | Schedule, K: int, D: int, devices: int, lb: float,
     memory_limit_bytes: float | None, allreduce: str, update_gb_s: float, optimizer_buffers: int,
     notes: list[str],
 ) -> LayoutResult:
     """The exact best split of K × D over its mappings."""
     if D == 1:
         res = search(profile, scenario, sched, K, memory_limit_bytes=memory_limit_bytes, update_gb_s=update_gb_s,
-                     optimizer_buffers=optimizer_buffers)
+                     optimizer_buffers=optimizer_buffers, lower_bound_ms=lb)
         notes.extend(res.notes)
         return LayoutResult(stages=K, replicas=1, lower_bound_ms=lb, best=res.best, mapping="pipeline",
                             overflow=res.overflow)
     found: LayoutResult | None = None
     for label, layout in layouts_for(scenario, K, D, devices):
         res = search(profile, scenario, sched, K, memory_limit_bytes=memory_limit_bytes, update_gb_s=update_gb_s,
-                     optimizer_buffers=optimizer_buffers, layout=layout, allreduce=allreduce)
+                     optimizer_buffers=optimizer_buffers, layout=layout, allreduce=allreduce, lower_bound_ms=lb)
         r = LayoutResult(stages=K, replicas=D, lower_bound_ms=lb, best=res.best, mapping=label, overflow=res.overflow)
         if found is None or (r.best is not None and r.iteration_ms < found.iteration_ms * (1 - 1e-12)):
             found = r

@@ -36,7 +36,7 @@ from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout
-from ddgsim.schedule import Schedule, resolve
+from ddgsim.schedule import Schedule, Steady, resolve
 
 ENUMERATE_LIMIT = 20_000
 """gpipe/1f1b: enumerate every split (exact) up to this many, else a heuristic."""
@@ -155,7 +155,7 @@ def _heuristic(profile: Profile, K: int) -> list[int]:
 
 
 def _band_for(
-    profile: Profile, scenario: Scenario, layout: Layout, sched: Schedule, memory_limit: float | None,
+    profile: Profile, scenario: Scenario, layout: Layout, sched: band.SchedSpec, memory_limit: float | None,
     update_gb_s: float, optimizer_buffers: int, allreduce: str,
 ) -> tuple[band.Band, float]:
     """Tables on a band wide enough for every split at least as fast as the balanced heuristic,
@@ -178,7 +178,8 @@ def _band_for(
                        width), hi
 
 
-def _bisect(sched: Schedule, layout: Layout, T: band.Band, hi: float, width_at: Any) -> Candidate | None:
+def _bisect(sched: band.SchedSpec, layout: Layout, T: band.Band, hi: float, width_at: Any,
+            lower: float = 0.0) -> Candidate | None:
     """Exact search on the period with the feasibility DP (closed-form schedules).
 
     Bisection, except that a feasible answer moves the upper end down to the period
@@ -190,7 +191,8 @@ def _bisect(sched: Schedule, layout: Layout, T: band.Band, hi: float, width_at: 
     split = band.feasible(name, T, hi * (1 + 1e-6) if math.isfinite(hi) else 1e300)
     if split is None:
         return None
-    hi, lo, checks = band.period(name, T, split), 0.0, 1
+    hi, checks = band.period(name, T, split), 1
+    lo = min(lower * (1 - REL_TOL), hi)  # a known lower bound on the period: no split is below it
     probe = True
     while hi - lo > REL_TOL * hi:
         P = hi * (1 - REL_TOL) if probe else 0.5 * (lo + hi)
@@ -251,6 +253,7 @@ def search(
     micro_batches: int = 1, memory_limit_bytes: float | None = None,
     devices: Sequence[str] | None = None, update_gb_s: float = max_plus.UPDATE_GB_S,
     optimizer_buffers: int = SGD_MOMENTUM_BUFFERS, layout: Layout | None = None, allreduce: str = DEFAULT_ALLREDUCE,
+    lower_bound_ms: float = 0.0,
 ) -> SearchResult:
     """Best split for exactly ``stages`` stages, over device orders (or on ``layout``'s replicas),
     under memory limits.
@@ -263,7 +266,11 @@ def search(
         raise UserError(f"cannot split {n} units of '{profile.model}' into {stages} stages (need 1 <= K <= {n})")
     if not isinstance(schedule, str):
         micro_batches = schedule.micro_batches
-    sched = resolve(schedule, stages, max_plus.default_iterations(stages), micro_batches)
+    sched: band.SchedSpec
+    if isinstance(schedule, str) and schedule in CLOSED_FORM and micro_batches == 1:
+        sched = Steady(schedule)  # the closed forms need no action lists (a K=600 list is millions of actions)
+    else:
+        sched = resolve(schedule, stages, max_plus.default_iterations(stages), micro_batches)
     if layout is not None:
         if layout.stages != stages:
             raise UserError(f"the layout has {layout.stages} stages, not {stages}")
@@ -283,11 +290,12 @@ def search(
             return band.width_for(profile, lay, scenario, sched.micro_batches, P)
 
         if closed:
-            cand = _bisect(sched, lay, T, hi, width_at)
+            cand = _bisect(sched, lay, T, hi, width_at, lower_bound_ms)
         else:
             if math.comb(n - 1, stages - 1) <= ENUMERATE_LIMIT and T.width < n:
                 T = band.tables(profile, scenario, lay, sched, memory_limit_bytes, update_gb_s, optimizer_buffers,
                                 allreduce)
+            assert isinstance(sched, Schedule)
             cand = _enumerate(profile, scenario, lay, sched, update_gb_s, T, allreduce)
         if cand is not None:
             if best is None or cand.iteration_ms < best.iteration_ms * (1 - 1e-12):

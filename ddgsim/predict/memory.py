@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ddgsim.profile.format import Profile
-from ddgsim.schedule import Action, Schedule
+from ddgsim.schedule import Action, Schedule, Steady
 
 SGD_MOMENTUM_BUFFERS = 1
 """Optimizer state per parameter for SGD with momentum (the paper's optimizer)."""
@@ -90,17 +90,35 @@ def in_flight_and_versions(actions: Sequence[Action], micro_batches: int) -> tup
     return max_live / micro_batches, max_stash
 
 
+def steady_flights(schedule: str, stages: int, micro_batches: int = 1) -> list[tuple[float, int]]:
+    """:func:`in_flight_and_versions` of every stage of a schedule's steady state, without building it:
+    ``ddg``/``ddg-pipelined`` keep ``K−k`` batches in flight and ``K−1−k`` older versions on stage k
+    (its delay plus one); ``1f1b`` ``min(K−k, M)`` micro-batches; ``bp`` and ``gpipe`` one batch.
+    (The walk over the built lists gives the same; property-tested.)"""
+    K, M = stages, micro_batches
+    if schedule in ("ddg", "ddg-pipelined"):
+        return [(float(K - k), K - 1 - k) for k in range(K)]
+    if schedule == "1f1b":
+        return [(min(K - k, M) / M, 0) for k in range(K)]
+    if schedule in ("bp", "gpipe"):
+        return [(1.0, 0)] * K
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
 def stage_memory(
     profile: Profile,
     ranges: Sequence[tuple[int, int]],
-    schedule: Schedule,
+    schedule: Schedule | Steady,
     optimizer_buffers: int = SGD_MOMENTUM_BUFFERS,
     replicas: Sequence[int] | None = None,
 ) -> list[StageMemory]:
-    """Peak-memory breakdown for each stage ``[start, end)`` of ``ranges`` (per replica with ``replicas``)."""
+    """Peak-memory breakdown for each stage ``[start, end)`` of ``ranges`` (per replica with ``replicas``);
+    a :class:`Steady` schedule takes the steady state's figures (:func:`steady_flights`)."""
     M = schedule.micro_batches
     K = len(ranges)
     D = list(replicas) if replicas is not None else [1] * K
+    flights = (steady_flights(schedule.name, K, M) if isinstance(schedule, Steady)
+               else [in_flight_and_versions(a, M) for a in schedule.actions])
     out = []
     for k, (start, end) in enumerate(ranges):
         units = profile.units[start:end]
@@ -108,7 +126,7 @@ def stage_memory(
         act = sum(u.activation_bytes for u in units)
         in_bytes = profile.units[start - 1].output_bytes if k > 0 else 0
         out_bytes = units[-1].output_bytes if k < K - 1 else 0
-        flight, versions = in_flight_and_versions(schedule.actions[k], M)
+        flight, versions = flights[k]
         out.append(
             StageMemory(
                 params=params,
