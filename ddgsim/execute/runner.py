@@ -617,7 +617,7 @@ class StageProcess:
             "losses": {int(t): v for t, v in self.losses.items()},
             "test": test, "wall_s": wall, "data_source": self.ds.source,
             "weights": weights,
-            "weights_sha256": hashlib.sha256(weights.numpy().tobytes()).hexdigest(),
+            "weights_sha256": hashlib.sha256(weights.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest(),
         }
 
 
