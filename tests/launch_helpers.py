@@ -12,14 +12,21 @@ import torch
 from ddgsim.execute.options import parse_run_args
 from ddgsim.execute.runner import run_inprocess_job
 from ddgsim.plan.format import Plan
+from ddgsim.replicas import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = {"mlp": 6, "smallcnn": 9}
 
 
-def write_plan(path: Path, model: str, split: list[int], schedule: str, batch: int = 16, micro: int = 1) -> Path:
+def write_plan(path: Path, model: str, split: list[int], schedule: str, batch: int = 16, micro: int = 1,
+               replicas: tuple[int, ...] = ()) -> Path:
+    """A plan file; ``replicas`` (D_k per stage) places replica r of stage k on ``cpu{rank}``."""
+    layout = None
+    if replicas:
+        ranks = iter(range(sum(replicas)))
+        layout = Layout(tuple(tuple(f"cpu{next(ranks)}" for _ in range(d)) for d in replicas))
     Plan.for_split(model=model, split=split, num_units=UNITS[model], schedule=schedule, batch_size=batch,
-                   micro_batches=micro).save(path)
+                   micro_batches=micro, layout=layout).save(path)
     return path
 
 

@@ -6,6 +6,10 @@ Layout of ``--checkpoint-dir DIR`` (must be visible to every stage process)::
     DIR/step-00000040/stage-0.pt
     DIR/step-00000040/stage-1.pt
 
+With replicated stages every process writes its own file: replica r of a stage with
+D > 1 replicas writes ``stage-K-replica-R.pt`` (a stage with one replica keeps the name
+``stage-K.pt``), and the job key names the replicas of every stage.
+
 Each stage writes its file atomically (temp file + ``os.replace``); after a barrier
 rank 0 replaces the manifest, and only then removes older step directories — so
 the manifest always names a complete step. Files are read with
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +37,17 @@ def step_dir(root: Path, step: int) -> Path:
     return root / f"step-{step:08d}"
 
 
+def file_name(stage: int, replica: int = 0, replicas: int = 1) -> str:
+    """The state file of one process: ``stage-K.pt``, or ``stage-K-replica-R.pt`` when the stage has replicas."""
+    return f"stage-{stage}.pt" if replicas == 1 else f"stage-{stage}-replica-{replica}.pt"
+
+
 def save_stage(root: Path, step: int, stage: int, state: dict[str, Any],
-               fault: Callable[[], None] | None = None) -> Path:
-    """Write one stage's state for ``step`` atomically (``fault``: a test hook run half-way)."""
+               fault: Callable[[], None] | None = None, *, replica: int = 0, replicas: int = 1) -> Path:
+    """Write one process's state for ``step`` atomically (``fault``: a test hook run half-way)."""
     d = step_dir(root, step)
     d.mkdir(parents=True, exist_ok=True)
-    path = d / f"stage-{stage}.pt"
+    path = d / file_name(stage, replica, replicas)
     with atomic_open(path, "wb", fsync=True, before_replace=fault) as f:
         # fault (tests) may SIGKILL this process with the file written but not yet in place
         torch.save(state, f)
@@ -68,37 +77,43 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     return data
 
 
-def check_resumable(root: Path, job: dict[str, Any], steps: int, stages: int,
+def check_resumable(root: Path, job: dict[str, Any], steps: int, replicas: Sequence[int],
                     load_all: bool = False) -> dict[str, Any]:
-    """The manifest of ``root`` if it fits this job; UserError naming the mismatch otherwise."""
+    """The manifest of ``root`` if it fits this job (``replicas``: D_k of every stage); UserError
+    naming the mismatch otherwise."""
+    stages = len(replicas)
     if not root.is_dir():
         raise UserError(f"--resume {root}: no such directory")
     man = read_manifest(root)
     if man is None:
         raise UserError(f"--resume {root}: no manifest.json (no complete checkpoint there)")
-    for key, want in job.items():
-        have = man.get("job", {}).get(key)
+    for key in sorted({*job, "replicas"}):
+        want, have = job.get(key), man.get("job", {}).get(key)
         if have != want:
             raise UserError(f"checkpoint {root} was written for {key}={have!r}, this run has {key}={want!r}")
     if man["step"] > steps:
         raise UserError(f"checkpoint {root} is at step {man['step']}, beyond --steps {steps}")
     if man.get("stages") != stages:
         raise UserError(f"checkpoint {root} has {man.get('stages')!r} stages, this plan has {stages}")
-    for k in range(stages):
-        if not (step_dir(root, man["step"]) / f"stage-{k}.pt").is_file():
-            raise UserError(f"corrupt checkpoint {root}: step {man['step']} lacks stage-{k}.pt")
-        if load_all:
-            load_stage(root, man["step"], k)
+    for k, d in enumerate(replicas):
+        for r in range(d):
+            name = file_name(k, r, d)
+            if not (step_dir(root, man["step"]) / name).is_file():
+                raise UserError(f"corrupt checkpoint {root}: step {man['step']} lacks {name}")
+            if load_all:
+                load_stage(root, man["step"], k, r, d)
     return man
 
 
-def load_stage(root: Path, step: int, stage: int) -> dict[str, Any]:
-    path = step_dir(root, step) / f"stage-{stage}.pt"
+def load_stage(root: Path, step: int, stage: int, replica: int = 0, replicas: int = 1) -> dict[str, Any]:
+    path = step_dir(root, step) / file_name(stage, replica, replicas)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise UserError(f"corrupt checkpoint {path}: {type(exc).__name__}: {first}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("stage") != stage:
-        raise UserError(f"corrupt checkpoint {path}: not a {FORMAT} file of stage {stage}")
+    if (not isinstance(state, dict) or state.get("format") != FORMAT or state.get("stage") != stage
+            or state.get("replica", 0) != replica):
+        raise UserError(f"corrupt checkpoint {path}: not a {FORMAT} file of stage {stage}"
+                        + (f" replica {replica}" if replicas > 1 else ""))
     return state

@@ -6,6 +6,14 @@ order on both sides for every schedule), each with its own tag, so a receive can
 posted long before it is needed and overlap with compute. Gloo tags are 31-bit:
 activations and gradients use ``2·(t·M + m)`` (they come from different peers).
 
+**Replicated stages** (``ddgsim.replicas``): a message between stages is cut into
+``pieces`` — the samples one replica of the sender holds and one replica of the
+receiver needs. Each piece has its own sender and receiver rank, so a piece is
+told apart by its source rank with the same tag; a receiver keeps one
+:class:`Mailbox` per piece (per source replica) and :class:`Pieces` concatenates a
+message's pieces in sample order. With one replica per stage there is one piece,
+the whole message, handed over as received (no copy).
+
 **Teardown.** Nothing here may still be inside a c10d call when the process group is
 destroyed or the interpreter exits: every receive a :class:`Mailbox` posts is one its
 owner will consume (``pending()`` is empty at the end of a successful run), and the
@@ -45,8 +53,10 @@ class Mailbox:
     def __init__(self, peer: int, keys: Iterable[Key], shape_of: Callable[[Key], tuple[int, ...]],
                  tag_of: Callable[[Key], int], *, device: torch.device, timeout_s: float,
                  window: int = 2, ready: dict[Key, Tensor] | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, name: str = "") -> None:
         self.peer, self.shape_of, self.tag_of = peer, shape_of, tag_of
+        self.name = name or f"stage {peer}"
+        """The sender as error messages name it."""
         self.device, self.window, self.dtype = device, window, dtype
         self.timeout = timedelta(seconds=timeout_s)
         self.ready: dict[Key, Tensor] = dict(ready or {})
@@ -87,10 +97,10 @@ class Mailbox:
         except RuntimeError as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
             if "timed out" in first.lower() or "timeout" in first.lower():
-                raise PeerError(f"stage {self.peer} sent nothing for {self.timeout.total_seconds():g} s "
+                raise PeerError(f"{self.name} sent nothing for {self.timeout.total_seconds():g} s "
                                 f"(waiting for its message of batch {key[0]}); it hangs or is too slow "
                                 "(raise --timeout-s)") from None
-            raise PeerError(f"lost contact with stage {self.peer} while waiting for its message of batch "
+            raise PeerError(f"lost contact with {self.name} while waiting for its message of batch "
                             f"{key[0]} ({first[:200]})") from None
         self.wait_s += time.perf_counter() - t0
         del self.posted[key]
@@ -104,6 +114,58 @@ class Mailbox:
     def pending(self) -> list[Key]:
         """Receives posted or still to post: empty once every expected message was consumed."""
         return [*self.posted, *self.queue]
+
+
+class Pieces:
+    """One kind of message (activations or error gradients) from the replicas of a neighbour stage:
+    a :class:`Mailbox` per piece, each holding rows ``[lo, hi)`` of this replica's shard; a message
+    is its pieces concatenated in sample order."""
+
+    def __init__(self, boxes: list[tuple[Mailbox, int, int]]) -> None:
+        self.boxes = sorted(boxes, key=lambda b: b[1])
+
+    @classmethod
+    def open(cls, sources: list[tuple[int, int, int, str]], keys: list[Key], feats: tuple[int, ...],
+             tag_of: Callable[[Key], int], *, device: torch.device, timeout_s: float,
+             ready: dict[Key, Tensor] | None = None) -> Pieces:
+        """``sources``: (peer rank, lo, hi, name) per piece; ``ready``: whole messages already here
+        (from a checkpoint), cut into the pieces."""
+        ready = ready or {}
+
+        def rows(n: int) -> Callable[[Key], tuple[int, ...]]:
+            return lambda _key: (n, *feats)
+
+        return cls([(Mailbox(peer, keys, rows(hi - lo), tag_of, device=device, timeout_s=timeout_s,
+                             ready={k: v[lo:hi] for k, v in ready.items()}, name=name),
+                     lo, hi) for peer, lo, hi, name in sources])
+
+    def wait(self, key: Key) -> None:
+        for box, _, _ in self.boxes:
+            box.wait(key)
+
+    def held(self, key: Key) -> Tensor:
+        """The whole message ``key`` (waited for), leaving it available for :meth:`get`."""
+        self.wait(key)
+        parts = [box.ready[key] for box, _, _ in self.boxes]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def get(self, key: Key) -> Tensor:
+        whole = self.held(key)
+        for box, _, _ in self.boxes:
+            box.ready.pop(key)
+        return whole
+
+    def pending(self) -> list[tuple[int, Key]]:
+        """(peer, key) of every receive posted or still to post."""
+        return [(box.peer, k) for box, _, _ in self.boxes for k in box.pending()]
+
+    @property
+    def wait_s(self) -> float:
+        return sum(box.wait_s for box, _, _ in self.boxes)
+
+    @property
+    def post_s(self) -> float:
+        return sum(box.post_s for box, _, _ in self.boxes)
 
 
 class Completer:
@@ -170,8 +232,8 @@ class Outbox:
     def __init__(self, timeout_s: float, max_pending: int = 8) -> None:
         self.timeout_s = timeout_s
         self.completer = Completer(timeout_s, max_pending, name="sends")
-        self.done: list[tuple[float, float, str, int]] = []
-        """(posted, completed, name, nbytes) per send, perf_counter seconds."""
+        self.done: list[tuple[float, float, str, int, int]] = []
+        """(posted, completed, name, nbytes, destination rank) per send, perf_counter seconds."""
         self.post_s = 0.0
         self.wait_s = 0.0
 
@@ -183,7 +245,7 @@ class Outbox:
         nbytes = tensor.numel() * tensor.element_size()
 
         def done() -> None:
-            self.done.append((t0, time.perf_counter(), name, nbytes))
+            self.done.append((t0, time.perf_counter(), name, nbytes, dst))
 
         self.completer.submit(work, tensor, done)
         self.post_s += time.perf_counter() - t0

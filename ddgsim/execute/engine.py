@@ -9,17 +9,30 @@ Schedule.sends`: what an action hands on). It repeatedly sweeps the stages in or
 and runs each stage's next action as soon as what it needs is there, so every stage
 executes its own list in order — which is all the numerics depend on: the result
 equals the distributed runner's bit for bit.
+
+**Replicated stages** (``replicas``, ``ddgsim.replicas``): stage k runs as D_k
+:class:`StageWorker` s, each on its own copy of the module and its shard of every
+(micro-)batch; the replicas of a stage execute each action together. What crosses a
+boundary is kept whole (the replicas' outputs concatenated in sample order) and each
+receiving replica takes its shard: the same values the distributed runner's pieces carry.
+The last stage's replicas scale their shard's mean loss by 1/D (:func:`loss_share`);
+before ``U`` the stage's weight gradients are summed in replica order 0..D-1 and the
+same sum is given to every replica, so their weights stay identical. A batch's loss is
+the sum of the replicas' losses, in replica order.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ddgsim.execute.stage import Applied, LossFn, OptimConfig, StageWorker
+from ddgsim.replicas import shard
 from ddgsim.schedule import Action, Message, Schedule
 
 BatchFn = Callable[[int], tuple[Tensor, Tensor]]
@@ -39,6 +52,9 @@ class EngineResult:
     """Per stage, every update in order (grads and stashed weights when ``record=True``)."""
     losses: list[float]
     """Loss of every batch the last stage forwarded, by batch index (NaN if never forwarded)."""
+    replica_weights: list[list[Tensor]] = field(default_factory=list)
+    """``replica_weights[k][r]``: replica r of stage k's final flat parameters (``weights`` holds
+    replica 0's)."""
 
 
 def micro_slices(n: int, micro_batches: int) -> list[slice]:
@@ -52,18 +68,29 @@ def micro_slices(n: int, micro_batches: int) -> list[slice]:
     return out
 
 
-def make_workers(stages: Sequence[nn.Module], schedule: Schedule, loss_fn: LossFn, optim: OptimConfig,
-                 *, record: bool = False, seed: int = 0) -> list[StageWorker]:
-    """One :class:`StageWorker` per stage, with the schedule's delay and micro-batch count."""
-    k_total = len(stages)
-    return [
-        StageWorker(
-            mod, index=k, num_stages=k_total, delay=schedule.delay(k), optim=optim,
-            loss_fn=loss_fn if k == k_total - 1 else None,
-            micro_batches=schedule.micro_batches, record=record, seed=seed,
-        )
-        for k, mod in enumerate(stages)
-    ]
+def loss_share(micro_size: int, batch_size: int, micro_batches: int, replicas: int) -> float:
+    """Weight of one shard's mean loss in its batch's loss: the micro-batch's share of the batch
+    (1 without micro-batches) over the last stage's replica count (shared by both executors)."""
+    share = micro_size / batch_size if micro_batches > 1 else 1.0
+    return share / replicas if replicas > 1 else share
+
+
+def sum_in_order(parts: Sequence[Sequence[Tensor]]) -> list[Tensor]:
+    """Element-wise sum of the replicas' gradient lists, added in replica order 0..D-1."""
+    total = list(parts[0])
+    for more in parts[1:]:
+        total = [a + b for a, b in zip(total, more, strict=True)]
+    return total
+
+
+def make_worker(module: nn.Module, k: int, k_total: int, schedule: Schedule, loss_fn: LossFn, optim: OptimConfig,
+                *, record: bool = False, seed: int = 0) -> StageWorker:
+    """Stage k's :class:`StageWorker` (any of its replicas), with the schedule's delay and micro-batch count."""
+    return StageWorker(
+        module, index=k, num_stages=k_total, delay=schedule.delay(k), optim=optim,
+        loss_fn=loss_fn if k == k_total - 1 else None,
+        micro_batches=schedule.micro_batches, record=record, seed=seed,
+    )
 
 
 def run_inprocess(
@@ -77,6 +104,7 @@ def run_inprocess(
     seed: int = 0,
     on_action: Callable[[int, Any, list[StageWorker]], None] | None = None,
     one_per_round: bool = False,
+    replicas: Sequence[int] | None = None,
 ) -> EngineResult:
     """Execute ``schedule`` on ``stages`` in this process and return weights, updates, losses.
 
@@ -88,15 +116,25 @@ def run_inprocess(
     Each sweep runs every stage as far as it can; ``one_per_round`` runs at most one action
     per stage per sweep instead (another interleaving: the numerics do not depend on it).
     For bit-identity with the distributed runner use the same torch thread count (1).
+    ``replicas`` (D_k per stage, default all 1) runs replicated stages (module docstring);
+    ``on_action`` and ``applied`` then see replica 0's workers.
     """
     k_total = len(stages)
     if schedule.stages != k_total:
         raise ValueError(f"schedule has {schedule.stages} stages but {k_total} modules were given")
+    reps = list(replicas) if replicas is not None else [1] * k_total
+    if len(reps) != k_total or min(reps) < 1:
+        raise ValueError(f"replicas {reps} do not give every one of the {k_total} stages at least one replica")
     n_iter = schedule.iterations
-    workers = make_workers(stages, schedule, loss_fn, optim, record=record, seed=seed)
+    group_of = [
+        [make_worker(stages[k] if r == 0 else copy.deepcopy(stages[k]), k, k_total, schedule, loss_fn, optim,
+                     record=record, seed=seed) for r in range(reps[k])]
+        for k in range(k_total)
+    ]
+    workers = [g[0] for g in group_of]
     arrived: dict[Message, Tensor] = {}
     batches: dict[int, tuple[Tensor, Tensor]] = {}
-    labels: dict[tuple[int, int], tuple[Tensor, float]] = {}
+    labels: dict[tuple[int, int], tuple[Tensor, int, int]] = {}
     pos = [0] * k_total
     lists = [list(a) for a in schedule.actions]
     weights: list[list[Tensor | None]] = [[None] * k_total for _ in range(n_iter + 1)]
@@ -111,25 +149,44 @@ def run_inprocess(
     def ready(a: Action) -> bool:
         return all(msg in arrived for msg in schedule.needs(a))
 
+    def shards(whole: Tensor, d: int) -> list[Tensor]:
+        return [whole[slice(*shard(len(whole), d, r))] for r in range(d)]
+
+    def whole(parts: list[Tensor | None]) -> Tensor | None:
+        if parts[0] is None:
+            return None
+        return parts[0] if len(parts) == 1 else torch.cat([p for p in parts if p is not None])
+
     def run(k: int, a: Action) -> None:
-        w = workers[k]
+        group = group_of[k]
+        d = len(group)
+        out: Tensor | None = None
         if a.kind == "F":
             if k == 0:
                 x, y = batch(a.batch)
                 sl = micro_slices(len(x), schedule.micro_batches)[a.micro]
                 xin = x[sl]
-                labels[(a.batch, a.micro)] = (y[sl], (sl.stop - sl.start) / len(x))
+                labels[(a.batch, a.micro)] = (y[sl], sl.stop - sl.start, len(x))
             else:
                 (msg,) = schedule.needs(a)
                 xin = arrived.pop(msg)
-            y_m, share = labels[(a.batch, a.micro)]
-            out = w.forward(a.batch, xin, y_m if k == k_total - 1 else None, micro=a.micro,
-                            weight=share if schedule.micro_batches > 1 else 1.0)
+            y_m, n_micro, n_batch = labels[(a.batch, a.micro)]
+            last = k == k_total - 1
+            weight = loss_share(n_micro, n_batch, schedule.micro_batches, d) if last else 1.0
+            ys = shards(y_m, d)
+            out = whole([w.forward(a.batch, xs, ys[r] if last else None, micro=a.micro, weight=weight)
+                         for r, (w, xs) in enumerate(zip(group, shards(xin, d), strict=True))])
         elif a.kind == "B":
             g = arrived.pop(schedule.needs(a)[0]) if k < k_total - 1 else None
-            out = w.backward(a.batch, g, micro=a.micro)
+            gs: list[Tensor | None] = [None] * d if g is None else list(shards(g, d))
+            out = whole([w.backward(a.batch, gr, micro=a.micro) for w, gr in zip(group, gs, strict=True)])
         elif a.kind == "U":
-            w.update(a.batch)
+            if d > 1:
+                total = sum_in_order([w.grads[a.batch] for w in group])
+                for w in group:
+                    w.grads[a.batch] = [g.clone() for g in total]
+            for w in group:
+                w.update(a.batch)
         sent = schedule.delivered(a)
         if sent is not None:
             assert out is not None
@@ -162,10 +219,12 @@ def run_inprocess(
         for k in range(k_total):
             if weights[t][k] is None:
                 weights[t][k] = weights[t - 1][k] if t else workers[k].flat_weights()
-    last = workers[-1]
-    losses = [last.losses.get(t, float("nan")) for t in range(n_iter)]
+    nan = float("nan")
+    losses = [sum((w.losses.get(t, nan) for w in group_of[-1]), 0.0) if len(group_of[-1]) > 1
+              else workers[-1].losses.get(t, nan) for t in range(n_iter)]
     return EngineResult(
         weights=[[w for w in row if w is not None] for row in weights],
         applied=[list(w.applied) for w in workers],
         losses=losses,
+        replica_weights=[[w.flat_weights() for w in g] for g in group_of],
     )

@@ -1,11 +1,12 @@
-"""Launch a run: one process per stage, through PyTorch's elastic launcher (``ddgsim execute``).
+"""Launch a run: one process per stage (per replica of a stage), through PyTorch's elastic launcher.
 
-Launches ``python -m ddgsim.execute`` K times through PyTorch's elastic launcher
+Launches ``python -m ddgsim.execute`` once per process of the plan (``plan.world_size``:
+K, or D_0 + … + D_{K-1} with replicated stages; ranks are stage-major) through PyTorch's elastic launcher
 (``torch.distributed.launcher.api.elastic_launch``, the machinery behind
 ``torchrun``), so what runs here is exactly what ``torchrun --nproc-per-node K -m
 ddgsim.execute ...`` runs (each stage gets the :class:`RunConfig` as JSON). Several nodes: run the same command on each with ``--nnodes N
 --node-rank R --rdzv-endpoint HOST:PORT`` (a c10d rendezvous hosted by node 0); each
-node starts K/N stage processes.
+node starts world_size/N processes (ranks spread as the rendezvous assigns nodes).
 
 SIGTERM to this process (preemption) is passed to the stages, which stop at one
 common iteration boundary, checkpoint there (``--checkpoint-dir``) and exit; the
@@ -39,22 +40,23 @@ class Nodes:
     """Restart the whole job up to this many times after a failure (it resumes from a checkpoint)."""
 
 
-def _placement(nodes: Nodes, k_total: int) -> tuple[str, str, int]:
+def _placement(nodes: Nodes, world: int) -> tuple[str, str, int]:
     """(rendezvous endpoint, run id, processes on this node), UserError naming a bad option."""
     n = nodes.nnodes
     if n < 1:
         raise UserError(f"--nnodes must be >= 1, got {n}")
     if not 0 <= nodes.node_rank < n:
         raise UserError(f"--node-rank must be in 0..{n - 1}, got {nodes.node_rank}")
-    if k_total % n:
-        raise UserError(f"the plan's {k_total} stages cannot be spread evenly over --nnodes {n}")
+    if world % n:
+        raise UserError(f"the plan's {world} processes (one per stage replica) cannot be spread evenly "
+                        f"over --nnodes {n}; use an --nnodes that divides {world}")
     if n == 1:
-        return nodes.rdzv_endpoint or "localhost:0", nodes.rdzv_id or f"ddgsim-{uuid.uuid4().hex[:8]}", k_total
+        return nodes.rdzv_endpoint or "localhost:0", nodes.rdzv_id or f"ddgsim-{uuid.uuid4().hex[:8]}", world
     endpoint = nodes.rdzv_endpoint or ""
     host, _, port = endpoint.rpartition(":")
     if not host or not port.isdigit() or int(port) == 0:
         raise UserError(f"--nnodes {n} needs --rdzv-endpoint HOST:PORT with a fixed port, got {nodes.rdzv_endpoint!r}")
-    return endpoint, nodes.rdzv_id or f"ddgsim-{host}-{port}", k_total // n
+    return endpoint, nodes.rdzv_id or f"ddgsim-{host}-{port}", world // n
 
 
 def worker_environment(threads: int) -> None:
@@ -77,10 +79,13 @@ def launch(config: RunConfig, nodes: Nodes | None = None) -> int:
     from ddgsim.execute.runner import prepare
 
     job = prepare(config)  # every UserError before anything starts or is written
-    k_total = job.num_stages
-    endpoint, run_id, nproc = _placement(nodes, k_total)
-    if job.backend == "gloo" and k_total > (os.cpu_count() or 1):
-        sys.stderr.write(f"warning: {k_total} stage processes on {os.cpu_count()} CPU cores; "
+    world = job.world_size
+    endpoint, run_id, nproc = _placement(nodes, world)
+    from ddgsim.execute.runner import check_devices
+
+    check_devices(job, nproc)
+    if job.backend == "gloo" and world > (os.cpu_count() or 1):
+        sys.stderr.write(f"warning: {world} stage processes on {os.cpu_count()} CPU cores; "
                          "stages will share cores and timings will not reflect the plan\n")
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

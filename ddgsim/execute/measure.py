@@ -13,6 +13,12 @@ so rows of different stages line up to within the barrier's skew (tens of µs on
 one host; across nodes, the network round trip). Link rows show each send from the
 moment it was posted to the moment its completion was observed by the sender
 (completion is polled at action boundaries, so a link bar may end late).
+
+Replicated stages: one ``per_stage`` row per process (stage, replica), in rank order;
+``comm_ms`` includes the all-reduce of the gradients before each update;
+``summary.per_stage_median_ms`` has one value per stage, its slowest replica's median;
+losses and the test pass are replica 0's of the last stage (the loss is the batch's,
+summed over the replicas).
 """
 
 from __future__ import annotations
@@ -41,22 +47,29 @@ def step_times(per_stage: list[dict[str, Any]]) -> list[float]:
     return steps or [ends[its[0]]] if its else []
 
 
+def _order(report: dict[str, Any]) -> tuple[int, int]:
+    return report["stage"], report.get("replica", 0)
+
+
 def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
     steps = step_times(reports)
     med = statistics.median(steps) if steps else float("nan")
-    last = max(reports, key=lambda r: r["stage"])
+    reports = sorted(reports, key=_order)
+    last = next(r for r in reports if r["stage"] == max(x["stage"] for x in reports))
     losses = last["losses"]
     keys = ("step_ms", "forward_ms", "backward_ms", "update_ms", "wait_ms", "comm_ms")
     return {
         "format": FORMAT,
         "plan": str(job.config.plan), "model": job.plan.model, "schedule": job.plan.schedule,
         "stages": job.num_stages, "split": list(job.plan.split), "batch_size": job.plan.batch_size,
-        "micro_batches": job.plan.micro_batches, "steps": job.config.steps, "backend": job.backend,
+        "micro_batches": job.plan.micro_batches, "replicas": list(job.plan.replicas),
+        "steps": job.config.steps, "backend": job.backend,
         "threads": job.config.threads, "data": job.config.data, "data_source": last.get("data_source") or None,
         "per_stage": [
-            {"stage": r["stage"], "device": r["device"], "iterations": r["iterations"],
-             **{k: [round(v, 4) for v in r[k]] for k in keys}}
-            for r in sorted(reports, key=lambda r: r["stage"])
+            {"stage": r["stage"], "replica": r.get("replica", 0), "device": r["device"],
+             "iterations": r["iterations"], **{k: [round(v, 4) for v in r[k]] for k in keys},
+             **({"weights_sha256": r["weights_sha256"]} if "weights_sha256" in r else {})}
+            for r in reports
         ],
         "losses": [losses.get(t, losses.get(str(t))) for t in range(job.config.steps)],
         "test_accuracy": _test(last, "accuracy"),
@@ -72,7 +85,8 @@ def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
             "test_loss": _test(last, "loss"),
             "test_bits_per_token": _test(last, "bits_per_token"),
             "per_stage_median_ms": {
-                k: [statistics.median(r[k]) if r[k] else 0.0 for r in sorted(reports, key=lambda r: r["stage"])]
+                k: [max(statistics.median(r[k]) if r[k] else 0.0 for r in reports if r["stage"] == s)
+                    for s in sorted({r["stage"] for r in reports})]
                 for k in keys
             },
         },
@@ -98,15 +112,17 @@ def _test(report: dict[str, Any], key: str) -> float | None:
 
 def trace_events(reports: list[dict[str, Any]], K: int) -> tuple[list[TraceEvent], list[str]]:
     events: list[TraceEvent] = []
-    rows = [r["device"] for r in sorted(reports, key=lambda r: r["stage"])]
+    rows = [r["device"] for r in sorted(reports, key=_order)]
     for r in reports:
         for name, s, e, kind in r["events"]:
             events.append(TraceEvent(row=r["device"], name=name, start_ms=s, end_ms=e, cat=kind))
     by_stage = {r["stage"]: r["device"] for r in reports}
     for r in reports:
         k = r["stage"]
-        for s, e, name, nbytes in r["sends"]:
-            if name.startswith("act"):
+        for s, e, name, nbytes, *to in r["sends"]:
+            if to:  # the destination's device (every send of the ddgsim executor names it)
+                dst = to[0]
+            elif name.startswith("act"):
                 dst = by_stage.get(k + 1, "?")
             elif name.startswith("grad"):
                 dst = by_stage.get(k - 1, "?")
@@ -132,7 +148,8 @@ def summarize(job: Any, reports: list[dict[str, Any]]) -> str:
     acc_s = f", test accuracy {100 * acc:.2f}%" if acc is not None else ""
     if m["test_bits_per_token"] is not None:
         acc_s += f", test loss {m['test_loss']:.4f} ({m['test_bits_per_token']:.3f} bits per token)"
-    line = (f"{job.plan.schedule} K={job.num_stages}: {job.config.steps} steps, median step "
+    reps = f" D=({','.join(map(str, job.plan.replicas))})" if job.plan.world_size > job.num_stages else ""
+    line = (f"{job.plan.schedule} K={job.num_stages}{reps}: {job.config.steps} steps, median step "
             f"{m['median_step_ms']:.1f} ms, {m['samples_per_s']:.1f} samples/s, final loss "
             f"{_loss(m['final_loss'])}{acc_s}")
     versus = versus_prediction(job.plan.predicted, m)

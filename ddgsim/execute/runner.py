@@ -1,6 +1,8 @@
 """One stage process of a distributed run: the plan's action list for this rank, over torch.distributed.
 
-Rank k runs stage k (one process per stage; gloo on CPU, NCCL on CUDA). It builds
+Rank k runs stage k (one process per stage; gloo on CPU, NCCL on CUDA) — or, with
+replicated stages, replica r of stage k, ``plan.layout.place(rank)`` (stage-major
+ranks, ``ddgsim.replicas``). It builds
 the whole model from the registry with the run's seed (same weights on every
 rank), cuts it with ``ddgsim.profile.units`` at the plan's split and keeps its own stage,
 then executes exactly ``ddgsim.schedule.make_schedule(...).actions[k]`` with a
@@ -12,6 +14,16 @@ stage loads the labels of the same deterministic indices (``ddgsim.execute.data`
 activations (forward) and error gradients (backward) travel, point-to-point
 between neighbours with ``isend``/``irecv`` posted ahead (``ddgsim.execute.comm``). The
 last stage, which computes the losses, shows the progress bar.
+
+Replicated stages (data parallel inside a stage): each replica loads only its shard of
+every (micro-)batch's inputs (stage 0) or labels (last stage); activations and error
+gradients travel as ``ddgsim.replicas.pieces`` (:class:`ddgsim.execute.comm.Pieces`);
+before every ``U`` the stage's weight gradients are summed by one all-reduce over the
+stage's process group (one per stage with D > 1, created by every rank in stage order),
+so every replica applies the same update. The last stage's replicas scale their shard's
+loss by 1/D and all-reduce it, so the reported loss is the batch's mean loss. Only
+replica 0 of each stage evaluates, shows the progress bar and writes final weights;
+every process writes its own checkpoint file.
 
 Test accuracy is measured at the end by pushing the test set through the
 pipeline, forward only, in eval mode, with each stage's final live weights.
@@ -36,6 +48,7 @@ peers are closing their sockets: a ``std::terminate`` after the run had finished
 from __future__ import annotations
 
 import gc
+import hashlib
 import importlib
 import math
 import os
@@ -57,10 +70,10 @@ from torch import Tensor, nn
 
 from ddgsim.errors import UserError
 from ddgsim.execute import checkpoint as ckpt
-from ddgsim.execute.comm import Key, Mailbox, Outbox, PeerError, data_tag
+from ddgsim.execute.comm import Key, Outbox, PeerError, Pieces, data_tag
 from ddgsim.execute.config import RunConfig
 from ddgsim.execute.data import Dataset, check_cifar_dir, check_digits, check_fits, load_data
-from ddgsim.execute.engine import micro_slices
+from ddgsim.execute.engine import loss_share, micro_slices
 from ddgsim.execute.options import parse_run_args
 from ddgsim.execute.stage import OptimConfig, StageWorker, StepDecay, flat
 from ddgsim.fileio import atomic_open
@@ -68,6 +81,7 @@ from ddgsim.malloc import tune_malloc
 from ddgsim.models.io import ModelIO, bits, loss_for
 from ddgsim.models.registry import ModelSpec, build_model, get_spec
 from ddgsim.plan import format as plan_file
+from ddgsim.replicas import pieces, shard
 from ddgsim.schedule import Action, Schedule, make_schedule
 
 if TYPE_CHECKING:
@@ -98,6 +112,10 @@ class Preemption:
     stage published, at its boundary b_last ≤ max b, every stage was at most K − 1
     iterations ahead of the slowest, hence of b_last, and it learns at its next boundary.
     Stages that know of no preemption check the store every ``check_s`` seconds only.
+    With replicated stages every process takes part and ``stages`` is the number of
+    processes: along any chain of waits (neighbour messages, the all-reduce among a stage's
+    replicas) each process is at most one iteration ahead of the one it waits on, so no
+    process is more than world size − 1 iterations ahead of another.
     """
 
     def __init__(self, store: Store, rank: int, stages: int, check_s: float = 0.5) -> None:
@@ -147,10 +165,20 @@ class Job:
     def num_stages(self) -> int:
         return self.plan.num_stages
 
+    @property
+    def world_size(self) -> int:
+        """Processes of the run: one per replica of every stage."""
+        return self.plan.world_size
+
+    @property
+    def replicated(self) -> bool:
+        return self.world_size > self.num_stages
+
     def key(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed by this job."""
         a, p = self.config, self.plan
-        return {"model": p.model, "split": list(p.split), "schedule": p.schedule,
+        extra = {"replicas": list(p.replicas)} if self.replicated else {}
+        return {**extra, "model": p.model, "split": list(p.split), "schedule": p.schedule,
                 "micro_batches": p.micro_batches, "batch_size": p.batch_size, "seed": a.seed,
                 "data": a.data, "lr": a.lr, "momentum": a.momentum, "nesterov": a.nesterov,
                 "weight_decay": a.weight_decay, "lr_decay_epochs": list(a.lr_decay_epochs),
@@ -173,11 +201,6 @@ def prepare(config: RunConfig) -> Job:
     spec = get_spec(plan.model)
     schedule = make_schedule(plan.schedule, plan.num_stages, config.steps, plan.micro_batches)
     backend = resolve_backend(config.backend)
-    k_total = plan.num_stages
-    if backend == "nccl" and k_total > torch.cuda.device_count():
-        raise UserError(
-            f"plan has {k_total} stages but this node has {torch.cuda.device_count()} CUDA devices"
-        )
     if config.data == "cifar10":
         check_cifar_dir(config.data_dir)
     if config.data == "digits":
@@ -203,9 +226,20 @@ def prepare(config: RunConfig) -> Job:
     feats = [tuple(units[st.units[1] - 1].output_shape[1:]) for st in plan.stages]
     job = Job(config=config, plan=plan, spec=spec, schedule=schedule, backend=backend, stages=stages, feats=feats)
     if config.resume:
-        ckpt.check_resumable(Path(config.resume), job.key(), config.steps, k_total,
+        ckpt.check_resumable(Path(config.resume), job.key(), config.steps, plan.replicas,
                              load_all=os.environ.get("RANK") is None)
     return job
+
+
+def check_devices(job: Job, per_node: int) -> None:
+    """UserError unless this node can give ``per_node`` processes a device each (NCCL: one GPU each)."""
+    have = torch.cuda.device_count()
+    if job.backend == "nccl" and per_node > have:
+        what = (f"{job.world_size} processes (replicas {'+'.join(map(str, job.plan.replicas))})"
+                if job.replicated else f"{job.num_stages} stages")
+        here = f", {per_node} on this node," if per_node != job.world_size else ""
+        raise UserError(f"plan has {what}{here} but this node has {have} CUDA devices "
+                        f"(NCCL needs one per process)")
 
 
 def make_optim(config: RunConfig, batches_per_epoch: int) -> OptimConfig:
@@ -259,18 +293,28 @@ class StageProcess:
         self.M = job.plan.micro_batches
         self.B = job.plan.batch_size
         self.N = a.steps
-        self.is_last = rank == self.K - 1
+        self.layout = job.plan.layout
+        self.stage, self.replica = self.layout.place(rank)
+        self.D = self.layout.replicas[self.stage]
+        self.is_last = self.stage == self.K - 1
         self.ds = dataset_for(job)
         self.optim = make_optim(a, self.ds.batches_per_epoch(self.B))
-        module = job.stages[rank].to(device)
+        k = self.stage
+        module = job.stages[k].to(device)
         module.train()
         sched = job.schedule
-        self.worker = StageWorker(module, index=rank, num_stages=self.K, delay=sched.delay(rank),
+        self.worker = StageWorker(module, index=k, num_stages=self.K, delay=sched.delay(k),
                                   optim=self.optim,
                                   loss_fn=loss_for(job.spec.io.target) if self.is_last else None,
                                   micro_batches=self.M, seed=a.seed)
-        self.d = sched.delay(rank)
+        self.d = sched.delay(k)
         self.slices = micro_slices(self.B, self.M)
+        # every micro-batch has n = B/M samples (check_batch); this replica holds [lo, hi) of each
+        self.n = self.B // self.M
+        self.lo, self.hi = shard(self.n, self.D, self.replica)
+        self.group: Any = None
+        """The process group of this stage's replicas (None with one replica)."""
+        self.allreduce_s = 0.0
         self.timing = _Timing()
         self.last_good = -1
         self.losses: dict[int, float] = {}
@@ -279,15 +323,36 @@ class StageProcess:
 
     # -- what crosses the boundaries (all derived from the schedule's needs/delivered) --------
     def _received(self, peer: int, start: int) -> list[Key]:
-        """Keys of the messages this rank consumes from ``peer`` in iterations >= ``start``, in order."""
+        """Keys of the messages this rank consumes from stage ``peer`` in iterations >= ``start``, in order."""
         sched = self.job.schedule
-        return [(m.batch, m.micro) for m in sched.received(self.rank)
+        return [(m.batch, m.micro) for m in sched.received(self.stage)
                 if m.src == peer and sched.iteration(m.consumer) >= start]
+
+    def _peer(self, stage: int, replica: int) -> tuple[int, str]:
+        """Rank of a replica of a neighbour stage, and how messages name it."""
+        rank = self.layout.rank(stage, replica)
+        return rank, (f"stage {stage}" if self.layout.replicas[stage] == 1 and rank == stage
+                      else f"stage {stage} replica {replica} (rank {rank})")
+
+    def _links(self, other: int) -> list[tuple[int, int, int, str]]:
+        """The pieces this replica exchanges with neighbour stage ``other``: (peer rank, lo, hi, name),
+        rows ``[lo, hi)`` of this replica's shard of each micro-batch."""
+        k = self.stage
+        out = []
+        if other < k:
+            for p in pieces(self.n, self.layout.replicas[other], self.D):
+                if p.dst == self.replica:
+                    out.append((*self._peer(other, p.src), p.lo, p.hi))
+        else:
+            for p in pieces(self.n, self.D, self.layout.replicas[other]):
+                if p.src == self.replica:
+                    out.append((*self._peer(other, p.dst), p.lo, p.hi))
+        return [(rank, lo - self.lo, hi - self.lo, name) for rank, name, lo, hi in out]
 
     def _pending_at(self, c: int) -> tuple[list[Key], list[Key]]:
         """Messages sent by neighbours before boundary c that this rank consumes after it."""
         sched = self.job.schedule
-        crossing = [m for m in sched.received(self.rank)
+        crossing = [m for m in sched.received(self.stage)
                     if sched.iteration(m.producer) < c <= sched.iteration(m.consumer)]
         return ([(m.batch, m.micro) for m in crossing if m.kind == "act"],
                 [(m.batch, m.micro) for m in crossing if m.kind == "grad"])
@@ -303,9 +368,9 @@ class StageProcess:
         if not resume_dir and restarts > 0 and self.ckpt_root and ckpt.read_manifest(self.ckpt_root):
             resume_dir = self.ckpt_root
         if resume_dir:
-            man = ckpt.check_resumable(Path(resume_dir), self.job.key(), self.N, self.K)
+            man = ckpt.check_resumable(Path(resume_dir), self.job.key(), self.N, self.layout.replicas)
             start = int(man["step"])
-            state = ckpt.load_stage(Path(resume_dir), start, self.rank)
+            state = ckpt.load_stage(Path(resume_dir), start, self.stage, self.replica, self.D)
             self.worker.load_state_dict(state["worker"])
             ready_acts = {(int(k[0]), int(k[1])): v.to(self.device) for k, v in state["acts"]}
             ready_grads = {(int(k[0]), int(k[1])): v.to(self.device) for k, v in state["grads"]}
@@ -313,24 +378,25 @@ class StageProcess:
             _set_rng_state(state["rng"])
             self.last_good = start
         self.start = start
-        r = self.rank
-        shape_in = self.job.feats[r - 1] if r > 0 else ()
-        shape_out = self.job.feats[r]
-        self.inbox = (Mailbox(r - 1, self._received(r - 1, start),
-                              lambda k: (len(range(self.B)[self.slices[k[1]]]), *shape_in),
-                              lambda k: data_tag(k[0], k[1], self.M), device=self.device,
-                              timeout_s=a.timeout_s, ready=ready_acts) if r > 0 else None)
-        self.gradbox = (Mailbox(r + 1, self._received(r + 1, start),
-                                lambda k: (len(range(self.B)[self.slices[k[1]]]), *shape_out),
-                                lambda k: data_tag(k[0], k[1], self.M), device=self.device,
-                                timeout_s=a.timeout_s, ready=ready_grads) if not self.is_last else None)
+        k, r = self.stage, self.rank
+
+        def tag(key: Key) -> int:
+            return data_tag(key[0], key[1], self.M)
+
+        self.links = {other: self._links(other) for other in (k - 1, k + 1) if 0 <= other < self.K}
+        self.inbox = (Pieces.open(self.links[k - 1], self._received(k - 1, start), self.job.feats[k - 1], tag,
+                                  device=self.device, timeout_s=a.timeout_s, ready=ready_acts) if k > 0 else None)
+        self.gradbox = (Pieces.open(self.links[k + 1], self._received(k + 1, start), self.job.feats[k], tag,
+                                    device=self.device, timeout_s=a.timeout_s, ready=ready_grads)
+                        if not self.is_last else None)
         self.outbox = Outbox(a.timeout_s)
         sched = self.job.schedule
-        actions = [x for x in sched.actions[r] if sched.iteration(x) >= start]
+        actions = [x for x in sched.actions[k] if sched.iteration(x) >= start]
         dist.barrier()
         self.t0 = time.perf_counter()
         wall0 = time.time()
-        progress = _Progress(self, enabled=(self.is_last and a.progress and sys.stderr.isatty()))
+        progress = _Progress(self, enabled=(self.is_last and self.replica == 0 and a.progress
+                                            and sys.stderr.isatty()))
         try:
             cur = start
             for act in actions:
@@ -346,7 +412,7 @@ class StageProcess:
         finally:
             progress.close()
         self.outbox.flush()
-        unconsumed = [(b.peer, k) for b in (self.inbox, self.gradbox) if b is not None for k in b.pending()]
+        unconsumed = [pk for b in (self.inbox, self.gradbox) if b is not None for pk in b.pending()]
         if unconsumed:  # the schedule and the mailboxes disagree: a bug, never a peer's fault
             raise RuntimeError(f"stage {r}: receives still expected at the end of the run: {unconsumed[:4]}")
         test = self._evaluate() if a.evaluate else None
@@ -366,21 +432,26 @@ class StageProcess:
         return got
 
     def _run_action(self, act: Action, it: int) -> None:
-        w, r = self.worker, self.rank
+        w, k = self.worker, self.stage
         t, m = act.batch, act.micro
         wait0 = self._waited()
         comm0 = self._comm()
         received = self._take(act)
-        if act.kind == "F" and r == 0:
-            received = self.ds.inputs(t, self.B)[self.slices[m]].to(self.device)
-        y = self.ds.labels(t, self.B)[self.slices[m]].to(self.device) if act.kind == "F" and self.is_last else None
+        mine = slice(self.lo, self.hi)  # this replica's shard of the micro-batch
+        if act.kind == "F" and k == 0:
+            received = self.ds.inputs(t, self.B)[self.slices[m]][mine].to(self.device)
+        y = (self.ds.labels(t, self.B)[self.slices[m]][mine].to(self.device)
+             if act.kind == "F" and self.is_last else None)
+        if act.kind == "U" and self.group is not None:
+            self._allreduce(t)
         out: Tensor | None = None
         c0 = time.perf_counter()
         if act.kind == "F":
             assert received is not None
             x = received
-            share = (self.slices[m].stop - self.slices[m].start) / self.B if self.M > 1 else 1.0
-            out = w.forward(t, x, y, micro=m, weight=share)
+            size = self.slices[m].stop - self.slices[m].start
+            weight = loss_share(size, self.B, self.M, self.D) if self.is_last else 1.0
+            out = w.forward(t, x, y, micro=m, weight=weight)
         elif act.kind == "B":
             out = w.backward(t, received, micro=m)
         elif act.kind == "U":
@@ -391,15 +462,43 @@ class StageProcess:
         sent = self.job.schedule.delivered(act)
         if sent is not None:
             assert out is not None
-            self.outbox.send(out, sent.dst, data_tag(t, m, self.M), f"{sent.kind} {act!r}")
+            links = self.links[sent.dst]
+            for peer, lo, hi, _name in links:
+                part = out if len(links) == 1 and hi - lo == len(out) else out[lo:hi]
+                self.outbox.send(part, peer, data_tag(t, m, self.M), f"{sent.kind} {act!r}")
         if act.kind == "F" and self.is_last and m == self.M - 1:
             loss = w.losses[t]
-            self.losses[t] = loss
+            if self.D == 1:
+                self.losses[t] = loss  # with replicas: the batch's loss is summed at U (_allreduce)
             if not math.isfinite(loss):
                 good = f"step {self.last_good}" if self.last_good >= 0 else "none"
                 raise RunError(f"non-finite loss {loss} at batch {t}; stopping (last good checkpoint: {good})")
         self.timing.rows.append((it, act.kind, repr(act), c0 - self.t0, c1 - self.t0,
                                  self._waited() - wait0, self._comm() - comm0))
+
+    def _allreduce(self, t: int) -> None:
+        """Sum batch t's weight gradients over this stage's replicas (one flattened buffer per dtype),
+        and on the last stage the replicas' shares of the batch's loss. Blocking: it is not
+        overlapped with compute."""
+        t0 = time.perf_counter()
+        grads = self.worker.grads[t]
+        summed: list[Tensor] = list(grads)
+        for dtype in sorted({g.dtype for g in grads}, key=str):
+            idx = [i for i, g in enumerate(grads) if g.dtype == dtype]
+            buf = torch.cat([grads[i].reshape(-1) for i in idx])
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.group)
+            off = 0
+            for i in idx:
+                n = grads[i].numel()
+                summed[i] = buf[off:off + n].view_as(grads[i])
+                off += n
+        self.worker.grads[t] = summed
+        if self.is_last:
+            loss = torch.tensor([self.worker.losses[t]], dtype=torch.float64, device=self.device)
+            dist.all_reduce(loss, op=dist.ReduceOp.SUM, group=self.group)
+            self.losses[t] = float(loss.item())
+        self._sync()
+        self.allreduce_s += time.perf_counter() - t0
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -409,7 +508,7 @@ class StageProcess:
         return sum(b.wait_s for b in (self.inbox, self.gradbox) if b is not None)
 
     def _comm(self) -> float:
-        return self.outbox.post_s + self.outbox.wait_s + sum(
+        return self.allreduce_s + self.outbox.post_s + self.outbox.wait_s + sum(
             b.post_s for b in (self.inbox, self.gradbox) if b is not None)
 
     def _end_iteration(self, it: int, progress: _Progress) -> None:
@@ -448,13 +547,14 @@ class StageProcess:
         assert self.ckpt_root is not None
         acts, grads = self._quiesce(c)
         state = {
-            "format": ckpt.FORMAT, "stage": self.rank, "step": c,
+            "format": ckpt.FORMAT, "stage": self.stage, "replica": self.replica, "step": c,
             "worker": _to_cpu(self.worker.state_dict()),
-            "acts": [([k[0], k[1]], self.inbox.ready[k].cpu()) for k in acts] if self.inbox else [],
-            "grads": [([k[0], k[1]], self.gradbox.ready[k].cpu()) for k in grads] if self.gradbox else [],
+            "acts": [([k[0], k[1]], self.inbox.held(k).cpu()) for k in acts] if self.inbox else [],
+            "grads": [([k[0], k[1]], self.gradbox.held(k).cpu()) for k in grads] if self.gradbox else [],
             "losses": dict(self.losses), "rng": _rng_state(),
         }
-        ckpt.save_stage(self.ckpt_root, c, self.rank, state, fault=lambda: fault_hook(self.rank, c, "checkpoint"))
+        ckpt.save_stage(self.ckpt_root, c, self.stage, state, fault=lambda: fault_hook(self.rank, c, "checkpoint"),
+                        replica=self.replica, replicas=self.D)
         dist.barrier()
         if self.rank == 0:
             ckpt.write_manifest(self.ckpt_root, c, self.K, self.job.key(), preempted=preempted)
@@ -462,8 +562,12 @@ class StageProcess:
 
     def _evaluate(self) -> dict[str, float] | None:
         """Forward the test set through the pipeline in eval mode; the last stage scores it
-        (accuracy and mean cross-entropy; per token for a language model)."""
-        r, mod = self.rank, self.worker.module
+        (accuracy and mean cross-entropy; per token for a language model). With replicated
+        stages only replica 0 of every stage takes part (its weights and buffers)."""
+        if self.replica != 0:
+            return None
+        r, mod = self.stage, self.worker.module
+        rank_of = [self.layout.rank(k, 0) for k in range(self.K)]
         mod.eval()
         score = Score(self.job.spec.io)
         base = self.N * self.M + 1
@@ -476,12 +580,12 @@ class StageProcess:
                     x = self.ds.test_x[sl].to(self.device)
                 else:
                     x = torch.empty((n, *self.job.feats[r - 1]), device=self.device)
-                    dist.recv(x, src=r - 1, tag=tag)
+                    dist.recv(x, src=rank_of[r - 1], tag=tag)
                 out = mod(x)
                 if self.is_last:
                     score.add(out.cpu(), self.ds.test_y[sl])
                 else:
-                    dist.send(out.contiguous(), dst=r + 1, tag=tag)
+                    dist.send(out.contiguous(), dst=rank_of[r + 1], tag=tag)
         mod.train()
         return score.result() if self.is_last else None
 
@@ -496,9 +600,10 @@ class StageProcess:
         its = sorted(self.timing.iter_end)
         ends = [self.timing.iter_end[i] for i in its]
         step = [1e3 * (e - p) for p, e in zip([0.0, *ends], ends, strict=False)]
-        dev = self.job.plan.stages[self.rank].device
+        devices = self.layout.flat
+        weights = self.worker.flat_weights()
         return {
-            "stage": self.rank, "device": dev, "iterations": its,
+            "stage": self.stage, "replica": self.replica, "device": devices[self.rank], "iterations": its,
             "step_ms": step,
             "forward_ms": [1e3 * per_it.get(i, {}).get("F", 0.0) for i in its],
             "backward_ms": [1e3 * per_it.get(i, {}).get("B", 0.0) for i in its],
@@ -507,10 +612,12 @@ class StageProcess:
             "comm_ms": [1e3 * per_it.get(i, {}).get("comm", 0.0) for i in its],
             "iter_end_ms": [1e3 * e for e in ends],
             "events": [(name, 1e3 * c0, 1e3 * c1, kind) for _it, kind, name, c0, c1, _w, _c in rows],
-            "sends": [(1e3 * (p - self.t0), 1e3 * (q - self.t0), n, b) for p, q, n, b in self.outbox.done],
+            "sends": [(1e3 * (p - self.t0), 1e3 * (q - self.t0), n, b, devices[dst])
+                      for p, q, n, b, dst in self.outbox.done],
             "losses": {int(t): v for t, v in self.losses.items()},
             "test": test, "wall_s": wall, "data_source": self.ds.source,
-            "weights": self.worker.flat_weights(),
+            "weights": weights,
+            "weights_sha256": hashlib.sha256(weights.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest(),
         }
 
 
@@ -538,7 +645,7 @@ class _Progress:
                             TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
                             TimeRemainingColumn(), transient=False)
         self.bar.start()
-        self.task = self.bar.add_task(f"{proc.job.plan.schedule} K={proc.K}", total=proc.N,
+        self.task = self.bar.add_task(f"{proc.job.plan.schedule} K={proc.K}{replicas_note(proc.job)}", total=proc.N,
                                       completed=proc.start, info="")
         self.t_start = time.perf_counter()
 
@@ -565,8 +672,13 @@ def run_inprocess_job(config: RunConfig, record: bool = False) -> tuple[Any, Job
     optim = make_optim(config, ds.batches_per_epoch(job.plan.batch_size))
     res = run_inprocess(job.stages, job.schedule, lambda t: ds.batch(t, job.plan.batch_size),
                         loss_for(job.spec.io.target),
-                        optim, record=record, seed=config.seed)
+                        optim, record=record, seed=config.seed, replicas=job.plan.replicas)
     return res, job, ds
+
+
+def replicas_note(job: Job) -> str:
+    """`` D=(2,2)`` for a replicated run (progress bar, summary), empty for a pure pipeline."""
+    return f" D=({','.join(map(str, job.plan.replicas))})" if job.replicated else ""
 
 
 class Score:
@@ -642,9 +754,12 @@ def run_worker(config: RunConfig, session: _Session) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     job = prepare(config)
-    if world != job.num_stages:
-        raise UserError(f"plan {config.plan} has {job.num_stages} stages but {world} processes were started "
-                        f"(use --nproc-per-node {job.num_stages})")
+    if world != job.world_size:
+        what = (f"{job.world_size} processes (replicas {'+'.join(map(str, job.plan.replicas))})"
+                if job.replicated else f"{job.num_stages} stages")
+        raise UserError(f"plan {config.plan} has {what} but {world} processes were started "
+                        f"(use --nproc-per-node {job.world_size})")
+    check_devices(job, int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
     device = torch.device(f"cuda:{local_rank}") if job.backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -663,15 +778,23 @@ def run_worker(config: RunConfig, session: _Session) -> int:
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     prefix = f"ddgsim/{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}/attempt_{attempt}"
     store = dist.PrefixStore(prefix, base)  # type: ignore[attr-defined]
-    proc.preemption = Preemption(store, rank, job.num_stages)
+    # Every rank takes part (the stop's margin is the number of participants: see Preemption).
+    proc.preemption = Preemption(store, rank, world)
     signal.signal(signal.SIGTERM, proc.preemption.request)
     dist.init_process_group(job.backend, store=store, timeout=timeout, rank=rank, world_size=world)
     session.group = weakref.ref(dist.group.WORLD)
+    # One group per replicated stage, created by every rank in stage order (new_group's contract).
+    for k, d in enumerate(job.plan.replicas):
+        if d > 1:
+            first = proc.layout.rank(k, 0)
+            group = dist.new_group(list(range(first, first + d)), timeout=timeout, backend=job.backend)
+            if k == proc.stage:
+                proc.group = group
     report = proc.run()
-    if config.final_weights:
-        ckpt_state = {"weights": report["weights"], "losses": report["losses"], "stage": rank,
+    if config.final_weights and proc.replica == 0:
+        ckpt_state = {"weights": report["weights"], "losses": report["losses"], "stage": proc.stage,
                       "test": report["test"]}
-        with atomic_open(Path(config.final_weights) / f"stage-{rank}.pt", "wb") as fh:
+        with atomic_open(Path(config.final_weights) / f"stage-{proc.stage}.pt", "wb") as fh:
             torch.save(ckpt_state, fh)
     report.pop("weights")
     gathered: list[Any] = [None] * world if rank == 0 else []
