@@ -157,6 +157,17 @@ class SimResult:
         }
 
 
+def _run_to_end(env: simpy.Environment) -> int:
+    """Step until nothing is scheduled; the number of events processed."""
+    events = 0
+    while True:
+        try:
+            env.step()
+        except simpy.core.EmptySchedule:
+            return events
+        events += 1
+
+
 def run_schedule(schedule: Schedule, costs: Costs,
                  scenario: Scenario | None = None) -> tuple[list[TraceEvent], list[list[Action]], int]:
     """Run the action lists in SimPy; return (timeline, executed order per stage, events).
@@ -225,13 +236,7 @@ def run_schedule(schedule: Schedule, costs: Costs,
                 env.process(transfer(sent, f"{'act' if sent.kind == 'act' else 'grad'} {a!r}"))
 
     procs = [env.process(stage(k)) for k in range(K)]
-    events = 0
-    while True:
-        try:
-            env.step()
-        except simpy.core.EmptySchedule:
-            break
-        events += 1
+    events = _run_to_end(env)
     stuck = [k for k, p in enumerate(procs) if p.is_alive]
     if stuck:
         raise ValueError(f"schedule '{schedule.name}' deadlocked on stage(s) {stuck}; validate() it")
@@ -385,13 +390,7 @@ def _run_replicated(schedule: Schedule, costs: Costs,
                         send(grad[b][i], event((sent, i)), f"grad {a!r}")
 
     procs = [env.process(stage(k, r)) for k in range(K) for r in range(D[k])]
-    events = 0
-    while True:
-        try:
-            env.step()
-        except simpy.core.EmptySchedule:
-            break
-        events += 1
+    events = _run_to_end(env)
     stuck = sorted({k for k in range(K) for r in range(D[k]) if procs[sum(D[:k]) + r].is_alive})
     if stuck:
         raise ValueError(f"schedule '{schedule.name}' deadlocked on stage(s) {stuck}; validate() it")

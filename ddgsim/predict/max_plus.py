@@ -234,6 +234,16 @@ def shard_note(profile: Profile, micro_batches: int, replicas: Sequence[int]) ->
             f"{profile.batch_size} --micro-batches {counts})")
 
 
+def _cuts(splits: Sequence[Sequence[int]] | np.ndarray, allreduce: str) -> tuple[np.ndarray, int, int]:
+    """The splits as an (S, K-1) array, S and K (and the all-reduce algorithm checked)."""
+    if allreduce not in ALLREDUCE:
+        raise UserError(f"unknown all-reduce algorithm '{allreduce}' (known: {choices(ALLREDUCE)})")
+    cuts = np.asarray(splits, dtype=np.int64)
+    if cuts.ndim != 2:
+        cuts = cuts.reshape(len(cuts), -1)
+    return cuts, cuts.shape[0], cuts.shape[1] + 1
+
+
 def costs_for_splits(
     profile: Profile,
     splits: Sequence[Sequence[int]] | np.ndarray,
@@ -259,12 +269,7 @@ def costs_for_splits(
     if layout is not None:
         return _costs_with_layout(profile, splits, scenario, micro_batches, update_gb_s, layout, allreduce,
                                   devices)
-    if allreduce not in ALLREDUCE:
-        raise UserError(f"unknown all-reduce algorithm '{allreduce}' (known: {choices(ALLREDUCE)})")
-    cuts = np.asarray(splits, dtype=np.int64)
-    if cuts.ndim != 2:
-        cuts = cuts.reshape(len(cuts), -1)
-    S, K = cuts.shape[0], cuts.shape[1] + 1
+    cuts, S, K = _cuts(splits, allreduce)
     devs = check_mapping(scenario, K, devices)
     M = micro_batches
     n = profile.num_units
@@ -312,12 +317,7 @@ def _costs_with_layout(
 ) -> Costs:
     if devices is not None:
         raise UserError("give either a device mapping or a layout, not both")
-    if allreduce not in ALLREDUCE:
-        raise UserError(f"unknown all-reduce algorithm '{allreduce}' (known: {choices(ALLREDUCE)})")
-    cuts = np.asarray(splits, dtype=np.int64)
-    if cuts.ndim != 2:
-        cuts = cuts.reshape(len(cuts), -1)
-    S, K = cuts.shape[0], cuts.shape[1] + 1
+    cuts, S, K = _cuts(splits, allreduce)
     check_layout(scenario, K, layout)
     D = layout.replicas
     rows = layout.devices
