@@ -2,7 +2,9 @@
 
     python benchmarks/bench_plan.py [--reps 5]
 
-Reports the median wall time (fresh interpreter each run, so imports count) of
+Reports the median wall time (fresh interpreter each run, so imports count) of the pure-pipeline
+planner (``--replicas 1``: every K, both baselines confirmed in SimPy; the K × D search has its own
+benchmark, ``bench_cluster_plan.py``):
 
 * ``plan resnet110 --gpus 4`` on the bundled profile (target: < 2 s here);
 * ``plan resnet1202 --gpus 8`` on the bundled profile if there is one (batch 128 or 32), else on a
@@ -45,12 +47,12 @@ def main() -> int:
     rows = []
     p110 = find_profile("resnet110", 128)
     assert p110 is not None, "bundled resnet110 profile missing"
-    cases: list[tuple[str, list[str]]] = [("resnet110 --gpus 4", ["plan", "resnet110", "--gpus", "4", "--json"])]
+    cases: list[tuple[str, list[str]]] = [("resnet110 --gpus 4", ["plan", "resnet110", "--gpus", "4", "--replicas", "1", "--json"])]
     tmp = Path(tempfile.mkdtemp())
     p1202 = next((b for b in (128, 32) if find_profile("resnet1202", b) is not None), None)
     if p1202 is not None:
         cases.append((f"resnet1202 --gpus 8 --batch-size {p1202} (bundled)",
-                      ["plan", "resnet1202", "--gpus", "8", "--batch-size", str(p1202), "--json"]))
+                      ["plan", "resnet1202", "--gpus", "8", "--batch-size", str(p1202), "--replicas", "1", "--json"]))
     else:
         from bench_sim import (
             resnet1202_like,  # the same synthetic profile the simulator benchmark uses
@@ -58,7 +60,7 @@ def main() -> int:
 
         synth = tmp / "resnet1202-like.json"
         resnet1202_like()[0].save(synth)
-        cases.append(("resnet1202-like --gpus 8 (synthetic profile)", ["plan", "--profile", str(synth), "--gpus", "8", "--json"]))
+        cases.append(("resnet1202-like --gpus 8 (synthetic profile)", ["plan", "--profile", str(synth), "--gpus", "8", "--replicas", "1", "--json"]))
     for label, argv in cases:
         med, walls, plan = time_command(argv, args.reps)
         even = plan["extra"]["baselines"]["even"]
