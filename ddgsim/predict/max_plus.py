@@ -14,7 +14,9 @@ Semantics (identical to :mod:`ddgsim.predict.event_sim`, which checks them event
   all-reduce (``Costs.allreduce_ms``, :mod:`ddgsim.predict.collective`, not overlapped
   with compute) plus ``update_ms``; a boundary's message is its slowest piece (one
   representative replica per stage: its route's hops each take every piece of the
-  boundary that crosses them; the SimPy model runs every replica and piece).
+  boundary that crosses them; the SimPy model runs every replica and piece). Exact where
+  a boundary's pieces take equal times (symmetric replicas); otherwise an upper bound, as
+  the slowest pieces of two boundaries may lie on different replicas' chains.
 * ``U`` cost: the profile's measured ``update_ms`` per unit (the profiler times the
   executor's SGD step right after a backward and shares it out by parameter tensors),
   divided by the device speed. Profiles without it fall back to a bandwidth model:
