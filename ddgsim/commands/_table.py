@@ -105,3 +105,8 @@ def print_tables(con: Console, title: str, columns: Sequence[Column], rows: Sequ
                  keys: int = 1) -> None:
     for t in fit(title, columns, rows, con.width, keys, con.is_terminal):
         con.print(t)
+
+
+def replica_cell(devices: Sequence[str]) -> str:
+    """A stage's devices in one cell: the device, or the first…last of its replicas and their count."""
+    return devices[0] if len(devices) == 1 else f"{devices[0]}…{devices[-1]} ({len(devices)})"

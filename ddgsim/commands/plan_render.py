@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ddgsim.commands._table import SECTION, Column, console, print_tables
+from ddgsim.commands._table import SECTION, Column, console, print_tables, replica_cell
 from ddgsim.plan.build import KResult, Option, choose
 from ddgsim.plan.split import stage_ranges
 from ddgsim.predict.scenario import Scenario, bundled_names
@@ -69,10 +69,7 @@ def _k_title(r: KResult, chosen: bool) -> str:
 
 
 def _devices(opt: Option, k: int) -> str:
-    if opt.layout is None:
-        return opt.devices[k]
-    devs = opt.layout.devices[k]
-    return devs[0] if len(devs) == 1 else f"{devs[0]}…{devs[-1]} ({len(devs)})"
+    return replica_cell(opt.layout.devices[k] if opt.layout is not None else (opt.devices[k],))
 
 
 LAYOUT_COLUMNS = [Column("D"), Column("K"), Column("devices"), Column("mapping", "left"), Column("iter ms"),

@@ -185,14 +185,13 @@ def _print_tables(r: Any, profile: Any, assumed: bool) -> None:
     console.print(f"iteration {r.iteration_ms:.3f} ms  |  {r.samples_per_s:.1f} samples/s  |  "
                   f"speedup vs 1 device {r.speedup_vs_1_device:.3f}x ({r.single_device_ms:.3f} ms)  |  "
                   f"vs bp {r.speedup_vs_bp:.3f}x ({r.bp_iteration_ms:.3f} ms)")
-    from ddgsim.commands._table import Column, print_tables
+    from ddgsim.commands._table import Column, print_tables, replica_cell
 
     rows: list[list[str] | None] = []
     for k, (start, end) in enumerate(stage_ranges(r.split, profile.num_units)):
         a, b = profile.units[start].name, profile.units[end - 1].name
-        devs = r.layout[k] if r.layout else (r.devices[k],)
-        where = devs[0] if len(devs) == 1 else f"{devs[0]}…{devs[-1]} ({len(devs)})"
-        rows.append([str(k), where, f"[{start},{end})", a if start == end - 1 else f"{a}…{b}",
+        rows.append([str(k), replica_cell(r.layout[k] if r.layout else (r.devices[k],)), f"[{start},{end})",
+                     a if start == end - 1 else f"{a}…{b}",
                      f"{r.busy_ms[k]:.1f}", f"{max(0.0, r.bubble_fraction[k]):.0%}", str(r.staleness[k]),
                      f"{r.memory[k].total / 2**30:.3f}", "yes" if r.memory_fits[k] else "[red]no[/]"])
     cols = [Column("stage"), Column("device", "left"), Column("units", "left"), Column("layers", "left"),

@@ -28,9 +28,9 @@ from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import StageCosts, closed_form_period
 from ddgsim.predict.collective import allreduce_ms
 from ddgsim.predict.memory import steady_flights
-from ddgsim.predict.scenario import Hop, Scenario
+from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.replicas import Layout, pieces
+from ddgsim.replicas import Layout
 
 INF = np.inf
 
@@ -153,16 +153,7 @@ def tables(
 def _boundary(scenario: Scenario, src: Sequence[str], dst: Sequence[str], message: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(slowest piece's route time, busiest link direction) of one round of a boundary's pieces,
     each a function of the message size (``message[u]`` bytes for the whole micro-batch)."""
-    shares = [(p, (p.hi - p.lo) / _lcm(len(src), len(dst))) for p in pieces(_lcm(len(src), len(dst)), len(src), len(dst))]
-    load: dict[Hop, tuple[float, float]] = {}  # hop → (latency ms, ms per message byte), summed over pieces
-    routes = []
-    for p, share in shares:
-        route = scenario.route(src[p.src], dst[p.dst])
-        routes.append(route)
-        for h in route:
-            link = scenario.link(h)
-            lat, per = load.get(h, (0.0, 0.0))
-            load[h] = (lat + link.latency_us * 1e-3, per + share / (link.bandwidth_gb_s * 1e6))
+    routes, load = max_plus.piece_loads(scenario, src, dst)
     total = np.zeros_like(message)
     for route in routes:
         t = np.zeros_like(message)
@@ -174,12 +165,6 @@ def _boundary(scenario: Scenario, src: Sequence[str], dst: Sequence[str], messag
     for lat, per in load.values():
         busiest = np.maximum(busiest, lat + message * per)
     return total, busiest
-
-
-def _lcm(a: int, b: int) -> int:
-    import math
-
-    return math.lcm(a, b)
 
 
 # ---------------------------------------------------------------- the DPs

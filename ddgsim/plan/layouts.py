@@ -140,13 +140,6 @@ def partition_bound(costs: np.ndarray, parts: int, steps: int = 16) -> float:
     return lo
 
 
-def _work(profile: Profile, micro_batches: int, replicas: int) -> tuple[float, float]:
-    """(one replica's shard work of the whole model per iteration, its largest unit's)."""
-    costs, _ = profile.shard_costs(micro_batches, replicas)
-    per_unit = [micro_batches * (f + b) for f, b in costs]
-    return float(sum(per_unit)), float(max(per_unit))
-
-
 def search_layouts(
     profile: Profile, scenario: Scenario, schedule: str, devices: int, *,
     micro_batches: int = 1, memory_limit_bytes: float | None = None,
@@ -164,15 +157,16 @@ def search_layouts(
         raise UserError(f"no replica count D in 1..{devices} splits batch {profile.batch_size} into "
                         f"{micro_batches} micro-batch(es) × D equal shards")
     speed = max(d.speed for d in scenario.devices[:devices])
-    U = float(sum(max_plus.unit_update_ms(profile, update_gb_s)))
+    upd = np.asarray(max_plus.unit_update_ms(profile, update_gb_s))
+    U = float(upd.sum())
     cands: list[tuple[float, int, int]] = []
     any_bound = math.inf
-    upd = np.asarray(max_plus.unit_update_ms(profile, update_gb_s))
     unit_costs = {}
     for D in Ds:
         shard, _ = profile.shard_costs(micro_batches, D)
-        unit_costs[D] = (micro_batches * np.array([f + b for f, b in shard]) + upd) / speed
-        work, unit = _work(profile, micro_batches, D)
+        per_unit = micro_batches * np.array([f + b for f, b in shard])  # one replica's shard work per unit
+        unit_costs[D] = (per_unit + upd) / speed
+        work, unit = float(per_unit.sum()), float(per_unit.max())
         any_bound = min(any_bound, (D * work + U) / (devices * speed))
         ks = [k for k in (stages if stages is not None else range(1, devices // D + 1)) if 1 <= k <= n and k * D <= devices]
         for K in ks:
@@ -186,20 +180,20 @@ def search_layouts(
     best_dp: LayoutResult | None = None
     dp_replicas = max(Ds)
     notes: list[str] = []
+    def worth(lb: float, K: int, D: int) -> bool:
+        """Could the candidate beat the overall best, or the best of its kind (pure pipeline, pure
+        data parallel) that is reported as a baseline?"""
+        return (best is None or lb < best.iteration_ms * (1 - 1e-9)
+                or (D == 1 and (best_pipe is None or lb < best_pipe.iteration_ms * (1 - 1e-9)))
+                or (K == 1 and dp_replicas == D))
+
     for lb, K, D in cands:
-        # Keep searching while the candidate could beat the overall best, or the best of its
-        # kind (pure pipeline, pure data parallel) that is reported as a baseline.
-        beats = best is None or lb < best.iteration_ms * (1 - 1e-9)
-        pipe_open = D == 1 and (best_pipe is None or lb < best_pipe.iteration_ms * (1 - 1e-9))
-        dp_open = K == 1 and dp_replicas == D
-        if not (beats or pipe_open or dp_open):
+        if not worth(lb, K, D):
             continue
         # The tighter bound (unit granularity: the best K-part packing of work + update) costs a
         # little, so only for candidates the cheap bound leaves open.
         lb = max(lb, partition_bound(unit_costs[D], K))
-        beats = best is None or lb < best.iteration_ms * (1 - 1e-9)
-        pipe_open = D == 1 and (best_pipe is None or lb < best_pipe.iteration_ms * (1 - 1e-9))
-        if not (beats or pipe_open or dp_open):
+        if not worth(lb, K, D):
             continue
         sched: str | Schedule = schedule
         if schedule not in CLOSED_FORM or micro_batches > 1:

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -96,16 +95,9 @@ def evaluate(
     """Predicted period of one split: the closed form where there is one, else the recursion."""
     if not isinstance(schedule, str):
         micro_batches = schedule.micro_batches
-    if layout is not None and layout.world_size > layout.stages:
-        costs = max_plus.costs_for_splits(profile, [list(split)], scenario, None, micro_batches, update_gb_s,
-                                          layout=layout, allreduce=allreduce)
-        name = schedule if isinstance(schedule, str) else schedule.name
-        if name in CLOSED_FORM and micro_batches == 1:
-            return float(closed_form_period(name, stage_costs(costs))[0])
-        return float(max_plus.periods(schedule, costs)[0])
-    if layout is not None:
-        devices = layout.flat
-    costs = max_plus.costs_for_splits(profile, [list(split)], scenario, devices, micro_batches, update_gb_s)
+    # A layout replaces the mapping (one with a replica per stage is that mapping).
+    costs = max_plus.costs_for_splits(profile, [list(split)], scenario, None if layout is not None else devices,
+                                      micro_batches, update_gb_s, layout=layout, allreduce=allreduce)
     name = schedule if isinstance(schedule, str) else schedule.name
     if name in CLOSED_FORM and micro_batches == 1:
         return float(closed_form_period(name, stage_costs(costs))[0])
@@ -178,7 +170,7 @@ def _band_for(
                        width), hi
 
 
-def _bisect(sched: band.SchedSpec, layout: Layout, T: band.Band, hi: float, width_at: Any,
+def _bisect(sched: band.SchedSpec, layout: Layout, T: band.Band, hi: float, width_at: Callable[[float], int],
             lower: float = 0.0) -> Candidate | None:
     """Exact search on the period with the feasibility DP (closed-form schedules).
 
@@ -227,8 +219,8 @@ def _enumerate(
         if not fits.any():
             return None
         kept = [s for s, ok in zip(splits, fits, strict=True) if ok]
-        costs = max_plus.costs_for_splits(profile, kept, scenario, layout.flat if layout.world_size == K else None,
-                                          sched.micro_batches, update_gb_s, **_replica_kwargs(layout, allreduce))
+        costs = max_plus.costs_for_splits(profile, kept, scenario, None, sched.micro_batches, update_gb_s,
+                                          layout=layout, allreduce=allreduce)
         per = max_plus.periods(sched, costs)
         i = int(np.argmin(per))
         return Candidate(stages=K, split=kept[i], devices=tuple(layout.flat), iteration_ms=float(per[i]), exact=True,
@@ -241,11 +233,6 @@ def _enumerate(
     ms = evaluate(profile, split, scenario, sched, update_gb_s=update_gb_s, layout=layout, allreduce=allreduce)
     return Candidate(stages=K, split=split, devices=tuple(layout.flat), iteration_ms=ms, exact=False, evaluated=1,
                      layout=layout)
-
-
-def _replica_kwargs(layout: Layout, allreduce: str) -> dict[str, Any]:
-    """``costs_for_splits`` keywords for a replicated layout (none for a pure pipeline)."""
-    return {} if layout.world_size == layout.stages else {"layout": layout, "allreduce": allreduce}
 
 
 def search(

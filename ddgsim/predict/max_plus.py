@@ -236,6 +236,24 @@ def shard_note(profile: Profile, micro_batches: int, replicas: Sequence[int]) ->
             f"{profile.batch_size} --micro-batches {counts})")
 
 
+def piece_loads(scenario: Scenario, src: Sequence[str], dst: Sequence[str],
+                ) -> tuple[list[tuple[Hop, ...]], dict[Hop, tuple[float, float]]]:
+    """The routes of a boundary's pieces (``src`` replicas → ``dst`` replicas, ``ddgsim.replicas.pieces``)
+    and, per hop, ``(latency ms, ms per byte of the whole micro-batch's message)`` summed over the
+    pieces that cross it: a hop serves them one after the other."""
+    span = len(src) * len(dst)
+    routes: list[tuple[Hop, ...]] = []
+    load: dict[Hop, tuple[float, float]] = {}
+    for p in pieces(span, len(src), len(dst)):
+        route = tuple(scenario.route(src[p.src], dst[p.dst]))
+        for h in route:
+            link = scenario.link(h)
+            lat, per = load.get(h, (0.0, 0.0))
+            load[h] = (lat + link.latency_us * 1e-3, per + (p.hi - p.lo) / span / (link.bandwidth_gb_s * 1e6))
+        routes.append(route)
+    return routes, load
+
+
 def _cuts(splits: Sequence[Sequence[int]] | np.ndarray, allreduce: str) -> tuple[np.ndarray, int, int]:
     """The splits as an (S, K-1) array, S and K (and the all-reduce algorithm checked)."""
     if allreduce not in ALLREDUCE:
@@ -359,18 +377,10 @@ def _costs_with_layout(
     act_load: list[dict[Hop, np.ndarray]] = []
     grad_load: list[dict[Hop, np.ndarray]] = []
     for k in range(K - 1):
-        span = D[k] * D[k + 1]
-        for out_routes, out_load, forward in ((act_routes, act_load, True), (grad_routes, grad_load, False)):
-            routes: list[tuple[Hop, ...]] = []
-            load: dict[Hop, np.ndarray] = {}
-            for p in pieces(span, D[k], D[k + 1]):
-                a, b = rows[k][p.src], rows[k + 1][p.dst]
-                route = tuple(scenario.route(a, b) if forward else scenario.route(b, a))
-                nbytes = whole[:, k] * ((p.hi - p.lo) / span)
-                for h in route:
-                    link = scenario.link(h)
-                    load[h] = load.get(h, 0.0) + link.latency_us * 1e-3 + nbytes / (link.bandwidth_gb_s * 1e6)
-                routes.append(route)
+        for out_routes, out_load, (src, dst) in ((act_routes, act_load, (rows[k], rows[k + 1])),
+                                                  (grad_routes, grad_load, (rows[k + 1], rows[k]))):
+            routes, per_hop = piece_loads(scenario, src, dst)
+            load = {h: lat + whole[:, k] * per for h, (lat, per) in per_hop.items()}
             totals = [float(sum((np.sum(load[h]) for h in r), 0.0)) for r in routes]
             out_routes.append(routes[int(np.argmax(totals))])
             out_load.append(load)
