@@ -134,3 +134,26 @@ def test_partition_bound_is_below_the_best_packing_and_close(costs: list[float],
     got = partition_bound(np.array(costs), parts)
     assert got <= best * (1 + 1e-9) + 1e-12
     assert got >= best - (sum(costs) + 1e-9) * 2.0**-16 - 1e-9
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 6), st.sampled_from(["ddg", "ddg-pipelined", "bp"]), st.data())
+def test_the_closed_form_result_reports_what_simpy_reports(n: int, schedule: str, data: st.DataObject) -> None:
+    """For layouts too large to simulate the planner keeps closed_form_result: on small ones it gives
+    SimPy's period (to the run's finite window), staleness, memory and busy times."""
+    from ddgsim.predict.event_sim import closed_form_result, simulate
+
+    f = data.draw(st.lists(ms, min_size=n, max_size=n))
+    b = data.draw(st.lists(ms, min_size=n, max_size=n))
+    par = data.draw(st.lists(st.integers(0, 50_000_000), min_size=n, max_size=n))
+    profile = make_profile(f, b, [0] * n, par, [1000] * n, batch_size=16)
+    K = data.draw(st.integers(1, min(n, 3)))
+    layout = layouts_for(load_scenario("ideal-8"), K, 2, 8)[0][1]
+    split = list(range(1, K))
+    sched = make_schedule(schedule, K, max(60, 12 * K))
+    sc = load_scenario("ideal-8")
+    sim = simulate(profile, split, sc, sched, layout=layout)
+    got = closed_form_result(profile, split, sc, sched, layout, "ring", "not simulated: test")
+    assert got.iteration_ms == pytest.approx(sim.iteration_ms, rel=3e-3)
+    assert got.staleness == sim.staleness and got.memory == sim.memory and got.busy_ms == sim.busy_ms
+    assert got.replicas == sim.replicas and got.notes[-1] == "not simulated: test" and got.events == 0

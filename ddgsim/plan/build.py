@@ -8,9 +8,9 @@ from typing import Any
 
 from ddgsim.plan import search as planner
 from ddgsim.plan.format import Plan
-from ddgsim.plan.split import even_split, parameter_balanced_split, stage_ranges
+from ddgsim.plan.split import even_split, parameter_balanced_split
 from ddgsim.predict.closed_form import CLOSED_FORM
-from ddgsim.predict.event_sim import SimResult, simulate
+from ddgsim.predict.event_sim import SimResult, closed_form_result, simulate
 from ddgsim.predict.max_plus import default_iterations
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
@@ -65,41 +65,6 @@ def simulation_size(layout: Layout, micro_batches: int, iterations: int) -> int:
     return per * iterations
 
 
-def analytic_result(profile: Profile, split: Sequence[int], scenario: Scenario, schedule: Schedule,
-                    layout: Layout, allreduce: str, reason: str) -> SimResult:
-    """What :func:`simulate` reports, from the closed form instead of a SimPy run (closed-form schedules)."""
-    from ddgsim.predict import max_plus
-    from ddgsim.predict.closed_form import closed_form_period, stage_costs
-    from ddgsim.predict.memory import stage_memory
-    from ddgsim.schedule import Steady
-
-    K = len(split) + 1
-    costs = max_plus.costs_for_splits(profile, [list(split)], scenario, None, schedule.micro_batches, layout=layout,
-                                      allreduce=allreduce)
-    period = float(closed_form_period(schedule.name, stage_costs(costs))[0])
-    bp_ms = float(closed_form_period("bp", stage_costs(costs))[0])
-    single = max_plus.single_device_ms(profile, max(d.speed for d in scenario.devices))
-    busy = costs.busy_ms()[0].tolist()
-    delayed = schedule.name in ("ddg", "ddg-pipelined")
-    mem = stage_memory(profile, stage_ranges(split, profile.num_units), Steady(schedule.name, schedule.micro_batches),
-                       replicas=layout.replicas)
-    fits = tuple(all(m.total <= scenario.device(d).memory_bytes for d in row)
-                 for m, row in zip(mem, layout.devices, strict=True))
-    assert costs.allreduce_ms is not None
-    return SimResult(
-        schedule=schedule.name, scenario=scenario.name, devices=tuple(row[0] for row in layout.devices),
-        split=tuple(split), micro_batches=schedule.micro_batches, iterations=0, batch_size=profile.batch_size,
-        iteration_ms=period, samples_per_s=profile.batch_size * 1e3 / period, single_device_ms=single,
-        speedup_vs_1_device=single / period, bp_iteration_ms=bp_ms, speedup_vs_bp=bp_ms / period,
-        busy_ms=tuple(busy), idle_ms=tuple(period - x for x in busy),
-        bubble_fraction=tuple((period - x) / period for x in busy), links=(),
-        staleness=tuple(K - 1 - k if delayed else 0 for k in range(K)), memory=tuple(mem), memory_fits=fits,
-        analytic_exact=False, events=0, wall_s=0.0, replicas=layout.replicas, layout=layout.devices,
-        allreduce=allreduce, allreduce_ms=tuple(float(x) for x in costs.allreduce_ms[0]),
-        notes=(*costs.notes, reason),
-    )
-
-
 def _option(
     label: str, profile: Profile, scenario: Scenario, schedule: Schedule, split: Sequence[int],
     layout: Layout, memory_limit_bytes: float | None, analytic_ms: float | None = None,
@@ -109,7 +74,7 @@ def _option(
     replicated = layout.world_size > layout.stages
     size = simulation_size(layout, schedule.micro_batches, schedule.iterations)
     if size > SIM_EVENT_BUDGET and schedule.name in CLOSED_FORM and schedule.micro_batches == 1:
-        sim = analytic_result(profile, split, scenario, schedule, layout, allreduce,
+        sim = closed_form_result(profile, split, scenario, schedule, layout, allreduce,
                               f"not simulated: a SimPy run of {layout.world_size} processes would take ~{size:,} "
                               f"steps (budget {SIM_EVENT_BUDGET:,}); the figures are the closed form's")
     elif replicated:

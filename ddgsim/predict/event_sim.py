@@ -51,7 +51,7 @@ from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, StageMemory, stage_memor
 from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, Piece, check_batch
-from ddgsim.schedule import Action, Message, Schedule, resolve, staleness_of
+from ddgsim.schedule import Action, Message, Schedule, Steady, resolve, staleness_of
 from ddgsim.trace import TraceEvent
 
 
@@ -569,30 +569,68 @@ def simulate(
     # bp's closed form (the recursion's limit): the recursion needs the whole execution order,
     # seconds for a 32-stage, 64-replica layout.
     bp_ms = float(closed_form_period("bp", stage_costs(bp_costs))[0])
-    fastest = max(d.speed for d in scenario.devices)
-    single = single_device_ms(profile, fastest, update_gb_s)
-    busy = costs.busy_ms()[0].tolist()
     stale = []
     for k in range(K):
         seen = staleness_of(executed[k])
         stale.append(seen[max(seen)] if seen else 0)
-    D = costs.replicas
-    mem = stage_memory(profile, stage_ranges(split, profile.num_units), sched, optimizer_buffers, replicas=D)
+    replicated = max(costs.replicas) > 1
+    return _result(
+        profile, split, scenario, sched, costs, period=period, bp_ms=bp_ms, staleness=stale,
+        optimizer_buffers=optimizer_buffers, update_gb_s=update_gb_s, iterations=n,
+        links=replicated_link_stats(costs, scenario) if replicated else link_stats(costs),
+        analytic_exact=not costs.shared_links(scenario), events=events, wall_s=wall, notes=costs.notes,
+        timeline=timeline,
+    )
+
+
+def closed_form_result(
+    profile: Profile, split: Sequence[int], scenario: Scenario, schedule: Schedule, layout: Layout,
+    allreduce: str, reason: str, *, optimizer_buffers: int = SGD_MOMENTUM_BUFFERS,
+    update_gb_s: float = UPDATE_GB_S,
+) -> SimResult:
+    """What :func:`simulate` reports, from the closed form instead of a SimPy run (``ddg``,
+    ``ddg-pipelined``, ``bp`` with one micro-batch): for layouts too large to simulate in time.
+    Staleness and memory are the steady state's; ``reason`` is added to the notes."""
+    split = check_split(split, profile.num_units)
+    K = len(split) + 1
+    costs = costs_for_splits(profile, [split], scenario, None, schedule.micro_batches, update_gb_s,
+                             layout=layout, allreduce=allreduce)
+    period = float(closed_form_period(schedule.name, stage_costs(costs))[0])
+    bp_ms = float(closed_form_period("bp", stage_costs(costs))[0])
+    delayed = schedule.name in ("ddg", "ddg-pipelined")
+    return _result(
+        profile, split, scenario, Steady(schedule.name, schedule.micro_batches), costs, period=period, bp_ms=bp_ms,
+        staleness=[K - 1 - k if delayed else 0 for k in range(K)], optimizer_buffers=optimizer_buffers,
+        update_gb_s=update_gb_s, iterations=0, links=(), analytic_exact=False, events=0, wall_s=0.0,
+        notes=(*costs.notes, reason), timeline=[],
+    )
+
+
+def _result(
+    profile: Profile, split: Sequence[int], scenario: Scenario, sched: Schedule | Steady, costs: Costs, *,
+    period: float, bp_ms: float, staleness: Sequence[int], optimizer_buffers: int, update_gb_s: float,
+    iterations: int, links: tuple[LinkStats, ...], analytic_exact: bool, events: int, wall_s: float,
+    notes: tuple[str, ...], timeline: list[TraceEvent],
+) -> SimResult:
+    """The figures every prediction reports, from a period and the costs it came from."""
+    lay = costs.layout
+    assert lay is not None and costs.allreduce_ms is not None
+    single = single_device_ms(profile, max(d.speed for d in scenario.devices), update_gb_s)
+    busy = costs.busy_ms()[0].tolist()
+    mem = stage_memory(profile, stage_ranges(split, profile.num_units), sched, optimizer_buffers,
+                       replicas=costs.replicas)
     fits = tuple(all(m.total <= scenario.device(d).memory_bytes for d in row)
                  for m, row in zip(mem, lay.devices, strict=True))
-    replicated = max(D) > 1
-    assert costs.allreduce_ms is not None
     return SimResult(
         schedule=sched.name, scenario=scenario.name, devices=costs.devices, split=tuple(split),
-        micro_batches=micro_batches, iterations=n, batch_size=profile.batch_size,
+        micro_batches=sched.micro_batches, iterations=iterations, batch_size=profile.batch_size,
         iteration_ms=period, samples_per_s=profile.batch_size * 1e3 / period if period > 0 else float("inf"),
         single_device_ms=single, speedup_vs_1_device=single / period if period > 0 else float("inf"),
         bp_iteration_ms=bp_ms, speedup_vs_bp=bp_ms / period if period > 0 else float("inf"),
         busy_ms=tuple(busy), idle_ms=tuple(period - x for x in busy),
         bubble_fraction=tuple((period - x) / period if period > 0 else 0.0 for x in busy),
-        links=replicated_link_stats(costs, scenario) if replicated else link_stats(costs),
-        staleness=tuple(stale), memory=tuple(mem), memory_fits=fits,
-        analytic_exact=not costs.shared_links(scenario), events=events, wall_s=wall,
-        replicas=D, layout=lay.devices, allreduce=allreduce,
-        allreduce_ms=tuple(float(x) for x in costs.allreduce_ms[0]), notes=costs.notes, timeline=timeline,
+        links=links, staleness=tuple(staleness), memory=tuple(mem), memory_fits=fits,
+        analytic_exact=analytic_exact, events=events, wall_s=wall_s,
+        replicas=costs.replicas, layout=lay.devices, allreduce=costs.allreduce,
+        allreduce_ms=tuple(float(x) for x in costs.allreduce_ms[0]), notes=notes, timeline=timeline,
     )
