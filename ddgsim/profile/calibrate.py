@@ -32,7 +32,7 @@ import platform
 import socket
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,6 +144,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _timed(op: Callable[[], None], reps: int, dev: Any, after: Callable[[], None] | None = None) -> list[float]:
+    """ms of each of ``reps`` runs of ``op`` after ``WARMUP`` untimed ones, every run starting
+    together on all ranks (a barrier) and timed to the device's completion; ``after`` runs
+    untimed after each."""
+    import torch.distributed as dist
+
+    times = []
+    for i in range(reps + WARMUP):
+        dist.barrier()
+        _sync(dev)
+        t0 = time.perf_counter()
+        op()
+        _sync(dev)
+        if i >= WARMUP:
+            times.append((time.perf_counter() - t0) * 1e3)
+        if after is not None:
+            after()
+    return times
+
+
 def _ping_pong(rank: int, sizes: Sequence[int], reps: int, dev: Any) -> dict[int, float]:
     """Median one-way ms per size; ranks 0 and 1 bounce a tensor, the others wait."""
     import torch
@@ -152,21 +172,16 @@ def _ping_pong(rank: int, sizes: Sequence[int], reps: int, dev: Any) -> dict[int
     out: dict[int, float] = {}
     for n in sizes:
         buf = torch.zeros(max(1, n // 4), dtype=torch.float32, device=dev)
-        times = []
-        for i in range(reps + WARMUP):
-            dist.barrier()
-            _sync(dev)
-            t0 = time.perf_counter()
+
+        def bounce(buf: torch.Tensor = buf) -> None:
             if rank == 0:
                 dist.send(buf, 1)
                 dist.recv(buf, 1)
             elif rank == 1:
                 dist.recv(buf, 0)
                 dist.send(buf, 0)
-            _sync(dev)
-            if i >= WARMUP:
-                times.append(time.perf_counter() - t0)
-        out[n] = statistics.median(times) / 2 * 1e3
+
+        out[n] = statistics.median(_timed(bounce, reps, dev)) / 2
     return out
 
 
@@ -178,17 +193,14 @@ def _allreduce(sizes: Sequence[int], reps: int, dev: Any) -> dict[int, list[floa
     out: dict[int, list[float]] = {}
     for n in sizes:
         buf = torch.ones(max(1, n // 4), dtype=torch.float32, device=dev)
-        times = []
-        for i in range(reps + WARMUP):
-            dist.barrier()
-            _sync(dev)
-            t0 = time.perf_counter()
+
+        def reduce(buf: torch.Tensor = buf) -> None:
             dist.all_reduce(buf)
-            _sync(dev)
-            if i >= WARMUP:
-                times.append((time.perf_counter() - t0) * 1e3)
+
+        def refill(buf: torch.Tensor = buf) -> None:
             buf.fill_(1.0)  # keep the values finite
-        out[n] = times
+
+        out[n] = _timed(reduce, reps, dev, after=refill)
     return out
 
 
