@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,26 @@ CLEAN_EXIT = ("terminate called", "Fatal Python error", "Traceback", "warning: s
 def assert_clean(stderr: str) -> None:
     bad = [line for line in stderr.splitlines() if any(s in line for s in CLEAN_EXIT)]
     assert not bad, "\n".join(bad)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def execute_on_two_nodes(plan: Path, common: list[str], weights: Path) -> list[str]:
+    """``execute`` as two launchers (``--nnodes 2 --node-rank 0|1``, a c10d rendezvous on localhost),
+    both exiting 0 with a clean stderr; their stdouts."""
+    endpoint = f"localhost:{free_port()}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "ddgsim", "execute", str(plan), *common, "--no-progress",
+         "--final-weights", str(weights), "--nnodes", "2", "--node-rank", str(r),
+         "--rdzv-endpoint", endpoint], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for r in (0, 1)]
+    outs = [n.communicate(timeout=300) for n in nodes]
+    for n, (_out, err) in zip(nodes, outs, strict=True):
+        assert n.returncode == 0, err
+        assert_clean(err)
+    return [out for out, _ in outs]

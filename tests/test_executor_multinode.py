@@ -4,28 +4,17 @@ the single-launcher run equals bit for bit, ``test_executor_dist.py``)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from launch_helpers import (
-    ROOT,
-    assert_clean,
     assert_same,
     engine_weights,
     execute,
+    execute_on_two_nodes,
     final_weights,
     write_plan,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize(("split", "schedule"), [([2], "ddg"), ([1, 3, 5], "ddg-pipelined")])
@@ -33,18 +22,8 @@ def test_two_nodes_give_the_single_node_weights(tmp_path: Path, split: list[int]
     k_total = len(split) + 1
     plan = write_plan(tmp_path / "p.json", "mlp", split, schedule)
     common = ["--steps", "9", "--data", "digits", "--seed", "1", "--no-eval"]
-    endpoint = f"localhost:{free_port()}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    nodes = [subprocess.Popen(
-        [sys.executable, "-m", "ddgsim", "execute", str(plan), *common, "--no-progress",
-         "--final-weights", str(tmp_path / "w"), "--nnodes", "2", "--node-rank", str(r),
-         "--rdzv-endpoint", endpoint], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True) for r in (0, 1)]
-    outs = [n.communicate(timeout=300) for n in nodes]
-    for n, (_out, err) in zip(nodes, outs, strict=True):
-        assert n.returncode == 0, err
-        assert_clean(err)
-    assert sum(f"{schedule} K={k_total}:" in out for out, _ in outs) == 1  # one summary, from rank 0
+    outs = execute_on_two_nodes(plan, common, tmp_path / "w")
+    assert sum(f"{schedule} K={k_total}:" in out for out in outs) == 1  # one summary, from rank 0
     assert_same(final_weights(tmp_path / "w", k_total), engine_weights([str(plan), *common]))
 
 

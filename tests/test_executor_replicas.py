@@ -10,23 +10,19 @@ runs are compared with ``torch.equal``. Each launch of 3-4 processes costs ~15 s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from launch_helpers import (
-    ROOT,
     assert_clean,
     assert_same,
     engine_weights,
     execute,
+    execute_on_two_nodes,
     final_weights,
     write_plan,
 )
-from test_executor_multinode import free_port
 
 from ddgsim.cli import main
 from ddgsim.execute.checkpoint import step_dir
@@ -104,18 +100,8 @@ def test_k2_d2_on_two_launchers(tmp_path: Path) -> None:
     """K = 2 × D = 2 across two launchers (``--nnodes 2``, two processes each): the engine's weights."""
     plan = write_plan(tmp_path / "p.json", "mlp", [2], "ddg", replicas=(2, 2))
     common = ["--steps", "8", "--data", "digits", "--seed", "1", "--no-eval"]
-    endpoint = f"localhost:{free_port()}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    nodes = [subprocess.Popen(
-        [sys.executable, "-m", "ddgsim", "execute", str(plan), *common, "--no-progress",
-         "--final-weights", str(tmp_path / "w"), "--nnodes", "2", "--node-rank", str(r),
-         "--rdzv-endpoint", endpoint], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True) for r in (0, 1)]
-    outs = [n.communicate(timeout=300) for n in nodes]
-    for n, (_out, err) in zip(nodes, outs, strict=True):
-        assert n.returncode == 0, err
-        assert_clean(err)
-    assert sum("ddg K=2 D=(2,2):" in out for out, _ in outs) == 1
+    outs = execute_on_two_nodes(plan, common, tmp_path / "w")
+    assert sum("ddg K=2 D=(2,2):" in out for out in outs) == 1
     assert_same(final_weights(tmp_path / "w", 2), engine_weights([str(plan), *common]))
 
 
