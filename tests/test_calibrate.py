@@ -73,7 +73,7 @@ def test_allreduce_prediction_is_the_ring_of_two_over_the_fitted_link(tmp_path: 
 
     from ddgsim.profile.calibrate import AllreduceSample, allreduce_check
 
-    cal = replace(_calibration(), allreduce=(AllreduceSample(nbytes=1 << 20, median_ms=1.0, low_ms=0.9, high_ms=1.3),))
+    cal = replace(_calibration(), allreduce=(AllreduceSample(nbytes=1 << 20, median_ms=0.95, mean_ms=1.0, low_ms=0.9, high_ms=1.3),))
     (row,) = allreduce_check(cal)
     want = 2 * 0.08 + (1 << 20) / 2e6  # 2·latency + bytes/bandwidth
     assert row["predicted_ms"] == pytest.approx(want)
@@ -81,6 +81,40 @@ def test_allreduce_prediction_is_the_ring_of_two_over_the_fitted_link(tmp_path: 
     path = tmp_path / "x.toml"
     write_scenario(cal, path)
     assert "# All-reduce of 2 processes" in path.read_text() and load_scenario(str(path)).name == "x"
+
+
+def test_the_written_scenario_times_all_reduces_by_the_measured_curve(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ddgsim.predict.collective import allreduce_ms
+    from ddgsim.profile.calibrate import AllreduceSample, allreduce_sizes
+
+    samples = tuple(AllreduceSample(nbytes=n, median_ms=0.1, mean_ms=0.2 + n / 1e6, low_ms=0.1, high_ms=9.0)
+                    for n in allreduce_sizes([4, 1 << 20]))
+    path = tmp_path / "local.toml"
+    write_scenario(replace(_calibration(), allreduce=samples), path)
+    sc = load_scenario(str(path))
+    for x in samples:  # every 2 of the 3 devices, at every measured size, whatever the algorithm
+        for algorithm in ("ring", "tree"):
+            assert float(allreduce_ms(sc, ["cpu2", "cpu0"], x.nbytes, algorithm)) == pytest.approx(x.mean_ms, rel=1e-5)
+    # three devices were not measured together: the link model
+    three = float(allreduce_ms(sc, ["cpu0", "cpu1", "cpu2"], 1 << 20))
+    assert three == pytest.approx(4 * (0.08 + (1 << 20) / 3 / 2e6))
+
+
+def test_the_trimmed_mean_drops_a_tenth_at_each_end() -> None:
+    from ddgsim.profile.calibrate import trimmed_mean
+
+    assert trimmed_mean([100.0] + [1.0] * 8 + [0.0]) == pytest.approx(1.0)
+    assert trimmed_mean([0.4] * 5 + [2.4] * 5) == pytest.approx(1.4)  # a bimodal time: its mean, not a mode
+
+
+def test_allreduce_sizes_are_the_powers_of_two_between_the_link_sizes() -> None:
+    from ddgsim.profile.calibrate import SIZES, allreduce_sizes
+
+    assert allreduce_sizes([4, 1024]) == [4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    assert allreduce_sizes([12, 40]) == [12, 16, 32, 40]
+    assert allreduce_sizes(SIZES)[0] == 4 and allreduce_sizes(SIZES)[-1] == 32 << 20
 
 
 def test_infinite_bandwidth_is_written_as_inf() -> None:
@@ -118,8 +152,13 @@ def test_real_gloo_calibration_writes_a_loadable_sane_scenario(tmp_path: Path) -
     assert "executor fixed cost per step" in out.read_text()
     # the 2-process all-reduce: measured per size, next to the prediction from the fitted link
     rows = measured["allreduce"]
-    assert [r["bytes"] for r in rows] == [4, 65536]
+    assert [r["bytes"] for r in rows] == [2**i for i in range(2, 17)]  # every power of two from 4 B to 64 KiB
     for row in rows:
         assert 0 < row["low_ms"] <= row["measured_ms"] <= row["high_ms"] and row["predicted_ms"] > 0
     assert "All-reduce of 2 processes" in out.read_text()
+    # ... and its medians are the scenario's measured curve for any 2 of its devices
+    curve = sc.measured_allreduce(["cpu1", "cpu0"])
+    assert curve is not None and list(curve.sizes) == [r["bytes"] for r in rows]
+    assert list(curve.ms) == pytest.approx([r["measured_ms"] for r in rows], rel=1e-5)  # the trimmed means
+    assert all(r["low_ms"] <= r["median_ms"] <= r["high_ms"] for r in rows)
     assert f"wrote {out}" in r.stderr

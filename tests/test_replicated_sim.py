@@ -12,7 +12,7 @@ from sim_helpers import cases, chain, make_profile
 
 from ddgsim.errors import UserError
 from ddgsim.predict.closed_form import closed_form_period, stage_costs
-from ddgsim.predict.collective import ring_ms, tree_ms
+from ddgsim.predict.collective import LOSS_BYTES, ring_ms, tree_ms
 from ddgsim.predict.event_sim import simulate
 from ddgsim.predict.max_plus import costs_for_splits, periods, unit_update_ms
 from ddgsim.predict.scenario import Device, Link, Scenario, cluster
@@ -30,14 +30,17 @@ sizes = st.sampled_from([1e3, 12345.0, 1e6, 3e7])
 
 def sim_allreduce(sc: Scenario, devs: list[str], nbytes: float, algorithm: str) -> float:
     """All-reduce time in SimPy: one stage of D replicas with no compute, so a bp iteration is
-    the all-reduce plus the optimizer step (which the bandwidth model charges)."""
+    the all-reduces (the gradients', then the loss shares' LOSS_BYTES, as on any last stage)
+    plus the optimizer step (which the bandwidth model charges)."""
     prof = make_profile([0.0], [0.0], param_bytes=[int(nbytes)], batch_size=BATCH)
     r = simulate(prof, [], sc, "bp", layout=Layout((tuple(devs),)), allreduce=algorithm, iterations=6)
     return r.iteration_ms - sum(unit_update_ms(prof))
 
 
 def closed(sc: Scenario, devs: list[str], nbytes: float, algorithm: str) -> float:
-    return float((ring_ms if algorithm == "ring" else tree_ms)(sc, devs, int(nbytes)))
+    """The closed forms of both all-reduces of a last stage's update: gradients, then loss."""
+    form = ring_ms if algorithm == "ring" else tree_ms
+    return float(form(sc, devs, int(nbytes))) + float(form(sc, devs, LOSS_BYTES))
 
 
 @settings(max_examples=40, deadline=None)
@@ -64,8 +67,9 @@ def test_simpy_ring_with_a_shared_nic_is_within_one_step(N: int, m: int, nbytes:
     sc = cluster(N, m, **fig)
     devs = [f"n{r % N}.g{r // N}" for r in range(N * m)]
     want = closed(sc, devs, nbytes, "ring")
-    step = want / (2 * (N * m - 1))
-    assert abs(sim_allreduce(sc, devs, nbytes, "ring") - want) <= step * (1 + 1e-9)
+    steps = [float(ring_ms(sc, devs, n)) / (2 * (N * m - 1)) for n in (int(nbytes), LOSS_BYTES)]
+    assert abs(sim_allreduce(sc, devs, nbytes, "ring") - want) <= sum(steps) * (1 + 1e-9)
+    step = steps[0]
     # the NIC really is shared: the closed form charges m chunks per step on it
     chunk = int(nbytes) / (N * m)
     assert step == pytest.approx(m * (fig["inter_latency_us"] * 1e-3 + chunk / (fig["inter_bandwidth_gb_s"] * 1e6)))

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{n:>10} {t:>11.4f} {link.predict_ms(n):>9.4f}")
     print(f"link: {link.latency_us:.1f} us + bytes / {link.bandwidth_gb_s:.3f} GB/s "
           f"(largest residual {100 * link.max_rel_residual:.1f}%)")
-    print(f"{'all-reduce':>10} {'measured ms':>11} {'(fastest-slowest)':>19} {'predicted':>9} {'error':>7}")
+    print(f"{'all-reduce':>10} {'mean ms':>11} {'(fastest-slowest)':>19} {'link model':>10} {'error':>7}")
     for r in calibrate.allreduce_check(cal):
         spread = f"({r['low_ms']:.4f}-{r['high_ms']:.4f})"
         print(f"{int(r['bytes']):>10} {r['measured_ms']:>11.4f} {spread:>19} "

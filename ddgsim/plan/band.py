@@ -26,7 +26,7 @@ import numpy as np
 from ddgsim.plan.split import reach
 from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import StageCosts, closed_form_period
-from ddgsim.predict.collective import allreduce_ms
+from ddgsim.predict.collective import update_allreduce_ms
 from ddgsim.predict.memory import steady_flights
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
@@ -138,7 +138,7 @@ def tables(
         overflow.append(np.where(valid, mem - limit, INF))
         work.append((fs + bs) / speed)
         fwd.append(fs / speed)
-        ar = allreduce_ms(scenario, devs, params, allreduce) if D > 1 else 0.0
+        ar = update_allreduce_ms(scenario, devs, params, allreduce, last=k == K - 1)
         upd.append(U / speed + ar)
     comm, hop = [], []
     for k in range(K - 1):

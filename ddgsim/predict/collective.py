@@ -17,6 +17,13 @@ a time per link direction, store-and-forward routes, ``latency_us`` + bytes/band
   are taken not to compete for links with each other (true on direct links; where they do,
   e.g. behind one network card, the SimPy model serves the contention and is slower).
 
+A scenario may carry a **measured** all-reduce for a host (``[[allreduce]]``, written by
+``ddgsim calibrate``); among that many devices of that host, :func:`allreduce_ms` returns the
+measured curve instead of either algorithm (the backend's own algorithm, measured).
+
+The executor's last stage also sums its replicas' loss shares (one float64, ``LOSS_BYTES``)
+at every update, a second small all-reduce: :func:`update_allreduce_ms` adds it.
+
 D = 1 costs nothing. The SimPy model (:mod:`ddgsim.predict.event_sim`) runs the same
 chunk transfers on the link FIFOs it shares with pipeline messages; where no other
 traffic competes, the two agree (property-tested).
@@ -32,6 +39,9 @@ import numpy as np
 from ddgsim.errors import choices
 from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.replicas import ALLREDUCE
+
+LOSS_BYTES = 8
+"""The last stage's second all-reduce before each update: the replicas' loss shares (float64)."""
 
 MAX_CHUNKS = 64
 """Largest number of pipelined chunks the tree algorithm splits a message into."""
@@ -104,12 +114,25 @@ def tree_chunks(scenario: Scenario, devices: Sequence[str], nbytes: float) -> in
 
 def allreduce_ms(scenario: Scenario, devices: Sequence[str], nbytes: float | np.ndarray,
                  algorithm: str = "ring") -> np.ndarray:
-    """All-reduce time of ``nbytes`` among ``devices`` by ``algorithm`` (``ring`` or ``tree``)."""
-    if algorithm == "ring":
-        return ring_ms(scenario, devices, nbytes)
-    if algorithm == "tree":
-        return tree_ms(scenario, devices, nbytes)
-    raise ValueError(f"unknown all-reduce algorithm {algorithm!r} (known: {choices(ALLREDUCE)})")
+    """All-reduce time of ``nbytes`` among ``devices`` by ``algorithm`` (``ring`` or ``tree``), or
+    the scenario's measured curve where it has one for these devices."""
+    if algorithm not in ALLREDUCE:
+        raise ValueError(f"unknown all-reduce algorithm {algorithm!r} (known: {choices(ALLREDUCE)})")
+    curve = scenario.measured_allreduce(devices)
+    if curve is not None:
+        return curve.time_ms(nbytes)
+    return ring_ms(scenario, devices, nbytes) if algorithm == "ring" else tree_ms(scenario, devices, nbytes)
+
+
+def update_allreduce_ms(scenario: Scenario, devices: Sequence[str], param_bytes: float | np.ndarray,
+                        algorithm: str, last: bool) -> np.ndarray:
+    """What a replicated stage's replicas spend in all-reduces before each update: the sum of its
+    weight gradients (``param_bytes``), and on the last stage also the loss shares; 0 for one replica."""
+    n = np.asarray(param_bytes, dtype=np.float64)
+    if len(devices) < 2:
+        return np.zeros_like(n)
+    ar = allreduce_ms(scenario, devices, n, algorithm)
+    return ar + allreduce_ms(scenario, devices, LOSS_BYTES, algorithm) if last else ar
 
 
 def ring_closed_form(D: int, nbytes: float, bandwidth_gb_s: float, latency_us: float) -> float:

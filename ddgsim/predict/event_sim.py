@@ -16,7 +16,10 @@ the pipeline messages — ring: 2(D−1) steps, each replica sending one n/D chu
 successor once its previous step's chunk has arrived; tree: the pipelined binary tree,
 reduce to replica 0 then broadcast, in the chunk count ``tree_ms`` picks — once every
 replica of the stage has reached its ``U`` (a rendezvous, as a collective call), then the
-optimizer step. The all-reduce is not overlapped with compute: the replica computes
+optimizer step. The last stage runs a second, 8-byte all-reduce after the gradients' (the
+loss shares, as the executor does). Where the scenario has a measured all-reduce for the
+stage's devices (``[[allreduce]]``, one host), that curve's time replaces the chunk
+transfers, holding the ring's link directions from when they are all free. The all-reduce is not overlapped with compute: the replica computes
 nothing meanwhile (its row shows a ``cat="allreduce"`` interval), other stages go on.
 
 Steady state: run N iterations (default 4K+8); for each stage take the mean spacing
@@ -37,7 +40,7 @@ import simpy
 from ddgsim.errors import UserError
 from ddgsim.plan.split import check_split, stage_ranges
 from ddgsim.predict.closed_form import closed_form_period, stage_costs
-from ddgsim.predict.collective import ring_edges, tree_chunks
+from ddgsim.predict.collective import LOSS_BYTES, ring_edges, tree_chunks
 from ddgsim.predict.max_plus import (
     UPDATE_GB_S,
     Costs,
@@ -298,47 +301,83 @@ def _run_replicated(schedule: Schedule, costs: Costs,
         env.timeout(end - now).callbacks.append(lambda _: send(hops, done, name, i + 1))
 
     assert costs.allreduce_bytes is not None
-    ar_bytes = [float(x) for x in costs.allreduce_bytes[0]]  # the stage's parameter bytes
-    chunks = [tree_chunks(scenario, rows[k], ar_bytes[k]) if costs.allreduce == "tree" and D[k] > 1 else 1
-              for k in range(K)]
+    # Per stage: the all-reduces before each update (gradients; on the last stage also the loss).
+    messages = [[float(costs.allreduce_bytes[0, k])] + ([float(LOSS_BYTES)] if k == K - 1 else [])
+                if D[k] > 1 else [] for k in range(K)]
+    chunks = {(k, j): tree_chunks(scenario, rows[k], nb) if costs.allreduce == "tree" else 1
+              for k in range(K) for j, nb in enumerate(messages[k])}
+    curves = [scenario.measured_allreduce(rows[k]) for k in range(K)]
 
-    def ring(k: int, r: int, t: int) -> Generator[simpy.Event, Any, None]:
+    def collective(k: int, r: int, t: int) -> Generator[simpy.Event, Any, None]:
+        for j, nbytes in enumerate(messages[k]):
+            tag = (k, t, j)
+            if curves[k] is not None:
+                yield from measured(k, r, tag, nbytes)
+            elif costs.allreduce == "ring":
+                yield from ring(k, r, tag, nbytes)
+            else:
+                yield from tree(k, r, tag, nbytes, chunks[(k, j)])
+
+    def measured(k: int, r: int, tag: tuple[int, int, int], nbytes: float) -> Generator[simpy.Event, Any, None]:
+        # A measured curve (one host): the ring's link directions are held for its whole time,
+        # from when they are all free; replica 0 books them, the others wait for the end.
+        if r == 0:
+            curve = curves[k]
+            assert curve is not None
+            hops = [h for a, b in ring_edges(rows[k]) for h in scenario.route(a, b)]
+            start = max([env.now, *(free.get(h, 0.0) for h in hops)])
+            end = start + float(curve.time_ms(nbytes))
+            for h in hops:
+                free[h] = end
+                record(TraceEvent(row=f"{h[0]}->{h[1]}", name=f"ar {k}U{tag[1]} (measured)", start_ms=start,
+                                  end_ms=end, cat="link"))
+            done = event(("measured", tag))
+
+            def finish(_: simpy.Event) -> None:
+                done.succeed()
+
+            env.timeout(end - env.now).callbacks.append(finish)
+        yield event(("measured", tag))
+
+    def ring(k: int, r: int, tag: tuple[int, int, int], nbytes: float) -> Generator[simpy.Event, Any, None]:
         n = D[k]
         nxt = (r + 1) % n
-        hops = route_ms(rows[k][r], rows[k][nxt], ar_bytes[k] / n)
+        hops = route_ms(rows[k][r], rows[k][nxt], nbytes / n)
         for step in range(2 * (n - 1)):
             if step:
-                yield event(("ring", k, t, r, step - 1))
-            sent = event(("ring", k, t, nxt, step))
-            send(hops, sent, f"ar {k}U{t} step {step}")
+                yield event(("ring", tag, r, step - 1))
+            sent = event(("ring", tag, nxt, step))
+            send(hops, sent, f"ar {k}U{tag[1]} step {step}")
             yield sent
-        yield event(("ring", k, t, r, 2 * (n - 1) - 1))
+        yield event(("ring", tag, r, 2 * (n - 1) - 1))
 
-    def tree(k: int, r: int, t: int) -> Generator[simpy.Event, Any, None]:
-        n, c = D[k], chunks[k]
+    def tree(k: int, r: int, tag: tuple[int, int, int], nbytes: float,
+             c: int) -> Generator[simpy.Event, Any, None]:
+        n, t = D[k], tag[1]
         kids = [x for x in (2 * r + 1, 2 * r + 2) if x < n]
-        size = ar_bytes[k] / c
+        size = nbytes / c
         up = route_ms(rows[k][r], rows[k][(r - 1) // 2], size) if r else []
         for j in range(c):  # reduce: chunk j goes up once every child's chunk j has arrived
             for x in kids:
-                yield event(("up", k, t, x, j))
+                yield event(("up", tag, x, j))
             if r:
-                sent = event(("up", k, t, r, j))
+                sent = event(("up", tag, r, j))
                 send(up, sent, f"ar {k}U{t} reduce {j}")
                 yield sent
-        senders = [env.process(down(k, r, x, t, c, size)) for x in kids]
+        senders = [env.process(down(k, r, x, tag, c, size)) for x in kids]
         if r:
-            yield event(("down", k, t, r, c - 1))
+            yield event(("down", tag, r, c - 1))
         if senders:
             yield simpy.AllOf(env, senders)
 
-    def down(k: int, r: int, x: int, t: int, c: int, size: float) -> Generator[simpy.Event, Any, None]:
+    def down(k: int, r: int, x: int, tag: tuple[int, int, int], c: int,
+             size: float) -> Generator[simpy.Event, Any, None]:
         hops = route_ms(rows[k][r], rows[k][x], size)
         for j in range(c):  # broadcast: forward chunk j to child x once it is here
             if r:
-                yield event(("down", k, t, r, j))
-            sent = event(("down", k, t, x, j))
-            send(hops, sent, f"ar {k}U{t} broadcast {j}")
+                yield event(("down", tag, r, j))
+            sent = event(("down", tag, x, j))
+            send(hops, sent, f"ar {k}U{tag[1]} broadcast {j}")
             yield sent
 
     ready: dict[tuple[int, int], int] = {}
@@ -373,7 +412,7 @@ def _run_replicated(schedule: Schedule, costs: Costs,
                 if here == D[k]:
                     event(("ready", k, a.batch)).succeed()
                 yield event(("ready", k, a.batch))
-                yield from (ring(k, r, a.batch) if costs.allreduce == "ring" else tree(k, r, a.batch))
+                yield from collective(k, r, a.batch)
                 record(TraceEvent(row=dev, name=f"allreduce {a!r}", start_ms=start, end_ms=env.now, cat="allreduce"))
             start = env.now
             yield env.timeout(dur[a.kind])
@@ -497,17 +536,18 @@ def replicated_link_stats(costs: Costs, scenario: Scenario) -> tuple[LinkStats, 
             add(rows[k][p.src], rows[k + 1][p.dst], nbytes, M)
             add(rows[k + 1][p.dst], rows[k][p.src], nbytes, M)
     for k, row in enumerate(rows):
-        n, nbytes = len(row), float(costs.allreduce_bytes[0, k])
+        n = len(row)
         if n < 2:
             continue
-        if costs.allreduce == "ring":
-            for a, b in ring_edges(row):
-                add(a, b, nbytes / n, 2 * (n - 1))
-        else:
-            c = tree_chunks(scenario, row, nbytes)
-            for i in range(1, n):
-                add(row[i], row[(i - 1) // 2], nbytes / c, c)
-                add(row[(i - 1) // 2], row[i], nbytes / c, c)
+        for nbytes in [float(costs.allreduce_bytes[0, k])] + ([float(LOSS_BYTES)] if k == len(rows) - 1 else []):
+            if costs.allreduce == "ring":
+                for a, b in ring_edges(row):
+                    add(a, b, nbytes / n, 2 * (n - 1))
+            else:
+                c = tree_chunks(scenario, row, nbytes)
+                for i in range(1, n):
+                    add(row[i], row[(i - 1) // 2], nbytes / c, c)
+                    add(row[(i - 1) // 2], row[i], nbytes / c, c)
     return tuple(LinkStats(src=s, dst=d, bytes_per_iteration=v[0], busy_ms=v[1]) for (s, d), v in sorted(load.items()))
 
 

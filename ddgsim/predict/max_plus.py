@@ -11,8 +11,9 @@ Semantics (identical to :mod:`ddgsim.predict.event_sim`, which checks them event
 * Replicas (``layout``, :mod:`ddgsim.replicas`): F and B are one replica's shard of a
   micro-batch, B/(M·D_k) samples (measured for M·D_k micro-batches when the profile has
   them, else 1/(M·D_k) of the batch — ``Costs.notes`` says so); ``U`` lasts the stage's
-  all-reduce (``Costs.allreduce_ms``, :mod:`ddgsim.predict.collective`, not overlapped
-  with compute) plus ``update_ms``; a boundary's message is its slowest piece (one
+  all-reduces (``Costs.allreduce_ms``: the gradients', and on the last stage the loss
+  shares'; :func:`ddgsim.predict.collective.update_allreduce_ms`, not overlapped with
+  compute) plus ``update_ms``; a boundary's message is its slowest piece (one
   representative replica per stage: its route's hops each take every piece of the
   boundary that crosses them; the SimPy model runs every replica and piece). Exact where
   a boundary's pieces take equal times (symmetric replicas); otherwise an upper bound, as
@@ -57,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddgsim.errors import UserError, choices
-from ddgsim.predict.collective import allreduce_ms, ring_edges, tree_levels
+from ddgsim.predict.collective import ring_edges, tree_levels, update_allreduce_ms
 from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import ALLREDUCE, Layout, Piece, pieces
@@ -367,7 +368,7 @@ def _costs_with_layout(
         upd[:, k] = stage_sum(unit_upd, k) / scenario.device(devs[k]).speed
         if D[k] > 1:
             ar_bytes[:, k] = stage_sum(params, k)
-            ar[:, k] = allreduce_ms(scenario, rows[k], ar_bytes[:, k], allreduce)
+            ar[:, k] = update_allreduce_ms(scenario, rows[k], ar_bytes[:, k], allreduce, last=k == K - 1)
     out_bytes = np.array([u.output_bytes for u in profile.units], dtype=np.float64)
     whole = out_bytes[cuts - 1] / M if K > 1 else np.zeros((S, 0))
     # One representative message per boundary and direction: the slowest piece over its route,

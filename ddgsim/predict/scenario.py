@@ -38,6 +38,18 @@ devices, loads in milliseconds)::
 * ``cluster-<N>x<G>`` (1 ≤ N·G ≤ 4096): devices of speed 1.0 and 80 GiB, 300 GB/s and
   2 µs inside a node (NVLink class), 25 GB/s (200 Gb/s) and 5 µs per node NIC.
 
+**Measured all-reduces** (``[[allreduce]]``, written by ``ddgsim calibrate``): the median time
+of the backend's own all-reduce among ``replicas`` processes of one ``host``, per size. For an
+all-reduce among that many devices of that host it replaces the link model (interpolated
+linearly in bytes; see :class:`AllreduceCurve`): on one machine the processes copy through
+shared memory and cores, which a link model of independent directions does not describe::
+
+    [[allreduce]]
+    host = "local"
+    replicas = 2
+    sizes = [4, 16384, 262144, 1048576]      # bytes
+    ms = [0.19, 0.31, 0.49, 0.77]
+
 ``ideal-N`` is a full mesh of free links; beyond 64 devices (up to 4096) its routes are by
 rule too (one direct hop between any two devices).
 """
@@ -48,12 +60,14 @@ import heapq
 import math
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import numpy as np
 
 from ddgsim.errors import UserError, choices
 
@@ -88,8 +102,9 @@ class Device:
     memory_gib: float = math.inf
     """Memory available to one stage, in GiB (2**30 bytes); ``inf`` = unlimited."""
     host: str = ""
-    """Devices with the same non-empty host share a memory system (CPU cores of one machine):
-    while two of them compute at once each runs at the scenario's ``concurrent_speed``."""
+    """Devices with the same non-empty host are on one machine: they share its memory system
+    (while two of them compute at once each runs at the scenario's ``concurrent_speed``), and
+    the scenario's ``[[allreduce]]`` curve for that host times their all-reduces."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -135,6 +150,55 @@ class Link:
     def hop_ms(self, nbytes: float) -> float:
         """Time to move ``nbytes`` over this link, in ms."""
         return self.latency_us * 1e-3 + nbytes / (self.bandwidth_gb_s * 1e6)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllreduceCurve:
+    """A measured all-reduce among ``replicas`` devices of one ``host`` (``ddgsim calibrate``), by size.
+
+    Used instead of the link model for any ``replicas`` distinct devices of that host (all pairs
+    of a host's devices are taken to be alike, as calibrate assumes). Between two measured sizes
+    the time is interpolated linearly in bytes; below the smallest it is the smallest's time;
+    beyond the largest the last segment's slope goes on. This is the backend's own algorithm as
+    measured (gloo's or NCCL's), so the ``ring``/``tree`` choice does not apply to it.
+    """
+
+    host: str
+    """The ``host`` of the devices it was measured on."""
+    replicas: int
+    """Number of processes that took part."""
+    sizes: tuple[float, ...]
+    """Message sizes in bytes, increasing."""
+    ms: tuple[float, ...]
+    """Measured time (median) per size, in ms."""
+
+    def __post_init__(self) -> None:
+        what = f"[[allreduce]] of host '{self.host}'"
+        if not isinstance(self.host, str) or not self.host:
+            raise UserError(f"field 'host' of an [[allreduce]] must be a non-empty string, got {self.host!r}")
+        r = self.replicas
+        if isinstance(r, bool) or not isinstance(r, int) or r < 2:
+            raise UserError(f"field 'replicas' of {what} must be an integer >= 2, got {r!r}")
+        for key in ("sizes", "ms"):
+            values = getattr(self, key)
+            if not isinstance(values, (list, tuple)) or len(values) < 2:
+                raise UserError(f"field '{key}' of {what} must list at least 2 numbers, got {values!r}")
+            for v in values:
+                _number(f"field '{key}' of {what}", v, minimum=0, strict=True, allow_inf=False)
+            object.__setattr__(self, key, tuple(float(v) for v in values))
+        if len(self.sizes) != len(self.ms):
+            raise UserError(f"fields 'sizes' and 'ms' of {what} must have the same length, "
+                            f"got {len(self.sizes)} and {len(self.ms)}")
+        if any(b <= a for a, b in zip(self.sizes, self.sizes[1:], strict=False)):
+            raise UserError(f"field 'sizes' of {what} must increase, got {list(self.sizes)}")
+
+    def time_ms(self, nbytes: float | np.ndarray) -> np.ndarray:
+        """Interpolated time (ms) of ``nbytes`` (a number or a numpy array)."""
+        n = np.asarray(nbytes, dtype=np.float64)
+        x, y = np.array(self.sizes), np.array(self.ms)
+        slope = (y[-1] - y[-2]) / (x[-1] - x[-2])
+        out: np.ndarray = np.where(n > x[-1], y[-1] + (n - x[-1]) * max(slope, 0.0), np.interp(n, x, y))
+        return out
 
 
 Hop = tuple[str, str]
@@ -266,6 +330,9 @@ class Scenario:
     concurrent_speed: float = 1.0
     """Speed factor of a device while another device of its ``host`` computes too (measured by
     ``ddgsim calibrate``: shared memory bandwidth and caches); 1.0: they do not slow each other."""
+    allreduce: tuple[AllreduceCurve, ...] = ()
+    """Measured all-reduce times of a host's devices (``[[allreduce]]``, written by calibrate);
+    they replace the link model for all-reduces among that many of the host's devices."""
     rules: Routing | None = None
     """Routes and links by rule (clusters, large ``ideal-N``) instead of ``links``: no all-pairs search."""
     graph: nx.DiGraph = field(init=False, repr=False, compare=False)
@@ -284,6 +351,15 @@ class Scenario:
         if dup:
             raise UserError(f"field 'devices': duplicate device name(s) {choices(dup)}")
         object.__setattr__(self, "_by_name", {d.name: d for d in self.devices})
+        hosts = {d.host for d in self.devices if d.host}
+        seen: set[tuple[str, int]] = set()
+        for curve in self.allreduce:
+            if curve.host not in hosts:
+                raise UserError(f"[[allreduce]] names host '{curve.host}', which no device has "
+                                f"(hosts: {choices(sorted(hosts)) if hosts else 'none'})")
+            if (curve.host, curve.replicas) in seen:
+                raise UserError(f"[[allreduce]] for host '{curve.host}' and {curve.replicas} replicas is given twice")
+            seen.add((curve.host, curve.replicas))
         g = nx.DiGraph()
         g.add_nodes_from(names)
         if self.rules is not None:
@@ -339,6 +415,17 @@ class Scenario:
             self.device(dst)
             raise
 
+    def measured_allreduce(self, devices: Sequence[str]) -> AllreduceCurve | None:
+        """The measured curve for an all-reduce among ``devices``: all distinct, all on one host,
+        and measured for that many replicas; else ``None`` (the link model applies)."""
+        if len(devices) < 2 or not self.allreduce or len(set(devices)) != len(devices):
+            return None
+        hosts = {self.device(d).host for d in devices}
+        if len(hosts) != 1:
+            return None
+        host = hosts.pop()
+        return next((c for c in self.allreduce if c.host == host and c.replicas == len(devices)), None)
+
     def transfer_ms(self, src: str, dst: str, nbytes: float) -> float:
         """Store-and-forward time of one message: sum over hops of latency + n/bandwidth."""
         return sum(self.link(h).hop_ms(nbytes) for h in self.route(src, dst))
@@ -366,11 +453,12 @@ def _all_routes(g: nx.DiGraph, names: list[str]) -> dict[Hop, list[Hop]]:
 
 # ---------------------------------------------------------------- loading
 
-_TOP_KEYS = {"name", "description", "devices", "links", "concurrent_speed", "cluster"}
+_TOP_KEYS = {"name", "description", "devices", "links", "concurrent_speed", "cluster", "allreduce"}
 _CLUSTER_KEYS = {"nodes", "devices_per_node", "speed", "memory_gib", "intra_bandwidth_gb_s", "intra_latency_us",
                  "inter_bandwidth_gb_s", "inter_latency_us"}
 _DEVICE_KEYS = {"name", "speed", "memory_gib", "host"}
 _LINK_KEYS = {"src", "dst", "bandwidth_gb_s", "latency_us", "bidirectional"}
+_ALLREDUCE_KEYS = {"host", "replicas", "sizes", "ms"}
 
 
 def hardware_dir() -> Path:
@@ -448,8 +536,14 @@ def from_dict(data: dict[str, Any], default_name: str) -> Scenario:
             if key not in row:
                 raise UserError(f"links[{i}]: field '{key}' is missing")
         links.append(Link(**row))
+    curves = []
+    for i, row in enumerate(_table_list(data, "allreduce", _ALLREDUCE_KEYS)):
+        missing = sorted(_ALLREDUCE_KEYS - set(row))
+        if missing:
+            raise UserError(f"allreduce[{i}]: field '{missing[0]}' is missing")
+        curves.append(AllreduceCurve(**row))
     return Scenario(name=name, description=description, devices=tuple(devices), links=tuple(links),
-                    concurrent_speed=data.get("concurrent_speed", 1.0))
+                    concurrent_speed=data.get("concurrent_speed", 1.0), allreduce=tuple(curves))
 
 
 def load_file(path: Path) -> Scenario:

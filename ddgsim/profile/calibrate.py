@@ -8,10 +8,14 @@ processes, NCCL between two GPUs) and measure:
   bytes / bandwidth`` is fitted by non-negative least squares, each size weighted
   by 1/time so that 4-byte and 32-MiB messages count alike (an unweighted fit is
   decided by the largest messages and leaves the latency to noise).
-* **an all-reduce** (``dist.all_reduce`` of float32 tensors of the same sizes between
-  the two processes, the backend's own algorithm): median and spread per size, next to
-  what the timing models predict for it from the fitted link (:func:`allreduce_check`,
-  ``ddgsim.predict.collective.allreduce_ms``, ring of 2 = 2·latency + bytes/bandwidth).
+* **an all-reduce** (``dist.all_reduce`` of float32 tensors between the two processes,
+  the backend's own algorithm) at every power of two between the smallest and largest
+  size (:func:`allreduce_sizes`): median and spread per size. The medians are written as
+  the scenario's ``[[allreduce]]`` curve, which the timing models use for all-reduces among
+  two of its devices (measured curves, as Alpa's profiler does, because the link model
+  misses what two processes of one machine do when both send at once: they share the
+  cores and memory that copy the bytes). The comments compare them with what the fitted
+  link would predict (:func:`allreduce_check`, ring of 2 = 2·latency + bytes/bandwidth).
 * **per-process overheads** the scenario format has no field for, recorded as
   comments: the executor's fixed cost of one ``F, B, U`` step
   (:class:`ddgsim.execute.stage.StageWorker` on a one-parameter stage, the run's default
@@ -20,7 +24,8 @@ processes, NCCL between two GPUs) and measure:
 
 :func:`scenario_toml` turns the result into a file :func:`ddgsim.predict.scenario.load_scenario`
 reads: ``N`` devices of speed 1.0 (the profile is measured on one such device,
-alone), a full mesh of the fitted link, and comments saying how and when.
+alone) on one host, a full mesh of the fitted link, the measured all-reduce curve,
+and comments saying how and when.
 ``benchmarks/measure_gloo.py`` prints the same measurement as a table.
 """
 
@@ -32,7 +37,7 @@ import platform
 import socket
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,9 +46,29 @@ from typing import Any
 import numpy as np
 
 from ddgsim.errors import UserError
+from ddgsim.profile.machine import loadavg
 
 SIZES = (4, 1024, 16 * 1024, 256 * 1024, 1 << 20, 4 << 20, 8 << 20, 32 << 20)
 """Message sizes in bytes (float32 tensors: multiples of 4)."""
+
+
+TRIM = 0.1
+"""Share of the repetitions cut at each end for the all-reduce's mean."""
+
+
+def trimmed_mean(times: Sequence[float]) -> float:
+    """Mean of ``times`` without the ``TRIM`` share at each end (scipy's ``trim_mean``)."""
+    from scipy.stats import trim_mean
+
+    return float(trim_mean(np.asarray(times, dtype=np.float64), TRIM))
+
+
+def allreduce_sizes(sizes: Sequence[int]) -> list[int]:
+    """The all-reduce's sizes: every power of two between the smallest and the largest link size,
+    and both ends (dense, so that the scenario's curve interpolates over short spans)."""
+    lo, hi = min(sizes), max(sizes)
+    return sorted({lo, hi} | {2**i for i in range(2, 64) if lo <= 2**i <= hi})
+
 WARMUP = 3
 """Untimed repetitions per size before the timed ones."""
 
@@ -96,6 +121,11 @@ class AllreduceSample:
     nbytes: int
     median_ms: float
     """Median over the repetitions, ms."""
+    mean_ms: float
+    """Mean of the middle 80 % of the repetitions (``TRIM`` cut at each end), ms: what the
+    scenario's curve holds. On a shared VM the time can be bimodal (here about half the
+    all-reduces once took 2-3 ms instead of 0.4), and a median then flips between the modes
+    from one measurement to the next while a run's throughput follows the mean."""
     low_ms: float
     """Fastest repetition, ms."""
     high_ms: float
@@ -144,23 +174,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _timed(op: Callable[[], None], reps: int, dev: Any, after: Callable[[], None] | None = None) -> list[float]:
-    """ms of each of ``reps`` runs of ``op`` after ``WARMUP`` untimed ones, every run starting
-    together on all ranks (a barrier) and timed to the device's completion; ``after`` runs
-    untimed after each."""
+def _timed(ops: Mapping[int, tuple[Callable[[], None], Callable[[], None] | None]], reps: int,
+           dev: Any) -> dict[int, list[float]]:
+    """ms of each of ``reps`` runs of every ``op`` (per key: ``(op, after)``) after ``WARMUP``
+    untimed ones, interleaved: each repetition runs every op once, so that a slow stretch of a
+    shared machine hits every size alike instead of a few sizes' whole medians. Every run starts
+    together on all ranks (a barrier) and is timed to the device's completion; ``after`` runs
+    untimed after it."""
     import torch.distributed as dist
 
-    times = []
+    times: dict[int, list[float]] = {key: [] for key in ops}
     for i in range(reps + WARMUP):
-        dist.barrier()
-        _sync(dev)
-        t0 = time.perf_counter()
-        op()
-        _sync(dev)
-        if i >= WARMUP:
-            times.append((time.perf_counter() - t0) * 1e3)
-        if after is not None:
-            after()
+        for key, (op, after) in ops.items():
+            dist.barrier()
+            _sync(dev)
+            t0 = time.perf_counter()
+            op()
+            _sync(dev)
+            if i >= WARMUP:
+                times[key].append((time.perf_counter() - t0) * 1e3)
+            if after is not None:
+                after()
     return times
 
 
@@ -169,20 +203,18 @@ def _ping_pong(rank: int, sizes: Sequence[int], reps: int, dev: Any) -> dict[int
     import torch
     import torch.distributed as dist
 
-    out: dict[int, float] = {}
-    for n in sizes:
-        buf = torch.zeros(max(1, n // 4), dtype=torch.float32, device=dev)
-
-        def bounce(buf: torch.Tensor = buf) -> None:
+    def bounce(buf: torch.Tensor) -> Callable[[], None]:
+        def op() -> None:
             if rank == 0:
                 dist.send(buf, 1)
                 dist.recv(buf, 1)
             elif rank == 1:
                 dist.recv(buf, 0)
                 dist.send(buf, 0)
+        return op
 
-        out[n] = statistics.median(_timed(bounce, reps, dev)) / 2
-    return out
+    ops = {n: (bounce(torch.zeros(max(1, n // 4), dtype=torch.float32, device=dev)), None) for n in sizes}
+    return {n: statistics.median(t) / 2 for n, t in _timed(ops, reps, dev).items()}
 
 
 def _allreduce(sizes: Sequence[int], reps: int, dev: Any) -> dict[int, list[float]]:
@@ -190,18 +222,16 @@ def _allreduce(sizes: Sequence[int], reps: int, dev: Any) -> dict[int, list[floa
     import torch
     import torch.distributed as dist
 
-    out: dict[int, list[float]] = {}
-    for n in sizes:
-        buf = torch.ones(max(1, n // 4), dtype=torch.float32, device=dev)
-
-        def reduce(buf: torch.Tensor = buf) -> None:
+    def ops(buf: torch.Tensor) -> tuple[Callable[[], None], Callable[[], None]]:
+        def reduce() -> None:
             dist.all_reduce(buf)
 
-        def refill(buf: torch.Tensor = buf) -> None:
+        def refill() -> None:
             buf.fill_(1.0)  # keep the values finite
 
-        out[n] = _timed(reduce, reps, dev, after=refill)
-    return out
+        return reduce, refill
+
+    return _timed({n: ops(torch.ones(max(1, n // 4), dtype=torch.float32, device=dev)) for n in sizes}, reps, dev)
 
 
 def allreduce_check(cal: Calibration) -> list[dict[str, float]]:
@@ -216,9 +246,9 @@ def allreduce_check(cal: Calibration) -> list[dict[str, float]]:
     rows = []
     for x in cal.allreduce:
         pred = float(allreduce_ms(sc, ["a", "b"], x.nbytes, "ring"))
-        rows.append({"bytes": x.nbytes, "measured_ms": x.median_ms, "low_ms": x.low_ms, "high_ms": x.high_ms,
-                     "predicted_ms": pred,
-                     "error_pct": 100 * (pred - x.median_ms) / x.median_ms if x.median_ms > 0 else math.nan})
+        rows.append({"bytes": x.nbytes, "measured_ms": x.mean_ms, "median_ms": x.median_ms, "low_ms": x.low_ms,
+                     "high_ms": x.high_ms, "predicted_ms": pred,
+                     "error_pct": 100 * (pred - x.mean_ms) / x.mean_ms if x.mean_ms > 0 else math.nan})
     return rows
 
 
@@ -288,7 +318,7 @@ def _worker(rank: int, port: int, backend: str, sizes: Sequence[int], reps: int,
     try:
         link = _ping_pong(rank, sizes, reps, dev)
         dist.barrier()
-        reduce = _allreduce(sizes, reps, dev)
+        reduce = _allreduce(allreduce_sizes(sizes), reps, dev)
         dist.barrier()
         alone = _kernel(reps, dev) if rank == 0 else 0.0  # rank 1 waits in the barrier below
         dist.barrier()
@@ -301,6 +331,37 @@ def _worker(rank: int, port: int, backend: str, sizes: Sequence[int], reps: int,
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _allreduce_worker(rank: int, port: int, sizes: Sequence[int], reps: int, rounds: int, threads: int,
+                      queue: Any) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(threads)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        dev = torch.device("cpu")
+        out = [_allreduce(sizes, reps, dev) for _ in range(rounds)]
+        if rank == 0:
+            queue.put(out)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def measure_allreduce(sizes: Sequence[int], reps: int, rounds: int, threads: int = 1) -> list[dict[int, list[float]]]:
+    """Only the 2-process gloo all-reduce of calibrate, in ``rounds`` interleaved rounds (every
+    size once per round): per round, the ms of every timed repetition per size."""
+    import torch.multiprocessing as mp
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_allreduce_worker, args=(_free_port(), list(sizes), reps, rounds, threads, queue),  # type: ignore[attr-defined,no-untyped-call]
+             nprocs=2, join=True)
+    result: list[dict[int, list[float]]] = queue.get()
+    return result
 
 
 def _memory_gib(device: str, devices: int) -> float:
@@ -341,7 +402,7 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
         count = devices or max(2, os.cpu_count() or 2)
     if count < 2:
         raise UserError(f"--devices must be >= 2 (a link needs two ends), got {count}")
-    load0 = _loadavg()
+    load0 = loadavg()
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
@@ -354,21 +415,14 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
         "host": platform.node(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
         "torch_version": torch.__version__, "python_version": platform.python_version(),
-        "loadavg_before": load0, "loadavg_after": _loadavg(),
+        "loadavg_before": load0, "loadavg_after": loadavg(),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     return Calibration(device=device, backend=backend, devices=count, memory_gib=_memory_gib(device, count),
                        link=link, step_overhead_ms=res["overhead"], compute_alone_ms=res["alone"],
                        compute_together_ms=res["together"], reps=reps, threads=threads, meta=meta,
-                       allreduce=tuple(AllreduceSample(nbytes=n, median_ms=statistics.median(t), low_ms=min(t),
+                       allreduce=tuple(AllreduceSample(nbytes=n, median_ms=statistics.median(t), mean_ms=trimmed_mean(t), low_ms=min(t),
                                                        high_ms=max(t)) for n, t in res["allreduce"].items()))
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover
-        return None
 
 
 def _cpu_name() -> str:
@@ -382,6 +436,10 @@ def _cpu_name() -> str:
 
 
 # ---------------------------------------------------------------- writing the scenario
+
+HOST = "local"
+"""The ``host`` of the calibrated devices (one machine), which its ``[[allreduce]]`` names."""
+
 
 def _toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -429,31 +487,36 @@ def scenario_toml(cal: Calibration, name: str = "local", command: str = "") -> s
             f"{link.latency_us:.1f} us + bytes / {link.bandwidth_gb_s:.2f} GB/s; step overhead "
             f"{cal.step_overhead_ms:.3f} ms; concurrent compute speed {cal.concurrent_speed:.3f}"),
     ]
-    shared = cal.device == "cpu"
-    if shared:
+    if cal.device == "cpu":
         lines.append(f"concurrent_speed = {min(1.0, round(cal.concurrent_speed, 3))}")
     lines.append("")
     names = [f"{prefix}{i}" for i in range(cal.devices)]
     for d in names:
         lines += ["[[devices]]", f"name = {_toml_str(d)}", "speed = 1.0", f"memory_gib = {_num(cal.memory_gib)}",
-                  *(['host = "local"'] if shared else []), ""]
+                  f"host = {_toml_str(HOST)}", ""]
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             lines += ["[[links]]", f"src = {_toml_str(a)}", f"dst = {_toml_str(b)}",
                       f"bandwidth_gb_s = {_num(link.bandwidth_gb_s)}", f"latency_us = {link.latency_us:.3f}",
                       "bidirectional = true", ""]
+    if len(cal.allreduce) >= 2:  # a curve (calibrate itself always measures several sizes)
+        lines += ["[[allreduce]]", f"host = {_toml_str(HOST)}", "replicas = 2",
+                  "sizes = [" + ", ".join(str(x.nbytes) for x in cal.allreduce) + "]",
+                  "ms = [" + ", ".join(f"{x.mean_ms:.6g}" for x in cal.allreduce) + "]", ""]
     return "\n".join(lines)
 
 
 def _allreduce_comment(cal: Calibration) -> list[str]:
     if not cal.allreduce:
         return []
-    lines = [f"# All-reduce of 2 processes ({cal.backend} dist.all_reduce, float32), median (fastest-slowest) over",
-             f"# {cal.reps} repetitions, and the prediction of the timing models from the link above (ring of 2):",
-             "#        bytes  measured ms (spread)           predicted ms   error"]
+    lines = [f"# All-reduce of 2 processes ({cal.backend} dist.all_reduce, float32) over {cal.reps} repetitions",
+             f"# interleaved over the sizes: mean of the middle {100 - 200 * TRIM:g}%, median (fastest-slowest),",
+             "# and what the link above would predict (a ring of 2). The means are the [[allreduce]] table",
+             "# at the end: an all-reduce among 2 of these devices takes them (interpolated), not the link model.",
+             "#        bytes    mean ms  median ms (spread)          link model ms   error"]
     for r in allreduce_check(cal):
-        lines.append(f"# {int(r['bytes']):>12} {r['measured_ms']:>10.4f} ({r['low_ms']:.4f}-{r['high_ms']:.4f})"
-                     f" {r['predicted_ms']:>12.4f} {r['error_pct']:>+7.1f}%")
+        lines.append(f"# {int(r['bytes']):>12} {r['measured_ms']:>10.4f} {r['median_ms']:>10.4f} "
+                     f"({r['low_ms']:.4f}-{r['high_ms']:.4f}) {r['predicted_ms']:>12.4f} {r['error_pct']:>+7.1f}%")
     return [*lines, "#"]
 
 

@@ -202,6 +202,14 @@ def cpu_jiffies() -> tuple[int, int] | None:
     return (values[7] if len(values) > 7 else 0), sum(values)
 
 
+def loadavg() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages, rounded; ``None`` where the OS has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return None
+
+
 def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
     """Percent of the machine's CPU time stolen between two :func:`cpu_jiffies` readings."""
     if before is None or after is None or after[1] <= before[1]:

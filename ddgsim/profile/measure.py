@@ -276,7 +276,7 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
         if input_shape is None:
             raise TypeError("profile_model needs io or input_shape")
         io = ModelIO(input_shape=tuple(int(d) for d in input_shape))
-    from ddgsim.profile.machine import cpu_jiffies, fingerprint, steal_pct
+    from ddgsim.profile.machine import cpu_jiffies, fingerprint, loadavg, steal_pct
 
     if clock not in CLOCKS:
         raise UserError(f"clock must be one of {', '.join(CLOCKS)}, got '{clock}'")
@@ -296,7 +296,7 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    load_before = _loadavg()
+    load_before = loadavg()
     jiffies_before = cpu_jiffies()
     started = time.perf_counter()
     try:
@@ -387,7 +387,7 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
         "malloc_tuned": malloc_tuned,
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))},
         "loadavg_before": load_before,
-        "loadavg_after": _loadavg(),
+        "loadavg_after": loadavg(),
         # CPU time the hypervisor gave to other VMs meanwhile: wall-clock rows include it, thread CPU times not
         "steal_pct": None if (stolen := steal_pct(jiffies_before, cpu_jiffies())) is None else round(stolen, 2),
         "wall_s": round(time.perf_counter() - started, 1),
@@ -430,13 +430,6 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
                      "micro_batches": list(mbs)},
         meta=meta,
     )
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 @contextmanager
