@@ -317,6 +317,43 @@ def test_speed_matched_errors_factor_out_the_machine_drift_round_by_round() -> N
     assert math.isnan(summarize(rows[1:]).speed_matched_median_pct)
 
 
+def test_replicated_runs_are_planned_named_and_checked(tmp_path: Path) -> None:
+    from ddgsim.predict.scenario import ideal
+
+    prof = _profile([1.0, 2.0, 3.0, 4.0])
+    opts = Options(stages=[1, 2], schedules=["ddg"], splits=1, replicas=(1, 2))
+    specs = plan_runs(prof, ideal(4), opts)
+    assert [(s.stages, s.replicas, s.schedule) for s in specs] == [(1, 1, "bp"), (1, 2, "bp"), (2, 1, "ddg"),
+                                                                   (2, 2, "ddg")]
+    assert specs[1].name == "k1-d2-bp-all" and specs[1].label == "data parallel, 2 processes"
+    assert specs[3].layout(ideal(4)) is not None and specs[3].layout(ideal(4)).devices == (("dev0", "dev1"),
+                                                                                             ("dev2", "dev3"))
+    assert specs[0].layout(ideal(4)) is None and specs[3].name.startswith("k2-d2-ddg-")
+    # the prediction is of the replicated run: two replicas of one stage halve its compute
+    run = v._prepare(specs[1], prof, {}, ideal(4), "ideal-4", tmp_path, trace=False)
+    one = v._prepare(specs[0], prof, {}, ideal(4), "ideal-4", tmp_path, trace=False)
+    assert run.sim.iteration_ms < one.sim.iteration_ms
+    assert json.loads(run.plan.read_text())["stages"][0]["replicas"] == ["dev0", "dev1"]
+    with pytest.raises(UserError, match="--gpus 2 with --replicas 2 needs 4 devices but scenario 'ideal-3' has 3"):
+        plan_runs(prof, ideal(3), opts)
+    with pytest.raises(UserError, match="batch size 8 does not split into 1 micro-batch"):
+        plan_runs(prof, ideal(4), Options(stages=[1], schedules=["ddg"], replicas=(3,)))
+
+
+def test_replicas_round_trip_through_the_csv_and_drift_is_factored_out_for_them(tmp_path: Path) -> None:
+    from ddgsim.compare.validate import speed_matched_errors
+
+    rows = [Row(model="m", K=1, schedule="bp", split="", predicted_ms=100.0, measured_ms=100.0, error_pct=0.0,
+                batch_size=8, repeats=2, measured_all_ms=(110.0, 90.0)),
+            Row(model="m", K=1, schedule="bp", split="", predicted_ms=50.0, measured_ms=50.0, error_pct=0.0,
+                batch_size=8, repeats=2, measured_all_ms=(55.0, 45.0), replicas=2)]
+    write_csv(rows, tmp_path / "v.csv")
+    again = read_csv(tmp_path / "v.csv")
+    assert [r.replicas for r in again] == [1, 2]
+    assert speed_matched_errors(again) == {1: pytest.approx(0.0)}  # scaled by the one-process run only
+    assert v._run_label(again[1]) == "K=1×D=2 bp [-]"
+
+
 def test_ctrl_c_during_a_run_stops_without_retry_and_keeps_the_earlier_rows(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import signal
@@ -443,6 +480,21 @@ def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -
     r2 = _validate("mlp", "--gpus", "1", "--steps", "4", "--batch-size", "16", "--repeats", "1",
                    "--scenario", "cpu-2core", "--out", str(tmp_path / "again"), env=mlp_cache)
     assert r2.returncode == 0 and "profiled" not in r2.stderr, r2.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_validate_end_to_end_with_replicas(tmp_path: Path, mlp_cache: dict[str, str]) -> None:
+    """K=1 (one process) and K=1×D=2 (data parallel: two real processes and their gradient all-reduce)."""
+    out = tmp_path / "dp"
+    r = _validate("mlp", "--gpus", "1", "--replicas", "1,2", "--steps", "4", "--batch-size", "16", "--repeats", "1",
+                  "--scenario", "cpu-2core", "--max-steal", "100", "--out", str(out), env=mlp_cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_csv(out / "validation.csv")
+    assert [(x.K, x.replicas, x.schedule, x.status) for x in rows] == [(1, 1, "bp", "ok"), (1, 2, "bp", "ok")]
+    assert all(x.predicted_ms > 0 and x.measured_ms > 0 for x in rows)
+    metrics = json.loads((out / "runs" / "k1-d2-bp-all.r1.metrics.json").read_text())
+    assert [(s["stage"], s["replica"]) for s in metrics["per_stage"]] == [(0, 0), (0, 1)]
+    assert "K=1×D=2" in r.stdout
 
 
 @pytest.mark.slow

@@ -33,7 +33,9 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
                   ("ddgsim plan resnet20 --gpus 2 --scenario local.toml", "plan with it")],
     "validate": [("ddgsim validate resnet20 --gpus 1,2 --splits 2 --out v", "predicted vs measured, every schedule"),
                  ("ddgsim validate resnet20 --gpus 2 --schedules gpipe --runtimes ddgsim,torch --out v",
-                  "also under torch.distributed.pipelining")],
+                  "also under torch.distributed.pipelining"),
+                 ("ddgsim validate resnet20 --gpus 1,2 --replicas 1,2 --schedules ddg-pipelined --out v",
+                  "also with every stage replicated (K=1 x D=2: data parallel)")],
 }
 
 

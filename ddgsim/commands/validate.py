@@ -38,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help=f"schedules for K >= 2 (default {DEFAULT_SCHEDULES})")
     p.add_argument("--micro-batches", default="2", metavar="M[,M..]",
                    help="micro-batch counts for gpipe and 1f1b (default 2); each must divide the batch size")
+    p.add_argument("--replicas", default="1", metavar="D[,D..]",
+                   help="replicas of every stage: each K is also run as K stages x D replicas (K*D processes; "
+                   "K=1 with D=2 is data parallelism), for each D (default 1: pure pipelines)")
     p.add_argument("--runtimes", default="ddgsim", metavar="R[,R]",
                    help="who runs the splits: ddgsim (the executor; default) and/or torch "
                    "(torch.distributed.pipelining, for the gpipe and 1f1b runs)")
@@ -93,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     from ddgsim.profile.format import check_micro_batches
 
     micro = check_micro_batches(args.batch_size, micro) if any(s in ("gpipe", "1f1b") for s in schedules) else ()
+    replicas = tuple(parse_ints(args.replicas, "--replicas"))
+    # the costs a replica's shard needs: one of D (or of M·D) micro-batches, measured like micro-batches
+    shards = sorted({D for D in replicas if D > 1} | {m * D for m in micro for D in replicas if D > 1})
+    measured_counts = tuple(sorted(set(micro) | set(shards)))
     for option, value in (("--splits", args.splits), ("--batch-size", args.batch_size),
                           ("--threads", args.threads), ("--repeats", args.repeats)):
         if value < 1:
@@ -129,13 +136,14 @@ def run(args: argparse.Namespace) -> int:
         clock = "thread" if args.device == "cpu" and args.threads == 1 else "wall"
         prof, path, source = get_profile(args.model, args.batch_size, args.device,
                                          threads=args.threads if args.device == "cpu" else None,
-                                         micro_batches=micro, this_machine=True, remeasure=args.reprofile,
+                                         micro_batches=measured_counts, this_machine=True,
+                                         remeasure=args.reprofile,
                                          clock=clock)
         if source == "measured":
             v.stderr(f"profiled {args.model} at batch {args.batch_size} on this machine"
-                     + (f" (and {', '.join(map(str, micro))} micro-batches)" if micro else "")
+                     + (f" (and {', '.join(map(str, measured_counts))} micro-batches)" if measured_counts else "")
                      + f"; cached as {path}")
-    warning = v.profile_warning(prof, str(path or args.profile or ""), micro)
+    warning = v.profile_warning(prof, str(path or args.profile or ""), measured_counts)
     if warning:
         v.stderr(warning)
     profile_ref = {"path": str(path) if path else "", "model": prof.model, "batch_size": prof.batch_size,
@@ -143,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     opts = v.Options(stages=stages, schedules=schedules, splits=args.splits, steps=args.steps,
                      warmup=args.warmup, threads=args.threads, device=args.device, trace=not args.no_trace,
                      tol_pct=args.tolerance, repeats=args.repeats, micro_batches=micro or (2,),
-                     runtimes=runtimes, max_steal_pct=args.max_steal)
+                     runtimes=runtimes, max_steal_pct=args.max_steal, replicas=replicas)
     v.plan_runs(prof, scenario, opts)  # every UserError before anything runs
     out.mkdir(parents=True, exist_ok=True)
     header = [

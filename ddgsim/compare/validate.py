@@ -36,11 +36,12 @@ from ddgsim.plan.split import even_split, imbalance_weights, weighted_split
 from ddgsim.predict.event_sim import simulate
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
+from ddgsim.replicas import Layout
 
 COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "error_pct",
            "label", "batch_size", "steps", "scenario", "status", "error", "attempts",
            "micro_batches", "repeats", "measured_min_ms", "measured_max_ms", "measured_all_ms", "runtime",
-           "steal_pct", "redone")
+           "steal_pct", "redone", "replicas")
 """``validation.csv`` columns; the first seven are the contract, the rest context (a file without
 ``status``, ``error``, ``attempts`` is read as every run ``ok`` at the first attempt; one without
 the repeat columns as one repeat with M = 1)."""
@@ -70,13 +71,24 @@ class RunSpec:
     """M (gpipe, 1f1b); 1 for the others."""
     runtime: str = "ddgsim"
     """Who runs it: ``ddgsim`` (the executor) or ``torch`` (``torch.distributed.pipelining``)."""
+    replicas: int = 1
+    """D: replicas of every stage (K·D processes; D = 1 a pure pipeline)."""
 
     @property
     def name(self) -> str:
         cuts = "-".join(map(str, self.split)) or "all"
         micro = f"-m{self.micro_batches}" if self.micro_batches > 1 else ""
         runtime = "" if self.runtime == "ddgsim" else f"-{self.runtime}"
-        return f"k{self.stages}-{self.schedule}{micro}{runtime}-{cuts}"
+        reps = f"-d{self.replicas}" if self.replicas > 1 else ""
+        return f"k{self.stages}{reps}-{self.schedule}{micro}{runtime}-{cuts}"
+
+    def layout(self, scenario: Scenario) -> Layout | None:
+        """The first K·D devices of ``scenario``, a stage's replicas side by side; ``None`` for D = 1."""
+        if self.replicas == 1:
+            return None
+        names = [d.name for d in scenario.devices]
+        D = self.replicas
+        return Layout(tuple(tuple(names[k * D:(k + 1) * D]) for k in range(self.stages)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +124,8 @@ class Row:
     """Most CPU time the hypervisor stole during one of the kept repeats, in % (NaN: unknown)."""
     redone: int = 0
     """Executions measured again because of stolen CPU time."""
+    replicas: int = 1
+    """D, replicas of every stage (1: a pure pipeline)."""
 
     @property
     def ok(self) -> bool:
@@ -143,7 +157,7 @@ class Row:
                    micro_batches=int(rec.get("micro_batches") or 1), repeats=int(rec.get("repeats") or 1),
                    measured_all_ms=tuple(float(x) for x in (rec.get("measured_all_ms") or "").split(";") if x),
                    runtime=rec.get("runtime") or "ddgsim", steal_pct=_float(rec.get("steal_pct")),
-                   redone=int(rec.get("redone") or 0))
+                   redone=int(rec.get("redone") or 0), replicas=int(rec.get("replicas") or 1))
 
 
 def _float(text: str | None) -> float:
@@ -210,14 +224,17 @@ def _pct(x: float) -> str:
 # ---------------------------------------------------------------- choosing splits
 
 def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: int, count: int,
-                  micro_batches: int = 1) -> list[RunSpec]:
+                  micro_batches: int = 1, replicas: int = 1) -> list[RunSpec]:
     """``count`` distinct splits: planned, even, then unbalanced ones (labels joined on ties)."""
     from ddgsim.plan.build import plan_for_k
 
     if stages == 1:
-        return [RunSpec(stages=1, schedule="bp", split=(), label="one process")]
+        label = "one process" if replicas == 1 else f"data parallel, {replicas} processes"
+        return [RunSpec(stages=1, schedule="bp", split=(), label=label, replicas=replicas)]
     found: dict[tuple[int, ...], list[str]] = {}
-    res = plan_for_k(profile, scenario, schedule, stages, micro_batches=micro_batches)
+    layout = RunSpec(stages=stages, schedule=schedule, split=(), label="", replicas=replicas).layout(scenario)
+    res = plan_for_k(profile, scenario, schedule, stages, micro_batches=micro_batches, layout=layout,
+                     baselines=False)
     if res.planned is not None:
         found.setdefault(tuple(res.planned.split), []).append("planned")
     found.setdefault(tuple(even_split(profile.num_units, stages)), []).append("even")
@@ -225,8 +242,8 @@ def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: i
         if len(found) >= count:
             break
         found.setdefault(tuple(weighted_split(profile, stages, w)), []).append(label)
-    return [RunSpec(stages=stages, schedule=schedule, split=s, label="=".join(labels), micro_batches=micro_batches)
-            for s, labels in list(found.items())[:count]]
+    return [RunSpec(stages=stages, schedule=schedule, split=s, label="=".join(labels), micro_batches=micro_batches,
+                    replicas=replicas) for s, labels in list(found.items())[:count]]
 
 
 # ---------------------------------------------------------------- one run
@@ -260,7 +277,7 @@ def execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | N
 # ---------------------------------------------------------------- comparing
 
 def speed_matched_errors(rows: Sequence[Row]) -> dict[int, float]:
-    """Per row (by index, K >= 2 rows only): the error once the machine's speed drift is factored out.
+    """Per row (by index, all but the one-process run): the error once the machine's speed drift is factored out.
 
     The repeats are interleaved in rounds, and each round starts with the one-process run
     (K = 1) of the same model and batch. Its measured/predicted ratio in round r says how
@@ -275,14 +292,14 @@ def speed_matched_errors(rows: Sequence[Row]) -> dict[int, float]:
         if r.ok and r.measured_all_ms:
             groups.setdefault((r.model, r.batch_size, r.scenario), []).append(i)
     for idx in groups.values():
-        base = [i for i in idx if rows[i].K == 1]
+        base = [i for i in idx if rows[i].K == 1 and rows[i].replicas == 1]
         if len(base) != 1:
             continue
         ref = rows[base[0]]
         factors = [m / ref.predicted_ms for m in ref.measured_all_ms]
         for i in idx:
             r = rows[i]
-            if r.K == 1 or len(r.measured_all_ms) != len(factors):
+            if i == base[0] or len(r.measured_all_ms) != len(factors):
                 continue
             errs = [100.0 * (r.predicted_ms * f - m) / m for f, m in zip(factors, r.measured_all_ms, strict=True)]
             out[i] = float(statistics.median(errs))
@@ -327,7 +344,8 @@ def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
 def _run_label(r: Row) -> str:
     micro = f" M={r.micro_batches}" if r.micro_batches > 1 else ""
     runtime = " (torch.distributed.pipelining)" if r.runtime == "torch" else ""
-    return f"K={r.K} {r.schedule}{micro}{runtime} [{r.split or '-'}]"
+    reps = f"×D={r.replicas}" if r.replicas > 1 else ""
+    return f"K={r.K}{reps} {r.schedule}{micro}{runtime} [{r.split or '-'}]"
 
 
 def failure_line(rows: Sequence[Row]) -> str | None:
@@ -335,8 +353,8 @@ def failure_line(rows: Sequence[Row]) -> str | None:
     failed = [r for r in rows if not r.ok]
     if not failed:
         return None
-    what = "; ".join(f"{r.model} {r.schedule} K={r.K} split [{r.split or '-'}] ({r.error or 'no reason recorded'})"
-                     for r in failed)
+    what = "; ".join(f"{r.model} {r.schedule} {_run_label(r).split(' ')[0]} split [{r.split or '-'}] "
+                     f"({r.error or 'no reason recorded'})" for r in failed)
     return f"{len(failed)} of {len(rows)} runs failed: {what}"
 
 
@@ -355,7 +373,7 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
                         _num(r.error_pct, ".2f"), r.label, r.batch_size, r.steps, r.scenario, r.status, r.error,
                         r.attempts, r.micro_batches, r.repeats, _num(r.measured_min_ms, ".6g"),
                         _num(r.measured_max_ms, ".6g"), ";".join(format(x, ".6g") for x in r.measured_all_ms),
-                        r.runtime, _num(r.steal_pct, ".2f"), r.redone])
+                        r.runtime, _num(r.steal_pct, ".2f"), r.redone, r.replicas])
 
 
 def read_csv(path: str | Path) -> list[Row]:
@@ -389,8 +407,8 @@ def scatter_figure(rows: Sequence[Row], title: str = "Predicted vs measured iter
                                  line=style, showlegend=False, legendgroup=f"b{band}"))
     symbols = ["circle", "square", "diamond", "triangle-up", "x", "star"]
 
-    def group(r: Row) -> tuple[int, str, int, str]:
-        return r.K, r.schedule, r.micro_batches, r.runtime
+    def group(r: Row) -> tuple[int, int, str, int, str]:
+        return r.K, r.replicas, r.schedule, r.micro_batches, r.runtime
 
     for i, (_key, grp) in enumerate(itertools.groupby(sorted(rows, key=group), key=group)):
         g = list(grp)
@@ -485,6 +503,8 @@ class Options:
     """M for the micro-batched schedules (gpipe, 1f1b): one set of runs per M."""
     runtimes: tuple[str, ...] = ("ddgsim",)
     """``torch`` also runs every gpipe/1f1b split under ``torch.distributed.pipelining``."""
+    replicas: tuple[int, ...] = (1,)
+    """D for every K: each K is run with every stage on D replicas (K·D processes), for each D."""
     max_steal_pct: float = 3.0
     """An execution during which the hypervisor stole more than this share of the machine's CPU
     time is measured again (up to :data:`STEAL_TRIES` times; the least disturbed one is kept)."""
@@ -498,20 +518,26 @@ MICRO_BATCHED = ("gpipe", "1f1b")
 
 
 def plan_runs(profile: Profile, scenario: Scenario, opts: Options) -> list[RunSpec]:
+    from ddgsim.replicas import check_batch
+
     runs: list[RunSpec] = []
-    for K in opts.stages:
+    for K, D in itertools.product(opts.stages, opts.replicas):
         if profile.num_units < K:
             raise UserError(f"--gpus {K} is more stages than the {profile.num_units} units of '{profile.model}'")
-        if len(scenario.devices) < K:
-            raise UserError(f"--gpus {K} needs {K} devices but scenario '{scenario.name}' has {len(scenario.devices)}")
+        if len(scenario.devices) < K * D:
+            what = f"--gpus {K}" + (f" with --replicas {D}" if D > 1 else "")
+            raise UserError(f"{what} needs {K * D} devices but scenario '{scenario.name}' has "
+                            f"{len(scenario.devices)}")
         if K == 1:
-            runs += choose_splits(profile, scenario, "bp", 1, 1)
+            check_batch(profile.batch_size, 1, [D])
+            runs += choose_splits(profile, scenario, "bp", 1, 1, replicas=D)
             continue
         for sched in opts.schedules:
             for m in opts.micro_batches if sched in MICRO_BATCHED else (1,):
-                chosen = choose_splits(profile, scenario, sched, K, opts.splits, m)
+                check_batch(profile.batch_size, m, [D] * K)
+                chosen = choose_splits(profile, scenario, sched, K, opts.splits, m, replicas=D)
                 runs += chosen
-                if sched in MICRO_BATCHED and "torch" in opts.runtimes:
+                if sched in MICRO_BATCHED and "torch" in opts.runtimes and D == 1:
                     runs += [replace(spec, runtime="torch") for spec in chosen]
     return runs
 
@@ -599,9 +625,12 @@ def _prepare(spec: RunSpec, profile: Profile, profile_ref: dict[str, Any], scena
     """Simulate ``spec``; write its plan and predicted trace."""
     from ddgsim.trace import write_trace
 
-    sim = simulate(profile, list(spec.split), scenario, spec.schedule, micro_batches=spec.micro_batches)
+    layout = spec.layout(scenario)
+    sim = simulate(profile, list(spec.split), scenario, spec.schedule, micro_batches=spec.micro_batches,
+                   layout=layout)
     plan = plan_from_prediction(profile, profile_ref, scenario_ref, spec.schedule, spec.split, sim,
-                                micro_batches=spec.micro_batches, extra={"validation_label": spec.label})
+                                micro_batches=spec.micro_batches, extra={"validation_label": spec.label},
+                                layout=layout)
     plan_path = runs_dir / f"{spec.name}.plan.json"
     plan.save(plan_path)
     sim_trace = runs_dir / f"{spec.name}.predicted.trace.json"
@@ -617,7 +646,7 @@ def _row(run: _Run, profile: Profile, scenario: Scenario, steps: int) -> Row:
               batch_size=profile.batch_size, steps=steps, scenario=scenario.name, attempts=run.attempts,
               micro_batches=spec.micro_batches, repeats=len(run.values), measured_all_ms=tuple(run.values),
               runtime=spec.runtime, steal_pct=max((x for x in run.steal if not math.isnan(x)), default=math.nan),
-              redone=run.disturbed)
+              redone=run.disturbed, replicas=spec.replicas)
     if not run.values:
         error = f"{run.reasons[0]}, twice" if len(set(run.reasons)) == 1 and len(run.reasons) == 2 else \
             "; then ".join(run.reasons)
@@ -654,7 +683,8 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
             warm = spec.stages if opts.warmup is None else opts.warmup
             micro = f" M={spec.micro_batches}" if spec.micro_batches > 1 else ""
             micro += " under torch.distributed.pipelining" if spec.runtime == "torch" else ""
-            what = (f"[{rep + 1}/{opts.repeats}] [{i + 1}/{len(runs)}] K={spec.stages} {spec.schedule}{micro} "
+            reps = f"×D={spec.replicas}" if spec.replicas > 1 else ""
+            what = (f"[{rep + 1}/{opts.repeats}] [{i + 1}/{len(runs)}] K={spec.stages}{reps} {spec.schedule}{micro} "
                     f"split [{','.join(map(str, spec.split)) or '-'}] ({spec.label})")
             metrics_path = runs_dir / f"{spec.name}.r{rep + 1}.metrics.json"
             got: float | str = ""
