@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -336,6 +337,10 @@ def test_replicated_runs_are_planned_named_and_checked(tmp_path: Path) -> None:
     assert json.loads(run.plan.read_text())["stages"][0]["replicas"] == ["dev0", "dev1"]
     with pytest.raises(UserError, match="--gpus 2 with --replicas 2 needs 4 devices but scenario 'ideal-3' has 3"):
         plan_runs(prof, ideal(3), opts)
+    # asked to, the pairs that do not fit are left out (validate does so when several pairs are asked for)
+    assert v.oversized(ideal(3), opts) == [(2, 2)]
+    fitting = plan_runs(prof, ideal(3), replace(opts, skip_oversized=True))
+    assert [(s.stages, s.replicas) for s in fitting] == [(1, 1), (1, 2), (2, 1)]
     with pytest.raises(UserError, match="batch size 8 does not split into 1 micro-batch"):
         plan_runs(prof, ideal(4), Options(stages=[1], schedules=["ddg"], replicas=(3,)))
 

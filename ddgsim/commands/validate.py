@@ -152,6 +152,13 @@ def run(args: argparse.Namespace) -> int:
                      warmup=args.warmup, threads=args.threads, device=args.device, trace=not args.no_trace,
                      tol_pct=args.tolerance, repeats=args.repeats, micro_batches=micro or (2,),
                      runtimes=runtimes, max_steal_pct=args.max_steal, replicas=replicas)
+    if len(stages) * len(replicas) > 1:  # several (K, D) pairs: run those that fit on the scenario
+        skipped = v.oversized(scenario, opts)
+        if len(skipped) < len(stages) * len(replicas):
+            opts.skip_oversized = True
+            for K, D in skipped:
+                v.stderr(f"note: K={K} x D={D} needs {K * D} devices and scenario '{scenario.name}' has "
+                         f"{len(scenario.devices)}: not run")
     v.plan_runs(prof, scenario, opts)  # every UserError before anything runs
     out.mkdir(parents=True, exist_ok=True)
     header = [

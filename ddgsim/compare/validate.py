@@ -505,6 +505,9 @@ class Options:
     """``torch`` also runs every gpipe/1f1b split under ``torch.distributed.pipelining``."""
     replicas: tuple[int, ...] = (1,)
     """D for every K: each K is run with every stage on D replicas (K·D processes), for each D."""
+    skip_oversized: bool = False
+    """Leave out the (K, D) pairs with more processes than the scenario has devices (listed by
+    :func:`oversized`) instead of refusing them."""
     max_steal_pct: float = 3.0
     """An execution during which the hypervisor stole more than this share of the machine's CPU
     time is measured again (up to :data:`STEAL_TRIES` times; the least disturbed one is kept)."""
@@ -521,9 +524,12 @@ def plan_runs(profile: Profile, scenario: Scenario, opts: Options) -> list[RunSp
     from ddgsim.replicas import check_batch
 
     runs: list[RunSpec] = []
+    skipped = oversized(scenario, opts) if opts.skip_oversized else []
     for K, D in itertools.product(opts.stages, opts.replicas):
         if profile.num_units < K:
             raise UserError(f"--gpus {K} is more stages than the {profile.num_units} units of '{profile.model}'")
+        if (K, D) in skipped:
+            continue
         if len(scenario.devices) < K * D:
             what = f"--gpus {K}" + (f" with --replicas {D}" if D > 1 else "")
             raise UserError(f"{what} needs {K * D} devices but scenario '{scenario.name}' has "
@@ -540,6 +546,11 @@ def plan_runs(profile: Profile, scenario: Scenario, opts: Options) -> list[RunSp
                 if sched in MICRO_BATCHED and "torch" in opts.runtimes and D == 1:
                     runs += [replace(spec, runtime="torch") for spec in chosen]
     return runs
+
+
+def oversized(scenario: Scenario, opts: Options) -> list[tuple[int, int]]:
+    """The (K, D) pairs asked for that need more devices than ``scenario`` has."""
+    return [(K, D) for K, D in itertools.product(opts.stages, opts.replicas) if len(scenario.devices) < K * D]
 
 
 def _one_line(text: str, limit: int = 300) -> str:
