@@ -2,7 +2,7 @@
 
 Run on a ``validate --replicas`` output folder (or any metrics + plan of a replicated run)::
 
-    .venv/bin/python benchmarks/allreduce_in_training.py VALIDATE_OUT [--warmup 2]
+    .venv/bin/python benchmarks/allreduce_in_training.py VALIDATE_OUT [--warmup 2] [--profile FILE]
 
 For every replicated run under ``VALIDATE_OUT/runs`` (plans with ``replicas``) and each of
 its measured repeats (``*.rN.metrics.json``): per iteration, each replicated stage's time in
@@ -36,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("out", type=Path, help="a validate --out folder")
     ap.add_argument("--warmup", type=int, default=2, help="iterations dropped first")
+    ap.add_argument("--profile", type=Path, default=None, help="the profile (default: the plan's path)")
     args = ap.parse_args()
     found = False
     for plan_path in sorted((args.out / "runs").glob("*.plan.json")):
@@ -43,7 +44,7 @@ def main() -> None:
         if plan.num_stages != 1 or max(plan.replicas) < 2:
             continue
         found = True
-        prof = load_profile(plan.profile["path"])
+        prof = load_profile(args.profile or plan.profile["path"])
         sc = load_scenario(plan.scenario)
         devs = list(plan.layout.devices[0])
         params = sum(u.param_bytes for u in prof.units)
