@@ -430,6 +430,21 @@ def _validate(*argv: str, env: dict[str, str], timeout: float = 300) -> subproce
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
+def test_this_machines_scenario_is_calibrated_once_then_taken_from_the_cache(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from ddgsim.profile.local_scenario import cached_path, local_scenario
+
+    monkeypatch.setenv("DDGSIM_CACHE_DIR", str(tmp_path))
+    path, measured = local_scenario(sizes=[4, 4096], reps=2)  # real gloo processes
+    assert measured and path == cached_path() and path.is_file() and str(path).startswith(str(tmp_path))
+    assert load_scenario(str(path)).measured_allreduce(["cpu0", "cpu1"]) is not None
+    stamp = path.stat().st_mtime_ns
+    assert local_scenario(sizes=[4, 4096], reps=2) == (path, False) and path.stat().st_mtime_ns == stamp
+    again, measured = local_scenario(sizes=[4, 4096], reps=2, recalibrate=True)
+    assert again == path and measured
+
+
 def test_bad_arguments_fail_before_running(tmp_path: Path) -> None:
     env = {"DDGSIM_CACHE_DIR": str(tmp_path / "cache")}
     r = _validate("mlp", "--gpus", "2", "--schedules", "pipedream", "--out", str(tmp_path / "o"), env=env)
@@ -492,8 +507,13 @@ def test_validate_end_to_end_with_replicas(tmp_path: Path, mlp_cache: dict[str, 
     """K=1 (one process) and K=1×D=2 (data parallel: two real processes and their gradient all-reduce)."""
     out = tmp_path / "dp"
     r = _validate("mlp", "--gpus", "1", "--replicas", "1,2", "--steps", "4", "--batch-size", "16", "--repeats", "1",
-                  "--scenario", "cpu-2core", "--max-steal", "100", "--out", str(out), env=mlp_cache)
+                  "--max-steal", "100", "--out", str(out), env=mlp_cache)
     assert r.returncode == 0, r.stderr[-3000:]
+    # no --scenario: this machine is calibrated first (its links and measured all-reduce), and cached
+    assert "calibrated this machine (links, all-reduce, contention); cached as " in r.stderr
+    scenario = load_scenario(r.stderr.split("contention); cached as ")[1].split()[0])
+    assert scenario.measured_allreduce(["cpu0", "cpu1"]) is not None
+    assert all(x.scenario == "local" for x in read_csv(out / "validation.csv"))
     rows = read_csv(out / "validation.csv")
     assert [(x.K, x.replicas, x.schedule, x.status) for x in rows] == [(1, 1, "bp", "ok"), (1, 2, "bp", "ok")]
     assert all(x.predicted_ms > 0 and x.measured_ms > 0 for x in rows)

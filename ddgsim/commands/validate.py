@@ -53,14 +53,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="iteration gaps dropped before the median (default K)")
     p.add_argument("--batch-size", type=int, default=128, metavar="B", help="samples per batch (default 128)")
     p.add_argument("--scenario", default=None, metavar="NAME|FILE",
-                   help="hardware scenario (default: 'local' if calibrated, else cpu-2core on cpu, ideal-K on cuda)")
+                   help="hardware scenario (default on cpu: this machine's, calibrated once and cached; "
+                   "on cuda: ideal-K)")
     p.add_argument("--profile", default=None, metavar="FILE",
                    help="profile JSON to predict with (default: this machine's, cached or measured now)")
     p.add_argument("--max-steal", type=float, default=3.0, metavar="PCT",
                    help="measure an execution again when the hypervisor stole more than PCT%% of the machine's CPU "
                    "time during it (shared cloud VMs; default 3; at most 3 executions, the least disturbed kept)")
     p.add_argument("--reprofile", action="store_true",
-                   help="measure the profile now even if this machine's is cached (for machines whose speed drifts)")
+                   help="measure the profile (and, without --scenario, calibrate the scenario) now even if this "
+                   "machine's are cached (for machines whose speed drifts)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu (gloo) or cuda (NCCL)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per stage process (default 1)")
     p.add_argument("--tolerance", type=float, default=5.0, metavar="PCT",
@@ -72,12 +74,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(func=run)
 
 
-def _default_scenario(device: str, k_max: int) -> str:
-    from ddgsim.predict.scenario import bundled_names
+def _default_scenario(device: str, k_max: int, threads: int, recalibrate: bool) -> str:
+    """On CPU this machine's calibrated scenario (calibrated now if not cached); on CUDA ideal-K."""
+    if device != "cpu":
+        return f"ideal-{k_max}"
+    from ddgsim.compare.validate import stderr
+    from ddgsim.profile.local_scenario import local_scenario
 
-    if "local" in bundled_names():
-        return "local"
-    return "cpu-2core" if device == "cpu" else f"ideal-{k_max}"
+    path, measured = local_scenario(threads, recalibrate=recalibrate)
+    if measured:
+        stderr(f"calibrated this machine (links, all-reduce, contention); cached as {path}")
+    return str(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     from ddgsim.profile import format as profile_format
 
     get_spec(args.model)
-    scenario_ref = args.scenario or _default_scenario(args.device, max(stages))
+    scenario_ref = args.scenario or _default_scenario(args.device, max(stages) * max(replicas), args.threads,
+                                                      args.reprofile)
     scenario = load_scenario(scenario_ref)
     if args.profile:
         prof = profile_format.load(args.profile)
