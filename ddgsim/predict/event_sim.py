@@ -19,8 +19,9 @@ replica of the stage has reached its ``U`` (a rendezvous, as a collective call),
 optimizer step. The last stage runs a second, 8-byte all-reduce after the gradients' (the
 loss shares, as the executor does). Where the scenario has a measured all-reduce for the
 stage's devices (``[[allreduce]]``, one host), that curve's time replaces the chunk
-transfers, holding the ring's link directions from when they are all free. The all-reduce is not overlapped with compute: the replica computes
-nothing meanwhile (its row shows a ``cat="allreduce"`` interval), other stages go on.
+transfers, holding the ring's link directions from when they are all free. The
+all-reduce is not overlapped with compute: the replica computes nothing meanwhile (its
+row shows a ``cat="allreduce"`` interval), other stages go on.
 
 Steady state: run N iterations (default 4K+8); for each stage take the mean spacing
 of its batches' first-forward start times over the second half of the run; report the
