@@ -38,8 +38,8 @@ devices, loads in milliseconds)::
 * ``cluster-<N>x<G>`` (1 ≤ N·G ≤ 4096): devices of speed 1.0 and 80 GiB, 300 GB/s and
   2 µs inside a node (NVLink class), 25 GB/s (200 Gb/s) and 5 µs per node NIC.
 
-**Measured all-reduces** (``[[allreduce]]``, written by ``ddgsim calibrate``): the median time
-of the backend's own all-reduce among ``replicas`` processes of one ``host``, per size. For an
+**Measured all-reduces** (``[[allreduce]]``, written by ``ddgsim calibrate``): the time (mean
+of the middle 80 % of the repetitions) of the backend's own all-reduce among ``replicas`` processes of one ``host``, per size. For an
 all-reduce among that many devices of that host it replaces the link model (interpolated
 linearly in bytes; see :class:`AllreduceCurve`): on one machine the processes copy through
 shared memory and cores, which a link model of independent directions does not describe::
@@ -170,7 +170,7 @@ class AllreduceCurve:
     sizes: tuple[float, ...]
     """Message sizes in bytes, increasing."""
     ms: tuple[float, ...]
-    """Measured time (median) per size, in ms."""
+    """Measured time per size (calibrate writes the mean of the middle 80 %), in ms."""
 
     def __post_init__(self) -> None:
         what = f"[[allreduce]] of host '{self.host}'"

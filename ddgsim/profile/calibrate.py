@@ -10,8 +10,9 @@ processes, NCCL between two GPUs) and measure:
   decided by the largest messages and leaves the latency to noise).
 * **an all-reduce** (``dist.all_reduce`` of float32 tensors between the two processes,
   the backend's own algorithm) at every power of two between the smallest and largest
-  size (:func:`allreduce_sizes`): median and spread per size. The medians are written as
-  the scenario's ``[[allreduce]]`` curve, which the timing models use for all-reduces among
+  size (:func:`allreduce_sizes`), repetitions interleaved over the sizes: per size the mean
+  of the middle 80 % (:func:`trimmed_mean`), the median and the spread. The means are written
+  as the scenario's ``[[allreduce]]`` curve, which the timing models use for all-reduces among
   two of its devices (measured curves, as Alpa's profiler does, because the link model
   misses what two processes of one machine do when both send at once: they share the
   cores and memory that copy the bytes). The comments compare them with what the fitted
@@ -37,7 +38,8 @@ import platform
 import socket
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -303,8 +305,10 @@ def _kernel(reps: int, dev: Any) -> float:
     return statistics.median(times) * 1e3
 
 
-def _worker(rank: int, port: int, backend: str, sizes: Sequence[int], reps: int, threads: int,
-            queue: Any) -> None:
+@contextmanager
+def _pair(rank: int, port: int, backend: str, threads: int) -> Iterator[Any]:
+    """One of the two measuring processes: its torch threads, its device (yielded) and the
+    2-process group, destroyed on the way out."""
     import torch
     import torch.distributed as dist
 
@@ -316,6 +320,16 @@ def _worker(rank: int, port: int, backend: str, sizes: Sequence[int], reps: int,
         torch.cuda.set_device(dev)
     dist.init_process_group(backend, rank=rank, world_size=2)
     try:
+        yield dev
+    finally:
+        dist.destroy_process_group()
+
+
+def _worker(rank: int, port: int, backend: str, sizes: Sequence[int], reps: int, threads: int,
+            queue: Any) -> None:
+    import torch.distributed as dist
+
+    with _pair(rank, port, backend, threads) as dev:
         link = _ping_pong(rank, sizes, reps, dev)
         dist.barrier()
         reduce = _allreduce(allreduce_sizes(sizes), reps, dev)
@@ -329,32 +343,22 @@ def _worker(rank: int, port: int, backend: str, sizes: Sequence[int], reps: int,
             queue.put({"link": link, "alone": alone, "together": together, "overhead": overhead,
                        "allreduce": reduce})
         dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 def _allreduce_worker(rank: int, port: int, sizes: Sequence[int], reps: int, rounds: int, threads: int,
                       queue: Any) -> None:
-    import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(threads)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        dev = torch.device("cpu")
+    with _pair(rank, port, "gloo", threads) as dev:
         out = [_allreduce(sizes, reps, dev) for _ in range(rounds)]
         if rank == 0:
             queue.put(out)
         dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 def measure_allreduce(sizes: Sequence[int], reps: int, rounds: int, threads: int = 1) -> list[dict[int, list[float]]]:
-    """Only the 2-process gloo all-reduce of calibrate, in ``rounds`` interleaved rounds (every
-    size once per round): per round, the ms of every timed repetition per size."""
+    """Only the 2-process gloo all-reduce of calibrate, in ``rounds`` rounds (within a round the
+    repetitions are interleaved over the sizes): per round, the ms of every timed repetition per size."""
     import torch.multiprocessing as mp
 
     queue = mp.get_context("spawn").SimpleQueue()
