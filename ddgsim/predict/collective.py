@@ -22,7 +22,8 @@ A scenario may carry a **measured** all-reduce for a host (``[[allreduce]]``, wr
 measured curve instead of either algorithm (the backend's own algorithm, measured).
 
 The executor's last stage also sums its replicas' loss shares (one float64, ``LOSS_BYTES``)
-at every update, a second small all-reduce: :func:`update_allreduce_ms` adds it.
+at every update, a second small all-reduce (:func:`after_gradients`): :func:`update_allreduce_ms`
+and the SimPy model add it.
 
 D = 1 costs nothing. The SimPy model (:mod:`ddgsim.predict.event_sim`) runs the same
 chunk transfers on the link FIFOs it shares with pipeline messages; where no other
@@ -124,15 +125,24 @@ def allreduce_ms(scenario: Scenario, devices: Sequence[str], nbytes: float | np.
     return ring_ms(scenario, devices, nbytes) if algorithm == "ring" else tree_ms(scenario, devices, nbytes)
 
 
+def after_gradients(last: bool) -> list[float]:
+    """Sizes of the all-reduces a replicated stage runs after its gradients' before each update:
+    on the last stage the loss shares (``LOSS_BYTES``), elsewhere none."""
+    return [float(LOSS_BYTES)] if last else []
+
+
 def update_allreduce_ms(scenario: Scenario, devices: Sequence[str], param_bytes: float | np.ndarray,
                         algorithm: str, last: bool) -> np.ndarray:
-    """What a replicated stage's replicas spend in all-reduces before each update: the sum of its
-    weight gradients (``param_bytes``), and on the last stage also the loss shares; 0 for one replica."""
+    """What a replicated stage's replicas spend in all-reduces before each update, one after the
+    other: the sum of its weight gradients (``param_bytes``), then :func:`after_gradients`;
+    0 for one replica."""
     n = np.asarray(param_bytes, dtype=np.float64)
     if len(devices) < 2:
         return np.zeros_like(n)
-    ar = allreduce_ms(scenario, devices, n, algorithm)
-    return ar + allreduce_ms(scenario, devices, LOSS_BYTES, algorithm) if last else ar
+    total = allreduce_ms(scenario, devices, n, algorithm)
+    for nbytes in after_gradients(last):
+        total = total + allreduce_ms(scenario, devices, nbytes, algorithm)
+    return total
 
 
 def ring_closed_form(D: int, nbytes: float, bandwidth_gb_s: float, latency_us: float) -> float:

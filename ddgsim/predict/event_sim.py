@@ -41,7 +41,7 @@ import simpy
 from ddgsim.errors import UserError
 from ddgsim.plan.split import check_split, stage_ranges
 from ddgsim.predict.closed_form import closed_form_period, stage_costs
-from ddgsim.predict.collective import LOSS_BYTES, ring_edges, tree_chunks
+from ddgsim.predict.collective import after_gradients, ring_edges, tree_chunks
 from ddgsim.predict.max_plus import (
     UPDATE_GB_S,
     Costs,
@@ -303,8 +303,8 @@ def _run_replicated(schedule: Schedule, costs: Costs,
 
     assert costs.allreduce_bytes is not None
     # Per stage: the all-reduces before each update (gradients; on the last stage also the loss).
-    messages = [[float(costs.allreduce_bytes[0, k])] + ([float(LOSS_BYTES)] if k == K - 1 else [])
-                if D[k] > 1 else [] for k in range(K)]
+    messages = [[float(costs.allreduce_bytes[0, k]), *after_gradients(k == K - 1)] if D[k] > 1 else []
+                for k in range(K)]
     chunks = {(k, j): tree_chunks(scenario, rows[k], nb) if costs.allreduce == "tree" else 1
               for k in range(K) for j, nb in enumerate(messages[k])}
     curves = [scenario.measured_allreduce(rows[k]) for k in range(K)]
@@ -540,7 +540,7 @@ def replicated_link_stats(costs: Costs, scenario: Scenario) -> tuple[LinkStats, 
         n = len(row)
         if n < 2:
             continue
-        for nbytes in [float(costs.allreduce_bytes[0, k])] + ([float(LOSS_BYTES)] if k == len(rows) - 1 else []):
+        for nbytes in [float(costs.allreduce_bytes[0, k]), *after_gradients(k == len(rows) - 1)]:
             if costs.allreduce == "ring":
                 for a, b in ring_edges(row):
                     add(a, b, nbytes / n, 2 * (n - 1))
