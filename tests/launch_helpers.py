@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -60,6 +62,19 @@ CLEAN_EXIT = ("terminate called", "Fatal Python error", "Traceback", "warning: s
 def assert_clean(stderr: str) -> None:
     bad = [line for line in stderr.splitlines() if any(s in line for s in CLEAN_EXIT)]
     assert not bad, "\n".join(bad)
+
+
+def preempted_run(plan: Path, common: list[str], ck: Path, fault: str) -> tuple[subprocess.CompletedProcess[str],
+                                                                              str, dict[str, Any]]:
+    """Run ``plan`` with checkpoints in ``ck`` until ``DDGSIM_FAULT=fault`` sends SIGTERM to the
+    launcher; check it exits 0, cleanly, with exactly one "stopped on SIGTERM" note; return the
+    run, that note and the checkpoint manifest."""
+    r = execute(str(plan), *common, "--checkpoint-dir", str(ck), env={"DDGSIM_FAULT": fault})
+    assert r.returncode == 0, r.stderr
+    assert_clean(r.stderr)
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note: stopped on SIGTERM")]
+    assert len(notes) == 1, r.stderr
+    return r, notes[0], json.loads((ck / "manifest.json").read_text())
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ from launch_helpers import (
     engine_weights,
     execute,
     final_weights,
+    preempted_run,
     write_plan,
 )
 
@@ -58,14 +59,9 @@ def test_sigterm_to_the_job_checkpoints_at_one_boundary_and_resumes(tmp_path: Pa
     plan = write_plan(tmp_path / "p.json", "mlp", [2, 4], "ddg-pipelined")
     ck = tmp_path / "ck"
     common = ["--steps", "60", "--data", "digits", "--no-eval"]
-    r = execute(str(plan), *common, "--checkpoint-dir", str(ck), env={"DDGSIM_FAULT": "0:5:term-launcher"})
-    assert r.returncode == 0, r.stderr
-    assert_clean(r.stderr)
-    notes = [line for line in r.stderr.splitlines() if line.startswith("note: stopped on SIGTERM")]
-    assert len(notes) == 1, r.stderr
-    man = json.loads((ck / "manifest.json").read_text())
+    r, note, man = preempted_run(plan, common, ck, "0:5:term-launcher")
     assert man["preempted"] and 5 < man["step"] < 60
-    assert f"at step {man['step']};" in notes[0] and f"--resume {ck}" in notes[0]
+    assert f"at step {man['step']};" in note and f"--resume {ck}" in note
     assert "summary" not in r.stdout and "60 steps" not in r.stdout
     r = execute(str(plan), *common, "--resume", str(ck), "--final-weights", str(tmp_path / "w"))
     assert r.returncode == 0, r.stderr

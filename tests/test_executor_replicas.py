@@ -21,6 +21,7 @@ from launch_helpers import (
     execute,
     execute_on_two_nodes,
     final_weights,
+    preempted_run,
     write_plan,
 )
 
@@ -79,12 +80,7 @@ def test_k2_d2_preempted_and_resumed_gives_the_same_weights(tmp_path: Path) -> N
     plan = write_plan(tmp_path / "p.json", "mlp", [2], "ddg", replicas=(2, 2))
     ck = tmp_path / "ck"
     common = ["--steps", "24", "--data", "digits", "--no-eval"]
-    r = execute(str(plan), *common, "--checkpoint-dir", str(ck), env={"DDGSIM_FAULT": "3:4:term-launcher"})
-    assert r.returncode == 0, r.stderr
-    assert_clean(r.stderr)
-    notes = [line for line in r.stderr.splitlines() if line.startswith("note: stopped on SIGTERM")]
-    assert len(notes) == 1, r.stderr
-    man = json.loads((ck / "manifest.json").read_text())
+    _, _, man = preempted_run(plan, common, ck, "3:4:term-launcher")
     assert man["preempted"] and 4 < man["step"] < 24 and man["job"]["replicas"] == [2, 2]
     assert len(list(step_dir(ck, man["step"]).iterdir())) == 4
     pure = write_plan(tmp_path / "pure.json", "mlp", [2], "ddg")
