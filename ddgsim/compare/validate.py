@@ -83,12 +83,15 @@ class RunSpec:
         return f"k{self.stages}{reps}-{self.schedule}{micro}{runtime}-{cuts}"
 
     def layout(self, scenario: Scenario) -> Layout | None:
-        """The first K·D devices of ``scenario``, a stage's replicas side by side; ``None`` for D = 1."""
-        if self.replicas == 1:
-            return None
-        names = [d.name for d in scenario.devices]
-        D = self.replicas
-        return Layout(tuple(tuple(names[k * D:(k + 1) * D]) for k in range(self.stages)))
+        return replica_layout(scenario, self.stages, self.replicas)
+
+
+def replica_layout(scenario: Scenario, stages: int, replicas: int) -> Layout | None:
+    """The first K·D devices of ``scenario``, a stage's replicas side by side; ``None`` for D = 1."""
+    if replicas == 1:
+        return None
+    names = [d.name for d in scenario.devices]
+    return Layout(tuple(tuple(names[k * replicas:(k + 1) * replicas]) for k in range(stages)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,7 +235,7 @@ def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: i
         label = "one process" if replicas == 1 else f"data parallel, {replicas} processes"
         return [RunSpec(stages=1, schedule="bp", split=(), label=label, replicas=replicas)]
     found: dict[tuple[int, ...], list[str]] = {}
-    layout = RunSpec(stages=stages, schedule=schedule, split=(), label="", replicas=replicas).layout(scenario)
+    layout = replica_layout(scenario, stages, replicas)
     res = plan_for_k(profile, scenario, schedule, stages, micro_batches=micro_batches, layout=layout,
                      baselines=False)
     if res.planned is not None:
