@@ -56,7 +56,8 @@ def test_plan_searches_replicas_and_the_plan_reproduces(prof: Path, tmp_path: Pa
     assert best["iteration_ms"] <= found["data_parallel"]["iteration_ms"] * (1 + 1e-12)
     assert found["any_layout_bound_ms"] <= best["iteration_ms"]
     plan = plan_file.load(out)
-    assert plan.replicas == (best["replicas"],) * best["stages"] and plan.split == best["split"]
+    assert list(plan.replicas) == best["replica_counts"] and plan.split == best["split"]
+    assert len(best["replica_counts"]) == best["stages"] and max(best["replica_counts"]) == best["replicas"]
     code, stdout, _ = _run(capsys, "simulate", "--plan", str(out), "--json")
     assert code == 0
     sim = json.loads(stdout)

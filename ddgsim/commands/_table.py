@@ -107,6 +107,15 @@ def print_tables(con: Console, title: str, columns: Sequence[Column], rows: Sequ
         con.print(t)
 
 
+def replica_label(replicas: Sequence[int]) -> str:
+    """`` × D = d`` when every stage has d > 1 replicas, `` × D_k = a–b (per stage)`` when they
+    differ, empty for a pure pipeline."""
+    lo, hi = min(replicas, default=1), max(replicas, default=1)
+    if lo != hi:
+        return f" × D_k = {lo}–{hi} (per stage)"
+    return f" × D = {hi}" if hi > 1 else ""
+
+
 def replica_cell(devices: Sequence[str]) -> str:
     """A stage's devices in one cell: the device, or the first…last of its replicas and their count."""
     return devices[0] if len(devices) == 1 else f"{devices[0]}…{devices[-1]} ({len(devices)})"

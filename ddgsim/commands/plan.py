@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         per_schedule[sched] = [plan_for_k(profile, scenario, sched, top_choice.stages, micro_batches=micro,
                                           memory_limit_bytes=limit, layout=top_choice.best.layout,
-                                          allreduce=args.allreduce, baselines=False)]
+                                          allreduce=args.allreduce, baselines=False, searched=top_choice.best)]
     best = {s: choose(rs) for s, rs in per_schedule.items()}
 
     def best_ms(s: str) -> float:
@@ -222,12 +222,12 @@ def _layouts_summary(found: Any) -> dict[str, Any]:
     def one(r: Any) -> dict[str, Any] | None:
         if r is None or r.best is None:
             return None
-        return {"stages": r.stages, "replicas": r.replicas, "mapping": r.mapping, "split": r.best.split,
-                "iteration_ms": r.iteration_ms, "exact": r.best.exact}
+        return {"stages": r.stages, "replicas": r.replicas, "replica_counts": list(r.replica_counts),
+                "mapping": r.mapping, "split": r.best.split, "iteration_ms": r.iteration_ms, "exact": r.best.exact}
 
     return {
         "candidates": found.candidates, "searched": found.searched, "wall_s": found.wall_s,
         "best": one(found.best), "pipeline": one(found.pipeline), "data_parallel": one(found.data_parallel),
-        "per_replicas": {str(d): one(r) for d, r in found.per_replicas.items()},
+        "per_replicas": {str(d): one(r) for d, r in found.per_replicas.items()}, "mixed": one(found.mixed),
         "any_layout_bound_ms": found.any_layout_bound_ms, "gap_bound": found.gap,
     }

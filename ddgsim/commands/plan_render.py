@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ddgsim.commands._table import SECTION, Column, console, print_tables, replica_cell
+from ddgsim.commands._table import (
+    SECTION,
+    Column,
+    console,
+    print_tables,
+    replica_cell,
+    replica_label,
+)
 from ddgsim.plan.build import KResult, Option, choose
 from ddgsim.plan.split import stage_ranges
 from ddgsim.predict.scenario import Scenario, bundled_names
@@ -57,15 +64,14 @@ def _k_rows(profile: Profile, r: KResult, chosen: bool) -> list[list[str] | None
     return rows
 
 
-def _replicas(opt: Option | None) -> int:
-    return 1 if opt is None or opt.layout is None else max(opt.layout.replicas)
+def _replicas(opt: Option | None) -> tuple[int, ...]:
+    return (1,) if opt is None or opt.layout is None else opt.layout.replicas
 
 
 def _k_title(r: KResult, chosen: bool) -> str:
     mark = "  [bold green]★ chosen[/]" if chosen else ""
     exact = "" if r.exact else "  [yellow](heuristic search)[/]"
-    D = _replicas(r.planned)
-    return f"K = {r.stages}{f' × D = {D}' if D > 1 else ''}{mark}{exact}"
+    return f"K = {r.stages}{replica_label(_replicas(r.planned))}{mark}{exact}"
 
 
 def _devices(opt: Option, k: int) -> str:
@@ -82,10 +88,19 @@ def _layout_rows(found: Any, batch: int) -> list[list[str] | None]:
     for D, r in found.per_replicas.items():
         star = " ★" if found.best is not None and r is found.best else ""
         exact = r.best is not None and r.best.exact
-        rows.append([f"{D}{star}", str(r.stages), str(r.stages * D), r.mapping + ("" if exact else " (heuristic)"),
-                     f"{r.iteration_ms:.1f}", f"{batch * 1e3 / r.iteration_ms:.1f}",
-                     "" if best is None else f"{100 * (r.iteration_ms / best - 1):+.1f}%"])
+        rows.append(_layout_row(f"{D}{star}", r, exact, best, batch))
+    m = found.mixed
+    if m is not None and m.best is not None:
+        reps = m.replica_counts
+        star = " ★" if m is found.best else ""
+        rows.append(_layout_row(f"{min(reps)}–{max(reps)}{star}", m, m.best.exact, best, batch))
     return rows
+
+
+def _layout_row(D: str, r: Any, exact: bool, best: float | None, batch: int) -> list[str]:
+    return [D, str(r.stages), str(r.devices), r.mapping + ("" if exact else " (heuristic)"),
+            f"{r.iteration_ms:.1f}", f"{batch * 1e3 / r.iteration_ms:.1f}",
+            "" if best is None else f"{100 * (r.iteration_ms / best - 1):+.1f}%"]
 
 
 def render_layouts(con: Any, found: Any, batch: int) -> None:
@@ -93,6 +108,11 @@ def render_layouts(con: Any, found: Any, batch: int) -> None:
     print_tables(con, "best K for each replica count D", LAYOUT_COLUMNS, _layout_rows(found, batch))
     con.print(f"  K stages × D replicas on K·D devices: {found.searched} of {found.candidates} (K, D) searched "
               f"exactly, the rest bounded out by a lower bound; {found.wall_s:.2f} s")
+    if found.mixed is not None and found.mixed.best is not None:
+        m = found.mixed
+        con.print(f"  per-stage D_k: K = {m.stages} stages of {min(m.replica_counts)}–{max(m.replica_counts)} "
+                  f"replicas on {m.devices} devices (the least-period packing of stages and D_k, placed where "
+                  "each stage's all-reduce is fastest; its split searched exactly)")
     b = found.best
     if b is None:
         return
@@ -102,7 +122,8 @@ def render_layouts(con: Any, found: Any, batch: int) -> None:
         con.print(f"  best {label}: K = {r.stages} × D = {r.replicas}, {r.iteration_ms:.1f} ms/iteration; "
                   f"the chosen layout is {100 * (1 - b.iteration_ms / r.iteration_ms):.1f}% faster (predicted)")
     con.print(f"  no layout of any K, per-stage D_k, split or mapping beats {found.any_layout_bound_ms:.1f} ms "
-              f"(perfect balance, free communication): the chosen one is within {100 * found.gap:.1f}% of it")
+              "(each stage's work + update on the fastest device, best packing, free communication): "
+              f"the chosen one is within {100 * found.gap:.1f}% of it")
     for note in found.notes:
         con.print(f"  [yellow]note[/]: {note.removeprefix('note: ')}")
 
@@ -165,12 +186,13 @@ def render(
     opt = chosen.planned
     print_tables(con, "chosen plan, per stage", STAGE_COLUMNS, _stage_rows(profile, opt))
     drift = round(100 * (opt.sim.iteration_ms / opt.analytic_ms - 1), 3) + 0.0 if opt.analytic_ms else 0.0  # no -0.000
-    D = _replicas(opt)
-    where = ", ".join(opt.devices) if D == 1 else f"{len(opt.devices)} devices ({opt.devices[0]}…{opt.devices[-1]})"
+    reps = _replicas(opt)
+    where = (", ".join(opt.devices) if max(reps) == 1
+             else f"{len(opt.devices)} devices ({opt.devices[0]}…{opt.devices[-1]})")
     check = (f"SimPy {opt.sim.iteration_ms:.3f} ms vs search {opt.analytic_ms:.3f} ms, {drift:+.3f}%"
              if opt.sim.events else "closed form, not simulated")
     con.print(
-        f"[bold green]chosen[/]: K = {chosen.stages}{f' × D = {D}' if D > 1 else ''}, split "
+        f"[bold green]chosen[/]: K = {chosen.stages}{replica_label(reps)}, split "
         f"{','.join(map(str, opt.split)) or '(one stage)'} on {where}: {opt.iteration_ms:.1f} ms/iteration, "
         f"{opt.sim.samples_per_s:.1f} samples/s, {opt.sim.speedup_vs_1_device:.2f}x vs 1 device ({check})"
     )

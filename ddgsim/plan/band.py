@@ -81,13 +81,16 @@ class Band:
 
 
 def width_for(profile: Profile, layout: Layout, scenario: Scenario, micro_batches: int, period: float) -> int:
-    """Longest stage (in units) whose one-replica work can fit in ``period`` on the fastest device used."""
+    """Longest stage (in units) whose one-replica work can fit in ``period`` on the fastest device used,
+    whichever of the layout's replica counts it has."""
     fastest = max(scenario.device(d).speed for d in layout.flat)
-    D = min(layout.replicas)
-    costs, _ = profile.shard_costs(micro_batches, D)
-    pref = np.concatenate([[0.0], np.cumsum([micro_batches * (f + b) for f, b in costs])])
-    ends = np.searchsorted(pref, pref + period * fastest * (1 + 1e-9), side="right") - 1
-    return int(max(1, np.max(ends - np.arange(len(pref)))))
+    longest = 1
+    for D in sorted(set(layout.replicas)):
+        costs, _ = profile.shard_costs(micro_batches, D)
+        pref = np.concatenate([[0.0], np.cumsum([micro_batches * (f + b) for f, b in costs])])
+        ends = np.searchsorted(pref, pref + period * fastest * (1 + 1e-9), side="right") - 1
+        longest = max(longest, int(np.max(ends - np.arange(len(pref)))))
+    return longest
 
 
 def tables(

@@ -93,12 +93,19 @@ def plan_for_k(
     profile: Profile, scenario: Scenario, schedule: str, stages: int, *,
     micro_batches: int = 1, memory_limit_bytes: float | None = None,
     layout: Layout | None = None, allreduce: str = DEFAULT_ALLREDUCE, baselines: bool = True,
+    searched: planner.Candidate | None = None,
 ) -> KResult:
     """Search the best split for ``stages`` stages (on ``layout``'s replicas when given) and price
-    the two usual baselines on the same devices (``baselines=False``: the planned split only)."""
+    the two usual baselines on the same devices (``baselines=False``: the planned split only).
+    ``searched``: that search's result, already found (the layout search's), not searched again."""
     sched = make_schedule(schedule, stages, default_iterations(stages), micro_batches)  # the one build
-    res = planner.search(profile, scenario, sched, stages, memory_limit_bytes=memory_limit_bytes,
-                         layout=layout, allreduce=allreduce)
+    if searched is not None:
+        if searched.stages != stages or (layout is not None and searched.layout != layout):
+            raise ValueError("the searched candidate is not of these stages and layout")
+        res = planner.SearchResult(best=searched, mappings_tried=1)
+    else:
+        res = planner.search(profile, scenario, sched, stages, memory_limit_bytes=memory_limit_bytes,
+                             layout=layout, allreduce=allreduce)
     planned = None
     found = res.best if res.best is not None else res.overflow
     assert found is not None

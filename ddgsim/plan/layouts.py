@@ -19,10 +19,12 @@ inside a node, pipeline messages across nodes) and ``stages together`` (replica 
 on devices ``[rK, (r+1)K)``: pipeline inside a node, all-reduce across nodes). D = 1 keeps
 the pipeline search's own device orders.
 
-Per-stage replica counts D_k that differ (PipeDream's) are run by the executor and the
-simulator but not searched; the stated gap bounds what they could gain: any layout at all
-does at least its devices' total work spread evenly over the N devices with free
-communication, ``min_D (D·W_D + U) / (N · fastest speed)``.
+Per-stage replica counts D_k that differ (PipeDream's): :mod:`ddgsim.plan.mixed` gives a
+bound no layout at all beats (the least period at which each stage's work + update fits on
+the fastest device, for the best packing of stages and D_k into N devices; free
+communication) and a candidate layout with differing D_k, searched exactly for its split and
+kept when it beats the uniform ones. The stated gap is the best found against the larger of
+that bound and ``min_D (D·W_D + U) / (N · fastest speed)`` (perfect balance).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ddgsim.errors import UserError
+from ddgsim.plan import mixed as mixed_layouts
 from ddgsim.plan.search import Candidate, MemoryOverflow, search
 from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import CLOSED_FORM
@@ -45,6 +48,9 @@ from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, check_batch
 from ddgsim.schedule import Schedule, make_schedule
 
 MAPPINGS = ("replicas together", "stages together")
+MIXED = "per-stage D_k"
+MIXED_UNITS_LIMIT = 1500
+"""Models with more units skip the per-stage D_k bound and candidate ((n+1)² tables per D)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +68,17 @@ class LayoutResult:
     def iteration_ms(self) -> float:
         return self.best.iteration_ms if self.best is not None else math.inf
 
+    @property
+    def replica_counts(self) -> tuple[int, ...]:
+        """D_k of every stage."""
+        if self.best is not None and self.best.layout is not None:
+            return self.best.layout.replicas
+        return (self.replicas,) * self.stages
+
+    @property
+    def devices(self) -> int:
+        return sum(self.replica_counts)
+
 
 @dataclass(frozen=True, kw_only=True)
 class LayoutSearch:
@@ -74,6 +91,8 @@ class LayoutSearch:
     """Best pure data parallelism (K = 1, the most replicas that shard the batch)."""
     per_replicas: dict[int, LayoutResult]
     """The best result found for each D (searched candidates only)."""
+    mixed: LayoutResult | None
+    """The per-stage D_k candidate (:mod:`ddgsim.plan.mixed`), when one with differing D_k was searched."""
     candidates: int
     searched: int
     any_layout_bound_ms: float
@@ -161,7 +180,7 @@ def search_layouts(
     U = float(upd.sum())
     cands: list[tuple[float, int, int]] = []
     any_bound = math.inf
-    unit_costs = {}
+    unit_costs: dict[int, np.ndarray] = {}
     for D in Ds:
         shard, _ = profile.shard_costs(micro_batches, D)
         per_unit = micro_batches * np.array([f + b for f, b in shard])  # one replica's shard work per unit
@@ -180,6 +199,24 @@ def search_layouts(
     best_dp: LayoutResult | None = None
     dp_replicas = max(Ds)
     notes: list[str] = []
+    mixed: LayoutResult | None = None
+    if n <= MIXED_UNITS_LIMIT:
+        every = replica_counts(profile.batch_size, micro_batches, devices)
+        for D in every:
+            if D not in unit_costs:
+                shard, _ = profile.shard_costs(micro_batches, D)
+                unit_costs[D] = (micro_batches * np.array([f + b for f, b in shard]) + upd) / speed
+        relaxed = mixed_layouts.least_period({D: mixed_layouts.stage_costs(unit_costs[D]) for D in every}, devices)
+        if relaxed is not None:
+            any_bound = max(any_bound, relaxed.period_ms * (1 - 1e-12))
+        if replicas is None and stages is None and len(Ds) > 1 and schedule in CLOSED_FORM and micro_batches == 1:
+            mixed = _search_mixed(profile, scenario, schedule, devices, {D: unit_costs[D] for D in Ds}, any_bound,
+                                  memory_limit_bytes, allreduce, update_gb_s, optimizer_buffers, notes)
+            if mixed is not None and mixed.best is not None:
+                best = mixed  # searched first: it bounds out the uniform candidates that cannot beat it
+    else:
+        notes.append(f"{n} units: per-stage D_k not searched (more than {MIXED_UNITS_LIMIT})")
+
     def worth(lb: float, K: int, D: int) -> bool:
         """Could the candidate beat the overall best, or the best of its kind (pure pipeline, pure
         data parallel) that is reported as a baseline?"""
@@ -213,11 +250,45 @@ def search_layouts(
     for r in results:
         if r.best is not None and (r.replicas not in per or r.iteration_ms < per[r.replicas].iteration_ms):
             per[r.replicas] = r
-    if best is None and results:
+    if best is None and (results or mixed is not None):
         notes.append("no layout fits in memory")
     return LayoutSearch(best=best, pipeline=best_pipe, data_parallel=best_dp, per_replicas=dict(sorted(per.items())),
-                        candidates=len(cands), searched=len(results), any_layout_bound_ms=any_bound,
+                        mixed=mixed, candidates=len(cands), searched=len(results), any_layout_bound_ms=any_bound,
                         wall_s=time.perf_counter() - t0, notes=sorted(set(notes)))
+
+
+def _search_mixed(
+    profile: Profile, scenario: Scenario, schedule: str, devices: int, unit_costs: dict[int, np.ndarray],
+    lb: float, memory_limit_bytes: float | None, allreduce: str, update_gb_s: float, optimizer_buffers: int,
+    notes: list[str],
+) -> LayoutResult | None:
+    """The per-stage D_k candidate (:mod:`ddgsim.plan.mixed`), its split searched exactly on its
+    layout placed two ways (all-reduce-aware, and packed in order); None when its D_k are equal
+    (a uniform layout, searched already)."""
+    names = [d.name for d in scenario.devices[:devices]]
+    params = np.array([u.param_bytes for u in profile.units], dtype=np.float64)
+    costs = {D: mixed_layouts.stage_costs(c, mixed_layouts.allreduce_extra(scenario, names, D, params, allreduce))
+             for D, c in unit_costs.items()}
+    found = mixed_layouts.least_period(costs, devices)
+    if found is None or len(set(found.replicas)) == 1:
+        return None
+    K = len(found.replicas)
+    packed, at = [], 0
+    for D in found.replicas:
+        packed.append(tuple(names[at:at + D]))
+        at += D
+    options = dict.fromkeys([mixed_layouts.place(scenario, names, found, list(params), allreduce),
+                             Layout(tuple(packed))])
+    result: LayoutResult | None = None
+    for layout in options:
+        res = search(profile, scenario, schedule, K, memory_limit_bytes=memory_limit_bytes, update_gb_s=update_gb_s,
+                     optimizer_buffers=optimizer_buffers, layout=layout, allreduce=allreduce, lower_bound_ms=lb)
+        notes.extend(res.notes)
+        r = LayoutResult(stages=K, replicas=max(found.replicas), lower_bound_ms=lb, best=res.best, mapping=MIXED,
+                         overflow=res.overflow)
+        if result is None or (r.best is not None and r.iteration_ms < result.iteration_ms * (1 - 1e-12)):
+            result = r
+    return result
 
 
 def _search_one(

@@ -1,0 +1,218 @@
+"""Per-stage replica counts D_k: the relaxation's DP against brute force, the bound against every
+layout, the candidate exact for its layout, the placement."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sim_helpers import make_profile, ms
+from test_layouts import brute
+
+from ddgsim.plan import mixed
+from ddgsim.plan import search as planner
+from ddgsim.plan.layouts import MIXED, layouts_for, replica_counts, search_layouts
+from ddgsim.predict import closed_form, max_plus
+from ddgsim.predict.scenario import load_scenario
+from ddgsim.replicas import Layout, check_batch
+
+unit_cost = st.floats(0.0, 100.0, allow_nan=False)
+
+
+def compositions(n: int) -> list[list[int]]:
+    """Every split of n units into contiguous stages (the cut points)."""
+    return [list(c) for K in range(1, n + 1) for c in itertools.combinations(range(1, n), K - 1)]
+
+
+def stage_of(C: np.ndarray, split: list[int]) -> list[tuple[int, int]]:
+    bounds = [0, *split, C.shape[0] - 1]
+    return list(itertools.pairwise(bounds))
+
+
+@st.composite
+def relaxations(draw: st.DrawFn) -> tuple[dict[int, np.ndarray], int]:
+    n = draw(st.integers(1, 6))
+    Ds = draw(st.lists(st.sampled_from([1, 2, 3, 4]), min_size=1, max_size=3, unique=True))
+    costs = {D: mixed.stage_costs(np.array(draw(st.lists(unit_cost, min_size=n, max_size=n)))) for D in Ds}
+    return costs, draw(st.integers(1, 8))
+
+
+def brute_relaxed(costs: dict[int, np.ndarray], devices: int) -> float:
+    """min over every split and every D_k with Σ D_k ≤ devices of the largest stage cost."""
+    n = next(iter(costs.values())).shape[0] - 1
+    best = math.inf
+    for split in compositions(n):
+        stages = stage_of(next(iter(costs.values())), split)
+        for reps in itertools.product(costs, repeat=len(stages)):
+            if sum(reps) <= devices:
+                best = min(best, max(costs[D][u, v] for (u, v), D in zip(stages, reps, strict=True)))
+    return best
+
+
+@settings(max_examples=150, deadline=None)
+@given(relaxations())
+def test_least_period_is_the_brute_force_optimum(case: tuple[dict[int, np.ndarray], int]) -> None:
+    """The bisection over the costs' entries with the one-dimensional DP finds the least largest stage
+    cost of any split and D_k on the devices, and a layout that attains it."""
+    costs, devices = case
+    want = brute_relaxed(costs, devices)
+    got = mixed.least_period(costs, devices)
+    if not math.isfinite(want):
+        assert got is None
+        return
+    assert got is not None and got.period_ms == want
+    stages = stage_of(next(iter(costs.values())), got.split)
+    assert len(stages) == len(got.replicas) and got.devices <= devices
+    assert max(costs[D][u, v] for (u, v), D in zip(stages, got.replicas, strict=True)) == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(relaxations(), st.floats(0.0, 300.0))
+def test_least_devices_is_the_fewest(case: tuple[dict[int, np.ndarray], int], period: float) -> None:
+    costs, _ = case
+    n = next(iter(costs.values())).shape[0] - 1
+    fewest = min((sum(reps) for split in compositions(n)
+                  for stages in [stage_of(next(iter(costs.values())), split)]
+                  for reps in itertools.product(costs, repeat=len(stages))
+                  if all(costs[D][u, v] <= period for (u, v), D in zip(stages, reps, strict=True))), default=None)
+    got = mixed.least_devices(costs, period)
+    assert (got is None) == (fewest is None)
+    if got is not None:
+        assert got[0] == fewest
+
+
+@given(st.lists(unit_cost, min_size=1, max_size=7))
+def test_stage_costs_are_the_sums_and_grow_with_the_stage(per_unit: list[float]) -> None:
+    C = mixed.stage_costs(np.array(per_unit))
+    n = len(per_unit)
+    for u in range(n + 1):
+        for v in range(n + 1):
+            if v <= u:
+                assert C[u, v] == math.inf
+            else:
+                assert C[u, v] == pytest.approx(sum(per_unit[u:v]), abs=1e-9)
+                assert v == n or C[u, v + 1] >= C[u, v]
+                assert u == 0 or C[u - 1, v] >= C[u, v]
+
+
+def every_layout(scenario, n: int, devices: int, Ds: list[int]):
+    """Every split with every D_k (Σ ≤ devices), contiguous on the scenario's devices in order, and
+    the same D_k with a replica's stages together where that is a different mapping."""
+    names = [d.name for d in scenario.devices[:devices]]
+    for split in compositions(n):
+        K = len(split) + 1
+        for reps in itertools.product(Ds, repeat=K):
+            if sum(reps) > devices:
+                continue
+            rows, at = [], 0
+            for D in reps:
+                rows.append(tuple(names[at:at + D]))
+                at += D
+            yield split, Layout(tuple(rows))
+            if len(set(reps)) == 1 and reps[0] > 1 and K > 1:
+                yield split, layouts_for(scenario, K, reps[0], devices)[1][1]
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(1, 4), st.sampled_from(["ddg-pipelined", "ddg", "bp"]), st.data())
+def test_no_layout_beats_the_bound(n: int, schedule: str, data: st.DataObject) -> None:
+    """The stated bound is below the period of every split with every per-stage D_k on the devices
+    (closed forms of the costs model), and the result is no slower than the best of them that
+    the layout search covers (the uniform ones)."""
+    f = data.draw(st.lists(ms, min_size=n, max_size=n))
+    b = data.draw(st.lists(ms, min_size=n, max_size=n))
+    par = data.draw(st.lists(st.integers(0, 50_000_000), min_size=n, max_size=n))
+    out = data.draw(st.lists(st.integers(0, 20_000_000), min_size=n, max_size=n))
+    profile = make_profile(f, b, out, par, [1000] * n, batch_size=8)
+    scenario = load_scenario(data.draw(st.sampled_from(["cluster-2x4", "ideal-8", "pcie-4gpu"])))
+    devices = min(len(scenario.devices), data.draw(st.sampled_from([3, 4, 6])))
+    found = search_layouts(profile, scenario, schedule, devices)
+    assert found.best is not None
+    every = []
+    for split, layout in every_layout(scenario, n, devices, replica_counts(8, 1, devices)):
+        costs = max_plus.costs_for_splits(profile, [split], scenario, layout=layout)
+        p = float(closed_form.closed_form_period(schedule, closed_form.stage_costs(costs))[0])
+        every.append((p, len(set(layout.replicas)) == 1))
+    assert found.any_layout_bound_ms <= min(p for p, _ in every) * (1 + 1e-9)
+    assert found.best.iteration_ms <= min(p for p, uniform in every if uniform) * (1 + 1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(3, 7), st.sampled_from(["ddg-pipelined", "ddg"]), st.data())
+def test_the_candidate_is_the_exact_best_split_of_its_layout(n: int, schedule: str, data: st.DataObject) -> None:
+    """When per-stage D_k are searched, the candidate's period is the brute-force best split of its
+    layout; the layout is valid (distinct devices of the first N, shards of the batch); the result
+    is the faster of it and the uniform search."""
+    f = data.draw(st.lists(ms, min_size=n, max_size=n))
+    b = data.draw(st.lists(ms, min_size=n, max_size=n))
+    par = data.draw(st.lists(st.integers(0, 20_000_000), min_size=n, max_size=n))
+    profile = make_profile(f, b, [100_000] * n, par, [1000] * n, batch_size=16)
+    scenario = load_scenario(data.draw(st.sampled_from(["cluster-2x4", "cluster-4x2", "ideal-8"])))
+    devices = data.draw(st.sampled_from([5, 6, 7, 8]))
+    found = search_layouts(profile, scenario, schedule, devices)
+    assert found.best is not None
+    uniform = min(r.iteration_ms for r in found.per_replicas.values())
+    m = found.mixed
+    if m is None or m.best is None:
+        assert found.best.iteration_ms == uniform
+        return
+    assert m.mapping == MIXED and len(set(m.replica_counts)) > 1
+    layout = m.best.layout
+    assert layout is not None and layout.stages == m.stages
+    names = [d.name for d in scenario.devices[:devices]]
+    assert set(layout.flat) <= set(names) and len(set(layout.flat)) == layout.world_size
+    check_batch(16, 1, layout.replicas)
+    want, _ = brute(profile, scenario, schedule, layout)
+    assert m.iteration_ms == pytest.approx(want, rel=1e-7)
+    assert found.best.iteration_ms == pytest.approx(min(m.iteration_ms, uniform), rel=1e-12)
+
+
+@st.composite
+def mixed_layouts(draw: st.DrawFn):
+    n = draw(st.integers(2, 8))
+    f = draw(st.lists(ms, min_size=n, max_size=n))
+    b = draw(st.lists(ms, min_size=n, max_size=n))
+    par = draw(st.lists(st.integers(0, 50_000_000), min_size=n, max_size=n))
+    out = draw(st.lists(st.integers(0, 20_000_000), min_size=n, max_size=n))
+    profile = make_profile(f, b, out, par, [1000] * n, batch_size=16)
+    K = draw(st.integers(2, min(n, 4)))
+    reps = draw(st.lists(st.sampled_from([1, 2, 4]), min_size=K, max_size=K).filter(
+        lambda r: sum(r) <= 8 and len(set(r)) > 1))
+    names = [d.name for d in load_scenario("cluster-2x4").devices]
+    rows, at = [], 0
+    for D in reps:
+        rows.append(tuple(names[at:at + D]))
+        at += D
+    return profile, Layout(tuple(rows)), draw(st.sampled_from(["ddg-pipelined", "ddg", "bp"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(mixed_layouts())
+def test_search_on_a_per_stage_layout_matches_brute_force(case) -> None:
+    """The band search is exact on layouts whose stages have different D_k (its band is wide enough
+    for the stage with the most replicas, whose units cost least)."""
+    profile, layout, schedule = case
+    scenario = load_scenario("cluster-2x4")
+    want, arg = brute(profile, scenario, schedule, layout)
+    res = planner.search(profile, scenario, schedule, layout.stages, layout=layout)
+    assert (res.best is None) == (arg is None)
+    if res.best is not None:
+        assert res.best.iteration_ms == pytest.approx(want, rel=1e-7)
+
+
+def test_place_keeps_a_stage_inside_a_node_when_there_is_room() -> None:
+    """On 2 nodes × 4, a 4-replica stage after a 1-replica stage goes to the second node (its
+    all-reduce stays on the fast links) rather than straddling both; with no room left it packs."""
+    sc = load_scenario("cluster-2x4")
+    names = [d.name for d in sc.devices]
+    params = [1e8, 1e8]
+    spread = mixed.place(sc, names, mixed.MixedSplit(1.0, [1], [1, 4]), params, "ring")
+    assert spread.devices == ((names[0],), tuple(names[4:8]))
+    packed = mixed.place(sc, names, mixed.MixedSplit(1.0, [1], [4, 4]), params, "ring")
+    assert packed.devices == (tuple(names[:4]), tuple(names[4:8]))
+    tight = mixed.place(sc, names[:5], mixed.MixedSplit(1.0, [1], [1, 4]), params, "ring")
+    assert tight.devices == ((names[0],), tuple(names[1:5]))
