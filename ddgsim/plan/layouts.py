@@ -38,7 +38,7 @@ import numpy as np
 
 from ddgsim.errors import UserError
 from ddgsim.plan import mixed as mixed_layouts
-from ddgsim.plan.search import Candidate, MemoryOverflow, search
+from ddgsim.plan.search import Candidate, MemoryOverflow, evaluate, search
 from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import CLOSED_FORM
 from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS
@@ -136,9 +136,10 @@ def partition_bound(costs: np.ndarray, parts: int, steps: int = 16) -> float:
     n = len(costs)
 
     def fits(X: float) -> bool:
+        nxt = (np.searchsorted(pref, pref + X * (1 + 1e-12), side="right") - 1).tolist()  # furthest end from u
         u, used = 0, 0
         while u < n:
-            v = int(np.searchsorted(pref, pref[u] + X * (1 + 1e-12), side="right")) - 1
+            v = nxt[u]
             if v <= u:
                 return False
             u, used = v, used + 1
@@ -263,8 +264,8 @@ def _search_mixed(
     notes: list[str],
 ) -> LayoutResult | None:
     """The per-stage D_k candidate (:mod:`ddgsim.plan.mixed`), its split searched exactly on its
-    layout placed two ways (all-reduce-aware, and packed in order); None when its D_k are equal
-    (a uniform layout, searched already)."""
+    layout placed the better of two ways (all-reduce-aware, or packed in order) for the DP's own
+    split; None when its D_k are equal (a uniform layout, searched already)."""
     names = [d.name for d in scenario.devices[:devices]]
     params = np.array([u.param_bytes for u in profile.units], dtype=np.float64)
     costs = {D: mixed_layouts.stage_costs(c, mixed_layouts.allreduce_extra(scenario, names, D, params, allreduce))
@@ -277,18 +278,16 @@ def _search_mixed(
     for D in found.replicas:
         packed.append(tuple(names[at:at + D]))
         at += D
-    options = dict.fromkeys([mixed_layouts.place(scenario, names, found, list(params), allreduce),
-                             Layout(tuple(packed))])
-    result: LayoutResult | None = None
-    for layout in options:
-        res = search(profile, scenario, schedule, K, memory_limit_bytes=memory_limit_bytes, update_gb_s=update_gb_s,
-                     optimizer_buffers=optimizer_buffers, layout=layout, allreduce=allreduce, lower_bound_ms=lb)
-        notes.extend(res.notes)
-        r = LayoutResult(stages=K, replicas=max(found.replicas), lower_bound_ms=lb, best=res.best, mapping=MIXED,
-                         overflow=res.overflow)
-        if result is None or (r.best is not None and r.iteration_ms < result.iteration_ms * (1 - 1e-12)):
-            result = r
-    return result
+    options = list(dict.fromkeys([mixed_layouts.place(scenario, names, found, list(params), allreduce),
+                                  Layout(tuple(packed))]))
+    # The placement under which the DP's own split is faster is the one searched.
+    layout = min(options, key=lambda lay: evaluate(profile, found.split, scenario, schedule, layout=lay,
+                                                    update_gb_s=update_gb_s, allreduce=allreduce))
+    res = search(profile, scenario, schedule, K, memory_limit_bytes=memory_limit_bytes, update_gb_s=update_gb_s,
+                 optimizer_buffers=optimizer_buffers, layout=layout, allreduce=allreduce, lower_bound_ms=lb)
+    notes.extend(res.notes)
+    return LayoutResult(stages=K, replicas=max(found.replicas), lower_bound_ms=lb, best=res.best, mapping=MIXED,
+                        overflow=res.overflow)
 
 
 def _search_one(

@@ -71,30 +71,39 @@ def stage_costs(per_unit: np.ndarray, extra: Callable[[np.ndarray], np.ndarray] 
 
 def least_devices(costs: Mapping[int, np.ndarray], period: float) -> tuple[int, list[int], list[int]] | None:
     """(devices, split, D_k) of a layout with every stage's cost ≤ ``period`` on the fewest devices
-    (``None``: some unit alone does not fit)."""
-    D0 = next(iter(costs.values()))
-    n = D0.shape[0] - 1
-    firsts = {}
-    for D, C in costs.items():
-        # C[:, v] is non-increasing in u on u < v (then inf): the feasible u form a suffix of [0, v).
-        firsts[D] = (period < C).sum(axis=0) - (n + 1 - np.arange(n + 1))
-    need = np.full(n + 1, np.iinfo(np.int64).max // 2, dtype=np.int64)
-    need[0] = 0
-    back_u = np.zeros(n + 1, dtype=np.int64)
-    back_d = np.zeros(n + 1, dtype=np.int64)
-    for v in range(1, n + 1):
-        for D, first in firsts.items():
-            u = int(first[v])
-            if u < v and need[u] + D < need[v]:
-                need[v], back_u[v], back_d[v] = need[u] + D, u, D
-    if need[n] >= np.iinfo(np.int64).max // 2:
-        return None
-    cuts, reps, v = [], [], n
-    while v > 0:
-        reps.append(int(back_d[v]))
-        v = int(back_u[v])
-        cuts.append(v)
-    return int(need[n]), sorted(cuts)[1:], reps[::-1]
+    (``None``: some unit alone does not fit).
+
+    The DP of the module docstring, turned around: ``R[m]``, the most units m devices can run,
+    is ``max(R[m−1], max over D ≤ m of reach_D(R[m−D]))`` with ``reach_D(u)`` the furthest end of
+    a D-replica stage from u (costs grow with the stage, so the furthest start is the best); the
+    answer is the least m with ``R[m] = n`` — a few steps per device, not per unit."""
+    C0 = next(iter(costs.values()))
+    n = C0.shape[0] - 1
+    start = np.arange(n + 1)
+    reach = {D: start + (period >= C).sum(axis=1) for D, C in costs.items()}
+    widest = max(costs)
+    R, how = [0], [(0, 0)]
+    m = 0
+    while R[m] < n:
+        if m >= widest and R[m] == R[m - widest]:
+            return None  # no D-stage from any reachable end gets further
+        m += 1
+        best, arg = R[m - 1], (0, m - 1)
+        for D, r in reach.items():
+            if m >= D:
+                v = int(r[R[m - D]])
+                if v > best:
+                    best, arg = v, (D, m - D)
+        R.append(best)
+        how.append(arg)
+    cuts, reps, at = [], [], m
+    while at > 0:
+        D, prev = how[at]
+        if D:
+            reps.append(D)
+            cuts.append(R[prev])
+        at = prev
+    return m, sorted(cuts)[1:], reps[::-1]
 
 
 def least_period(costs: Mapping[int, np.ndarray], devices: int) -> MixedSplit | None:
