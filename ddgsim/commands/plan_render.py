@@ -13,6 +13,7 @@ from ddgsim.commands._table import (
     replica_label,
 )
 from ddgsim.plan.build import KResult, Option, choose
+from ddgsim.plan.layouts import MIXED_MARGIN
 from ddgsim.plan.split import stage_ranges
 from ddgsim.predict.scenario import Scenario, bundled_names
 from ddgsim.profile.format import Profile
@@ -113,9 +114,16 @@ def render_layouts(con: Any, found: Any, batch: int) -> None:
         con.print(f"  per-stage D_k: K = {m.stages} stages of {min(m.replica_counts)}–{max(m.replica_counts)} "
                   f"replicas on {m.devices} devices (the least-period packing of stages and D_k, placed where "
                   "each stage's all-reduce is fastest; its split searched exactly)")
+        if found.best is not None and m is not found.best and m.iteration_ms < found.best.iteration_ms:
+            con.print(f"  it is {100 * (1 - m.iteration_ms / found.best.iteration_ms):.2f}% faster than the chosen "
+                      f"uniform layout, less than the {100 * MIXED_MARGIN:.0f}% a per-stage layout must gain to be "
+                      "chosen (within the model's error, the same D everywhere is simpler to run)")
     b = found.best
     if b is None:
         return
+    if found.mixed is None and found.any_layout_bound_ms * (1 + MIXED_MARGIN) >= b.iteration_ms:
+        con.print(f"  per-stage D_k not searched: by the bound below, no layout is {100 * MIXED_MARGIN:.0f}% faster "
+                  "than the chosen one")
     for label, r in (("pure pipeline", found.pipeline), ("pure data parallel", found.data_parallel)):
         if r is None or r is b:
             continue

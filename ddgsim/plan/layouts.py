@@ -23,12 +23,13 @@ Per-stage replica counts D_k that differ (PipeDream's): :mod:`ddgsim.plan.mixed`
 bound no layout at all beats (the least period at which each stage's work + update fits on
 the fastest device, for the best packing of stages and D_k into N devices; free
 communication) and a candidate layout with differing D_k, searched exactly for its split and
-kept when it beats the uniform ones. The stated gap is the best found against the larger of
+chosen when it beats the best uniform one by more than ``MIXED_MARGIN``. The stated gap is the best found against the larger of
 that bound and ``min_D (D·W_D + U) / (N · fastest speed)`` (perfect balance).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -41,14 +42,18 @@ from ddgsim.plan import mixed as mixed_layouts
 from ddgsim.plan.search import Candidate, MemoryOverflow, evaluate, search
 from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import CLOSED_FORM
-from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS
+from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, stage_memory
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, check_batch
-from ddgsim.schedule import Schedule, make_schedule
+from ddgsim.schedule import Schedule, Steady, make_schedule
 
 MAPPINGS = ("replicas together", "stages together")
 MIXED = "per-stage D_k"
+MIXED_MARGIN = 0.01
+"""A per-stage D_k layout is chosen only when predicted this much faster than the best uniform one:
+within the cost model's error the uniform layout is simpler to run (the same D everywhere, no
+re-sharding between stages) and usually has fewer stages, so less staleness."""
 MIXED_UNITS_LIMIT = 1500
 """Models with more units skip the per-stage D_k bound and candidate ((n+1)² tables per D)."""
 
@@ -92,7 +97,8 @@ class LayoutSearch:
     per_replicas: dict[int, LayoutResult]
     """The best result found for each D (searched candidates only)."""
     mixed: LayoutResult | None
-    """The per-stage D_k candidate (:mod:`ddgsim.plan.mixed`), when one with differing D_k was searched."""
+    """The per-stage D_k candidate (:mod:`ddgsim.plan.mixed`), when one with differing D_k was searched:
+    only where the bound leaves room to beat the best uniform layout by ``MIXED_MARGIN``."""
     candidates: int
     searched: int
     any_layout_bound_ms: float
@@ -201,6 +207,7 @@ def search_layouts(
     dp_replicas = max(Ds)
     notes: list[str] = []
     mixed: LayoutResult | None = None
+    cand: MixedCandidate | None = None
     if n <= MIXED_UNITS_LIMIT:
         every = replica_counts(profile.batch_size, micro_batches, devices)
         for D in every:
@@ -211,17 +218,19 @@ def search_layouts(
         if relaxed is not None:
             any_bound = max(any_bound, relaxed.period_ms * (1 - 1e-12))
         if replicas is None and stages is None and len(Ds) > 1 and schedule in CLOSED_FORM and micro_batches == 1:
-            mixed = _search_mixed(profile, scenario, schedule, devices, {D: unit_costs[D] for D in Ds}, any_bound,
-                                  memory_limit_bytes, allreduce, update_gb_s, optimizer_buffers, notes)
-            if mixed is not None and mixed.best is not None:
-                best = mixed  # searched first: it bounds out the uniform candidates that cannot beat it
+            cand = _mixed_candidate(profile, scenario, schedule, devices, {D: unit_costs[D] for D in Ds},
+                                    memory_limit_bytes, allreduce, update_gb_s, optimizer_buffers)
     else:
         notes.append(f"{n} units: per-stage D_k not searched (more than {MIXED_UNITS_LIMIT})")
 
     def worth(lb: float, K: int, D: int) -> bool:
         """Could the candidate beat the overall best, or the best of its kind (pure pipeline, pure
         data parallel) that is reported as a baseline?"""
-        return (best is None or lb < best.iteration_ms * (1 - 1e-9)
+        # The D_k candidate's split bounds out the uniform candidates that cannot come within
+        # MIXED_MARGIN of it (its layout's best split, searched below, is no slower).
+        target = min(best.iteration_ms if best is not None else math.inf,
+                     cand.attained_ms * (1 + MIXED_MARGIN) if cand is not None else math.inf)
+        return (lb < target * (1 - 1e-9)
                 or (D == 1 and (best_pipe is None or lb < best_pipe.iteration_ms * (1 - 1e-9)))
                 or (K == 1 and dp_replicas == D))
 
@@ -247,6 +256,12 @@ def search_layouts(
             best_pipe = res
         if K == 1 and dp_replicas == D:
             best_dp = res
+    # The candidate is searched only where some layout could beat the best uniform one by the margin.
+    if cand is not None and (best is None or any_bound * (1 + MIXED_MARGIN) < best.iteration_ms):
+        mixed = _search_mixed(profile, scenario, schedule, cand, any_bound, memory_limit_bytes, allreduce,
+                              update_gb_s, optimizer_buffers, notes)
+        if mixed is not None and (best is None or mixed.iteration_ms * (1 + MIXED_MARGIN) < best.iteration_ms):
+            best = mixed
     per: dict[int, LayoutResult] = {}
     for r in results:
         if r.best is not None and (r.replicas not in per or r.iteration_ms < per[r.replicas].iteration_ms):
@@ -258,14 +273,24 @@ def search_layouts(
                         wall_s=time.perf_counter() - t0, notes=sorted(set(notes)))
 
 
-def _search_mixed(
+@dataclass(frozen=True)
+class MixedCandidate:
+    """The per-stage D_k DP's layout and split, and what that split attains on it."""
+
+    layout: Layout
+    split: list[int]
+    attained_ms: float
+    """The DP's own split on the layout (the costs model); ``inf`` when it does not fit in memory.
+    The layout's best split is no slower, so no uniform layout slower than this is worth searching."""
+
+
+def _mixed_candidate(
     profile: Profile, scenario: Scenario, schedule: str, devices: int, unit_costs: dict[int, np.ndarray],
-    lb: float, memory_limit_bytes: float | None, allreduce: str, update_gb_s: float, optimizer_buffers: int,
-    notes: list[str],
-) -> LayoutResult | None:
-    """The per-stage D_k candidate (:mod:`ddgsim.plan.mixed`), its split searched exactly on its
-    layout placed the better of two ways (all-reduce-aware, or packed in order) for the DP's own
-    split; None when its D_k are equal (a uniform layout, searched already)."""
+    memory_limit_bytes: float | None, allreduce: str, update_gb_s: float, optimizer_buffers: int,
+) -> MixedCandidate | None:
+    """The per-stage D_k candidate (:mod:`ddgsim.plan.mixed`) placed the better of two ways
+    (all-reduce-aware, or packed in order) for the DP's own split; None when its D_k are equal (a
+    uniform layout, searched already)."""
     names = [d.name for d in scenario.devices[:devices]]
     params = np.array([u.param_bytes for u in profile.units], dtype=np.float64)
     costs = {D: mixed_layouts.stage_costs(c, mixed_layouts.allreduce_extra(scenario, names, D, params, allreduce))
@@ -273,21 +298,37 @@ def _search_mixed(
     found = mixed_layouts.least_period(costs, devices)
     if found is None or len(set(found.replicas)) == 1:
         return None
-    K = len(found.replicas)
     packed, at = [], 0
     for D in found.replicas:
         packed.append(tuple(names[at:at + D]))
         at += D
     options = list(dict.fromkeys([mixed_layouts.place(scenario, names, found, list(params), allreduce),
                                   Layout(tuple(packed))]))
-    # The placement under which the DP's own split is faster is the one searched.
-    layout = min(options, key=lambda lay: evaluate(profile, found.split, scenario, schedule, layout=lay,
-                                                    update_gb_s=update_gb_s, allreduce=allreduce))
+    timed = [(evaluate(profile, found.split, scenario, schedule, layout=lay, update_gb_s=update_gb_s,
+                       allreduce=allreduce), lay) for lay in options]
+    ms, layout = min(timed, key=lambda t: t[0])
+    ranges = list(itertools.pairwise([0, *found.split, profile.num_units]))
+    mem = stage_memory(profile, ranges, Steady(schedule), optimizer_buffers, replicas=layout.replicas)
+    limits = [memory_limit_bytes if memory_limit_bytes is not None
+              else min(scenario.device(d).memory_bytes for d in row) for row in layout.devices]
+    fits = all(m.total <= lim for m, lim in zip(mem, limits, strict=True))
+    return MixedCandidate(layout=layout, split=found.split, attained_ms=ms if fits else math.inf)
+
+
+def _search_mixed(
+    profile: Profile, scenario: Scenario, schedule: str, cand: MixedCandidate, lb: float,
+    memory_limit_bytes: float | None, allreduce: str, update_gb_s: float, optimizer_buffers: int,
+    notes: list[str],
+) -> LayoutResult | None:
+    """The candidate layout's best split, searched exactly."""
+    K = cand.layout.stages
     res = search(profile, scenario, schedule, K, memory_limit_bytes=memory_limit_bytes, update_gb_s=update_gb_s,
-                 optimizer_buffers=optimizer_buffers, layout=layout, allreduce=allreduce, lower_bound_ms=lb)
+                 optimizer_buffers=optimizer_buffers, layout=cand.layout, allreduce=allreduce, lower_bound_ms=lb)
     notes.extend(res.notes)
-    return LayoutResult(stages=K, replicas=max(found.replicas), lower_bound_ms=lb, best=res.best, mapping=MIXED,
-                        overflow=res.overflow)
+    if res.best is None:
+        return None
+    return LayoutResult(stages=K, replicas=max(cand.layout.replicas), lower_bound_ms=lb, best=res.best,
+                        mapping=MIXED, overflow=res.overflow)
 
 
 def _search_one(
