@@ -44,8 +44,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--gpus", type=int, required=True, metavar="N", help="devices available (plans K = 1..N stages)")
     p.add_argument("--stages", type=int, metavar="K", help="plan exactly K stages instead of every K in 1..N")
     p.add_argument("--replicas", default="auto", metavar="D|auto",
-                   help="replicas per stage: auto searches every D with K·D <= N; 1 = pure pipelines, "
-                        "one table per K (default auto)")
+                   help="replicas per stage: auto searches every D with K·D <= N and per-stage D_k; "
+                        "D = that D on every stage; 1 = pure pipelines, one table per K (default auto)")
     p.add_argument("--allreduce", default="ring", metavar="ALG",
                    help="how replicas sum their gradients in the prediction: ring or tree (default ring)")
     p.add_argument("--scenario", metavar="NAME|FILE", help="hardware scenario (default ideal-N)")
