@@ -22,9 +22,12 @@ the pipeline search's own device orders.
 Per-stage replica counts D_k that differ (PipeDream's): :mod:`ddgsim.plan.mixed` gives a
 bound no layout at all beats (the least period at which each stage's work + update fits on
 the fastest device, for the best packing of stages and D_k into N devices; free
-communication) and a candidate layout with differing D_k, searched exactly for its split and
-chosen when it beats the best uniform one by more than ``MIXED_MARGIN``. The stated gap is the best found against the larger of
-that bound and ``min_D (D·W_D + U) / (N · fastest speed)`` (perfect balance).
+communication) and a candidate layout with differing D_k. The candidate's own split bounds
+out the uniform candidates that cannot come within ``MIXED_MARGIN`` of it; where the bound
+leaves room for a layout that much faster than the best uniform one, the candidate's split is
+searched exactly, and it is chosen if it is that much faster. The stated gap is the best
+found against the larger of that bound and ``min_D (D·W_D + U) / (N · fastest speed)``
+(perfect balance).
 """
 
 from __future__ import annotations

@@ -17,13 +17,14 @@ the batch, any split, any mapping — is faster. This is PipeDream's optimizer's
 with the time of a stage as its cost.
 
 **The candidate.** The same DP with each stage's all-reduce added (among D devices that sit
-together, the scenario's first D) gives, at its least P, a split and its D_k. Its stages go
-on the scenario's devices in order, each at the offset (among those that still leave room
-for the rest) where its all-reduce is fastest — on a cluster, inside a node when it fits. The
-band search (:func:`ddgsim.plan.search.search`) then finds that layout's best split exactly,
-with its real all-reduces, messages and memory: the candidate's period is exact for its
-layout; that the layout is the best of its kind is not claimed (the bound says how far off it
-can be).
+together, the scenario's first D) gives, at its least P, a split and its D_k. :func:`place`
+puts its stages on the scenario's devices in order, each at the offset (among those that
+still leave room for the rest) where its all-reduce is fastest — on a cluster, inside a node
+when it fits. The band search (:func:`ddgsim.plan.search.search`) then finds that layout's
+best split exactly, with its real all-reduces, messages and memory: the candidate's period is
+exact for its layout; that the layout is the best of its kind is not claimed (the bound says
+how far off it can be). :mod:`ddgsim.plan.layouts` decides when to search it and when to
+choose it.
 """
 
 from __future__ import annotations
