@@ -108,6 +108,17 @@ class Layout:
         """One replica per stage (a pure pipeline)."""
         return cls(tuple((d,) for d in devices))
 
+    @classmethod
+    def packed(cls, devices: Sequence[str], replicas: Sequence[int]) -> Layout:
+        """Stage k's ``replicas[k]`` replicas on the next devices of ``devices``, in order."""
+        if sum(replicas) > len(devices):
+            raise UserError(f"replicas {list(replicas)} need {sum(replicas)} devices, got {len(devices)}")
+        rows, at = [], 0
+        for D in replicas:
+            rows.append(tuple(devices[at:at + D]))
+            at += D
+        return cls(tuple(rows))
+
     @property
     def stages(self) -> int:
         return len(self.devices)

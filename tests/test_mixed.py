@@ -108,11 +108,7 @@ def every_layout(scenario, n: int, devices: int, Ds: list[int]):
         for reps in itertools.product(Ds, repeat=K):
             if sum(reps) > devices:
                 continue
-            rows, at = [], 0
-            for D in reps:
-                rows.append(tuple(names[at:at + D]))
-                at += D
-            yield split, Layout(tuple(rows))
+            yield split, Layout.packed(names, reps)
             if len(set(reps)) == 1 and reps[0] > 1 and K > 1:
                 yield split, layouts_for(scenario, K, reps[0], devices)[1][1]
 
@@ -187,11 +183,7 @@ def mixed_layouts(draw: st.DrawFn):
     reps = draw(st.lists(st.sampled_from([1, 2, 4]), min_size=K, max_size=K).filter(
         lambda r: sum(r) <= 8 and len(set(r)) > 1))
     names = [d.name for d in load_scenario("cluster-2x4").devices]
-    rows, at = [], 0
-    for D in reps:
-        rows.append(tuple(names[at:at + D]))
-        at += D
-    return profile, Layout(tuple(rows)), draw(st.sampled_from(["ddg-pipelined", "ddg", "bp"]))
+    return profile, Layout.packed(names, reps), draw(st.sampled_from(["ddg-pipelined", "ddg", "bp"]))
 
 
 @settings(max_examples=60, deadline=None)

@@ -52,6 +52,15 @@ def test_ranks_are_stage_major_and_invertible(reps: list[int]) -> None:
     assert layout.flat == [f"d{k}.{r}" for k, d in enumerate(reps) for r in range(d)]
 
 
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=5), st.integers(0, 3))
+def test_packed_gives_each_stage_the_next_devices_in_order(reps: list[int], spare: int) -> None:
+    names = [f"d{i}" for i in range(sum(reps) + spare)]
+    layout = Layout.packed(names, reps)
+    assert layout.replicas == tuple(reps) and layout.flat == names[:sum(reps)]
+    with pytest.raises(UserError, match=f"need {sum(reps)} devices, got {sum(reps) - 1}"):
+        Layout.packed(names[:sum(reps) - 1], reps)
+
+
 def test_a_device_cannot_hold_two_replicas() -> None:
     with pytest.raises(UserError, match="device 'a' is used by two replicas"):
         Layout((("a", "b"), ("a",)))

@@ -90,8 +90,7 @@ def replica_layout(scenario: Scenario, stages: int, replicas: int) -> Layout | N
     """The first K·D devices of ``scenario``, a stage's replicas side by side; ``None`` for D = 1."""
     if replicas == 1:
         return None
-    names = [d.name for d in scenario.devices]
-    return Layout(tuple(tuple(names[k * replicas:(k + 1) * replicas]) for k in range(stages)))
+    return Layout.packed([d.name for d in scenario.devices], [replicas] * stages)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -128,7 +128,7 @@ def layouts_for(scenario: Scenario, stages: int, replicas: int, devices: int) ->
     K, D = stages, replicas
     if len(names) < K * D:
         raise UserError(f"{K} stages × {D} replicas need {K * D} devices, the scenario gives {len(names)}")
-    together = Layout(tuple(tuple(names[k * D:(k + 1) * D]) for k in range(K)))
+    together = Layout.packed(names, [D] * K)
     if D == 1 or K == 1:
         return [(MAPPINGS[0], together)]
     apart = Layout(tuple(tuple(names[r * K + k] for r in range(D)) for k in range(K)))
@@ -301,12 +301,8 @@ def _mixed_candidate(
     found = mixed_layouts.least_period(costs, devices)
     if found is None or len(set(found.replicas)) == 1:
         return None
-    packed, at = [], 0
-    for D in found.replicas:
-        packed.append(tuple(names[at:at + D]))
-        at += D
     options = list(dict.fromkeys([mixed_layouts.place(scenario, names, found, list(params), allreduce),
-                                  Layout(tuple(packed))]))
+                                  Layout.packed(names, found.replicas)]))
     timed = [(evaluate(profile, found.split, scenario, schedule, layout=lay, update_gb_s=update_gb_s,
                        allreduce=allreduce), lay) for lay in options]
     ms, layout = min(timed, key=lambda t: t[0])
