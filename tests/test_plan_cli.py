@@ -137,6 +137,52 @@ def test_memory_error_names_stage_and_amount(prof: Path, capsys: pytest.CaptureF
     assert "stage" in err and "GiB over" in err
 
 
+def test_no_fit_names_the_nearest_miss_of_the_layouts_searched(prof: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With replicas, the error quotes the layout that overflows least among those searched (not
+    the whole model on one device), with its replicas."""
+    from ddgsim.plan.layouts import search_layouts
+    from ddgsim.predict.scenario import load_scenario
+    from ddgsim.profile.format import load
+
+    limit = 0.0004
+    found = search_layouts(load(str(prof)), load_scenario("ideal-4"), "ddg", 4, memory_limit_bytes=limit * 2**30,
+                           replicas=[2])
+    miss = found.nearest_miss
+    assert found.best is None and miss is not None and miss.layout is not None
+    assert all(miss.over_bytes <= r.overflow.over_bytes for r in found.per_replicas.values() if r.overflow)
+    code, _, err = _run(capsys, "plan", "--profile", str(prof), "--gpus", "4", "--replicas", "2",
+                        "--memory-limit", str(limit), "--schedule", "ddg")
+    assert code == 2 and err.count("\n") == 1
+    assert f"into {miss.stages} stage(s) × D = 2 fits" in err and f"needs {miss.need_bytes / 2**30:.3f} GiB" in err
+
+
+def test_plan_output_survives_a_terminal_without_unicode(prof: Path) -> None:
+    """"×", "★" and "–" become "?" on an ASCII terminal instead of a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    r = subprocess.run([sys.executable, "-m", "ddgsim", "plan", "--profile", str(prof), "--gpus", "3",
+                        "--scenario", "ideal-3", "--no-progress"], capture_output=True, text=True, env=env,
+                       check=False)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "K = " in r.stdout and "?" in r.stdout
+
+
+def test_per_stage_layouts_say_why_they_were_not_searched(prof: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "4", "--stages", "2")
+    assert code == 0 and "per-stage D_k not searched: the stage count or the replica count is fixed" in out
+
+def test_an_odd_batch_plans_pure_pipelines_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    odd = tmp_path / "odd.json"
+    make_profile([1, 2, 3, 4], [2, 4, 6, 8], [4096] * 4, [1000] * 4, [2**20] * 4, batch_size=31).save(odd)
+    code, out, _ = _run(capsys, "plan", "--profile", str(odd), "--gpus", "4")
+    assert code == 0 and "per-stage D_k not searched: only D = 1 shards the batch" in out
+    assert "D = 2, 3, 4 not searched: 31 samples do not split" in " ".join(out.split())
+    assert "best pure data parallel" not in out  # D = 1 is one device, not a baseline
+
+
 def test_unknown_model_lists_known(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "plan", "resnet7", "--gpus", "2")
     assert code == 2 and "resnet110" in err

@@ -115,7 +115,8 @@ def _load_profile(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddgsim.plan.build import choose, plan_for_k, to_plan
+    from ddgsim.commands._table import replica_label
+    from ddgsim.plan.build import KResult, choose, plan_for_k, to_plan
     from ddgsim.predict.scenario import load_scenario
 
     schedules = _check_args(args)
@@ -154,8 +155,9 @@ def run(args: argparse.Namespace) -> int:
         layouts[sched] = found
         top_choice = found.best
         if top_choice is None or top_choice.best is None:
-            per_schedule[sched] = [plan_for_k(profile, scenario, sched, k, micro_batches=micro,
-                                              memory_limit_bytes=limit) for k in ks[:1]]
+            per_schedule[sched] = [KResult(stages=found.nearest_miss.stages if found.nearest_miss else ks[0],
+                                           schedule=sched, planned=None, baselines=[], overflow=found.nearest_miss,
+                                           exact=True)]
             continue
         per_schedule[sched] = [plan_for_k(profile, scenario, sched, top_choice.stages, micro_batches=micro,
                                           memory_limit_bytes=limit, layout=top_choice.best.layout,
@@ -171,9 +173,11 @@ def run(args: argparse.Namespace) -> int:
     if chosen is None:
         worst = min((r.overflow for r in per_schedule[primary] if r.overflow is not None),
                     key=lambda o: o.over_bytes)
+        reps = worst.layout.replicas if worst.layout is not None else (1,)
+        where = worst.layout.devices[worst.stage][0] if worst.layout is not None else worst.devices[worst.stage]
         raise UserError(
-            f"no split of '{profile.model}' into {worst.stages} stage(s) fits in memory: at best stage "
-            f"{worst.stage} on {worst.devices[worst.stage]} needs {worst.need_bytes / GIB:.3f} GiB, "
+            f"no split of '{profile.model}' into {worst.stages} stage(s){replica_label(reps)} fits in memory: at "
+            f"best stage {worst.stage} on {where} needs {worst.need_bytes / GIB:.3f} GiB, "
             f"{worst.over_bytes / GIB:.3f} GiB over its {worst.limit_bytes / GIB:.3f} GiB"
         )
     micro = chosen.planned.sim.micro_batches if chosen.planned else 1

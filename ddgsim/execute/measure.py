@@ -178,7 +178,7 @@ def versus_prediction(predicted: dict[str, Any] | None, summary: dict[str, Any])
         busy = f + b + u
         bubble = max(0.0, 1 - busy / meas)
         p_busy = f"{busy_pred[k]:.1f}" if k < len(busy_pred) else "?"
-        p_bub = f"{100 * bubble_pred[k]:.0f}%" if k < len(bubble_pred) else "?"
+        p_bub = f"{100 * max(0.0, bubble_pred[k]):.0f}%" if k < len(bubble_pred) else "?"
         lines.append(f"  stage {k}: busy {busy:.1f} ms (predicted {p_busy}), idle {100 * bubble:.0f}% "
                      f"(predicted {p_bub})")
     return "\n".join(lines)

@@ -106,6 +106,10 @@ class LayoutSearch:
     searched: int
     any_layout_bound_ms: float
     """No layout (any K, D_k, split, mapping) is faster than this."""
+    nearest_miss: MemoryOverflow | None = None
+    """When no layout fits in memory: the searched one that overflows least."""
+    mixed_note: str = ""
+    """Why per-stage D_k were not searched or not chosen (empty when the candidate is the result)."""
     wall_s: float
     notes: list[str] = field(default_factory=list)
 
@@ -211,6 +215,13 @@ def search_layouts(
     notes: list[str] = []
     mixed: LayoutResult | None = None
     cand: MixedCandidate | None = None
+    why = ""
+    if replicas is None:
+        odd = [d for d in range(2, min(devices, profile.batch_size) + 1) if d not in Ds]
+        if odd:
+            shown = ", ".join(map(str, odd[:6])) + (", …" if len(odd) > 6 else "")
+            notes.append(f"D = {shown} not searched: {profile.batch_size} samples do not split into "
+                         f"{micro_batches} micro-batch(es) × D equal shards")
     if n <= MIXED_UNITS_LIMIT:
         every = replica_counts(profile.batch_size, micro_batches, devices)
         for D in every:
@@ -220,11 +231,21 @@ def search_layouts(
         relaxed = mixed_layouts.least_period({D: mixed_layouts.stage_costs(unit_costs[D]) for D in every}, devices)
         if relaxed is not None:
             any_bound = max(any_bound, relaxed.period_ms * (1 - 1e-12))
-        if replicas is None and stages is None and len(Ds) > 1 and schedule in CLOSED_FORM and micro_batches == 1:
+        if replicas is not None or stages is not None:
+            why = "not searched: the stage count or the replica count is fixed"
+        elif len(Ds) == 1:
+            why = f"not searched: only D = {Ds[0]} shards the batch"
+        elif schedule not in CLOSED_FORM or micro_batches > 1:
+            why = f"not searched: {schedule} with {micro_batches} micro-batch(es) has no closed form to search them on"
+        else:
             cand = _mixed_candidate(profile, scenario, schedule, devices, {D: unit_costs[D] for D in Ds},
                                     memory_limit_bytes, allreduce, update_gb_s, optimizer_buffers)
+            if cand is None:
+                why = "none: the best packing of stages and D_k has the same D on every stage"
+            elif not math.isfinite(cand.attained_ms):
+                why = "not searched: the best packing of stages and D_k does not fit in memory"
     else:
-        notes.append(f"{n} units: per-stage D_k not searched (more than {MIXED_UNITS_LIMIT})")
+        why = f"not searched: {n} units (more than {MIXED_UNITS_LIMIT})"
 
     def worth(lb: float, K: int, D: int) -> bool:
         """Could the candidate beat the overall best, or the best of its kind (pure pipeline, pure
@@ -260,20 +281,31 @@ def search_layouts(
         if K == 1 and dp_replicas == D:
             best_dp = res
     # The candidate is searched only where some layout could beat the best uniform one by the margin.
-    if cand is not None and (best is None or any_bound * (1 + MIXED_MARGIN) < best.iteration_ms):
-        mixed = _search_mixed(profile, scenario, schedule, cand, any_bound, memory_limit_bytes, allreduce,
-                              update_gb_s, optimizer_buffers, notes)
-        if mixed is not None and (best is None or mixed.iteration_ms * (1 + MIXED_MARGIN) < best.iteration_ms):
-            best = mixed
+    margin = f"{100 * MIXED_MARGIN:.0f}%"
+    if cand is not None and math.isfinite(cand.attained_ms):
+        if best is None or any_bound * (1 + MIXED_MARGIN) < best.iteration_ms:
+            mixed = _search_mixed(profile, scenario, schedule, cand, any_bound, memory_limit_bytes, allreduce,
+                                  update_gb_s, optimizer_buffers, notes)
+            if mixed is not None and (best is None or mixed.iteration_ms * (1 + MIXED_MARGIN) < best.iteration_ms):
+                best = mixed
+            elif mixed is not None and best is not None and mixed.iteration_ms < best.iteration_ms:
+                why = (f"not chosen: the candidate is {100 * (1 - mixed.iteration_ms / best.iteration_ms):.2f}% "
+                       f"faster than the best uniform layout, less than the {margin} it must gain to be chosen "
+                       "(within the model's error, the same D everywhere is simpler to run)")
+            elif mixed is not None:
+                why = "not chosen: the candidate is slower than the best uniform layout"
+        else:
+            why = f"not searched: by the bound, no layout is {margin} faster than the best uniform one"
     per: dict[int, LayoutResult] = {}
     for r in results:
         if r.best is not None and (r.replicas not in per or r.iteration_ms < per[r.replicas].iteration_ms):
             per[r.replicas] = r
-    if best is None and (results or mixed is not None):
-        notes.append("no layout fits in memory")
+    misses = [r.overflow for r in results if r.overflow is not None]
+    nearest = min(misses, key=lambda o: o.over_bytes) if best is None and misses else None
     return LayoutSearch(best=best, pipeline=best_pipe, data_parallel=best_dp, per_replicas=dict(sorted(per.items())),
                         mixed=mixed, candidates=len(cands), searched=len(results), any_layout_bound_ms=any_bound,
-                        wall_s=time.perf_counter() - t0, notes=sorted(set(notes)))
+                        wall_s=time.perf_counter() - t0, notes=sorted(set(notes)), nearest_miss=nearest,
+                        mixed_note=f"per-stage D_k {why}" if why else "")
 
 
 @dataclass(frozen=True)

@@ -232,9 +232,9 @@ def shard_note(profile: Profile, micro_batches: int, replicas: Sequence[int]) ->
     if not missing:
         return None
     counts = ",".join(map(str, missing))
-    return (f"note: the profile has no measured costs for {counts} micro-batches; a shard of 1/(M·D) of the "
-            f"batch costs 1/(M·D) of it here (measure them: ddgsim profile {profile.model} --batch-size "
-            f"{profile.batch_size} --micro-batches {counts})")
+    return (f"note: the profile has no measured costs for 1/{counts} of the batch (M·D pieces); a shard of "
+            f"1/(M·D) of the batch costs 1/(M·D) of it here (measure them: ddgsim profile {profile.model} "
+            f"--batch-size {profile.batch_size} --micro-batches {counts})")
 
 
 def piece_loads(scenario: Scenario, src: Sequence[str], dst: Sequence[str],
