@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from sim_helpers import make_profile, ms
 from test_layouts import brute
@@ -212,3 +212,80 @@ def test_place_keeps_a_stage_inside_a_node_when_there_is_room() -> None:
     assert packed.devices == (tuple(names[:4]), tuple(names[4:8]))
     tight = mixed.place(sc, names[:5], mixed.MixedSplit(1.0, [1], [1, 4]), params, "ring")
     assert tight.devices == ((names[0],), tuple(names[1:5]))
+
+
+@st.composite
+def fitting_cases(draw: st.DrawFn):
+    n = draw(st.integers(1, 5))
+    Ds = draw(st.lists(st.sampled_from([1, 2, 4]), min_size=1, max_size=3, unique=True))
+    costs = {D: mixed.stage_costs(np.array(draw(st.lists(unit_cost, min_size=n, max_size=n)))) for D in Ds}
+    devices = draw(st.integers(1, 7))
+    par = draw(st.lists(st.integers(0, 1000), min_size=n, max_size=n))
+    act = draw(st.lists(st.integers(0, 1000), min_size=n, max_size=n))
+    out = draw(st.lists(st.integers(0, 300), min_size=n, max_size=n))
+    schedule = draw(st.sampled_from(["ddg", "ddg-pipelined", "bp"]))
+    fit = mixed.memory_fit(par, act, out, Ds, min(n, devices), schedule, 1, draw(st.floats(500.0, 20000.0)))
+    return costs, devices, fit
+
+
+@settings(max_examples=150, deadline=None)
+@given(fitting_cases(), st.floats(0.0, 300.0))
+def test_least_devices_fitting_is_the_fewest(case, period: float) -> None:
+    """The memory-aware DP finds the fewest devices over every split and D_k whose stages all meet
+    the period and the memory model (which depends on how many stages follow each)."""
+    costs, _, fit = case
+    C0 = next(iter(costs.values()))
+    n = C0.shape[0] - 1
+    fewest = None
+    for split in compositions(n):
+        stages = stage_of(C0, split)
+        K = len(stages)
+        if fit.stages < K:
+            continue
+        for reps in itertools.product(costs, repeat=K):
+            if all(costs[D][u, v] <= period and u >= fit.first[(D, K - 1 - k)][v]
+                   for k, ((u, v), D) in enumerate(zip(stages, reps, strict=True))):
+                fewest = sum(reps) if fewest is None else min(fewest, sum(reps))
+    got = mixed.least_devices_fitting(costs, period, fit)
+    assert (got is None) == (fewest is None)
+    if got is not None:
+        m, split, reps = got
+        assert m == fewest == sum(reps) and len(reps) == len(split) + 1
+        stages = stage_of(C0, split)
+        K = len(stages)
+        for k, ((u, v), D) in enumerate(zip(stages, reps, strict=True)):
+            assert costs[D][u, v] <= period and u >= fit.first[(D, K - 1 - k)][v]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 6), st.sampled_from(["ddg", "ddg-pipelined", "bp"]), st.data())
+def test_a_stage_the_memory_model_admits_fits_wherever_it_sits(n: int, schedule: str, data: st.DataObject) -> None:
+    """Whatever stage ``memory_fit`` admits (units [u, v), D replicas, j stages after it) fits in
+    ``stage_memory``'s model in a real split with j stages after it."""
+    from ddgsim.predict.memory import stage_memory
+    from ddgsim.schedule import Steady
+
+    par = data.draw(st.lists(st.integers(0, 10_000_000), min_size=n, max_size=n))
+    act = data.draw(st.lists(st.integers(0, 10_000_000), min_size=n, max_size=n))
+    out = data.draw(st.lists(st.integers(0, 4_000_000), min_size=n, max_size=n))
+    profile = make_profile([1.0] * n, [1.0] * n, out, par, act, batch_size=16)
+    limit = data.draw(st.floats(1e6, 3e8))
+    fit = mixed.memory_fit(par, act, out, [1, 2, 4], n, schedule, 1, limit)
+    v = data.draw(st.integers(1, n))
+    u = data.draw(st.integers(0, v - 1))
+    j = data.draw(st.integers(0, n - v))
+    D = data.draw(st.sampled_from([1, 2, 4]))
+    if u < fit.first[(D, j)][v]:
+        event("not admitted")
+        return
+    after = [(v + i, v + i + 1) for i in range(j - 1)] + ([(v + j - 1, n)] if j else [])
+    ranges = ([(0, u)] if u else []) + [(u, v)] + after
+    if ranges[-1][1] != n:
+        event("no such split")
+        return  # j = 0 needs the stage to end the model
+    k = 1 if u else 0
+    reps = [1] * len(ranges)
+    reps[k] = D
+    mem = stage_memory(profile, ranges, Steady(schedule), 1, replicas=reps)
+    event("checked")
+    assert mem[k].total <= limit

@@ -57,6 +57,8 @@ MIXED_MARGIN = 0.01
 """A per-stage D_k layout is chosen only when predicted this much faster than the best uniform one:
 within the cost model's error the uniform layout is simpler to run (the same D everywhere, no
 re-sharding between stages) and usually has fewer stages, so less staleness."""
+MEMORY_DP_LIMIT = 65_536
+"""The memory-aware per-stage packing (devices × stages states) runs up to this many states."""
 MIXED_UNITS_LIMIT = 1500
 """Models with more units skip the per-stage D_k bound and candidate ((n+1)² tables per D)."""
 
@@ -325,25 +327,42 @@ def _mixed_candidate(
 ) -> MixedCandidate | None:
     """The per-stage D_k candidate (:mod:`ddgsim.plan.mixed`) placed the better of two ways
     (all-reduce-aware, or packed in order) for the DP's own split; None when its D_k are equal (a
-    uniform layout, searched already)."""
+    uniform layout, searched already). When it does not fit in memory, the packing is found again
+    with every stage within memory (up to ``MEMORY_DP_LIMIT``)."""
     names = [d.name for d in scenario.devices[:devices]]
-    params = np.array([u.param_bytes for u in profile.units], dtype=np.float64)
+    units = profile.units
+    params = np.array([u.param_bytes for u in units], dtype=np.float64)
     costs = {D: mixed_layouts.stage_costs(c, mixed_layouts.allreduce_extra(scenario, names, D, params, allreduce))
              for D, c in unit_costs.items()}
+
+    def realize(found: mixed_layouts.MixedSplit) -> MixedCandidate:
+        options = list(dict.fromkeys([mixed_layouts.place(scenario, names, found, list(params), allreduce),
+                                      Layout.packed(names, found.replicas)]))
+        timed = [(evaluate(profile, found.split, scenario, schedule, layout=lay, update_gb_s=update_gb_s,
+                           allreduce=allreduce), lay) for lay in options]
+        ms, layout = min(timed, key=lambda t: t[0])
+        ranges = list(itertools.pairwise([0, *found.split, profile.num_units]))
+        mem = stage_memory(profile, ranges, Steady(schedule), optimizer_buffers, replicas=layout.replicas)
+        limits = [memory_limit_bytes if memory_limit_bytes is not None
+                  else min(scenario.device(d).memory_bytes for d in row) for row in layout.devices]
+        fits = all(m.total <= lim for m, lim in zip(mem, limits, strict=True))
+        return MixedCandidate(layout=layout, split=found.split, attained_ms=ms if fits else math.inf)
+
     found = mixed_layouts.least_period(costs, devices)
-    if found is None or len(set(found.replicas)) == 1:
+    if found is None:
         return None
-    options = list(dict.fromkeys([mixed_layouts.place(scenario, names, found, list(params), allreduce),
-                                  Layout.packed(names, found.replicas)]))
-    timed = [(evaluate(profile, found.split, scenario, schedule, layout=lay, update_gb_s=update_gb_s,
-                       allreduce=allreduce), lay) for lay in options]
-    ms, layout = min(timed, key=lambda t: t[0])
-    ranges = list(itertools.pairwise([0, *found.split, profile.num_units]))
-    mem = stage_memory(profile, ranges, Steady(schedule), optimizer_buffers, replicas=layout.replicas)
-    limits = [memory_limit_bytes if memory_limit_bytes is not None
-              else min(scenario.device(d).memory_bytes for d in row) for row in layout.devices]
-    fits = all(m.total <= lim for m, lim in zip(mem, limits, strict=True))
-    return MixedCandidate(layout=layout, split=found.split, attained_ms=ms if fits else math.inf)
+    cand = realize(found)
+    stages = min(devices, profile.num_units)
+    if not math.isfinite(cand.attained_ms) and devices * stages <= MEMORY_DP_LIMIT:
+        limit = memory_limit_bytes if memory_limit_bytes is not None else min(
+            d.memory_bytes for d in scenario.devices[:devices])
+        fit = mixed_layouts.memory_fit(list(params), [u.activation_bytes for u in units], [u.output_bytes for u in units],
+                                       list(costs), stages, schedule, optimizer_buffers, limit)
+        found = mixed_layouts.least_period(costs, devices, fit)
+        if found is None:
+            return None
+        cand = realize(found)
+    return cand if len(set(cand.layout.replicas)) > 1 else None
 
 
 def _search_mixed(

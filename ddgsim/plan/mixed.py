@@ -107,19 +107,108 @@ def least_devices(costs: Mapping[int, np.ndarray], period: float) -> tuple[int, 
     return m, sorted(cuts)[1:], reps[::-1]
 
 
-def least_period(costs: Mapping[int, np.ndarray], devices: int) -> MixedSplit | None:
-    """The least period whose :func:`least_devices` fits ``devices`` (exact over the costs'
-    entries), with its layout; ``None`` if no period does."""
+@dataclass(frozen=True)
+class MemoryFit:
+    """Where a stage fits in memory: ``first[(D, j)][v]`` is the smallest u such that units
+    ``[u, v)`` with D replicas, followed by j stages, fit (v: none do)."""
+
+    first: dict[tuple[int, int], np.ndarray]
+    stages: int
+    """The most stages it covers (j < stages)."""
+
+
+def memory_fit(param_bytes: Sequence[float], activation_bytes: Sequence[float], output_bytes: Sequence[float],
+               replicas: Sequence[int], stages: int, schedule: str, optimizer_buffers: int,
+               limit_bytes: float) -> MemoryFit:
+    """:class:`MemoryFit` of :func:`ddgsim.predict.memory.stage_memory`'s model: a stage followed
+    by j others keeps ``flight(j)`` batches' activations (a shard of 1/D each) and ``versions(j)``
+    older weights (``ddg``/``ddg-pipelined``: j + 1 and j; ``bp``: 1 and 0), its parameters,
+    gradients and optimizer state, and boundary buffers: two shards of its output (none on the
+    last stage) and two of its input, taken at the largest output of the model so that what
+    fits here fits wherever the stage starts."""
+    if schedule not in ("ddg", "ddg-pipelined", "bp"):
+        raise ValueError(f"no steady-state memory model for {schedule!r} without micro-batches")
+    PP = np.concatenate([[0.0], np.cumsum(param_bytes)])
+    PA = np.concatenate([[0.0], np.cumsum(activation_bytes)])
+    largest = max(output_bytes, default=0.0)
+    n = len(param_bytes)
+    out_at = np.concatenate([[0.0], np.asarray(output_bytes, dtype=np.float64)])  # out_at[v]: a stage [u, v)'s output
+    out_at[n] = 0.0  # the last stage sends nothing on
+    first: dict[tuple[int, int], np.ndarray] = {}
+    for D in replicas:
+        for j in range(stages):
+            flight, versions = (1.0, 0) if schedule == "bp" else (float(j + 1), j)
+            a, c = 2 + optimizer_buffers + versions, flight / D
+            f = a * PP + c * PA  # non-decreasing in u
+            room = limit_bytes - 2 * (out_at + largest) / D - 1.0  # 1 byte for stage_memory's rounding
+            u = np.searchsorted(f, f - room, side="left")  # smallest u with f[v] − f[u] ≤ room[v]
+            first[(D, j)] = np.minimum(u, np.arange(n + 1))
+    return MemoryFit(first=first, stages=stages)
+
+
+def least_devices_fitting(costs: Mapping[int, np.ndarray], period: float,
+                          fit: MemoryFit) -> tuple[int, list[int], list[int]] | None:
+    """:func:`least_devices` with every stage also within memory, which depends on the number of
+    stages after it: from the model's end, ``S[m][j]`` is the first unit that m devices in j
+    stages cover to the end, ``min(S[m−1][j], first over D of a D-stage ending at S[m−D][j−1])``
+    (covering more is never worse: the stage before it ends earlier, so it is shorter)."""
+    C0 = next(iter(costs.values()))
+    n = C0.shape[0] - 1
+    time_first = {D: (period < C).sum(axis=0) - (n + 1 - np.arange(n + 1)) for D, C in costs.items()}
+    starts = {(D, j): np.maximum(time_first[D], fit.first[(D, j)]).tolist() for D in costs for j in range(fit.stages)}
+    none = n + 1
+    S: list[list[int]] = [[n] + [none] * fit.stages]
+    how: list[list[tuple[int, int]]] = [[(0, 0)] * (fit.stages + 1)]
+    widest = max(costs)
+    m = 0
+    while True:
+        m += 1
+        row, arg = list(S[m - 1]), [(0, m - 1)] * (fit.stages + 1)
+        for j in range(1, min(m, fit.stages) + 1):
+            for D in costs:
+                if m < D:
+                    continue
+                v = S[m - D][j - 1]
+                if 0 < v <= n:
+                    u = starts[(D, j - 1)][v]
+                    if u < v and u < row[j]:
+                        row[j], arg[j] = u, (D, m - D)
+        S.append(row)
+        how.append(arg)
+        if 0 in row:
+            break
+        if m >= widest and S[m] == S[m - widest]:
+            return None  # nothing moves any more
+    j = row.index(0)
+    cuts, reps, at = [], [], m
+    while j > 0:
+        D, prev = how[at][j]
+        if D == 0:  # carried from fewer devices
+            at = prev
+            continue
+        reps.append(D)
+        cuts.append(S[at][j])
+        at, j = prev, j - 1
+    return m, sorted(cuts)[1:], reps
+
+
+def least_period(costs: Mapping[int, np.ndarray], devices: int, fit: MemoryFit | None = None) -> MixedSplit | None:
+    """The least period whose :func:`least_devices` (:func:`least_devices_fitting` with ``fit``)
+    fits ``devices`` (exact over the costs' entries), with its layout; ``None`` if no period does."""
+
+    def check(period: float) -> tuple[int, list[int], list[int]] | None:
+        return least_devices(costs, period) if fit is None else least_devices_fitting(costs, period, fit)
+
     values = np.unique(np.concatenate([C[np.isfinite(C)] for C in costs.values()]))
     found: tuple[int, list[int], list[int]] | None = None
     lo, hi = 0, len(values) - 1
-    top = least_devices(costs, float(values[hi]))
+    top = check(float(values[hi]))
     if top is None or top[0] > devices:
         return None
     found, best = top, float(values[hi])
     while lo < hi:  # invariant: values[hi] is feasible
         mid = (lo + hi) // 2
-        got = least_devices(costs, float(values[mid]))
+        got = check(float(values[mid]))
         if got is not None and got[0] <= devices:
             hi, found, best = mid, got, float(values[mid])
         else:
