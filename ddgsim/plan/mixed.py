@@ -25,6 +25,11 @@ best split exactly, with its real all-reduces, messages and memory: the candidat
 exact for its layout; that the layout is the best of its kind is not claimed (the bound says
 how far off it can be). :mod:`ddgsim.plan.layouts` decides when to search it and when to
 choose it.
+
+**Memory.** A stage's memory grows with the stages after it (DDG keeps ``K−k`` batches in
+flight and ``K−1−k`` older weights on stage k), so when the candidate does not fit,
+:func:`least_devices_fitting` packs again from the model's end, over devices × stages, with
+every stage within :func:`memory_fit`'s (conservative) model.
 """
 
 from __future__ import annotations
