@@ -80,6 +80,11 @@ def test_plan_file(capsys: pytest.CaptureFixture[str], profile_file: str, tmp_pa
     code = main(["simulate", "resnet56", "--plan", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and "is for model 'synthetic', not 'resnet56'" in err
+    # So is another batch size (the plan's profile, split and shards are for its own).
+    code = main(["simulate", "--plan", str(path), "--batch-size", "16"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--batch-size 16 but plan" in err and "is for batch 8" in err
+    assert run_json(capsys, "--plan", str(path), "--batch-size", "8")["split"] == [4, 7]
 
 
 def test_bundled_model(capsys: pytest.CaptureFixture[str]) -> None:

@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
                           ("--batch-size", args.batch_size), ("--iterations", args.iterations),
                           ("--replicas", args.replicas)):
         _positive(option, value)
+    if plan is not None and args.batch_size is not None and args.batch_size != plan.get("batch_size"):
+        raise UserError(f"--batch-size {args.batch_size} but plan {args.plan} is for batch {plan.get('batch_size')}; "
+                        f"plan that batch: python -m ddgsim plan {plan.get('model')} --batch-size {args.batch_size}")
     batch = args.batch_size or (plan or {}).get("batch_size") or DEFAULT_BATCH
     profile, profile_path = _load_profile(args, plan, batch)
     n_units = profile.num_units
