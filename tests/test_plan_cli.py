@@ -65,6 +65,10 @@ def test_plan_searches_replicas_and_the_plan_reproduces(prof: Path, tmp_path: Pa
     assert sim["iteration_ms"] == pytest.approx(plan.predicted["iteration_ms"], rel=1e-12)
     code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "8", "--scenario", "cluster-2x4")
     assert "best K for each replica count D" in stdout and "best pure pipeline" in stdout
+    bounded = [D for D in (1, 2, 4, 8) if str(D) not in found["per_replicas"]]  # every D is searched or named
+    text = " ".join(stdout.split())
+    assert not bounded or f"D = {', '.join(map(str, bounded))}: every K bounded out" in text
+    assert "no K searched fits in memory" not in text
 
 
 def test_simulate_plan_reproduces_prediction(prof: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

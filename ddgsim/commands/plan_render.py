@@ -111,6 +111,13 @@ def render_layouts(con: Any, found: Any, batch: int, chosen_ms: float | None = N
             else f"{found.searched} of {found.candidates}, the rest bounded out by a lower bound")
     con.print(f"  K stages × D replicas on K·D devices: {found.candidates} (K, D) candidates, searched exactly: "
               f"{rest}; {found.wall_s:.2f} s")
+    bounded = [D for D in found.replica_options if D not in found.replicas_searched]
+    if bounded:
+        con.print(f"  D = {', '.join(map(str, bounded))}: every K bounded out (none can beat the chosen layout), "
+                  "so no row")
+    unfit = [D for D in found.replicas_searched if D not in found.per_replicas]
+    if unfit:
+        con.print(f"  D = {', '.join(map(str, unfit))}: no K searched fits in memory, so no row")
     if found.mixed is not None and found.mixed.best is not None:
         m = found.mixed
         con.print(f"  per-stage D_k: K = {m.stages} stages of {min(m.replica_counts)}–{max(m.replica_counts)} "

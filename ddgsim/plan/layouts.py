@@ -110,6 +110,11 @@ class LayoutSearch:
     """No layout (any K, D_k, split, mapping) is faster than this."""
     nearest_miss: MemoryOverflow | None = None
     """When no layout fits in memory: the searched one that overflows least."""
+    replica_options: tuple[int, ...] = ()
+    """Every D the search considered."""
+    replicas_searched: tuple[int, ...] = ()
+    """The D of which some K was searched (the others were bounded out; those searched but
+    missing from ``per_replicas`` never fit in memory)."""
     mixed_note: str = ""
     """Why per-stage D_k were not searched or not chosen (empty when the candidate is the result)."""
     wall_s: float
@@ -307,6 +312,7 @@ def search_layouts(
     return LayoutSearch(best=best, pipeline=best_pipe, data_parallel=best_dp, per_replicas=dict(sorted(per.items())),
                         mixed=mixed, candidates=len(cands), searched=len(results), any_layout_bound_ms=any_bound,
                         wall_s=time.perf_counter() - t0, notes=sorted(set(notes)), nearest_miss=nearest,
+                        replica_options=tuple(Ds), replicas_searched=tuple(sorted({r.replicas for r in results})),
                         mixed_note=f"per-stage D_k {why}" if why else "")
 
 
