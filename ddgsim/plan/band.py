@@ -86,8 +86,7 @@ def width_for(profile: Profile, layout: Layout, scenario: Scenario, micro_batche
     fastest = max(scenario.device(d).speed for d in layout.flat)
     longest = 1
     for D in sorted(set(layout.replicas)):
-        costs, _ = profile.shard_costs(micro_batches, D)
-        pref = np.concatenate([[0.0], np.cumsum([micro_batches * (f + b) for f, b in costs])])
+        pref = np.concatenate([[0.0], np.cumsum(max_plus.shard_work_ms(profile, micro_batches, D))])
         ends = np.searchsorted(pref, pref + period * fastest * (1 + 1e-9), side="right") - 1
         longest = max(longest, int(np.max(ends - np.arange(len(pref)))))
     return longest

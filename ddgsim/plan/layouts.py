@@ -203,8 +203,7 @@ def search_layouts(
     any_bound = math.inf
     unit_costs: dict[int, np.ndarray] = {}
     for D in Ds:
-        shard, _ = profile.shard_costs(micro_batches, D)
-        per_unit = micro_batches * np.array([f + b for f, b in shard])  # one replica's shard work per unit
+        per_unit = max_plus.shard_work_ms(profile, micro_batches, D)  # one replica's shard work per unit
         unit_costs[D] = (per_unit + upd) / speed
         work, unit = float(per_unit.sum()), float(per_unit.max())
         any_bound = min(any_bound, (D * work + U) / (devices * speed))
@@ -233,8 +232,7 @@ def search_layouts(
         every = replica_counts(profile.batch_size, micro_batches, devices)
         for D in every:
             if D not in unit_costs:
-                shard, _ = profile.shard_costs(micro_batches, D)
-                unit_costs[D] = (micro_batches * np.array([f + b for f, b in shard]) + upd) / speed
+                unit_costs[D] = (max_plus.shard_work_ms(profile, micro_batches, D) + upd) / speed
         relaxed = mixed_layouts.least_period({D: mixed_layouts.stage_costs(unit_costs[D]) for D in every}, devices)
         if relaxed is not None:
             any_bound = max(any_bound, relaxed.period_ms * (1 - 1e-12))
@@ -338,7 +336,7 @@ def _mixed_candidate(
     names = [d.name for d in scenario.devices[:devices]]
     units = profile.units
     params = np.array([u.param_bytes for u in units], dtype=np.float64)
-    costs = {D: mixed_layouts.stage_costs(c, mixed_layouts.allreduce_extra(scenario, names, D, params, allreduce))
+    costs = {D: mixed_layouts.stage_costs(c, mixed_layouts.allreduce_costs(scenario, names, D, params, allreduce))
              for D, c in unit_costs.items()}
 
     def realize(found: mixed_layouts.MixedSplit) -> MixedCandidate:

@@ -34,7 +34,7 @@ every stage within :func:`memory_fit`'s (conservative) model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,14 +59,14 @@ class MixedSplit:
         return sum(self.replicas)
 
 
-def stage_costs(per_unit: np.ndarray, extra: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """``C[u, v]``: the cost of stage ``[u, v)`` (per-unit costs summed, plus ``extra`` of its
-    units' index pairs), made non-decreasing as the stage grows (``inf`` where v ≤ u)."""
+def stage_costs(per_unit: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+    """``C[u, v]``: the cost of stage ``[u, v)`` (per-unit costs summed, plus ``extra[u, v]``),
+    made non-decreasing as the stage grows (``inf`` where v ≤ u)."""
     n = len(per_unit)
     pref = np.concatenate([[0.0], np.cumsum(per_unit)])
     C = pref[None, :] - pref[:, None]
     if extra is not None:
-        C = C + extra(C)
+        C = C + extra
     lower = np.tril(np.ones((n + 1, n + 1), dtype=bool))
     C = np.where(lower, -INF, C)
     # Non-decreasing in v (a longer stage ending later) and in −u (a longer stage starting earlier).
@@ -222,16 +222,13 @@ def least_period(costs: Mapping[int, np.ndarray], devices: int, fit: MemoryFit |
     return MixedSplit(period_ms=best, split=found[1], replicas=found[2])
 
 
-def allreduce_extra(scenario: Scenario, names: Sequence[str], D: int, param_bytes: np.ndarray,
-                    allreduce: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The all-reduce of a stage's parameters among D devices that sit together (the first D)."""
+def allreduce_costs(scenario: Scenario, names: Sequence[str], D: int, param_bytes: np.ndarray,
+                    allreduce: str) -> np.ndarray:
+    """``[u, v]``: the all-reduce of stage ``[u, v)``'s parameters among D devices that sit
+    together (the first D of ``names``)."""
     pref = np.concatenate([[0.0], np.cumsum(param_bytes)])
     span = np.maximum(pref[None, :] - pref[:, None], 0.0)
-
-    def extra(_: np.ndarray) -> np.ndarray:
-        return np.asarray(update_allreduce_ms(scenario, list(names[:D]), span, allreduce, last=False))
-
-    return extra
+    return np.asarray(update_allreduce_ms(scenario, list(names[:D]), span, allreduce, last=False))
 
 
 def place(scenario: Scenario, names: Sequence[str], mixed: MixedSplit, param_bytes: Sequence[float],

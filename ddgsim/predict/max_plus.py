@@ -408,6 +408,13 @@ def _costs_with_layout(
     )
 
 
+def shard_work_ms(profile: Profile, micro_batches: int = 1, replicas: int = 1) -> np.ndarray:
+    """Per unit: forward + backward of one replica's shards of all ``micro_batches`` micro-batches
+    of an iteration (``Profile.shard_costs``), on the profiled device."""
+    costs, _ = profile.shard_costs(micro_batches, replicas)
+    return micro_batches * np.array([f + b for f, b in costs], dtype=np.float64)
+
+
 def unit_update_ms(profile: Profile, update_gb_s: float = UPDATE_GB_S) -> list[float]:
     """Optimizer-step cost of each unit on the profiled device: measured when the profile
     has it (every row), else 5 × param_bytes at ``update_gb_s``."""
