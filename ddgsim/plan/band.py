@@ -136,7 +136,7 @@ def tables(
             buf = buf + 2 * out[endc]
         buf = np.round(buf / (M * D))
         mem = params * (2 + optimizer_buffers + versions) + np.round(flight * acts / D) + buf
-        limit = min(scenario.device(d).memory_bytes for d in devs) if memory_limit is None else memory_limit
+        limit = scenario.memory_limit(devs, memory_limit)
         overflow.append(np.where(valid, mem - limit, INF))
         work.append((fs + bs) / speed)
         fwd.append(fs / speed)

@@ -347,9 +347,8 @@ def _mixed_candidate(
         ms, layout = min(timed, key=lambda t: t[0])
         ranges = list(itertools.pairwise([0, *found.split, profile.num_units]))
         mem = stage_memory(profile, ranges, Steady(schedule), optimizer_buffers, replicas=layout.replicas)
-        limits = [memory_limit_bytes if memory_limit_bytes is not None
-                  else min(scenario.device(d).memory_bytes for d in row) for row in layout.devices]
-        fits = all(m.total <= lim for m, lim in zip(mem, limits, strict=True))
+        fits = all(m.total <= scenario.memory_limit(row, memory_limit_bytes)
+                   for m, row in zip(mem, layout.devices, strict=True))
         return MixedCandidate(layout=layout, split=found.split, attained_ms=ms if fits else math.inf)
 
     found = mixed_layouts.least_period(costs, devices)
@@ -358,8 +357,7 @@ def _mixed_candidate(
     cand = realize(found)
     stages = min(devices, profile.num_units)
     if not math.isfinite(cand.attained_ms) and devices * stages <= MEMORY_DP_LIMIT:
-        limit = memory_limit_bytes if memory_limit_bytes is not None else min(
-            d.memory_bytes for d in scenario.devices[:devices])
+        limit = scenario.memory_limit(names, memory_limit_bytes)
         fit = mixed_layouts.memory_fit(list(params), [u.activation_bytes for u in units], [u.output_bytes for u in units],
                                        list(costs), stages, schedule, optimizer_buffers, limit)
         found = mixed_layouts.least_period(costs, devices, fit)

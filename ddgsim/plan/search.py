@@ -295,8 +295,7 @@ def search(
         bounds = [0, *split, n]
         per_stage = [float(T.overflow[k][bounds[k], bounds[k + 1] - bounds[k] - 1]) for k in range(stages)]
         worst = int(np.argmax(per_stage))
-        limit = memory_limit_bytes if memory_limit_bytes is not None else min(
-            scenario.device(d).memory_bytes for d in lay.devices[worst])
+        limit = scenario.memory_limit(lay.devices[worst], memory_limit_bytes)
         mo = MemoryOverflow(
             stages=stages, split=split, devices=tuple(lay.flat), stage=worst, over_bytes=over,
             need_bytes=over + limit, limit_bytes=limit, layout=lay,

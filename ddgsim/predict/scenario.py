@@ -395,6 +395,11 @@ class Scenario:
             return d
         raise UserError(f"unknown device '{name}' in scenario '{self.name}' (devices: {choices(d.name for d in self.devices)})")
 
+    def memory_limit(self, devices: Sequence[str], override: float | None = None) -> float:
+        """Bytes a stage on ``devices`` may use: ``override`` (a ``--memory-limit``) when given,
+        else the smallest of their memories (replicas each hold a full copy of the stage)."""
+        return override if override is not None else min(self.device(d).memory_bytes for d in devices)
+
     def link(self, hop: Hop) -> Link:
         """The link that carries one direction ``(src, dst)``."""
         if self.rules is not None:
