@@ -36,8 +36,13 @@ def check_plan(plan: Any) -> None:
         raise UserError(f"batch {plan.batch_size} does not split into {plan.micro_batches} micro-batches")
 
 
-def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device: str = "cpu") -> int:
-    """Run the plan for ``steps`` iterations, one process per stage; the exit status (0: metrics written)."""
+def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device: str = "cpu",
+           log_dir: Path | None = None) -> int:
+    """Run the plan for ``steps`` iterations, one process per stage; 0 when the metrics are written.
+
+    :class:`~ddgsim.execute.childlog.LaunchFailed` naming the failing stage, its first error line and
+    its log (in ``log_dir``, else a temporary folder removed after a run without failures).
+    """
     from ddgsim.plan.format import load
 
     plan = load(plan_path)
@@ -48,9 +53,11 @@ def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from ddgsim.execute.launch import worker_environment
+    from ddgsim.execute.childlog import LaunchFailed, explain
+    from ddgsim.execute.launch import child_logs, worker_environment
 
     worker_environment(threads)  # as the executor's stage processes
+    logs, own_logs = child_logs(log_dir)
     metrics.unlink(missing_ok=True)
     parts = [metrics.with_name(f"{metrics.name}.rank{k}") for k in range(plan.num_stages)]
     for p in parts:
@@ -63,9 +70,11 @@ def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device:
                                             str(plan_path), "--steps", str(steps), "--threads", str(threads),
                                             "--device", device, "--metrics", str(metrics))
     except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
-        sys.stderr.write(f"error: torch.distributed.pipelining stage {rank} failed (exit code {failure.exitcode})\n")
-        return 1
+        raise LaunchFailed(f"torch.distributed.pipelining {explain(exc.failures, logs).describe('stage')}") from None
+    if own_logs:
+        import shutil
+
+        shutil.rmtree(logs, ignore_errors=True)
     reports = [json.loads(p.read_text()) for p in parts]
     import statistics
 
@@ -86,10 +95,14 @@ def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device:
 
 
 def _worker(plan_path: Path, steps: int, threads: int, device: str, metrics: Path) -> None:
+    from ddgsim.execute.childlog import keep_stderr
+
+    keep_stderr()  # before torch: a copy of this process's stderr for the launcher to explain a failure
     import torch
     import torch.distributed as dist
     from torch.distributed import pipelining
 
+    from ddgsim.execute.runner import fault_hook
     from ddgsim.malloc import tune_malloc
     from ddgsim.models.io import loss_for
     from ddgsim.models.registry import get_spec
@@ -110,7 +123,9 @@ def _worker(plan_path: Path, steps: int, threads: int, device: str, metrics: Pat
         stage = pipeline_stage(plan, rank, dev)
         schedule_cls = getattr(pipelining, SCHEDULES[plan.schedule])
         schedule = schedule_cls(stage, n_microbatches=plan.micro_batches, loss_fn=loss_for(spec.io.target))
-        opt = torch.optim.SGD(stage.submod.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        params = list(stage.submod.parameters())
+        # a stage may hold no parameters (a flatten, a ReLU): it forwards and backwards, nothing to update
+        opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4) if params else None
         gen = torch.Generator().manual_seed(0)
         x = spec.io.example_input(plan.batch_size, gen).to(dev)
         y = spec.io.example_labels(plan.batch_size, gen).to(dev)
@@ -118,15 +133,18 @@ def _worker(plan_path: Path, steps: int, threads: int, device: str, metrics: Pat
         step_ms: list[float] = []
         dist.barrier()
         t = time.perf_counter()
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
+        for it in range(steps):
+            fault_hook(rank, it, "step")  # the executor's testing hook (DDGSIM_FAULT)
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
             if rank == 0:
                 schedule.step(x)
             elif rank == last:
                 schedule.step(target=y, losses=[])
             else:
                 schedule.step()
-            opt.step()
+            if opt is not None:
+                opt.step()
             if cuda:
                 torch.cuda.synchronize(dev)
             now = time.perf_counter()
@@ -152,11 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         _worker(args.plan, args.steps, args.threads, args.device, args.metrics)
         return 0
+    from ddgsim.execute.childlog import LaunchFailed
+
     try:
         return launch(args.plan, args.steps, args.metrics, args.threads, args.device)
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    except LaunchFailed as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.code
 
 
 if __name__ == "__main__":
