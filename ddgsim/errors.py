@@ -15,3 +15,9 @@ class UserError(Exception):
 def choices(values: object) -> str:
     """Format accepted values for an error message: ``a, b, c``."""
     return ", ".join(str(v) for v in values)  # type: ignore[attr-defined]
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line (whitespace runs as one space), cut to ``limit`` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"

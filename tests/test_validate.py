@@ -534,10 +534,13 @@ def test_validate_end_to_end_a_run_that_keeps_failing(tmp_path: Path, mlp_cache:
     rows = read_csv(out / "validation.csv")
     assert [(x.K, x.status, x.attempts) for x in rows] == [(1, "ok", 1), (2, "failed", 2)]
     assert rows[0].measured_ms > 0 and math.isnan(rows[1].measured_ms) and rows[1].predicted_ms > 0
-    assert rows[1].error == "executor exit status 1, twice"
+    # the reason names the failing stage and keeps its log (a SIGKILL leaves no line of its own)
+    log = out.resolve() / "runs" / f"k2-ddg-pipelined-{rows[1].split}.r1.logs" / "rank1.log"
+    reason = f"executor: stage 1 failed (exit code -9, SIGKILL); full log: {log}; the job was stopped"
+    assert rows[1].error == f"{reason}, twice"
+    assert log.is_file() and not (out / "runs" / "k1-bp-all.r1.logs").exists()  # kept only where a run failed
     err = r.stderr.strip().splitlines()
-    assert err[-1] == (f"error: 1 of 2 runs failed: mlp ddg-pipelined K=2 split [{rows[1].split}] "
-                       "(executor exit status 1, twice)")
+    assert err[-1] == f"error: 1 of 2 runs failed: mlp ddg-pipelined K=2 split [{rows[1].split}] ({reason}, twice)"
     assert sum("retrying once" in line for line in err) == 1
     assert "runs: 1, 1 failed" in r.stdout and "median absolute error" in r.stdout
     html = (out / "report.html").read_text()

@@ -8,6 +8,7 @@ preemption: see that module).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ddgsim.commands._help import add_command
 
@@ -28,13 +29,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="rendezvous address, the same on every node (needed with --nnodes > 1)")
     p.add_argument("--rdzv-id", default=None, metavar="ID",
                    help="job id, the same on every node (default: derived from the endpoint)")
+    p.add_argument("--log-dir", type=Path, default=None, metavar="DIR",
+                   help="keep each process's stderr in DIR/rank<R>.log (default: a temporary folder, "
+                        "kept and named only when a process fails)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ddgsim.execute.childlog import LaunchFailed
     from ddgsim.execute.launch import Nodes, launch
     from ddgsim.execute.options import config_from_args
 
-    return launch(config_from_args(args), Nodes(nnodes=args.nnodes, node_rank=args.node_rank,
-                                                rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id,
-                                                max_restarts=args.max_restarts))
+    try:
+        return launch(config_from_args(args), Nodes(nnodes=args.nnodes, node_rank=args.node_rank,
+                                                    rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id,
+                                                    max_restarts=args.max_restarts), log_dir=args.log_dir)
+    except LaunchFailed as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.code

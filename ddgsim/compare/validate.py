@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ddgsim.errors import UserError
+from ddgsim.errors import UserError, one_line
 from ddgsim.fileio import atomic_open
 from ddgsim.plan.build import plan_from_prediction
 from ddgsim.plan.split import even_split, imbalance_weights, weighted_split
@@ -261,17 +262,23 @@ def measured_step_ms(metrics: dict[str, Any], warmup: int) -> float:
     return float(statistics.median(kept))
 
 
-def execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
+def execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str,
+            log_dir: Path | None = None) -> None:
     """Run ``plan`` for real from this process (the launcher spawns one process per stage).
 
-    Raises :class:`ExecutionFailed` when the executor exits with a non-zero status.
+    Raises :class:`ExecutionFailed` when the executor fails, naming the failing stage, its first
+    error line and its log (kept in ``log_dir``).
     """
+    from ddgsim.execute.childlog import LaunchFailed
     from ddgsim.execute.config import RunConfig
     from ddgsim.execute.launch import launch
 
-    code = launch(RunConfig(plan=plan, steps=steps, threads=threads, data="synthetic", evaluate=False,
-                            progress=False, metrics=metrics, trace=trace,
-                            backend="nccl" if device == "cuda" else "gloo"))
+    try:
+        code = launch(RunConfig(plan=plan, steps=steps, threads=threads, data="synthetic", evaluate=False,
+                                progress=False, metrics=metrics, trace=trace,
+                                backend="nccl" if device == "cuda" else "gloo"), log_dir=log_dir)
+    except LaunchFailed as exc:
+        raise ExecutionFailed(f"executor: {exc}") from None
     if code != 0:
         raise ExecutionFailed(f"executor exit status {code}")
 
@@ -555,16 +562,16 @@ def oversized(scenario: Scenario, opts: Options) -> list[tuple[int, int]]:
     return [(K, D) for K, D in itertools.product(opts.stages, opts.replicas) if len(scenario.devices) < K * D]
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def execute_torch(plan: Path, steps: int, threads: int, metrics: Path, device: str) -> None:
+def execute_torch(plan: Path, steps: int, threads: int, metrics: Path, device: str,
+                  log_dir: Path | None = None) -> None:
     """Run ``plan`` under ``torch.distributed.pipelining`` (:mod:`ddgsim.compare.torch_pipelining`)."""
     from ddgsim.compare.torch_pipelining import launch
+    from ddgsim.execute.childlog import LaunchFailed
 
-    code = launch(plan, steps, metrics, threads, device)
+    try:
+        code = launch(plan, steps, metrics, threads, device, log_dir=log_dir)
+    except LaunchFailed as exc:
+        raise ExecutionFailed(str(exc)) from None
     if code != 0:
         raise ExecutionFailed(f"torch.distributed.pipelining exit status {code}")
 
@@ -585,11 +592,13 @@ def _execute_and_measure(plan: Path, opts: Options, metrics_path: Path, trace_pa
     for stale in (metrics_path, trace_path):  # an earlier validate into the same folder left them
         if stale is not None:
             stale.unlink(missing_ok=True)
+    logs = metrics_path.with_name(metrics_path.name.removesuffix(".metrics.json") + ".logs")
     try:
         if runtime == "torch":
-            execute_torch(plan, opts.steps, opts.threads, metrics_path, opts.device)
+            execute_torch(plan, opts.steps, opts.threads, metrics_path, opts.device, logs)
         else:
-            execute(plan, opts.steps, opts.threads, metrics_path, trace_path, opts.device)
+            execute(plan, opts.steps, opts.threads, metrics_path, trace_path, opts.device, logs)
+        shutil.rmtree(logs, ignore_errors=True)  # kept only where a process failed
         if not metrics_path.is_file():
             return f"the executor exited 0 but wrote no {metrics_path.name}"
         from ddgsim.execute.measure import load_metrics
@@ -598,10 +607,10 @@ def _execute_and_measure(plan: Path, opts: Options, metrics_path: Path, trace_pa
     except SystemExit as exc:  # the executor's argument parser
         return f"executor exit status {exc.code}"
     except (ExecutionFailed, UserError) as exc:
-        return _one_line(str(exc))
+        return one_line(str(exc))
     except Exception as exc:  # anything else one run raises must not lose the runs measured so far
         _reraise_signal(exc)
-        return _one_line(f"{type(exc).__name__}: {exc}")
+        return one_line(f"{type(exc).__name__}: {exc}")
 
 
 def _reraise_signal(exc: Exception) -> None:
@@ -744,7 +753,7 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
                     run.sim_trace, run.trace, f"{_run_label(row)} ({spec.label}): two steady-state iterations",
                     opts.steps, run.sim.iterations))
             except Exception as exc:  # a figure is not worth the rest of the report
-                warn(f"{_run_label(row)}: no timeline figure ({_one_line(f'{type(exc).__name__}: {exc}')})")
+                warn(f"{_run_label(row)}: no timeline figure ({one_line(f'{type(exc).__name__}: {exc}')})")
     return rows, timelines
 
 
@@ -790,6 +799,9 @@ def profile_warning(profile: Profile, where: str = "", micro_batches: Sequence[i
         notes.append(f"measured under load (load average {load[0]} on {cpus} CPUs)")
     if profile.threads != 1:
         notes.append(f"measured with {profile.threads} threads, the executor runs 1 per stage")
+    off = profile.rows_disagree()
+    if off:
+        notes.append(off)
     missing = [m for m in micro_batches if profile.micro_costs(m) is None]
     if missing:
         notes.append(f"no measured costs for {', '.join(map(str, missing))} micro-batches (1/M of the batch is used)")

@@ -18,6 +18,10 @@ from ddgsim.malloc import reexec_with_hugepages
 
 reexec_with_hugepages("ddgsim.execute")  # before torch is imported: glibc reads tunables at start
 
+from ddgsim.execute.childlog import keep_stderr  # noqa: E402
+
+keep_stderr()  # a copy of this process's stderr for the launcher to explain a failure
+
 from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
 
 from ddgsim.execute.runner import main  # noqa: E402

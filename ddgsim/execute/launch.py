@@ -16,14 +16,17 @@ command then exits 0 and the run continues with ``--resume DIR``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from ddgsim.errors import UserError
+from ddgsim.execute.childlog import ENV, LaunchFailed, explain
 from ddgsim.execute.config import RunConfig
 
 
@@ -70,9 +73,15 @@ def worker_environment(threads: int) -> None:
     os.environ.update(hugepage_env(dict(os.environ)))
 
 
-def launch(config: RunConfig, nodes: Nodes | None = None) -> int:
+def launch(config: RunConfig, nodes: Nodes | None = None, log_dir: Path | None = None) -> int:
     """Run ``config`` with one process per stage of its plan on this node; the exit status
-    (0 also after a preemption that checkpointed). UserError before anything starts."""
+    (0 also after a preemption that checkpointed). UserError before anything starts;
+    :class:`~ddgsim.execute.childlog.LaunchFailed` naming the failing process, its first error
+    line and its log when one fails.
+
+    Each process keeps a copy of its stderr in ``log_dir/rank<R>.log``; without ``log_dir``,
+    in a temporary folder that is removed after a run in which no process failed.
+    """
     nodes = nodes or Nodes()
     if nodes.max_restarts < 0:
         raise UserError(f"--max-restarts must be >= 0, got {nodes.max_restarts}")
@@ -92,6 +101,7 @@ def launch(config: RunConfig, nodes: Nodes | None = None) -> int:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     worker_environment(config.threads)
+    logs, own_logs = child_logs(log_dir)
     launch_config = LaunchConfig(
         min_nodes=nodes.nnodes, max_nodes=nodes.nnodes, nproc_per_node=nproc, run_id=run_id,
         rdzv_backend="c10d", rdzv_endpoint=endpoint, max_restarts=nodes.max_restarts,
@@ -104,14 +114,30 @@ def launch(config: RunConfig, nodes: Nodes | None = None) -> int:
     try:
         elastic_launch(launch_config, sys.executable)("-u", "-m", "ddgsim.execute", "--config-json", config.to_json())
     except SignalException as exc:
-        return _after_signal(config, exc.sigval, started)
+        code = _after_signal(config, exc.sigval, started)
+        if own_logs and code == 0:
+            shutil.rmtree(logs, ignore_errors=True)
+        return code
     except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
-        code = failure.exitcode
-        sys.stderr.write(f"error: stage {rank} failed (exit code {code}); the job was stopped"
-                         f"{' after ' + str(nodes.max_restarts) + ' restart(s)' if nodes.max_restarts else ''}\n")
-        return 2 if code == 2 else 1
+        failure = explain(exc.failures, logs)
+        after = f" after {nodes.max_restarts} restart(s)" if nodes.max_restarts else ""
+        raise LaunchFailed(f"{failure.describe('stage')}; the job was stopped{after}",
+                           2 if failure.exitcode == 2 else 1) from None
+    if own_logs:
+        shutil.rmtree(logs, ignore_errors=True)
     return 0
+
+
+def child_logs(log_dir: Path | None) -> tuple[Path, bool]:
+    """Point the processes about to be launched at ``log_dir`` (a new temporary folder without it) for
+    their stderr logs (:mod:`ddgsim.execute.childlog`); (the folder, whether it is a temporary one)."""
+    own = log_dir is None
+    folder = Path(tempfile.mkdtemp(prefix="ddgsim-logs-")) if log_dir is None else log_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("rank*.log"):  # an earlier run's, which would be appended to
+        old.unlink()
+    os.environ[ENV] = str(folder.resolve())
+    return folder, own
 
 
 def _after_signal(config: RunConfig, sig: signal.Signals, started: float) -> int:

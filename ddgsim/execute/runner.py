@@ -718,11 +718,16 @@ def evaluate_stages(stages: list[nn.Module], ds: Dataset, batch_size: int, io: M
     return score.result()
 
 
+class InjectedFault(Exception):
+    """What ``DDGSIM_FAULT=STAGE:STEP:raise`` raises (:func:`fault_hook`)."""
+
+
 def fault_hook(rank: int, step: int, where: str) -> None:
     """Testing hook ``DDGSIM_FAULT=STAGE:STEP[:WHAT]`` (first attempt only, i.e. before any elastic
     restart): at iteration boundary STEP that stage is SIGKILLed (``kill``, default), SIGKILLed
     half-way through writing its checkpoint of STEP (``kill-in-checkpoint``), freezes (``hang``:
-    SIGSTOP), or sends SIGTERM to its launcher (``term-launcher``: preemption of the job)."""
+    SIGSTOP), sends SIGTERM to its launcher (``term-launcher``: preemption of the job), or raises
+    :class:`InjectedFault` (``raise``: a bug in the stage's code)."""
     spec = os.environ.get("DDGSIM_FAULT")
     if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
         return
@@ -734,6 +739,8 @@ def fault_hook(rank: int, step: int, where: str) -> None:
         os.kill(os.getpid(), signal.SIGSTOP)
     elif what == "term-launcher":  # the job is preempted: SIGTERM to the launcher (the agent)
         os.kill(os.getppid(), signal.SIGTERM)
+    elif what == "raise":
+        raise InjectedFault(f"DDGSIM_FAULT={spec}: rank {rank} raised at step {step}")
     else:
         os.kill(os.getpid(), signal.SIGKILL)
 
