@@ -161,3 +161,9 @@ def _summary(prof: object, source: str, path: Path | None, out: Path | None) -> 
         console.print(f"  {'cached' if source == 'measured' else 'from'}: {path}")
     if out is not None:
         console.print(f"wrote {out}")
+    off = prof.rows_disagree()
+    if off:
+        import sys
+
+        sys.stderr.write(f"warning: profile {prof.model}: {off}; measure again with more rounds: "
+                         f"--no-cache --reps {max(5, 2 * int((prof.measurement or {}).get('reps') or 1))}\n")

@@ -18,6 +18,9 @@ from ddgsim.fileio import atomic_open
 
 FORMAT = "ddgsim-profile/1"
 
+ROWS_WHOLE_TOL = 0.05
+"""How far the rows' sum may be from the whole step measured beside them before a profile is called off."""
+
 
 def check_micro_batches(batch_size: int, micro_batches: Sequence[int]) -> tuple[int, ...]:
     """Sorted distinct M >= 2 that divide ``batch_size``; anything else is a :class:`UserError`."""
@@ -87,6 +90,20 @@ class Profile:
     @property
     def sum_ms(self) -> float:
         return sum(u.compute_ms for u in self.units)
+
+    def rows_disagree(self) -> str | None:
+        """One line when the rows' sum is more than :data:`ROWS_WHOLE_TOL` off the whole step measured
+        beside them (the rows then misdescribe the model: re-profile), else None."""
+        whole = self.whole_model_ms
+        if not whole > 0:
+            return None
+        off = self.sum_ms / whole - 1.0
+        if abs(off) <= ROWS_WHOLE_TOL:
+            return None
+        reps = (self.measurement or {}).get("reps")
+        return (f"its rows add up to {self.sum_ms:.1f} ms, {100 * off:+.0f}% off the whole step measured beside "
+                f"them ({whole:.1f} ms; tolerance ±{100 * ROWS_WHOLE_TOL:.0f}%)"
+                + (f", from {reps} round(s)" if reps else ""))
 
     @property
     def machine_key(self) -> str | None:

@@ -15,7 +15,9 @@ Two ways to time a unit, both measured in every profile:
 Times are medians over ``reps`` rounds after ``warmup`` untimed ones. A round runs
 every unit alone, the in-situ steps, then the whole model (``whole_model_ms``: the
 same forward+backward with no hooks, a check on the sum of the rows) and its optimizer
-step, so every figure sees the same machine even when other jobs come and go. On CPU
+step, so every figure sees the same machine even when other jobs come and go. The
+saved-tensor count runs after the last round, untimed: a forward under saved-tensor
+hooks slows the steps right after it. On CPU
 the thread CPU time of each measurement is kept too (``meta["thread_cpu_ms"]``, next
 to ``meta["wall_ms"]``), and ``clock="thread"`` writes it to the rows instead. The
 profile records the machine's fingerprint (:mod:`ddgsim.profile.machine`) and how it
@@ -175,13 +177,15 @@ class _UnitRunner:
         detached: torch.Tensor = out.detach()
         return detached
 
-    def count_saved(self, x: torch.Tensor) -> None:
-        """One untimed forward under saved-tensor hooks (see the module docstring)."""
+    def count_saved(self, x: torch.Tensor) -> torch.Tensor:
+        """One untimed forward under saved-tensor hooks (see the module docstring); its detached output."""
         self.saved = {}
         x_in = x.detach().requires_grad_(self.needs_input_grad)
         with _count_saved(_state_ptrs(self.unit.module), self.saved):
             out = self.unit.module(x_in)
+        detached: torch.Tensor = out.detach()
         del out
+        return detached
 
     def row(self, clock: str) -> UnitProfile:
         assert self.out_shape is not None
@@ -327,8 +331,6 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
                 record = r >= warmup
                 x = x0
                 for runner in runners:
-                    if r == rounds - 1:
-                        runner.count_saved(x)
                     x = runner.step(x, timer, record)
                     advance(f"round {r + 1}/{rounds} {runner.unit.name}")
                 del x
@@ -348,6 +350,13 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
                 if record:
                     whole.add(wall, cpu)
                 advance(f"round {r + 1}/{rounds} whole model")
+        # What autograd saves, counted after the timed rounds: a forward under saved-tensor hooks
+        # slowed the next in-situ step's forward 2-5x (resnet110, batch 16), which with few --reps
+        # (median of 2 = their mean) put the rows 60 % above the whole step.
+        x = x0
+        for runner in runners:
+            x = runner.count_saved(x)
+        del x
         for runner in runners:
             for p in runner.params:
                 p.grad = None
