@@ -2,9 +2,15 @@
 
 Each direction of each boundary carries its messages in the order the receiver
 consumes them (activations in ``F`` order, error gradients in ``B`` order — the same
-order on both sides for every schedule), each with its own tag, so a receive can be
-posted long before it is needed and overlap with compute. Gloo tags are 31-bit:
-activations and gradients use ``2·(t·M + m)`` (they come from different peers).
+order on both sides for every schedule), on **its own two-rank process group**: the
+activations from a replica of stage k to one of stage k+1 on one group, the error
+gradients back on another (:func:`ddgsim.execute.nccl_replay.act_group`, ``grad_group``).
+NCCL ignores tags and runs the operations of one communicator in issue order on one
+stream: with one group per direction, a receive posted early waits only for the one
+sender that will send exactly that message next, never in front of a send of ours
+(``shared/NCCL.md``; :mod:`ddgsim.execute.nccl_replay` replays every schedule under
+these rules). Gloo gets the same groups; the tags (31-bit, ``2·(t·M + m)``) are kept
+as a check there.
 
 **Replicated stages** (``ddgsim.replicas``): a message between stages is cut into
 ``pieces`` — the samples one replica of the sender holds and one replica of the
@@ -29,6 +35,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -36,7 +43,35 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ddgsim.execute.nccl_replay import SEND_QUEUE, Recorder, SendLog
+
 Key = tuple[int, int]
+
+WINDOW = 2
+"""Receives a mailbox keeps posted ahead of the one it waits for."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """One direction of a link between two ranks: its two-rank process group and the group's name."""
+
+    name: str
+    group: Any
+
+
+def group_timeout(timeout_s: float, backend: str, micro_batches: int) -> timedelta:
+    """The timeout of the groups that carry the messages.
+
+    Gloo: ``--timeout-s``, which then bounds each wait (a peer that sends nothing is named
+    after that long). NCCL's watchdog aborts the job when an operation is *outstanding*
+    longer than its group's timeout, and a receive is posted up to :data:`WINDOW` messages
+    before it is needed: it may legitimately wait through every action between, each bounded
+    by ``--timeout-s`` (at most 3M + 1 actions per iteration, plus the wait itself). The
+    host-side waits stay bounded by ``--timeout-s``, so a hang is still named that soon.
+    """
+    if backend != "nccl":
+        return timedelta(seconds=timeout_s)
+    return timedelta(seconds=timeout_s * (WINDOW + 1) * (3 * micro_batches + 2))
 
 
 def data_tag(t: int, m: int, micro_batches: int) -> int:
@@ -52,16 +87,20 @@ class Mailbox:
 
     def __init__(self, peer: int, keys: Iterable[Key], shape_of: Callable[[Key], tuple[int, ...]],
                  tag_of: Callable[[Key], int], *, device: torch.device, timeout_s: float,
-                 window: int = 2, ready: dict[Key, Tensor] | None = None,
-                 dtype: torch.dtype = torch.float32, name: str = "") -> None:
+                 window: int = WINDOW, ready: dict[Key, Tensor] | None = None,
+                 dtype: torch.dtype = torch.float32, name: str = "", group: Link | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.peer, self.shape_of, self.tag_of = peer, shape_of, tag_of
+        self.group = group
+        """The two-rank group of this direction of the link (None: the default group)."""
+        self.recorder = recorder
         self.name = name or f"stage {peer}"
         """The sender as error messages name it."""
         self.device, self.window, self.dtype = device, window, dtype
         self.timeout = timedelta(seconds=timeout_s)
         self.ready: dict[Key, Tensor] = dict(ready or {})
         self.queue: deque[Key] = deque(k for k in keys if k not in self.ready)
-        self.posted: OrderedDict[Key, tuple[Tensor, dist.Work]] = OrderedDict()
+        self.posted: OrderedDict[Key, tuple[Tensor, dist.Work, int]] = OrderedDict()
         self.wait_s = 0.0
         self.post_s = 0.0
         self._fill()
@@ -71,9 +110,12 @@ class Mailbox:
         while len(self.posted) < self.window and self.queue:
             key = self.queue.popleft()
             buf = torch.empty(self.shape_of(key), dtype=self.dtype, device=self.device)
-            work = dist.irecv(buf, src=self.peer, tag=self.tag_of(key))
+            work = dist.irecv(buf, src=self.peer, tag=self.tag_of(key),
+                              group=self.group.group if self.group is not None else None)
             assert work is not None
-            self.posted[key] = (buf, work)
+            oid = self.recorder.post("recv", self.group.name, self.peer, key) \
+                if self.recorder is not None and self.group is not None else -1
+            self.posted[key] = (buf, work, oid)
         self.post_s += time.perf_counter() - t0
 
     def wait(self, key: Key) -> None:
@@ -90,9 +132,13 @@ class Mailbox:
     def _drain_first(self) -> None:
         if not self.posted:
             self._fill()
-        key, (buf, work) = next(iter(self.posted.items()))
+        key, (buf, work, oid) = next(iter(self.posted.items()))
         t0 = time.perf_counter()
+        if self.recorder is not None:
+            self.recorder.wait(oid)
         try:
+            # Blocks this thread until this receive is done (NCCL: and orders the current stream
+            # after it); nothing else posted on the device is waited for.
             work.wait(self.timeout)
         except RuntimeError as exc:
             first = (str(exc).strip().splitlines() or [""])[0]
@@ -127,16 +173,18 @@ class Pieces:
     @classmethod
     def open(cls, sources: list[tuple[int, int, int, str]], keys: list[Key], feats: tuple[int, ...],
              tag_of: Callable[[Key], int], *, device: torch.device, timeout_s: float,
-             ready: dict[Key, Tensor] | None = None) -> Pieces:
+             ready: dict[Key, Tensor] | None = None, groups: Callable[[int], Link | None] = lambda _p: None,
+             recorder: Recorder | None = None) -> Pieces:
         """``sources``: (peer rank, lo, hi, name) per piece; ``ready``: whole messages already here
-        (from a checkpoint), cut into the pieces."""
+        (from a checkpoint), cut into the pieces; ``groups``: the group of the link from a peer."""
         ready = ready or {}
 
         def rows(n: int) -> Callable[[Key], tuple[int, ...]]:
             return lambda _key: (n, *feats)
 
         return cls([(Mailbox(peer, keys, rows(hi - lo), tag_of, device=device, timeout_s=timeout_s,
-                             ready={k: v[lo:hi] for k, v in ready.items()}, name=name),
+                             ready={k: v[lo:hi] for k, v in ready.items()}, name=name, group=groups(peer),
+                             recorder=recorder),
                      lo, hi) for peer, lo, hi, name in sources])
 
     def wait(self, key: Key) -> None:
@@ -178,14 +226,25 @@ class Completer:
     counted as communication time by the caller).
     """
 
-    def __init__(self, timeout_s: float, max_pending: int = 8, name: str = "completer") -> None:
+    def __init__(self, timeout_s: float, max_pending: int = SEND_QUEUE, name: str = "completer",
+                 device: torch.device | None = None) -> None:
         self.timeout = timedelta(seconds=timeout_s)
+        self.device = device
         self.queue: queue.Queue[tuple[dist.Work, Any, Callable[[], None]] | None] = queue.Queue(max_pending)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            # On its own stream: NCCL's wait() orders the *current* stream after the send, and the
+            # current stream of a thread is the device's default one, the compute's, unless set.
+            with torch.cuda.stream(torch.cuda.Stream(self.device)):  # type: ignore[no-untyped-call]
+                self._wait_all()
+        else:
+            self._wait_all()
+
+    def _wait_all(self) -> None:
         while True:
             item = self.queue.get()
             try:
@@ -229,19 +288,24 @@ class Completer:
 class Outbox:
     """Asynchronous sends; each tensor stays referenced until its send completed."""
 
-    def __init__(self, timeout_s: float, max_pending: int = 8) -> None:
+    def __init__(self, timeout_s: float, max_pending: int = SEND_QUEUE, device: torch.device | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.timeout_s = timeout_s
-        self.completer = Completer(timeout_s, max_pending, name="sends")
+        self.completer = Completer(timeout_s, max_pending, name="sends", device=device)
+        self.log = SendLog(recorder, max_pending) if recorder is not None else None
         self.done: list[tuple[float, float, str, int, int]] = []
         """(posted, completed, name, nbytes, destination rank) per send, perf_counter seconds."""
         self.post_s = 0.0
         self.wait_s = 0.0
 
-    def send(self, tensor: Tensor, dst: int, tag: int, name: str) -> None:
+    def send(self, tensor: Tensor, dst: int, tag: int, name: str, group: Link | None = None,
+             key: Key | None = None) -> None:
         t0 = time.perf_counter()
         tensor = tensor.contiguous()
-        work = dist.isend(tensor, dst=dst, tag=tag)
+        work = dist.isend(tensor, dst=dst, tag=tag, group=group.group if group is not None else None)
         assert work is not None
+        if self.log is not None and group is not None:
+            self.log.post(group.name, dst, key)
         nbytes = tensor.numel() * tensor.element_size()
 
         def done() -> None:
@@ -252,6 +316,8 @@ class Outbox:
 
     def flush(self) -> None:
         t0 = time.perf_counter()
+        if self.log is not None:
+            self.log.flush()
         self.completer.drain()
         self.wait_s += time.perf_counter() - t0
 

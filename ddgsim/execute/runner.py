@@ -53,6 +53,7 @@ import importlib
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -70,10 +71,11 @@ from torch import Tensor, nn
 
 from ddgsim.errors import UserError
 from ddgsim.execute import checkpoint as ckpt
-from ddgsim.execute.comm import Key, Outbox, PeerError, Pieces, data_tag
+from ddgsim.execute.comm import Key, Link, Outbox, PeerError, Pieces, data_tag, group_timeout
 from ddgsim.execute.config import RunConfig
 from ddgsim.execute.data import Dataset, check_cifar_dir, check_digits, check_fits, load_data
 from ddgsim.execute.engine import loss_share, micro_slices
+from ddgsim.execute.nccl_replay import WORLD, Recorder, act_group, grad_group, links, replica_group
 from ddgsim.execute.options import parse_run_args
 from ddgsim.execute.stage import OptimConfig, StageWorker, StepDecay, flat
 from ddgsim.fileio import atomic_open
@@ -231,9 +233,31 @@ def prepare(config: RunConfig) -> Job:
     return job
 
 
+_CUDA_NAME = re.compile(r"cuda:(\d+)")
+
+
+def stage_device(job: Job, rank: int, local_rank: int) -> torch.device:
+    """The device of ``rank``: the CPU under gloo; under NCCL the plan's device when it names one of this
+    machine's (``cuda:N``), else ``cuda:LOCAL_RANK`` (a scenario's names, ``dev0`` or ``gpu3``, describe
+    the modelled cluster, not this machine's numbering)."""
+    if job.backend != "nccl":
+        return torch.device("cpu")
+    named = _CUDA_NAME.fullmatch(job.plan.layout.flat[rank])
+    return torch.device("cuda", int(named.group(1)) if named else local_rank)
+
+
 def check_devices(job: Job, per_node: int) -> None:
-    """UserError unless this node can give ``per_node`` processes a device each (NCCL: one GPU each)."""
+    """UserError unless this node can give ``per_node`` processes a device each (NCCL: one GPU each), and
+    every ``cuda:N`` the plan names exists here (a plan names each device once: its reader checks)."""
     have = torch.cuda.device_count()
+    if job.backend == "nccl":
+        names = job.plan.layout.flat
+        named = [n for n in names if _CUDA_NAME.fullmatch(n)]
+        missing = [n for n in named if int(n.split(":")[1]) >= have]
+        if missing:
+            raise UserError(f"plan {job.config.plan} puts a stage on {missing[0]}, but this node has {have} CUDA "
+                            f"device(s) (cuda:0..cuda:{have - 1}); edit the plan's devices or use names "
+                            "that are not cuda:N to place rank r on cuda:LOCAL_RANK")
     if job.backend == "nccl" and per_node > have:
         what = (f"{job.world_size} processes (replicas {'+'.join(map(str, job.plan.replicas))})"
                 if job.replicated else f"{job.num_stages} stages")
@@ -320,6 +344,10 @@ class StageProcess:
         self.losses: dict[int, float] = {}
         self.ckpt_root = Path(a.checkpoint_dir) if a.checkpoint_dir else None
         self.preemption: Preemption | None = None
+        self.p2p: dict[str, Link] = {}
+        """This rank's link groups by name (:func:`make_link_groups`): one per direction and peer."""
+        self.recorder = Recorder() if os.environ.get(COMM_LOG) else None
+        """What this rank issues and waits for, for :mod:`ddgsim.execute.nccl_replay` (``DDGSIM_COMM_LOG``)."""
 
     # -- what crosses the boundaries (all derived from the schedule's needs/delivered) --------
     def _received(self, peer: int, start: int) -> list[Key]:
@@ -371,7 +399,7 @@ class StageProcess:
             man = ckpt.check_resumable(Path(resume_dir), self.job.key(), self.N, self.layout.replicas)
             start = int(man["step"])
             state = ckpt.load_stage(Path(resume_dir), start, self.stage, self.replica, self.D)
-            self.worker.load_state_dict(state["worker"])
+            self.worker.load_state_dict(state["worker"], device=self.device)
             ready_acts = {(int(k[0]), int(k[1])): v.to(self.device) for k, v in state["acts"]}
             ready_grads = {(int(k[0]), int(k[1])): v.to(self.device) for k, v in state["grads"]}
             self.losses = {int(t): float(v) for t, v in state["losses"].items()}
@@ -385,14 +413,17 @@ class StageProcess:
 
         self.links = {other: self._links(other) for other in (k - 1, k + 1) if 0 <= other < self.K}
         self.inbox = (Pieces.open(self.links[k - 1], self._received(k - 1, start), self.job.feats[k - 1], tag,
-                                  device=self.device, timeout_s=a.timeout_s, ready=ready_acts) if k > 0 else None)
+                                  device=self.device, timeout_s=a.timeout_s, ready=ready_acts,
+                                  groups=lambda peer: self.p2p.get(act_group(peer, r)), recorder=self.recorder)
+                      if k > 0 else None)
         self.gradbox = (Pieces.open(self.links[k + 1], self._received(k + 1, start), self.job.feats[k], tag,
-                                    device=self.device, timeout_s=a.timeout_s, ready=ready_grads)
+                                    device=self.device, timeout_s=a.timeout_s, ready=ready_grads,
+                                    groups=lambda peer: self.p2p.get(grad_group(peer, r)), recorder=self.recorder)
                         if not self.is_last else None)
-        self.outbox = Outbox(a.timeout_s)
+        self.outbox = Outbox(a.timeout_s, device=self.device, recorder=self.recorder)
         sched = self.job.schedule
         actions = [x for x in sched.actions[k] if sched.iteration(x) >= start]
-        dist.barrier()
+        self.barrier()
         self.t0 = time.perf_counter()
         wall0 = time.time()
         progress = _Progress(self, enabled=(self.is_last and self.replica == 0 and a.progress
@@ -465,7 +496,9 @@ class StageProcess:
             links = self.links[sent.dst]
             for peer, lo, hi, _name in links:
                 part = out if len(links) == 1 and hi - lo == len(out) else out[lo:hi]
-                self.outbox.send(part, peer, data_tag(t, m, self.M), f"{sent.kind} {act!r}")
+                group = act_group(self.rank, peer) if sent.kind == "act" else grad_group(self.rank, peer)
+                self.outbox.send(part, peer, data_tag(t, m, self.M), f"{sent.kind} {act!r}",
+                                 group=self.p2p.get(group), key=(t, m))
         if act.kind == "F" and self.is_last and m == self.M - 1:
             loss = w.losses[t]
             if self.D == 1:
@@ -483,9 +516,13 @@ class StageProcess:
         t0 = time.perf_counter()
         grads = self.worker.grads[t]
         summed: list[Tensor] = list(grads)
+        members = [self.layout.rank(self.stage, j) for j in range(self.D)]
+        colls = []
         for dtype in sorted({g.dtype for g in grads}, key=str):
             idx = [i for i, g in enumerate(grads) if g.dtype == dtype]
             buf = torch.cat([grads[i].reshape(-1) for i in idx])
+            if self.recorder is not None:
+                colls.append(self.recorder.coll(replica_group(self.stage), members))
             dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.group)
             off = 0
             for i in idx:
@@ -495,14 +532,28 @@ class StageProcess:
         self.worker.grads[t] = summed
         if self.is_last:
             loss = torch.tensor([self.worker.losses[t]], dtype=torch.float64, device=self.device)
+            if self.recorder is not None:
+                colls.append(self.recorder.coll(replica_group(self.stage), members))
             dist.all_reduce(loss, op=dist.ReduceOp.SUM, group=self.group)
             self.losses[t] = float(loss.item())
-        self._sync()
+        self._sync()  # the all-reduces are on the current stream's path: this waits for them, nothing else
+        for c in colls:
+            assert self.recorder is not None
+            self.recorder.wait(c)
         self.allreduce_s += time.perf_counter() - t0
 
     def _sync(self) -> None:
+        """Wait for this thread's current stream (the compute, and what it was ordered after: the
+        receives and all-reduces already waited for) — not for the whole device, where receives
+        posted early wait for peers that may be waiting for us (``torch.cuda.synchronize``)."""
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
+
+    def barrier(self) -> None:
+        """``dist.barrier()`` on the world (a collective: recorded as one, with the wait for it)."""
+        if self.recorder is not None:
+            self.recorder.wait(self.recorder.coll(WORLD, range(self.layout.world_size)))
+        dist.barrier()
 
     def _waited(self) -> float:
         return sum(b.wait_s for b in (self.inbox, self.gradbox) if b is not None)
@@ -555,7 +606,7 @@ class StageProcess:
         }
         ckpt.save_stage(self.ckpt_root, c, self.stage, state, fault=lambda: fault_hook(self.rank, c, "checkpoint"),
                         replica=self.replica, replicas=self.D)
-        dist.barrier()
+        self.barrier()
         if self.rank == 0:
             ckpt.write_manifest(self.ckpt_root, c, self.K, self.job.key(), preempted=preempted)
         self.last_good = c
@@ -580,14 +631,25 @@ class StageProcess:
                     x = self.ds.test_x[sl].to(self.device)
                 else:
                     x = torch.empty((n, *self.job.feats[r - 1]), device=self.device)
-                    dist.recv(x, src=rank_of[r - 1], tag=tag)
+                    self._blocking("recv", x, rank_of[r - 1], tag, act_group(rank_of[r - 1], self.rank), i)
                 out = mod(x)
                 if self.is_last:
                     score.add(out.cpu(), self.ds.test_y[sl])
                 else:
-                    dist.send(out.contiguous(), dst=rank_of[r + 1], tag=tag)
+                    self._blocking("send", out.contiguous(), rank_of[r + 1], tag,
+                                   act_group(self.rank, rank_of[r + 1]), i)
         mod.train()
         return score.result() if self.is_last else None
+
+    def _blocking(self, what: str, tensor: Tensor, peer: int, tag: int, group: str, key: int) -> None:
+        """A send or receive on the activations' link group, waited for (the evaluation's forwards)."""
+        link = self.p2p[group]
+        if self.recorder is not None:
+            self.recorder.wait(self.recorder.post(what, group, peer, ("test", key)))
+        if what == "send":
+            dist.send(tensor, dst=peer, tag=tag, group=link.group)
+        else:
+            dist.recv(tensor, src=peer, tag=tag, group=link.group)
 
     def _report(self, test: dict[str, float] | None, wall: float) -> dict[str, Any]:
         rows = self.timing.rows
@@ -718,6 +780,10 @@ def evaluate_stages(stages: list[nn.Module], ds: Dataset, batch_size: int, io: M
     return score.result()
 
 
+COMM_LOG = "DDGSIM_COMM_LOG"
+"""A folder: each rank writes what it issued and waited for to ``rank<R>.json`` (:mod:`ddgsim.execute.nccl_replay`)."""
+
+
 class InjectedFault(Exception):
     """What ``DDGSIM_FAULT=STAGE:STEP:raise`` raises (:func:`fault_hook`)."""
 
@@ -767,7 +833,7 @@ def run_worker(config: RunConfig, session: _Session) -> int:
         raise UserError(f"plan {config.plan} has {what} but {world} processes were started "
                         f"(use --nproc-per-node {job.world_size})")
     check_devices(job, int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
-    device = torch.device(f"cuda:{local_rank}") if job.backend == "nccl" else torch.device("cpu")
+    device = stage_device(job, rank, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     # Everything that imports lazily happens before the group exists (see the module doc):
@@ -775,7 +841,7 @@ def run_worker(config: RunConfig, session: _Session) -> int:
     importlib.import_module("torch._dynamo")
 
     proc = session.proc = StageProcess(job, rank, device)
-    timeout = timedelta(seconds=config.timeout_s)
+    timeout = group_timeout(config.timeout_s, job.backend, job.plan.micro_batches)
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     # The elastic agent keeps one TCPStore across restarts and its workers connect to it
     # without a per-attempt prefix, so a restarted group would read the dead group's gloo
@@ -788,15 +854,12 @@ def run_worker(config: RunConfig, session: _Session) -> int:
     # Every rank takes part (the stop's margin is the number of participants: see Preemption).
     proc.preemption = Preemption(store, rank, world)
     signal.signal(signal.SIGTERM, proc.preemption.request)
-    dist.init_process_group(job.backend, store=store, timeout=timeout, rank=rank, world_size=world)
+    # NCCL: device_id creates every communicator now, at each new_group, instead of at its first
+    # operation (a collective step that the two sides of a link reach in different orders).
+    dist.init_process_group(job.backend, store=store, timeout=timeout, rank=rank, world_size=world,
+                            device_id=device if device.type == "cuda" else None)
     session.group = weakref.ref(dist.group.WORLD)
-    # One group per replicated stage, created by every rank in stage order (new_group's contract).
-    for k, d in enumerate(job.plan.replicas):
-        if d > 1:
-            first = proc.layout.rank(k, 0)
-            group = dist.new_group(list(range(first, first + d)), timeout=timeout, backend=job.backend)
-            if k == proc.stage:
-                proc.group = group
+    make_groups(proc, timeout)
     report = proc.run()
     if config.final_weights and proc.replica == 0:
         ckpt_state = {"weights": report["weights"], "losses": report["losses"], "stage": proc.stage,
@@ -805,6 +868,9 @@ def run_worker(config: RunConfig, session: _Session) -> int:
             torch.save(ckpt_state, fh)
     report.pop("weights")
     gathered: list[Any] = [None] * world if rank == 0 else []
+    if proc.recorder is not None:
+        proc.recorder.wait(proc.recorder.coll(WORLD, range(world)))
+        proc.recorder.save(Path(os.environ[COMM_LOG]) / f"rank{rank}.json")
     dist.gather_object(report, gathered if rank == 0 else None, dst=0)
     if rank == 0:
         from ddgsim.execute.measure import summarize, write_outputs
@@ -816,6 +882,24 @@ def run_worker(config: RunConfig, session: _Session) -> int:
             if path:
                 print(f"wrote {what} {path}", flush=True)
     return 0
+
+
+def make_groups(proc: StageProcess, timeout: timedelta) -> None:
+    """Every rank creates every group, in one order (new_group's contract): one per replicated stage
+    (its all-reduce), then two per pair of replicas of neighbouring stages that exchange samples —
+    activations one way, error gradients the other (:mod:`ddgsim.execute.comm`)."""
+    job, rank = proc.job, proc.rank
+    for k, d in enumerate(job.plan.replicas):
+        if d > 1:
+            first = proc.layout.rank(k, 0)
+            group = dist.new_group(list(range(first, first + d)), timeout=timeout, backend=job.backend)
+            if k == proc.stage:
+                proc.group = group
+    for a, b in links(proc.layout, samples=proc.n):
+        for name in (act_group(a, b), grad_group(b, a)):
+            group = dist.new_group([a, b], timeout=timeout, backend=job.backend)
+            if rank in (a, b):
+                proc.p2p[name] = Link(name, group)
 
 
 def teardown(session: _Session) -> list[str]:
