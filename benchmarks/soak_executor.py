@@ -20,7 +20,7 @@ any prefix of N launches covers the matrix about evenly; past the end it starts 
 ``--configs`` keeps the configurations whose label contains every comma-separated
 substring (labels look like ``smallcnn/K3/1f1b/M2/noeval+ckpt+trace``).
 
-Every launch: ``--no-progress --timeout-s 60``, ``OMP_NUM_THREADS=1``, its own session
+Every launch: ``--no-progress --timeout-s 60 --backend gloo``, ``OMP_NUM_THREADS=1``, its own session
 (process group), killed with its whole group after ``--launch-timeout`` seconds (a timeout
 is a failure). A launch is clean only if it exits 0; its stderr contains none of
 ``terminate called``, ``Fatal Python error``, ``Traceback``, ``warning: stage``; the summary
@@ -263,7 +263,7 @@ def command(cfg: Config, workdir: Path) -> list[str]:
     """The ``python -m ddgsim execute`` command line of ``cfg`` (outputs under ``workdir``)."""
     plan = write_plan(workdir / "plan.json", cfg)
     argv = [sys.executable, "-m", "ddgsim", "execute", str(plan), "--steps", str(cfg.steps),
-            "--data", cfg.data, "--no-progress", "--timeout-s", "60"]
+            "--data", cfg.data, "--no-progress", "--timeout-s", "60", "--backend", "gloo"]
     if cfg.checkpoint:
         argv += ["--checkpoint-dir", str(workdir / "ck"), "--checkpoint-every", "2"]
     if cfg.metrics:

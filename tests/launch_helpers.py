@@ -35,7 +35,7 @@ def write_plan(path: Path, model: str, split: list[int], schedule: str, batch: i
 
 def execute(*argv: str, timeout: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     e = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ddgsim", "execute", *argv, "--no-progress"], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "ddgsim", "execute", *argv, "--no-progress", "--backend", "gloo"], cwd=ROOT,
                           env=e, capture_output=True, text=True, timeout=timeout)
 
 
@@ -89,7 +89,7 @@ def execute_on_two_nodes(plan: Path, common: list[str], weights: Path) -> list[s
     endpoint = f"localhost:{free_port()}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     nodes = [subprocess.Popen(
-        [sys.executable, "-m", "ddgsim", "execute", str(plan), *common, "--no-progress",
+        [sys.executable, "-m", "ddgsim", "execute", str(plan), *common, "--no-progress", "--backend", "gloo",
          "--final-weights", str(weights), "--nnodes", "2", "--node-rank", str(r),
          "--rdzv-endpoint", endpoint], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True) for r in (0, 1)]

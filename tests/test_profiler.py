@@ -136,7 +136,7 @@ def test_cuda_profile() -> None:
     prof = _profile("smallcnn", 16, device="cuda", threads=None)
     assert prof.device == "cuda" and prof.threads is None
     assert all(u.forward_ms > 0 and u.backward_ms > 0 for u in prof.units)
-    assert prof.meta["timer"] == "cuda events"
+    assert prof.meta["clock"] == "cuda events"
     assert prof.meta["device_name"] == torch.cuda.get_device_name(0)
 
 

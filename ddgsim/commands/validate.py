@@ -119,6 +119,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is not a folder")
+    if args.device == "cuda":
+        import torch
+
+        need, have = max(stages) * max(replicas), torch.cuda.device_count()
+        if need > have:
+            raise UserError(f"--device cuda: the largest run (K={max(stages)} x D={max(replicas)}) needs {need} "
+                            f"GPUs, this machine has {have}")
 
     from ddgsim.compare import validate as v
     from ddgsim.models.registry import get_spec

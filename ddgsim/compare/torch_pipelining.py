@@ -27,7 +27,14 @@ SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B"}
 """ddgsim schedule name -> the torch.distributed.pipelining schedule class that runs it."""
 
 
-def check_plan(plan: Any) -> None:
+def check_plan(plan: Any, device: str = "cpu") -> None:
+    if device == "cuda":
+        import torch
+
+        have = torch.cuda.device_count()
+        if have < plan.num_stages:
+            raise UserError(f"the plan has {plan.num_stages} stages but this machine has {have} CUDA devices "
+                            "(torch.distributed.pipelining runs one stage per GPU)")
     if plan.schedule not in SCHEDULES:
         raise UserError(f"torch.distributed.pipelining runs {', '.join(SCHEDULES)}, not '{plan.schedule}'")
     if plan.num_stages < 2:
@@ -46,7 +53,7 @@ def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device:
     from ddgsim.plan.format import load
 
     plan = load(plan_path)
-    check_plan(plan)
+    check_plan(plan, device)
     from ddgsim.plan.export import stage_modules
 
     stage_modules(plan)  # a plan that does not fit the model fails here, before any process starts

@@ -320,26 +320,34 @@ class StageWorker:
             "losses": dict(self.losses),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` and recompute the forward of every in-flight batch."""
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | None = None) -> None:
+        """Restore :meth:`state_dict` and recompute the forward of every in-flight batch.
+
+        ``device``: where the stage runs; gradients, stashed weights and in-flight inputs are moved
+        there (a checkpoint is read onto the CPU), random-number states stay on the CPU."""
+        dev = device if device is not None else torch.device("cpu")
         self.module.load_state_dict(state["module"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # casts its state to the parameters' device
         self.rng = state["rng"].clone()
-        self.grads = {int(t): list(gs) for t, gs in state["grads"].items()}
+        self.grads = {int(t): [g.to(dev) for g in gs] for t, gs in state["grads"].items()}
         self.losses = {int(t): float(v) for t, v in state["losses"].items()}
         self.stash = {}
         buffers = {n: b.detach().clone() for n, b in self.module.named_buffers()}
         for t, raw in sorted(state["stash"].items()):
             params = [
-                p.detach().clone().requires_grad_(live.requires_grad)
+                p.detach().to(dev).clone().requires_grad_(live.requires_grad)
                 for p, live in zip(raw["params"], self.params, strict=True)
             ]
             st = self.stash[int(t)] = _Stash(params, flat=raw["flat"])
             for mi, rm in sorted(raw["micros"].items()):
-                m = _Micro(x=rm["x"], y=rm["y"], rng=rm["rng"], weight=float(rm["weight"]),
+                m = _Micro(x=rm["x"].to(dev), y=_to(rm["y"], dev), rng=rm["rng"], weight=float(rm["weight"]),
                            done=bool(rm["done"]))
                 st.micros[int(mi)] = m
                 if not m.done:
                     keep = self.rng
                     self._run_forward(st, m, buffers={k: v.clone() for k, v in buffers.items()})
                     self.rng = keep
+
+
+def _to(t: Tensor | None, device: torch.device) -> Tensor | None:
+    return None if t is None else t.to(device)

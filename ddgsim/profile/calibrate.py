@@ -401,6 +401,9 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
             raise UserError(f"--device cuda measures NCCL between two GPUs, but this machine has {n}")
         backend = "nccl"
         count = devices or torch.cuda.device_count()
+        if count > torch.cuda.device_count():
+            raise UserError(f"--devices {count}: this machine has {torch.cuda.device_count()} CUDA devices, "
+                            "and the scenario describes the GPUs measured here")
     else:
         backend = "gloo"
         count = devices or max(2, os.cpu_count() or 2)
