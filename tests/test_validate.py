@@ -194,7 +194,8 @@ def test_run_all_retries_once_then_records_the_failure_and_goes_on(tmp_path: Pat
     calls: list[str] = []
     csv_seen: list[list[str]] = []
 
-    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
+    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str,
+                     log_dir: Path | None = None) -> None:
         name = plan.name.removesuffix(".plan.json")
         calls.append(name)
         csv_seen.append([r.status for r in read_csv(out / "validation.csv")] if name == names[3] else [])
@@ -237,7 +238,8 @@ def test_repeats_are_interleaved_and_the_median_is_compared(tmp_path: Path,
     calls: list[str] = []
     step = {0: [10.0, 12.0, 11.0], 1: [20.0, 30.0, 22.0], 2: [5.0, 5.0, 5.0], 3: [7.0, 8.0, 9.0]}
 
-    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
+    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str,
+                     log_dir: Path | None = None) -> None:
         name = plan.name.removesuffix(".plan.json")
         i = [s.name for s in specs].index(name)
         _fake_metrics(metrics, step[i][sum(c == name for c in calls)])
@@ -280,7 +282,8 @@ def test_executions_disturbed_by_the_hypervisor_are_measured_again(tmp_path: Pat
     def jiffies() -> tuple[int, int]:
         return clock["steal"], clock["total"]
 
-    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
+    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str,
+                     log_dir: Path | None = None) -> None:
         stolen, step = script[len(executions)]
         executions.append(1)
         clock["steal"] += int(stolen * 10)
@@ -370,7 +373,8 @@ def test_ctrl_c_during_a_run_stops_without_retry_and_keeps_the_earlier_rows(tmp_
     opts = Options(stages=[1, 2], schedules=["ddg"], splits=1, steps=6, trace=False)
     calls: list[Path] = []
 
-    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str) -> None:
+    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str,
+                     log_dir: Path | None = None) -> None:
         calls.append(plan)
         if len(calls) > 1:
             raise SignalException("got signal: SIGINT", sigval=signal.SIGINT)
@@ -390,7 +394,7 @@ def test_validate_exits_1_and_keeps_everything_when_every_run_fails(tmp_path: Pa
     prof_path = tmp_path / "mlp.json"
     _profile([1.0] * 4, model="mlp", batch_size=16).save(prof_path)
 
-    def always_fails(plan: Path, *args: object) -> None:
+    def always_fails(plan: Path, *args: object, **kwargs: object) -> None:
         raise ExecutionFailed("executor exit status 1")
 
     monkeypatch.setattr(v, "execute", always_fails)
@@ -486,6 +490,10 @@ def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -
         # the CSV rounds times to 1 µs: sub-ms mlp steps shift the recomputed error a little
         assert x.error_pct == pytest.approx(100 * (x.predicted_ms - x.measured_ms) / x.measured_ms, abs=0.5)
     assert "median absolute error" in r.stdout and "Kendall tau" in r.stdout
+    # peak memory per stage: predicted beside measured (the executor measures it, PyTorch's runtime does not)
+    assert [(len(x.predicted_memory_mib), len(x.measured_memory_mib)) for x in rows] == [(1, 1), (2, 2), (2, 2), (2, 0)]
+    assert all(m > 0 for x in rows for m in (*x.predicted_memory_mib, *x.measured_memory_mib))
+    assert "peak memory per stage, predicted vs measured (5 stages)" in r.stdout
     html = (out / "report.html").read_text()
     assert html.count("Plotly.newPlot") >= 3  # scatter, errors, at least one timeline
     summary = json.loads((out / "summary.json").read_text())

@@ -200,7 +200,9 @@ def run(args: argparse.Namespace) -> int:
         "runs_failed": len(summary.failed), "failed": summary.failed, "repeats": summary.repeats,
         "median_spread_pct": summary.median_spread_pct, "worst_spread_pct": summary.worst_spread_pct,
         "speed_matched_median_pct": summary.speed_matched_median_pct,
-        "speed_matched_worst_pct": summary.speed_matched_worst_pct}, indent=1) + "\n")
+        "speed_matched_worst_pct": summary.speed_matched_worst_pct,
+        "memory_median_abs_error_pct": summary.memory_median_pct, "memory_worst_abs_error_pct": summary.memory_worst_pct,
+        "memory_stages": summary.memory_stages}, indent=1) + "\n")
     v.write_report(out / "report.html", rows, summary, timelines, header)
     if args.figures:
         if summary.runs:

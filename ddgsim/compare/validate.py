@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 import shutil
 import statistics
@@ -42,7 +43,7 @@ from ddgsim.replicas import Layout
 COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "error_pct",
            "label", "batch_size", "steps", "scenario", "status", "error", "attempts",
            "micro_batches", "repeats", "measured_min_ms", "measured_max_ms", "measured_all_ms", "runtime",
-           "steal_pct", "redone", "replicas")
+           "steal_pct", "redone", "replicas", "predicted_memory_mib", "measured_memory_mib")
 """``validation.csv`` columns; the first seven are the contract, the rest context (a file without
 ``status``, ``error``, ``attempts`` is read as every run ``ok`` at the first attempt; one without
 the repeat columns as one repeat with M = 1)."""
@@ -129,6 +130,19 @@ class Row:
     """Executions measured again because of stolen CPU time."""
     replicas: int = 1
     """D, replicas of every stage (1: a pure pipeline)."""
+    predicted_memory_mib: tuple[float, ...] = ()
+    """The simulator's peak memory per stage (per replica), MiB."""
+    measured_memory_mib: tuple[float, ...] = ()
+    """Measured peak memory per stage (its largest replica; median over the repeats), MiB
+    (:mod:`ddgsim.execute.memwatch`); empty where the runtime does not measure it."""
+
+    @property
+    def memory_errors_pct(self) -> list[float]:
+        """Per stage, 100 · (predicted − measured) / measured (empty without both)."""
+        if len(self.predicted_memory_mib) != len(self.measured_memory_mib):
+            return []
+        return [100.0 * (p - m) / m for p, m in zip(self.predicted_memory_mib, self.measured_memory_mib, strict=True)
+                if m > 0]
 
     @property
     def ok(self) -> bool:
@@ -160,7 +174,13 @@ class Row:
                    micro_batches=int(rec.get("micro_batches") or 1), repeats=int(rec.get("repeats") or 1),
                    measured_all_ms=tuple(float(x) for x in (rec.get("measured_all_ms") or "").split(";") if x),
                    runtime=rec.get("runtime") or "ddgsim", steal_pct=_float(rec.get("steal_pct")),
-                   redone=int(rec.get("redone") or 0), replicas=int(rec.get("replicas") or 1))
+                   redone=int(rec.get("redone") or 0), replicas=int(rec.get("replicas") or 1),
+                   predicted_memory_mib=_floats(rec.get("predicted_memory_mib")),
+                   measured_memory_mib=_floats(rec.get("measured_memory_mib")))
+
+
+def _floats(text: str | None) -> tuple[float, ...]:
+    return tuple(float(x) for x in (text or "").split(";") if x)
 
 
 def _float(text: str | None) -> float:
@@ -193,6 +213,10 @@ class Summary:
     (measured / predicted): the pipeline model's error with the machine's speed of the
     moment factored out (:func:`speed_matched_errors`). NaN without a complete K = 1 run."""
     speed_matched_worst_pct: float = math.nan
+    memory_median_pct: float = math.nan
+    """Median over stages of every measured run of |predicted − measured| / measured peak memory, in %."""
+    memory_worst_pct: float = math.nan
+    memory_stages: int = 0
 
     @property
     def ranking_preserved(self) -> bool:
@@ -215,6 +239,8 @@ class Summary:
                f"worst {_pct(self.speed_matched_worst_pct)}"] if not math.isnan(self.speed_matched_median_pct)
               else []),
             f"Kendall tau (predicted vs measured): {self.kendall_tau:.3f} (p = {self.kendall_p:.3g})",
+            *([f"peak memory per stage, predicted vs measured ({self.memory_stages} stages): median |error| "
+               f"{_pct(self.memory_median_pct)}, worst {_pct(self.memory_worst_pct)}"] if self.memory_stages else []),
             f"ranking preserved (pairs whose predictions differ by > {self.tol_pct:g}%): {rank}",
             *[f"  measured order differs: {a} vs {b}" for a, b in self.discordant],
         ]
@@ -250,6 +276,21 @@ def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: i
 
 
 # ---------------------------------------------------------------- one run
+
+def measured_memory(metrics_path: Path) -> tuple[float, ...]:
+    """Peak memory per stage (its largest replica), MiB, from a run's metrics; empty if not measured."""
+    try:
+        per_stage = json.loads(metrics_path.read_text())["per_stage"]
+    except (OSError, ValueError, KeyError):
+        return ()
+    most: dict[int, float] = {}
+    for st in per_stage:
+        b = st.get("peak_memory_bytes")
+        if b is None:
+            return ()
+        most[st["stage"]] = max(most.get(st["stage"], 0.0), b / 2**20)
+    return tuple(most[k] for k in sorted(most))
+
 
 def measured_step_ms(metrics: dict[str, Any], warmup: int) -> float:
     """Median step time of a run's metrics (:func:`ddgsim.execute.measure.step_times`), first ``warmup`` dropped."""
@@ -342,8 +383,12 @@ def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
             bad.append((_run_label(a), _run_label(b)))
     spreads = [r.spread_pct for r in rows if not math.isnan(r.spread_pct)]
     matched = [abs(e) for e in speed_matched_errors(rows).values()]
+    mem = [abs(e) for r in rows for e in r.memory_errors_pct]
     return Summary(speed_matched_median_pct=float(statistics.median(matched)) if matched else math.nan,
-                   speed_matched_worst_pct=max(matched) if matched else math.nan,runs=len(rows), median_abs_error_pct=float(statistics.median(errs)),
+                   speed_matched_worst_pct=max(matched) if matched else math.nan,
+                   memory_median_pct=float(statistics.median(mem)) if mem else math.nan,
+                   memory_worst_pct=max(mem) if mem else math.nan, memory_stages=len(mem),
+                   runs=len(rows), median_abs_error_pct=float(statistics.median(errs)),
                    worst_abs_error_pct=max(errs), kendall_tau=tau, kendall_p=p, discordant=bad, tol_pct=tol_pct,
                    failed=failed, median_spread_pct=float(statistics.median(spreads)) if spreads else math.nan,
                    worst_spread_pct=max(spreads) if spreads else math.nan,
@@ -382,7 +427,9 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
                         _num(r.error_pct, ".2f"), r.label, r.batch_size, r.steps, r.scenario, r.status, r.error,
                         r.attempts, r.micro_batches, r.repeats, _num(r.measured_min_ms, ".6g"),
                         _num(r.measured_max_ms, ".6g"), ";".join(format(x, ".6g") for x in r.measured_all_ms),
-                        r.runtime, _num(r.steal_pct, ".2f"), r.redone, r.replicas])
+                        r.runtime, _num(r.steal_pct, ".2f"), r.redone, r.replicas,
+                        ";".join(format(x, ".4g") for x in r.predicted_memory_mib),
+                        ";".join(format(x, ".4g") for x in r.measured_memory_mib)])
 
 
 def read_csv(path: str | Path) -> list[Row]:
@@ -595,9 +642,9 @@ def _execute_and_measure(plan: Path, opts: Options, metrics_path: Path, trace_pa
     logs = metrics_path.with_name(metrics_path.name.removesuffix(".metrics.json") + ".logs")
     try:
         if runtime == "torch":
-            execute_torch(plan, opts.steps, opts.threads, metrics_path, opts.device, logs)
+            execute_torch(plan, opts.steps, opts.threads, metrics_path, opts.device, log_dir=logs)
         else:
-            execute(plan, opts.steps, opts.threads, metrics_path, trace_path, opts.device, logs)
+            execute(plan, opts.steps, opts.threads, metrics_path, trace_path, opts.device, log_dir=logs)
         shutil.rmtree(logs, ignore_errors=True)  # kept only where a process failed
         if not metrics_path.is_file():
             return f"the executor exited 0 but wrote no {metrics_path.name}"
@@ -637,6 +684,8 @@ class _Run:
     steal: list[float] = field(default_factory=list)
     """Percent of CPU time stolen during each kept measurement (NaN: unknown)."""
     reasons: list[str] = field(default_factory=list)
+    memory: list[tuple[float, ...]] = field(default_factory=list)
+    """Measured peak memory per stage (MiB) of each kept execution."""
     attempts: int = 0
     disturbed: int = 0
     """Executions measured again because the hypervisor stole too much CPU time."""
@@ -668,7 +717,10 @@ def _row(run: _Run, profile: Profile, scenario: Scenario, steps: int) -> Row:
               batch_size=profile.batch_size, steps=steps, scenario=scenario.name, attempts=run.attempts,
               micro_batches=spec.micro_batches, repeats=len(run.values), measured_all_ms=tuple(run.values),
               runtime=spec.runtime, steal_pct=max((x for x in run.steal if not math.isnan(x)), default=math.nan),
-              redone=run.disturbed, replicas=spec.replicas)
+              redone=run.disturbed, replicas=spec.replicas,
+              predicted_memory_mib=tuple(b / 2**20 for b in run.sim.peak_memory_bytes),
+              measured_memory_mib=tuple(statistics.median(xs) for xs in zip(*run.memory, strict=True))
+              if run.memory and len({len(m) for m in run.memory}) == 1 else ())
     if not run.values:
         error = f"{run.reasons[0]}, twice" if len(set(run.reasons)) == 1 and len(run.reasons) == 2 else \
             "; then ".join(run.reasons)
@@ -712,6 +764,7 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
             got: float | str = ""
             failures = measured = 0
             kept: tuple[float, float] | None = None  # (stolen %, step ms) of the least disturbed execution
+            memory: tuple[float, ...] = ()  # its peak memory per stage, MiB
             while failures < ATTEMPTS:
                 got, stolen = _attempt(run.plan, opts, metrics_path, run.trace, warm, spec.runtime)
                 run.attempts += 1
@@ -723,6 +776,7 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
                 stolen = math.nan if stolen is None else stolen
                 if kept is None or stolen < kept[0]:
                     kept = (stolen, got)
+                    memory = measured_memory(metrics_path)
                 measured += 1
                 if not stolen > opts.max_steal_pct or measured >= STEAL_TRIES:
                     break
@@ -732,14 +786,18 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
             if kept is not None:
                 run.steal.append(kept[0])
                 run.values.append(kept[1])
+                if memory:
+                    run.memory.append(memory)
                 got = kept[1]
             took = f"({time.perf_counter() - t0:.0f} s" + (
                 f", {kept[0]:.1f}% stolen)" if kept is not None and not math.isnan(kept[0]) else ")")
             if isinstance(got, str):
                 log(f"{what}: predicted {run.sim.iteration_ms:.1f} ms, FAILED ({got})  {took}")
             else:
+                mem = (f"; peak memory per stage {'/'.join(f'{b / 2**20:.0f}' for b in run.sim.peak_memory_bytes)} "
+                       f"MiB predicted, {'/'.join(f'{x:.0f}' for x in memory)} measured" if memory else "")
                 log(f"{what}: predicted {run.sim.iteration_ms:.1f} ms, measured {got:.1f} ms, "
-                    f"error {100 * (run.sim.iteration_ms - got) / got:+.1f}%  {took}")
+                    f"error {100 * (run.sim.iteration_ms - got) / got:+.1f}%{mem}  {took}")
             write_csv([_row(r, profile, scenario, opts.steps) for r in runs[:len(runs) if rep else i + 1]],
                       out / CSV_NAME)
     rows = [_row(r, profile, scenario, opts.steps) for r in runs]

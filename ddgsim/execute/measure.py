@@ -68,7 +68,9 @@ def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
         "per_stage": [
             {"stage": r["stage"], "replica": r.get("replica", 0), "device": r["device"],
              "iterations": r["iterations"], **{k: [round(v, 4) for v in r[k]] for k in keys},
-             **({"weights_sha256": r["weights_sha256"]} if "weights_sha256" in r else {})}
+             **({"weights_sha256": r["weights_sha256"]} if "weights_sha256" in r else {}),
+             **({"peak_memory_bytes": r["peak_memory_bytes"], "memory_method": r["memory_method"]}
+                if r.get("peak_memory_bytes") is not None else {})}
             for r in reports
         ],
         "losses": [losses.get(t, losses.get(str(t))) for t in range(job.config.steps)],

@@ -75,6 +75,7 @@ from ddgsim.execute.comm import Key, Link, Outbox, PeerError, Pieces, data_tag, 
 from ddgsim.execute.config import RunConfig
 from ddgsim.execute.data import Dataset, check_cifar_dir, check_digits, check_fits, load_data
 from ddgsim.execute.engine import loss_share, micro_slices
+from ddgsim.execute.memwatch import PeakMemory
 from ddgsim.execute.nccl_replay import WORLD, Recorder, act_group, grad_group, links, replica_group
 from ddgsim.execute.options import parse_run_args
 from ddgsim.execute.stage import OptimConfig, StageWorker, StepDecay, flat
@@ -344,6 +345,8 @@ class StageProcess:
         self.losses: dict[int, float] = {}
         self.ckpt_root = Path(a.checkpoint_dir) if a.checkpoint_dir else None
         self.preemption: Preemption | None = None
+        self.memory = PeakMemory(device, base_bytes=sum(p.numel() * p.element_size() for p in module.parameters()))
+        """This process's peak memory (:mod:`ddgsim.execute.memwatch`)."""
         self.p2p: dict[str, Link] = {}
         """This rank's link groups by name (:func:`make_link_groups`): one per direction and peer."""
         self.recorder = Recorder() if os.environ.get(COMM_LOG) else None
@@ -388,6 +391,7 @@ class StageProcess:
     # -- run ----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         a = self.job.config
+        self.memory.start()  # before the receive buffers, the gradients and everything else the run allocates
         start = 0
         ready_acts: dict[Key, Tensor] = {}
         ready_grads: dict[Key, Tensor] = {}
@@ -506,6 +510,7 @@ class StageProcess:
             if not math.isfinite(loss):
                 good = f"step {self.last_good}" if self.last_good >= 0 else "none"
                 raise RunError(f"non-finite loss {loss} at batch {t}; stopping (last good checkpoint: {good})")
+        self.memory.sample()
         self.timing.rows.append((it, act.kind, repr(act), c0 - self.t0, c1 - self.t0,
                                  self._waited() - wait0, self._comm() - comm0))
 
@@ -678,6 +683,7 @@ class StageProcess:
                       for p, q, n, b, dst in self.outbox.done],
             "losses": {int(t): v for t, v in self.losses.items()},
             "test": test, "wall_s": wall, "data_source": self.ds.source,
+            "peak_memory_bytes": self.memory.peak_bytes, "memory_method": self.memory.method,
             "weights": weights,
             "weights_sha256": hashlib.sha256(weights.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest(),
         }
