@@ -35,7 +35,8 @@ def write_plan(path: Path, model: str, split: list[int], schedule: str, batch: i
 
 def execute(*argv: str, timeout: float = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     e = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ddgsim", "execute", *argv, "--no-progress", "--backend", "gloo"], cwd=ROOT,
+    backend = [] if "--backend" in argv else ["--backend", "gloo"]  # CPU unless a test asks for NCCL
+    return subprocess.run([sys.executable, "-m", "ddgsim", "execute", *argv, "--no-progress", *backend], cwd=ROOT,
                           env=e, capture_output=True, text=True, timeout=timeout)
 
 

@@ -296,6 +296,10 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None:
+        if dev.index >= torch.cuda.device_count():
+            raise UserError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA devices")
+        torch.cuda.set_device(dev)  # the events and synchronisations below go to the current device
     malloc_tuned = tune_malloc()
     old_threads = torch.get_num_threads()
     if threads is not None:
