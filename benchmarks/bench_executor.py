@@ -79,7 +79,8 @@ def predicted_samples_per_s(prof: profile_mod.Profile, plan: Path, threads: int)
 def run_once(plan: Path, steps: int, threads: int, warmup: int, metrics: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     subprocess.run([sys.executable, "-m", "ddgsim", "execute", str(plan), "--steps", str(steps), "--data",
-                    "synthetic", "--threads", str(threads), "--no-eval", "--no-progress", "--metrics", str(metrics)],
+                    "synthetic", "--threads", str(threads), "--no-eval", "--no-progress", "--backend", "gloo",
+                    "--metrics", str(metrics)],
                    cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     from ddgsim.compare.validate import measured_step_ms
 
