@@ -21,6 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ddgsim.compare.validate import measured_step_ms
+
 
 def run(tree: Path, plan: Path, steps: int, warmup: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
@@ -30,11 +34,7 @@ def run(tree: Path, plan: Path, steps: int, warmup: int) -> float:
                         "synthetic", "--no-eval", "--no-progress", "--backend", "gloo", "--metrics", str(metrics)],
                        env=env, check=True, capture_output=True, cwd=tree)
         data = json.loads(metrics.read_text())
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from ddgsim.execute.measure import step_times
-
-    gaps = step_times(data["per_stage"])
-    return float(statistics.median(gaps[warmup:]))
+    return measured_step_ms(data, warmup)
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 import shutil
 import statistics
@@ -29,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ddgsim.errors import UserError, one_line
 from ddgsim.fileio import atomic_open
@@ -172,7 +171,7 @@ class Row:
                    scenario=rec.get("scenario") or "", status=rec.get("status") or OK,
                    error=rec.get("error") or "", attempts=int(rec.get("attempts") or 1),
                    micro_batches=int(rec.get("micro_batches") or 1), repeats=int(rec.get("repeats") or 1),
-                   measured_all_ms=tuple(float(x) for x in (rec.get("measured_all_ms") or "").split(";") if x),
+                   measured_all_ms=_floats(rec.get("measured_all_ms")),
                    runtime=rec.get("runtime") or "ddgsim", steal_pct=_float(rec.get("steal_pct")),
                    redone=int(rec.get("redone") or 0), replicas=int(rec.get("replicas") or 1),
                    predicted_memory_mib=_floats(rec.get("predicted_memory_mib")),
@@ -180,6 +179,7 @@ class Row:
 
 
 def _floats(text: str | None) -> tuple[float, ...]:
+    """A CSV list of numbers joined by ``;`` (empty: none)."""
     return tuple(float(x) for x in (text or "").split(";") if x)
 
 
@@ -277,14 +277,19 @@ def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: i
 
 # ---------------------------------------------------------------- one run
 
-def measured_memory(metrics_path: Path) -> tuple[float, ...]:
+class Measured(NamedTuple):
+    """What one execution measured."""
+
+    step_ms: float
+    """:func:`measured_step_ms`."""
+    memory_mib: tuple[float, ...]
+    """:func:`measured_memory`."""
+
+
+def measured_memory(metrics: dict[str, Any]) -> tuple[float, ...]:
     """Peak memory per stage (its largest replica), MiB, from a run's metrics; empty if not measured."""
-    try:
-        per_stage = json.loads(metrics_path.read_text())["per_stage"]
-    except (OSError, ValueError, KeyError):
-        return ()
     most: dict[int, float] = {}
-    for st in per_stage:
+    for st in metrics["per_stage"]:
         b = st.get("peak_memory_bytes")
         if b is None:
             return ()
@@ -624,8 +629,8 @@ def execute_torch(plan: Path, steps: int, threads: int, metrics: Path, device: s
 
 
 def _attempt(plan: Path, opts: Options, metrics_path: Path, trace_path: Path | None, warmup: int,
-             runtime: str = "ddgsim") -> tuple[float | str, float | None]:
-    """Execute the plan once and measure it: (the step time in ms, or why it failed in one line;
+             runtime: str = "ddgsim") -> tuple[Measured | str, float | None]:
+    """Execute the plan once and measure it: (its step time and memory, or why it failed in one line;
     the percent of CPU time the hypervisor stole meanwhile, ``None`` where unknown)."""
     from ddgsim.profile.machine import cpu_jiffies, steal_pct
 
@@ -635,7 +640,7 @@ def _attempt(plan: Path, opts: Options, metrics_path: Path, trace_path: Path | N
 
 
 def _execute_and_measure(plan: Path, opts: Options, metrics_path: Path, trace_path: Path | None, warmup: int,
-                         runtime: str) -> float | str:
+                         runtime: str) -> Measured | str:
     for stale in (metrics_path, trace_path):  # an earlier validate into the same folder left them
         if stale is not None:
             stale.unlink(missing_ok=True)
@@ -650,7 +655,8 @@ def _execute_and_measure(plan: Path, opts: Options, metrics_path: Path, trace_pa
             return f"the executor exited 0 but wrote no {metrics_path.name}"
         from ddgsim.execute.measure import load_metrics
 
-        return measured_step_ms(load_metrics(metrics_path), warmup)
+        data = load_metrics(metrics_path)
+        return Measured(measured_step_ms(data, warmup), measured_memory(data))
     except SystemExit as exc:  # the executor's argument parser
         return f"executor exit status {exc.code}"
     except (ExecutionFailed, UserError) as exc:
@@ -763,32 +769,32 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
             metrics_path = runs_dir / f"{spec.name}.r{rep + 1}.metrics.json"
             got: float | str = ""
             failures = measured = 0
-            kept: tuple[float, float] | None = None  # (stolen %, step ms) of the least disturbed execution
-            memory: tuple[float, ...] = ()  # its peak memory per stage, MiB
+            kept: tuple[float, Measured] | None = None  # (stolen %, measured) of the least disturbed execution
             while failures < ATTEMPTS:
-                got, stolen = _attempt(run.plan, opts, metrics_path, run.trace, warm, spec.runtime)
+                result, stolen = _attempt(run.plan, opts, metrics_path, run.trace, warm, spec.runtime)
                 run.attempts += 1
-                if isinstance(got, str):
+                if isinstance(result, str):
+                    got = result
                     failures += 1
                     run.reasons.append(got)
                     warn(f"{what}: failed ({got}); " + ("retrying once" if failures < ATTEMPTS else "going on"))
                     continue
                 stolen = math.nan if stolen is None else stolen
                 if kept is None or stolen < kept[0]:
-                    kept = (stolen, got)
-                    memory = measured_memory(metrics_path)
+                    kept = (stolen, result)
                 measured += 1
                 if not stolen > opts.max_steal_pct or measured >= STEAL_TRIES:
                     break
                 run.disturbed += 1
                 warn(f"{what}: the hypervisor stole {stolen:.1f}% of the CPU time during the run "
                      f"(> {opts.max_steal_pct:g}%); measuring again")
+            memory: tuple[float, ...] = ()  # the kept execution's peak memory per stage, MiB
             if kept is not None:
                 run.steal.append(kept[0])
-                run.values.append(kept[1])
+                got, memory = kept[1]
+                run.values.append(got)
                 if memory:
                     run.memory.append(memory)
-                got = kept[1]
             took = f"({time.perf_counter() - t0:.0f} s" + (
                 f", {kept[0]:.1f}% stolen)" if kept is not None and not math.isnan(kept[0]) else ")")
             if isinstance(got, str):

@@ -134,7 +134,7 @@ class Mailbox:
             self._fill()
         key, (buf, work, oid) = next(iter(self.posted.items()))
         t0 = time.perf_counter()
-        if self.recorder is not None:
+        if self.recorder is not None and oid >= 0:
             self.recorder.wait(oid)
         try:
             # Blocks this thread until this receive is done (NCCL: and orders the current stream

@@ -348,7 +348,7 @@ class StageProcess:
         self.memory = PeakMemory(device, base_bytes=sum(p.numel() * p.element_size() for p in module.parameters()))
         """This process's peak memory (:mod:`ddgsim.execute.memwatch`)."""
         self.p2p: dict[str, Link] = {}
-        """This rank's link groups by name (:func:`make_link_groups`): one per direction and peer."""
+        """This rank's link groups by name (:func:`make_groups`): one per direction and peer."""
         self.recorder = Recorder() if os.environ.get(COMM_LOG) else None
         """What this rank issues and waits for, for :mod:`ddgsim.execute.nccl_replay` (``DDGSIM_COMM_LOG``)."""
 

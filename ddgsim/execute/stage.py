@@ -335,7 +335,7 @@ class StageWorker:
         buffers = {n: b.detach().clone() for n, b in self.module.named_buffers()}
         for t, raw in sorted(state["stash"].items()):
             params = [
-                p.detach().to(dev).clone().requires_grad_(live.requires_grad)
+                p.detach().to(dev, copy=True).requires_grad_(live.requires_grad)
                 for p, live in zip(raw["params"], self.params, strict=True)
             ]
             st = self.stash[int(t)] = _Stash(params, flat=raw["flat"])
