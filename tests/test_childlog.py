@@ -118,3 +118,15 @@ def test_torch_pipelining_failure_is_explained(tmp_path: Path, monkeypatch: pyte
     assert r.returncode == 1
     assert re.match(re.escape("error: torch.distributed.pipelining stage 0 failed (exit code ") + EXIT
                     + re.escape("): ddgsim.execute.runner.InjectedFault"), r.stderr.strip().splitlines()[-1])
+
+
+def test_a_log_dir_that_cannot_be_made_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "p.json", "mlp", [3], "ddg")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = execute(str(plan), "--steps", "3", "--data", "synthetic", "--log-dir", str(blocker / "logs"),
+                "--metrics", str(tmp_path / "m.json"))
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: --log-dir {blocker / 'logs'}: cannot make the folder")
+    assert not (tmp_path / "m.json").exists()

@@ -133,7 +133,10 @@ def child_logs(log_dir: Path | None) -> tuple[Path, bool]:
     their stderr logs (:mod:`ddgsim.execute.childlog`); (the folder, whether it is a temporary one)."""
     own = log_dir is None
     folder = Path(tempfile.mkdtemp(prefix="ddgsim-logs-")) if log_dir is None else log_dir
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--log-dir {folder}: cannot make the folder ({exc.strerror or exc})") from None
     for old in folder.glob("rank*.log"):  # an earlier run's, which would be appended to
         old.unlink()
     os.environ[ENV] = str(folder.resolve())
