@@ -49,6 +49,9 @@ DEFAULT_SCHEDULE = "ddg-pipelined"
 MICRO_SCHEDULES = ("gpipe", "1f1b")
 """Schedules that accept more than one micro-batch."""
 KINDS = ("F", "B", "U", "W")
+RECEIVE_WINDOW = 2
+"""Receives of one kind (activations, error gradients) a stage keeps posted ahead of the one it
+waits for, per incoming link: the executor's mailboxes, and the memory model's buffers."""
 
 _ACTION = re.compile(r"^(\d+)([FBUW])(\d+)(?:\.(\d+))?$")
 

@@ -18,6 +18,8 @@ def make_profile(
     param_bytes: Sequence[int] | None = None,
     activation_bytes: Sequence[int] | None = None,
     batch_size: int = 8,
+    saved_input: Sequence[int] | None = None,
+    saved_output: Sequence[int] | None = None,
 ) -> Profile:
     n = len(forward)
     out = output_bytes or [1000] * n
@@ -25,7 +27,9 @@ def make_profile(
     act = activation_bytes or [0] * n
     units = [
         UnitProfile(name=f"u{i}", forward_ms=float(forward[i]), backward_ms=float(backward[i]),
-                    output_bytes=int(out[i]), param_bytes=int(par[i]), activation_bytes=int(act[i]))
+                    output_bytes=int(out[i]), param_bytes=int(par[i]), activation_bytes=int(act[i]),
+                    saved_input_bytes=None if saved_input is None else int(saved_input[i]),
+                    saved_output_bytes=None if saved_output is None else int(saved_output[i]))
         for i in range(n)
     ]
     return Profile(model="synthetic", batch_size=batch_size, input_shape=[3, 8, 8], device="cpu",

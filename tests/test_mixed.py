@@ -17,6 +17,7 @@ from ddgsim.plan import mixed
 from ddgsim.plan import search as planner
 from ddgsim.plan.layouts import MIXED, MIXED_MARGIN, layouts_for, replica_counts, search_layouts
 from ddgsim.predict import closed_form, max_plus
+from ddgsim.predict.memory import unit_bytes
 from ddgsim.predict.scenario import load_scenario
 from ddgsim.replicas import Layout, check_batch
 
@@ -215,16 +216,29 @@ def test_place_keeps_a_stage_inside_a_node_when_there_is_room() -> None:
 
 
 @st.composite
+def memory_profiles(draw: st.DrawFn, n: int, act_max: int, out_max: int, par: list[int] | None = None):
+    """A profile of n units whose rows may save their input or output (a boundary tensor two
+    units share), or leave the fields unknown."""
+    out = draw(st.lists(st.integers(0, out_max), min_size=n, max_size=n))
+    known = draw(st.booleans())
+    s_in = [0] + [draw(st.sampled_from([0, out[i - 1]])) for i in range(1, n)]
+    s_out = [draw(st.sampled_from([0, out[i]])) for i in range(n)]
+    extra = draw(st.lists(st.integers(0, act_max), min_size=n, max_size=n))
+    act = [e + a + b for e, a, b in zip(extra, s_in, s_out, strict=True)]
+    return make_profile([1.0] * n, [1.0] * n, out, par, act, batch_size=16,
+                        saved_input=s_in if known else None, saved_output=s_out if known else None)
+
+
+@st.composite
 def fitting_cases(draw: st.DrawFn):
     n = draw(st.integers(1, 5))
     Ds = draw(st.lists(st.sampled_from([1, 2, 4]), min_size=1, max_size=3, unique=True))
     costs = {D: mixed.stage_costs(np.array(draw(st.lists(unit_cost, min_size=n, max_size=n)))) for D in Ds}
     devices = draw(st.integers(1, 7))
     par = draw(st.lists(st.integers(0, 1000), min_size=n, max_size=n))
-    act = draw(st.lists(st.integers(0, 1000), min_size=n, max_size=n))
-    out = draw(st.lists(st.integers(0, 300), min_size=n, max_size=n))
+    profile = draw(memory_profiles(n, 1000, 300))
     schedule = draw(st.sampled_from(["ddg", "ddg-pipelined", "bp"]))
-    fit = mixed.memory_fit(par, act, out, Ds, min(n, devices), schedule, 1, draw(st.floats(500.0, 20000.0)))
+    fit = mixed.memory_fit(par, unit_bytes(profile), Ds, min(n, devices), schedule, 1, draw(st.floats(500.0, 20000.0)))
     return costs, devices, fit
 
 
@@ -267,9 +281,7 @@ def test_a_stage_the_memory_model_admits_fits_wherever_it_sits(n: int, schedule:
     from ddgsim.schedule import Steady
 
     par = data.draw(st.lists(st.integers(0, 10_000_000), min_size=n, max_size=n))
-    act = data.draw(st.lists(st.integers(0, 10_000_000), min_size=n, max_size=n))
-    out = data.draw(st.lists(st.integers(0, 40_000_000), min_size=n, max_size=n))
-    profile = make_profile([1.0] * n, [1.0] * n, out, par, act, batch_size=16)
+    profile = data.draw(memory_profiles(n, 10_000_000, 40_000_000, par))
     v = data.draw(st.integers(1, n))
     u = data.draw(st.integers(0, v - 1))
     j = data.draw(st.integers(0, n - v))
@@ -283,7 +295,7 @@ def test_a_stage_the_memory_model_admits_fits_wherever_it_sits(n: int, schedule:
     reps[k] = D
     need = stage_memory(profile, ranges, Steady(schedule), 1, replicas=reps)[k].total
     limit = need * data.draw(st.floats(0.7, 1.3)) + 1.0
-    fit = mixed.memory_fit(par, act, out, [1, 2, 4], n, schedule, 1, limit)
+    fit = mixed.memory_fit(par, unit_bytes(profile), [1, 2, 4], n, schedule, 1, limit)
     if u < fit.first[(D, j)][v]:
         event("not admitted")
         return
@@ -292,17 +304,22 @@ def test_a_stage_the_memory_model_admits_fits_wherever_it_sits(n: int, schedule:
 
 
 def test_the_memory_model_counts_the_input_and_output_buffers() -> None:
-    """A stage that holds nothing but a 40 MB input (and, not last, a 40 MB output) needs two
-    shards of each: the model admits it at that need and not below."""
+    """A stage that holds nothing but a 40 MB input (and, not last, a 40 MB output), both saved
+    by its units, needs the receive windows and the two sends: the model admits it at that need
+    and not below."""
     from ddgsim.predict.memory import stage_memory
     from ddgsim.schedule import Steady
 
-    profile = make_profile([1.0] * 3, [1.0] * 3, [40_000_000, 40_000_000, 0], [0] * 3, [0] * 3, batch_size=16)
-    for ranges, k in (([(0, 1), (1, 3)], 1), ([(0, 1), (1, 2), (2, 3)], 1)):
+    mb40 = 40_000_000
+    profile = make_profile([1.0] * 3, [1.0] * 3, [mb40, mb40, 0], [0] * 3, [mb40, 2 * mb40, mb40], batch_size=16,
+                           saved_input=[0, mb40, mb40], saved_output=[mb40, mb40, 0])
+    ub = unit_bytes(profile)
+    for ranges, k, buffers in (([(0, 1), (1, 3)], 1, 3 * mb40), ([(0, 1), (1, 2), (2, 3)], 1, 5 * mb40)):
         u, v = ranges[k]
         j = len(ranges) - 1 - k
-        need = stage_memory(profile, ranges, Steady("ddg"), 1, replicas=[1] * len(ranges))[k].total
-        assert need in (80_000_000, 160_000_000)
-        below = mixed.memory_fit([0] * 3, [0] * 3, [40_000_000, 40_000_000, 0], [1], 3, "ddg", 1, need - 2)
-        at = mixed.memory_fit([0] * 3, [0] * 3, [40_000_000, 40_000_000, 0], [1], 3, "ddg", 1, need + 2)
+        mem = stage_memory(profile, ranges, Steady("ddg"), 1, replicas=[1] * len(ranges))[k]
+        assert mem.buffers == buffers  # 2 posted receives + 1 sent per side, the sent activation saved
+        need = mem.total
+        below = mixed.memory_fit([0] * 3, ub, [1], 3, "ddg", 1, need - 2)
+        at = mixed.memory_fit([0] * 3, ub, [1], 3, "ddg", 1, need + 2)
         assert below.first[(1, j)][v] > u and at.first[(1, j)][v] <= u

@@ -44,11 +44,12 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ddgsim.execute.nccl_replay import SEND_QUEUE, Recorder, SendLog
+from ddgsim.schedule import RECEIVE_WINDOW
 
 Key = tuple[int, int]
 
-WINDOW = 2
-"""Receives a mailbox keeps posted ahead of the one it waits for."""
+WINDOW = RECEIVE_WINDOW
+"""Receives a mailbox keeps posted ahead of the one it waits for (the memory model counts them)."""
 
 
 @dataclass(frozen=True)

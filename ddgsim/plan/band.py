@@ -27,7 +27,7 @@ from ddgsim.plan.split import reach
 from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import StageCosts, closed_form_period
 from ddgsim.predict.collective import update_allreduce_ms
-from ddgsim.predict.memory import steady_flights
+from ddgsim.predict.memory import message_buffers, steady_flights, unit_bytes
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import Layout
@@ -113,9 +113,11 @@ def tables(
         return np.where(valid, pref[endc] - pref[idx][:, None], fill)
 
     params = span(prefix([x.param_bytes for x in units]), 0.0)
-    acts = span(prefix([x.activation_bytes for x in units]), 0.0)
+    ub = unit_bytes(profile)
+    acts = span(prefix(ub.own), 0.0) + np.array([*ub.entry, 0])[idx][:, None]
     U = span(prefix(max_plus.unit_update_ms(profile, update_gb_s)), INF)
     out = np.array([0.0] + [x.output_bytes for x in units])  # out[u] = bytes crossing a cut at u
+    msg, unsaved = np.array(ub.message, dtype=np.float64), np.array(ub.unsaved_out, dtype=np.float64)
     measured = True
     work, fwd, upd, overflow = [], [], [], []
     shard_tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -129,12 +131,9 @@ def tables(
         fs, bs = shard_tables[D]
         speed = min(scenario.device(d).speed for d in devs)  # replicas wait for the slowest at the all-reduce
         flight, versions = flights[k]
-        buf = np.zeros_like(params)
-        if k > 0:
-            buf = buf + 2 * out[idx][:, None]
-        if k < K - 1:
-            buf = buf + 2 * out[endc]
-        buf = np.round(buf / (M * D))
+        msg_in = np.zeros_like(params) if k == 0 else np.broadcast_to(msg[idx][:, None], params.shape)
+        msg_out, unsaved_out = (0.0, 0.0) if k == K - 1 else (msg[endc], unsaved[endc])
+        buf = np.round(message_buffers(msg_in, msg_out, unsaved_out) / (M * D))
         mem = params * (2 + optimizer_buffers + versions) + np.round(flight * acts / D) + buf
         limit = scenario.memory_limit(devs, memory_limit)
         overflow.append(np.where(valid, mem - limit, INF))

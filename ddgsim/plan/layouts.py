@@ -45,7 +45,7 @@ from ddgsim.plan import mixed as mixed_layouts
 from ddgsim.plan.search import Candidate, MemoryOverflow, evaluate, search
 from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import CLOSED_FORM
-from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, stage_memory
+from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, stage_memory, unit_bytes
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, check_batch
@@ -358,8 +358,8 @@ def _mixed_candidate(
     stages = min(devices, profile.num_units)
     if not math.isfinite(cand.attained_ms) and devices * stages <= MEMORY_DP_LIMIT:
         limit = scenario.memory_limit(names, memory_limit_bytes)
-        fit = mixed_layouts.memory_fit(list(params), [u.activation_bytes for u in units], [u.output_bytes for u in units],
-                                       list(costs), stages, schedule, optimizer_buffers, limit)
+        fit = mixed_layouts.memory_fit(list(params), unit_bytes(profile), list(costs), stages, schedule,
+                                       optimizer_buffers, limit)
         found = mixed_layouts.least_period(costs, devices, fit)
         if found is None:
             return None

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddgsim.predict.collective import update_allreduce_ms
+from ddgsim.predict.memory import UnitBytes, message_buffers
 from ddgsim.predict.scenario import Scenario
 from ddgsim.replicas import Layout
 
@@ -122,30 +123,33 @@ class MemoryFit:
     """The most stages it covers (j < stages)."""
 
 
-def memory_fit(param_bytes: Sequence[float], activation_bytes: Sequence[float], output_bytes: Sequence[float],
+def memory_fit(param_bytes: Sequence[float], ub: UnitBytes,
                replicas: Sequence[int], stages: int, schedule: str, optimizer_buffers: int,
                limit_bytes: float) -> MemoryFit:
     """:class:`MemoryFit` of :func:`ddgsim.predict.memory.stage_memory`'s model: a stage followed
     by j others keeps ``flight(j)`` batches' activations (a shard of 1/D each) and ``versions(j)``
     older weights (``ddg``/``ddg-pipelined``: j + 1 and j; ``bp``: 1 and 0), its parameters,
-    gradients and optimizer state, and boundary buffers: two shards of its output (none on the
-    last stage) and two of its input, taken at the largest output of the model so that what
-    fits here fits wherever the stage starts."""
+    gradients and optimizer state, and its message buffers (none on the output side of the
+    last stage); its input side (the buffers and the held input) is taken at the model's
+    largest, so that what fits here fits wherever the stage starts."""
     if schedule not in ("ddg", "ddg-pipelined", "bp"):
         raise ValueError(f"no steady-state memory model for {schedule!r} without micro-batches")
     PP = np.concatenate([[0.0], np.cumsum(param_bytes)])
-    PA = np.concatenate([[0.0], np.cumsum(activation_bytes)])
-    largest = max(output_bytes, default=0.0)
+    PA = np.concatenate([[0.0], np.cumsum(np.asarray(ub.own, dtype=np.float64))])
+    largest = max(ub.message, default=0.0)
+    entry = max(ub.entry, default=0.0)
     n = len(param_bytes)
-    out_at = np.concatenate([[0.0], np.asarray(output_bytes, dtype=np.float64)])  # out_at[v]: a stage [u, v)'s output
-    out_at[n] = 0.0  # the last stage sends nothing on
+    out_at = np.asarray(ub.message, dtype=np.float64).copy()  # out_at[v]: a stage [u, v)'s output
+    unsaved_at = np.asarray(ub.unsaved_out, dtype=np.float64).copy()
+    out_at[n] = unsaved_at[n] = 0.0  # the last stage sends nothing on
+    buffers = message_buffers(largest, out_at, unsaved_at)
     first: dict[tuple[int, int], np.ndarray] = {}
     for D in replicas:
         for j in range(stages):
             flight, versions = (1.0, 0) if schedule == "bp" else (float(j + 1), j)
             a, c = 2 + optimizer_buffers + versions, flight / D
             f = a * PP + c * PA  # non-decreasing in u
-            room = limit_bytes - 2 * (out_at + largest) / D - 1.0  # 1 byte for stage_memory's rounding
+            room = limit_bytes - buffers / D - c * entry - 1.0  # 1 byte for stage_memory's rounding
             u = np.searchsorted(f, f - room, side="left")  # smallest u with f[v] − f[u] ≤ room[v]
             first[(D, j)] = np.minimum(u, np.arange(n + 1))
     return MemoryFit(first=first, stages=stages)

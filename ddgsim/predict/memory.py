@@ -4,15 +4,24 @@ Per stage k, with units ``[start, end)``:
 
 * parameters, gradients (same size) and ``optimizer_buffers`` copies for the
   optimizer state (SGD with momentum = 1 buffer, Adam = 2, plain SGD = 0);
-* activations: the stage's ``activation_bytes`` (what autograd saves) times the most
-  batches in flight at once — forwarded but not yet backpropagated — counted by
-  walking the stage's action list; a micro-batch counts 1/M of a batch;
+* activations: what the stage holds per batch in flight, times the most batches in
+  flight at once — forwarded but not yet backpropagated — counted by walking the stage's
+  action list; a micro-batch counts 1/M of a batch. Per batch: the units'
+  ``activation_bytes`` (what autograd saves) with every tensor counted once — a boundary
+  tensor that one unit saves as its output and the next as its input
+  (``saved_output_bytes``, ``saved_input_bytes``) is one storage — plus, on a stage
+  k > 0, the received input when its first unit does not save it (the executor keeps
+  it until the batch's backward);
 * stashed weights: the most weight versions, other than the current one, that
   in-flight batches were forwarded with (the executor stashes them so a delayed
   backward uses the weights of its forward). Under DDG stage k keeps K-1-k copies;
-* send/receive buffers: one buffer per direction per boundary, of the boundary's
-  ``output_bytes`` (/M): input activation + its gradient for k > 0, output
-  activation + its gradient for k < K-1.
+* message buffers (/M): on a stage k > 0 the :data:`RECEIVE_WINDOW` receives of input
+  activations the executor keeps posted and the error gradient it sends back; on a stage
+  k < K-1 the receive window of error gradients and the activation it sends, unless its
+  last unit saves that tensor (then it is already counted).
+
+A profile without the saved-input/output fields (older ones) counts every boundary
+tensor as if no unit shared it: an over-estimate, never an under-estimate.
 
 With D_k replicas of stage k (:mod:`ddgsim.replicas`) the figures are per replica: its
 activations and message buffers are those of its shard, 1/D_k of each (micro-)batch;
@@ -23,9 +32,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ddgsim.profile.format import Profile
-from ddgsim.schedule import Action, Schedule, Steady
+from ddgsim.schedule import RECEIVE_WINDOW, Action, Schedule, Steady
 
 SGD_MOMENTUM_BUFFERS = 1
 """Optimizer state per parameter for SGD with momentum (the paper's optimizer)."""
@@ -46,7 +56,7 @@ class StageMemory:
     stashed_weights: int
     """Older weight versions kept for delayed backwards."""
     buffers: int
-    """Send/receive buffers at the stage's boundaries."""
+    """Message buffers at the stage's boundaries: posted receives and sends in flight."""
     in_flight: float
     """Most batches in flight at once (micro-batches count 1/M)."""
     stashed_versions: int
@@ -105,6 +115,46 @@ def steady_flights(schedule: str, stages: int, micro_batches: int = 1) -> list[t
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
+@dataclass(frozen=True)
+class UnitBytes:
+    """The per-unit and per-cut terms of the model, for a profile of n units (cuts 0..n)."""
+
+    own: list[int]
+    """``own[i]``: unit i's saved bytes less the tensor it shares with unit i−1 (a stage's
+    activations per batch are the sum of ``own`` over its units, plus ``entry`` at its start)."""
+    entry: list[int]
+    """``entry[u]``: what a stage starting at unit u holds per batch besides ``own``: the shared
+    tensor subtracted from ``own[u]`` (its input, which it saves), or else its received input."""
+    message: list[int]
+    """``message[c]``: bytes of the tensor crossing cut c (unit c−1's output; 0 at cut 0)."""
+    unsaved_out: list[int]
+    """``unsaved_out[c]``: of ``message[c]``, the bytes unit c−1 does not save (a sent
+    activation its stage holds on top of its activations)."""
+
+
+def unit_bytes(profile: Profile) -> UnitBytes:
+    """:class:`UnitBytes` of ``profile`` (unknown saved-input/output fields count as not shared)."""
+    units = profile.units
+    s_in = [u.saved_input_bytes or 0 for u in units]
+    s_out = [u.saved_output_bytes or 0 for u in units]
+    shared = [0] + [min(s_out[i - 1], s_in[i]) for i in range(1, len(units))]
+    message = [0] + [u.output_bytes for u in units]
+    return UnitBytes(
+        own=[u.activation_bytes - shared[i] for i, u in enumerate(units)],
+        entry=[0] + [shared[i] + message[i] - s_in[i] for i in range(1, len(units))],
+        message=message,
+        unsaved_out=[0] + [u.output_bytes - s_out[i] for i, u in enumerate(units)],
+    )
+
+
+def message_buffers(in_bytes: Any, out_bytes: Any, out_unsaved: Any) -> Any:
+    """Message buffers of one stage per (micro-)batch shard: the receive window and the sent
+    error gradient on its input side (``in_bytes``; 0 on stage 0), the receive window and the
+    sent activation not otherwise held on its output side (``out_bytes``, ``out_unsaved``; 0 on
+    the last stage). Numbers or numpy arrays (the planner's tables)."""
+    return (RECEIVE_WINDOW + 1) * in_bytes + RECEIVE_WINDOW * out_bytes + out_unsaved
+
+
 def stage_memory(
     profile: Profile,
     ranges: Sequence[tuple[int, int]],
@@ -119,13 +169,14 @@ def stage_memory(
     D = list(replicas) if replicas is not None else [1] * K
     flights = (steady_flights(schedule.name, K, M) if isinstance(schedule, Steady)
                else [in_flight_and_versions(a, M) for a in schedule.actions])
+    ub = unit_bytes(profile)
     out = []
     for k, (start, end) in enumerate(ranges):
-        units = profile.units[start:end]
-        params = sum(u.param_bytes for u in units)
-        act = sum(u.activation_bytes for u in units)
-        in_bytes = profile.units[start - 1].output_bytes if k > 0 else 0
-        out_bytes = units[-1].output_bytes if k < K - 1 else 0
+        params = sum(u.param_bytes for u in profile.units[start:end])
+        act = sum(ub.own[start:end]) + ub.entry[start]
+        first, last = k == 0, k == K - 1
+        buf = message_buffers(0 if first else ub.message[start], 0 if last else ub.message[end],
+                              0 if last else ub.unsaved_out[end])
         flight, versions = flights[k]
         out.append(
             StageMemory(
@@ -134,7 +185,7 @@ def stage_memory(
                 optimizer=optimizer_buffers * params,
                 activations=round(flight * act / D[k]),
                 stashed_weights=versions * params,
-                buffers=round(2 * (in_bytes + out_bytes) / (M * D[k])),
+                buffers=round(buf / (M * D[k])),
                 in_flight=flight,
                 stashed_versions=versions,
             )

@@ -50,6 +50,12 @@ class UnitProfile:
     """Shape of the output tensor, batch dimension included (extra key)."""
     update_ms: float | None = None
     """Measured optimizer step for the unit's parameters (extra key); ``None``: not measured."""
+    saved_input_bytes: int | None = None
+    """Of ``activation_bytes``, the bytes of the unit's input (the tensor it receives), when it saves it;
+    ``None``: not measured (profiles from before the field)."""
+    saved_output_bytes: int | None = None
+    """Of ``activation_bytes``, the bytes of the unit's output, when it saves it (a ReLU saves its result);
+    ``None``: not measured."""
 
     @property
     def compute_ms(self) -> float:
@@ -167,6 +173,8 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
             activation_bytes=int(row["activation_bytes"]),
             output_shape=list(row.get("output_shape", [])),
             update_ms=None if row.get("update_ms") is None else float(row["update_ms"]),
+            saved_input_bytes=None if row.get("saved_input_bytes") is None else int(row["saved_input_bytes"]),
+            saved_output_bytes=None if row.get("saved_output_bytes") is None else int(row["saved_output_bytes"]),
         )
         for row in data["units"]
     ]

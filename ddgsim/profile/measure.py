@@ -29,7 +29,10 @@ or two views of one buffer, count once), their full ``nbytes``. Parameters and
 buffers that autograd saves (a conv's weight) are excluded: they are already counted
 in ``param_bytes`` and are not per-batch memory. The unit's input is included when
 autograd saves it, so summing over units can count a boundary tensor twice when both
-the producer (say, a ReLU saving its result) and the consumer save it.
+the producer (say, a ReLU saving its result) and the consumer save it: each row records
+which of its bytes are its input (``saved_input_bytes``) and its output
+(``saved_output_bytes``), and the memory model (:mod:`ddgsim.predict.memory`) counts such
+a tensor once.
 """
 
 from __future__ import annotations
@@ -108,13 +111,21 @@ def _count_saved(exclude: set[int], into: dict[int, int]) -> Iterator[None]:
             storage = t.untyped_storage()
             ptr, nbytes = storage.data_ptr(), storage.nbytes()
         except (RuntimeError, NotImplementedError):  # opaque tensors (e.g. mkldnn) have no storage
-            ptr, nbytes = id(t), t.numel() * t.element_size()
+            ptr, nbytes = _storage_ptr(t), t.numel() * t.element_size()
         if ptr not in exclude and nbytes > 0:
             into[ptr] = max(into.get(ptr, 0), nbytes)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield
+
+
+def _storage_ptr(t: torch.Tensor) -> int:
+    """What :func:`_count_saved` keys ``t`` by."""
+    try:
+        return int(t.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError):
+        return id(t)
 
 
 def _state_ptrs(module: nn.Module) -> set[int]:
@@ -155,6 +166,8 @@ class _UnitRunner:
         self.out_shape: list[int] | None = None
         self.out_bytes = 0
         self.saved: dict[int, int] = {}
+        self.saved_input = 0
+        self.saved_output = 0
 
     def step(self, x: torch.Tensor, timer: _Timer, record: bool) -> torch.Tensor:
         """Time forward and backward on ``x``; return the (detached) output."""
@@ -183,6 +196,10 @@ class _UnitRunner:
         x_in = x.detach().requires_grad_(self.needs_input_grad)
         with _count_saved(_state_ptrs(self.unit.module), self.saved):
             out = self.unit.module(x_in)
+        # The boundary tensors among them: a stage holds a tensor that two units (or a unit and a
+        # message buffer) share only once (ddgsim.predict.memory).
+        self.saved_input = self.saved.get(_storage_ptr(x_in), 0)
+        self.saved_output = self.saved.get(_storage_ptr(out), 0)
         detached: torch.Tensor = out.detach()
         del out
         return detached
@@ -198,6 +215,8 @@ class _UnitRunner:
             param_bytes=sum(_tensor_bytes(p) for p in unique),
             activation_bytes=sum(self.saved.values()),
             output_shape=self.out_shape,
+            saved_input_bytes=self.saved_input,
+            saved_output_bytes=self.saved_output,
         )
 
 
@@ -252,6 +271,26 @@ def _summary_of(pairs: list[list[float]], whole: float) -> dict[str, Any]:
     total = sum(f + b for f, b in pairs)
     return {"units": [[round(f, 4), round(b, 4)] for f, b in pairs], "sum": round(total, 3),
             "whole": round(whole, 3), "sum_over_whole": round(total / whole, 4) if whole > 0 else None}
+
+
+def _runners(units: Sequence[Unit]) -> list[_UnitRunner]:
+    runners: list[_UnitRunner] = []
+    upstream_params = False  # the input gradient is needed only if something upstream learns
+    for unit in units:
+        runners.append(_UnitRunner(unit, needs_input_grad=upstream_params))
+        upstream_params = upstream_params or any(p.requires_grad for p in unit.module.parameters())
+    return runners
+
+
+def saved_rows(model: nn.Module, io: ModelIO, batch_size: int, seed: int = 0) -> list[tuple[int, int, int]]:
+    """Per unit, as :func:`profile_model` counts them (one untimed forward, on CPU):
+    ``(activation_bytes, saved_input_bytes, saved_output_bytes)``."""
+    model = model.train()
+    runners = _runners(split_units(model, io, batch_size=2))
+    x = io.example_input(batch_size, torch.Generator(device="cpu").manual_seed(seed))
+    for runner in runners:
+        x = runner.count_saved(x)
+    return [(sum(r.saved.values()), r.saved_input, r.saved_output) for r in runners]
 
 
 def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO | None = None,
@@ -316,11 +355,7 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
         x0 = io.example_input(batch_size, gen).to(dev)
         with torch.no_grad():
             grad_out = torch.randn(model(x0).shape, generator=gen).to(dev)
-        runners: list[_UnitRunner] = []
-        upstream_params = False  # the input gradient is needed only if something upstream learns
-        for unit in units:
-            runners.append(_UnitRunner(unit, needs_input_grad=upstream_params))
-            upstream_params = upstream_params or any(p.requires_grad for p in unit.module.parameters())
+        runners = _runners(units)
         insitu = {m: _InSituSamples(len(units)) for m in (1, *mbs)}
         whole = _Samples()
         update = _Samples()
