@@ -22,6 +22,11 @@ Semantics (the contract every layer implements):
   the replicas' weights stay identical. For D = 2 the sum ``a + b`` is the same in any
   order, so a distributed run is bit-identical to the in-process engine; for D > 2 the
   all-reduce's summation order is the library's and results agree to rounding.
+* **Buckets.** The sum runs bucket by bucket, overlapped with the backward that completes
+  the batch (as DDP does): :func:`plan_buckets` groups the parameters, in the order the
+  backward produces them, into buckets of DDP's sizes; a bucket's all-reduce starts when
+  its gradients are all computed, buckets start in index order on every replica, and
+  ``U`` waits for the last. The same values are summed; only when changes.
 * **Buffers** (BatchNorm running statistics) are each replica's own, from its shard;
   evaluation and saved weights use replica 0's.
 * **Ranks** are stage-major: stage k's replica r is rank ``D_0 + … + D_{k-1} + r``; with
@@ -33,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ddgsim.errors import UserError
 
@@ -149,3 +154,47 @@ class Layout:
                 return k, rank
             rank -= d
         raise AssertionError("unreachable")
+
+
+BUCKET_BYTES = 25 * 2**20
+"""A bucket closes once it holds this many bytes (DDP's ``bucket_cap_mb`` = 25)."""
+FIRST_BUCKET_BYTES = 2**20
+"""The first bucket (the last layers' gradients, ready first) closes at 1 MiB, as in DDP, so
+communication starts early in the backward."""
+
+
+def plan_buckets(nbytes: Sequence[int], dtypes: Sequence[Any], cap: int = BUCKET_BYTES,
+                 first: int = FIRST_BUCKET_BYTES) -> list[list[int]]:
+    """Indices of the tensors (``nbytes[i]``, ``dtypes[i]``) grouped into buckets, each in reverse
+    index order (the order a backward produces them): a bucket takes the next tensors of its dtype
+    until it holds ``first`` bytes (the first bucket) or ``cap`` (the others)."""
+    buckets: list[list[int]] = []
+    open_: dict[Any, tuple[list[int], int]] = {}
+    for i in reversed(range(len(nbytes))):
+        members, size = open_.get(dtypes[i], ([], 0))
+        members = [*members, i]
+        size += nbytes[i]
+        limit = first if not buckets else cap
+        if size >= limit:
+            buckets.append(members)
+            open_.pop(dtypes[i], None)
+        else:
+            open_[dtypes[i]] = (members, size)
+    buckets += [m for m, _ in open_.values() if m]
+    return buckets
+
+
+def bucket_ready(param_bytes: Sequence[float], backward_ms: Sequence[float],
+                    cap: int = BUCKET_BYTES, first: int = FIRST_BUCKET_BYTES) -> list[tuple[float, float]]:
+    """The buckets of a stage whose units have ``param_bytes`` and ``backward_ms`` (each unit's
+    parameters taken as one float32 tensor): ``(fraction of the backward done when the bucket is
+    ready, bytes)``, in the order they start. A unit's gradients are ready when its backward ends
+    (the backward runs the units in reverse)."""
+    done, t = [0.0] * len(backward_ms), 0.0
+    for i in reversed(range(len(backward_ms))):
+        t += backward_ms[i]
+        done[i] = t
+    learn = [i for i, b in enumerate(param_bytes) if b > 0]
+    groups = plan_buckets([int(param_bytes[i]) for i in learn], ["f"] * len(learn), cap, first)
+    total = t if t > 0 else 1.0
+    return [(max(done[learn[j]] for j in g) / total, float(sum(param_bytes[learn[j]] for j in g))) for g in groups]

@@ -311,12 +311,15 @@ def _samples(layout: Layout) -> int:
 
 
 def derive(schedule: Schedule, layout: Layout, window: int = 2, old: bool = False,
-           samples: int | None = None) -> list[list[Event]]:
+           samples: int | None = None, buckets: int = 1) -> list[list[Event]]:
     """Each rank's events as the executor issues them for ``schedule`` (no checkpoints, no evaluation).
 
+    A replicated stage issues its ``buckets`` gradient all-reduces during the backward that
+    completes a batch (before that backward's send) and waits for them at the batch's ``U``
+    (:mod:`ddgsim.execute.buckets`), after the loss all-reduce on the last stage.
     ``old``: the communication before per-direction groups (every message on the default group,
-    a device-wide synchronisation after every action and all-reduce), kept as the case the
-    checker must reject.
+    a device-wide synchronisation after every action and all-reduce, one all-reduce at ``U``),
+    kept as the case the checker must reject.
     """
     K = schedule.stages
     n = samples if samples is not None else _samples(layout)
@@ -337,22 +340,27 @@ def derive(schedule: Schedule, layout: Layout, window: int = 2, old: bool = Fals
                 boxes[kind].append(box)
         sends = SendLog(rec)
         _barrier(rec, layout)
-        for act in schedule.actions[stage]:
+        members = list(range(layout.rank(stage, 0), layout.rank(stage, 0) + D))
+        last_b = {a.batch: i for i, a in enumerate(schedule.actions[stage]) if a.kind == "B"}
+        grads: dict[int, list[int]] = {}
+        for i, act in enumerate(schedule.actions[stage]):
             for msg in schedule.needs(act):
                 for box in boxes["act" if msg.kind == "act" else "grad"]:
                     _wait(box, (msg.batch, msg.micro), rec)
                     if act.kind != "W":
                         box.ready.discard((msg.batch, msg.micro))
-            if act.kind == "U" and D > 1:
-                members = list(range(layout.rank(stage, 0), layout.rank(stage, 0) + D))
-                ids = [rec.coll(replica_group(stage), members)]
+            if act.kind == "B" and D > 1 and not old and last_b[act.batch] == i:
+                grads[act.batch] = [rec.coll(replica_group(stage), members) for _ in range(buckets)]
+            if act.kind == "U" and D > 1 and old:
+                rec.coll(replica_group(stage), members)
                 if stage == K - 1:
-                    ids.append(rec.coll(replica_group(stage), members))
-                if old:
-                    rec.sync()
-                else:
-                    for i in ids:
-                        rec.wait(i)
+                    rec.coll(replica_group(stage), members)
+                rec.sync()
+            elif act.kind == "U" and D > 1:
+                for c in grads.pop(act.batch):
+                    rec.wait(c)
+                if stage == K - 1:
+                    rec.wait(rec.coll(replica_group(stage), members))
             if act.kind != "W" and old:
                 rec.sync()
             sent = schedule.delivered(act)
@@ -425,9 +433,10 @@ def _wait(box: _Box, key: Any, rec: Recorder) -> None:
 
 
 def check(name: str, stages: int, micro_batches: int = 1, replicas: int = 1, iterations: int | None = None,
-          old: bool = False, eager: bool = EAGER) -> Verdict:
-    """Derive and replay one case: ``name`` on ``stages`` stages of ``replicas`` replicas each."""
+          old: bool = False, eager: bool = EAGER, buckets: int = 2) -> Verdict:
+    """Derive and replay one case: ``name`` on ``stages`` stages of ``replicas`` replicas each
+    (``buckets`` gradient all-reduces per replicated stage and batch)."""
     N = iterations if iterations is not None else stages + 3
     sched = make_schedule(name, stages, N, micro_batches)
     layout = Layout.packed([f"cuda:{i}" for i in range(stages * replicas)], [replicas] * stages)
-    return replay(derive(sched, layout, old=old), groups_for(layout, old=old), eager=eager)
+    return replay(derive(sched, layout, old=old, buckets=buckets), groups_for(layout, old=old), eager=eager)

@@ -18,9 +18,10 @@ last stage, which computes the losses, shows the progress bar.
 Replicated stages (data parallel inside a stage): each replica loads only its shard of
 every (micro-)batch's inputs (stage 0) or labels (last stage); activations and error
 gradients travel as ``ddgsim.replicas.pieces`` (:class:`ddgsim.execute.comm.Pieces`);
-before every ``U`` the stage's weight gradients are summed by one all-reduce over the
-stage's process group (one per stage with D > 1, created by every rank in stage order),
-so every replica applies the same update. The last stage's replicas scale their shard's
+the stage's weight gradients are summed over the stage's process group (one per stage
+with D > 1, created by every rank in stage order) by bucketed all-reduces that start
+during the batch's last backward (:mod:`ddgsim.execute.buckets`) and are waited for at
+its ``U``, so every replica applies the same update. The last stage's replicas scale their shard's
 loss by 1/D and all-reduce it, so the reported loss is the batch's mean loss. Only
 replica 0 of each stage evaluates, shows the progress bar and writes final weights;
 every process writes its own checkpoint file.
@@ -47,6 +48,7 @@ peers are closing their sockets: a ``std::terminate`` after the run had finished
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import importlib
@@ -71,6 +73,7 @@ from torch import Tensor, nn
 
 from ddgsim.errors import UserError
 from ddgsim.execute import checkpoint as ckpt
+from ddgsim.execute.buckets import GradReducer
 from ddgsim.execute.comm import Key, Link, Outbox, PeerError, Pieces, data_tag, group_timeout
 from ddgsim.execute.config import RunConfig
 from ddgsim.execute.data import Dataset, check_cifar_dir, check_digits, check_fits, load_data
@@ -339,6 +342,8 @@ class StageProcess:
         self.lo, self.hi = shard(self.n, self.D, self.replica)
         self.group: Any = None
         """The process group of this stage's replicas (None with one replica)."""
+        self.reducer: GradReducer | None = None
+        """Sums the weight gradients over the replicas, overlapped with the backward (with ``group``)."""
         self.allreduce_s = 0.0
         self.timing = _Timing()
         self.last_good = -1
@@ -487,6 +492,11 @@ class StageProcess:
             size = self.slices[m].stop - self.slices[m].start
             weight = loss_share(size, self.B, self.M, self.D) if self.is_last else 1.0
             out = w.forward(t, x, y, micro=m, weight=weight)
+        elif act.kind == "B" and self.reducer is not None and w.completes(t, m):
+            # the batch's last backward: its gradient buckets start their all-reduces as they fill
+            self.reducer.start(t)
+            out = w.backward(t, received, micro=m, on_grad=self.reducer.ready)
+            self.reducer.finish(t, w.grads[t])
         elif act.kind == "B":
             out = w.backward(t, received, micro=m)
         elif act.kind == "U":
@@ -515,36 +525,22 @@ class StageProcess:
                                  self._waited() - wait0, self._comm() - comm0))
 
     def _allreduce(self, t: int) -> None:
-        """Sum batch t's weight gradients over this stage's replicas (one flattened buffer per dtype),
-        and on the last stage the replicas' shares of the batch's loss. Blocking: it is not
-        overlapped with compute."""
+        """Wait for batch t's weight gradients summed over this stage's replicas (the buckets'
+        all-reduces started during its last backward, :class:`GradReducer`), and on the last stage
+        sum the replicas' shares of the batch's loss."""
         t0 = time.perf_counter()
-        grads = self.worker.grads[t]
-        summed: list[Tensor] = list(grads)
-        members = [self.layout.rank(self.stage, j) for j in range(self.D)]
-        colls = []
-        for dtype in sorted({g.dtype for g in grads}, key=str):
-            idx = [i for i, g in enumerate(grads) if g.dtype == dtype]
-            buf = torch.cat([grads[i].reshape(-1) for i in idx])
-            if self.recorder is not None:
-                colls.append(self.recorder.coll(replica_group(self.stage), members))
-            dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.group)
-            off = 0
-            for i in idx:
-                n = grads[i].numel()
-                summed[i] = buf[off:off + n].view_as(grads[i])
-                off += n
-        self.worker.grads[t] = summed
+        assert self.reducer is not None
+        self.worker.grads[t] = self.reducer.wait(t)
         if self.is_last:
+            members = [self.layout.rank(self.stage, j) for j in range(self.D)]
             loss = torch.tensor([self.worker.losses[t]], dtype=torch.float64, device=self.device)
-            if self.recorder is not None:
-                colls.append(self.recorder.coll(replica_group(self.stage), members))
+            c = self.recorder.coll(replica_group(self.stage), members) if self.recorder is not None else None
             dist.all_reduce(loss, op=dist.ReduceOp.SUM, group=self.group)
             self.losses[t] = float(loss.item())
+            if c is not None:
+                assert self.recorder is not None
+                self.recorder.wait(c)
         self._sync()  # the all-reduces are on the current stream's path: this waits for them, nothing else
-        for c in colls:
-            assert self.recorder is not None
-            self.recorder.wait(c)
         self.allreduce_s += time.perf_counter() - t0
 
     def _sync(self) -> None:
@@ -901,6 +897,11 @@ def make_groups(proc: StageProcess, timeout: timedelta) -> None:
             group = dist.new_group(list(range(first, first + d)), timeout=timeout, backend=job.backend)
             if k == proc.stage:
                 proc.group = group
+                rec, members = proc.recorder, list(range(first, first + d))
+                proc.reducer = GradReducer(
+                    [proc.worker.params[i] for i in proc.worker.trainable], group,
+                    on_issue=None if rec is None else functools.partial(rec.coll, replica_group(k), members),
+                    on_wait=None if rec is None else rec.wait)
     for a, b in links(proc.layout, samples=proc.n):
         for name in (act_group(a, b), grad_group(b, a)):
             group = dist.new_group([a, b], timeout=timeout, backend=job.backend)

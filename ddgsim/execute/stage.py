@@ -44,6 +44,7 @@ runs on cloned buffers, so BatchNorm running statistics are not updated twice.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -235,31 +236,55 @@ class StageWorker:
         """The last stage's loss of batch t (sum over micro-batches of weight·loss)."""
         return self.losses[t]
 
-    def backward(self, t: int, grad_out: Tensor | None = None, *, micro: int = 0) -> Tensor | None:
+    def completes(self, t: int, micro: int) -> bool:
+        """Whether ``B t`` of ``micro`` is batch t's last backward on this stage (its gradient is whole after it)."""
+        st = self.stash[t]
+        return len(st.micros) == self.micro_batches and all(
+            mm.done for j, mm in st.micros.items() if j != micro)
+
+    def backward(self, t: int, grad_out: Tensor | None = None, *, micro: int = 0,
+                 on_grad: Callable[[int, Tensor], None] | None = None) -> Tensor | None:
         """``B t``: gradients of batch t at its stashed weights; returns the input gradient.
 
         ``grad_out`` is the error gradient received from the next stage (``None`` on
         the last stage). Returns ``None`` on stage 0 (nothing to send back).
+        ``on_grad(j, g)`` is called during the backward, as soon as the j-th trainable
+        parameter's gradient is computed, with its total over the batch's micro-batches so far
+        (the same tensor that ends in :attr:`grads`): gradient buckets start their all-reduce
+        from it (:mod:`ddgsim.execute.buckets`).
         """
         st = self.stash[t]
         m = st.micros[micro]
         assert m.out is not None and not m.done
         want = [st.params[i] for i in self.trainable]
+        acc = self.grads.get(t)
+        totals: dict[int, Tensor] = {}
+        handles = []
+        if on_grad is not None:
+            def hook(j: int, g: Tensor) -> None:
+                totals[j] = g if acc is None else acc[j] + g
+                on_grad(j, totals[j])
+
+            handles = [p.register_hook(functools.partial(hook, j)) for j, p in enumerate(want)]  # type: ignore[no-untyped-call]
         send_back = self.index > 0 and m.x_req is not None and m.x_req.requires_grad
         inputs: list[Tensor] = list(want)
         if send_back:
             assert m.x_req is not None
             inputs.append(m.x_req)
-        if not inputs:  # a stage without parameters that sends nothing back (e.g. a first ``flatten``)
-            grads: tuple[Tensor | None, ...] = ()
-        elif self.is_last:
-            grads = torch.autograd.grad(m.out, inputs, allow_unused=True)
-        else:
-            assert grad_out is not None
-            grads = torch.autograd.grad(m.out, inputs, grad_outputs=grad_out, allow_unused=True)
+        try:
+            if not inputs:  # a stage without parameters that sends nothing back (e.g. a first ``flatten``)
+                grads: tuple[Tensor | None, ...] = ()
+            elif self.is_last:
+                grads = torch.autograd.grad(m.out, inputs, allow_unused=True)
+            else:
+                assert grad_out is not None
+                grads = torch.autograd.grad(m.out, inputs, grad_outputs=grad_out, allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
         pgrads = [torch.zeros_like(p) if g is None else g for p, g in zip(want, grads, strict=False)]
-        acc = self.grads.get(t)
-        self.grads[t] = pgrads if acc is None else [a + g for a, g in zip(acc, pgrads, strict=True)]
+        self.grads[t] = pgrads if acc is None else [
+            totals[j] if j in totals else a + g for j, (a, g) in enumerate(zip(acc, pgrads, strict=True))]
         m.done, m.out, m.x_req = True, None, None
         gin = grads[-1] if send_back else None
         if all(mm.done for mm in st.micros.values()) and len(st.micros) == self.micro_batches:

@@ -134,12 +134,13 @@ def after_gradients(last: bool) -> list[float]:
 def update_allreduce_ms(scenario: Scenario, devices: Sequence[str], param_bytes: float | np.ndarray,
                         algorithm: str, last: bool) -> np.ndarray:
     """What a replicated stage's replicas spend in all-reduces before each update, one after the
-    other: the sum of its weight gradients (``param_bytes``), then :func:`after_gradients`;
-    0 for one replica."""
+    other: the sum of its weight gradients (``param_bytes``; none without parameters), then
+    :func:`after_gradients`; 0 for one replica."""
     n = np.asarray(param_bytes, dtype=np.float64)
     if len(devices) < 2:
         return np.zeros_like(n)
-    total = allreduce_ms(scenario, devices, n, algorithm)
+    # a stage without parameters has no gradient to sum (the executor issues no all-reduce)
+    total = np.where(n > 0, allreduce_ms(scenario, devices, n, algorithm), 0.0)
     for nbytes in after_gradients(last):
         total = total + allreduce_ms(scenario, devices, nbytes, algorithm)
     return total

@@ -10,18 +10,22 @@ SimPy orders simultaneous events by insertion, and nothing here is random.
 
 Replicas (``layout``, :mod:`ddgsim.replicas`): every replica of every stage is its own
 process on its own device; every piece of a re-sharded (micro-)batch is its own message
-over its route. Before each ``U`` the replicas of a stage run the all-reduce as the chunk
-transfers of the algorithm (:mod:`ddgsim.predict.collective`) on the same link FIFOs as
-the pipeline messages — ring: 2(D−1) steps, each replica sending one n/D chunk to its
-successor once its previous step's chunk has arrived; tree: the pipelined binary tree,
-reduce to replica 0 then broadcast, in the chunk count ``tree_ms`` picks — once every
-replica of the stage has reached its ``U`` (a rendezvous, as a collective call), then the
-optimizer step. The last stage runs a second, 8-byte all-reduce after the gradients' (the
-loss shares, as the executor does). Where the scenario has a measured all-reduce for the
-stage's devices (``[[allreduce]]``, one host), that curve's time replaces the chunk
-transfers, holding the ring's link directions from when they are all free. The
-all-reduce is not overlapped with compute: the replica computes nothing meanwhile (its
-row shows a ``cat="allreduce"`` interval), other stages go on.
+over its route. The replicas of a stage sum its weight gradients as the executor does
+(:mod:`ddgsim.execute.buckets`): bucket by bucket (``Costs.grad_buckets``), each bucket's
+all-reduce starting when the backward that completes the batch has computed its
+gradients (its fraction of that backward, from the profile's per-unit backward times)
+and every replica has reached it (a rendezvous, as a collective call), in bucket order;
+``U`` waits for the last (the exposed part shows as a ``cat="allreduce"`` interval on the
+replica's row), then, on the last stage, an 8-byte all-reduce of the loss shares, then
+the optimizer step. Each all-reduce runs as the chunk transfers of the algorithm
+(:mod:`ddgsim.predict.collective`) on the same link FIFOs as the pipeline messages —
+ring: 2(D−1) steps, each replica sending one n/D chunk to its successor once its
+previous step's chunk has arrived; tree: the pipelined binary tree, reduce to replica 0
+then broadcast, in the chunk count ``tree_ms`` picks. Where the scenario has a measured
+all-reduce for the stage's devices (``[[allreduce]]``, one host), that curve's time
+replaces the chunk transfers, holding the ring's link directions from when they are all
+free. The closed forms add the all-reduces to ``U`` unhidden (an upper bound where the
+buckets overlap the backward).
 
 Steady state: run N iterations (default 4K+8); for each stage take the mean spacing
 of its batches' first-forward start times over the second half of the run; report the
@@ -302,22 +306,39 @@ def _run_replicated(schedule: Schedule, costs: Costs,
         env.timeout(end - now).callbacks.append(lambda _: send(hops, done, name, i + 1))
 
     assert costs.allreduce_bytes is not None
-    # Per stage: the all-reduces before each update (gradients; on the last stage also the loss).
-    messages = [[float(costs.allreduce_bytes[0, k]), *after_gradients(k == K - 1)] if D[k] > 1 else []
+    # Per stage: the gradients' buckets, each started during the backward that completes a batch
+    # when its gradients are computed (fraction of that backward, bytes; one bucket at its end
+    # when the costs have none), then before the update, on the last stage, the loss shares.
+    buckets = [(list(costs.grad_buckets[k]) if costs.grad_buckets is not None else
+                [(1.0, float(costs.allreduce_bytes[0, k]))]) if D[k] > 1 else [] for k in range(K)]
+    messages = [[b for _, b in buckets[k]] + (list(after_gradients(k == K - 1)) if D[k] > 1 else [])
                 for k in range(K)]
+    completing = [{a.batch: i for i, a in enumerate(schedule.actions[k]) if a.kind == "B"} for k in range(K)]
     chunks = {(k, j): tree_chunks(scenario, rows[k], nb) if costs.allreduce == "tree" else 1
               for k in range(K) for j, nb in enumerate(messages[k])}
     curves = [scenario.measured_allreduce(rows[k]) for k in range(K)]
 
-    def collective(k: int, r: int, t: int) -> Generator[simpy.Event, Any, None]:
-        for j, nbytes in enumerate(messages[k]):
-            tag = (k, t, j)
-            if curves[k] is not None:
-                yield from measured(k, r, tag, nbytes)
-            elif costs.allreduce == "ring":
-                yield from ring(k, r, tag, nbytes)
-            else:
-                yield from tree(k, r, tag, nbytes, chunks[(k, j)])
+    def collective(k: int, r: int, t: int, j: int) -> Generator[simpy.Event, Any, None]:
+        # The collective starts once every replica has called it (a rendezvous).
+        here = ready[(k, t, j)] = ready.get((k, t, j), 0) + 1
+        if here == D[k]:
+            event(("ready", k, t, j)).succeed()
+        yield event(("ready", k, t, j))
+        tag, nbytes = (k, t, j), messages[k][j]
+        if curves[k] is not None:
+            yield from measured(k, r, tag, nbytes)
+        elif costs.allreduce == "ring":
+            yield from ring(k, r, tag, nbytes)
+        else:
+            yield from tree(k, r, tag, nbytes, chunks[(k, j)])
+
+    def grad_buckets(k: int, r: int, t: int, start: float, dur: float) -> Generator[simpy.Event, Any, None]:
+        for j, (frac, _) in enumerate(buckets[k]):  # in index order, each when its gradients exist
+            at = start + frac * dur
+            if at > env.now:
+                yield env.timeout(at - env.now)
+            yield from collective(k, r, t, j)
+        event(("grads", k, r, t)).succeed()
 
     def measured(k: int, r: int, tag: tuple[int, int, int], nbytes: float) -> Generator[simpy.Event, Any, None]:
         # A measured curve (one host): the ring's link directions are held for its whole time,
@@ -381,7 +402,7 @@ def _run_replicated(schedule: Schedule, costs: Costs,
             send(hops, sent, f"ar {k}U{tag[1]} broadcast {j}")
             yield sent
 
-    ready: dict[tuple[int, int], int] = {}
+    ready: dict[tuple[int, int, int], int] = {}
 
     # Per stage, once: each action's needed messages and the message it sends.
     plan = [[(a, schedule.needs(a), schedule.sends(a)) for a in schedule.actions[k]] for k in range(K)]
@@ -392,7 +413,7 @@ def _run_replicated(schedule: Schedule, costs: Costs,
         dur = {"F": float(costs.forward_ms[0, k]) * scale, "B": float(costs.backward_ms[0, k]) * scale,
                "U": float(costs.update_ms[0, k]) * scale}
         inbound, outbound = act_in[k][r], act_out[k][r]
-        for a, needs, sent in plan[k]:
+        for i, (a, needs, sent) in enumerate(plan[k]):
             start = env.now
             waits = []
             for msg in needs:
@@ -407,15 +428,14 @@ def _run_replicated(schedule: Schedule, costs: Costs,
                 record(TraceEvent(row=dev, name=repr(a), start_ms=start, end_ms=env.now, cat="W"))
                 continue
             if a.kind == "U" and D[k] > 1:
-                start = env.now
-                # The collective starts once every replica has called it (a rendezvous).
-                here = ready[(k, a.batch)] = ready.get((k, a.batch), 0) + 1
-                if here == D[k]:
-                    event(("ready", k, a.batch)).succeed()
-                yield event(("ready", k, a.batch))
-                yield from collective(k, r, a.batch)
+                start = env.now  # what is left of the gradients' all-reduces, then the loss's
+                yield event(("grads", k, r, a.batch))
+                for j in range(len(buckets[k]), len(messages[k])):
+                    yield from collective(k, r, a.batch, j)
                 record(TraceEvent(row=dev, name=f"allreduce {a!r}", start_ms=start, end_ms=env.now, cat="allreduce"))
             start = env.now
+            if a.kind == "B" and D[k] > 1 and completing[k][a.batch] == i:
+                env.process(grad_buckets(k, r, a.batch, start, dur["B"]))
             yield env.timeout(dur[a.kind])
             if r == 0:
                 executed[k].append(a)
@@ -485,6 +505,11 @@ def _overlap(mine: list[tuple[float, float]], others: list[tuple[float, float]])
             total += min(b, merged[k][1]) - max(a, merged[k][0])
             k += 1
     return total
+
+
+def _overlapped(costs: Costs) -> bool:
+    """Whether a gradient bucket starts before its backward ends (the closed forms then over-count)."""
+    return costs.grad_buckets is not None and any(f < 1.0 for stage in costs.grad_buckets for f, _ in stage)
 
 
 def first_forward_starts(timeline: Sequence[TraceEvent], device: str, iterations: int) -> list[float]:
@@ -619,7 +644,8 @@ def simulate(
         profile, split, scenario, sched, costs, period=period, bp_ms=bp_ms, staleness=stale,
         optimizer_buffers=optimizer_buffers, update_gb_s=update_gb_s, iterations=n,
         links=replicated_link_stats(costs, scenario) if replicated else link_stats(costs),
-        analytic_exact=not costs.shared_links(scenario), events=events, wall_s=wall, notes=costs.notes,
+        analytic_exact=not costs.shared_links(scenario) and not _overlapped(costs), events=events, wall_s=wall,
+        notes=costs.notes,
         timeline=timeline,
     )
 

@@ -13,7 +13,8 @@ Semantics (identical to :mod:`ddgsim.predict.event_sim`, which checks them event
   them, else 1/(M·D_k) of the batch — ``Costs.notes`` says so); ``U`` lasts the stage's
   all-reduces (``Costs.allreduce_ms``: the gradients', and on the last stage the loss
   shares'; :func:`ddgsim.predict.collective.update_allreduce_ms`, not overlapped with
-  compute) plus ``update_ms``; a boundary's message is its slowest piece (one
+  compute — the executor and the SimPy model overlap the gradients' buckets with the
+  backward, ``Costs.grad_buckets``, so here it is an upper bound) plus ``update_ms``; a boundary's message is its slowest piece (one
   representative replica per stage: its route's hops each take every piece of the
   boundary that crosses them; the SimPy model runs every replica and piece). Exact where
   a boundary's pieces take equal times (symmetric replicas); otherwise an upper bound, as
@@ -61,7 +62,7 @@ from ddgsim.errors import UserError, choices
 from ddgsim.predict.collective import ring_edges, tree_levels, update_allreduce_ms
 from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.replicas import ALLREDUCE, Layout, Piece, pieces
+from ddgsim.replicas import ALLREDUCE, Layout, Piece, bucket_ready, pieces
 from ddgsim.schedule import Message, Schedule, execution_order, resolve
 
 UPDATE_GB_S = 10.0
@@ -117,6 +118,12 @@ class Costs:
     """(S, K): bytes each stage's all-reduce sums (its parameter bytes; ``None``: zeros)."""
     notes: tuple[str, ...] = ()
     """One line each: where a cost is an estimate (shard costs scaled from the batch, ...)."""
+    grad_buckets: tuple[tuple[tuple[float, float], ...], ...] | None = None
+    """With one split (S = 1) and replicas: per stage, its gradient buckets as
+    :func:`ddgsim.replicas.bucket_ready` gives them (fraction of the backward done when a bucket is
+    ready, its bytes); empty for a stage of one replica. The simulator overlaps them with the
+    backward, as the executor does; ``allreduce_ms`` (what the closed forms add to ``U``) is
+    their sum, unhidden: an upper bound. ``None``: one bucket per stage, ready at the end."""
 
     def __post_init__(self) -> None:
         if self.allreduce_ms is None:
@@ -156,6 +163,7 @@ class Costs:
             act_hop_ms=self.act_hop_ms[sl], grad_hop_ms=self.grad_hop_ms[sl],
             allreduce_ms=self.allreduce_ms[sl], layout=self.layout, micro_bytes=self.micro_bytes[sl],
             allreduce=self.allreduce, notes=self.notes, allreduce_bytes=self.allreduce_bytes[sl],
+            grad_buckets=self.grad_buckets if self.forward_ms.shape[0] == 1 else None,
         )
 
     def boundary_pieces(self, k: int) -> list[Piece]:
@@ -369,6 +377,10 @@ def _costs_with_layout(
         if D[k] > 1:
             ar_bytes[:, k] = stage_sum(params, k)
             ar[:, k] = update_allreduce_ms(scenario, rows[k], ar_bytes[:, k], allreduce, last=k == K - 1)
+    buckets = tuple(
+        tuple(bucket_ready(params[bounds[0, k]:bounds[0, k + 1]],
+                           [u.backward_ms for u in profile.units[bounds[0, k]:bounds[0, k + 1]]]))
+        if D[k] > 1 else () for k in range(K)) if S == 1 else None
     out_bytes = np.array([u.output_bytes for u in profile.units], dtype=np.float64)
     whole = out_bytes[cuts - 1] / M if K > 1 else np.zeros((S, 0))
     # One representative message per boundary and direction: the slowest piece over its route,
@@ -404,7 +416,7 @@ def _costs_with_layout(
         message_bytes=msg, act_hops=act_hops, grad_hops=grad_hops,
         act_hop_ms=hop_ms(act_hops, act_load), grad_hop_ms=hop_ms(grad_hops, grad_load),
         allreduce_ms=ar, layout=layout, micro_bytes=whole, allreduce=allreduce, allreduce_bytes=ar_bytes,
-        notes=(note,) if note else (),
+        notes=(note,) if note else (), grad_buckets=buckets,
     )
 
 
