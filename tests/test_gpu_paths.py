@@ -64,3 +64,20 @@ def test_nccl_groups_outlive_a_receive_posted_early() -> None:
     # a receive posted WINDOW messages ahead waits through every action until its use, each bounded by the timeout
     assert group_timeout(60, "nccl", 1) == timedelta(seconds=60 * (WINDOW + 1) * 5)
     assert group_timeout(60, "nccl", 4) > group_timeout(60, "nccl", 1)
+
+
+def test_profile_takes_any_cuda_device_or_says_why_not(capsys: pytest.CaptureFixture[str]) -> None:
+    """``profile --device`` accepts cpu, cuda and cuda:N; anything else, or a GPU this machine
+    lacks, is one line and exit status 2 before anything is measured."""
+    from ddgsim.cli import main
+    from ddgsim.commands.profile import device_arg
+
+    assert [device_arg(d) for d in ("cpu", "cuda", "cuda:3")] == ["cpu", "cuda", "cuda:3"]
+    with pytest.raises(SystemExit) as bad:
+        main(["profile", "mlp", "--device", "gpu0"])
+    assert bad.value.code == 2
+    assert "'gpu0' is not a device (accepted: cpu, cuda, cuda:N)" in capsys.readouterr().err
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert main(["profile", "mlp", "--device", f"cuda:{n}", "--no-cache"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--device cuda:{n}" in err

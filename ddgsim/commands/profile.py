@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from ddgsim.commands._help import add_command
 
+
+def device_arg(text: str) -> str:
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N``."""
+    if re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        return text
+    raise argparse.ArgumentTypeError(f"'{text}' is not a device (accepted: cpu, cuda, cuda:N)")
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add_command(subparsers, "profile", help="measure a model's per-unit costs",
@@ -21,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                               "MODEL with real PyTorch runs; reuse a bundled or cached profile if one exists.")
     p.add_argument("model", help="model name (see 'ddgsim models') or 'package.module:factory'")
     p.add_argument("--batch-size", type=int, default=128, metavar="B", help="samples per batch (default 128)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to measure (default cpu)")
+    p.add_argument("--device", type=device_arg, default="cpu", metavar="DEVICE",
+                   help="where to measure: cpu, cuda (the current GPU) or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (torch.set_num_threads; default 1 for stable figures; ignored on cuda)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per unit (median; default 5)")
@@ -84,11 +92,16 @@ def run(args: argparse.Namespace) -> int:
     threads: int | None = args.threads
     if args.clock == "thread" and (args.device != "cpu" or args.threads != 1):
         raise UserError("--clock thread needs --device cpu and --threads 1")
-    if args.device == "cuda":
+    kind = args.device.split(":", 1)[0]
+    if kind == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+            raise UserError(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
+        index = int(args.device.split(":", 1)[1]) if ":" in args.device else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                            f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
         threads = None
     micro = parse_ints(args.micro_batches, "--micro-batches") if args.micro_batches else ()
     from ddgsim.profile.format import check_micro_batches
@@ -97,10 +110,10 @@ def run(args: argparse.Namespace) -> int:
     if args.bundled:
         from ddgsim.profile.store import bundled_dir, bundled_profile
 
-        found = bundled_profile(spec.name, args.batch_size, args.device, threads)
+        found = bundled_profile(spec.name, args.batch_size, kind, threads)
         if found is None:
             raise UserError(f"--bundled: no bundled profile for {spec.name} at batch {args.batch_size} on "
-                            f"{args.device} with {threads} thread(s) (bundled: "
+                            f"{kind} with {threads} thread(s) (bundled: "
                             f"{', '.join(sorted(p.name for p in bundled_dir().glob('*.json')))})")
         path: Path | None = found[0]
         prof, source = found[1], "bundled"

@@ -220,8 +220,9 @@ def get_profile(model: str, batch_size: int, device: str = "cpu", threads: int |
     inputs = Inputs.of(model, input_shape, vocab)
     how = Measurement(method=method, clock=clock, reps=reps, micro_batches=tuple(sorted(set(micro_batches))))
     key = here_key(device)
+    kind = device.split(":", 1)[0]  # cuda:1 measures on that GPU; the profile is a "cuda" one
     if cache and not remeasure:
-        found = lookup(model, batch_size, device, threads, input_shape=input_shape, vocab=vocab,
+        found = lookup(model, batch_size, kind, threads, input_shape=input_shape, vocab=vocab,
                        how=how if this_machine else None, key=key)
         if found is not None:
             return found[1], found[0], found[2]
@@ -229,7 +230,7 @@ def get_profile(model: str, batch_size: int, device: str = "cpu", threads: int |
                    command=command, clock=clock, method=method, micro_batches=how.micro_batches)
     if not cache:
         return prof, None, "measured"
-    path = cache_dir() / _cache_name(model, batch_size, device, threads, inputs, how, prof.machine_key or key)
+    path = cache_dir() / _cache_name(model, batch_size, kind, threads, inputs, how, prof.machine_key or key)
     try:
         prof.save(path)
     except OSError as exc:
