@@ -23,6 +23,7 @@ COMMANDS = (
     "simulate",
     "plan",
     "execute",
+    "converge",
     "stepsize",
     "theory_slack",
     "calibrate",

@@ -27,6 +27,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
                 ("ddgsim execute plan.json --steps 200 --data text --lr 0.03", "a GPT plan on byte-level text"),
                 ("ddgsim execute plan.json --steps 1000 --checkpoint-dir ck --checkpoint-every 100",
                  "checkpoints; --resume ck continues")],
+    "converge": [("ddgsim converge mlp --data digits --stages 1,2,3", "steps each K needs to reach BP's loss"),
+                 ("ddgsim converge gpt-mini --data text --stages 1,2 --seeds 2 --json", "a GPT on text, as JSON")],
     "stepsize": [("ddgsim stepsize --stages 4", "step sizes the analysis allows, per-stage limits")],
     "theory-slack": [("ddgsim theory-slack --out slack.csv --K-max 8", "slack of every convergence bound")],
     "calibrate": [("ddgsim calibrate --out local.toml", "this machine's links as a scenario"),

@@ -26,7 +26,7 @@ from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError, choices
 from ddgsim.schedule import DEFAULT_SCHEDULE
 
-OBJECTIVES = ("throughput",)
+OBJECTIVES = ("throughput", "time-to-loss")
 DEFAULT_BATCH = 128
 GIB = 2**30
 
@@ -56,7 +56,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="B",
                    help=f"batch size of the profile (default {DEFAULT_BATCH})")
     p.add_argument("--memory-limit", type=float, metavar="GIB", help="memory per device in GiB (default: the scenario's)")
-    p.add_argument("--objective", default="throughput", metavar="NAME", help=f"{', '.join(OBJECTIVES)} (default throughput)")
+    p.add_argument("--objective", default="throughput", metavar="NAME",
+                   help="throughput (least time per iteration) or time-to-loss (least predicted time to "
+                        "--target-loss: pilot trainings' steps × iteration time; default throughput)")
+    p.add_argument("--max-staleness", type=int, metavar="N",
+                   help="only plans whose gradients are at most N iterations old (ddg: K ≤ N+1 stages)")
+    from ddgsim.commands.converge import add_pilot_args
+    from ddgsim.converge.pilot import DEFAULT_STEPS, DEFAULT_WINDOW
+
+    add_pilot_args(p, DEFAULT_STEPS, DEFAULT_WINDOW)
     p.add_argument("--out", metavar="PLAN", help="write the chosen plan (ddgsim-plan/1 JSON)")
     p.add_argument("--json", action="store_true", help="print the chosen plan as JSON instead of tables")
     p.add_argument("--trace", metavar="FILE", help="write the chosen plan's simulated timeline (Chrome trace JSON)")
@@ -85,6 +93,20 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         raise UserError(f"unknown --allreduce '{args.allreduce}' (choose from 'ring', 'tree')")
     if args.stages is not None and args.replicas not in ("auto", "1") and args.stages * int(args.replicas) > args.gpus:
         raise UserError(f"--stages {args.stages} × --replicas {args.replicas} needs more than the {args.gpus} devices of --gpus")
+    if args.max_staleness is not None and args.max_staleness < 0:
+        raise UserError(f"--max-staleness must be >= 0, got {args.max_staleness}")
+    if args.objective == "time-to-loss":
+        from ddgsim.commands.converge import check_pilot_args
+
+        if args.schedule == "all":
+            raise UserError("--objective time-to-loss plans one schedule: give --schedule NAME, not all")
+        if args.profile:
+            raise UserError("--objective time-to-loss trains the model in its pilots: give MODEL, not --profile")
+        check_pilot_args(args)
+    else:
+        given = [f for f, v in (("--data", args.data), ("--target-loss", args.target_loss)) if v is not None]
+        if given:
+            raise UserError(f"{given[0]} is for --objective time-to-loss (the objective is {args.objective})")
     if args.schedule == "all":
         return list(SCHEDULES)
     if args.schedule not in SCHEDULES:
@@ -132,7 +154,19 @@ def run(args: argparse.Namespace) -> int:
     if args.stages is not None and args.stages > n:
         raise UserError(f"--stages {args.stages} is more stages than the {n} units of '{profile.model}'")
     ks = [args.stages] if args.stages is not None else list(range(1, top + 1))
+    restricted = args.stages is not None
+    if args.max_staleness is not None:
+        from ddgsim.converge.objective import staleness_of
+
+        # only the stale schedules are limited; with --schedule all each keeps its own Ks below
+        if all(staleness_of(sc, min(ks)) > args.max_staleness for sc in schedules):
+            raise UserError(f"--max-staleness {args.max_staleness}: the fewest stages asked for, {min(ks)}, "
+                            f"train on gradients {min(ks) - 1} iterations old")
     limit = args.memory_limit * GIB if args.memory_limit is not None else None
+    ttl: dict[str, Any] | None = None
+    if args.objective == "time-to-loss":
+        ks, ttl = _time_to_loss(args, profile, scenario, schedules[0], _allowed(ks, schedules[0], args), limit)
+        restricted = True
 
     per_schedule: dict[str, list[Any]] = {}
     layouts: dict[str, Any] = {}
@@ -143,15 +177,20 @@ def run(args: argparse.Namespace) -> int:
                 micro = 1
             else:
                 raise UserError(f"schedule '{sched}' takes no micro-batches (got {micro}); only gpipe, 1f1b do")
+        sched_ks = _allowed(ks, sched, args)
+        if not sched_ks:
+            per_schedule[sched] = []
+            continue
         if args.replicas == "1":
             per_schedule[sched] = [plan_for_k(profile, scenario, sched, k, micro_batches=micro,
-                                              memory_limit_bytes=limit) for k in ks]
+                                              memory_limit_bytes=limit) for k in sched_ks]
             continue
         from ddgsim.plan.layouts import search_layouts
 
         found = search_layouts(profile, scenario, sched, args.gpus, micro_batches=micro, memory_limit_bytes=limit,
                                replicas=None if args.replicas == "auto" else [int(args.replicas)],
-                               stages=ks if args.stages is not None else None, allreduce=args.allreduce)
+                               stages=sched_ks if restricted or sched_ks != ks else None,
+                               allreduce=args.allreduce)
         layouts[sched] = found
         top_choice = found.best
         if top_choice is None or top_choice.best is None:
@@ -186,6 +225,10 @@ def run(args: argparse.Namespace) -> int:
     note_provenance(profile, profile_ref.get("path") or profile.model, scenario,  # once the input is known good
                     (args.micro_batches or 4) if {"gpipe", "1f1b"} & set(schedules) else 1)
     extra: dict[str, Any] = {"objective": args.objective, "scenario_assumed": assumed}
+    if args.max_staleness is not None:
+        extra["max_staleness"] = args.max_staleness
+    if ttl is not None:
+        extra["time_to_loss"] = ttl
     if primary in layouts:
         extra["layouts"] = _layouts_summary(layouts[primary])
     plan = to_plan(chosen, profile, profile_ref, args.scenario or scenario.name, micro, extra=extra)
@@ -216,9 +259,57 @@ def run(args: argparse.Namespace) -> int:
 
     render(profile=profile, profile_note=profile_note, scenario=scenario, assumed=assumed,
            per_schedule=per_schedule, primary=primary, chosen=chosen, out=args.out, trace=args.trace,
-           layouts=layouts.get(primary))
+           layouts=layouts.get(primary), objective=args.objective, time_to_loss=ttl)
     return 0
 
+
+def _allowed(ks: list[int], schedule: str, args: argparse.Namespace) -> list[int]:
+    """The Ks of ``ks`` within ``--max-staleness`` under ``schedule``."""
+    from ddgsim.converge.objective import staleness_of
+
+    if args.max_staleness is None:
+        return ks
+    return [k for k in ks if staleness_of(schedule, k) <= args.max_staleness]
+
+
+def _time_to_loss(args: argparse.Namespace, profile: Any, scenario: Any, schedule: str, ks: list[int],
+                  limit: float | None) -> tuple[list[int], dict[str, Any]]:
+    """The K with the least predicted time to the target (pilots × iteration time), and the table."""
+    from ddgsim.commands._table import replica_label
+    from ddgsim.commands.converge import pilots
+    from ddgsim.converge.objective import rank
+    from ddgsim.plan.build import plan_for_k
+
+    micro = args.micro_batches or (4 if schedule in ("gpipe", "1f1b") else 1)
+    best: dict[int, tuple[str, tuple[int, ...], float]] = {}
+    for k in ks:
+        if args.replicas == "1":
+            r = plan_for_k(profile, scenario, schedule, k, micro_batches=micro, memory_limit_bytes=limit,
+                           baselines=False)
+            if r.planned is not None:
+                best[k] = (f"{k} × 1", tuple(r.planned.split), r.planned.iteration_ms)
+            continue
+        from ddgsim.plan.layouts import search_layouts
+
+        found = search_layouts(profile, scenario, schedule, args.gpus, micro_batches=micro, memory_limit_bytes=limit,
+                               replicas=None if args.replicas == "auto" else [int(args.replicas)], stages=[k],
+                               allreduce=args.allreduce)
+        b = found.best
+        if b is not None and b.best is not None:
+            reps = b.best.layout.replicas if b.best.layout is not None else (1,)
+            best[k] = (f"{k}{replica_label(reps)}", tuple(b.best.split), b.iteration_ms)
+    if not best:
+        return ks, {}
+    target, rows = rank(schedule, best,
+                        lambda splits: pilots(args, profile.model, splits, schedule, profile.batch_size,
+                                              f"{profile.model} ({args.data})"))
+    table = {"target_loss": target, "data": args.data, "pilot_steps": args.pilot_steps, "seeds": args.seeds,
+             "pilot_batch": profile.batch_size, "base_lr": args.lr, "window": args.window,
+             "rows": [r.to_json() for r in rows]}
+    if rows[0].median_steps is None:
+        raise UserError(f"no K reached --target-loss {target:g} in {args.pilot_steps} pilot steps on every seed "
+                        "(raise --pilot-steps or the target)")
+    return [rows[0].stages], table
 
 def _layouts_summary(found: Any) -> dict[str, Any]:
     """What the layout search found, for the plan file's ``extra``."""

@@ -155,19 +155,42 @@ def _stage_rows(profile: Profile, opt: Option) -> list[list[str] | None]:
     return rows
 
 
+def render_time_to_loss(con: Any, ttl: dict[str, Any], chosen: int) -> None:
+    """The time-to-loss table: per K its best layout's iteration time, the pilots' steps to the
+    target and their product; the chosen K starred."""
+    rows: list[list[str] | None] = []
+    for r in ttl["rows"]:
+        steps = (f"{r['median_steps']:.0f} ({r['min_steps']}–{r['max_steps']})" if r["median_steps"] is not None
+                 else "not reached")
+        t = r["time_to_target_s"]
+        rows.append([str(r["stages"]) + (" ★" if r["stages"] == chosen else ""), r["layout"],
+                     ",".join(map(str, r["split"])) or "-", f"{r['iteration_ms']:.1f}", f"{r['lr']:.4g}", steps,
+                     f"{t:.1f}" if t is not None else "-"])
+    cols = [Column("K"), Column("layout", "left"), Column("split", "left"), Column("iter ms"), Column("lr"),
+            Column("steps to target"), Column("time s")]
+    print_tables(con, f"time to training loss {ttl['target_loss']:.4g} ({ttl['data']}; pilots: {ttl['seeds']} "
+                      f"seed(s) × {ttl['pilot_steps']} steps, batch {ttl['pilot_batch']}, loss averaged over "
+                      f"{ttl['window']} steps)", cols, rows)
+    con.print("  steps: median (min–max) over the seeds, with the learning rate chosen for that K; time = "
+              "steps × the layout's predicted iteration time; the plan below is the starred K")
+
+
 def render(
     *, profile: Profile, profile_note: str, scenario: Scenario, assumed: bool,
     per_schedule: dict[str, list[KResult]], primary: str, chosen: KResult,
     out: str | None, trace: str | None, layouts: Any = None,
+    objective: str = "throughput", time_to_loss: dict[str, Any] | None = None,
 ) -> None:
     con = console()
     con.print(f"[bold]ddgsim plan[/]: {profile.model}, batch {profile.batch_size}, "
-                  f"{profile.num_units} units, objective throughput")
+                  f"{profile.num_units} units, objective {objective}")
     con.print(f"  profile   {profile_note}  [dim](change: --profile FILE, --batch-size B)[/]")
     how = (f"assumed: {len(scenario.devices)} copies of the profiled device, free links"
            if assumed else scenario.description or "given")
     con.print(f"  scenario  {scenario.name} ({how})  [dim](change: --scenario NAME|FILE; "
                   f"bundled: {', '.join(bundled_names())}, ideal-N)[/]")
+    if time_to_loss:
+        render_time_to_loss(con, time_to_loss, chosen.stages)
     if len(per_schedule) > 1:
         rows: list[list[str] | None] = []
         for name, rs in per_schedule.items():
