@@ -24,6 +24,10 @@ def test_k1_on_cuda_resumes_bit_identically_and_measures_its_memory(tmp_path: Pa
     assert_clean(whole.stderr)
     stage = json.loads((tmp_path / "m.json").read_text())["per_stage"][0]
     assert stage["peak_memory_bytes"] > 0 and "max_memory_allocated" in stage["memory_method"]
+    for key, host in (("device_forward_ms", "forward_ms"), ("device_backward_ms", "backward_ms")):
+        # the GPU's own compute (CUDA events) exists for every iteration and is within the host's figure
+        assert len(stage[key]) == len(stage[host]) and all(0 < d <= h * 1.05 + 0.05
+                                                            for d, h in zip(stage[key], stage[host], strict=True))
     ck = tmp_path / "ck"
     first = execute(str(plan), *common[:1], "4", *common[2:], "--checkpoint-dir", str(ck), "--checkpoint-every", "4")
     assert first.returncode == 0, first.stderr

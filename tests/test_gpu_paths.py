@@ -81,3 +81,12 @@ def test_profile_takes_any_cuda_device_or_says_why_not(capsys: pytest.CaptureFix
     assert main(["profile", "mlp", "--device", f"cuda:{n}", "--no-cache"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--device cuda:{n}" in err
+
+
+def test_cuda_event_timing_is_absent_on_cpu() -> None:
+    """On CPU the compute timer records nothing and adds no keys to the report (the CUDA test checks it on a GPU)."""
+    from ddgsim.execute.devtime import ComputeTimer
+
+    t = ComputeTimer(torch.device("cpu"))
+    t.stop(0, "F", t.start())
+    assert t.pairs == [] and t.per_iteration([0]) is None

@@ -51,6 +51,10 @@ def _order(report: dict[str, Any]) -> tuple[int, int]:
     return report["stage"], report.get("replica", 0)
 
 
+DEVICE_KEYS = ("device_forward_ms", "device_backward_ms", "device_update_ms")
+"""Per iteration, the GPU's own compute time (CUDA events, :mod:`ddgsim.execute.devtime`); CUDA runs only."""
+
+
 def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
     steps = step_times(reports)
     med = statistics.median(steps) if steps else float("nan")
@@ -70,7 +74,8 @@ def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
              "iterations": r["iterations"], **{k: [round(v, 4) for v in r[k]] for k in keys},
              **({"weights_sha256": r["weights_sha256"]} if "weights_sha256" in r else {}),
              **({"peak_memory_bytes": r["peak_memory_bytes"], "memory_method": r["memory_method"]}
-                if r.get("peak_memory_bytes") is not None else {})}
+                if r.get("peak_memory_bytes") is not None else {}),
+             **{k: [round(v, 4) for v in r[k]] for k in DEVICE_KEYS if k in r}}
             for r in reports
         ],
         "losses": [losses.get(t, losses.get(str(t))) for t in range(job.config.steps)],

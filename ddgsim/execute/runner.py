@@ -77,6 +77,7 @@ from ddgsim.execute.buckets import GradReducer
 from ddgsim.execute.comm import Key, Link, Outbox, PeerError, Pieces, data_tag, group_timeout
 from ddgsim.execute.config import RunConfig
 from ddgsim.execute.data import Dataset, check_cifar_dir, check_digits, check_fits, load_data
+from ddgsim.execute.devtime import ComputeTimer
 from ddgsim.execute.engine import loss_share, micro_slices
 from ddgsim.execute.memwatch import PeakMemory
 from ddgsim.execute.nccl_replay import WORLD, Recorder, act_group, grad_group, links, replica_group
@@ -350,6 +351,8 @@ class StageProcess:
         self.losses: dict[int, float] = {}
         self.ckpt_root = Path(a.checkpoint_dir) if a.checkpoint_dir else None
         self.preemption: Preemption | None = None
+        self.compute_timer = ComputeTimer(device)
+        """CUDA events around each action's compute (:mod:`ddgsim.execute.devtime`)."""
         self.memory = PeakMemory(device, base_bytes=sum(p.numel() * p.element_size() for p in module.parameters()))
         """This process's peak memory (:mod:`ddgsim.execute.memwatch`)."""
         self.p2p: dict[str, Link] = {}
@@ -486,6 +489,7 @@ class StageProcess:
             self._allreduce(t)
         out: Tensor | None = None
         c0 = time.perf_counter()
+        ev0 = self.compute_timer.start() if act.kind != "W" else None
         if act.kind == "F":
             assert received is not None
             x = received
@@ -501,6 +505,7 @@ class StageProcess:
             out = w.backward(t, received, micro=m)
         elif act.kind == "U":
             w.update(t)
+        self.compute_timer.stop(it, act.kind, ev0)
         if act.kind != "W":
             self._sync()
         c1 = time.perf_counter()
@@ -674,6 +679,7 @@ class StageProcess:
             "wait_ms": [1e3 * (per_it.get(i, {}).get("wait", 0.0) + per_it.get(i, {}).get("W", 0.0)) for i in its],
             "comm_ms": [1e3 * per_it.get(i, {}).get("comm", 0.0) for i in its],
             "iter_end_ms": [1e3 * e for e in ends],
+            **(self.compute_timer.per_iteration(its) or {}),
             "events": [(name, 1e3 * c0, 1e3 * c1, kind) for _it, kind, name, c0, c1, _w, _c in rows],
             "sends": [(1e3 * (p - self.t0), 1e3 * (q - self.t0), n, b, devices[dst])
                       for p, q, n, b, dst in self.outbox.done],
