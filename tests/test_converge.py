@@ -171,3 +171,16 @@ def test_max_staleness_bounds_every_search(cache: Path, tmp_path: Path) -> None:
     assert main(["plan", "resnet56", "--gpus", "4", "--replicas", "1", "--schedule", "gpipe", "--max-staleness", "0",
                  "--out", str(out), "--json"]) == 0
     assert len(json.loads(out.read_text())["stages"]) > 1
+
+
+def test_a_plan_past_the_measured_staleness_says_so(cache: Path) -> None:
+    """Without pilots a stale plan names its staleness as unmeasured; pilots of enough stages silence it;
+    a schedule without staleness never has the note."""
+    from ddgsim.commands.plan_render import staleness_note
+
+    assert "no pilot has measured any" in (staleness_note("mlp", "ddg-pipelined", 3) or "")
+    assert staleness_note("mlp", "gpipe", 3) is None and staleness_note("mlp", "ddg", 1) is None
+    run_pilot(PilotSpec(model="mlp", data="digits", split=(2,), schedule="ddg", batch_size=32, steps=2, lr=0.05,
+                        seed=0))
+    assert "pilots measured up to 1" in (staleness_note("mlp", "ddg", 3) or "")
+    assert staleness_note("mlp", "ddg", 2) is None

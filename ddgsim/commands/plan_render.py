@@ -155,6 +155,24 @@ def _stage_rows(profile: Profile, opt: Option) -> list[list[str] | None]:
     return rows
 
 
+def staleness_note(model: str, schedule: str, stages: int) -> str | None:
+    """Past what pilots have measured for ``model``: what this plan's staleness costs in training is
+    unknown (``None`` when measured, or without staleness)."""
+    from ddgsim.converge.objective import staleness_of
+    from ddgsim.converge.pilot import measured_stages
+
+    tau = staleness_of(schedule, stages)
+    if tau == 0:
+        return None
+    seen = measured_stages(model)
+    if seen is not None and seen >= stages:
+        return None
+    known = "no pilot has measured any" if seen is None else f"pilots measured up to {seen - 1}"
+    return (f"stage 0 trains on gradients {tau} iteration(s) old; for {model} {known}, so what it costs in steps "
+            f"to a loss is unknown (measure: ddgsim converge {model} --data D --stages 1,{stages}; or plan with "
+            "--objective time-to-loss, or --max-staleness N)")
+
+
 def render_time_to_loss(con: Any, ttl: dict[str, Any], chosen: int) -> None:
     """The time-to-loss table: per K its best layout's iteration time, the pilots' steps to the
     target and their product; the chosen K starred."""
@@ -235,6 +253,10 @@ def render(
     )
     for note in opt.sim.notes:
         con.print(f"  [yellow]note[/]: {note.removeprefix('note: ')}")
+    if objective == "throughput":
+        stale = staleness_note(profile.model, primary, chosen.stages)
+        if stale:
+            con.print(f"  [yellow]note[/]: {stale}")
     con.print("weights* = parameters + gradients + optimizer state; stashed = older weight versions kept for "
                   "delayed backwards; τ = staleness.")
     con.print("γL <: a stage with staleness τ is stable on a quadratic of curvature L only if "

@@ -270,3 +270,17 @@ def planned_splits(profile: Any, stages: Sequence[int], schedule: str) -> dict[i
             raise UserError(f"no split of '{profile.model}' into {K} stages fits in memory")
         out[K] = tuple(res.planned.split)
     return out
+
+
+def measured_stages(model: str) -> int | None:
+    """The most stages any cached pilot of ``model`` ran (any data), or ``None`` without pilots."""
+    folder = pilot_dir()
+    best: int | None = None
+    for path in folder.glob(f"{model}-*.json") if folder.is_dir() else ():
+        try:
+            spec = json.loads(path.read_text())["spec"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(spec, dict) and spec.get("model") == model and isinstance(spec.get("split"), list):
+            best = max(best or 0, len(spec["split"]) + 1)
+    return best
