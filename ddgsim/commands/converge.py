@@ -55,6 +55,12 @@ def add_pilot_args(p: argparse.ArgumentParser, steps: int, window: int) -> None:
     p.add_argument("--window", type=int, default=window, metavar="W",
                    help=f"steps the training loss is averaged over (default {window})")
     p.add_argument("--no-cache", action="store_true", help="train every pilot again (and cache nothing)")
+    p.add_argument("--warmup-steps", type=int, default=0, metavar="N",
+                   help="staleness compensation in the pilots: learning-rate warm-up over N steps")
+    p.add_argument("--lr-delay-scale", action="store_true",
+                   help="staleness compensation in the pilots: each stage's rate times its stability ratio")
+    p.add_argument("--weight-prediction", action="store_true",
+                   help="staleness compensation in the pilots: forward with weights extrapolated along the momentum")
 
 
 def check_pilot_args(args: argparse.Namespace) -> None:
@@ -65,6 +71,8 @@ def check_pilot_args(args: argparse.Namespace) -> None:
     for name in ("pilot_steps", "seeds", "batch_size", "window"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup_steps < 0:
+        raise UserError(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
     if not args.lr > 0:
         raise UserError(f"--lr must be > 0, got {args.lr}")
     if args.target_loss is not None and not args.target_loss > 0:
@@ -93,7 +101,9 @@ def pilots(args: argparse.Namespace, model: str, splits: dict[int, tuple[int, ..
     from ddgsim.converge.pilot import PilotSpec, run_pilots, runs_needed
 
     base = PilotSpec(model=model, data=args.data, split=(), schedule=schedule, batch_size=batch_size,
-                     steps=args.pilot_steps, lr=args.lr, seed=0, data_dir=args.data_dir)
+                     steps=args.pilot_steps, lr=args.lr, seed=0, data_dir=args.data_dir,
+                     warmup_steps=args.warmup_steps, lr_delay_scale=args.lr_delay_scale,
+                     weight_prediction=args.weight_prediction)
     quiet = getattr(args, "no_progress", False) or getattr(args, "json", False)
     with progress(not quiet, runs_needed(list(splits), args.seeds), label or model) as advance:
         return run_pilots(base, splits, args.seeds, args.target_loss, args.window, cache=not args.no_cache,
@@ -121,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         json.dump({"model": spec.name, "data": args.data, "target_loss": target, "window": args.window,
                    "pilot_steps": args.pilot_steps, "batch_size": args.batch_size, "seeds": args.seeds,
-                   "base_lr": args.lr, "schedule": args.schedule, "per_k": rows}, sys.stdout, indent=1)
+                   "base_lr": args.lr, "schedule": args.schedule, "warmup_steps": args.warmup_steps,
+                   "lr_delay_scale": args.lr_delay_scale, "weight_prediction": args.weight_prediction,
+                   "per_k": rows}, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
     print(render(spec.name, args, target, rows))
@@ -131,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
 def render(model: str, args: argparse.Namespace, target: float, rows: list[dict[str, Any]]) -> str:
     lines = [f"{model} on --data {args.data}: steps until the training loss (mean of {args.window} steps) "
              f"reaches {target:.4g}",
-             f"{args.seeds} seed(s), {args.pilot_steps} steps, batch {args.batch_size}, base lr {args.lr:g}",
+             f"{args.seeds} seed(s), {args.pilot_steps} steps, batch {args.batch_size}, base lr {args.lr:g}"
+             + compensation_label(args),
              f"{'K':>2}  {'split':<14} {'lr':>8}  {'steps (median, min-max)':>24}  {'vs BP':>6}  {'final loss':>10}"]
     for r in rows:
         med = r["median_steps"]
@@ -145,3 +158,10 @@ def render(model: str, args: argparse.Namespace, target: float, rows: list[dict[
         f"K={r['stages']}: " + ", ".join(f"{lr} → {s if s is not None else '-'}" for lr, s in r["lr_tried"].items())
         for r in rows))
     return "\n".join(lines)
+
+
+def compensation_label(args: argparse.Namespace) -> str:
+    """``, compensation: warm-up 50, delay-scaled lr, weight prediction`` (empty without)."""
+    parts = ([f"warm-up {args.warmup_steps}"] if args.warmup_steps else []) + \
+        (["delay-scaled lr"] if args.lr_delay_scale else []) + (["weight prediction"] if args.weight_prediction else [])
+    return f", compensation: {', '.join(parts)}" if parts else ""

@@ -52,6 +52,10 @@ class PilotSpec:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     data_dir: str | None = None
+    warmup_steps: int = 0
+    lr_delay_scale: bool = False
+    weight_prediction: bool = False
+    """Staleness compensation (``execute --warmup-steps/--lr-delay-scale/--weight-prediction``)."""
 
     @property
     def stages(self) -> int:
@@ -60,7 +64,9 @@ class PilotSpec:
     def key(self) -> str:
         import torch
 
-        blob = json.dumps({**asdict(self), "torch": torch.__version__, "format": FORMAT}, sort_keys=True)
+        fields = {k: v for k, v in asdict(self).items()  # compensation off: the same key as before the options
+                  if k not in ("warmup_steps", "lr_delay_scale", "weight_prediction") or v}
+        blob = json.dumps({**fields, "torch": torch.__version__, "format": FORMAT}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -118,7 +124,8 @@ def _train(spec: PilotSpec) -> list[float]:
                            batch_size=spec.batch_size).save(plan)
             cfg = RunConfig(plan=plan, steps=spec.steps, data=spec.data, seed=spec.seed, lr=spec.lr,
                             momentum=spec.momentum, weight_decay=spec.weight_decay,
-                            data_dir=Path(spec.data_dir) if spec.data_dir else None)
+                            data_dir=Path(spec.data_dir) if spec.data_dir else None, warmup_steps=spec.warmup_steps,
+                            lr_delay_scale=spec.lr_delay_scale, weight_prediction=spec.weight_prediction)
             res, _job, _ds = run_inprocess_job(cfg)
     finally:
         torch.set_num_threads(old)

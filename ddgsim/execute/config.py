@@ -47,6 +47,12 @@ class RunConfig:
     lr_decay_epochs: tuple[int, ...] = ()
     """Epochs where the learning rate is multiplied by ``lr_decay_factor``."""
     lr_decay_factor: float = 0.1
+    warmup_steps: int = 0
+    """Staleness compensation: linear learning-rate warm-up over this many steps (0: none)."""
+    lr_delay_scale: bool = False
+    """Staleness compensation: each stage's rate times its stability limit over BP's, cos(τπ/(2τ+1))."""
+    weight_prediction: bool = False
+    """Staleness compensation: forward with the weights extrapolated along the momentum by the stage's delay."""
     backend: str = "auto"
     """``gloo`` (CPU), ``nccl`` (CUDA) or ``auto`` (nccl when CUDA is available)."""
     threads: int = 1
@@ -90,6 +96,10 @@ class RunConfig:
             raise UserError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
         if not (math.isfinite(self.lr_decay_factor) and self.lr_decay_factor > 0):
             raise UserError(f"--lr-decay-factor must be a finite number > 0, got {self.lr_decay_factor}")
+        if self.warmup_steps < 0:
+            raise UserError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        if self.weight_prediction and self.momentum <= 0:
+            raise UserError("--weight-prediction extrapolates along the momentum: it needs --momentum > 0")
         if self.backend not in BACKENDS:
             raise UserError(f"--backend '{self.backend}' is not one of {choices(BACKENDS)}")
 

@@ -28,6 +28,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (default 5e-4)")
     p.add_argument("--lr-decay-epochs", default="", help="epochs where lr is multiplied by --lr-decay-factor, e.g. 150,225")
     p.add_argument("--lr-decay-factor", type=float, default=0.1, help="step-decay factor (default 0.1)")
+    p.add_argument("--warmup-steps", type=int, default=0, metavar="N",
+                   help="staleness compensation: linear learning-rate warm-up over N steps (default 0: none)")
+    p.add_argument("--lr-delay-scale", action="store_true",
+                   help="staleness compensation: each stage's rate times cos(τπ/(2τ+1)), its stability limit over BP's")
+    p.add_argument("--weight-prediction", action="store_true",
+                   help="staleness compensation: forward with the weights extrapolated along the momentum by "
+                        "the stage's delay, w − τ·γ·v (PipeMare, SpecTrain)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="gloo on CPU, nccl on CUDA (auto: nccl if CUDA)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per stage process (default 1)")
     p.add_argument("--timeout-s", type=float, default=60.0, help="collective/p2p timeout in seconds (default 60)")
@@ -63,7 +70,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         plan=Path(a.plan), steps=a.steps, model=a.model, data=a.data, data_dir=_path(a.data_dir),
         augment=a.augment, seed=a.seed, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov,
         weight_decay=a.weight_decay, lr_decay_epochs=parse_epochs(a.lr_decay_epochs),
-        lr_decay_factor=a.lr_decay_factor, backend=a.backend, threads=a.threads, timeout_s=a.timeout_s,
+        lr_decay_factor=a.lr_decay_factor, warmup_steps=a.warmup_steps, lr_delay_scale=a.lr_delay_scale,
+        weight_prediction=a.weight_prediction, backend=a.backend, threads=a.threads, timeout_s=a.timeout_s,
         checkpoint_dir=_path(a.checkpoint_dir), checkpoint_every=a.checkpoint_every, resume=_path(a.resume),
         metrics=_path(a.metrics), trace=_path(a.trace), final_weights=_path(a.final_weights),
         evaluate=not a.no_eval, progress=not a.no_progress,

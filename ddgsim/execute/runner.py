@@ -189,7 +189,10 @@ class Job:
                 "micro_batches": p.micro_batches, "batch_size": p.batch_size, "seed": a.seed,
                 "data": a.data, "lr": a.lr, "momentum": a.momentum, "nesterov": a.nesterov,
                 "weight_decay": a.weight_decay, "lr_decay_epochs": list(a.lr_decay_epochs),
-                "lr_decay_factor": a.lr_decay_factor, "augment": a.augment}
+                "lr_decay_factor": a.lr_decay_factor, "augment": a.augment,
+                **({"warmup_steps": a.warmup_steps} if a.warmup_steps else {}),
+                **({"lr_delay_scale": True} if a.lr_delay_scale else {}),
+                **({"weight_prediction": True} if a.weight_prediction else {})}
 
 
 def resolve_backend(name: str) -> str:
@@ -278,7 +281,8 @@ def make_optim(config: RunConfig, batches_per_epoch: int) -> OptimConfig:
         lr = StepDecay(config.lr, tuple(e * batches_per_epoch for e in epochs), config.lr_decay_factor)
     try:
         return OptimConfig(lr=lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
-                           weight_decay=config.weight_decay)
+                           weight_decay=config.weight_decay, warmup=config.warmup_steps,
+                           delay_scaled_lr=config.lr_delay_scale, predict_weights=config.weight_prediction)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

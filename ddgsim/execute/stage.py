@@ -45,6 +45,7 @@ runs on cloned buffers, so BatchNorm running statistics are not updated twice.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,16 @@ class OptimConfig:
     """Nesterov momentum (needs momentum > 0)."""
     weight_decay: float = 0.0
     """L2 penalty added to the gradient by ``torch.optim.SGD``."""
+    warmup: int = 0
+    """Staleness compensation: the rate rises linearly over the first ``warmup`` iterations,
+    γ_t · min(1, (t+1)/warmup) (0: none)."""
+    delay_scaled_lr: bool = False
+    """Staleness compensation: stage k's rate is multiplied by its stability limit over BP's,
+    cos(τπ/(2τ+1)) for its delay τ (:func:`delay_scale`)."""
+    predict_weights: bool = False
+    """Staleness compensation: a stage with delay τ forwards (and later backprops) batch t with
+    its weights extrapolated along the momentum, ŵ = w − τ·γ_t·v (PipeMare, SpecTrain), and applies
+    the gradient to its live weights."""
 
     def __post_init__(self) -> None:
         if self.nesterov and self.momentum <= 0:
@@ -76,10 +87,20 @@ class OptimConfig:
             raise ValueError(
                 f"momentum ({self.momentum}) and weight_decay ({self.weight_decay}) must be >= 0"
             )
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0 iterations, got {self.warmup}")
+        if self.predict_weights and self.momentum <= 0:
+            raise ValueError("weight prediction extrapolates along the momentum: it needs momentum > 0")
 
     def lr_at(self, t: int) -> float:
-        """γ_t, the learning rate of iteration t."""
-        return float(self.lr(t)) if callable(self.lr) else float(self.lr)
+        """γ_t, the learning rate of iteration t (warm-up included; before any per-stage scale)."""
+        base = float(self.lr(t)) if callable(self.lr) else float(self.lr)
+        return base * min(1.0, (t + 1) / self.warmup) if self.warmup else base
+
+
+def delay_scale(delay: int) -> float:
+    """A stage's stability limit over BP's on a quadratic: cos(τπ/(2τ+1)) (1 at τ = 0, ½ at τ = 1)."""
+    return math.cos(delay * math.pi / (2 * delay + 1))
 
 
 @dataclass(frozen=True)
@@ -181,6 +202,8 @@ class StageWorker:
             # the loop cost ~35 ms per step for ResNet-56 (167 tensors) on the dev VM.
             foreach=True,
         )
+        self.lr_scale = delay_scale(delay) if optim.delay_scaled_lr else 1.0
+        """This stage's factor on every rate (:attr:`OptimConfig.delay_scaled_lr`)."""
         gen = torch.Generator().manual_seed(seed * 1009 + index)
         self.rng: Tensor = gen.get_state()
         self.stash: dict[int, _Stash] = {}
@@ -197,7 +220,9 @@ class StageWorker:
         last stage, which computes the loss against ``y`` instead.
         """
         st = self.stash.get(t)
-        if st is None:
+        if st is None and self.optim.predict_weights and self.delay > 0:
+            st = self.stash[t] = _Stash(self._predicted(t), aliased=False)
+        elif st is None:
             # p.data: same storage, own version counter -> the live step cannot trip autograd;
             # update() moves the live weights away before writing over an aliased snapshot.
             st = self.stash[t] = _Stash(
@@ -231,6 +256,18 @@ class StageWorker:
             if m.weight != 1.0:
                 out = out * m.weight
         m.out = out
+
+    def _predicted(self, t: int) -> list[Tensor]:
+        """The weights batch t is forwarded with under weight prediction: w − τ·γ_t·v per parameter
+        (v: its momentum buffer; none yet, or not trainable: w), new tensors (never aliased)."""
+        step = self.delay * self.optim.lr_at(t) * self.lr_scale
+        out = []
+        with torch.no_grad():
+            for p in self.params:
+                buf = self.optimizer.state.get(p, {}).get("momentum_buffer") if p.requires_grad else None
+                w = p.data.clone() if buf is None else p.data - step * buf
+                out.append(w.requires_grad_(p.requires_grad))
+        return out
 
     def loss_of(self, t: int) -> float:
         """The last stage's loss of batch t (sum over micro-batches of weight·loss)."""
@@ -298,7 +335,7 @@ class StageWorker:
         """``U t``: apply batch t's gradient with the rate of iteration t + delay."""
         grads = self.grads.pop(t)
         it = t + self.delay
-        lr = self.optim.lr_at(it)
+        lr = self.optim.lr_at(it) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if any(st.aliased for st in self.stash.values()):
