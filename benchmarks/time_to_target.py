@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ddgsim.converge.pilot import PilotSpec, planned_splits, run_pilots, steps_to  # noqa: E402
+from ddgsim.converge.pilot import PilotSpec, planned_splits, run_pilots, smooth, steps_to  # noqa: E402
 from ddgsim.plan.format import Plan  # noqa: E402
 from ddgsim.predict.event_sim import simulate  # noqa: E402
 from ddgsim.predict.scenario import load_scenario  # noqa: E402
@@ -46,6 +47,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--scenario", default="cpu-2core")
     ap.add_argument("--csv", type=Path)
+    ap.add_argument("--html", type=Path, help="also write the loss-vs-wall-time figure here (plotly HTML, and PNG "
+                                                 "beside it when Chromium is installed)")
     args = ap.parse_args()
     ks = [int(k) for k in args.stages.split(",")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -55,6 +58,7 @@ def main() -> None:
                      steps=args.steps, lr=args.lr, seed=0)
     target, results = run_pilots(base, {1: (), **splits}, args.seeds, None, args.window)
     rows = []
+    curves = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in results:
             if r.stages not in ks:
@@ -85,6 +89,18 @@ def main() -> None:
                          "error_pct": None if predicted_s is None or not measured_s else
                          round(100 * (predicted_s - measured_s) / measured_s, 1)})
             print(rows[-1], flush=True)
+            pilot_curve = smooth([statistics.median(x) for x in zip(*r.losses, strict=True)], args.window)
+            curves.append({"K": r.stages, "measured_s": [c / 1e3 for c in cum[1:]],
+                           "measured_loss": smooth(losses, args.window),
+                           "predicted_s": [(t + 1) * predicted_ms / 1e3 for t in range(len(pilot_curve))],
+                           "predicted_loss": pilot_curve})
+    if args.html:
+        from ddgsim.compare.figures import export_pngs, loss_vs_time, write_html
+
+        fig = loss_vs_time(curves, target, f"{args.model} on {args.data}: training loss against wall time, "
+                                           "measured (executor) and predicted (pilots × simulated iteration time)")
+        write_html(args.html, [fig], "time to target")
+        export_pngs([(fig, args.html.with_suffix(".png"))])
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with args.csv.open("w", newline="") as fh:

@@ -184,3 +184,13 @@ def test_a_plan_past_the_measured_staleness_says_so(cache: Path) -> None:
                         seed=0))
     assert "pilots measured up to 1" in (staleness_note("mlp", "ddg", 3) or "")
     assert staleness_note("mlp", "ddg", 2) is None
+
+
+def test_the_loss_against_time_figure_has_both_curves_per_k() -> None:
+    from ddgsim.compare.figures import loss_vs_time
+
+    curves = [{"K": k, "measured_s": [0.1, 0.2], "measured_loss": [1.0, 0.5], "predicted_s": [0.1, 0.25],
+               "predicted_loss": [1.0, 0.4]} for k in (1, 2)]
+    fig = loss_vs_time(curves, 0.6, "t")
+    assert [t.name for t in fig.data] == ["K=1 measured", "K=1 predicted", "K=2 measured", "K=2 predicted"]
+    assert fig.data[1].line.dash == "dash" and fig.layout.shapes[0].y0 == 0.6

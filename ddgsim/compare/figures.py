@@ -187,3 +187,22 @@ def export_pngs(items: Sequence[tuple[go.Figure, str | os.PathLike[str]]], *, wi
         sys.stderr.write(f"PNG export failed ({where}): {type(exc).__name__}: {str(exc)[:200]}\n")
         return 0
     return len(items)
+
+
+def loss_vs_time(curves: Sequence[dict[str, Any]], target: float, title: str) -> go.Figure:
+    """Training loss against wall time, one colour per K: measured (solid: the executor's smoothed
+    losses at its iteration end times) and predicted (dashed: the pilots' smoothed losses at
+    step × predicted iteration time); the target as a horizontal line. Each curve:
+    ``{"K", "measured_s", "measured_loss", "predicted_s", "predicted_loss"}``."""
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    fig = go.Figure()
+    for i, c in enumerate(curves):
+        color = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=c["measured_s"], y=c["measured_loss"], mode="lines", name=f"K={c['K']} measured",
+                                 line={"color": color}))
+        fig.add_trace(go.Scatter(x=c["predicted_s"], y=c["predicted_loss"], mode="lines",
+                                 name=f"K={c['K']} predicted", line={"color": color, "dash": "dash"}))
+    fig.add_hline(y=target, line={"color": "grey", "dash": "dot"}, annotation_text=f"target {target:.4g}")
+    fig.update_layout(title=title, xaxis_title="wall time (s)", yaxis_title="training loss (smoothed)",
+                      yaxis_type="log", template="plotly_white")
+    return fig
