@@ -117,6 +117,8 @@ def test_converge_cli(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bp, k2 = out["per_k"]
     assert bp["ratio_to_bp"] == 1.0 and len(bp["steps_to_target"]) == 2
     assert len(k2["lr_tried"]) == 3 and k2["lr"] in [float(x) for x in k2["lr_tried"]]
+    assert [p[0] for p in bp["curve"]][:2] == [1, 2] and len(bp["curve"]) == 40  # 40 steps: every step
+    assert bp["curve"][-1][1] == pytest.approx(bp["final_loss"], abs=0.05)
     assert main(argv[:-1]) == 0  # the table, from the cache
     text = capsys.readouterr().out
     assert "steps until the training loss" in text and "vs BP" in text

@@ -203,7 +203,18 @@ class KResult:
             "max_steps": max(self.reached) if self.reached else None,
             "ratio_to_bp": (med / bp_steps) if med is not None and bp_steps else None,
             "final_loss": round(self.final(window), 5),
+            "curve": self.curve(window),
         }
+
+    def curve(self, window: int, points: int = 50) -> list[list[float]]:
+        """The loss curve: ``[step, median over seeds of the smoothed loss]`` at about ``points`` steps."""
+        if not self.losses:
+            return []
+        per_seed = [smooth(x, window) for x in self.losses]
+        n = min(len(x) for x in per_seed)
+        every = max(1, n // points)
+        return [[t + 1, round(statistics.median(x[t] for x in per_seed), 5)]
+                for t in range(every - 1, n, every)]
 
 
 def default_target(bp_losses: Sequence[Sequence[float]], window: int, at: float = 0.75) -> float:
