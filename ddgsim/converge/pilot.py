@@ -126,7 +126,7 @@ def _train(spec: PilotSpec) -> list[float]:
                             momentum=spec.momentum, weight_decay=spec.weight_decay,
                             data_dir=Path(spec.data_dir) if spec.data_dir else None, warmup_steps=spec.warmup_steps,
                             lr_delay_scale=spec.lr_delay_scale, weight_prediction=spec.weight_prediction)
-            res, _job, _ds = run_inprocess_job(cfg)
+            res, _job, _ds = run_inprocess_job(cfg, every_iteration=False)  # no copy of the model per step
     finally:
         torch.set_num_threads(old)
     return [float(x) for x in res.losses]

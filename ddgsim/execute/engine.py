@@ -105,8 +105,13 @@ def run_inprocess(
     on_action: Callable[[int, Any, list[StageWorker]], None] | None = None,
     one_per_round: bool = False,
     replicas: Sequence[int] | None = None,
+    every_iteration: bool = True,
 ) -> EngineResult:
     """Execute ``schedule`` on ``stages`` in this process and return weights, updates, losses.
+
+    ``every_iteration=False`` keeps a copy of the weights only at the start and the end
+    (``weights[t]`` of the iterations between refer to the initial ones): long runs (pilots,
+    thousands of steps) would otherwise hold a copy of the model per iteration.
 
     ``batch_fn(t)`` gives the batch ``(x, y)`` entering at iteration t; stage 0 sees
     ``x``, the last stage ``y``. With micro-batches, both are cut with
@@ -209,7 +214,8 @@ def run_inprocess(
                 upto = n_iter if nxt is None else schedule.iteration(nxt)
                 if upto > it:
                     for t in range(it + 1, upto + 1):
-                        weights[t][k] = workers[k].flat_weights()
+                        if every_iteration or t == n_iter:
+                            weights[t][k] = workers[k].flat_weights()
         if not progressed:
             stuck = ", ".join(
                 f"stage {k} at {lists[k][pos[k]]!r}" for k in range(k_total) if pos[k] < len(lists[k])

@@ -737,8 +737,10 @@ class _Progress:
             self.bar.stop()
 
 
-def run_inprocess_job(config: RunConfig, record: bool = False) -> tuple[Any, Job, Dataset]:
-    """The same job in one process with :func:`ddgsim.execute.engine.run_inprocess` (tests, benchmarks)."""
+def run_inprocess_job(config: RunConfig, record: bool = False,
+                      every_iteration: bool = True) -> tuple[Any, Job, Dataset]:
+    """The same job in one process with :func:`ddgsim.execute.engine.run_inprocess` (tests, benchmarks;
+    ``every_iteration=False``: weights kept only at the start and the end, for long runs)."""
     from ddgsim.execute.engine import run_inprocess
 
     job = prepare(config)
@@ -746,7 +748,8 @@ def run_inprocess_job(config: RunConfig, record: bool = False) -> tuple[Any, Job
     optim = make_optim(config, ds.batches_per_epoch(job.plan.batch_size))
     res = run_inprocess(job.stages, job.schedule, lambda t: ds.batch(t, job.plan.batch_size),
                         loss_for(job.spec.io.target),
-                        optim, record=record, seed=config.seed, replicas=job.plan.replicas)
+                        optim, record=record, seed=config.seed, replicas=job.plan.replicas,
+                        every_iteration=every_iteration)
     return res, job, ds
 
 
