@@ -21,7 +21,8 @@ from torch import nn
 
 from ddgsim.errors import UserError
 from ddgsim.execute.config import RunConfig
-from ddgsim.execute.stage import OptimConfig, StageWorker, delay_scale
+from ddgsim.execute.stage import OptimConfig, StageWorker
+from ddgsim.theory.bounds import stability_ratio as delay_scale
 
 
 def test_warmup_is_linear_then_the_schedule() -> None:

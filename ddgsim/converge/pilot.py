@@ -152,11 +152,10 @@ def steps_to(losses: Sequence[float], target: float, window: int) -> int | None:
 
 
 def stability_ratio(stages: int) -> float:
-    """The most delayed stage's stability limit over BP's (:func:`ddgsim.theory.bounds.stage_step_limits`)."""
-    from ddgsim.theory.bounds import stage_step_limits
+    """The most delayed stage's (τ = K − 1) stability limit over BP's (:func:`ddgsim.theory.bounds.stability_ratio`)."""
+    from ddgsim.theory import bounds
 
-    limits = stage_step_limits(stages, 1.0)
-    return limits[0] / limits[-1]
+    return bounds.stability_ratio(stages - 1)
 
 
 def lr_grid(base: float, stages: int) -> list[float]:

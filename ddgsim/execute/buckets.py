@@ -105,7 +105,7 @@ class GradReducer:
         while p.next < len(self.buckets) and p.ready[p.next] == 0:
             b = p.next
             members = self.buckets[b]
-            flat = torch.cat([g.reshape(-1) for g in (p.grads[i] for i in members) if g is not None])
+            flat = torch.cat([_ready(p.grads[i]).reshape(-1) for i in members])
             if self.on_issue is not None:
                 p.coll_ids.append(self.on_issue())
             p.works.append(dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group, async_op=True))
@@ -121,15 +121,16 @@ class GradReducer:
         for c in p.coll_ids:
             if self.on_wait is not None:
                 self.on_wait(c)
-        out: list[Tensor] = [g for g in p.grads if g is not None]
-        assert len(out) == self.n
-        for b, members in enumerate(self.buckets):
-            flat = p.flats[b]
-            assert flat is not None
+        out: list[Tensor | None] = [None] * self.n
+        for members, flat in zip(self.buckets, p.flats, strict=True):
             off = 0
             for i in members:
-                g = p.grads[i]
-                assert g is not None
-                out[i] = flat[off:off + g.numel()].view_as(g)
+                g = _ready(p.grads[i])
+                out[i] = _ready(flat)[off:off + g.numel()].view_as(g)
                 off += g.numel()
-        return out
+        return [_ready(g) for g in out]
+
+
+def _ready(t: Tensor | None) -> Tensor:
+    assert t is not None
+    return t

@@ -45,7 +45,6 @@ runs on cloned buffers, so BatchNorm running statistics are not updated twice.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +52,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+
+from ddgsim.theory.bounds import stability_ratio
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -74,7 +75,7 @@ class OptimConfig:
     γ_t · min(1, (t+1)/warmup) (0: none)."""
     delay_scaled_lr: bool = False
     """Staleness compensation: stage k's rate is multiplied by its stability limit over BP's,
-    cos(τπ/(2τ+1)) for its delay τ (:func:`delay_scale`)."""
+    cos(τπ/(2τ+1)) for its delay τ (:func:`ddgsim.theory.bounds.stability_ratio`)."""
     predict_weights: bool = False
     """Staleness compensation: a stage with delay τ forwards (and later backprops) batch t with
     its weights extrapolated along the momentum, ŵ = w − τ·γ_t·v (PipeMare, SpecTrain), and applies
@@ -96,11 +97,6 @@ class OptimConfig:
         """γ_t, the learning rate of iteration t (warm-up included; before any per-stage scale)."""
         base = float(self.lr(t)) if callable(self.lr) else float(self.lr)
         return base * min(1.0, (t + 1) / self.warmup) if self.warmup else base
-
-
-def delay_scale(delay: int) -> float:
-    """A stage's stability limit over BP's on a quadratic: cos(τπ/(2τ+1)) (1 at τ = 0, ½ at τ = 1)."""
-    return math.cos(delay * math.pi / (2 * delay + 1))
 
 
 @dataclass(frozen=True)
@@ -202,7 +198,7 @@ class StageWorker:
             # the loop cost ~35 ms per step for ResNet-56 (167 tensors) on the dev VM.
             foreach=True,
         )
-        self.lr_scale = delay_scale(delay) if optim.delay_scaled_lr else 1.0
+        self.lr_scale = stability_ratio(delay) if optim.delay_scaled_lr else 1.0
         """This stage's factor on every rate (:attr:`OptimConfig.delay_scaled_lr`)."""
         gen = torch.Generator().manual_seed(seed * 1009 + index)
         self.rng: Tensor = gen.get_state()

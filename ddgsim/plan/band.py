@@ -116,8 +116,8 @@ def tables(
     ub = unit_bytes(profile)
     acts = span(prefix(ub.own), 0.0) + np.array([*ub.entry, 0])[idx][:, None]
     U = span(prefix(max_plus.unit_update_ms(profile, update_gb_s)), INF)
-    out = np.array([0.0] + [x.output_bytes for x in units])  # out[u] = bytes crossing a cut at u
-    msg, unsaved = np.array(ub.message, dtype=np.float64), np.array(ub.unsaved_out, dtype=np.float64)
+    msg = np.array(ub.message, dtype=np.float64)  # msg[u] = bytes crossing a cut at u
+    unsaved = np.array(ub.unsaved_out, dtype=np.float64)
     measured = True
     work, fwd, upd, overflow = [], [], [], []
     shard_tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -143,8 +143,8 @@ def tables(
         upd.append(U / speed + ar)
     comm, hop = [], []
     for k in range(K - 1):
-        a_total, a_hop = _boundary(scenario, layout.devices[k], layout.devices[k + 1], out / M)
-        g_total, g_hop = _boundary(scenario, layout.devices[k + 1], layout.devices[k], out / M)
+        a_total, a_hop = _boundary(scenario, layout.devices[k], layout.devices[k + 1], msg / M)
+        g_total, g_hop = _boundary(scenario, layout.devices[k + 1], layout.devices[k], msg / M)
         comm.append(a_total + g_total)
         hop.append(np.maximum(a_hop, g_hop))
     return Band(n=n, K=K, width=W, work=work, fwd=fwd, upd=upd, overflow=overflow, comm=comm, hop=hop,

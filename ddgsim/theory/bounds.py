@@ -126,6 +126,13 @@ def best_fixed_step(lipschitz: float, mk: float, steps: int, f0_gap: float) -> f
     return min(cap, math.sqrt(2.0 * f0_gap / (steps * lipschitz * mk)))
 
 
+def stability_ratio(delay: int) -> float:
+    """A stage's stability limit over BP's: ``levin_may_limit(τ) / levin_may_limit(0)`` =
+    cos(τπ/(2τ+1)) (1 at τ = 0, ½ at τ = 1, 0.31 at τ = 2). The compensation that scales a
+    stage's rate by its delay, and the pilots' rate sweep, both take it from here."""
+    return levin_may_limit(delay) / levin_may_limit(0)
+
+
 def levin_may_limit(delay: int) -> float:
     """``2cos(τπ/(2τ+1))``: ``x_{t+1} = x_t − a·x_{t−τ}`` is stable iff ``0 < a <`` this.
 
