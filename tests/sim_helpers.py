@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
+from ddgsim.predict.overheads import Overheads
 from ddgsim.predict.scenario import Device, Link, Scenario
 from ddgsim.profile.format import Profile, UnitProfile
 
@@ -75,4 +77,18 @@ def cases(draw: st.DrawFn, max_stages: int = 8, max_units: int = 16) -> tuple[Pr
     bw = draw(st.lists(st.sampled_from([math.inf, 0.5, 2.0, 12.0, 100.0]), min_size=count, max_size=count))
     lat = draw(st.lists(st.sampled_from([0.0, 5.0, 100.0, 2000.0]), min_size=count, max_size=count))
     speeds = draw(st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0]), min_size=K, max_size=K))
-    return profile, split, chain(K, bw, lat, speeds, mesh=mesh)
+    return profile, split, with_overheads(chain(K, bw, lat, speeds, mesh=mesh), draw(overheads()))
+
+
+def overheads() -> st.SearchStrategy[Overheads]:
+    """None half the time; else fixed costs per action, per message and tails (µs), sometimes
+    with other figures for a job of one process."""
+    us = st.sampled_from([0.0, 40.0, 700.0, 5000.0])
+    one = st.builds(Overheads, forward_us=us, backward_us=us, update_us=us, send_us=us, receive_us=us, tail_us=us)
+    some = st.builds(Overheads, forward_us=us, backward_us=us, update_us=us, send_us=us, receive_us=us,
+                     tail_us=us, alone=st.none() | one)
+    return st.just(Overheads()) | some
+
+
+def with_overheads(scenario: Scenario, overheads: Overheads) -> Scenario:
+    return dataclasses.replace(scenario, overheads=overheads)

@@ -149,7 +149,15 @@ def test_real_gloo_calibration_writes_a_loadable_sane_scenario(tmp_path: Path) -
     assert link.latency_us >= 0 and link.bandwidth_gb_s > 0
     # a 1 MiB message cannot cross loopback in under 1 us nor take a second
     assert 1e-3 < sc.transfer_ms("cpu0", "cpu1", 1 << 20) < 1e3
-    assert "executor fixed cost per step" in out.read_text()
+    assert "StageWorker F+B+U in-process" in out.read_text()
+    # the executor's fixed costs, measured by running it on the probe model: one process, then two
+    over = sc.overheads
+    assert over.alone is not None and measured["overheads"]["forward_us"] == over.forward_us
+    for o in (over, over.alone):
+        for value in (o.forward_us, o.backward_us, o.update_us, o.send_us, o.receive_us, o.tail_us):
+            assert 0 <= value < 20_000  # µs: a Python action on a core costs more than nothing, far less than 20 ms
+    assert over.forward_us + over.tail_us > 5 and over.send_us > 0  # a message is never free
+    assert "[overheads]" in out.read_text() and "k2-gpipe-m4" in out.read_text()
     # the 2-process all-reduce: measured per size, next to the prediction from the fitted link
     rows = measured["allreduce"]
     assert [r["bytes"] for r in rows] == [2**i for i in range(2, 17)]  # every power of two from 4 B to 64 KiB
@@ -162,3 +170,21 @@ def test_real_gloo_calibration_writes_a_loadable_sane_scenario(tmp_path: Path) -
     assert list(curve.ms) == pytest.approx([r["measured_ms"] for r in rows], rel=1e-5)  # the trimmed means
     assert all(r["low_ms"] <= r["median_ms"] <= r["high_ms"] for r in rows)
     assert f"wrote {out}" in r.stderr
+
+
+def test_the_probed_overheads_are_written_as_the_table_the_models_read(tmp_path: Path) -> None:
+    import dataclasses
+
+    from ddgsim.predict.overheads import Overheads
+    from ddgsim.profile.overhead_probe import ProbeResult
+
+    over = Overheads(forward_us=120.5, backward_us=90, update_us=80, send_us=100, receive_us=100, tail_us=30,
+                     alone=Overheads(forward_us=70, backward_us=30, update_us=0, tail_us=30))
+    probe = ProbeResult(overheads=over, per_action_us=30.0, per_message_us=100.0, samples=(), residual_us=12.0,
+                        alone_per_action_us=30.0, tail_share=1.0, runs=(("k2-bp-m1", 1.4, 1.5),))
+    path = tmp_path / "local.toml"
+    write_scenario(dataclasses.replace(_calibration(), overheads=probe), path)
+    assert load_scenario(str(path)).overheads == over
+    text = path.read_text()
+    assert "k2-bp-m1       measured 1.400 ms, predicted 1.500 ms (+7.1%)" in text
+    assert "per message posted or taken 100.0 us" in text

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from sim_helpers import cases, chain, make_profile
+from sim_helpers import cases, chain, make_profile, with_overheads
 
 from ddgsim.predict.event_sim import simulate
 from ddgsim.predict.max_plus import (
@@ -20,6 +20,7 @@ from ddgsim.predict.max_plus import (
     period,
     periods,
 )
+from ddgsim.predict.overheads import Overheads
 from ddgsim.predict.scenario import Link, Scenario, ideal
 from ddgsim.schedule import SCHEDULES, make_schedule
 
@@ -49,8 +50,16 @@ def test_sim_equals_analytic(case, name, m) -> None:
 @given(cases(max_stages=1))
 def test_one_stage_same_for_every_schedule(case) -> None:
     profile, split, scenario = case
+    over = scenario.overheads.for_job(1)
+    scenario = with_overheads(scenario, Overheads())
     times = [simulate(profile, split, scenario, name, micro_batches=_m(name, 3)).iteration_ms for name in SCHEDULES]
     assert times == pytest.approx([times[0]] * len(times), rel=1e-9)
+    # The executor's fixed costs are per action: 3 micro-batches pay F's and B's (and their tails) 3 times.
+    paid = with_overheads(scenario, over)
+    bp, gpipe = (simulate(profile, split, paid, name, micro_batches=_m(name, 3)).iteration_ms for name in ("bp", "gpipe"))
+    per_micro = (over.forward_us + over.backward_us + 2 * over.tail_us) * 1e-3
+    assert bp == pytest.approx(times[0] + per_micro + (over.update_us + over.tail_us) * 1e-3, rel=1e-9)
+    assert gpipe == pytest.approx(bp + 2 * per_micro, rel=1e-9)
     one = simulate(profile, split, scenario, "bp")
     assert one.speedup_vs_1_device == pytest.approx(1.0)  # chain-1 has one device: the fastest
 

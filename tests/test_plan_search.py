@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from sim_helpers import cases, chain, make_profile, ms
+from sim_helpers import cases, chain, make_profile, ms, overheads, with_overheads
 
 from ddgsim.errors import UserError
 from ddgsim.plan import search as planner
@@ -82,8 +82,8 @@ def search_cases(draw: st.DrawFn):
     bw = draw(st.sampled_from([0.5, 2.0, 12.0])) if comm else math.inf
     lat = draw(st.sampled_from([5.0, 100.0, 2000.0])) if comm else 0.0
     mem = draw(st.sampled_from([math.inf, 0.05, 0.1, 0.3]))
-    schedule = draw(st.sampled_from(["ddg", "ddg-pipelined"]))
-    return profile, K, chain(K, bw, lat, memory_gib=mem), schedule
+    schedule = draw(st.sampled_from(["ddg", "ddg-pipelined", "bp"]))
+    return profile, K, with_overheads(chain(K, bw, lat, memory_gib=mem), draw(overheads())), schedule
 
 
 def brute_force(profile, K, scenario, schedule):

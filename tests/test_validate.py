@@ -317,8 +317,39 @@ def test_speed_matched_errors_factor_out_the_machine_drift_round_by_round() -> N
     assert set(got) == {1} and got[1] == pytest.approx(0.0)
     summary = summarize(rows)
     assert summary.speed_matched_median_pct == pytest.approx(0.0)
-    assert any("machine drift factored out" in line for line in summary.lines())
     assert math.isnan(summarize(rows[1:]).speed_matched_median_pct)
+
+
+def test_speedups_are_ratios_of_one_round_and_errors_are_told_from_noise() -> None:
+    from ddgsim.compare.validate import MODEL_ERROR, WITHIN_NOISE, WITHIN_TOLERANCE, speedups
+
+    def row(K: int, pred: float, meas: tuple[float, ...], split: str = "3") -> Row:
+        m = statistics.median(meas)
+        return Row(model="m", K=K, schedule="bp" if K == 1 else "ddg", split="" if K == 1 else split,
+                   predicted_ms=pred, measured_ms=m, error_pct=100 * (pred - m) / m, batch_size=8,
+                   repeats=len(meas), measured_all_ms=meas)
+
+    # The machine runs round 2 twice as slow as round 1: the times move, the ratios do not.
+    rows = [row(1, 100.0, (100.0, 200.0, 110.0)), row(2, 50.0, (50.0, 100.0, 55.0)),
+            row(2, 40.0, (60.0, 120.0, 66.0), split="2"), row(2, 80.0, (80.0, 82.0, 79.0), split="1")]
+    ups = speedups(rows)
+    assert set(ups) == {1, 2, 3}
+    assert ups[1].predicted == pytest.approx(2.0) and ups[1].measured == pytest.approx(2.0)
+    assert ups[1].error_pct == pytest.approx(0.0)
+    assert ups[2].predicted == pytest.approx(2.5) and ups[2].measured == pytest.approx(100 / 60)
+    assert ups[2].error_pct == pytest.approx(50.0)
+    # noise: half the spread of the repeats, in % of their median
+    assert rows[1].noise_pct == pytest.approx(100 * 50 / 55 / 2)
+    assert rows[1].verdict(5.0) == WITHIN_NOISE  # -9.1 % error, ±45 % noise
+    assert rows[3].verdict(5.0) == WITHIN_TOLERANCE  # 0 %
+    quiet = row(2, 40.0, (60.0, 61.0, 60.5), split="2")
+    assert quiet.verdict(5.0) == MODEL_ERROR  # -34 % against ±0.8 %
+    s = summarize([*rows[:3], quiet])
+    assert {k: len(v) for k, v in s.verdicts.items()} == {WITHIN_NOISE: 3, MODEL_ERROR: 1}
+    assert s.speedup_runs == 3 and s.speedup_worst_pct == pytest.approx(50.0)  # rows[2]: 2.5x predicted, 1.67x measured
+    text = "\n".join(s.lines())
+    assert "0 within 5%, 3 inside their noise, 1 model error" in text
+    assert "model error: K=2 ddg [2]" in text and "speedup over K=1, predicted vs measured in the same round" in text
 
 
 def test_replicated_runs_are_planned_named_and_checked(tmp_path: Path) -> None:

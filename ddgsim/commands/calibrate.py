@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
                           "latency_us": link.latency_us, "bandwidth_gb_s": link.bandwidth_gb_s,
                           "max_rel_residual": link.max_rel_residual, "step_overhead_ms": cal.step_overhead_ms,
                           "concurrent_speed": cal.concurrent_speed,
+                          "overheads": cal.overheads.overheads.as_dict() if cal.overheads is not None else None,
                           "allreduce": calibrate.allreduce_check(cal), "scenario": str(out)}, indent=1))
         print(f"wrote {out}", file=sys.stderr)
         return 0
@@ -87,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
               f"{r['predicted_ms']:>9.4f} {r['error_pct']:>+6.1f}%")
     print(f"executor step overhead {cal.step_overhead_ms:.3f} ms; concurrent compute speed "
           f"{cal.concurrent_speed:.3f} ({cal.compute_alone_ms:.2f} ms alone, {cal.compute_together_ms:.2f} ms together)")
+    if cal.overheads is not None:
+        o = cal.overheads.overheads
+        alone = o.alone or o
+        print(f"executor overheads per action (us): F {o.forward_us:g}, B {o.backward_us:g}, U {o.update_us:g}, "
+              f"message {o.send_us:g}, tail {o.tail_us:g}; one process alone: F {alone.forward_us:g}, "
+              f"B {alone.backward_us:g}, U {alone.update_us:g}, tail {alone.tail_us:g}")
     print(f"load average before {cal.meta['loadavg_before']}, after {cal.meta['loadavg_after']}")
     print(f"wrote {out}")
     return 0

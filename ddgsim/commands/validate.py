@@ -201,6 +201,9 @@ def run(args: argparse.Namespace) -> int:
         "median_spread_pct": summary.median_spread_pct, "worst_spread_pct": summary.worst_spread_pct,
         "speed_matched_median_pct": summary.speed_matched_median_pct,
         "speed_matched_worst_pct": summary.speed_matched_worst_pct,
+        "speedup_median_abs_error_pct": summary.speedup_median_pct,
+        "speedup_worst_abs_error_pct": summary.speedup_worst_pct, "speedup_runs": summary.speedup_runs,
+        "verdicts": summary.verdicts,
         "memory_median_abs_error_pct": summary.memory_median_pct, "memory_worst_abs_error_pct": summary.memory_worst_pct,
         "memory_stages": summary.memory_stages}, indent=1) + "\n")
     v.write_report(out / "report.html", rows, summary, timelines, header)

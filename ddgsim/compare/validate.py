@@ -42,10 +42,16 @@ from ddgsim.replicas import Layout
 COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "error_pct",
            "label", "batch_size", "steps", "scenario", "status", "error", "attempts",
            "micro_batches", "repeats", "measured_min_ms", "measured_max_ms", "measured_all_ms", "runtime",
-           "steal_pct", "redone", "replicas", "predicted_memory_mib", "measured_memory_mib")
+           "steal_pct", "redone", "replicas", "predicted_memory_mib", "measured_memory_mib",
+           "noise_pct", "speedup_predicted", "speedup_measured", "speedup_error_pct")
 """``validation.csv`` columns; the first seven are the contract, the rest context (a file without
 ``status``, ``error``, ``attempts`` is read as every run ``ok`` at the first attempt; one without
-the repeat columns as one repeat with M = 1)."""
+the repeat columns as one repeat with M = 1). The last four are derived (:attr:`Row.noise_pct`,
+:func:`speedups`), written for readers of the file and recomputed when it is read."""
+
+WITHIN_TOLERANCE = "within tolerance"
+WITHIN_NOISE = "within noise"
+MODEL_ERROR = "model error"
 
 CSV_NAME = "validation.csv"
 OK = "ok"
@@ -162,6 +168,20 @@ class Row:
             return math.nan
         return 100.0 * (self.measured_max_ms - self.measured_min_ms) / self.measured_ms
 
+    @property
+    def noise_pct(self) -> float:
+        """Half the spread of the repeats, in % of their median: how far one measurement of this
+        configuration strays from another (0 with one repeat; NaN when failed)."""
+        return self.spread_pct / 2
+
+    def verdict(self, tol_pct: float) -> str:
+        """:data:`WITHIN_TOLERANCE` (|error| ≤ ``tol_pct``), :data:`WITHIN_NOISE` (≤ its noise) or
+        :data:`MODEL_ERROR` (beyond both)."""
+        err = abs(self.error_pct)
+        if err <= tol_pct:
+            return WITHIN_TOLERANCE
+        return WITHIN_NOISE if err <= self.noise_pct else MODEL_ERROR
+
     @classmethod
     def from_csv(cls, rec: dict[str, str]) -> Row:
         return cls(model=rec["model"], K=int(rec["K"]), schedule=rec["schedule"], split=rec["split"],
@@ -217,10 +237,27 @@ class Summary:
     """Median over stages of every measured run of |predicted − measured| / measured peak memory, in %."""
     memory_worst_pct: float = math.nan
     memory_stages: int = 0
+    verdicts: dict[str, list[str]] = field(default_factory=dict)
+    """Per :meth:`Row.verdict`, the runs (``label: error, noise``) it applies to."""
+    speedup_median_pct: float = math.nan
+    """Median over runs of |predicted − measured speedup over K = 1| / measured, the speedups taken
+    in the same round (:func:`speedups`); NaN without a complete K = 1 run."""
+    speedup_worst_pct: float = math.nan
+    speedup_runs: int = 0
 
     @property
     def ranking_preserved(self) -> bool:
         return not self.discordant
+
+    def _verdict_lines(self) -> list[str]:
+        if not self.verdicts:
+            return []
+        n = {k: len(self.verdicts.get(k, [])) for k in (WITHIN_TOLERANCE, WITHIN_NOISE, MODEL_ERROR)}
+        out = [f"against each run's noise (half the spread of its repeats): {n[WITHIN_TOLERANCE]} within "
+               f"{self.tol_pct:g}%, {n[WITHIN_NOISE]} inside their noise, {n[MODEL_ERROR]} model error"]
+        out += [f"  model error: {x}" for x in self.verdicts.get(MODEL_ERROR, [])]
+        out += [f"  inside its noise: {x}" for x in self.verdicts.get(WITHIN_NOISE, [])]
+        return out
 
     def lines(self) -> list[str]:
         rank = "yes" if self.ranking_preserved else f"no ({len(self.discordant)} discordant pair(s))"
@@ -234,10 +271,10 @@ class Summary:
             f"median {_pct(self.median_spread_pct)}, largest {_pct(self.worst_spread_pct)}",
             f"median absolute error: {_pct(self.median_abs_error_pct)}",
             f"worst absolute error: {_pct(self.worst_abs_error_pct)}",
-            *([f"with each round's profile scaled to the speed of that round's K=1 run (machine drift "
-               f"factored out): median {_pct(self.speed_matched_median_pct)}, "
-               f"worst {_pct(self.speed_matched_worst_pct)}"] if not math.isnan(self.speed_matched_median_pct)
-              else []),
+            *self._verdict_lines(),
+            *([f"speedup over K=1, predicted vs measured in the same round (the machine's drift cancels): "
+               f"median |error| {_pct(self.speedup_median_pct)}, worst {_pct(self.speedup_worst_pct)} "
+               f"({self.speedup_runs} runs)"] if self.speedup_runs else []),
             f"Kendall tau (predicted vs measured): {self.kendall_tau:.3f} (p = {self.kendall_p:.3g})",
             *([f"peak memory per stage, predicted vs measured ({self.memory_stages} stages): median |error| "
                f"{_pct(self.memory_median_pct)}, worst {_pct(self.memory_worst_pct)}"] if self.memory_stages else []),
@@ -331,6 +368,23 @@ def execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | N
 
 # ---------------------------------------------------------------- comparing
 
+def _with_base(rows: Sequence[Row]) -> list[tuple[int, Row]]:
+    """(row index, its one-process run) for every measured row of K ≥ 2 whose group (model, batch,
+    scenario) has exactly one one-process run, measured in every round as the row was."""
+    out: list[tuple[int, Row]] = []
+    groups: dict[tuple[str, int, str], list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.ok and r.measured_all_ms:
+            groups.setdefault((r.model, r.batch_size, r.scenario), []).append(i)
+    for idx in groups.values():
+        base = [i for i in idx if rows[i].K == 1 and rows[i].replicas == 1]
+        if len(base) != 1:
+            continue
+        ref = rows[base[0]]
+        out += [(i, ref) for i in idx if i != base[0] and len(rows[i].measured_all_ms) == len(ref.measured_all_ms)]
+    return out
+
+
 def speed_matched_errors(rows: Sequence[Row]) -> dict[int, float]:
     """Per row (by index, all but the one-process run): the error once the machine's speed drift is factored out.
 
@@ -342,22 +396,36 @@ def speed_matched_errors(rows: Sequence[Row]) -> dict[int, float]:
     measurement in every round (or that miss rounds themselves) are left out.
     """
     out: dict[int, float] = {}
-    groups: dict[tuple[str, int, str], list[int]] = {}
-    for i, r in enumerate(rows):
-        if r.ok and r.measured_all_ms:
-            groups.setdefault((r.model, r.batch_size, r.scenario), []).append(i)
-    for idx in groups.values():
-        base = [i for i in idx if rows[i].K == 1 and rows[i].replicas == 1]
-        if len(base) != 1:
-            continue
-        ref = rows[base[0]]
+    for i, ref in _with_base(rows):
+        r = rows[i]
         factors = [m / ref.predicted_ms for m in ref.measured_all_ms]
-        for i in idx:
-            r = rows[i]
-            if i == base[0] or len(r.measured_all_ms) != len(factors):
-                continue
-            errs = [100.0 * (r.predicted_ms * f - m) / m for f, m in zip(factors, r.measured_all_ms, strict=True)]
-            out[i] = float(statistics.median(errs))
+        errs = [100.0 * (r.predicted_ms * f - m) / m for f, m in zip(factors, r.measured_all_ms, strict=True)]
+        out[i] = float(statistics.median(errs))
+    return out
+
+
+class Speedup(NamedTuple):
+    """A run's speedup over the one-process run of its group."""
+
+    predicted: float
+    measured: float
+    """Median over the rounds of (the one-process run's time / this run's), each round's own."""
+    error_pct: float
+    """Median over the rounds of 100 · (predicted − measured) / measured speedup."""
+
+
+def speedups(rows: Sequence[Row]) -> dict[int, Speedup]:
+    """Per row of K ≥ 2 (by index): its speedup over K = 1, predicted and measured in the same round.
+
+    A ratio of two runs of one round, measured minutes apart at most, cancels the machine's
+    speed of the moment (the same rounds as :func:`speed_matched_errors`)."""
+    out: dict[int, Speedup] = {}
+    for i, ref in _with_base(rows):
+        r = rows[i]
+        pred = ref.predicted_ms / r.predicted_ms
+        meas = [b / m for b, m in zip(ref.measured_all_ms, r.measured_all_ms, strict=True)]
+        out[i] = Speedup(pred, float(statistics.median(meas)),
+                         float(statistics.median(100.0 * (pred - x) / x for x in meas)))
     return out
 
 
@@ -388,8 +456,16 @@ def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
             bad.append((_run_label(a), _run_label(b)))
     spreads = [r.spread_pct for r in rows if not math.isnan(r.spread_pct)]
     matched = [abs(e) for e in speed_matched_errors(rows).values()]
+    ups = [abs(x.error_pct) for x in speedups(rows).values()]
+    verdicts: dict[str, list[str]] = {}
+    for r in rows:
+        verdicts.setdefault(r.verdict(tol_pct), []).append(
+            f"{_run_label(r)} {r.label}: error {r.error_pct:+.1f}%, noise ±{r.noise_pct:.1f}%")
     mem = [abs(e) for r in rows for e in r.memory_errors_pct]
-    return Summary(speed_matched_median_pct=float(statistics.median(matched)) if matched else math.nan,
+    return Summary(verdicts=verdicts, speedup_runs=len(ups),
+                   speedup_median_pct=float(statistics.median(ups)) if ups else math.nan,
+                   speedup_worst_pct=max(ups) if ups else math.nan,
+                   speed_matched_median_pct=float(statistics.median(matched)) if matched else math.nan,
                    speed_matched_worst_pct=max(matched) if matched else math.nan,
                    memory_median_pct=float(statistics.median(mem)) if mem else math.nan,
                    memory_worst_pct=max(mem) if mem else math.nan, memory_stages=len(mem),
@@ -424,17 +500,21 @@ def _num(x: float, spec: str) -> str:
 
 def write_csv(rows: Sequence[Row], path: Path) -> None:
     """The whole file, written aside and renamed: a reader never sees half of it."""
+    ups = speedups(rows)
+    nan = Speedup(math.nan, math.nan, math.nan)
     with atomic_open(path, newline="") as fh:
         w = csv.writer(fh)
         w.writerow(COLUMNS)
-        for r in rows:
+        for i, r in enumerate(rows):
+            up = ups.get(i, nan)
             w.writerow([r.model, r.K, r.schedule, r.split, _num(r.predicted_ms, ".6g"), _num(r.measured_ms, ".6g"),
                         _num(r.error_pct, ".2f"), r.label, r.batch_size, r.steps, r.scenario, r.status, r.error,
                         r.attempts, r.micro_batches, r.repeats, _num(r.measured_min_ms, ".6g"),
                         _num(r.measured_max_ms, ".6g"), ";".join(format(x, ".6g") for x in r.measured_all_ms),
                         r.runtime, _num(r.steal_pct, ".2f"), r.redone, r.replicas,
                         ";".join(format(x, ".4g") for x in r.predicted_memory_mib),
-                        ";".join(format(x, ".4g") for x in r.measured_memory_mib)])
+                        ";".join(format(x, ".4g") for x in r.measured_memory_mib), _num(r.noise_pct, ".2f"),
+                        _num(up.predicted, ".4f"), _num(up.measured, ".4f"), _num(up.error_pct, ".2f")])
 
 
 def read_csv(path: str | Path) -> list[Row]:
@@ -502,13 +582,48 @@ def error_figure(rows: Sequence[Row], title: str = "Prediction error per run") -
         if seen[text] > 1:
             labels[i] = f"{text} #{seen[text]}"
     fig = go.Figure(go.Bar(y=labels, x=[r.error_pct for r in rows], orientation="h",
+                           error_x={"type": "data", "array": [0.0 if math.isnan(r.noise_pct) else r.noise_pct
+                                                              for r in rows], "color": "#555", "thickness": 1},
                            marker_color=["#E45756" if abs(r.error_pct) > 10 else "#F58518" if abs(r.error_pct) > 5
                                          else "#54A24B" for r in rows],
                            hovertemplate="%{y}<br>%{x:+.1f}%<extra></extra>"))
     for x in (-10, -5, 5, 10):
         fig.add_vline(x=x, line={"color": "#bbb", "dash": "dot"})
-    fig.update_layout(title=title, xaxis_title="(predicted − measured) / measured, %  (median of the repeats)",
+    fig.update_layout(title=title, xaxis_title="(predicted − measured) / measured, %  (median of the repeats; "
+                                               "bars: the run's noise, half the spread of its repeats)",
                       height=140 + 20 * len(rows), margin={"l": 20}, yaxis={"autorange": "reversed"})
+    return fig
+
+
+def speedup_figure(rows: Sequence[Row], title: str = "Speedup over K = 1, predicted vs measured (same round)") -> Any:
+    """Every run of K ≥ 2 with a one-process run in each of its rounds (:func:`speedups`): the
+    measured speedup (median over rounds, range as error bars) against the predicted one."""
+    import plotly.graph_objects as go
+
+    ups = speedups(rows)
+    fig = go.Figure()
+    if ups:
+        vals = [v for u in ups.values() for v in (u.predicted, u.measured)]
+        lo, hi = min(vals) * 0.9, max(vals) * 1.1
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
+                                 line={"color": "#888", "dash": "dash"}))
+        idx = sorted(ups)
+        lows, highs = [], []
+        for i in idx:
+            r, base = rows[i], next(b for j, b in _with_base(rows) if j == i)
+            each = [b / m for b, m in zip(base.measured_all_ms, r.measured_all_ms, strict=True)]
+            lows.append(ups[i].measured - min(each))
+            highs.append(max(each) - ups[i].measured)
+        fig.add_trace(go.Scatter(
+            x=[ups[i].measured for i in idx], y=[ups[i].predicted for i in idx], mode="markers",
+            marker={"size": 10}, name="runs",
+            error_x={"type": "data", "array": highs, "arrayminus": lows, "color": "#999"},
+            text=[f"{_run_label(rows[i])} {rows[i].label}<br>error {ups[i].error_pct:+.1f}%" for i in idx],
+            hovertemplate="%{text}<br>measured %{x:.2f}x<br>predicted %{y:.2f}x<extra></extra>"))
+        fig.update_xaxes(range=[lo, hi], constrain="domain")
+        fig.update_yaxes(range=[lo, hi], constrain="domain")
+    fig.update_layout(title=title, xaxis_title="measured speedup (median over rounds; bars: range)",
+                      yaxis_title="predicted speedup", height=520, width=680)
     return fig
 
 
@@ -827,6 +942,8 @@ def write_report(path: Path, rows: Sequence[Row], summary: Summary, timelines: S
 
     title = f"ddgsim validation: {rows[0].model}, batch {rows[0].batch_size}" if rows else "ddgsim validation"
     measured = [scatter_figure(rows), error_figure(rows)] if any(r.ok for r in rows) else []
+    if speedups(rows):
+        measured.append(speedup_figure(rows))
     figs = [*measured, runs_table(rows), *timelines]
     return write_html(path, figs, title, intro="\n".join([*header, *summary.lines()]))
 
@@ -840,6 +957,8 @@ def export_figures(folder: Path, rows: Sequence[Row], summary: Summary, timeline
             f"Kendall τ {summary.kendall_tau:.2f}")
     figs = [("validation-scatter.png", scatter_figure(rows, f"Predicted vs measured ({model})<br><sup>{head}</sup>")),
             ("validation-errors.png", error_figure(rows, f"Prediction error per run ({model})"))]
+    if speedups(rows):
+        figs.append(("validation-speedups.png", speedup_figure(rows, f"Speedup over K = 1 ({model})")))
     figs += [(f"validation-timeline-{i + 1}.png", fig) for i, fig in enumerate(timelines)]
     items = [(fig, folder / name) for name, fig in figs]
     return [p for _, p in items] if export_pngs(items, width=1100) == len(items) else []

@@ -28,6 +28,7 @@ from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import StageCosts, closed_form_period
 from ddgsim.predict.collective import update_allreduce_ms
 from ddgsim.predict.memory import message_buffers, steady_flights, unit_bytes
+from ddgsim.predict.overheads import action_ms, tail_ms
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import Layout
@@ -68,13 +69,21 @@ class Band:
     """The replicas' shard costs were measured (False: scaled from the batch)."""
     masks: list[np.ndarray]
     """Per stage: allowed (start, length) pairs (every stage keeps ≥ 1 unit)."""
+    tails: np.ndarray | None = None
+    """(K, 3): the tail of one F, B, U of each stage (:func:`ddgsim.predict.overheads.tail_ms`);
+    ``work``, ``fwd`` and ``upd`` hold the overheads before the message leaves."""
+
+    def tail(self, k: int) -> tuple[float, float, float]:
+        return (0.0, 0.0, 0.0) if self.tails is None else (float(self.tails[k, 0]), float(self.tails[k, 1]),
+                                                          float(self.tails[k, 2]))
 
     def cut(self, W: int) -> Band:
         """The same tables on a narrower band."""
         W = max(1, min(W, self.width))
         return Band(n=self.n, K=self.K, width=W, work=[a[:, :W] for a in self.work], fwd=[a[:, :W] for a in self.fwd],
                     upd=[a[:, :W] for a in self.upd], overflow=[a[:, :W] for a in self.overflow],
-                    comm=self.comm, hop=self.hop, measured=self.measured, masks=[a[:, :W] for a in self.masks])
+                    comm=self.comm, hop=self.hop, measured=self.measured, masks=[a[:, :W] for a in self.masks],
+                    tails=self.tails)
 
     def fits(self, k: int) -> np.ndarray:
         return self.overflow[k] <= 0
@@ -122,6 +131,7 @@ def tables(
     work, fwd, upd, overflow = [], [], [], []
     shard_tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     flights = steady_flights(sched.name, K, M)
+    extra_f, extra_b, extra_u = action_ms(scenario.overheads, layout.replicas)  # the executor's, per action
     for k, devs in enumerate(layout.devices):
         D = len(devs)
         if D not in shard_tables:
@@ -137,10 +147,10 @@ def tables(
         mem = params * (2 + optimizer_buffers + versions) + np.round(flight * acts / D) + buf
         limit = scenario.memory_limit(devs, memory_limit)
         overflow.append(np.where(valid, mem - limit, INF))
-        work.append((fs + bs) / speed)
-        fwd.append(fs / speed)
+        work.append((fs + bs) / speed + M * (extra_f[k] + extra_b[k]))
+        fwd.append(fs / speed + M * extra_f[k])
         ar = update_allreduce_ms(scenario, devs, params, allreduce, last=k == K - 1)
-        upd.append(U / speed + ar)
+        upd.append(U / speed + ar + extra_u[k])
     comm, hop = [], []
     for k in range(K - 1):
         a_total, a_hop = _boundary(scenario, layout.devices[k], layout.devices[k + 1], msg / M)
@@ -148,7 +158,7 @@ def tables(
         comm.append(a_total + g_total)
         hop.append(np.maximum(a_hop, g_hop))
     return Band(n=n, K=K, width=W, work=work, fwd=fwd, upd=upd, overflow=overflow, comm=comm, hop=hop,
-                measured=measured, masks=_masks(K, n, W))
+                measured=measured, masks=_masks(K, n, W), tails=tail_ms(scenario.overheads, layout.replicas))
 
 
 def _boundary(scenario: Scenario, src: Sequence[str], dst: Sequence[str], message: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -217,12 +227,14 @@ def feasible(schedule: str, T: Band, P: float) -> list[int] | None:
         idx = np.arange(n + 1)
         endc = np.minimum(idx[:, None] + 1 + np.arange(T.width)[None, :], n)
         rows: list[np.ndarray] = []
+        turn = T.tail(K - 1)[0]  # the round trip turns on the last stage: F→B there
         for k in range(K - 1, -1, -1):
             tail = nxt.copy()
             if k < K - 1:
                 tail = np.where(T.hop[k] <= P, nxt + T.comm[k], INF)
             V = T.work[k] + tail[endc]
-            ok = T.fits(k) & (V + T.upd[k] <= P) & masks[k]
+            _, tb, tu = T.tail(k)
+            ok = T.fits(k) & (V + T.upd[k] + tb + tu + turn <= P) & masks[k]
             V = np.where(ok, V, INF)
             w = np.argmin(V, axis=1)
             nxt = V[idx, w]
@@ -240,20 +252,22 @@ def feasible(schedule: str, T: Band, P: float) -> list[int] | None:
     back: list[np.ndarray] = []
     for k in range(K):
         mask = T.fits(k) & masks[k]
+        tf, tb, tu = T.tail(k)
+        close = T.upd[k] + tb + tu  # a cycle closes on its first stage with B→U→F (closed_form)
         if k == 0:
             if schedule == "ddg-pipelined":
-                S = T.work[k] - P + T.upd[k]
-                val = np.where(mask & (S <= 0), S, INF)
+                S = T.work[k] - P + close
+                val = np.where(mask & (S + tf <= 0), S, INF)
             else:  # ddg
-                val = np.where(mask & (T.work[k] + T.upd[k] <= P), T.fwd[k], INF)
+                val = np.where(mask & (T.work[k] + close + tf <= P), T.fwd[k], INF)
         else:
             cut_ok = np.isfinite(prev) & (T.hop[k - 1] <= P)
             carry = np.where(cut_ok, prev + T.comm[k - 1], INF)[:, None]
             if schedule == "ddg-pipelined":
-                S = T.work[k] - P + np.maximum(T.upd[k], carry)
-                val = np.where(mask & (S <= 0), S, INF)
+                S = T.work[k] - P + np.maximum(close, carry)
+                val = np.where(mask & (S + tf <= 0), S, INF)  # a window turns on its last stage: F→B
             else:
-                ok = mask & (T.work[k] + T.upd[k] <= P) & (carry + T.work[k] <= P)
+                ok = mask & (T.work[k] + close + tf <= P) & (carry + T.work[k] + tf <= P)
                 val = np.where(ok, T.fwd[k], INF)
         prev, arg = _diagonal_min(val)
         back.append(arg)
@@ -296,7 +310,8 @@ def stage_costs(T: Band, split: Sequence[int]) -> StageCosts:
     u_ = np.array([[T.upd[k][u, w] for k, (u, w) in enumerate(at)]])
     a = np.array([[T.comm[k][bounds[k + 1]] for k in range(T.K - 1)]]).reshape(1, T.K - 1)
     hops = [T.hop[k][bounds[k + 1]] for k in range(T.K - 1)]
-    return StageCosts(f=f, b=work - f, u=u_, a=a, g=np.zeros_like(a), hop_max=np.array([max(hops, default=0.0)]))
+    return StageCosts(f=f, b=work - f, u=u_, a=a, g=np.zeros_like(a), hop_max=np.array([max(hops, default=0.0)]),
+                      tails=T.tails)
 
 
 def period(schedule: str, T: Band, split: Sequence[int]) -> float:

@@ -21,6 +21,11 @@ time across boundary k (stage k → k+1, summed over the route's hops):
 
 * ``bp`` — the whole round trip, closed by a stage's update (``max_plus.bp_period_closed_form``).
 
+With the executor's overheads (:mod:`ddgsim.predict.overheads`) every action has a tail, host
+time after its message leaves: a cycle's step from one action to the next on the same stage
+adds the tail of the first (for ``ddg-pipelined`` and ``bp``: F→B at the cycle's last stage,
+B→U and U→F at its first; ``ddg``'s pair: F→B on stage k+1), a message step does not.
+
 In all three, each link direction carries one message per iteration, so also
 ``P ≥`` the longest single hop time. These closed forms agree with the max-plus
 recursion of :mod:`ddgsim.predict.max_plus` and with the SimPy model (property-tested).
@@ -53,6 +58,13 @@ class StageCosts:
     """Gradient transfer across boundary k, all hops."""
     hop_max: np.ndarray
     """(S,) the longest single hop time (either direction) of any boundary."""
+    tails: np.ndarray | None = None
+    """(K, 3): the tail of one F, B, U of each stage (``Costs.tail_ms``); ``None``: zeros."""
+
+    def tail(self, kind: int) -> np.ndarray:
+        """(1, K): the tail of kind 0 = F, 1 = B, 2 = U of every stage (zeros without tails)."""
+        K = self.f.shape[1]
+        return np.zeros((1, K)) if self.tails is None else self.tails[None, :, kind]
 
 
 def stage_costs(costs: max_plus.Costs) -> StageCosts:
@@ -62,7 +74,7 @@ def stage_costs(costs: max_plus.Costs) -> StageCosts:
     return StageCosts(
         f=costs.forward_ms, b=costs.backward_ms, u=costs.u_ms,
         a=costs.act_hop_ms.sum(axis=2), g=costs.grad_hop_ms.sum(axis=2),
-        hop_max=hop.max(axis=1) if hop.size else np.zeros(S),
+        hop_max=hop.max(axis=1) if hop.size else np.zeros(S), tails=costs.tail_ms,
     )
 
 
@@ -70,26 +82,30 @@ def closed_form_period(schedule: str, c: StageCosts) -> np.ndarray:
     """Steady-state period (S,) of ``ddg-pipelined``, ``ddg`` or ``bp`` (module docstring)."""
     S, K = c.f.shape
     work = c.f + c.b
+    # A cycle's same-stage steps add the tail of the action they leave (F→B at the turning stage,
+    # B→U and U→F at the closing one); its message steps do not (the message leaves before it).
+    tf, tb, tu = c.tail(0), c.tail(1), c.tail(2)
+    close = c.u + tb + tu
     if schedule == "ddg-pipelined":
         best = np.zeros(S)
         # Window [k, j]: u_k + Σ_{i=k..j} work_i + Σ_{i=k..j-1} comm_i = u_k + W[j+1] − W[k] + C[j] − C[k],
-        # with W, C the prefix sums of work and comm (one vectorised row per k).
+        # with W, C the prefix sums of work and comm (one vectorised row per k), + the tails.
         comm = np.concatenate([c.a + c.g, np.zeros((S, 1))], axis=1)
         W = np.concatenate([np.zeros((S, 1)), np.cumsum(work, axis=1)], axis=1)
         C = np.concatenate([np.zeros((S, 1)), np.cumsum(comm, axis=1)], axis=1)
         for k in range(K):
             j = np.arange(k, K)
-            total = c.u[:, k, None] + W[:, j + 1] - W[:, k, None] + C[:, j] - C[:, k, None]
+            total = close[:, k, None] + tf[:, j] + W[:, j + 1] - W[:, k, None] + C[:, j] - C[:, k, None]
             best = np.maximum(best, (total / (j - k + 1)).max(axis=1))
     elif schedule == "ddg":
-        best = np.max(work + c.u, axis=1)
+        best = np.max(work + close + tf, axis=1)
         if K > 1:
-            pair = c.f[:, :-1] + c.a + work[:, 1:] + c.g
+            pair = c.f[:, :-1] + c.a + work[:, 1:] + tf[:, 1:] + c.g
             best = np.maximum(best, pair.max(axis=1))
     elif schedule == "bp":
         comm = np.concatenate([c.a + c.g, np.zeros((S, 1))], axis=1)
         tail = np.cumsum((work + comm)[:, ::-1], axis=1)[:, ::-1]
-        best = np.max(tail + c.u, axis=1)
+        best = np.max(tail + close + tf[:, -1:], axis=1)
     else:
         raise ValueError(f"no closed form for schedule '{schedule}'")
     return np.asarray(np.maximum(best, c.hop_max))

@@ -200,6 +200,8 @@ def run_schedule(schedule: Schedule, costs: Costs,
     f = costs.forward_ms[0].tolist()
     b = costs.backward_ms[0].tolist()
     u = costs.update_ms[0].tolist()
+    assert costs.tail_ms is not None
+    tails = [dict(zip("FBU", costs.tail_ms[k].tolist(), strict=True)) for k in range(K)]
     routes = {"act": costs.act_hops, "grad": costs.grad_hops}
     hop_ms = {"act": [costs.act_hop_ms[0, k].tolist() for k in range(K - 1)],
               "grad": [costs.grad_hop_ms[0, k].tolist() for k in range(K - 1)]}
@@ -237,11 +239,13 @@ def run_schedule(schedule: Schedule, costs: Costs,
                 yield req
                 start = env.now
                 yield env.timeout(ms)
-            executed[k].append(a)
-            timeline.append(TraceEvent(row=dev, name=repr(a), start_ms=start, end_ms=env.now, cat=a.kind))
-            sent = schedule.sends(a)
-            if sent is not None:
-                env.process(transfer(sent, f"{'act' if sent.kind == 'act' else 'grad'} {a!r}"))
+                executed[k].append(a)
+                timeline.append(TraceEvent(row=dev, name=repr(a), start_ms=start, end_ms=env.now, cat=a.kind))
+                sent = schedule.sends(a)
+                if sent is not None:
+                    env.process(transfer(sent, f"{'act' if sent.kind == 'act' else 'grad'} {a!r}"))
+                if tails[k][a.kind]:  # the action's tail: after its message left, before the next action
+                    yield env.timeout(tails[k][a.kind])
 
     procs = [env.process(stage(k)) for k in range(K)]
     events = _run_to_end(env)
@@ -412,6 +416,8 @@ def _run_replicated(schedule: Schedule, costs: Costs,
         scale = scenario.device(rows[k][0]).speed / scenario.device(dev).speed
         dur = {"F": float(costs.forward_ms[0, k]) * scale, "B": float(costs.backward_ms[0, k]) * scale,
                "U": float(costs.update_ms[0, k]) * scale}
+        assert costs.tail_ms is not None
+        tail = dict(zip("FBU", costs.tail_ms[k].tolist(), strict=True))
         inbound, outbound = act_in[k][r], act_out[k][r]
         for i, (a, needs, sent) in enumerate(plan[k]):
             start = env.now
@@ -448,6 +454,8 @@ def _run_replicated(schedule: Schedule, costs: Costs,
                 else:
                     for i in inbound:
                         send(grad[b][i], event((sent, i)), f"grad {a!r}")
+            if tail[a.kind]:  # the action's tail: after its messages left, before the next action
+                yield env.timeout(tail[a.kind])
 
     procs = [env.process(stage(k, r)) for k in range(K) for r in range(D[k])]
     events = _run_to_end(env)
@@ -682,7 +690,7 @@ def _result(
     """The figures every prediction reports, from a period and the costs it came from."""
     lay = costs.layout
     assert lay is not None and costs.allreduce_ms is not None
-    single = single_device_ms(profile, max(d.speed for d in scenario.devices), update_gb_s)
+    single = single_device_ms(profile, max(d.speed for d in scenario.devices), update_gb_s, scenario.overheads)
     busy = costs.busy_ms()[0].tolist()
     mem = stage_memory(profile, stage_ranges(split, profile.num_units), sched, optimizer_buffers,
                        replicas=costs.replicas)

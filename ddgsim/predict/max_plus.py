@@ -24,6 +24,10 @@ Semantics (identical to :mod:`ddgsim.predict.event_sim`, which checks them event
   divided by the device speed. Profiles without it fall back to a bandwidth model:
   SGD with momentum moves 5 × param_bytes at ``update_gb_s`` (default 10 GB/s ≈
   STREAM triad on one core) — far too cheap for many small tensors on a CPU.
+* The executor's fixed costs (the scenario's ``[overheads]``, :mod:`ddgsim.predict.overheads`):
+  each ``F``, ``B``, ``U`` lasts its overhead longer, messages it takes and posts included,
+  before its message leaves; then the stage stays busy for the action's tail
+  (``Costs.tail_ms``) before its next action can start; the message does not wait for it.
 * After ``F k t m`` ends (k < K-1) the boundary's ``output_bytes``/M travel to stage
   k+1; after ``B k t m`` ends (k > 0) the same number of bytes travel back to k-1.
   Each hop of the route is a FIFO server per link direction (store-and-forward);
@@ -60,6 +64,7 @@ import numpy as np
 
 from ddgsim.errors import UserError, choices
 from ddgsim.predict.collective import ring_edges, tree_levels, update_allreduce_ms
+from ddgsim.predict.overheads import NONE, Overheads, action_ms, tail_ms
 from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import ALLREDUCE, Layout, Piece, bucket_ready, pieces
@@ -118,6 +123,9 @@ class Costs:
     """(S, K): bytes each stage's all-reduce sums (its parameter bytes; ``None``: zeros)."""
     notes: tuple[str, ...] = ()
     """One line each: where a cost is an estimate (shard costs scaled from the batch, ...)."""
+    tail_ms: np.ndarray | None = None
+    """(K, 3): per stage, the tail of one ``F``, ``B``, ``U``: host time after the action's message is
+    posted (:func:`ddgsim.predict.overheads.tail_ms`), before the stage's next action; ``None``: zeros."""
     grad_buckets: tuple[tuple[tuple[float, float], ...], ...] | None = None
     """With one split (S = 1) and replicas: per stage, its gradient buckets as
     :func:`ddgsim.replicas.bucket_ready` gives them (fraction of the backward done when a bucket is
@@ -134,6 +142,8 @@ class Costs:
             object.__setattr__(self, "micro_bytes", self.message_bytes)
         if self.allreduce_bytes is None:
             object.__setattr__(self, "allreduce_bytes", np.zeros_like(self.update_ms))
+        if self.tail_ms is None:
+            object.__setattr__(self, "tail_ms", np.zeros((self.forward_ms.shape[1], 3)))
 
     @property
     def stages(self) -> int:
@@ -163,7 +173,7 @@ class Costs:
             act_hop_ms=self.act_hop_ms[sl], grad_hop_ms=self.grad_hop_ms[sl],
             allreduce_ms=self.allreduce_ms[sl], layout=self.layout, micro_bytes=self.micro_bytes[sl],
             allreduce=self.allreduce, notes=self.notes, allreduce_bytes=self.allreduce_bytes[sl],
-            grad_buckets=self.grad_buckets if self.forward_ms.shape[0] == 1 else None,
+            grad_buckets=self.grad_buckets if self.forward_ms.shape[0] == 1 else None, tail_ms=self.tail_ms,
         )
 
     def boundary_pieces(self, k: int) -> list[Piece]:
@@ -199,9 +209,11 @@ class Costs:
         return sorted(h for h, n in users.items() if n > 1)
 
     def busy_ms(self) -> np.ndarray:
-        """(S, K): what occupies each stage's device per iteration: compute, and its all-reduce."""
+        """(S, K): what occupies each stage per iteration: compute (with its tails), and its all-reduce."""
         M = self.micro_batches
-        return np.asarray(M * (self.forward_ms + self.backward_ms) + self.u_ms)
+        assert self.tail_ms is not None
+        tails = M * (self.tail_ms[:, 0] + self.tail_ms[:, 1]) + self.tail_ms[:, 2]
+        return np.asarray(M * (self.forward_ms + self.backward_ms) + self.u_ms + tails[None, :])
 
 
 def check_mapping(scenario: Scenario, stages: int, devices: Sequence[str] | None) -> tuple[str, ...]:
@@ -317,6 +329,9 @@ def costs_for_splits(
         fwd = stage_sum([u.forward_ms for u in profile.units]) / (speed * M)
         bwd = stage_sum([u.backward_ms for u in profile.units]) / (speed * M)
     upd = stage_sum(unit_update_ms(profile, update_gb_s)) / speed
+    extra_f, extra_b, extra_u = action_ms(scenario.overheads, [1] * K)
+    fwd, bwd, upd = fwd + extra_f, bwd + extra_b, upd + extra_u
+    tails = tail_ms(scenario.overheads, [1] * K)
     out_bytes = np.array([u.output_bytes for u in profile.units], dtype=np.float64)
     msg = out_bytes[cuts - 1] / M if K > 1 else np.zeros((S, 0))
     act_hops = tuple(tuple(scenario.route(devs[k], devs[k + 1])) for k in range(K - 1))
@@ -336,7 +351,7 @@ def costs_for_splits(
         devices=devs, micro_batches=M, forward_ms=fwd, backward_ms=bwd, update_ms=upd,
         message_bytes=msg, act_hops=act_hops, grad_hops=grad_hops,
         act_hop_ms=hop_ms(act_hops), grad_hop_ms=hop_ms(grad_hops), allreduce=allreduce,
-        notes=(note,) if note else (),
+        notes=(note,) if note else (), tail_ms=tails,
     )
 
 
@@ -377,6 +392,9 @@ def _costs_with_layout(
         if D[k] > 1:
             ar_bytes[:, k] = stage_sum(params, k)
             ar[:, k] = update_allreduce_ms(scenario, rows[k], ar_bytes[:, k], allreduce, last=k == K - 1)
+    extra_f, extra_b, extra_u = action_ms(scenario.overheads, D)
+    fwd, bwd, upd = fwd + extra_f, bwd + extra_b, upd + extra_u
+    tails = tail_ms(scenario.overheads, D)
     buckets = tuple(
         tuple(bucket_ready(params[bounds[0, k]:bounds[0, k + 1]],
                            [u.backward_ms for u in profile.units[bounds[0, k]:bounds[0, k + 1]]]))
@@ -416,7 +434,7 @@ def _costs_with_layout(
         message_bytes=msg, act_hops=act_hops, grad_hops=grad_hops,
         act_hop_ms=hop_ms(act_hops, act_load), grad_hop_ms=hop_ms(grad_hops, grad_load),
         allreduce_ms=ar, layout=layout, micro_bytes=whole, allreduce=allreduce, allreduce_bytes=ar_bytes,
-        notes=(note,) if note else (), grad_buckets=buckets,
+        notes=(note,) if note else (), grad_buckets=buckets, tail_ms=tails,
     )
 
 
@@ -435,9 +453,13 @@ def unit_update_ms(profile: Profile, update_gb_s: float = UPDATE_GB_S) -> list[f
     return [u.param_bytes * UPDATE_TRAFFIC / (update_gb_s * 1e6) for u in profile.units]
 
 
-def single_device_ms(profile: Profile, speed: float, update_gb_s: float = UPDATE_GB_S) -> float:
-    """Iteration time of the whole model on one device: compute + update, no transfers."""
-    return (profile.sum_ms + sum(unit_update_ms(profile, update_gb_s))) / speed
+def single_device_ms(profile: Profile, speed: float, update_gb_s: float = UPDATE_GB_S,
+                     overheads: Overheads = NONE) -> float:
+    """Iteration time of the whole model on one device: compute + update (+ the executor's fixed
+    cost of its three actions), no transfers."""
+    f, b, u = action_ms(overheads, [1])
+    extra = float(f[0] + b[0] + u[0] + tail_ms(overheads, [1]).sum())
+    return (profile.sum_ms + sum(unit_update_ms(profile, update_gb_s))) / speed + extra
 
 
 # ---------------------------------------------------------------- the recursion
@@ -500,6 +522,8 @@ def _recursion(program: Sequence[_Op], costs: Costs, lo: int, hi: int) -> np.nda
         keys[d] = [[route[h] if h < len(route) else (d, b, h) for h in range(H)] for b, route in enumerate(routes)]
     link_free: dict[object, np.ndarray] = {}
     free = [np.zeros(S) for _ in range(K)]
+    assert costs.tail_ms is not None
+    tails = [[float(costs.tail_ms[k, c]) for c in range(3)] + [0.0] for k in range(K)]
     arrival: dict[int, np.ndarray] = {}
     marks: list[list[np.ndarray]] = [[] for _ in range(K)]
     for k, c, waits, send, boundary, fills, mark in program:
@@ -509,7 +533,7 @@ def _recursion(program: Sequence[_Op], costs: Costs, lo: int, hi: int) -> np.nda
         if mark:
             marks[k].append(start)
         end = start + table[k, c] if c != 3 else start
-        free[k] = end
+        free[k] = end + tails[k][c] if tails[k][c] else end
         if send:
             t = end
             for h in range(H):
@@ -581,8 +605,9 @@ def period(schedule: Schedule, costs: Costs) -> float:
 def bp_period_closed_form(costs: Costs) -> np.ndarray:
     """Closed form for ``bp`` (no overlap at all): max over k of the cycle through stage k,
 
-    ``C_k = Σ_{j≥k} M(f_j + b_j) + Σ_{k≤j<K-1} (a_j + g_j) + u_k`` with a_j, g_j the
-    activation / gradient transfer times across boundary j (M = 1 for ``bp``). C_0 is
+    ``C_k = Σ_{j≥k} M(f_j + b_j) + Σ_{k≤j<K-1} (a_j + g_j) + u_k + τ_k`` with a_j, g_j the
+    activation / gradient transfer times across boundary j (M = 1 for ``bp``) and τ_k the tails
+    of the cycle's three same-stage steps (``Costs.tail_ms``). C_0 is
     the whole round trip; C_k > C_0 only when a stage's update outlasts the work before
     it. A cross-check of the recursion, used by the tests.
     """
@@ -590,4 +615,6 @@ def bp_period_closed_form(costs: Costs) -> np.ndarray:
     comm = costs.act_hop_ms.sum(axis=2) + costs.grad_hop_ms.sum(axis=2)
     comm = np.concatenate([comm, np.zeros((comm.shape[0], 1))], axis=1)
     tail = np.cumsum((work + comm)[:, ::-1], axis=1)[:, ::-1]
-    return np.asarray(np.max(tail + costs.u_ms, axis=1))
+    t = costs.tail_ms
+    assert t is not None  # the cycle's same-stage steps: F→B on the last stage, B→U and U→F on stage k
+    return np.asarray(np.max(tail + costs.u_ms + (t[:, 1] + t[:, 2] + t[-1, 0])[None, :], axis=1))

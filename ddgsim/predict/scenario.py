@@ -70,6 +70,7 @@ import networkx as nx
 import numpy as np
 
 from ddgsim.errors import UserError, choices
+from ddgsim.predict.overheads import NONE, Overheads
 
 _IDEAL = re.compile(r"^ideal-(\d+)$")
 _CLUSTER = re.compile(r"^cluster-(\d+)x(\d+)$")
@@ -333,6 +334,9 @@ class Scenario:
     allreduce: tuple[AllreduceCurve, ...] = ()
     """Measured all-reduce times of a host's devices (``[[allreduce]]``, written by calibrate);
     they replace the link model for all-reduces among that many of the host's devices."""
+    overheads: Overheads = NONE
+    """The executor's fixed host cost per action (``[overheads]``, written by calibrate;
+    :mod:`ddgsim.predict.overheads`); none by default."""
     rules: Routing | None = None
     """Routes and links by rule (clusters, large ``ideal-N``) instead of ``links``: no all-pairs search."""
     graph: nx.DiGraph = field(init=False, repr=False, compare=False)
@@ -458,7 +462,7 @@ def _all_routes(g: nx.DiGraph, names: list[str]) -> dict[Hop, list[Hop]]:
 
 # ---------------------------------------------------------------- loading
 
-_TOP_KEYS = {"name", "description", "devices", "links", "concurrent_speed", "cluster", "allreduce"}
+_TOP_KEYS = {"name", "description", "devices", "links", "concurrent_speed", "cluster", "allreduce", "overheads"}
 _CLUSTER_KEYS = {"nodes", "devices_per_node", "speed", "memory_gib", "intra_bandwidth_gb_s", "intra_latency_us",
                  "inter_bandwidth_gb_s", "inter_latency_us"}
 _DEVICE_KEYS = {"name", "speed", "memory_gib", "host"}
@@ -514,6 +518,10 @@ def from_dict(data: dict[str, Any], default_name: str) -> Scenario:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise UserError(f"field 'description' must be a string, got {description!r}")
+    over = data.get("overheads", {})
+    if not isinstance(over, dict):
+        raise UserError("field 'overheads' must be a table ([overheads])")
+    overheads = Overheads.from_dict(over)
     if "cluster" in data:
         table = data["cluster"]
         if not isinstance(table, dict):
@@ -529,7 +537,7 @@ def from_dict(data: dict[str, Any], default_name: str) -> Scenario:
         rules = Cluster(**table)
         devs = rules.devices()
         return Scenario(name=name, description=description or rules.describe(), devices=devs, rules=rules,
-                        concurrent_speed=data.get("concurrent_speed", 1.0))
+                        concurrent_speed=data.get("concurrent_speed", 1.0), overheads=overheads)
     devices = []
     for i, row in enumerate(_table_list(data, "devices", _DEVICE_KEYS)):
         if "name" not in row:
@@ -548,7 +556,7 @@ def from_dict(data: dict[str, Any], default_name: str) -> Scenario:
             raise UserError(f"allreduce[{i}]: field '{missing[0]}' is missing")
         curves.append(AllreduceCurve(**row))
     return Scenario(name=name, description=description, devices=tuple(devices), links=tuple(links),
-                    concurrent_speed=data.get("concurrent_speed", 1.0), allreduce=tuple(curves))
+                    concurrent_speed=data.get("concurrent_speed", 1.0), allreduce=tuple(curves), overheads=overheads)
 
 
 def load_file(path: Path) -> Scenario:

@@ -17,11 +17,14 @@ processes, NCCL between two GPUs) and measure:
   misses what two processes of one machine do when both send at once: they share the
   cores and memory that copy the bytes). The comments compare them with what the fitted
   link would predict (:func:`allreduce_check`, ring of 2 = 2·latency + bytes/bandwidth).
-* **per-process overheads** the scenario format has no field for, recorded as
-  comments: the executor's fixed cost of one ``F, B, U`` step
-  (:class:`ddgsim.execute.stage.StageWorker` on a one-parameter stage, the run's default
-  SGD settings) and the slowdown of a compute kernel when every process computes
-  at once instead of one alone (shared memory bandwidth, caches, turbo).
+* **the executor's fixed cost per action** (``[overheads]``, :mod:`ddgsim.predict.overheads`):
+  the executor itself runs a probe model whose units cost almost nothing
+  (:mod:`ddgsim.profile.overhead_probe`), and what its actions cost beyond the probe's
+  profile is fitted per F, B, U, per message and per action of its loop;
+* the slowdown of a compute kernel when every process computes at once instead of one alone
+  (shared memory bandwidth, caches, turbo): ``concurrent_speed``; and, as a comment, the
+  fixed cost of one ``F, B, U`` step of :class:`ddgsim.execute.stage.StageWorker` on a
+  one-parameter stage, timed in-process.
 
 :func:`scenario_toml` turns the result into a file :func:`ddgsim.predict.scenario.load_scenario`
 reads: ``N`` devices of speed 1.0 (the profile is measured on one such device,
@@ -40,7 +43,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,7 @@ import numpy as np
 
 from ddgsim.errors import UserError
 from ddgsim.profile.machine import loadavg
+from ddgsim.profile.overhead_probe import ProbeResult
 
 SIZES = (4, 1024, 16 * 1024, 256 * 1024, 1 << 20, 4 << 20, 8 << 20, 32 << 20)
 """Message sizes in bytes (float32 tensors: multiples of 4)."""
@@ -161,6 +165,9 @@ class Calibration:
     """Host, versions, date, load average, wall time."""
     allreduce: tuple[AllreduceSample, ...] = ()
     """The 2-process all-reduce per size (empty when not measured)."""
+    overheads: ProbeResult | None = None
+    """The executor's fixed costs per action, measured on the probe model
+    (:mod:`ddgsim.profile.overhead_probe`); ``None``: not measured."""
 
     @property
     def concurrent_speed(self) -> float:
@@ -381,8 +388,10 @@ def _memory_gib(device: str, devices: int) -> float:
 
 
 def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, threads: int = 1,
-            devices: int | None = None) -> Calibration:
-    """Spawn two processes on ``device`` and measure; see the module docstring."""
+            devices: int | None = None, overheads: bool = True) -> Calibration:
+    """Spawn two processes on ``device`` and measure; see the module docstring. With ``overheads``,
+    then run the executor on the probe model to measure its fixed costs per action
+    (:mod:`ddgsim.profile.overhead_probe`, about 15 s more)."""
     import torch
     import torch.multiprocessing as mp
 
@@ -425,11 +434,22 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
         "loadavg_before": load0, "loadavg_after": loadavg(),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-    return Calibration(device=device, backend=backend, devices=count, memory_gib=_memory_gib(device, count),
-                       link=link, step_overhead_ms=res["overhead"], compute_alone_ms=res["alone"],
-                       compute_together_ms=res["together"], reps=reps, threads=threads, meta=meta,
-                       allreduce=tuple(AllreduceSample(nbytes=n, median_ms=statistics.median(t), mean_ms=trimmed_mean(t), low_ms=min(t),
-                                                       high_ms=max(t)) for n, t in res["allreduce"].items()))
+    cal = Calibration(device=device, backend=backend, devices=count, memory_gib=_memory_gib(device, count),
+                      link=link, step_overhead_ms=res["overhead"], compute_alone_ms=res["alone"],
+                      compute_together_ms=res["together"], reps=reps, threads=threads, meta=meta,
+                      allreduce=tuple(AllreduceSample(nbytes=n, median_ms=statistics.median(t), mean_ms=trimmed_mean(t),
+                                                      low_ms=min(t), high_ms=max(t)) for n, t in res["allreduce"].items()))
+    if not overheads:
+        return cal
+    import tomllib
+
+    from ddgsim.predict.scenario import from_dict
+    from ddgsim.profile import overhead_probe
+
+    here = from_dict(tomllib.loads(scenario_toml(cal)), "local")  # this machine, as measured so far
+    probe = overhead_probe.measure(here, device, threads)
+    meta = {**meta, "loadavg_after": loadavg(), "wall_s": round(time.perf_counter() - t0, 1)}
+    return replace(cal, overheads=probe, meta=meta)
 
 
 def _cpu_name() -> str:
@@ -480,8 +500,8 @@ def scenario_toml(cal: Calibration, name: str = "local", command: str = "") -> s
         "# Measured between the first two devices only; every pair is assumed to be the same.",
         "#",
         *_allreduce_comment(cal),
-        "# Per-process overheads (the scenario format has no field for them; for reference):",
-        "#   executor fixed cost per step (StageWorker F+B+U, one-parameter stage, SGD momentum 0.9",
+        "# For reference (the [overheads] table below is what the timing models use):",
+        "#   StageWorker F+B+U in-process on a one-parameter stage (SGD momentum 0.9,",
         f"#   Nesterov, weight decay 5e-4): {cal.step_overhead_ms:.4f} ms",
         f"#   reference kernel (conv block fwd+bwd, batch 16): {cal.compute_alone_ms:.3f} ms with one process",
         f"#   computing, {cal.compute_together_ms:.3f} ms with two at once -> speed {cal.concurrent_speed:.3f} when",
@@ -497,6 +517,8 @@ def scenario_toml(cal: Calibration, name: str = "local", command: str = "") -> s
     if cal.device == "cpu":
         lines.append(f"concurrent_speed = {min(1.0, round(cal.concurrent_speed, 3))}")
     lines.append("")
+    if cal.overheads is not None:
+        lines += _overheads_toml(cal.overheads)
     names = [f"{prefix}{i}" for i in range(cal.devices)]
     for d in names:
         lines += ["[[devices]]", f"name = {_toml_str(d)}", "speed = 1.0", f"memory_gib = {_num(cal.memory_gib)}",
@@ -511,6 +533,33 @@ def scenario_toml(cal: Calibration, name: str = "local", command: str = "") -> s
                   "sizes = [" + ", ".join(str(x.nbytes) for x in cal.allreduce) + "]",
                   "ms = [" + ", ".join(f"{x.mean_ms:.6g}" for x in cal.allreduce) + "]", ""]
     return "\n".join(lines)
+
+
+def _overheads_toml(probe: ProbeResult) -> list[str]:
+    """The ``[overheads]`` table and how it was measured (:mod:`ddgsim.profile.overhead_probe`)."""
+    from ddgsim.profile.overhead_probe import PROBE_BATCH
+
+    lines = [
+        "# The executor's fixed cost per action beyond the profile's compute (ddgsim.predict.overheads),",
+        f"# measured by running the executor on a probe model (a 64-16-8-10 MLP, batch {PROBE_BATCH}) whose",
+        "# units cost almost nothing, in situ profile subtracted (ddgsim.profile.overhead_probe):",
+        f"#   the loop's cost per action {probe.per_action_us:.1f} us, per message posted or taken "
+        f"{probe.per_message_us:.1f} us",
+        f"#   (largest residual of the fit {probe.residual_us:.1f} us); {100 * probe.tail_share:.0f}% of the loop's "
+        "cost comes after",
+        "#   the action's message (tail_us): the share whose predictions of the probe runs were closest:",
+    ]
+    for name, measured, predicted in probe.runs:
+        lines.append(f"#   {name:<14} measured {measured:.3f} ms, predicted {predicted:.3f} ms "
+                     f"({100 * (predicted - measured) / measured:+.1f}%)")
+    over = probe.overheads
+    lines.append("[overheads]")
+    lines += [f"{k} = {v:g}" for k, v in over.as_dict().items() if k != "alone"]
+    if over.alone is not None:
+        lines += ["", "# a job of one process (alone on the host; its optimizer step is the profile's whole step)",
+                  "[overheads.alone]"]
+        lines += [f"{k} = {v:g}" for k, v in over.alone.as_dict().items()]
+    return [*lines, ""]
 
 
 def _allreduce_comment(cal: Calibration) -> list[str]:

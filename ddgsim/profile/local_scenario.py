@@ -4,7 +4,8 @@
 all-reduce and the contention factor it predicts with must be this machine's too, not a
 bundled file's: without ``--scenario`` it takes this machine's calibrated scenario from the
 cache (``<cache>/scenarios/local-<machine key>-t<threads>.toml``), calibrating it first
-(``ddgsim calibrate``, about 15 s on CPU) when there is none, and says so.
+(``ddgsim calibrate``, about 30 s on CPU, the executor's overheads included) when there is
+none, and says so.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ CAL_REPS = 20
 
 def cached_path(threads: int = 1, device: str = "cpu") -> Path:
     """Where this machine's calibrated scenario is cached (it may not exist yet)."""
-    return cache_dir() / "scenarios" / f"local-{device}-{here_key(device)}-t{threads}.toml"
+    # -o1: with the executor's overheads (files from before them are calibrated again)
+    return cache_dir() / "scenarios" / f"local-{device}-{here_key(device)}-t{threads}-o1.toml"
 
 
 def local_scenario(threads: int = 1, device: str = "cpu", *, recalibrate: bool = False,

@@ -1,0 +1,134 @@
+"""The executor's fixed cost of each action, beyond the compute the profile gives its units.
+
+A profile times the units' kernels (in situ: forward and backward of each unit inside a
+training step). The executor does more for every action: it takes the message the action
+consumes, fetches the batch's samples or labels, swaps the stashed weights in, runs the
+loss, posts the message it produces, samples its memory and records the action. On a GPU
+where a CIFAR ResNet's kernels take microseconds, or on a CPU running a small model, those
+fixed costs are most of a step: without them the model predicted short steps 48–86 % too
+fast (issue 28).
+
+:class:`Overheads` holds them as a scenario's ``[overheads]`` table (written by ``ddgsim
+calibrate``, which measures them by running the executor itself on a probe model,
+:mod:`ddgsim.profile.overhead_probe`)::
+
+    [overheads]
+    forward_us = 48.0     # one F action, beyond its units' forward
+    backward_us = 21.0    # one B action, beyond its units' backward
+    update_us = 35.0      # one U action, beyond the profile's optimizer step
+    send_us = 30.0        # posting one message (an activation or an error gradient)
+    receive_us = 25.0     # taking one message that has arrived
+    tail_us = 40.0        # every F, B, U: after its message is posted (bookkeeping, the loop)
+    [overheads.alone]     # a job of one process (no other stage process on the host)
+    forward_us = 30.0
+    backward_us = 12.0
+    update_us = 10.0
+
+:func:`action_ms` turns them into what one ``F``, ``B`` and ``U`` of each stage costs on top
+of its compute, counting the messages each action takes and posts (a stage between two
+others receives its input and sends its output at every ``F``; with replicas, one message
+per piece of the micro-batch). Every timing model adds exactly these: the SimPy simulator
+and the max-plus recursion through :func:`ddgsim.predict.max_plus.costs_for_splits`, and the
+planner's tables (:mod:`ddgsim.plan.band`). They are host time: not divided by a device's
+speed. Scenarios without the table (every bundled one) have none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from ddgsim.errors import UserError, choices
+from ddgsim.replicas import pieces
+
+
+@dataclass(frozen=True, kw_only=True)
+class Overheads:
+    """Fixed host cost of each action of the executor, in µs (module docstring)."""
+
+    forward_us: float = 0.0
+    """One ``F``, beyond its units' forward (the loss, the weight swap, fetching samples, bookkeeping)."""
+    backward_us: float = 0.0
+    """One ``B``, beyond its units' backward."""
+    update_us: float = 0.0
+    """One ``U``, beyond the profile's optimizer step for the stage's parameters."""
+    send_us: float = 0.0
+    """Posting one message to a neighbouring stage, on the sender."""
+    receive_us: float = 0.0
+    """Taking one message that has arrived, on the receiver (posting the next receive included)."""
+    tail_us: float = 0.0
+    """Of every ``F``, ``B`` and ``U``: the part that comes after the action's message has been posted
+    (sampling memory, recording the action, the loop): it keeps the stage busy but does not
+    delay the message, and overlaps a wait for the next action's input."""
+    alone: Overheads | None = None
+    """The figures of a job of one process (``[overheads.alone]``): measured apart, as a process
+    alone on its host runs its actions faster than two that share the cores (and its optimizer
+    step is the profile's whole step); ``None``: the same as above."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name == "alone":
+                continue
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise UserError(f"field '{f.name}' of [overheads] must be a number >= 0 (µs), got {v!r}")
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any], where: str = "[overheads]") -> Overheads:
+        allowed = [f.name for f in fields(cls) if f.name != "alone" or where == "[overheads]"]
+        extra = sorted(set(table) - set(allowed))
+        if extra:
+            raise UserError(f"{where}: unknown field '{extra[0]}' (allowed: {choices(allowed)})")
+        alone = table.get("alone")
+        if alone is not None and not isinstance(alone, Mapping):
+            raise UserError("field 'alone' of [overheads] must be a table ([overheads.alone])")
+        return cls(**{**table, "alone": cls.from_dict(alone, "[overheads.alone]") if alone is not None else None})
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f.name: float(getattr(self, f.name)) for f in fields(self) if f.name != "alone"}
+        if self.alone is not None:
+            out["alone"] = self.alone.as_dict()
+        return out
+
+    def for_job(self, processes: int) -> Overheads:
+        """The figures that apply to a job of ``processes`` stage processes."""
+        return self.alone if processes == 1 and self.alone is not None else self
+
+
+NONE = Overheads()
+
+
+def messages(replicas: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Per stage: (messages its ``F`` receives, messages its ``F`` sends) for one micro-batch,
+    on its busiest replica. A ``B`` sends as many as the ``F`` received and receives as many as
+    it sent (the error gradients go back piece by piece)."""
+    K = len(replicas)
+    recv, send = [0] * K, [0] * K
+    for k in range(K - 1):
+        ps = pieces(replicas[k] * replicas[k + 1], replicas[k], replicas[k + 1])
+        send[k] = max(sum(1 for p in ps if p.src == r) for r in range(replicas[k]))
+        recv[k + 1] = max(sum(1 for p in ps if p.dst == r) for r in range(replicas[k + 1]))
+    return recv, send
+
+
+def tail_ms(overheads: Overheads, replicas: Sequence[int]) -> np.ndarray:
+    """(K, 3): the tail (after the message is posted) of one ``F``, ``B`` and ``U`` of each stage, ms."""
+    return np.full((len(replicas), 3), overheads.for_job(sum(replicas)).tail_us * 1e-3)
+
+
+def action_ms(overheads: Overheads, replicas: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(K,) arrays: ms added to one ``F`` (per micro-batch), one ``B`` and one ``U`` of each stage
+    before its message leaves (the tail, :func:`tail_ms`, comes after)."""
+    recv, send = messages(replicas)
+    o = overheads.for_job(sum(replicas))
+    f = np.array([o.forward_us + o.receive_us * r + o.send_us * s for r, s in zip(recv, send, strict=True)])
+    b = np.array([o.backward_us + o.send_us * r + o.receive_us * s for r, s in zip(recv, send, strict=True)])
+    u = np.full(len(replicas), float(o.update_us))
+    return f * 1e-3, b * 1e-3, u * 1e-3
