@@ -55,10 +55,13 @@ def test_each_action_pays_for_the_messages_it_takes_and_posts() -> None:
     # stage 0 with 2 replicas sends one piece each; stage 1's one replica takes both pieces
     assert messages([2, 1]) == ([0, 2], [1, 0])
     f, b, u = action_ms(OVER, [1, 1, 1])
-    assert f == pytest.approx([0.120, 0.130, 0.110])  # forward + send, + receive + send, + receive
-    assert b == pytest.approx([0.070, 0.090, 0.080])  # backward + receive (grad in), + both, + send (grad out)
+    # before the message leaves: the action's cost and taking its input
+    assert f == pytest.approx([0.100, 0.110, 0.110])  # forward, + receive, + receive
+    assert b == pytest.approx([0.070, 0.070, 0.060])  # backward + receive (the gradient in), .., none on the last
     assert u == pytest.approx([0.030] * 3)
-    assert tail_ms(OVER, [1, 1, 1]) == pytest.approx(np.full((3, 3), 0.005))
+    # after: posting the output, then the loop's bookkeeping
+    assert tail_ms(OVER, [1, 1, 1]) == pytest.approx(np.array([[0.025, 0.005, 0.005], [0.025, 0.025, 0.005],
+                                                               [0.005, 0.025, 0.005]]))
     # a job of one process has its own figures
     f1, b1, u1 = action_ms(OVER, [1])
     assert (f1[0], b1[0], u1[0]) == pytest.approx((0.050, 0.020, 0.001))
@@ -68,13 +71,13 @@ def test_each_action_pays_for_the_messages_it_takes_and_posts() -> None:
 
 def test_two_stage_bp_period_by_hand() -> None:
     """bp, K = 2, one free link: the round trip F0 → F1 → B1 → B0 → U0 (→ F0), each action with its
-    overheads, the tails of the cycle's same-stage steps (F1→B1, B0→U0, U0→F0) and none of F0's or B1's
-    (their messages leave before them)."""
+    overheads and the messages it takes, the tails of the cycle's same-stage steps (F1→B1, B0→U0,
+    U0→F0) and none of F0's or B1's (their messages leave as they are posted)."""
     p = make_profile([1.0, 2.0], [3.0, 4.0], [0, 0], [0, 0])
     sc = with_overheads(chain(2), OVER)
     costs = max_plus.costs_for_splits(p, [[1]], sc)
-    f0, f1 = 1.0 + 0.100 + 0.020, 2.0 + 0.100 + 0.010
-    b1, b0 = 4.0 + 0.060 + 0.020, 3.0 + 0.060 + 0.010
+    f0, f1 = 1.0 + 0.100, 2.0 + 0.100 + 0.010
+    b1, b0 = 4.0 + 0.060, 3.0 + 0.060 + 0.010
     u = 0.030
     want = f0 + f1 + 0.005 + b1 + b0 + 0.005 + u + 0.005
     assert closed_form.closed_form_period("bp", closed_form.stage_costs(costs))[0] == pytest.approx(want)
@@ -118,10 +121,12 @@ def test_replicas_pay_per_piece() -> None:
     lay = Layout(devices=(("d0", "d1"), ("d2",)))
     costs = max_plus.costs_for_splits(p, [[1]], sc, layout=lay)
     # stage 0's replicas each post one piece; stage 1 takes two pieces per F and posts two per B
-    assert costs.forward_ms[0, 0] - 0.5 == pytest.approx(0.1)  # half the batch, one piece out
+    assert costs.forward_ms[0, 0] == pytest.approx(0.5)  # half the batch, nothing to take
     assert costs.forward_ms[0, 1] - 1.0 == pytest.approx(0.2)  # the whole batch, two pieces in
-    assert costs.backward_ms[0, 1] - 1.0 == pytest.approx(0.2)
-    assert costs.backward_ms[0, 0] - 0.5 == pytest.approx(0.1)
+    assert costs.backward_ms[0, 1] == pytest.approx(1.0)
+    assert costs.backward_ms[0, 0] - 0.5 == pytest.approx(0.1)  # one gradient piece in
+    assert costs.tail_ms is not None
+    assert costs.tail_ms[0, 0] == pytest.approx(0.1) and costs.tail_ms[1, 1] == pytest.approx(0.2)  # posted
 
 
 # ---------------------------------------------------------------- the probe's fit

@@ -16,7 +16,7 @@ calibrate``, which measures them by running the executor itself on a probe model
     forward_us = 48.0     # one F action, beyond its units' forward
     backward_us = 21.0    # one B action, beyond its units' backward
     update_us = 35.0      # one U action, beyond the profile's optimizer step
-    send_us = 30.0        # posting one message (an activation or an error gradient)
+    send_us = 30.0        # posting one message (an activation or an error gradient), after it left
     receive_us = 25.0     # taking one message that has arrived
     tail_us = 40.0        # every F, B, U: after its message is posted (bookkeeping, the loop)
     [overheads.alone]     # a job of one process (no other stage process on the host)
@@ -24,10 +24,11 @@ calibrate``, which measures them by running the executor itself on a probe model
     backward_us = 12.0
     update_us = 10.0
 
-:func:`action_ms` turns them into what one ``F``, ``B`` and ``U`` of each stage costs on top
-of its compute, counting the messages each action takes and posts (a stage between two
-others receives its input and sends its output at every ``F``; with replicas, one message
-per piece of the micro-batch). Every timing model adds exactly these: the SimPy simulator
+:func:`action_ms` and :func:`tail_ms` turn them into what one ``F``, ``B`` and ``U`` of each
+stage costs on top of its compute, before its message leaves (its fixed cost, taking the
+messages it consumes) and after (posting its messages, the loop's bookkeeping), counting the
+messages each action takes and posts (a stage between two others receives its input and
+sends its output at every ``F``; with replicas, one message per piece of the micro-batch). Every timing model adds exactly these: the SimPy simulator
 and the max-plus recursion through :func:`ddgsim.predict.max_plus.costs_for_splits`, and the
 planner's tables (:mod:`ddgsim.plan.band`). They are host time: not divided by a device's
 speed. Scenarios without the table (every bundled one) have none.
@@ -57,7 +58,8 @@ class Overheads:
     update_us: float = 0.0
     """One ``U``, beyond the profile's optimizer step for the stage's parameters."""
     send_us: float = 0.0
-    """Posting one message to a neighbouring stage, on the sender."""
+    """Posting one message to a neighbouring stage, on the sender: part of the action's tail (the
+    message is on its way as soon as the post begins)."""
     receive_us: float = 0.0
     """Taking one message that has arrived, on the receiver (posting the next receive included)."""
     tail_us: float = 0.0
@@ -119,16 +121,23 @@ def messages(replicas: Sequence[int]) -> tuple[list[int], list[int]]:
 
 
 def tail_ms(overheads: Overheads, replicas: Sequence[int]) -> np.ndarray:
-    """(K, 3): the tail (after the message is posted) of one ``F``, ``B`` and ``U`` of each stage, ms."""
-    return np.full((len(replicas), 3), overheads.for_job(sum(replicas)).tail_us * 1e-3)
+    """(K, 3): the tail of one ``F``, ``B`` and ``U`` of each stage, ms: what comes after the action's
+    message has left — posting it (``send_us`` per message: the message is on its way as the post
+    begins), then the loop's bookkeeping (``tail_us``)."""
+    recv, send = messages(replicas)
+    o = overheads.for_job(sum(replicas))
+    out = np.array([[o.tail_us + o.send_us * s, o.tail_us + o.send_us * r, o.tail_us]
+                    for r, s in zip(recv, send, strict=True)], dtype=np.float64)
+    return out.reshape(len(replicas), 3) * 1e-3
 
 
 def action_ms(overheads: Overheads, replicas: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(K,) arrays: ms added to one ``F`` (per micro-batch), one ``B`` and one ``U`` of each stage
-    before its message leaves (the tail, :func:`tail_ms`, comes after)."""
+    before its message leaves: its fixed cost and taking the messages it consumes (the tail,
+    :func:`tail_ms`, comes after)."""
     recv, send = messages(replicas)
     o = overheads.for_job(sum(replicas))
-    f = np.array([o.forward_us + o.receive_us * r + o.send_us * s for r, s in zip(recv, send, strict=True)])
-    b = np.array([o.backward_us + o.send_us * r + o.receive_us * s for r, s in zip(recv, send, strict=True)])
+    f = np.array([o.forward_us + o.receive_us * r for r in recv])
+    b = np.array([o.backward_us + o.receive_us * s for s in send])
     u = np.full(len(replicas), float(o.update_us))
     return f * 1e-3, b * 1e-3, u * 1e-3

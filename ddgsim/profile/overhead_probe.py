@@ -62,10 +62,12 @@ ROUNDS = 3
 CONFIGS: tuple[tuple[str, tuple[int, ...], int], ...] = (
     ("bp", (), 1),
     ("bp", (3,), 1),
+    ("ddg-pipelined", (3,), 1),
     ("gpipe", (3,), 4),
     ("bp", (2, 4), 1),
 )
-"""(schedule, split, micro-batches) of each probe run: K = 1, 2, 2 with M = 4, 3."""
+"""(schedule, split, micro-batches) of each probe run: K = 1; K = 2 taking turns (bp), busy at
+once (ddg-pipelined), with M = 4; K = 3."""
 
 
 @contextmanager
@@ -222,9 +224,9 @@ def choose_tail(result: ProbeResult, runs: Sequence[tuple[str, Any, Sequence[int
                 scenario: Scenario) -> ProbeResult:
     """The share of the loop's per-action cost that comes after the message, chosen as the one whose
     predictions of the probe runs' steps (``runs``: name, profile, split, schedule, M, measured ms)
-    on ``scenario`` (this machine's links) are closest: the median |error| over the runs, ties to
-    the smaller share. Where the loop's cost falls (before the message or after it) does not show
-    in any one stage's busy time, only in how the stages wait for each other."""
+    on ``scenario`` (this machine's links) are closest: the least root-mean-square relative error
+    over the runs, ties to the smaller share. Where the loop's cost falls (before the message or
+    after it) does not show in any one stage's busy time, only in how the stages wait for each other."""
     from ddgsim.predict.event_sim import simulate
 
     best: tuple[float, float, ProbeResult] | None = None
@@ -233,7 +235,7 @@ def choose_tail(result: ProbeResult, runs: Sequence[tuple[str, Any, Sequence[int
         sc = replace(scenario, overheads=cand.overheads)
         got = [(name, measured, simulate(prof, list(split), sc, sched, micro_batches=M).iteration_ms)
                for name, prof, split, sched, M, measured in runs]
-        err = float(statistics.median(abs(p - m) / m for _, m, p in got))
+        err = float(np.sqrt(np.mean([((p - m) / m) ** 2 for _, m, p in got])))
         if best is None or err < best[0] - 1e-12:
             best = (err, share, replace(cand, runs=tuple(got)))
     assert best is not None
