@@ -5,7 +5,7 @@ Run: ``.venv/bin/python benchmarks/time_to_target.py --model smallcnn --data dig
 
 For each K: the pilots' split and steps to the target (``converge``'s: the planner's split for
 K, seeds 0..S-1, the rate chosen for K), the simulator's iteration time for that split on
-``--scenario`` with this machine's profile at the batch, then a real ``execute`` of that split
+``--scenario`` (default: this machine's calibrated one) with this machine's profile at the batch, then a real ``execute`` of that split
 for ``--steps`` with that rate and seed 0 (gloo, one process per stage). Measured: the first step whose smoothed
 training loss (the executor's own losses) reaches the target, and the wall time to it (the
 last stage's iteration end times); predicted: the pilots' median steps × the plan's iteration
@@ -45,12 +45,19 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--window", type=int, default=20)
-    ap.add_argument("--scenario", default="cpu-2core")
+    ap.add_argument("--scenario", default=None,
+                    help="scenario to predict with (default: this machine's, calibrated once and cached, with the "
+                         "executor's overheads)")
     ap.add_argument("--csv", type=Path)
     ap.add_argument("--html", type=Path, help="also write the loss-vs-wall-time figure here (plotly HTML, and PNG "
                                                  "beside it when Chromium is installed)")
     args = ap.parse_args()
     ks = [int(k) for k in args.stages.split(",")]
+    if args.scenario is None:
+        from ddgsim.profile.local_scenario import local_scenario
+
+        args.scenario = str(local_scenario()[0])
+    scenario = load_scenario(args.scenario)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     profile = get_profile(args.model, args.batch_size, "cpu", 1, this_machine=True, progress=False)[0]
     splits = planned_splits(profile, ks, "ddg-pipelined")
@@ -66,7 +73,7 @@ def main() -> None:
             plan = Path(tmp) / f"k{r.stages}.json"
             Plan.for_split(model=args.model, split=list(r.split), num_units=profile.num_units, schedule="ddg-pipelined",
                            batch_size=args.batch_size).save(plan)
-            predicted_ms = simulate(profile, list(r.split), load_scenario(args.scenario), "ddg-pipelined").iteration_ms
+            predicted_ms = simulate(profile, list(r.split), scenario, "ddg-pipelined").iteration_ms
             metrics = Path(tmp) / f"k{r.stages}.metrics.json"
             subprocess.run([sys.executable, "-m", "ddgsim", "execute", str(plan), "--steps", str(args.steps), "--data",
                             args.data, "--lr", str(r.lr), "--seed", "0", "--no-eval", "--no-progress", "--backend",
