@@ -214,3 +214,21 @@ def test_a_foreign_profile_gets_one_line_naming_its_machine(capsys: pytest.Captu
     code, out, err = _run(capsys, "simulate", "--profile", str(mine), "--gpus", "2", "--schedule", "gpipe",
                           "--micro-batches", "4")
     assert code == 0 and "no measured costs for 4 micro-batches" in err
+
+
+def test_a_batch_size_other_than_the_profiles_is_refused(prof: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A profile's costs are for its batch: --batch-size asking for another is one line, status 2, nothing
+    written; the same batch is fine; and a profile of a model this tool cannot build gets hints that fit."""
+    out = tmp_path / "plan.json"
+    for command in (("plan", "--gpus", "2", "--out", str(out)), ("simulate", "--gpus", "2")):
+        code, _, err = _run(capsys, command[0], "--profile", str(prof), *command[1:], "--batch-size", "64")
+        assert code == 2 and not out.exists()
+        assert err.strip().splitlines()[-1] == (
+            f"error: --batch-size 64 but profile {prof} was measured at batch 32; drop --batch-size to plan batch 32, "
+            "or profile batch 64 (measure it where the profile came from)")
+    code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "2", "--batch-size", "32", "--out", str(out))
+    assert code == 0 and out.exists()
+    text = " ".join(stdout.split())
+    assert "its model 'synthetic' (from the profile) is not one this tool builds" in text
+    assert "python -m ddgsim execute" not in text

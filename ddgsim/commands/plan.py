@@ -53,8 +53,8 @@ def add_parser(subparsers: Any) -> None:
                    help=f"{', '.join(SCHEDULES)} or all (default {DEFAULT_SCHEDULE})")
     p.add_argument("--micro-batches", "-M", type=int, default=None, metavar="M",
                    help="micro-batches for gpipe/1f1b (default: 4 for those, 1 otherwise)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="B",
-                   help=f"batch size of the profile (default {DEFAULT_BATCH})")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help=f"batch size of the profile (default {DEFAULT_BATCH}; with --profile the profile's own)")
     p.add_argument("--memory-limit", type=float, metavar="GIB", help="memory per device in GiB (default: the scenario's)")
     p.add_argument("--objective", default="throughput", metavar="NAME",
                    help="throughput (least time per iteration) or time-to-loss (least predicted time to "
@@ -79,7 +79,7 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         raise UserError(f"--gpus must be >= 1, got {args.gpus}")
     if args.stages is not None and not 1 <= args.stages <= args.gpus:
         raise UserError(f"--stages must be in 1..{args.gpus} (--gpus), got {args.stages}")
-    if args.batch_size <= 0:
+    if args.batch_size is not None and args.batch_size <= 0:
         raise UserError(f"--batch-size must be > 0, got {args.batch_size}")
     if args.memory_limit is not None and not args.memory_limit > 0:
         raise UserError(f"--memory-limit must be > 0 GiB, got {args.memory_limit}")
@@ -114,6 +114,19 @@ def _check_args(args: argparse.Namespace) -> list[str]:
     return [args.schedule]
 
 
+def check_profile_batch(batch_size: int | None, profile: Any, path: str) -> None:
+    """A one-line error when ``--batch-size`` asks for another batch than the ``--profile`` was measured at
+    (a profile's costs are for its batch; none is scaled silently)."""
+    from ddgsim.models.registry import buildable
+
+    if batch_size is None or batch_size == profile.batch_size:
+        return
+    how = (f"python -m ddgsim profile {profile.model} --batch-size {batch_size} --out FILE"
+           if buildable(profile.model) else "measure it where the profile came from")
+    raise UserError(f"--batch-size {batch_size} but profile {path} was measured at batch {profile.batch_size}; "
+                    f"drop --batch-size to plan batch {profile.batch_size}, or profile batch {batch_size} ({how})")
+
+
 def _load_profile(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
     from ddgsim.profile import format as profile_format
 
@@ -121,6 +134,7 @@ def _load_profile(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
         raise UserError("give either MODEL or --profile FILE, not both")
     if args.profile:
         prof = profile_format.load(args.profile)
+        check_profile_batch(args.batch_size, prof, args.profile)
         ref = {"path": args.profile, "model": prof.model, "batch_size": prof.batch_size,
                "device": prof.device, "threads": prof.threads}
         return prof, ref, f"{args.profile} (given)"
@@ -128,7 +142,7 @@ def _load_profile(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
         raise UserError("give a MODEL (see `python -m ddgsim models`) or --profile FILE")
     from ddgsim.profile.store import get_profile
 
-    prof, path, source = get_profile(args.model, args.batch_size, "cpu", 1, this_machine=False,
+    prof, path, source = get_profile(args.model, args.batch_size or DEFAULT_BATCH, "cpu", 1, this_machine=False,
                                      progress=not args.no_progress and not args.json)
     ref = {"path": str(path) if path else "", "model": prof.model, "batch_size": prof.batch_size,
            "device": prof.device, "threads": prof.threads, "source": source}

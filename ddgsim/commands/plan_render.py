@@ -262,8 +262,14 @@ def render(
     con.print("γL <: a stage with staleness τ is stable on a quadratic of curvature L only if "
                   "γ·L < 2cos(τπ/(2τ+1)) (Levin–May); see `python -m ddgsim stepsize`.")
     if out:
+        from ddgsim.models.registry import buildable
+
         data = "text" if profile.input_dtype == "int64" else "synthetic"
-        con.print(f"wrote {out}; run it: [bold]python -m ddgsim execute {out} --steps 100 --data {data}[/]")
+        if buildable(profile.model):
+            con.print(f"wrote {out}; run it: [bold]python -m ddgsim execute {out} --steps 100 --data {data}[/]")
+        else:
+            con.print(f"wrote {out}; its model '{profile.model}' (from the profile) is not one this tool builds "
+                      "(`python -m ddgsim models`, or a package.module:factory): run it where that model is")
     if trace:
         con.print(f"wrote {trace} (open in https://ui.perfetto.dev)")
 

@@ -67,7 +67,11 @@ def _load_profile(args: argparse.Namespace, plan: dict[str, Any] | None, batch: 
     from ddgsim.profile import format as profile_format
 
     if args.profile:
-        return profile_format.load(args.profile), args.profile
+        from ddgsim.commands.plan import check_profile_batch
+
+        prof = profile_format.load(args.profile)
+        check_profile_batch(args.batch_size, prof, args.profile)
+        return prof, args.profile
     ref = (plan or {}).get("profile")
     if not args.model and isinstance(ref, dict) and isinstance(ref.get("path"), str) and Path(ref["path"]).is_file():
         return profile_format.load(ref["path"]), ref["path"]

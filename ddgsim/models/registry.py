@@ -139,6 +139,12 @@ def zoo_spec(name: str) -> ModelSpec | None:
     return gpt_spec(name, depth, width, context)
 
 
+def buildable(name: str) -> bool:
+    """Whether ``name`` names a model this tool can build (a zoo name, a sized GPT or a factory path),
+    without importing anything: an imported profile's model may be none of these."""
+    return zoo_spec(name) is not None or ":" in name
+
+
 def get_spec(name: str) -> ModelSpec:
     """Look up a registry name, resolve ``gpt-L<d>-W<w>-T<t>`` or ``pkg.mod:factory``; UserError if none works."""
     spec = zoo_spec(name)

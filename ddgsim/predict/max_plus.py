@@ -251,10 +251,13 @@ def shard_note(profile: Profile, micro_batches: int, replicas: Sequence[int]) ->
                       if micro_batches * d > 1 and profile.micro_costs(micro_batches * d) is None})
     if not missing:
         return None
+    from ddgsim.models.registry import buildable
+
     counts = ",".join(map(str, missing))
+    how = (f"ddgsim profile {profile.model} --batch-size {profile.batch_size} --micro-batches {counts}"
+           if buildable(profile.model) else f"--micro-batches {counts} where the profile came from")
     return (f"note: the profile has no measured costs for 1/{counts} of the batch (M·D pieces); a shard of "
-            f"1/(M·D) of the batch costs 1/(M·D) of it here (measure them: ddgsim profile {profile.model} "
-            f"--batch-size {profile.batch_size} --micro-batches {counts})")
+            f"1/(M·D) of the batch costs 1/(M·D) of it here (measure them: {how})")
 
 
 def piece_loads(scenario: Scenario, src: Sequence[str], dst: Sequence[str],
