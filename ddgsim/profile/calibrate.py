@@ -391,7 +391,7 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
             devices: int | None = None, overheads: bool = True) -> Calibration:
     """Spawn two processes on ``device`` and measure; see the module docstring. With ``overheads``,
     then run the executor on the probe model to measure its fixed costs per action
-    (:mod:`ddgsim.profile.overhead_probe`, about 15 s more)."""
+    (:mod:`ddgsim.profile.overhead_probe`, about 45 s more on CPU)."""
     import torch
     import torch.multiprocessing as mp
 

@@ -4,7 +4,7 @@
 all-reduce and the contention factor it predicts with must be this machine's too, not a
 bundled file's: without ``--scenario`` it takes this machine's calibrated scenario from the
 cache (``<cache>/scenarios/local-<machine key>-t<threads>.toml``), calibrating it first
-(``ddgsim calibrate``, about 30 s on CPU, the executor's overheads included) when there is
+(``ddgsim calibrate``, about a minute on CPU, the executor's overheads included) when there is
 none, and says so.
 """
 
