@@ -49,8 +49,6 @@ COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "er
 the repeat columns as one repeat with M = 1). The last four are derived (:attr:`Row.noise_pct`,
 :func:`speedups`), written for readers of the file and recomputed when it is read."""
 
-MEMORY_FLOOR_MIB = 1.0
-"""Measured peaks below this (MiB) are not compared: the allocator's granularity is of their size."""
 WITHIN_TOLERANCE = "within tolerance"
 WITHIN_NOISE = "within noise"
 MODEL_ERROR = "model error"
@@ -145,13 +143,11 @@ class Row:
 
     @property
     def memory_errors_pct(self) -> list[float]:
-        """Per stage, 100 · (predicted − measured) / measured (empty without both); stages whose measured
-        peak is under :data:`MEMORY_FLOOR_MIB` are left out (a last stage holding only a linear layer
-        measured 2.5 KiB against 0.16 MiB predicted: +6 500 % of nothing)."""
+        """Per stage, 100 · (predicted − measured) / measured (empty without both)."""
         if len(self.predicted_memory_mib) != len(self.measured_memory_mib):
             return []
         return [100.0 * (p - m) / m for p, m in zip(self.predicted_memory_mib, self.measured_memory_mib, strict=True)
-                if m >= MEMORY_FLOOR_MIB]
+                if m > 0]
 
     @property
     def ok(self) -> bool:

@@ -447,7 +447,7 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
     from ddgsim.profile import overhead_probe
 
     here = from_dict(tomllib.loads(scenario_toml(cal)), "local")  # this machine, as measured so far
-    probe = overhead_probe.measure(here, device, threads)
+    probe = overhead_probe.measure(here, device, threads, reps=reps)
     meta = {**meta, "loadavg_after": loadavg(), "wall_s": round(time.perf_counter() - t0, 1)}
     return replace(cal, overheads=probe, meta=meta)
 

@@ -58,7 +58,9 @@ STEPS = 40
 SKIP = 6
 """Iterations dropped at the start of each run (start-up, first receives, allocator warm-up)."""
 ROUNDS = 3
-"""Executions of each probe run, interleaved; every figure is the median over them."""
+"""Executions of each probe run, interleaved; every figure is the median over them (one round
+when the calibration is asked for fewer than :data:`FULL_REPS` repetitions: a quick check)."""
+FULL_REPS = 10
 CONFIGS: tuple[tuple[str, tuple[int, ...], int], ...] = (
     ("bp", (), 1),
     ("bp", (3,), 1),
@@ -89,6 +91,18 @@ def _quiet(path: Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
+
+
+@contextmanager
+def _environment_kept() -> Iterator[None]:
+    """Restore this process's environment afterwards: the launcher sets the workers' (huge pages,
+    PYTHONPATH) in its own, and the machine's key (``hugepages``) would change under the caller."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def probe_model() -> Any:
@@ -244,8 +258,9 @@ def choose_tail(result: ProbeResult, runs: Sequence[tuple[str, Any, Sequence[int
 
 def measure(scenario: Scenario, device: str = "cpu", threads: int = 1, reps: int = 20,
             workdir: Path | None = None) -> ProbeResult:
-    """Profile the probe, run it in :data:`CONFIGS` (those with at most as many stages as ``scenario``
-    has devices: this machine's, as calibrated, its first devices used), fit, and choose the tail."""
+    """Profile the probe (``reps`` repetitions), run it in :data:`CONFIGS` (those with at most as many
+    stages as ``scenario`` has devices: this machine's, as calibrated, its first devices used;
+    :data:`ROUNDS` times, once below :data:`FULL_REPS`), fit, and choose the tail."""
     from ddgsim.compare.validate import execute, measured_step_ms
     from ddgsim.execute.measure import load_metrics
     from ddgsim.models.registry import build_model, get_spec
@@ -277,10 +292,10 @@ def measure(scenario: Scenario, device: str = "cpu", threads: int = 1, reps: int
             plans[name] = folder / f"{name}.plan.json"
             plan_from_prediction(profile, ref, scen.name, schedule, split, sim, micro_batches=M).save(plans[name])
         got: dict[str, list[tuple[list[StageSample], float]]] = {name: [] for name, *_ in configs}
-        for r in range(ROUNDS):  # interleaved, as validate's repeats: a slow spell of the machine hits every config
+        for r in range(ROUNDS if reps >= FULL_REPS else 1):  # interleaved: a slow spell hits every config
             for name, _, split, M in configs:
                 metrics_path = folder / f"{name}.r{r}.metrics.json"
-                with _quiet(folder / f"{name}.out"):  # the executor's own report of each probe run
+                with _quiet(folder / f"{name}.out"), _environment_kept():  # quiet; the launcher's env stays there
                     execute(plans[name], STEPS, threads, metrics_path, None, device, log_dir=folder / f"{name}.logs")
                 metrics = load_metrics(metrics_path)
                 got[name].append((samples_of(metrics, profile, split, M, name), measured_step_ms(metrics, SKIP)))
