@@ -232,3 +232,20 @@ def test_a_batch_size_other_than_the_profiles_is_refused(prof: Path, tmp_path: P
     text = " ".join(stdout.split())
     assert "its model 'synthetic' (from the profile) is not one this tool builds" in text
     assert "python -m ddgsim execute" not in text
+
+
+def test_notes_fold_to_the_terminal_and_stay_one_line_in_a_log() -> None:
+    import io
+
+    from ddgsim.commands._args import for_terminal
+
+    line = "note: the figures describe " + "a machine far away, " * 12 + "not this one"
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert for_terminal(line, io.StringIO()) == line
+    folded = for_terminal(line, Tty())
+    assert len(folded.splitlines()) > 1 and " ".join(x.strip() for x in folded.splitlines()) == line
+    assert all(x.startswith("  ") for x in folded.splitlines()[1:])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ddgsim.errors import UserError
 
 
@@ -23,20 +25,37 @@ def require_positive(option: str, value: int) -> None:
 
 
 def note_provenance(profile: object, where: str, scenario: object = None, micro_batches: int = 1) -> None:
-    """Print on stderr, in one line each, whose machine ``profile`` describes when it is not this one,
+    """Print on stderr, in one line each (folded to the width of a terminal), whose machine ``profile``
+    describes when it is not this one,
     and that micro-batch costs are scaled from the batch when the profile has none for ``micro_batches``."""
     import sys
 
+    from ddgsim.models.registry import buildable
     from ddgsim.profile.format import Profile
     from ddgsim.profile.machine import provenance_note
 
     note = provenance_note(profile, where, scenario)
     if note:
-        sys.stderr.write(note + "\n")
+        sys.stderr.write(for_terminal(note, sys.stderr) + "\n")
     if isinstance(profile, Profile) and micro_batches > 1 and profile.micro_costs(micro_batches) is None:
-        sys.stderr.write(f"note: the profile has no measured costs for {micro_batches} micro-batches; each costs "
-                         f"1/{micro_batches} of the batch here (measure them: ddgsim profile {profile.model} "
-                         f"--batch-size {profile.batch_size} --micro-batches {micro_batches})\n")
+        how = (f"ddgsim profile {profile.model} --batch-size {profile.batch_size} --micro-batches {micro_batches}"
+               if buildable(profile.model) else f"--micro-batches {micro_batches} where the profile came from")
+        sys.stderr.write(for_terminal(f"note: the profile has no measured costs for {micro_batches} micro-batches; "
+                                      f"each costs 1/{micro_batches} of the batch here (measure them: {how})",
+                                      sys.stderr) + "\n")
+
+
+def for_terminal(line: str, stream: Any) -> str:
+    """``line`` folded to the terminal's width (continuations indented) when ``stream`` is a terminal;
+    unchanged otherwise (a log or a pipe keeps one line per note, for grep)."""
+    import shutil
+    import textwrap
+
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        return line
+    width = shutil.get_terminal_size((100, 24)).columns
+    return "\n".join(textwrap.wrap(line, width=max(40, width - 1), subsequent_indent="  ", break_on_hyphens=False,
+                                    break_long_words=False))
 
 
 def parse_ints(text: str, option: str) -> list[int]:
