@@ -80,6 +80,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         ok = all(torch.equal(a, b.view_as(a)) for a, b in zip(summed, want, strict=True))
         Path(out, f"{rank}.json").write_text(json.dumps({
             "ok": ok, "buckets": len(red.buckets), "started_during_backward": max(issued_in_backward)}))
+        # Both ranks are done with every collective before either tears its group down: a rank that
+        # destroyed the group while its peer's gloo threads still talked to it aborted once
+        # ("terminate called without an active exception", SIGABRT) in one CI run.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
