@@ -181,7 +181,7 @@ def test_the_probed_overheads_are_written_as_the_table_the_models_read(tmp_path:
     over = Overheads(forward_us=120.5, backward_us=90, update_us=80, send_us=100, receive_us=100, tail_us=30,
                      alone=Overheads(forward_us=70, backward_us=30, update_us=0, tail_us=30))
     probe = ProbeResult(overheads=over, per_action_us=30.0, per_message_us=100.0, samples=(), residual_us=12.0,
-                        alone_per_action_us=30.0, tail_share=1.0, runs=(("k2-bp-m1", 1.4, 1.5),))
+                        tail_share=1.0, runs=(("k2-bp-m1", 1.4, 1.5),))
     path = tmp_path / "local.toml"
     write_scenario(dataclasses.replace(_calibration(), overheads=probe), path)
     assert load_scenario(str(path)).overheads == over

@@ -25,12 +25,12 @@ def require_positive(option: str, value: int) -> None:
 
 
 def note_provenance(profile: object, where: str, scenario: object = None, micro_batches: int = 1) -> None:
-    """Print on stderr, in one line each (folded to the width of a terminal), whose machine ``profile``
-    describes when it is not this one,
-    and that micro-batch costs are scaled from the batch when the profile has none for ``micro_batches``."""
+    """Print on stderr, one line each (folded to a terminal's width), whose machine ``profile`` describes
+    when it is not this one, and that micro-batch costs are scaled from the batch when the profile has
+    none for ``micro_batches``."""
     import sys
 
-    from ddgsim.models.registry import buildable
+    from ddgsim.models.registry import profile_hint
     from ddgsim.profile.format import Profile
     from ddgsim.profile.machine import provenance_note
 
@@ -38,8 +38,7 @@ def note_provenance(profile: object, where: str, scenario: object = None, micro_
     if note:
         sys.stderr.write(for_terminal(note, sys.stderr) + "\n")
     if isinstance(profile, Profile) and micro_batches > 1 and profile.micro_costs(micro_batches) is None:
-        how = (f"ddgsim profile {profile.model} --batch-size {profile.batch_size} --micro-batches {micro_batches}"
-               if buildable(profile.model) else f"--micro-batches {micro_batches} where the profile came from")
+        how = profile_hint(profile.model, f"--batch-size {profile.batch_size} --micro-batches {micro_batches}")
         sys.stderr.write(for_terminal(f"note: the profile has no measured costs for {micro_batches} micro-batches; "
                                       f"each costs 1/{micro_batches} of the batch here (measure them: {how})",
                                       sys.stderr) + "\n")

@@ -412,6 +412,8 @@ class Speedup(NamedTuple):
     """Median over the rounds of (the one-process run's time / this run's), each round's own."""
     error_pct: float
     """Median over the rounds of 100 · (predicted − measured) / measured speedup."""
+    rounds: tuple[float, ...] = ()
+    """The measured speedup of every round."""
 
 
 def speedups(rows: Sequence[Row]) -> dict[int, Speedup]:
@@ -425,7 +427,7 @@ def speedups(rows: Sequence[Row]) -> dict[int, Speedup]:
         pred = ref.predicted_ms / r.predicted_ms
         meas = [b / m for b, m in zip(ref.measured_all_ms, r.measured_all_ms, strict=True)]
         out[i] = Speedup(pred, float(statistics.median(meas)),
-                         float(statistics.median(100.0 * (pred - x) / x for x in meas)))
+                         float(statistics.median(100.0 * (pred - x) / x for x in meas)), tuple(meas))
     return out
 
 
@@ -608,12 +610,8 @@ def speedup_figure(rows: Sequence[Row], title: str = "Speedup over K = 1, predic
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
                                  line={"color": "#888", "dash": "dash"}))
         idx = sorted(ups)
-        lows, highs = [], []
-        for i in idx:
-            r, base = rows[i], next(b for j, b in _with_base(rows) if j == i)
-            each = [b / m for b, m in zip(base.measured_all_ms, r.measured_all_ms, strict=True)]
-            lows.append(ups[i].measured - min(each))
-            highs.append(max(each) - ups[i].measured)
+        lows = [ups[i].measured - min(ups[i].rounds) for i in idx]
+        highs = [max(ups[i].rounds) - ups[i].measured for i in idx]
         fig.add_trace(go.Scatter(
             x=[ups[i].measured for i in idx], y=[ups[i].predicted for i in idx], mode="markers",
             marker={"size": 10}, name="runs",

@@ -145,6 +145,12 @@ def buildable(name: str) -> bool:
     return zoo_spec(name) is not None or ":" in name
 
 
+def profile_hint(model: str, options: str) -> str:
+    """How to measure a profile of ``model`` with ``options``: ``ddgsim profile MODEL OPTIONS``, or, for a
+    model this tool cannot build (an imported profile's), ``OPTIONS where the profile came from``."""
+    return f"ddgsim profile {model} {options}" if buildable(model) else f"{options} where the profile came from"
+
+
 def get_spec(name: str) -> ModelSpec:
     """Look up a registry name, resolve ``gpt-L<d>-W<w>-T<t>`` or ``pkg.mod:factory``; UserError if none works."""
     spec = zoo_spec(name)

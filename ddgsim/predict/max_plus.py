@@ -251,11 +251,10 @@ def shard_note(profile: Profile, micro_batches: int, replicas: Sequence[int]) ->
                       if micro_batches * d > 1 and profile.micro_costs(micro_batches * d) is None})
     if not missing:
         return None
-    from ddgsim.models.registry import buildable
+    from ddgsim.models.registry import profile_hint
 
     counts = ",".join(map(str, missing))
-    how = (f"ddgsim profile {profile.model} --batch-size {profile.batch_size} --micro-batches {counts}"
-           if buildable(profile.model) else f"--micro-batches {counts} where the profile came from")
+    how = profile_hint(profile.model, f"--batch-size {profile.batch_size} --micro-batches {counts}")
     return (f"note: the profile has no measured costs for 1/{counts} of the batch (M·D pieces); a shard of "
             f"1/(M·D) of the batch costs 1/(M·D) of it here (measure them: {how})")
 

@@ -34,7 +34,6 @@ optimizer's fixed cost again). Last, the share of g that comes after each action
 
 from __future__ import annotations
 
-import itertools
 import os
 import statistics
 import sys
@@ -143,37 +142,33 @@ class ProbeResult:
     samples: tuple[StageSample, ...]
     residual_us: float
     """Largest |outside − fit| over the stages, µs."""
-    alone_per_action_us: float = 0.0
-    """g of the one-process run."""
     tail_share: float = 0.0
-    """Share of g (and of the one-process run's) that comes after the action's message: the tail."""
+    """Share of g that comes after the action's message: the tail (of both sets of figures)."""
     runs: tuple[tuple[str, float, float], ...] = ()
     """Per probe run: (name, measured step ms, the step the model predicts with these overheads)."""
 
     def with_tail(self, share: float) -> ProbeResult:
         """The same fit with ``share`` of the per-action loop cost moved after the message (a tail)."""
-        def moved(o: Overheads, g_us: float) -> Overheads:
-            t = share * g_us
+        t = share * self.per_action_us
+
+        def moved(o: Overheads) -> Overheads:
             return replace(o, forward_us=round(max(0.0, o.forward_us - t), 1),
                            backward_us=round(max(0.0, o.backward_us - t), 1),
                            update_us=round(max(0.0, o.update_us - t), 1), tail_us=round(t, 1))
 
         base = self.overheads
-        alone = moved(base.alone, self.alone_per_action_us) if base.alone is not None else None
-        return replace(self, overheads=replace(moved(base, self.per_action_us), alone=alone), tail_share=share)
+        alone = moved(base.alone) if base.alone is not None else None
+        return replace(self, overheads=replace(moved(base), alone=alone), tail_share=share)
 
 
 def _stage_costs(profile: Any, split: Sequence[int], M: int) -> list[tuple[float, float, float]]:
-    """Per stage: (forward of one micro-batch, its backward, the update) from the profile, ms."""
-    from ddgsim.predict.max_plus import unit_update_ms
+    """Per stage: (forward of one micro-batch, its backward, the update) from the profile, ms — the
+    timing models' own figures (:func:`ddgsim.predict.max_plus.costs_for_splits`, no overheads)."""
+    from ddgsim.predict.max_plus import costs_for_splits
+    from ddgsim.predict.scenario import ideal
 
-    bounds = [0, *split, profile.num_units]
-    micro = profile.micro_costs(M) if M > 1 else [(u.forward_ms, u.backward_ms) for u in profile.units]
-    if micro is None:
-        micro = [(u.forward_ms / M, u.backward_ms / M) for u in profile.units]
-    upd = unit_update_ms(profile)
-    return [(sum(f for f, _ in micro[a:b]), sum(b_ for _, b_ in micro[a:b]), sum(upd[a:b]))
-            for a, b in itertools.pairwise(bounds)]
+    c = costs_for_splits(profile, [list(split)], ideal(len(split) + 1), micro_batches=M)
+    return list(zip(c.forward_ms[0].tolist(), c.backward_ms[0].tolist(), c.update_ms[0].tolist(), strict=True))
 
 
 def samples_of(metrics: dict[str, Any], profile: Any, split: Sequence[int], M: int, run: str,
@@ -227,7 +222,7 @@ def fit(samples: Sequence[StageSample]) -> ProbeResult:
         update_us=_excess([s.update_excess_ms for s in shared], g),
         send_us=round(1e3 * h, 1), receive_us=round(1e3 * h, 1), alone=lone)
     return ProbeResult(overheads=over, per_action_us=1e3 * g, per_message_us=1e3 * h, samples=tuple(samples),
-                       residual_us=1e3 * resid, alone_per_action_us=1e3 * g)
+                       residual_us=1e3 * resid)
 
 
 TAIL_SHARES = tuple(i / 10 for i in range(11))
