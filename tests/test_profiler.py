@@ -279,7 +279,9 @@ def test_the_saved_tensor_count_runs_after_every_timed_step(monkeypatch: pytest.
     monkeypatch.setattr(measure, "_whole_step", whole)
     prof = _profile("mlp", 8)
     first_count = events.index("count saved")
-    assert events[:first_count].count("in-situ step") == 3 and events[:first_count].count("whole step") == 3
+    rounds = prof.meta["rounds"]["untimed"] + prof.meta["rounds"]["timed"]
+    assert rounds >= 3 and prof.meta["rounds"]["timed"] >= 2
+    assert events[:first_count].count("in-situ step") == rounds and events[:first_count].count("whole step") == rounds
     assert set(events[first_count:]) == {"count saved"} and len(events[first_count:]) == prof.num_units
     by = {u.name: u for u in prof.units}
     assert by["fc1"].activation_bytes == 8 * 64 * 4 and by["flatten"].activation_bytes == 0
@@ -309,3 +311,30 @@ def test_rows_that_disagree_with_the_whole_step_are_called_off(capsys: pytest.Ca
     assert capsys.readouterr().err == ""
     w = profile_warning(prof(160.0, 100.0))
     assert w is not None and off in w
+
+
+def test_short_rounds_run_until_the_minimum_times_have_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds of a millisecond: five timed rounds right after two untimed ones measured mlp's update
+    50 % slow; the profile warms up for MIN_WARMUP_S and times MIN_TIMED_S of rounds (never fewer than
+    asked, never more than the cap); long rounds keep exactly warmup + reps."""
+    from ddgsim.profile import measure
+
+    clock = [0.0]
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock[0])
+
+    def run(warmup: int, reps: int, round_s: float, cap: int = 10_000) -> tuple[list[bool], measure._Rounds]:
+        rounds = measure._Rounds(warmup, reps, cap)
+        timed = []
+        while (r := rounds.next()) is not None:
+            timed.append(r >= rounds.warm)
+            clock[0] += round_s
+        return timed, rounds
+
+    timed, rounds = run(2, 5, 0.001)
+    assert timed == sorted(timed)  # untimed rounds first, then timed ones
+    assert rounds.warm == timed.count(False) == math.ceil(measure.MIN_WARMUP_S / 0.001)
+    assert rounds.timed == timed.count(True) == math.ceil(measure.MIN_TIMED_S / 0.001)
+    timed, rounds = run(2, 5, 1.0)
+    assert timed == [False] * 2 + [True] * 5
+    timed, rounds = run(0, 3, 0.001, cap=50)
+    assert len(timed) == 50 and timed.count(True) == 3  # the cap leaves room for the timed rounds asked for

@@ -12,7 +12,11 @@ Two ways to time a unit, both measured in every profile:
   ``torch.autograd.backward(out, grad_out)``, which computes the parameter gradients
   and the input gradient sent back to the previous stage.
 
-Times are medians over ``reps`` rounds after ``warmup`` untimed ones. A round runs
+Times are medians over ``reps`` rounds after ``warmup`` untimed ones — more where rounds are
+short: the untimed ones last at least :data:`MIN_WARMUP_S` and the timed ones at least
+:data:`MIN_TIMED_S` (a model whose step takes a millisecond settles over hundreds of steps:
+caches, the allocator, the CPU's clock; five rounds of it measured its update 50 % slow).
+A round runs
 every unit alone, the in-situ steps, then the whole model (``whole_model_ms``: the
 same forward+backward with no hooks, a check on the sum of the rows) and its optimizer
 step, so every figure sees the same machine even when other jobs come and go. The
@@ -293,6 +297,14 @@ def saved_rows(model: nn.Module, io: ModelIO, batch_size: int, seed: int = 0) ->
     return [(sum(r.saved.values()), r.saved_input, r.saved_output) for r in runners]
 
 
+MIN_WARMUP_S = 0.3
+"""Untimed rounds last at least this long (wall clock), ``warmup`` of them at least."""
+MIN_TIMED_S = 0.5
+"""Timed rounds last at least this long, ``reps`` of them at least."""
+MAX_ROUNDS = 2000
+"""No profile runs more rounds than this (``warmup + reps`` where that is more)."""
+
+
 def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO | None = None,
                   input_shape: Sequence[int] | None = None,
                   device: str = "cpu", threads: int | None = 1, reps: int = 5, warmup: int = 2,
@@ -361,24 +373,27 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
         update = _Samples()
         trainable = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(trainable, **UPDATE_OPTIMIZER) if trainable else None  # type: ignore[arg-type]
-        rounds = warmup + reps
+        per_round = len(units) + 2 + len(mbs)
+        rounds = _Rounds(warmup, reps, cap=max(MAX_ROUNDS, warmup + reps))
         # Rounds: every unit alone (each on the previous unit's output, the same values every
         # round), an in-situ step (and one per micro-batch count), the whole model, its update;
         # repeat. Interleaving makes every figure see the same (possibly shared) machine.
-        with _progress(progress, rounds * (len(units) + 2 + len(mbs)), name) as advance:
-            for r in range(rounds):
-                record = r >= warmup
+        with _progress(progress, (warmup + reps) * per_round, name) as bar:
+            while (r := rounds.next()) is not None:
+                record = r >= rounds.warm
+                bar.total((r + 1 + rounds.left_at_least()) * per_round)
+                advance = bar.advance
                 x = x0
                 for runner in runners:
                     x = runner.step(x, timer, record)
-                    advance(f"round {r + 1}/{rounds} {runner.unit.name}")
+                    advance(f"round {r + 1} {runner.unit.name}")
                 del x
                 for m, samples in insitu.items():
                     model.zero_grad(set_to_none=True)
                     st = insitu_step(modules, x0, grad_out, m)
                     if record:
                         samples.add(st)
-                    advance(f"round {r + 1}/{rounds} in-situ step" + (f", {m} micro-batches" if m > 1 else ""))
+                    advance(f"round {r + 1} in-situ step" + (f", {m} micro-batches" if m > 1 else ""))
                 model.zero_grad(set_to_none=True)
                 wall, cpu, _ = timer(functools.partial(_whole_step, model, x0, grad_out))
                 if opt is not None:
@@ -388,7 +403,7 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
                 model.zero_grad(set_to_none=True)
                 if record:
                     whole.add(wall, cpu)
-                advance(f"round {r + 1}/{rounds} whole model")
+                advance(f"round {r + 1} whole model")
         # What autograd saves, counted after the timed rounds: a forward under saved-tensor hooks
         # slowed the next in-situ step's forward 2-5x (resnet110, batch 16), which with few --reps
         # (median of 2 = their mean) put the rows 60 % above the whole step.
@@ -422,6 +437,8 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
         "threads": threads,
         "reps": reps,
         "warmup": warmup,
+        "rounds": {"untimed": rounds.warm, "timed": rounds.timed,
+                   "rule": f"at least {MIN_WARMUP_S:g} s untimed and {MIN_TIMED_S:g} s timed"},
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sum_ms": round(sum_ms, 3),
         "update_ms": round(update_ms, 3),
@@ -480,11 +497,46 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
     )
 
 
+class _Rounds:
+    """Round numbers for the profile's loop: ``warmup`` untimed and ``reps`` timed at least, and as
+    many more as it takes for the untimed ones to last :data:`MIN_WARMUP_S` and the timed ones
+    :data:`MIN_TIMED_S` (wall clock), ``cap`` in all at most."""
+
+    def __init__(self, warmup: int, reps: int, cap: int) -> None:
+        self.warm, self.reps, self.cap = warmup, reps, cap
+        self.timed = 0
+        self._r = -1
+        self._t0 = self._timed_t0 = time.perf_counter()
+
+    def next(self) -> int | None:
+        now = time.perf_counter()
+        r = self._r + 1
+        if r == self.warm and r + self.reps < self.cap and now - self._t0 < MIN_WARMUP_S:
+            self.warm += 1  # still warming up: this round is untimed too
+        if r == self.warm:
+            self._timed_t0 = now
+        if r > self.warm:
+            self.timed = r - self.warm
+            if (self.timed >= self.reps and now - self._timed_t0 >= MIN_TIMED_S) or r >= self.cap:
+                return None
+        self._r = r
+        return r
+
+    def left_at_least(self) -> int:
+        """Rounds still to run, as far as the minimum counts say."""
+        return max(0, self.warm + self.reps - self._r - 1)
+
+
+class _Bar:
+    def __init__(self, advance: Callable[[str], None], total: Callable[[int], None]) -> None:
+        self.advance, self.total = advance, total
+
+
 @contextmanager
-def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[str], None]]:
-    """A rich progress bar on stderr; ``advance(name)`` after each step."""
+def _progress(enabled: bool, total: int, label: str) -> Iterator[_Bar]:
+    """A rich progress bar on stderr; ``advance(name)`` after each step, ``total(n)`` as the count grows."""
     if not enabled:
-        yield lambda _name: None
+        yield _Bar(lambda _name: None, lambda _n: None)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -503,4 +555,7 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[str],
         def advance(name: str) -> None:
             bar.update(task, advance=1, unit=name)
 
-        yield advance
+        def grow(n: int) -> None:
+            bar.update(task, total=max(n, total))
+
+        yield _Bar(advance, grow)
