@@ -365,8 +365,8 @@ def test_replicated_runs_are_planned_named_and_checked(tmp_path: Path) -> None:
                                                                                              ("dev2", "dev3"))
     assert specs[0].layout(ideal(4)) is None and specs[3].name.startswith("k2-d2-ddg-")
     # the prediction is of the replicated run: two replicas of one stage halve its compute
-    run = v._prepare(specs[1], prof, {}, ideal(4), "ideal-4", tmp_path, trace=False)
-    one = v._prepare(specs[0], prof, {}, ideal(4), "ideal-4", tmp_path, trace=False)
+    run = v._prepare(specs[1], prof, {}, ideal(4), "ideal-4", tmp_path, replace(opts, trace=False))
+    one = v._prepare(specs[0], prof, {}, ideal(4), "ideal-4", tmp_path, replace(opts, trace=False))
     assert run.sim.iteration_ms < one.sim.iteration_ms
     assert json.loads(run.plan.read_text())["stages"][0]["replicas"] == ["dev0", "dev1"]
     with pytest.raises(UserError, match="--gpus 2 with --replicas 2 needs 4 devices but scenario 'ideal-3' has 3"):
@@ -507,7 +507,7 @@ def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -
     out = tmp_path / "val"
     r = _validate("mlp", "--gpus", "1,2", "--schedules", "ddg-pipelined,gpipe", "--splits", "1", "--steps", "4",
                   "--batch-size", "16", "--scenario", "cpu-2core", "--repeats", "1", "--runtimes", "ddgsim,torch",
-                  "--max-steal", "100",
+                  "--max-steal", "100", "--warmup-ms", "0", "--window-ms", "0",
                   "--out", str(out), env=mlp_cache)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "profiled mlp at batch 16 on this machine (and 2 micro-batches); cached as " in r.stderr
@@ -523,7 +523,8 @@ def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -
     assert "median absolute error" in r.stdout and "Kendall tau" in r.stdout
     # peak memory per stage: predicted beside measured (the executor measures it, PyTorch's runtime does not)
     assert [(len(x.predicted_memory_mib), len(x.measured_memory_mib)) for x in rows] == [(1, 1), (2, 2), (2, 2), (2, 0)]
-    assert all(m > 0 for x in rows for m in (*x.predicted_memory_mib, *x.measured_memory_mib))
+    assert all(m > 0 for x in rows for m in x.predicted_memory_mib)
+    assert all(m >= 0 for x in rows for m in x.measured_memory_mib) and rows[0].measured_memory_mib[0] > 0
     assert "peak memory per stage, predicted vs measured (5 stages)" in r.stdout
     html = (out / "report.html").read_text()
     assert html.count("Plotly.newPlot") >= 3  # scatter, errors, at least one timeline
@@ -539,6 +540,11 @@ def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -
     r2 = _validate("mlp", "--gpus", "1", "--steps", "4", "--batch-size", "16", "--repeats", "1",
                    "--scenario", "cpu-2core", "--out", str(tmp_path / "again"), env=mlp_cache)
     assert r2.returncode == 0 and "profiled" not in r2.stderr, r2.stderr[-2000:]
+    # by default a run of short steps runs longer than --steps: 300 ms dropped, 500 ms measured
+    (again,) = read_csv(tmp_path / "again" / "validation.csv")
+    its = {it for st in json.loads((tmp_path / "again" / "runs" / "k1-bp-all.r1.metrics.json").read_text())[
+        "per_stage"] for it in st["iterations"]}
+    assert again.steps > 4 and len(its) > 4, (again.steps, len(its))
 
 
 @pytest.mark.slow
@@ -546,7 +552,7 @@ def test_validate_end_to_end_with_replicas(tmp_path: Path, mlp_cache: dict[str, 
     """K=1 (one process) and K=1×D=2 (data parallel: two real processes and their gradient all-reduce)."""
     out = tmp_path / "dp"
     r = _validate("mlp", "--gpus", "1", "--replicas", "1,2", "--steps", "4", "--batch-size", "16", "--repeats", "1",
-                  "--max-steal", "100", "--out", str(out), env=mlp_cache)
+                  "--max-steal", "100", "--warmup-ms", "0", "--window-ms", "0", "--out", str(out), env=mlp_cache)
     assert r.returncode == 0, r.stderr[-3000:]
     # no --scenario: this machine is calibrated first (its links and measured all-reduce), and cached
     assert "calibrated this machine (links, all-reduce, contention); cached as " in r.stderr
@@ -568,7 +574,7 @@ def test_validate_end_to_end_a_run_that_keeps_failing(tmp_path: Path, mlp_cache:
     out = tmp_path / "val"
     r = _validate("mlp", "--gpus", "1,2", "--schedules", "ddg-pipelined", "--splits", "1", "--steps", "4",
                   "--batch-size", "16", "--scenario", "cpu-2core", "--repeats", "1", "--out", str(out),
-                  "--max-steal", "100", env={**mlp_cache, "DDGSIM_FAULT": "1:2"})
+                  "--max-steal", "100", "--warmup-ms", "0", "--window-ms", "0", env={**mlp_cache, "DDGSIM_FAULT": "1:2"})
     assert r.returncode == 1, r.stderr[-3000:]
     rows = read_csv(out / "validation.csv")
     assert [(x.K, x.status, x.attempts) for x in rows] == [(1, "ok", 1), (2, "failed", 2)]
@@ -588,3 +594,16 @@ def test_validate_end_to_end_a_run_that_keeps_failing(tmp_path: Path, mlp_cache:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["runs"] == 1 and summary["runs_failed"] == 1
     assert (out / "runs" / "k1-bp-all.r1.metrics.json").is_file()
+
+
+def test_short_steps_run_long_enough_to_settle_and_be_measured() -> None:
+    """Twelve steps of a millisecond are 12 ms of a machine still warming up: validate runs such a run
+    longer (at least min_warmup_ms dropped, min_window_ms measured), and long steps exactly --steps."""
+    opts = Options(stages=[1, 2], schedules=["ddg"], steps=12)
+    assert v.run_length(400.0, 2, opts) == (12, 2)  # long steps: as asked, K gaps dropped
+    steps, warm = v.run_length(1.0, 2, opts)
+    assert warm == 300 and steps == 1 + 300 + 500
+    assert v.run_length(1.0, 2, replace(opts, warmup=3)) == (1 + 3 + 500, 3)  # an explicit --warmup stays
+    assert v.run_length(1.0, 2, replace(opts, min_warmup_ms=0, min_window_ms=0)) == (12, 2)
+    assert v.run_length(0.01, 2, opts)[0] == v.MAX_RUN_STEPS  # never more than the cap
+    assert v.run_length(math.nan, 2, opts) == (12, 2)

@@ -51,6 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--steps", type=int, default=10, metavar="S", help="iterations per run (default 10)")
     p.add_argument("--warmup", type=int, default=None, metavar="W",
                    help="iteration gaps dropped before the median (default K)")
+    p.add_argument("--warmup-ms", type=float, default=300.0, metavar="MS",
+                   help="without --warmup, the gaps dropped last at least this long: short steps run more "
+                   "iterations than --steps (default 300)")
+    p.add_argument("--window-ms", type=float, default=500.0, metavar="MS",
+                   help="the gaps measured last at least this long (default 500; 0: exactly --steps)")
     p.add_argument("--batch-size", type=int, default=128, metavar="B", help="samples per batch (default 128)")
     p.add_argument("--scenario", default=None, metavar="NAME|FILE",
                    help="hardware scenario (default on cpu: this machine's, calibrated once and cached; "
@@ -116,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
                         f"got {args.steps}")
     if args.warmup is not None and not 0 <= args.warmup < args.steps - 1:
         raise UserError(f"--warmup must be in 0..{args.steps - 2}, got {args.warmup}")
+    for option, ms in (("--warmup-ms", args.warmup_ms), ("--window-ms", args.window_ms)):
+        if not 0 <= ms < 60_000:
+            raise UserError(f"{option} must be in 0..60000 ms, got {ms:g}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is not a folder")
@@ -166,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
     opts = v.Options(stages=stages, schedules=schedules, splits=args.splits, steps=args.steps,
                      warmup=args.warmup, threads=args.threads, device=args.device, trace=not args.no_trace,
                      tol_pct=args.tolerance, repeats=args.repeats, micro_batches=micro or (2,),
-                     runtimes=runtimes, max_steal_pct=args.max_steal, replicas=replicas)
+                     runtimes=runtimes, max_steal_pct=args.max_steal, replicas=replicas,
+                     min_warmup_ms=args.warmup_ms, min_window_ms=args.window_ms)
     if len(stages) * len(replicas) > 1:  # several (K, D) pairs: run those that fit on the scenario
         skipped = v.oversized(scenario, opts)
         if len(skipped) < len(stages) * len(replicas):
@@ -179,8 +188,10 @@ def run(args: argparse.Namespace) -> int:
     header = [
         f"command: python -m ddgsim validate {shlex.join(sys.argv[2:]) if sys.argv[1:2] == ['validate'] else ''}",
         f"profile: {path or '(measured, not cached)'} ({source}); scenario: {scenario_ref} ({scenario.description})",
-        f"{args.steps} steps per run, median over the iteration gaps after the first "
-        f"{'K' if args.warmup is None else args.warmup}; {args.threads} thread(s) per stage process",
+        f"{args.steps} steps per run (more where steps are short: at least {args.warmup_ms:g} ms dropped"
+        f"{'' if args.warmup is None else ' unless --warmup'}, {args.window_ms:g} ms measured), median over the "
+        f"iteration gaps after the first {'K' if args.warmup is None else args.warmup}; "
+        f"{args.threads} thread(s) per stage process",
     ]
     import os
 

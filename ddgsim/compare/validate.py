@@ -645,13 +645,16 @@ def runs_table(rows: Sequence[Row]) -> Any:
     return fig
 
 
-def timeline_figure(sim_trace: Path, measured_trace: Path, title: str, steps: int, sim_iterations: int) -> Any:
-    """Two steady-state iterations, predicted and measured, side by side on one time scale."""
-    from ddgsim.compare.figures import events_from_trace, gantt_pair, steady_window
+def timeline_figure(sim_trace: Path, measured_trace: Path, title: str, sim_iterations: int) -> Any:
+    """Two steady-state iterations, predicted and measured, side by side on one time scale
+    (the measured ones from the middle of the run its trace holds)."""
+    from ddgsim.compare.figures import batch_of, events_from_trace, gantt_pair, steady_window
     from ddgsim.trace import load_trace
 
     pred, span_p = steady_window(events_from_trace(load_trace(sim_trace)), sim_iterations // 2)
-    meas, span_m = steady_window(events_from_trace(load_trace(measured_trace)), max(0, steps // 2 - 1))
+    events = events_from_trace(load_trace(measured_trace))
+    steps = len({batch_of(e.name) for e in events if e.cat == "F"} - {None})
+    meas, span_m = steady_window(events, max(0, steps // 2 - 1))
     return gantt_pair(pred, meas, title, span_ms=max(span_p, span_m) or None)
 
 
@@ -682,6 +685,12 @@ class Options:
     skip_oversized: bool = False
     """Leave out the (K, D) pairs with more processes than the scenario has devices (listed by
     :func:`oversized`) instead of refusing them."""
+    min_warmup_ms: float = 300.0
+    """With ``warmup`` None, the gaps dropped cover at least this long (steps of a millisecond
+    take hundreds of iterations to settle: caches, the allocator, the CPU's clock)."""
+    min_window_ms: float = 500.0
+    """The gaps the median is taken over cover at least this long: a run of short steps runs
+    more than ``steps`` iterations (:func:`run_length`)."""
     max_steal_pct: float = 3.0
     """An execution during which the hypervisor stole more than this share of the machine's CPU
     time is measured again (up to :data:`STEAL_TRIES` times; the least disturbed one is kept)."""
@@ -692,6 +701,29 @@ STEAL_TRIES = 3
 
 
 MICRO_BATCHED = ("gpipe", "1f1b")
+
+MAX_RUN_STEPS = 2000
+"""No run is lengthened beyond this many iterations."""
+
+
+def run_length(step_ms: float, stages: int, opts: Options) -> tuple[int, int]:
+    """(iterations to execute, gaps to drop before the median) for a run whose steps take about
+    ``step_ms`` (predicted before its first execution, measured after).
+
+    ``opts.steps`` iterations drop ``opts.warmup`` gaps (default K, the pipeline fill) and
+    measure the rest — unless the steps are short: then the dropped gaps cover at least
+    ``opts.min_warmup_ms`` (without an explicit ``warmup``) and the measured ones at least
+    ``opts.min_window_ms``, at most :data:`MAX_RUN_STEPS` in all. Twelve steps of a millisecond are a 12 ms sample of a
+    machine whose speed moves by tens of percent within a second, still warming up.
+    """
+    warm = stages if opts.warmup is None else opts.warmup
+    measured = opts.steps - 1 - warm
+    if step_ms > 0 and math.isfinite(step_ms):
+        if opts.warmup is None:
+            warm = max(warm, math.ceil(opts.min_warmup_ms / step_ms))
+        measured = max(measured, math.ceil(opts.min_window_ms / step_ms))
+    steps = min(1 + warm + measured, max(MAX_RUN_STEPS, opts.steps))
+    return steps, min(warm, steps - 2)
 
 
 def plan_runs(profile: Profile, scenario: Scenario, opts: Options) -> list[RunSpec]:
@@ -741,28 +773,28 @@ def execute_torch(plan: Path, steps: int, threads: int, metrics: Path, device: s
         raise ExecutionFailed(f"torch.distributed.pipelining exit status {code}")
 
 
-def _attempt(plan: Path, opts: Options, metrics_path: Path, trace_path: Path | None, warmup: int,
+def _attempt(plan: Path, opts: Options, metrics_path: Path, trace_path: Path | None, steps: int, warmup: int,
              runtime: str = "ddgsim") -> tuple[Measured | str, float | None]:
     """Execute the plan once and measure it: (its step time and memory, or why it failed in one line;
     the percent of CPU time the hypervisor stole meanwhile, ``None`` where unknown)."""
     from ddgsim.profile.machine import cpu_jiffies, steal_pct
 
     before = cpu_jiffies()
-    got = _execute_and_measure(plan, opts, metrics_path, trace_path, warmup, runtime)
+    got = _execute_and_measure(plan, opts, metrics_path, trace_path, steps, warmup, runtime)
     return got, steal_pct(before, cpu_jiffies())
 
 
-def _execute_and_measure(plan: Path, opts: Options, metrics_path: Path, trace_path: Path | None, warmup: int,
-                         runtime: str) -> Measured | str:
+def _execute_and_measure(plan: Path, opts: Options, metrics_path: Path, trace_path: Path | None, steps: int,
+                         warmup: int, runtime: str) -> Measured | str:
     for stale in (metrics_path, trace_path):  # an earlier validate into the same folder left them
         if stale is not None:
             stale.unlink(missing_ok=True)
     logs = metrics_path.with_name(metrics_path.name.removesuffix(".metrics.json") + ".logs")
     try:
         if runtime == "torch":
-            execute_torch(plan, opts.steps, opts.threads, metrics_path, opts.device, log_dir=logs)
+            execute_torch(plan, steps, opts.threads, metrics_path, opts.device, log_dir=logs)
         else:
-            execute(plan, opts.steps, opts.threads, metrics_path, trace_path, opts.device, log_dir=logs)
+            execute(plan, steps, opts.threads, metrics_path, trace_path, opts.device, log_dir=logs)
         shutil.rmtree(logs, ignore_errors=True)  # kept only where a process failed
         if not metrics_path.is_file():
             return f"the executor exited 0 but wrote no {metrics_path.name}"
@@ -805,13 +837,17 @@ class _Run:
     reasons: list[str] = field(default_factory=list)
     memory: list[tuple[float, ...]] = field(default_factory=list)
     """Measured peak memory per stage (MiB) of each kept execution."""
+    steps: int = 0
+    """Iterations each execution runs (:func:`run_length`)."""
+    warmup: int = 0
+    """Gaps dropped before the median."""
     attempts: int = 0
     disturbed: int = 0
     """Executions measured again because the hypervisor stole too much CPU time."""
 
 
 def _prepare(spec: RunSpec, profile: Profile, profile_ref: dict[str, Any], scenario: Scenario,
-             scenario_ref: str, runs_dir: Path, trace: bool) -> _Run:
+             scenario_ref: str, runs_dir: Path, opts: Options) -> _Run:
     """Simulate ``spec``; write its plan and predicted trace."""
     from ddgsim.trace import write_trace
 
@@ -825,15 +861,17 @@ def _prepare(spec: RunSpec, profile: Profile, profile_ref: dict[str, Any], scena
     plan.save(plan_path)
     sim_trace = runs_dir / f"{spec.name}.predicted.trace.json"
     write_trace(sim_trace, sim.timeline, process=f"predicted {spec.schedule}", rows=list(sim.devices))
-    return _Run(spec=spec, sim=sim, plan=plan_path, sim_trace=sim_trace,
-                trace=runs_dir / f"{spec.name}.measured.trace.json" if trace and spec.runtime == "ddgsim" else None)
+    steps, warmup = run_length(sim.iteration_ms, spec.stages, opts)
+    return _Run(spec=spec, sim=sim, plan=plan_path, sim_trace=sim_trace, steps=steps, warmup=warmup,
+                trace=runs_dir / f"{spec.name}.measured.trace.json" if opts.trace and spec.runtime == "ddgsim"
+                else None)
 
 
-def _row(run: _Run, profile: Profile, scenario: Scenario, steps: int) -> Row:
+def _row(run: _Run, profile: Profile, scenario: Scenario) -> Row:
     spec, split = run.spec, ",".join(map(str, run.spec.split))
     row = Row(model=profile.model, K=spec.stages, schedule=spec.schedule, split=split,
               predicted_ms=run.sim.iteration_ms, measured_ms=math.nan, error_pct=math.nan, label=spec.label,
-              batch_size=profile.batch_size, steps=steps, scenario=scenario.name, attempts=run.attempts,
+              batch_size=profile.batch_size, steps=run.steps, scenario=scenario.name, attempts=run.attempts,
               micro_batches=spec.micro_batches, repeats=len(run.values), measured_all_ms=tuple(run.values),
               runtime=spec.runtime, steal_pct=max((x for x in run.steal if not math.isnan(x)), default=math.nan),
               redone=run.disturbed, replicas=spec.replicas,
@@ -867,13 +905,16 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(profile, scenario, opts)
-    runs = [_prepare(spec, profile, profile_ref, scenario, scenario_ref, runs_dir, opts.trace) for spec in specs]
-    log(f"{len(specs)} runs × {opts.repeats} repeats (interleaved) of {opts.steps} steps each")
+    runs = [_prepare(spec, profile, profile_ref, scenario, scenario_ref, runs_dir, opts) for spec in specs]
+    longer = sorted({r.steps for r in runs if r.steps > opts.steps})
+    log(f"{len(specs)} runs × {opts.repeats} repeats (interleaved) of {opts.steps} steps each" + (
+        f"; {sum(r.steps > opts.steps for r in runs)} of short steps run {longer[0]}–{longer[-1]} "
+        f"(at least {opts.min_warmup_ms:g} ms of warm-up and {opts.min_window_ms:g} ms measured)" if longer else ""))
     for rep in range(opts.repeats):
         for i, run in enumerate(runs):
             spec = run.spec
             t0 = time.perf_counter()
-            warm = spec.stages if opts.warmup is None else opts.warmup
+            steps, warm = run.steps, run.warmup
             micro = f" M={spec.micro_batches}" if spec.micro_batches > 1 else ""
             micro += " under torch.distributed.pipelining" if spec.runtime == "torch" else ""
             reps = f"×D={spec.replicas}" if spec.replicas > 1 else ""
@@ -884,7 +925,7 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
             failures = measured = 0
             kept: tuple[float, Measured] | None = None  # (stolen %, measured) of the least disturbed execution
             while failures < ATTEMPTS:
-                result, stolen = _attempt(run.plan, opts, metrics_path, run.trace, warm, spec.runtime)
+                result, stolen = _attempt(run.plan, opts, metrics_path, run.trace, steps, warm, spec.runtime)
                 run.attempts += 1
                 if isinstance(result, str):
                     got = result
@@ -896,6 +937,9 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
                 if kept is None or stolen < kept[0]:
                     kept = (stolen, result)
                 measured += 1
+                # the next execution's length from what this one took: a prediction far too fast
+                # must not make every repeat run thousands of steps
+                run.steps, run.warmup = run_length(result[0], spec.stages, opts)
                 if not stolen > opts.max_steal_pct or measured >= STEAL_TRIES:
                     break
                 run.disturbed += 1
@@ -917,9 +961,8 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
                        f"MiB predicted, {'/'.join(f'{x:.0f}' for x in memory)} measured" if memory else "")
                 log(f"{what}: predicted {run.sim.iteration_ms:.1f} ms, measured {got:.1f} ms, "
                     f"error {100 * (run.sim.iteration_ms - got) / got:+.1f}%{mem}  {took}")
-            write_csv([_row(r, profile, scenario, opts.steps) for r in runs[:len(runs) if rep else i + 1]],
-                      out / CSV_NAME)
-    rows = [_row(r, profile, scenario, opts.steps) for r in runs]
+            write_csv([_row(r, profile, scenario) for r in runs[:len(runs) if rep else i + 1]], out / CSV_NAME)
+    rows = [_row(r, profile, scenario) for r in runs]
     timelines = []
     for run, row in zip(runs, rows, strict=True):
         spec = run.spec
@@ -928,7 +971,7 @@ def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, s
             try:
                 timelines.append(timeline_figure(
                     run.sim_trace, run.trace, f"{_run_label(row)} ({spec.label}): two steady-state iterations",
-                    opts.steps, run.sim.iterations))
+                    run.sim.iterations))
             except Exception as exc:  # a figure is not worth the rest of the report
                 warn(f"{_run_label(row)}: no timeline figure ({one_line(f'{type(exc).__name__}: {exc}')})")
     return rows, timelines

@@ -52,10 +52,11 @@ from ddgsim.predict.scenario import Scenario
 PROBE = "ddgsim.profile.overhead_probe:probe_model"
 """The probe's model name (a user-model factory path, so that the executor's processes build it)."""
 PROBE_BATCH = 8
-STEPS = 40
-"""Iterations per probe run."""
-SKIP = 6
-"""Iterations dropped at the start of each run (start-up, first receives, allocator warm-up)."""
+STEPS = 600
+"""Iterations per probe run: its steps take about a millisecond, and such steps take hundreds of
+iterations to settle (caches, the allocator, the CPU's clock; see :func:`ddgsim.compare.validate.run_length`)."""
+SKIP = 300
+"""Iterations dropped at the start of each run (start-up, first receives, warm-up)."""
 ROUNDS = 3
 """Executions of each probe run, interleaved; every figure is the median over them (one round
 when the calibration is asked for fewer than :data:`FULL_REPS` repetitions: a quick check)."""
