@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import numpy as np
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from sim_helpers import chain, make_profile, ms, overheads, with_overheads
@@ -14,6 +16,7 @@ from sim_helpers import chain, make_profile, ms, overheads, with_overheads
 from ddgsim.plan import exact
 from ddgsim.plan.layouts import replica_counts
 from ddgsim.predict import closed_form, max_plus
+from ddgsim.predict.overheads import Overheads, messages
 from ddgsim.predict.scenario import cluster, load_scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import Layout
@@ -87,6 +90,48 @@ def test_exact_search_equals_brute_force(case) -> None:
     names = [d.name for d in scenario.devices[:N]]
     got = exact.evaluate(profile, scenario, names, found.split, found.replicas, max_plus.UPDATE_GB_S, "ring")
     assert got == found.period_ms
+    if scenario.overheads.alone is None:  # the tables price jobs of ≥ 2 processes (and one without [alone])
+        check_dp(profile, scenario, N, options, want, split, reps)
+
+
+def check_dp(profile: Profile, scenario, N: int, options: list[int], want: float, split: list[int],
+             reps: tuple[int, ...]) -> None:
+    """The DP alone: the tables price the brute-force optimum as the simulator does; at its period the DP
+    finds a layout that attains it, and just below it finds none."""
+    n = profile.num_units
+    names = [d.name for d in scenario.devices[:N]]
+    T = exact._tables(profile, scenario, names, sorted(set(options) | {1}), max_plus.UPDATE_GB_S, "ring")
+    assert math.isclose(exact._period(T, n, split, reps), want, rel_tol=1e-9, abs_tol=1e-12)
+    at = exact._feasible(T, n, N, want * (1 + 1e-9) + 1e-12, 1)
+    assert at is not None
+    assert exact._period(T, n, *at) <= want * (1 + 1e-9) + 1e-12
+    assert exact._feasible(T, n, N, want * (1 - 1e-6), 1) is None
+
+
+def test_piece_counts_are_the_overheads_message_counts() -> None:
+    for a in range(1, 13):
+        for b in range(1, 13):
+            recv, send = messages([a, b])
+            assert exact.piece_counts(a, b) == (recv[1], send[0]), (a, b)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_largest_cases_equal_brute_force(seed: int) -> None:
+    """12 units on 8 devices (D_k in 1, 2, 4, 8), slow links and the executor's overheads: the sizes the
+    random cases above reach only now and then."""
+    rng = random.Random(seed)
+    n, N = 12, 8
+    profile = make_profile([rng.uniform(0.05, 50) for _ in range(n)], [rng.uniform(0.05, 50) for _ in range(n)],
+                           [rng.randrange(0, 20_000_000) for _ in range(n)],
+                           [rng.randrange(0, 50_000_000) for _ in range(n)], batch_size=8)
+    over = Overheads(forward_us=40.0, backward_us=700.0, update_us=40.0, send_us=[0.0, 700.0][seed % 2],
+                     receive_us=[5000.0, 40.0][seed % 2], tail_us=40.0)
+    scenario = with_overheads(chain(N, [0.2, 1.0][seed // 2], [2000.0, 100.0][seed % 2], mesh=True), over)
+    options = replica_counts(8, 1, N)
+    found = exact.exact_search(profile, scenario, N, options)
+    want, split, reps = brute(profile, scenario, N, options)
+    assert math.isclose(found.period_ms, want, rel_tol=1e-7), (found, want, split, reps)
+    check_dp(profile, scenario, N, options, want, split, reps)
 
 
 @settings(max_examples=10, deadline=None)

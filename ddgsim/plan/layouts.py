@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ddgsim.errors import UserError
+from ddgsim.plan import exact as exact_layouts
 from ddgsim.plan import mixed as mixed_layouts
 from ddgsim.plan.search import Candidate, MemoryOverflow, evaluate, search
 from ddgsim.predict import max_plus
@@ -222,6 +223,7 @@ def search_layouts(
     mixed: LayoutResult | None = None
     cand: MixedCandidate | None = None
     why = ""
+    margin = f"{100 * MIXED_MARGIN:.0f}%"
     if replicas is None:
         odd = [d for d in range(2, min(devices, profile.batch_size) + 1) if d not in Ds]
         if odd:
@@ -243,12 +245,36 @@ def search_layouts(
         elif schedule not in CLOSED_FORM or micro_batches > 1:
             why = f"not searched: {schedule} with {micro_batches} micro-batch(es) has no closed form to search them on"
         else:
-            cand = _mixed_candidate(profile, scenario, schedule, devices, {D: unit_costs[D] for D in Ds},
-                                    memory_limit_bytes, allreduce, update_gb_s, optimizer_buffers)
-            if cand is None:
-                why = "none: the best packing of stages and D_k has the same D on every stage"
-            elif not math.isfinite(cand.attained_ms):
-                why = "not searched: the best packing of stages and D_k does not fit in memory"
+            unexact = _exact_unavailable(profile, scenario, schedule, devices, Ds)
+            if not unexact:
+                found = exact_layouts.exact_search(profile, scenario, devices, Ds, update_gb_s=update_gb_s,
+                                                   allreduce=allreduce, lower_bound_ms=any_bound)
+                # Memory aside no layout is faster (the bisection stops within REL_TOL of the optimum).
+                any_bound = max(any_bound, found.period_ms * (1 - 2 * exact_layouts.REL_TOL))
+                cand, mixed = _exact_candidate(profile, scenario, schedule, devices, found, memory_limit_bytes,
+                                               allreduce, update_gb_s, optimizer_buffers)
+                exact_note = ("per-stage D_k searched exactly over every K, split and D_k on up to "
+                              f"{devices} devices with the simulator's costs (a symmetric scenario: every placement "
+                              "costs the same)")
+                if cand is None:
+                    why = "none: the exact search's best layout has the same D on every stage"
+                    notes.append(f"{exact_note}: the bound below is the best layout's own period")
+                elif math.isfinite(cand.attained_ms):
+                    notes.append(f"{exact_note}: the bound below is the best layout's own period")
+                else:
+                    notes.append(f"{exact_note}; its best layout does not fit in memory, so the memory-aware "
+                                 "candidate below is not proven best")
+                    mixed = None
+            else:
+                notes.append(f"per-stage D_k not searched exactly: {unexact}; the candidate comes from a "
+                             "relaxation without messages and memory (the bound too)")
+            if mixed is None and (unexact or (cand is not None and not math.isfinite(cand.attained_ms))):
+                cand = _mixed_candidate(profile, scenario, schedule, devices, {D: unit_costs[D] for D in Ds},
+                                        memory_limit_bytes, allreduce, update_gb_s, optimizer_buffers)
+                if cand is None:
+                    why = "none: the best packing of stages and D_k has the same D on every stage"
+                elif not math.isfinite(cand.attained_ms):
+                    why = "not searched: the best packing of stages and D_k does not fit in memory"
     else:
         why = f"not searched: {n} units (more than {MIXED_UNITS_LIMIT})"
 
@@ -286,21 +312,22 @@ def search_layouts(
         if K == 1 and dp_replicas == D:
             best_dp = res
     # The candidate is searched only where some layout could beat the best uniform one by the margin.
-    margin = f"{100 * MIXED_MARGIN:.0f}%"
     if cand is not None and math.isfinite(cand.attained_ms):
-        if best is None or any_bound * (1 + MIXED_MARGIN) < best.iteration_ms:
+        searched = mixed is not None  # the exact search's layout comes searched
+        if mixed is None and (best is None or any_bound * (1 + MIXED_MARGIN) < best.iteration_ms):
             mixed = _search_mixed(profile, scenario, schedule, cand, any_bound, memory_limit_bytes, allreduce,
                                   update_gb_s, optimizer_buffers, notes)
-            if mixed is not None and (best is None or mixed.iteration_ms * (1 + MIXED_MARGIN) < best.iteration_ms):
-                best = mixed
-            elif mixed is not None and best is not None and mixed.iteration_ms < best.iteration_ms:
-                why = (f"not chosen: the candidate is {100 * (1 - mixed.iteration_ms / best.iteration_ms):.2f}% "
-                       f"faster than the best uniform layout, less than the {margin} it must gain to be chosen "
-                       "(within the model's error, the same D everywhere is simpler to run)")
-            elif mixed is not None:
-                why = "not chosen: the candidate is slower than the best uniform layout"
-        else:
+            searched = True
+        if not searched:
             why = f"not searched: by the bound, no layout is {margin} faster than the best uniform one"
+        elif mixed is not None and (best is None or mixed.iteration_ms * (1 + MIXED_MARGIN) < best.iteration_ms):
+            best = mixed
+        elif mixed is not None and best is not None and mixed.iteration_ms < best.iteration_ms:
+            why = (f"not chosen: the candidate is {100 * (1 - mixed.iteration_ms / best.iteration_ms):.2f}% "
+                   f"faster than the best uniform layout, less than the {margin} it must gain to be chosen "
+                   "(within the model's error, the same D everywhere is simpler to run)")
+        elif mixed is not None:
+            why = "not chosen: the candidate is slower than the best uniform layout"
     per: dict[int, LayoutResult] = {}
     for r in results:
         if r.best is not None and (r.replicas not in per or r.iteration_ms < per[r.replicas].iteration_ms):
@@ -365,6 +392,44 @@ def _mixed_candidate(
             return None
         cand = realize(found)
     return cand if len(set(cand.layout.replicas)) > 1 else None
+
+
+def _exact_unavailable(profile: Profile, scenario: Scenario, schedule: str, devices: int, Ds: Sequence[int]) -> str:
+    """Why :mod:`ddgsim.plan.exact` cannot search this case (empty: it can)."""
+    if schedule != "ddg-pipelined":
+        return f"the exact search covers ddg-pipelined, not {schedule}"
+    if not exact_layouts.symmetric(scenario, devices):
+        return (f"the scenario's first {devices} devices are not all alike with a direct link of the same figures "
+                "between every pair (placement matters)")
+    work = exact_layouts.dp_work(profile.num_units, len(set(Ds) | {1}), devices)
+    if work > exact_layouts.WORK_LIMIT:
+        return f"{profile.num_units} units × {len(Ds)} replica counts × {devices} devices is too large for it"
+    return ""
+
+
+def _exact_candidate(
+    profile: Profile, scenario: Scenario, schedule: str, devices: int, found: exact_layouts.ExactLayout,
+    memory_limit_bytes: float | None, allreduce: str, update_gb_s: float, optimizer_buffers: int,
+) -> tuple[MixedCandidate | None, LayoutResult | None]:
+    """The exact search's layout (packed in device order) as a candidate and a searched result; ``(None,
+    None)`` when its D_k are equal (a uniform layout: the uniform search finds it); an ``inf`` candidate
+    when it does not fit in memory."""
+    if len(set(found.replicas)) == 1:
+        return None, None
+    names = [d.name for d in scenario.devices[:devices]]
+    layout = Layout.packed(names, found.replicas)
+    ranges = list(itertools.pairwise([0, *found.split, profile.num_units]))
+    mem = stage_memory(profile, ranges, Steady(schedule), optimizer_buffers, replicas=layout.replicas)
+    fits = all(m.total <= scenario.memory_limit(row, memory_limit_bytes)
+               for m, row in zip(mem, layout.devices, strict=True))
+    cand = MixedCandidate(layout=layout, split=found.split, attained_ms=found.period_ms if fits else math.inf)
+    if not fits:
+        return cand, None
+    K = layout.stages
+    best = Candidate(stages=K, split=found.split, devices=tuple(layout.flat), iteration_ms=found.period_ms,
+                     exact=True, evaluated=found.checks, layout=layout)
+    return cand, LayoutResult(stages=K, replicas=max(found.replicas), lower_bound_ms=found.period_ms, best=best,
+                              mapping=MIXED)
 
 
 def _search_mixed(
