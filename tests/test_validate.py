@@ -556,6 +556,9 @@ def test_validate_end_to_end_with_replicas(tmp_path: Path, mlp_cache: dict[str, 
     assert r.returncode == 0, r.stderr[-3000:]
     # no --scenario: this machine is calibrated first (its links and measured all-reduce), and cached
     assert "calibrated this machine (links, all-reduce, contention); cached as " in r.stderr
+    # ... and the two processes' contention measured on the model itself, cached beside its profile
+    assert "two processes training mlp at batch 16 at once: each at " in r.stderr
+    assert "predicting with concurrent_speed" in (out / "report.html").read_text()
     scenario = load_scenario(r.stderr.split("contention); cached as ")[1].split()[0])
     assert scenario.measured_allreduce(["cpu0", "cpu1"]) is not None
     assert all(x.scenario == "local" for x in read_csv(out / "validation.csv"))

@@ -21,9 +21,13 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError
+
+if TYPE_CHECKING:
+    from ddgsim.predict.scenario import Scenario
 
 DEFAULT_SCHEDULES = "bp,ddg,ddg-pipelined,gpipe,1f1b"
 
@@ -90,6 +94,26 @@ def _default_scenario(device: str, k_max: int, threads: int, recalibrate: bool) 
     if measured:
         stderr(f"calibrated this machine (links, all-reduce, contention); cached as {path}")
     return str(path)
+
+
+def _with_model_contention(scenario: Scenario, model: str, batch_size: int, threads: int, profile_path: Path | None,
+                           remeasure: bool) -> tuple[Scenario, str]:
+    """This machine's scenario with the concurrent speed of two processes training ``model``
+    (:mod:`ddgsim.profile.corun`; cached beside the profile), and a line saying so."""
+    from dataclasses import replace
+
+    from ddgsim.compare.validate import stderr
+    from ddgsim.profile.corun import cached_corun
+
+    cache = profile_path.with_name(profile_path.stem + ".corun.json") if profile_path is not None else None
+    corun, measured = cached_corun(model, batch_size, threads, cache, remeasure=remeasure)
+    speed = min(1.0, round(corun.speed, 3))
+    line = (f"two processes training {model} at batch {batch_size} at once: each at {corun.speed:.3f} of its speed "
+            f"alone (rounds {', '.join(f'{x:.3f}' for x in corun.speeds)}; the calibration's reference kernel: "
+            f"{scenario.concurrent_speed:.3f}); predicting with concurrent_speed {speed:g}")
+    if measured:
+        stderr(line + (f"; cached as {cache}" if cache is not None else ""))
+    return replace(scenario, concurrent_speed=speed), line
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
     warning = v.profile_warning(prof, str(path or args.profile or ""), measured_counts)
     if warning:
         v.stderr(warning)
+    corun_line = ""
+    if args.device == "cpu" and not args.scenario and max(stages) * max(replicas) > 1:
+        scenario, corun_line = _with_model_contention(scenario, args.model, args.batch_size, args.threads,
+                                                      path, args.reprofile)
     profile_ref = {"path": str(path) if path else "", "model": prof.model, "batch_size": prof.batch_size,
                    "device": prof.device, "threads": prof.threads}
     opts = v.Options(stages=stages, schedules=schedules, splits=args.splits, steps=args.steps,
@@ -192,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
         f"{'' if args.warmup is None else ' unless --warmup'}, {args.window_ms:g} ms measured), median over the "
         f"iteration gaps after the first {'K' if args.warmup is None else args.warmup}; "
         f"{args.threads} thread(s) per stage process",
+        *([corun_line] if corun_line else []),
     ]
     import os
 

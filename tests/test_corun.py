@@ -1,0 +1,31 @@
+"""The co-run measurement: two real processes training a model alone and at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ddgsim.profile import corun
+
+
+def test_two_processes_train_alone_and_at_once_and_the_result_is_cached(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "mlp.corun.json"
+    c, measured = corun.cached_corun("mlp", 16, 1, cache)
+    assert measured and cache.is_file()
+    assert c.model == "mlp" and c.batch_size == 16 and len(c.speeds) == corun.ROUNDS
+    assert c.alone_ms > 0 and c.together_ms > 0 and all(s > 0 for s in c.speeds)
+    assert min(c.speeds) <= c.speed <= max(c.speeds)
+    assert corun.Corun.from_json(json.loads(cache.read_text())) == c
+
+    def never(*_a: object, **_k: object) -> corun.Corun:
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(corun, "measure_corun", never)
+    assert corun.cached_corun("mlp", 16, 1, cache) == (c, False)  # read, not measured
+    with pytest.raises(AssertionError, match="measured again"):
+        corun.cached_corun("mlp", 32, 1, cache)  # another batch: the cached one does not answer
+    with pytest.raises(AssertionError, match="measured again"):
+        corun.cached_corun("mlp", 16, 1, cache, remeasure=True)
