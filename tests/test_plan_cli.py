@@ -69,6 +69,13 @@ def test_plan_searches_replicas_and_the_plan_reproduces(prof: Path, tmp_path: Pa
     text = " ".join(stdout.split())
     assert not bounded or f"D = {', '.join(map(str, bounded))}: every K bounded out" in text
     assert "no K searched fits in memory" not in text
+    # a cluster is not symmetric: the bound is the relaxation's, and the plan says so
+    assert "free communication" in text and "per-stage D_k not searched exactly" in text
+    # on a symmetric scenario the exact per-stage search's optimum is the bound, in the closed form
+    code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "8", "--scenario", "ideal-8")
+    text = " ".join(stdout.split())
+    assert code == 0 and "beats" in text and "in the closed form (work, messages, all-reduces, overheads" in text
+    assert "free communication" not in text and "within 0.0% of it" in text
 
 
 def test_simulate_plan_reproduces_prediction(prof: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

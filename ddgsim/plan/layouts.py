@@ -118,6 +118,9 @@ class LayoutSearch:
     missing from ``per_replicas`` never fit in memory)."""
     mixed_note: str = ""
     """Why per-stage D_k were not searched or not chosen (empty when the candidate is the result)."""
+    exact_bound: bool = False
+    """The bound is the exact per-stage search's optimum (:mod:`ddgsim.plan.exact`: the closed
+    form with every cost), not the relaxation's."""
     wall_s: float
     notes: list[str] = field(default_factory=list)
 
@@ -202,6 +205,7 @@ def search_layouts(
     U = float(upd.sum())
     cands: list[tuple[float, int, int]] = []
     any_bound = math.inf
+    exact_bound = False
     unit_costs: dict[int, np.ndarray] = {}
     for D in Ds:
         per_unit = max_plus.shard_work_ms(profile, micro_batches, D)  # one replica's shard work per unit
@@ -251,6 +255,7 @@ def search_layouts(
                                                    allreduce=allreduce, lower_bound_ms=any_bound)
                 # Memory aside no layout is faster (the bisection stops within REL_TOL of the optimum).
                 any_bound = max(any_bound, found.period_ms * (1 - 2 * exact_layouts.REL_TOL))
+                exact_bound = True
                 cand, mixed = _exact_candidate(profile, scenario, schedule, devices, found, memory_limit_bytes,
                                                allreduce, update_gb_s, optimizer_buffers)
                 exact_note = ("per-stage D_k searched exactly over every K, split and D_k on up to "
@@ -338,7 +343,7 @@ def search_layouts(
                         mixed=mixed, candidates=len(cands), searched=len(results), any_layout_bound_ms=any_bound,
                         wall_s=time.perf_counter() - t0, notes=sorted(set(notes)), nearest_miss=nearest,
                         replica_options=tuple(Ds), replicas_searched=tuple(sorted({r.replicas for r in results})),
-                        mixed_note=f"per-stage D_k {why}" if why else "")
+                        mixed_note=f"per-stage D_k {why}" if why else "", exact_bound=exact_bound)
 
 
 @dataclass(frozen=True)
