@@ -54,15 +54,35 @@ class KResult:
     allreduce: str = DEFAULT_ALLREDUCE
 
 
-SIM_EVENT_BUDGET = 400_000
+SIM_EVENT_BUDGET = 150_000
 """Confirm a split in SimPy only when its run is estimated below this many transfers and actions
-(a few seconds); larger layouts (hundreds of replicas) keep the closed form's figures, and say so."""
+(about two SimPy events each: 294 k of them, resnet20 on 64 replicas with its three all-reduces
+per iteration, took 5 s); larger layouts keep the closed form's figures, and say so."""
 
 
-def simulation_size(layout: Layout, micro_batches: int, iterations: int) -> int:
-    """Rough count of SimPy actions and transfers of one run (compute, pieces, ring chunks)."""
-    per = sum(D * 5 * micro_batches + 2 * D * (D - 1) for D in layout.replicas)
+def simulation_size(layout: Layout, micro_batches: int, iterations: int,
+                    collectives: Sequence[int] | None = None) -> int:
+    """Rough count of SimPy actions and transfers of one run (compute, pieces, ring chunks):
+    ``collectives[k]`` all-reduces per iteration on stage k (its gradient buckets and the loss;
+    one each where not given), each a ring of 2(D−1) steps on every replica."""
+    counts = collectives if collectives is not None else [1] * layout.stages
+    per = sum(D * 5 * micro_batches + c * 2 * D * (D - 1) for D, c in zip(layout.replicas, counts, strict=True))
     return per * iterations
+
+
+def collectives_per_stage(profile: Profile, split: Sequence[int], layout: Layout) -> list[int]:
+    """All-reduces a replicated stage runs per iteration, as the simulator runs them: one per
+    gradient bucket (:func:`ddgsim.replicas.bucket_ready`), and the loss's on the last stage."""
+    from ddgsim.predict.collective import after_gradients
+    from ddgsim.replicas import bucket_ready
+
+    bounds = [0, *split, profile.num_units]
+    out = []
+    for k, D in enumerate(layout.replicas):
+        units = profile.units[bounds[k]:bounds[k + 1]]
+        out.append(len(bucket_ready([float(u.param_bytes) for u in units], [u.backward_ms for u in units]))
+                   + len(after_gradients(k == layout.stages - 1)) if D > 1 else 0)
+    return out
 
 
 def _option(
@@ -72,7 +92,8 @@ def _option(
 ) -> Option:
     """Simulate one split; it fits if every stage is within its device's memory (or the limit)."""
     replicated = layout.world_size > layout.stages
-    size = simulation_size(layout, schedule.micro_batches, schedule.iterations)
+    size = simulation_size(layout, schedule.micro_batches, schedule.iterations,
+                           collectives_per_stage(profile, split, layout))
     if size > SIM_EVENT_BUDGET and schedule.name in CLOSED_FORM and schedule.micro_batches == 1:
         sim = closed_form_result(profile, split, scenario, schedule, layout, allreduce,
                               f"not simulated: a SimPy run of {layout.world_size} processes would take ~{size:,} "
