@@ -23,3 +23,15 @@ def test_quick_start_has_exactly_two_commands() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert _readme_commands()[1] in ci
+
+
+def test_readme_is_a_front_door() -> None:
+    """At most 150 lines, a figure that exists, and every page it links to exists."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert figures and all((ROOT / figure).is_file() for figure in figures)
+    links = re.findall(r"\]\((docs/[^)#]+)", text)
+    assert len(links) >= 10
+    missing = [link for link in links if not (ROOT / link).exists()]
+    assert not missing, missing
