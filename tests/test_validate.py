@@ -450,8 +450,10 @@ def test_profile_warning_on_load() -> None:
     assert profile_warning(_profile([1.0], {"loadavg_before": [0.1, 0.1, 0.1]})) is None
     w = profile_warning(_profile([1.0], {"loadavg_before": [50.0, 1, 1]}))
     assert w is not None and "under load" in w and "--threads 1" in w and "not this machine" not in w
-    other = profile_warning(_profile([1.0], machine={"cpu_model": "Other CPU", "cpu_count": 64}), "p.json")
-    assert other is not None and other.startswith("warning: profile the figures describe Other CPU, 64 CPUs")
+    foreign = _profile([1.0], machine={"cpu_model": "Other CPU", "cpu_count": 64})
+    other = profile_warning(foreign, "p.json")
+    assert other is not None and other.startswith(
+        f"warning: profile of {foreign.model} at batch {foreign.batch_size}: the figures describe Other CPU, 64 CPUs")
     assert "(p.json), not this machine" in other
     micro = profile_warning(_profile([1.0]), "p.json", (2, 4))
     assert micro is not None and "no measured costs for 2, 4 micro-batches" in micro and "--micro-batches 2,4" in micro

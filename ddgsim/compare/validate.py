@@ -1031,7 +1031,8 @@ def profile_warning(profile: Profile, where: str = "", micro_batches: Sequence[i
         notes.append(f"no measured costs for {', '.join(map(str, missing))} micro-batches (1/M of the batch is used)")
     if not notes:
         return None
-    return ("warning: profile " + "; ".join(notes) + ". Re-profile on a quiet machine: "
+    return (f"warning: profile of {profile.model} at batch {profile.batch_size}: " + "; ".join(notes)
+            + ". Re-profile on a quiet machine: "
             f"python -m ddgsim profile {profile.model} --batch-size {profile.batch_size} --threads 1 --no-cache "
             + (f"--micro-batches {','.join(map(str, micro_batches))} " if micro_batches else "")
             + "--out FILE, then --profile FILE")
