@@ -280,7 +280,7 @@ def test_the_saved_tensor_count_runs_after_every_timed_step(monkeypatch: pytest.
     prof = _profile("mlp", 8)
     first_count = events.index("count saved")
     rounds = prof.meta["rounds"]["untimed"] + prof.meta["rounds"]["timed"]
-    assert rounds >= 3 and prof.meta["rounds"]["timed"] >= 2
+    assert rounds == 3 and prof.meta["rounds"]["timed"] == 2  # reps=2: a quick look, no minimum times
     assert events[:first_count].count("in-situ step") == rounds and events[:first_count].count("whole step") == rounds
     assert set(events[first_count:]) == {"count saved"} and len(events[first_count:]) == prof.num_units
     by = {u.name: u for u in prof.units}
@@ -338,3 +338,5 @@ def test_short_rounds_run_until_the_minimum_times_have_passed(monkeypatch: pytes
     assert timed == [False] * 2 + [True] * 5
     timed, rounds = run(0, 3, 0.001, cap=50)
     assert len(timed) == 50 and timed.count(True) == 3  # the cap leaves room for the timed rounds asked for
+    timed, rounds = run(1, measure.QUICK_REPS - 1, 0.001)  # --reps 1 or 2: a quick look, exactly as asked
+    assert timed == [False] + [True] * (measure.QUICK_REPS - 1)

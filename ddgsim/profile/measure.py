@@ -14,7 +14,8 @@ Two ways to time a unit, both measured in every profile:
 
 Times are medians over ``reps`` rounds after ``warmup`` untimed ones — more where rounds are
 short: the untimed ones last at least :data:`MIN_WARMUP_S` and the timed ones at least
-:data:`MIN_TIMED_S` (a model whose step takes a millisecond settles over hundreds of steps:
+:data:`MIN_TIMED_S`, unless fewer than :data:`QUICK_REPS` are asked for (a model whose step
+takes a millisecond settles over hundreds of steps:
 caches, the allocator, the CPU's clock; five rounds of it measured its update 50 % slow).
 A round runs
 every unit alone, the in-situ steps, then the whole model (``whole_model_ms``: the
@@ -301,6 +302,8 @@ MIN_WARMUP_S = 0.3
 """Untimed rounds last at least this long (wall clock), ``warmup`` of them at least."""
 MIN_TIMED_S = 0.5
 """Timed rounds last at least this long, ``reps`` of them at least."""
+QUICK_REPS = 3
+"""Fewer timed repetitions than this ask for a quick look: no minimum times, exactly ``warmup + reps`` rounds."""
 MAX_ROUNDS = 2000
 """No profile runs more rounds than this (``warmup + reps`` where that is more)."""
 
@@ -438,7 +441,8 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
         "reps": reps,
         "warmup": warmup,
         "rounds": {"untimed": rounds.warm, "timed": rounds.timed,
-                   "rule": f"at least {MIN_WARMUP_S:g} s untimed and {MIN_TIMED_S:g} s timed"},
+                   "rule": f"at least {MIN_WARMUP_S:g} s untimed and {MIN_TIMED_S:g} s timed" if reps >= QUICK_REPS
+                   else f"exactly warmup + reps (fewer than {QUICK_REPS} reps: a quick look)"},
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sum_ms": round(sum_ms, 3),
         "update_ms": round(update_ms, 3),
@@ -503,7 +507,9 @@ class _Rounds:
     :data:`MIN_TIMED_S` (wall clock), ``cap`` in all at most."""
 
     def __init__(self, warmup: int, reps: int, cap: int) -> None:
-        self.warm, self.reps, self.cap = warmup, reps, cap
+        self.warm, self.reps = warmup, reps
+        # --reps 1 or 2 asks for a quick look: exactly warmup + reps rounds
+        self.cap = cap if reps >= QUICK_REPS else warmup + reps
         self.timed = 0
         self._r = -1
         self._t0 = self._timed_t0 = time.perf_counter()
