@@ -173,3 +173,17 @@ def test_the_tail_share_is_the_one_whose_predictions_fit() -> None:
     got = op.choose_tail(fitted, runs, base)
     assert got.tail_share == pytest.approx(0.7)
     assert all(math.isclose(m, q, rel_tol=1e-9) for _, m, q in got.runs)
+
+
+def test_a_bp_trip_turns_back_early_where_a_forward_tail_outlasts_the_rest() -> None:
+    """Found by hypothesis in CI: bp on 3 stages, a 5 ms tail after posting a message. Stage 1's backward
+    waits for its own forward's tail (5 ms) rather than for the trip through stage 2 (4.5 ms), so the
+    critical cycle is u_1 + f_1 + b_1 + both tails of stage 1 = 18 ms, not the whole round trip's 17.5 ms."""
+    profile = make_profile([1.0, 1.0, 1.0, 1.0, 0.5], [1.0, 1.0, 1.0, 0.5, 0.25])
+    sc = with_overheads(chain(3, speeds=[0.5, 0.5, 0.5]), Overheads(send_us=5000.0))
+    costs = max_plus.costs_for_splits(profile, [[1, 3]], sc)
+    closed = closed_form.closed_form_period("bp", closed_form.stage_costs(costs))[0]
+    rec = max_plus.periods("bp", costs, iterations=80)[0]
+    assert closed == pytest.approx(18.0) and rec == pytest.approx(18.0, rel=2e-3)
+    assert max_plus.bp_period_closed_form(costs)[0] == pytest.approx(18.0)
+    assert simulate(profile, [1, 3], sc, "bp").iteration_ms == pytest.approx(18.0, rel=2e-3)

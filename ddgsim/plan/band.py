@@ -227,14 +227,15 @@ def feasible(schedule: str, T: Band, P: float) -> list[int] | None:
         idx = np.arange(n + 1)
         endc = np.minimum(idx[:, None] + 1 + np.arange(T.width)[None, :], n)
         rows: list[np.ndarray] = []
-        turn = T.tail(K - 1)[0]  # the round trip turns on the last stage: F→B there
         for k in range(K - 1, -1, -1):
-            tail = nxt.copy()
+            tf, tb, tu = T.tail(k)
+            # V: the longest trip from stage k's start, turning back at stage k (F→B after F's
+            # tail) or past it (closed_form); the least V over the next cuts is still exact.
+            tail = nxt + tf  # the last stage ends at unit n (nxt is 0 there, ∞ elsewhere)
             if k < K - 1:
-                tail = np.where(T.hop[k] <= P, nxt + T.comm[k], INF)
+                tail = np.where(T.hop[k] <= P, np.maximum(tf, nxt + T.comm[k]), INF)
             V = T.work[k] + tail[endc]
-            _, tb, tu = T.tail(k)
-            ok = T.fits(k) & (V + T.upd[k] + tb + tu + turn <= P) & masks[k]
+            ok = T.fits(k) & (V + T.upd[k] + tb + tu <= P) & masks[k]
             V = np.where(ok, V, INF)
             w = np.argmin(V, axis=1)
             nxt = V[idx, w]

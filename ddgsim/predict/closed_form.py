@@ -19,11 +19,15 @@ time across boundary k (stage k → k+1, summed over the route's hops):
 
       P = max( max_k f_k + b_k + u_k,  max_{k<K-1} f_k + a_k + f_{k+1} + b_{k+1} + g_k )
 
-* ``bp`` — the whole round trip, closed by a stage's update (``max_plus.bp_period_closed_form``).
+* ``bp`` — the whole round trip, closed by a stage's update (``max_plus.bp_period_closed_form``);
+  with tails, a trip from stage k may turn back at any stage m ≥ k (F_m → B_m waits for F_m's
+  tail), the ddg-pipelined window without the division::
+
+      P = max over k ≤ m of  u_k + Σ_{i=k..m}(f_i + b_i) + Σ_{i=k..m-1}(a_i + g_i) + tails
 
 With the executor's overheads (:mod:`ddgsim.predict.overheads`) every action has a tail, host
 time after its message leaves: a cycle's step from one action to the next on the same stage
-adds the tail of the first (for ``ddg-pipelined`` and ``bp``: F→B at the cycle's last stage,
+adds the tail of the first (for ``ddg-pipelined`` and ``bp``: F→B at the stage the cycle turns at,
 B→U and U→F at its first; ``ddg``'s pair: F→B on stage k+1), a message step does not.
 
 In all three, each link direction carries one message per iteration, so also
@@ -103,9 +107,16 @@ def closed_form_period(schedule: str, c: StageCosts) -> np.ndarray:
             pair = c.f[:, :-1] + c.a + work[:, 1:] + tf[:, 1:] + c.g
             best = np.maximum(best, pair.max(axis=1))
     elif schedule == "bp":
+        # The round trip from stage k turns back at any stage m ≥ k: F_m → B_m on stage m waits for
+        # F_m's tail (at m = K−1 the whole trip; at m < K−1 where the tail outlasts the trip beyond m).
+        best = np.zeros(S)
         comm = np.concatenate([c.a + c.g, np.zeros((S, 1))], axis=1)
-        tail = np.cumsum((work + comm)[:, ::-1], axis=1)[:, ::-1]
-        best = np.max(tail + close + tf[:, -1:], axis=1)
+        W = np.concatenate([np.zeros((S, 1)), np.cumsum(work, axis=1)], axis=1)
+        C = np.concatenate([np.zeros((S, 1)), np.cumsum(comm, axis=1)], axis=1)
+        for k in range(K):
+            j = np.arange(k, K)
+            total = close[:, k, None] + tf[:, j] + W[:, j + 1] - W[:, k, None] + C[:, j] - C[:, k, None]
+            best = np.maximum(best, total.max(axis=1))
     else:
         raise ValueError(f"no closed form for schedule '{schedule}'")
     return np.asarray(np.maximum(best, c.hop_max))

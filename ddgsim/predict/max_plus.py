@@ -607,16 +607,22 @@ def period(schedule: Schedule, costs: Costs) -> float:
 def bp_period_closed_form(costs: Costs) -> np.ndarray:
     """Closed form for ``bp`` (no overlap at all): max over k of the cycle through stage k,
 
-    ``C_k = Σ_{j≥k} M(f_j + b_j) + Σ_{k≤j<K-1} (a_j + g_j) + u_k + τ_k`` with a_j, g_j the
-    activation / gradient transfer times across boundary j (M = 1 for ``bp``) and τ_k the tails
-    of the cycle's three same-stage steps (``Costs.tail_ms``). C_0 is
-    the whole round trip; C_k > C_0 only when a stage's update outlasts the work before
-    it. A cross-check of the recursion, used by the tests.
+    ``C_km = Σ_{k≤j≤m} (f_j + b_j) + Σ_{k≤j<m} (a_j + g_j) + u_k + τ_km`` over k ≤ m, with a_j,
+    g_j the activation / gradient transfer times across boundary j and τ_km the tails of the
+    cycle's three same-stage steps (``Costs.tail_ms``: F→B on stage m, B→U and U→F on stage k).
+    Without tails the longest is m = K−1 (C_0m: the whole round trip; C_k > C_0 only when a
+    stage's update outlasts the work before it); a forward's tail longer than the trip beyond
+    its stage makes an earlier turn the longest. A cross-check of the recursion, used by the tests.
     """
     work = costs.forward_ms + costs.backward_ms
     comm = costs.act_hop_ms.sum(axis=2) + costs.grad_hop_ms.sum(axis=2)
     comm = np.concatenate([comm, np.zeros((comm.shape[0], 1))], axis=1)
-    tail = np.cumsum((work + comm)[:, ::-1], axis=1)[:, ::-1]
     t = costs.tail_ms
-    assert t is not None  # the cycle's same-stage steps: F→B on the last stage, B→U and U→F on stage k
-    return np.asarray(np.max(tail + costs.u_ms + (t[:, 1] + t[:, 2] + t[-1, 0])[None, :], axis=1))
+    assert t is not None  # the cycle's same-stage steps: F→B where it turns (stage m), B→U and U→F on stage k
+    S, K = work.shape
+    best = np.zeros(S)
+    for k in range(K):  # the trip from stage k, turning back at m ≥ k
+        for m in range(k, K):
+            trip = work[:, k:m + 1].sum(axis=1) + comm[:, k:m].sum(axis=1)
+            best = np.maximum(best, trip + costs.u_ms[:, k] + t[k, 1] + t[k, 2] + t[m, 0])
+    return best
