@@ -90,33 +90,27 @@ def closed_form_period(schedule: str, c: StageCosts) -> np.ndarray:
     # B→U and U→F at the closing one); its message steps do not (the message leaves before it).
     tf, tb, tu = c.tail(0), c.tail(1), c.tail(2)
     close = c.u + tb + tu
-    if schedule == "ddg-pipelined":
-        best = np.zeros(S)
+    if schedule in ("ddg-pipelined", "bp"):
         # Window [k, j]: u_k + Σ_{i=k..j} work_i + Σ_{i=k..j-1} comm_i = u_k + W[j+1] − W[k] + C[j] − C[k],
         # with W, C the prefix sums of work and comm (one vectorised row per k), + the tails.
+        # ddg-pipelined: the window's mean over its j − k + 1 stages. bp: the window itself, a round
+        # trip from stage k turning back at stage j (F_j → B_j waits for F_j's tail): at j = K−1 the
+        # whole trip, earlier where a tail outlasts the trip beyond j.
+        best = np.zeros(S)
         comm = np.concatenate([c.a + c.g, np.zeros((S, 1))], axis=1)
         W = np.concatenate([np.zeros((S, 1)), np.cumsum(work, axis=1)], axis=1)
         C = np.concatenate([np.zeros((S, 1)), np.cumsum(comm, axis=1)], axis=1)
         for k in range(K):
             j = np.arange(k, K)
             total = close[:, k, None] + tf[:, j] + W[:, j + 1] - W[:, k, None] + C[:, j] - C[:, k, None]
-            best = np.maximum(best, (total / (j - k + 1)).max(axis=1))
+            if schedule == "ddg-pipelined":
+                total = total / (j - k + 1)
+            best = np.maximum(best, total.max(axis=1))
     elif schedule == "ddg":
         best = np.max(work + close + tf, axis=1)
         if K > 1:
             pair = c.f[:, :-1] + c.a + work[:, 1:] + tf[:, 1:] + c.g
             best = np.maximum(best, pair.max(axis=1))
-    elif schedule == "bp":
-        # The round trip from stage k turns back at any stage m ≥ k: F_m → B_m on stage m waits for
-        # F_m's tail (at m = K−1 the whole trip; at m < K−1 where the tail outlasts the trip beyond m).
-        best = np.zeros(S)
-        comm = np.concatenate([c.a + c.g, np.zeros((S, 1))], axis=1)
-        W = np.concatenate([np.zeros((S, 1)), np.cumsum(work, axis=1)], axis=1)
-        C = np.concatenate([np.zeros((S, 1)), np.cumsum(comm, axis=1)], axis=1)
-        for k in range(K):
-            j = np.arange(k, K)
-            total = close[:, k, None] + tf[:, j] + W[:, j + 1] - W[:, k, None] + C[:, j] - C[:, k, None]
-            best = np.maximum(best, total.max(axis=1))
     else:
         raise ValueError(f"no closed form for schedule '{schedule}'")
     return np.asarray(np.maximum(best, c.hop_max))
