@@ -259,12 +259,11 @@ def search_layouts(
                 cand, mixed = _exact_candidate(profile, scenario, schedule, devices, found, memory_limit_bytes,
                                                allreduce, update_gb_s, optimizer_buffers)
                 exact_note = ("per-stage D_k searched exactly over every K, split and D_k on up to "
-                              f"{devices} devices with the simulator's costs (a symmetric scenario: every placement "
-                              "costs the same)")
+                              f"{devices} devices with the closed form's costs (a symmetric scenario: every "
+                              "placement costs the same)")
                 if cand is None:
                     why = "none: the exact search's best layout has the same D on every stage"
-                    notes.append(f"{exact_note}: the bound below is the best layout's own period")
-                elif math.isfinite(cand.attained_ms):
+                if cand is None or math.isfinite(cand.attained_ms):
                     notes.append(f"{exact_note}: the bound below is the best layout's own period")
                 else:
                     notes.append(f"{exact_note}; its best layout does not fit in memory, so the memory-aware "
