@@ -382,10 +382,10 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
         # round), an in-situ step (and one per micro-batch count), the whole model, its update;
         # repeat. Interleaving makes every figure see the same (possibly shared) machine.
         with _progress(progress, (warmup + reps) * per_round, name) as bar:
+            advance = bar.advance
             while (r := rounds.next()) is not None:
                 record = r >= rounds.warm
                 bar.total((r + 1 + rounds.left_at_least()) * per_round)
-                advance = bar.advance
                 x = x0
                 for runner in runners:
                     x = runner.step(x, timer, record)
