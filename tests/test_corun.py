@@ -29,3 +29,23 @@ def test_two_processes_train_alone_and_at_once_and_the_result_is_cached(tmp_path
         corun.cached_corun("mlp", 32, 1, cache)  # another batch: the cached one does not answer
     with pytest.raises(AssertionError, match="measured again"):
         corun.cached_corun("mlp", 16, 1, cache, remeasure=True)
+
+
+def test_a_worker_that_fails_ends_the_measurement_with_an_error_not_a_hang() -> None:
+    with pytest.raises(RuntimeError, match="co-run measurement of no-such-model failed"):
+        corun.measure_corun("no-such-model", 16)
+
+
+def test_validate_predicts_with_the_calibrations_figure_where_the_measurement_fails(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ddgsim.commands.validate import _with_model_contention
+    from ddgsim.predict.scenario import load_scenario
+
+    def fails(*_a: object, **_k: object) -> tuple[corun.Corun, bool]:
+        raise RuntimeError("co-run measurement of mlp failed (exit codes [1, -9])")
+
+    monkeypatch.setattr(corun, "cached_corun", fails)
+    scenario = load_scenario("cpu-2core")
+    got, line = _with_model_contention(scenario, "mlp", 16, 1, None, False)
+    assert got == scenario and line.startswith("warning: co-run measurement of mlp failed")
+    assert capsys.readouterr().err.strip().splitlines() == [line]

@@ -99,14 +99,21 @@ def _default_scenario(device: str, k_max: int, threads: int, recalibrate: bool) 
 def _with_model_contention(scenario: Scenario, model: str, batch_size: int, threads: int, profile_path: Path | None,
                            remeasure: bool) -> tuple[Scenario, str]:
     """This machine's scenario with the concurrent speed of two processes training ``model``
-    (:mod:`ddgsim.profile.corun`; cached beside the profile), and a line saying so."""
+    (:mod:`ddgsim.profile.corun`; cached beside ``profile_path`` when given), and a line saying so; where
+    the measurement fails, the scenario as it is and a warning."""
     from dataclasses import replace
 
     from ddgsim.compare.validate import stderr
     from ddgsim.profile.corun import cached_corun
 
     cache = profile_path.with_name(profile_path.stem + ".corun.json") if profile_path is not None else None
-    corun, measured = cached_corun(model, batch_size, threads, cache, remeasure=remeasure)
+    try:
+        corun, measured = cached_corun(model, batch_size, threads, cache, remeasure=remeasure)
+    except RuntimeError as exc:  # a side measurement: the calibration's figure stands in
+        line = (f"warning: {exc}; predicting with the calibration's concurrent_speed "
+                f"{scenario.concurrent_speed:g}")
+        stderr(line)
+        return scenario, line
     speed = min(1.0, round(corun.speed, 3))
     line = (f"two processes training {model} at batch {batch_size} at once: each at {corun.speed:.3f} of its speed "
             f"alone (rounds {', '.join(f'{x:.3f}' for x in corun.speeds)}; the calibration's reference kernel: "
@@ -195,8 +202,9 @@ def run(args: argparse.Namespace) -> int:
         v.stderr(warning)
     corun_line = ""
     if args.device == "cpu" and not args.scenario and max(stages) * max(replicas) > 1:
+        # cached beside this machine's profile in the cache, never beside a file the user gave
         scenario, corun_line = _with_model_contention(scenario, args.model, args.batch_size, args.threads,
-                                                      path, args.reprofile)
+                                                      path if source != "file" else None, args.reprofile)
     profile_ref = {"path": str(path) if path else "", "model": prof.model, "batch_size": prof.batch_size,
                    "device": prof.device, "threads": prof.threads}
     opts = v.Options(stages=stages, schedules=schedules, splits=args.splits, steps=args.steps,

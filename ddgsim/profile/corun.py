@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -71,6 +70,10 @@ def _train_for(step: Any, seconds: float, steps: int) -> list[float]:
     return times
 
 
+TIMEOUT_S = 300.0
+"""A worker that waits this long at a barrier, or a parent that hears nothing for this long, gives up."""
+
+
 def _worker(rank: int, model: str, batch_size: int, threads: int, rounds: int, barrier: Any, queue: Any) -> None:
     import torch
 
@@ -93,33 +96,43 @@ def _worker(rank: int, model: str, batch_size: int, threads: int, rounds: int, b
     alone: list[float] = []
     together: list[float] = []
     for r in range(rounds):
-        barrier.wait()
+        barrier.wait(TIMEOUT_S)
         if r % 2 == rank:  # the ranks take turns at being alone
             alone.append(statistics.median(_train_for(step, phase, PHASE_STEPS)))
-        barrier.wait()
+        barrier.wait(TIMEOUT_S)
         together.append(statistics.median(_train_for(step, phase, PHASE_STEPS)))
-        barrier.wait()
+        barrier.wait(TIMEOUT_S)
     queue.put((rank, alone, together))
 
 
 def measure_corun(model: str, batch_size: int, threads: int = 1, rounds: int = ROUNDS) -> Corun:
     """Train ``model`` at ``batch_size`` in two processes, alone and at once (module docstring)."""
+    import queue as queue_errors
+
     ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(2), ctx.SimpleQueue()
-    procs = [ctx.Process(target=_worker, args=(rank, model, batch_size, threads, rounds, barrier, queue))
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(rank, model, batch_size, threads, rounds, barrier, results))
              for rank in range(2)]
     for p in procs:
         p.start()
-    got = {}
+    got: dict[int, tuple[list[float], list[float]]] = {}
+    quiet_since = time.monotonic()
     try:
-        for _ in procs:
-            rank, alone, together = queue.get()
+        while len(got) < 2 and time.monotonic() - quiet_since < TIMEOUT_S:
+            try:
+                rank, alone, together = results.get(timeout=1.0)
+            except queue_errors.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    break  # a worker died: the other waits at the barrier until it times out or is killed
+                continue
             got[rank] = (alone, together)
+            quiet_since = time.monotonic()
     finally:
         for p in procs:
-            p.join(timeout=60)
+            p.join(timeout=60 if len(got) == 2 else 0)
             if p.is_alive():
                 p.kill()
+                p.join()
     if any(p.exitcode for p in procs) or len(got) != 2:
         raise RuntimeError(f"co-run measurement of {model} failed (exit codes {[p.exitcode for p in procs]})")
     speeds = []
@@ -147,7 +160,7 @@ def cached_corun(model: str, batch_size: int, threads: int, path: Path | None,
             pass
     c = measure_corun(model, batch_size, threads)
     if path is not None:
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(c.to_json(), indent=1) + "\n")
-        tmp.replace(path)
+        from ddgsim.profile.format import write_json_atomic
+
+        write_json_atomic(path, c.to_json())
     return c, True
