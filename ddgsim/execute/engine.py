@@ -15,7 +15,7 @@ equals the distributed runner's bit for bit.
 (micro-)batch; the replicas of a stage execute each action together. What crosses a
 boundary is kept whole (the replicas' outputs concatenated in sample order) and each
 receiving replica takes its shard: the same values the distributed runner's pieces carry.
-The last stage's replicas scale their shard's mean loss by 1/D (:func:`loss_share`);
+The last stage's replicas scale their shard's mean loss by its share of the batch (:func:`loss_share`);
 before ``U`` the stage's weight gradients are summed in replica order 0..D-1 and the
 same sum is given to every replica, so their weights stay identical. A batch's loss is
 the sum of the replicas' losses, in replica order.
@@ -68,11 +68,11 @@ def micro_slices(n: int, micro_batches: int) -> list[slice]:
     return out
 
 
-def loss_share(micro_size: int, batch_size: int, micro_batches: int, replicas: int) -> float:
-    """Weight of one shard's mean loss in its batch's loss: the micro-batch's share of the batch
-    (1 without micro-batches) over the last stage's replica count (shared by both executors)."""
-    share = micro_size / batch_size if micro_batches > 1 else 1.0
-    return share / replicas if replicas > 1 else share
+def loss_share(shard_size: int, batch_size: int) -> float:
+    """Weight of one shard's mean loss in its batch's loss: its share of the batch's samples
+    (1 for the whole batch; shards may differ by a sample, :func:`ddgsim.replicas.shard`), so the
+    weighted means add up to the batch's mean loss (shared by both executors)."""
+    return 1.0 if shard_size == batch_size else shard_size / batch_size
 
 
 def sum_in_order(parts: Sequence[Sequence[Tensor]]) -> list[Tensor]:
@@ -175,11 +175,11 @@ def run_inprocess(
             else:
                 (msg,) = schedule.needs(a)
                 xin = arrived.pop(msg)
-            y_m, n_micro, n_batch = labels[(a.batch, a.micro)]
+            y_m, _, n_batch = labels[(a.batch, a.micro)]
             last = k == k_total - 1
-            weight = loss_share(n_micro, n_batch, schedule.micro_batches, d) if last else 1.0
             ys = shards(y_m, d)
-            out = whole([w.forward(a.batch, xs, ys[r] if last else None, micro=a.micro, weight=weight)
+            out = whole([w.forward(a.batch, xs, ys[r] if last else None, micro=a.micro,
+                                   weight=loss_share(len(ys[r]), n_batch) if last else 1.0)
                          for r, (w, xs) in enumerate(zip(group, shards(xin, d), strict=True))])
         elif a.kind == "B":
             g = arrived.pop(schedule.needs(a)[0]) if k < k_total - 1 else None

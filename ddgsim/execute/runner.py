@@ -497,8 +497,7 @@ class StageProcess:
         if act.kind == "F":
             assert received is not None
             x = received
-            size = self.slices[m].stop - self.slices[m].start
-            weight = loss_share(size, self.B, self.M, self.D) if self.is_last else 1.0
+            weight = loss_share(self.hi - self.lo, self.B) if self.is_last else 1.0
             out = w.forward(t, x, y, micro=m, weight=weight)
         elif act.kind == "B" and self.reducer is not None and w.completes(t, m):
             # the batch's last backward: its gradient buckets start their all-reduces as they fill
