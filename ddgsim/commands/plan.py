@@ -26,7 +26,6 @@ from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError, choices
 from ddgsim.schedule import DEFAULT_SCHEDULE
 
-OBJECTIVES = ("throughput", "time-to-loss")
 DEFAULT_BATCH = 128
 GIB = 2**30
 
@@ -73,6 +72,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> list[str]:
+    from ddgsim.plan.usecase import OBJECTIVES
     from ddgsim.schedule import SCHEDULES
 
     if args.gpus < 1:
@@ -151,118 +151,42 @@ def _load_profile(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddgsim.commands._table import replica_label
-    from ddgsim.plan.build import KResult, choose, plan_for_k, to_plan
+    from ddgsim.plan.usecase import PlanRequest, TargetNotReached, plan
     from ddgsim.predict.scenario import load_scenario
 
     schedules = _check_args(args)
     profile, profile_ref, profile_note = _load_profile(args)
-    assumed = args.scenario is None
     scenario = load_scenario(args.scenario or f"ideal-{args.gpus}")
-    if len(scenario.devices) < args.gpus:
-        raise UserError(
-            f"--gpus {args.gpus} but scenario '{scenario.name}' has {len(scenario.devices)} devices"
-        )
-    n = profile.num_units
-    top = min(args.gpus, n)
-    if args.stages is not None and args.stages > n:
-        raise UserError(f"--stages {args.stages} is more stages than the {n} units of '{profile.model}'")
-    ks = [args.stages] if args.stages is not None else list(range(1, top + 1))
-    restricted = args.stages is not None
-    if args.max_staleness is not None:
-        from ddgsim.converge.objective import staleness_of
-
-        # only the stale schedules are limited; with --schedule all each keeps its own Ks below
-        if all(staleness_of(sc, min(ks)) > args.max_staleness for sc in schedules):
-            raise UserError(f"--max-staleness {args.max_staleness}: the fewest stages asked for, {min(ks)}, "
-                            f"train on gradients {min(ks) - 1} iterations old")
-    limit = args.memory_limit * GIB if args.memory_limit is not None else None
-    ttl: dict[str, Any] | None = None
-    if args.objective == "time-to-loss":
-        ks, ttl = _time_to_loss(args, profile, scenario, schedules[0], _allowed(ks, schedules[0], args), limit)
-        restricted = True
-
-    per_schedule: dict[str, list[Any]] = {}
-    layouts: dict[str, Any] = {}
-    for sched in schedules:
-        micro = args.micro_batches or (4 if sched in ("gpipe", "1f1b") else 1)
-        if micro > 1 and sched not in ("gpipe", "1f1b"):
-            if len(schedules) > 1:
-                micro = 1
-            else:
-                raise UserError(f"schedule '{sched}' takes no micro-batches (got {micro}); only gpipe, 1f1b do")
-        sched_ks = _allowed(ks, sched, args)
-        if not sched_ks:
-            per_schedule[sched] = []
-            continue
-        if args.replicas == "1":
-            per_schedule[sched] = [plan_for_k(profile, scenario, sched, k, micro_batches=micro,
-                                              memory_limit_bytes=limit) for k in sched_ks]
-            continue
-        from ddgsim.plan.layouts import search_layouts
-
-        found = search_layouts(profile, scenario, sched, args.gpus, micro_batches=micro, memory_limit_bytes=limit,
-                               replicas=None if args.replicas == "auto" else [int(args.replicas)],
-                               stages=sched_ks if restricted or sched_ks != ks else None,
-                               allreduce=args.allreduce)
-        layouts[sched] = found
-        top_choice = found.best
-        if top_choice is None or top_choice.best is None:
-            per_schedule[sched] = [KResult(stages=found.nearest_miss.stages if found.nearest_miss else ks[0],
-                                           schedule=sched, planned=None, baselines=[], overflow=found.nearest_miss,
-                                           exact=True)]
-            continue
-        per_schedule[sched] = [plan_for_k(profile, scenario, sched, top_choice.stages, micro_batches=micro,
-                                          memory_limit_bytes=limit, layout=top_choice.best.layout,
-                                          allreduce=args.allreduce, baselines=False, searched=top_choice.best)]
-    best = {s: choose(rs) for s, rs in per_schedule.items()}
-
-    def best_ms(s: str) -> float:
-        c = best[s]
-        return c.planned.iteration_ms if c is not None and c.planned is not None else float("inf")
-
-    primary = min(schedules, key=best_ms)  # the one schedule, or the fastest of --schedule all
-    chosen = best[primary]
-    if chosen is None:
-        worst = min((r.overflow for r in per_schedule[primary] if r.overflow is not None),
-                    key=lambda o: o.over_bytes)
-        reps = worst.layout.replicas if worst.layout is not None else (1,)
-        where = worst.layout.devices[worst.stage][0] if worst.layout is not None else worst.devices[worst.stage]
-        raise UserError(
-            f"no split of '{profile.model}' into {worst.stages} stage(s){replica_label(reps)} fits in memory: at "
-            f"best stage {worst.stage} on {where} needs {worst.need_bytes / GIB:.3f} GiB, "
-            f"{worst.over_bytes / GIB:.3f} GiB over its {worst.limit_bytes / GIB:.3f} GiB"
-        )
-    micro = chosen.planned.sim.micro_batches if chosen.planned else 1
+    _check_inputs(args, profile, scenario, schedules)
+    request = PlanRequest(
+        profile=profile, devices=args.gpus, scenario=scenario if args.scenario else None,
+        scenario_ref=args.scenario or "", profile_ref=profile_ref, schedules=tuple(schedules), stages=args.stages,
+        replicas=None if args.replicas == "auto" else int(args.replicas), allreduce=args.allreduce,
+        micro_batches=args.micro_batches, objective=args.objective, max_staleness=args.max_staleness,
+        memory_limit_bytes=args.memory_limit * GIB if args.memory_limit is not None else None,
+        pilots=_pilots(args) if args.objective == "time-to-loss" else None)
+    try:
+        outcome = plan(request, pilot_progress=_pilot_progress(args))
+    except TargetNotReached as e:
+        raise UserError(f"no K reached --target-loss {e.target:g} in {e.steps} pilot steps on every seed "
+                        "(raise --pilot-steps or the target)") from None
     from ddgsim.commands._args import note_provenance
 
-    note_provenance(profile, profile_ref.get("path") or profile.model, scenario,  # once the input is known good
+    note_provenance(profile, profile_ref.get("path") or profile.model, outcome.scenario,  # once the input is known good
                     (args.micro_batches or 4) if {"gpipe", "1f1b"} & set(schedules) else 1)
-    extra: dict[str, Any] = {"objective": args.objective, "scenario_assumed": assumed}
-    if args.max_staleness is not None:
-        extra["max_staleness"] = args.max_staleness
-    if ttl is not None:
-        extra["time_to_loss"] = ttl
-    if primary in layouts:
-        extra["layouts"] = _layouts_summary(layouts[primary])
-    plan = to_plan(chosen, profile, profile_ref, args.scenario or scenario.name, micro, extra=extra)
     if args.trace:
         from ddgsim.trace import write_trace
 
-        assert chosen.planned is not None
-        sim = chosen.planned.sim
-        write_trace(args.trace, sim.timeline, process=f"predicted {primary} on {scenario.name}",
+        assert outcome.chosen.planned is not None
+        sim = outcome.chosen.planned.sim
+        write_trace(args.trace, sim.timeline, process=f"predicted {outcome.schedule} on {outcome.scenario.name}",
                     rows=list(sim.devices), metadata=sim.summary())
     if args.out:
-        plan.save(args.out)
+        outcome.plan.save(args.out)
     if args.json:
-        data = plan.to_json()
+        data = outcome.plan.to_json()
         if len(schedules) > 1:
-            data["extra"]["schedules"] = {
-                s: None if c is None or c.planned is None else
-                {"stages": c.stages, "split": c.planned.split, "iteration_ms": c.planned.iteration_ms}
-                for s, c in best.items()
-            }
+            data["extra"]["schedules"] = outcome.best_per_schedule()
         json.dump(data, sys.stdout, indent=1)
         sys.stdout.write("\n")
         for written in (args.out, args.trace):
@@ -271,72 +195,38 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ddgsim.commands.plan_render import render
 
-    render(profile=profile, profile_note=profile_note, scenario=scenario, assumed=assumed,
-           per_schedule=per_schedule, primary=primary, chosen=chosen, out=args.out, trace=args.trace,
-           layouts=layouts.get(primary), objective=args.objective, time_to_loss=ttl)
+    render(profile=profile, profile_note=profile_note, scenario=outcome.scenario, assumed=outcome.assumed,
+           per_schedule=outcome.per_schedule, primary=outcome.schedule, chosen=outcome.chosen, out=args.out,
+           trace=args.trace, layouts=outcome.layouts, objective=args.objective, time_to_loss=outcome.time_to_loss)
     return 0
 
 
-def _allowed(ks: list[int], schedule: str, args: argparse.Namespace) -> list[int]:
-    """The Ks of ``ks`` within ``--max-staleness`` under ``schedule``."""
-    from ddgsim.converge.objective import staleness_of
+def _check_inputs(args: argparse.Namespace, profile: Any, scenario: Any, schedules: list[str]) -> None:
+    """The flags that need the profile and the scenario to check (the library checks them again, by value)."""
+    if len(scenario.devices) < args.gpus:
+        raise UserError(f"--gpus {args.gpus} but scenario '{scenario.name}' has {len(scenario.devices)} devices")
+    if args.stages is not None and args.stages > profile.num_units:
+        raise UserError(f"--stages {args.stages} is more stages than the {profile.num_units} units of '{profile.model}'")
+    if args.max_staleness is not None:
+        from ddgsim.converge.objective import staleness_of
 
-    if args.max_staleness is None:
-        return ks
-    return [k for k in ks if staleness_of(schedule, k) <= args.max_staleness]
+        fewest = args.stages or 1  # only the stale schedules are limited; with --schedule all each keeps its Ks
+        if all(staleness_of(sc, fewest) > args.max_staleness for sc in schedules):
+            raise UserError(f"--max-staleness {args.max_staleness}: the fewest stages asked for, {fewest}, "
+                            f"train on gradients {fewest - 1} iterations old")
 
 
-def _time_to_loss(args: argparse.Namespace, profile: Any, scenario: Any, schedule: str, ks: list[int],
-                  limit: float | None) -> tuple[list[int], dict[str, Any]]:
-    """The K with the least predicted time to the target (pilots × iteration time), and the table."""
-    from ddgsim.commands._table import replica_label
-    from ddgsim.commands.converge import pilots
-    from ddgsim.converge.objective import rank
-    from ddgsim.plan.build import plan_for_k
+def _pilots(args: argparse.Namespace) -> Any:
+    from ddgsim.plan.usecase import Pilots
 
-    micro = args.micro_batches or (4 if schedule in ("gpipe", "1f1b") else 1)
-    best: dict[int, tuple[str, tuple[int, ...], float]] = {}
-    for k in ks:
-        if args.replicas == "1":
-            r = plan_for_k(profile, scenario, schedule, k, micro_batches=micro, memory_limit_bytes=limit,
-                           baselines=False)
-            if r.planned is not None:
-                best[k] = (f"{k} × 1", tuple(r.planned.split), r.planned.iteration_ms)
-            continue
-        from ddgsim.plan.layouts import search_layouts
+    return Pilots(data=args.data, data_dir=args.data_dir, target_loss=args.target_loss, steps=args.pilot_steps,
+                  seeds=args.seeds, lr=args.lr, window=args.window, cache=not args.no_cache,
+                  warmup_steps=args.warmup_steps, lr_delay_scale=args.lr_delay_scale,
+                  weight_prediction=args.weight_prediction)
 
-        found = search_layouts(profile, scenario, schedule, args.gpus, micro_batches=micro, memory_limit_bytes=limit,
-                               replicas=None if args.replicas == "auto" else [int(args.replicas)], stages=[k],
-                               allreduce=args.allreduce)
-        b = found.best
-        if b is not None and b.best is not None:
-            reps = b.best.layout.replicas if b.best.layout is not None else (1,)
-            best[k] = (f"{k}{replica_label(reps)}", tuple(b.best.split), b.iteration_ms)
-    if not best:
-        return ks, {}
-    target, rows = rank(schedule, best,
-                        lambda splits: pilots(args, profile.model, splits, schedule, profile.batch_size,
-                                              f"{profile.model} ({args.data})"))
-    table = {"target_loss": target, "data": args.data, "pilot_steps": args.pilot_steps, "seeds": args.seeds,
-             "pilot_batch": profile.batch_size, "base_lr": args.lr, "window": args.window,
-             "rows": [r.to_json() for r in rows]}
-    if rows[0].median_steps is None:
-        raise UserError(f"no K reached --target-loss {target:g} in {args.pilot_steps} pilot steps on every seed "
-                        "(raise --pilot-steps or the target)")
-    return [rows[0].stages], table
 
-def _layouts_summary(found: Any) -> dict[str, Any]:
-    """What the layout search found, for the plan file's ``extra``."""
+def _pilot_progress(args: argparse.Namespace) -> Any:
+    """The pilots' progress bar on stderr (none with --no-progress or --json)."""
+    from ddgsim.commands.converge import progress
 
-    def one(r: Any) -> dict[str, Any] | None:
-        if r is None or r.best is None:
-            return None
-        return {"stages": r.stages, "replicas": r.replicas, "replica_counts": list(r.replica_counts),
-                "mapping": r.mapping, "split": r.best.split, "iteration_ms": r.iteration_ms, "exact": r.best.exact}
-
-    return {
-        "candidates": found.candidates, "searched": found.searched, "wall_s": found.wall_s,
-        "best": one(found.best), "pipeline": one(found.pipeline), "data_parallel": one(found.data_parallel),
-        "per_replicas": {str(d): one(r) for d, r in found.per_replicas.items()}, "mixed": one(found.mixed),
-        "any_layout_bound_ms": found.any_layout_bound_ms, "gap_bound": found.gap,
-    }
+    return lambda total, label: progress(not (args.no_progress or args.json), total, label)

@@ -1,0 +1,372 @@
+"""The ``plan`` use case: a typed request in, the chosen plan and everything it was weighed against out.
+
+    from ddgsim.plan.usecase import PlanRequest, plan
+    outcome = plan(PlanRequest(profile=profile, devices=4))
+    outcome.plan.save("plan.json")
+
+For each schedule asked for: the layout search over K stages × D replicas (K·D ≤ devices,
+:mod:`ddgsim.plan.layouts`) and its winner re-planned with the baselines, or with ``replicas=1``
+every K of a pure pipeline (:func:`ddgsim.plan.build.plan_for_k`); the fastest schedule's best
+K becomes the :class:`~ddgsim.plan.format.Plan`. ``objective="time-to-loss"`` first ranks the
+Ks by pilot trainings (:mod:`ddgsim.converge.objective`). ``python -m ddgsim plan`` is a thin
+adapter over :func:`plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from ddgsim.converge.pilot import DEFAULT_STEPS, DEFAULT_WINDOW
+from ddgsim.errors import UserError, choices
+from ddgsim.plan.build import KResult, choose, plan_for_k, to_plan
+from ddgsim.plan.format import Plan
+from ddgsim.plan.layouts import LayoutSearch, search_layouts
+from ddgsim.predict.scenario import Scenario, load_scenario
+from ddgsim.profile.format import Profile
+from ddgsim.replicas import ALLREDUCE, DEFAULT_ALLREDUCE
+from ddgsim.schedule import DEFAULT_SCHEDULE, SCHEDULES
+
+OBJECTIVES = ("throughput", "time-to-loss")
+MICRO_SCHEDULES = ("gpipe", "1f1b")
+"""Schedules that split a batch into micro-batches (4 by default here)."""
+GIB = 2**30
+
+PilotProgress = Callable[[int, str], AbstractContextManager[Callable[[str], None]]]
+"""``progress(total_runs, label)``: a context yielding ``advance(what)``, called after each pilot run."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pilots:
+    """Pilot trainings that rank the Ks by time to a training loss (``objective="time-to-loss"``)."""
+
+    data: str
+    """Training data of the pilots: digits, cifar10, text or synthetic."""
+    data_dir: str | None = None
+    """CIFAR-10 python batches (``data="cifar10"``)."""
+    target_loss: float | None = None
+    """The training loss to reach; ``None``: one every BP seed reaches at 3/4 of the steps."""
+    steps: int = DEFAULT_STEPS
+    """Steps per pilot."""
+    seeds: int = 3
+    """Seeds per K."""
+    lr: float = 0.05
+    """Base learning rate, BP's."""
+    window: int = DEFAULT_WINDOW
+    """Steps the training loss is averaged over."""
+    cache: bool = True
+    """Reuse cached pilots and cache new ones; ``False`` trains every pilot again."""
+    warmup_steps: int = 0
+    lr_delay_scale: bool = False
+    weight_prediction: bool = False
+    """Staleness compensation in the pilots (as ``execute`` applies it)."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "seeds", "window"):
+            if getattr(self, name) < 1:
+                raise UserError(f"pilot {name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise UserError(f"pilot warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.lr > 0:
+            raise UserError(f"pilot lr must be > 0, got {self.lr}")
+        if self.target_loss is not None and not self.target_loss > 0:
+            raise UserError(f"pilot target_loss must be > 0, got {self.target_loss}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanRequest:
+    """Everything a plan depends on; validated once, here."""
+
+    profile: Profile
+    """The model's measured costs at its batch size (the plan's batch is ``profile.batch_size``)."""
+    devices: int
+    """Devices available: K·D ≤ devices."""
+    scenario: Scenario | None = None
+    """The hardware; ``None``: ``ideal-<devices>``, copies of the profiled device on free links (assumed)."""
+    scenario_ref: str = ""
+    """How the plan file names the scenario (a name or a path); empty: the scenario's name."""
+    profile_ref: Mapping[str, Any] | None = None
+    """The plan file's reference to the profile (path, model, batch_size, ...); ``None``: model and batch only."""
+    schedules: tuple[str, ...] = (DEFAULT_SCHEDULE,)
+    """Schedules to plan; the fastest one's plan is chosen."""
+    stages: int | None = None
+    """Plan exactly this K; ``None``: every K in 1..devices."""
+    replicas: int | None = None
+    """Replicas per stage: ``None`` searches every D (and per-stage D_k); 1 plans pure pipelines and keeps every K."""
+    allreduce: str = DEFAULT_ALLREDUCE
+    """How replicas sum their gradients in the prediction: ring or tree."""
+    micro_batches: int | None = None
+    """Micro-batches of gpipe and 1f1b; ``None``: 4 for those, 1 for the others."""
+    memory_limit_bytes: float | None = None
+    """Memory per device; ``None``: each device's own, from the scenario."""
+    objective: str = "throughput"
+    """throughput (least time per iteration) or time-to-loss (least predicted time to the pilots' target)."""
+    max_staleness: int | None = None
+    """Only plans whose gradients are at most this many iterations old."""
+    pilots: Pilots | None = None
+    """The pilot trainings of ``objective="time-to-loss"``."""
+
+    def __post_init__(self) -> None:
+        n = self.devices
+        if n < 1:
+            raise UserError(f"devices must be >= 1, got {n}")
+        if self.stages is not None and not 1 <= self.stages <= n:
+            raise UserError(f"stages must be in 1..{n} (the devices), got {self.stages}")
+        if self.replicas is not None and not 1 <= self.replicas <= n:
+            raise UserError(f"replicas must be None (search) or in 1..{n} (the devices), got {self.replicas}")
+        if self.stages is not None and self.replicas is not None and self.stages * self.replicas > n:
+            raise UserError(f"stages({self.stages}) × replicas({self.replicas}) needs more than {n} devices")
+        if not self.schedules or any(s not in SCHEDULES for s in self.schedules):
+            raise UserError(f"unknown schedules {list(self.schedules)!r} (choose from {choices(SCHEDULES)})")
+        if self.allreduce not in ALLREDUCE:
+            raise UserError(f"unknown allreduce '{self.allreduce}' (choose from {choices(ALLREDUCE)})")
+        if self.micro_batches is not None and self.micro_batches < 1:
+            raise UserError(f"micro_batches must be >= 1, got {self.micro_batches}")
+        if self.memory_limit_bytes is not None and not self.memory_limit_bytes > 0:
+            raise UserError(f"memory_limit_bytes must be > 0, got {self.memory_limit_bytes}")
+        if self.max_staleness is not None and self.max_staleness < 0:
+            raise UserError(f"max_staleness must be >= 0, got {self.max_staleness}")
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"unknown objective '{self.objective}' (choose from {choices(OBJECTIVES)})")
+        if (self.objective == "time-to-loss") != (self.pilots is not None):
+            raise UserError(f"objective '{self.objective}' {'needs' if self.pilots is None else 'takes no'} pilots")
+        if self.pilots is not None and len(self.schedules) != 1:
+            raise UserError(f"time-to-loss plans one schedule, got {len(self.schedules)}: {list(self.schedules)!r}")
+        if self.scenario is not None and len(self.scenario.devices) < n:
+            raise UserError(f"{n} devices asked for but scenario '{self.scenario.name}' has "
+                            f"{len(self.scenario.devices)}")
+        if self.stages is not None and self.stages > self.profile.num_units:
+            raise UserError(f"stages({self.stages}) is more stages than the {self.profile.num_units} units "
+                            f"of '{self.profile.model}'")
+
+
+class TargetNotReached(UserError):
+    """No K's pilots reached the target loss on every seed."""
+
+    def __init__(self, target: float, steps: int) -> None:
+        super().__init__(f"no K reached the target loss {target:g} in {steps} pilot steps on every seed "
+                         "(raise the pilot steps or the target)")
+        self.target = target
+        self.steps = steps
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanOutcome:
+    """The chosen plan, and what it was chosen from."""
+
+    plan: Plan
+    """The ``ddgsim-plan/1`` plan of the chosen K (save it with ``plan.save(path)``)."""
+    chosen: KResult
+    """The chosen K: its planned split (``chosen.planned``, with the SimPy run) and baselines."""
+    schedule: str
+    """The chosen schedule (the fastest one when several were planned)."""
+    per_schedule: dict[str, list[KResult]]
+    """Each schedule's table rows: one KResult per K with ``replicas=1``, else the layout search's winner."""
+    layouts: LayoutSearch | None
+    """The chosen schedule's layout search (``None`` with ``replicas=1``)."""
+    scenario: Scenario
+    assumed: bool
+    """The scenario was not given: ``ideal-<devices>``."""
+    time_to_loss: dict[str, Any] | None = None
+    """The time-to-loss table (``objective="time-to-loss"``), as the plan file keeps it."""
+    notes: list[str] = field(default_factory=list)
+    """The chosen K's search and simulation notes."""
+
+    @property
+    def iteration_ms(self) -> float:
+        """The chosen plan's predicted time per iteration (SimPy's)."""
+        assert self.chosen.planned is not None
+        return self.chosen.planned.iteration_ms
+
+    @property
+    def bound_ms(self) -> float | None:
+        """No layout of any K, D_k, split or mapping beats this (``None`` without a layout search)."""
+        return self.layouts.any_layout_bound_ms if self.layouts is not None else None
+
+    def best_per_schedule(self) -> dict[str, dict[str, Any] | None]:
+        """Each schedule's best K: stages, split and iteration time (``None``: nothing fits)."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for s, rows in self.per_schedule.items():
+            c = choose(rows)
+            out[s] = (None if c is None or c.planned is None else
+                      {"stages": c.stages, "split": c.planned.split, "iteration_ms": c.planned.iteration_ms})
+        return out
+
+
+def plan(request: PlanRequest, *, pilot_progress: PilotProgress | None = None) -> PlanOutcome:
+    """Plan ``request``: the fastest K × D layout and split of the fastest schedule (or the least
+    predicted time to the pilots' target loss). ``pilot_progress`` shows the pilot runs' progress.
+    Raises :class:`~ddgsim.errors.UserError` when nothing fits in memory or nothing is allowed."""
+    r = request
+    profile = r.profile
+    assumed = r.scenario is None
+    scenario = r.scenario if r.scenario is not None else load_scenario(f"ideal-{r.devices}")
+    ks = [r.stages] if r.stages is not None else list(range(1, min(r.devices, profile.num_units) + 1))
+    restricted = r.stages is not None
+    if r.max_staleness is not None and not any(_allowed([min(ks)], s, r.max_staleness) for s in r.schedules):
+        raise UserError(f"max_staleness({r.max_staleness}): the fewest stages asked for, {min(ks)}, "
+                        f"train on gradients {min(ks) - 1} iterations old")
+    ttl: dict[str, Any] | None = None
+    if r.pilots is not None:
+        sched = r.schedules[0]
+        ks, ttl = _time_to_loss(r, r.pilots, scenario, sched, _allowed(ks, sched, r.max_staleness), pilot_progress)
+        restricted = True
+    per_schedule: dict[str, list[KResult]] = {}
+    layouts: dict[str, LayoutSearch] = {}
+    for sched in r.schedules:
+        per_schedule[sched], found = _plan_schedule(r, scenario, sched, ks, restricted)
+        if found is not None:
+            layouts[sched] = found
+    best = {s: choose(rs) for s, rs in per_schedule.items()}
+    primary = min(r.schedules, key=lambda s: _ms(best[s]))  # the one schedule, or the fastest
+    chosen = best[primary]
+    if chosen is None or chosen.planned is None:
+        worst = min((x.overflow for x in per_schedule[primary] if x.overflow is not None), key=lambda o: o.over_bytes)
+        reps = worst.layout.replicas if worst.layout is not None else (1,)
+        where = worst.layout.devices[worst.stage][0] if worst.layout is not None else worst.devices[worst.stage]
+        raise UserError(
+            f"no split of '{profile.model}' into {worst.stages} stage(s){_replica_label(reps)} fits in memory: at "
+            f"best stage {worst.stage} on {where} needs {worst.need_bytes / GIB:.3f} GiB, "
+            f"{worst.over_bytes / GIB:.3f} GiB over its {worst.limit_bytes / GIB:.3f} GiB"
+        )
+    extra: dict[str, Any] = {"objective": r.objective, "scenario_assumed": assumed}
+    if r.max_staleness is not None:
+        extra["max_staleness"] = r.max_staleness
+    if ttl is not None:
+        extra["time_to_loss"] = ttl
+    if primary in layouts:
+        extra["layouts"] = layouts_summary(layouts[primary])
+    ref = dict(r.profile_ref) if r.profile_ref is not None else {"model": profile.model,
+                                                                 "batch_size": profile.batch_size}
+    the_plan = to_plan(chosen, profile, ref, r.scenario_ref or scenario.name, chosen.planned.sim.micro_batches,
+                       extra=extra)
+    return PlanOutcome(plan=the_plan, chosen=chosen, schedule=primary, per_schedule=per_schedule,
+                       layouts=layouts.get(primary), scenario=scenario, assumed=assumed, time_to_loss=ttl,
+                       notes=[*chosen.notes, *chosen.planned.sim.notes])
+
+
+def _replica_label(replicas: tuple[int, ...]) -> str:
+    """`` × D = d``, `` × D_k = a–b (per stage)`` or nothing: as the tables say it
+    (:func:`ddgsim.commands._table.replica_label`, which a library module does not import)."""
+    lo, hi = min(replicas, default=1), max(replicas, default=1)
+    if lo != hi:
+        return f" × D_k = {lo}–{hi} (per stage)"
+    return f" × D = {hi}" if hi > 1 else ""
+
+
+def _ms(c: KResult | None) -> float:
+    return c.planned.iteration_ms if c is not None and c.planned is not None else float("inf")
+
+
+def _micro_batches(r: PlanRequest, schedule: str) -> int:
+    """Micro-batches of ``schedule``: the request's, or 4 for gpipe/1f1b and 1 for the others;
+    with several schedules one that takes none runs 1."""
+    micro = r.micro_batches or (4 if schedule in MICRO_SCHEDULES else 1)
+    if micro > 1 and schedule not in MICRO_SCHEDULES:
+        if len(r.schedules) > 1:
+            return 1
+        raise UserError(f"schedule '{schedule}' takes no micro-batches (got {micro}); only gpipe, 1f1b do")
+    return micro
+
+
+def _plan_schedule(r: PlanRequest, scenario: Scenario, schedule: str, ks: list[int],
+                   restricted: bool) -> tuple[list[KResult], LayoutSearch | None]:
+    """One schedule's rows (every K of a pure pipeline, or the layout search's winner re-planned
+    with its baselines) and its layout search."""
+    micro = _micro_batches(r, schedule)
+    sched_ks = _allowed(ks, schedule, r.max_staleness)
+    if not sched_ks:
+        return [], None
+    limit = r.memory_limit_bytes
+    if r.replicas == 1:
+        return [plan_for_k(r.profile, scenario, schedule, k, micro_batches=micro, memory_limit_bytes=limit)
+                for k in sched_ks], None
+    found = search_layouts(r.profile, scenario, schedule, r.devices, micro_batches=micro, memory_limit_bytes=limit,
+                           replicas=None if r.replicas is None else [r.replicas],
+                           stages=sched_ks if restricted or sched_ks != ks else None, allreduce=r.allreduce)
+    top = found.best
+    if top is None or top.best is None:
+        miss = found.nearest_miss
+        return [KResult(stages=miss.stages if miss else ks[0], schedule=schedule, planned=None, baselines=[],
+                        overflow=miss, exact=True)], found
+    return [plan_for_k(r.profile, scenario, schedule, top.stages, micro_batches=micro, memory_limit_bytes=limit,
+                       layout=top.best.layout, allreduce=r.allreduce, baselines=False, searched=top.best)], found
+
+
+def _allowed(ks: list[int], schedule: str, max_staleness: int | None) -> list[int]:
+    """The Ks of ``ks`` within ``max_staleness`` under ``schedule``."""
+    from ddgsim.converge.objective import staleness_of
+
+    if max_staleness is None:
+        return ks
+    return [k for k in ks if staleness_of(schedule, k) <= max_staleness]
+
+
+def _time_to_loss(r: PlanRequest, pilots: Pilots, scenario: Scenario, schedule: str, ks: list[int],
+                  progress: PilotProgress | None) -> tuple[list[int], dict[str, Any]]:
+    """The K with the least predicted time to the target (pilots × iteration time), and the table."""
+    from ddgsim.converge.objective import rank
+
+    micro = r.micro_batches or (4 if schedule in MICRO_SCHEDULES else 1)
+    best: dict[int, tuple[str, tuple[int, ...], float]] = {}
+    for k in ks:
+        if r.replicas == 1:
+            res = plan_for_k(r.profile, scenario, schedule, k, micro_batches=micro,
+                             memory_limit_bytes=r.memory_limit_bytes, baselines=False)
+            if res.planned is not None:
+                best[k] = (f"{k} × 1", tuple(res.planned.split), res.planned.iteration_ms)
+            continue
+        found = search_layouts(r.profile, scenario, schedule, r.devices, micro_batches=micro,
+                               memory_limit_bytes=r.memory_limit_bytes,
+                               replicas=None if r.replicas is None else [r.replicas], stages=[k],
+                               allreduce=r.allreduce)
+        b = found.best
+        if b is not None and b.best is not None:
+            reps = b.best.layout.replicas if b.best.layout is not None else (1,)
+            best[k] = (f"{k}{_replica_label(reps)}", tuple(b.best.split), b.iteration_ms)
+    if not best:
+        return ks, {}
+    batch = r.profile.batch_size
+    target, rows = rank(schedule, best,
+                        lambda splits: run_pilots(pilots, r.profile.model, splits, schedule, batch, progress))
+    table = {"target_loss": target, "data": pilots.data, "pilot_steps": pilots.steps, "seeds": pilots.seeds,
+             "pilot_batch": batch, "base_lr": pilots.lr, "window": pilots.window,
+             "rows": [row.to_json() for row in rows]}
+    if rows[0].median_steps is None:
+        raise TargetNotReached(target, pilots.steps)
+    return [rows[0].stages], table
+
+
+def run_pilots(pilots: Pilots, model: str, splits: dict[int, tuple[int, ...]], schedule: str, batch_size: int,
+               progress: PilotProgress | None = None) -> tuple[float, list[Any]]:
+    """Run (or read from the cache) the pilots of ``splits`` (K → split): ``(target, results)``."""
+    from ddgsim.converge import pilot
+
+    base = pilot.PilotSpec(model=model, data=pilots.data, split=(), schedule=schedule, batch_size=batch_size,
+                           steps=pilots.steps, lr=pilots.lr, seed=0, data_dir=pilots.data_dir,
+                           warmup_steps=pilots.warmup_steps, lr_delay_scale=pilots.lr_delay_scale,
+                           weight_prediction=pilots.weight_prediction)
+    bar = (progress(pilot.runs_needed(list(splits), pilots.seeds), f"{model} ({pilots.data})") if progress
+           else nullcontext(lambda _what: None))
+    with bar as advance:
+        return pilot.run_pilots(base, splits, pilots.seeds, pilots.target_loss, pilots.window, cache=pilots.cache,
+                                advance=advance)
+
+
+def layouts_summary(found: LayoutSearch) -> dict[str, Any]:
+    """What the layout search found, for the plan file's ``extra``."""
+
+    def one(r: Any) -> dict[str, Any] | None:
+        if r is None or r.best is None:
+            return None
+        return {"stages": r.stages, "replicas": r.replicas, "replica_counts": list(r.replica_counts),
+                "mapping": r.mapping, "split": r.best.split, "iteration_ms": r.iteration_ms, "exact": r.best.exact}
+
+    return {
+        "candidates": found.candidates, "searched": found.searched, "wall_s": found.wall_s,
+        "best": one(found.best), "pipeline": one(found.pipeline), "data_parallel": one(found.data_parallel),
+        "per_replicas": {str(d): one(r) for d, r in found.per_replicas.items()}, "mixed": one(found.mixed),
+        "any_layout_bound_ms": found.any_layout_bound_ms, "gap_bound": found.gap,
+    }
