@@ -51,19 +51,7 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _read_plan(path: str) -> dict[str, Any]:
-    """The plan fields ``simulate`` needs, from a validated ``ddgsim-plan/1`` file."""
-    from ddgsim.plan import format as plan_file
-
-    plan = plan_file.load(path)
-    data = plan.to_json()
-    data["devices"] = [s.device for s in plan.stages]
-    data["layout"] = plan.layout if plan.world_size > plan.num_stages else None
-    data["allreduce"] = plan.allreduce
-    return data
-
-
-def _load_profile(args: argparse.Namespace, plan: dict[str, Any] | None, batch: int) -> tuple[Any, str]:
+def _load_profile(args: argparse.Namespace, plan: Any, batch: int) -> tuple[Any, str]:
     from ddgsim.profile import format as profile_format
 
     if args.profile:
@@ -72,10 +60,10 @@ def _load_profile(args: argparse.Namespace, plan: dict[str, Any] | None, batch: 
         prof = profile_format.load(args.profile)
         check_profile_batch(args.batch_size, prof, args.profile)
         return prof, args.profile
-    ref = (plan or {}).get("profile")
+    ref = plan.profile if plan is not None else None
     if not args.model and isinstance(ref, dict) and isinstance(ref.get("path"), str) and Path(ref["path"]).is_file():
         return profile_format.load(ref["path"]), ref["path"]
-    model = args.model or (plan or {}).get("model")
+    model = args.model or (plan.model if plan is not None else None)
     if not isinstance(model, str) or not model:
         raise UserError("give a MODEL, --profile FILE or --plan PLAN")
     from ddgsim.profile.store import find_profile
@@ -95,77 +83,21 @@ def _positive(option: str, value: int | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ddgsim.plan.split import check_split, even_split, parse_split
-    from ddgsim.predict.event_sim import simulate
-    from ddgsim.predict.max_plus import min_iterations
-    from ddgsim.predict.scenario import load_scenario
-    from ddgsim.schedule import check_schedule_args
+    from ddgsim.plan.simulate import simulate_split
 
     if args.profile and args.model:
         raise UserError("give either MODEL or --profile FILE, not both")
-    plan = _read_plan(args.plan) if args.plan else None
-    if plan is not None and args.model and args.model != plan["model"]:
-        raise UserError(f"plan {args.plan} is for model '{plan['model']}', not '{args.model}'")
-    for option, value in (("--gpus", args.gpus), ("--micro-batches", args.micro_batches),
-                          ("--batch-size", args.batch_size), ("--iterations", args.iterations),
-                          ("--replicas", args.replicas)):
-        _positive(option, value)
-    if plan is not None and args.batch_size is not None and args.batch_size != plan.get("batch_size"):
-        raise UserError(f"--batch-size {args.batch_size} but plan {args.plan} is for batch {plan.get('batch_size')}; "
-                        f"plan that batch: python -m ddgsim plan {plan.get('model')} --batch-size {args.batch_size}")
-    batch = args.batch_size or (plan or {}).get("batch_size") or DEFAULT_BATCH
-    profile, profile_path = _load_profile(args, plan, batch)
-    n_units = profile.num_units
-
-    split: list[int] | None = parse_split(args.split) if args.split is not None else None
-    if split is None and plan is not None:
-        split = list(plan["split"])
-    stages = args.gpus if args.gpus is not None else (len(split) + 1 if split is not None else None)
-    if stages is None:
-        raise UserError("give --gpus K or --split CUTS")
-    if stages > n_units:
-        raise UserError(f"--gpus {stages} is more stages than the {n_units} units of '{profile.model}'")
-    split = even_split(n_units, stages) if split is None else check_split(split, n_units, stages)
-
-    schedule = args.schedule or (plan or {}).get("schedule") or DEFAULT_SCHEDULE
-    micro = args.micro_batches or (plan or {}).get("micro_batches") or 1
-    iterations = args.iterations
-    check_schedule_args(schedule, stages, iterations or min_iterations(stages), micro)
-    if iterations is not None and iterations < min_iterations(stages):
-        raise UserError(f"--iterations must be >= {min_iterations(stages)} (2K+2) for K = {stages}, got {iterations}")
-
-    scenario_name = args.scenario or (plan or {}).get("scenario")
-    assumed = scenario_name is None
-    scenario = load_scenario(scenario_name or f"ideal-{stages * (args.replicas or 1)}")
-    devices = args.devices.split(",") if args.devices else (plan or {}).get("devices")
-    layout = None if args.devices or args.replicas else (plan or {}).get("layout")
-    allreduce = args.allreduce or (plan or {}).get("allreduce") or "ring"
-    if allreduce not in ("ring", "tree"):
-        raise UserError(f"unknown --allreduce '{allreduce}' (choose from 'ring', 'tree')")
-    if args.replicas is not None and args.replicas > 1:
-        if args.devices:
-            raise UserError("give --devices or --replicas, not both")
-        from ddgsim.plan.layouts import layouts_for
-        from ddgsim.replicas import check_batch
-
-        check_batch(profile.batch_size, micro, [args.replicas] * stages)
-        layout = layouts_for(scenario, stages, args.replicas, len(scenario.devices))[0][1]
-    if layout is None and devices is None and stages > len(scenario.devices):
-        raise UserError(f"--gpus {stages} needs {stages} devices but scenario '{scenario.name}' has {len(scenario.devices)}")
-
-    if layout is not None:
-        result = simulate(profile, split, scenario, schedule, iterations=iterations, micro_batches=micro,
-                          layout=layout, allreduce=allreduce)
-    else:
-        result = simulate(profile, split, scenario, schedule, iterations=iterations,
-                          micro_batches=micro, devices=devices)
+    plan = _read_plan(args)
+    profile, profile_path = _load_profile(args, plan, args.batch_size or (plan.batch_size if plan else DEFAULT_BATCH))
+    request, assumed = _request(args, plan, profile)
+    result = simulate_split(request)
     from ddgsim.commands._args import note_provenance
 
-    note_provenance(profile, profile_path, scenario, micro)  # once the input is known to be good
+    note_provenance(profile, profile_path, request.scenario, request.micro_batches)  # once the input is known good
     if args.trace:
         from ddgsim.trace import write_trace
 
-        write_trace(args.trace, result.timeline, process=f"predicted {schedule} on {scenario.name}",
+        write_trace(args.trace, result.timeline, process=f"predicted {result.schedule} on {result.scenario}",
                     rows=list(result.devices), metadata=result.summary())
         # on stderr when stdout carries JSON
         print(f"wrote {args.trace} (open in https://ui.perfetto.dev)", file=sys.stderr if args.json else sys.stdout)
@@ -176,6 +108,67 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_tables(result, profile, assumed)
     return 0
+
+
+def _read_plan(args: argparse.Namespace) -> Any:
+    """``--plan``, checked against MODEL and the numeric flags (``None`` without one)."""
+    from ddgsim.plan import format as plan_file
+
+    plan = plan_file.load(args.plan) if args.plan else None
+    if plan is not None and args.model and args.model != plan.model:
+        raise UserError(f"plan {args.plan} is for model '{plan.model}', not '{args.model}'")
+    for option, value in (("--gpus", args.gpus), ("--micro-batches", args.micro_batches),
+                          ("--batch-size", args.batch_size), ("--iterations", args.iterations),
+                          ("--replicas", args.replicas)):
+        if value is not None and value <= 0:
+            raise UserError(f"{option} must be > 0, got {value}")
+    if plan is not None and args.batch_size is not None and args.batch_size != plan.batch_size:
+        raise UserError(f"--batch-size {args.batch_size} but plan {args.plan} is for batch {plan.batch_size}; "
+                        f"plan that batch: python -m ddgsim plan {plan.model} --batch-size {args.batch_size}")
+    return plan
+
+
+def _request(args: argparse.Namespace, plan: Any, profile: Any) -> tuple[Any, bool]:
+    """The flags over the plan's fields, checked in the order a user meets them (flags named; the
+    library checks again, by value), as a request; and whether the scenario is assumed."""
+    from ddgsim.plan.simulate import SimulateRequest
+    from ddgsim.plan.split import check_split, parse_split
+    from ddgsim.predict.max_plus import min_iterations
+    from ddgsim.predict.scenario import load_scenario
+    from ddgsim.schedule import check_schedule_args
+
+    split = parse_split(args.split) if args.split is not None else (list(plan.split) if plan else None)
+    stages = args.gpus if args.gpus is not None else (len(split) + 1 if split is not None else None)
+    if stages is None:
+        raise UserError("give --gpus K or --split CUTS")
+    if stages > profile.num_units:
+        raise UserError(f"--gpus {stages} is more stages than the {profile.num_units} units of '{profile.model}'")
+    if split is not None:
+        check_split(split, profile.num_units, stages)
+    schedule = args.schedule or (plan.schedule if plan else DEFAULT_SCHEDULE)
+    micro = args.micro_batches or (plan.micro_batches if plan else 1)
+    check_schedule_args(schedule, stages, args.iterations or min_iterations(stages), micro)
+    if args.iterations is not None and args.iterations < min_iterations(stages):
+        raise UserError(f"--iterations must be >= {min_iterations(stages)} (2K+2) for K = {stages}, "
+                        f"got {args.iterations}")
+    scenario_name = args.scenario or (plan.scenario if plan else None)
+    scenario = load_scenario(scenario_name or f"ideal-{stages * (args.replicas or 1)}")
+    allreduce = args.allreduce or (plan.allreduce if plan else "ring")
+    if allreduce not in ("ring", "tree"):
+        raise UserError(f"unknown --allreduce '{allreduce}' (choose from 'ring', 'tree')")
+    replicated = args.replicas is not None and args.replicas > 1
+    if replicated and args.devices:
+        raise UserError("give --devices or --replicas, not both")
+    layout = plan.layout if plan and plan.world_size > plan.num_stages and not (args.devices or args.replicas) else None
+    devices = (tuple(args.devices.split(",")) if args.devices else
+               None if replicated or layout is not None or not plan else tuple(s.device for s in plan.stages))
+    if not replicated and layout is None and devices is None and stages > len(scenario.devices):
+        raise UserError(f"--gpus {stages} needs {stages} devices but scenario '{scenario.name}' has "
+                        f"{len(scenario.devices)}")
+    return SimulateRequest(profile=profile, split=tuple(split) if split is not None else None, stages=stages,
+                           schedule=schedule, micro_batches=micro, iterations=args.iterations, scenario=scenario,
+                           devices=devices, layout=layout, replicas=args.replicas, allreduce=allreduce), \
+        scenario_name is None
 
 
 def _print_tables(r: Any, profile: Any, assumed: bool) -> None:
