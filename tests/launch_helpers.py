@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from ddgsim.execute.job import run_inprocess_job
 from ddgsim.execute.options import parse_run_args
-from ddgsim.execute.runner import run_inprocess_job
 from ddgsim.plan.format import Plan
 from ddgsim.replicas import Layout
 

@@ -81,7 +81,7 @@ def test_execute_names_the_failing_stage_its_exception_and_its_log(tmp_path: Pat
     last = r.stderr.strip().splitlines()[-1]
     # the stage's exit code is 1, or SIGTERM where the launcher stopped it before it was out
     assert re.fullmatch(re.escape("error: stage 1 failed (exit code ") + EXIT + re.escape(
-        f"): ddgsim.execute.runner.InjectedFault: DDGSIM_FAULT=1:2:raise: rank 1 raised at step 2; "
+        f"): ddgsim.execute.faults.InjectedFault: DDGSIM_FAULT=1:2:raise: rank 1 raised at step 2; "
         f"full log: {logs.resolve() / 'rank1.log'}; the job was stopped"), last), r.stderr
     log = (logs / "rank1.log").read_text()
     assert "Traceback (most recent call last)" in log and "fault_hook" in log
@@ -110,14 +110,14 @@ def test_torch_pipelining_failure_is_explained(tmp_path: Path, monkeypatch: pyte
         launch_torch(plan, 3, tmp_path / "m.json", log_dir=tmp_path / "logs")
     msg = str(info.value)
     assert re.match(re.escape("torch.distributed.pipelining stage 0 failed (exit code ") + EXIT + re.escape(
-        "): ddgsim.execute.runner.InjectedFault: DDGSIM_FAULT=0:1:raise"), msg), msg
+        "): ddgsim.execute.faults.InjectedFault: DDGSIM_FAULT=0:1:raise"), msg), msg
     assert msg.endswith(f"full log: {(tmp_path / 'logs').resolve() / 'rank0.log'}")
     # the command line says the same on one line, exit status 1
     r = subprocess.run([sys.executable, "-m", "ddgsim.compare.torch_pipelining", str(plan), "--steps", "3",
                         "--metrics", str(tmp_path / "m.json")], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert r.returncode == 1
     assert re.match(re.escape("error: torch.distributed.pipelining stage 0 failed (exit code ") + EXIT
-                    + re.escape("): ddgsim.execute.runner.InjectedFault"), r.stderr.strip().splitlines()[-1])
+                    + re.escape("): ddgsim.execute.faults.InjectedFault"), r.stderr.strip().splitlines()[-1])
 
 
 def test_a_log_dir_that_cannot_be_made_is_one_line_before_anything_starts(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ def test_the_in_process_pilot_is_the_executors_math(cache: Path) -> None:
     """The pilot of a 2-stage split is the engine run the executor equals bit for bit
     (tests/test_executor_dist.py): the same losses as run_inprocess_job."""
     from ddgsim.execute.config import RunConfig
-    from ddgsim.execute.runner import run_inprocess_job
+    from ddgsim.execute.job import run_inprocess_job
     from ddgsim.plan.format import Plan
 
     spec = PilotSpec(model="mlp", data="digits", split=(2,), schedule="ddg", batch_size=32, steps=8, lr=0.05, seed=3)
@@ -202,7 +202,7 @@ def test_the_loss_against_time_figure_has_both_curves_per_k() -> None:
 def test_long_pilots_keep_no_copy_of_the_model_per_step(cache: Path) -> None:
     """The in-process engine with every_iteration=False holds the weights of the start and the end only
     (a 3 000-step gpt-mini run otherwise holds 10 GB), with the same final weights and losses."""
-    from ddgsim.execute.runner import run_inprocess_job
+    from ddgsim.execute.job import run_inprocess_job
     from ddgsim.plan.format import Plan
 
     cache.mkdir(parents=True, exist_ok=True)

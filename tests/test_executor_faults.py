@@ -4,7 +4,7 @@ A killed stage mid-run and a non-finite loss are in ``test_executor_dist.py``; h
 SIGKILL while a checkpoint is being written, SIGTERM to the job (preemption), a peer
 that hangs, checkpoints that are truncated, foreign or from another plan, and
 ``--data digits`` without scikit-learn. Faults are injected with the executor's
-``DDGSIM_FAULT=STAGE:STEP:WHAT`` hook (``ddgsim.execute.runner.fault_hook``).
+``DDGSIM_FAULT=STAGE:STEP:WHAT`` hook (``ddgsim.execute.faults.fault_hook``).
 """
 
 from __future__ import annotations

@@ -142,8 +142,8 @@ def test_nccl_without_cuda_and_too_many_stages(mlp_plan: Path, capsys: pytest.Ca
 
 def test_corrupt_checkpoint(mlp_plan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from ddgsim.execute import checkpoint as ckpt
+    from ddgsim.execute.job import prepare
     from ddgsim.execute.options import parse_run_args
-    from ddgsim.execute.runner import prepare
 
     ck = tmp_path / "ck"
     job = prepare(parse_run_args([str(mlp_plan), "--steps", "5"]))

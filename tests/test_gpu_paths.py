@@ -14,7 +14,7 @@ from launch_helpers import write_plan
 from ddgsim.compare.torch_pipelining import launch as launch_torch
 from ddgsim.errors import UserError
 from ddgsim.execute.comm import WINDOW, group_timeout
-from ddgsim.execute.runner import check_devices, stage_device
+from ddgsim.execute.job import check_devices, stage_device
 from ddgsim.plan.format import Plan
 from ddgsim.plan.format import load as load_plan
 from ddgsim.replicas import Layout

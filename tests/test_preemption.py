@@ -1,4 +1,4 @@
-"""The preemption agreement (``ddgsim.execute.runner.Preemption``) over a real c10d store.
+"""The preemption agreement (``ddgsim.execute.preempt.Preemption``) over a real c10d store.
 
 K stages advance in a random interleaving, as the pipeline lets them: stage k + 1 is
 never ahead of stage k, stage k never more than one iteration ahead of stage k + 1.
@@ -13,7 +13,7 @@ import torch.distributed as dist
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ddgsim.execute.runner import Preemption
+from ddgsim.execute.preempt import Preemption
 
 
 @st.composite

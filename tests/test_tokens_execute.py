@@ -13,7 +13,8 @@ from launch_helpers import ROOT, assert_clean, assert_same, engine_weights, exec
 
 from ddgsim.cli import main
 from ddgsim.execute.config import RunConfig
-from ddgsim.execute.runner import evaluate_stages, run_inprocess_job
+from ddgsim.execute.evaluate import evaluate_stages
+from ddgsim.execute.job import run_inprocess_job
 from ddgsim.plan.format import Plan
 from ddgsim.plan.format import load as load_plan
 

@@ -38,10 +38,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ddgsim.execute.childlog import LaunchFailed
+    from ddgsim.execute.childlog import LaunchFailed, log_to_stderr
     from ddgsim.execute.launch import Nodes, launch
     from ddgsim.execute.options import config_from_args
 
+    log_to_stderr()
     try:
         return launch(config_from_args(args), Nodes(nnodes=args.nnodes, node_rank=args.node_rank,
                                                     rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id,

@@ -2,8 +2,10 @@
 CPU, NCCL on GPU), computing the DDG update exactly.
 
 ``config`` (the run's typed configuration) ← ``options`` (its command line);
-``launch`` (elastic launcher) → ``runner`` (one stage process: ``comm`` messages,
-``stage`` forward/backward/delayed update, ``data``, ``checkpoint``) → ``measure``
-(metrics and trace). ``engine`` runs the same schedule in one process (the reference
-the distributed run must equal bit for bit).
+``launch`` (elastic launcher) → ``runner`` (one stage process: ``job`` built from the config,
+``groups`` of processes, the ``stage_loop`` with ``comm`` messages, ``stage``
+forward/backward/delayed update, ``data``, ``checkpoint``, ``preempt``, ``faults``,
+``evaluate``) → ``report`` (gathered on rank 0) → ``measure`` (metrics and trace). ``engine``
+runs the same schedule in one process (the reference the distributed run must equal bit
+for bit).
 """

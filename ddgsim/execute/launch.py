@@ -15,6 +15,7 @@ command then exits 0 and the run continues with ``--resume DIR``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -28,6 +29,8 @@ from pathlib import Path
 from ddgsim.errors import UserError
 from ddgsim.execute.childlog import ENV, LaunchFailed, explain
 from ddgsim.execute.config import RunConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,17 +88,15 @@ def launch(config: RunConfig, nodes: Nodes | None = None, log_dir: Path | None =
     nodes = nodes or Nodes()
     if nodes.max_restarts < 0:
         raise UserError(f"--max-restarts must be >= 0, got {nodes.max_restarts}")
-    from ddgsim.execute.runner import prepare
+    from ddgsim.execute.job import check_devices, prepare
 
     job = prepare(config)  # every UserError before anything starts or is written
     world = job.world_size
     endpoint, run_id, nproc = _placement(nodes, world)
-    from ddgsim.execute.runner import check_devices
-
     check_devices(job, nproc)
     if job.backend == "gloo" and world > (os.cpu_count() or 1):
-        sys.stderr.write(f"warning: {world} stage processes on {os.cpu_count()} CPU cores; "
-                         "stages will share cores and timings will not reflect the plan\n")
+        log.warning("%d stage processes on %d CPU cores; stages will share cores and timings will "
+                    "not reflect the plan", world, os.cpu_count() or 1)
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
