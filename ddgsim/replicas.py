@@ -8,15 +8,20 @@ Semantics (the contract every layer implements):
 * Every replica of stage k runs stage k's action list unchanged (``schedule.py``); the
   staleness of stage k stays ``K-1-k``.
 * **Shards.** The samples of every batch (of every micro-batch, under gpipe/1f1b) are
-  split into D_k equal contiguous shards: replica r of stage k holds samples
-  ``[r·n/D_k, (r+1)·n/D_k)`` of each micro-batch of ``n = B/M`` samples. A batch size
-  must therefore be divisible by ``M·D_k`` for every k (:func:`check_batch`).
+  split into D_k contiguous shards as ``torch.tensor_split`` splits them: of a micro-batch
+  of ``n = B/M`` samples, the first ``n mod D_k`` replicas hold ``⌈n/D_k⌉`` samples and the
+  others ``⌊n/D_k⌋`` (:func:`shard`), so any D_k ≤ n works; equal shards where D_k divides
+  n. The batch must split into M equal micro-batches, each of at least D_k samples
+  (:func:`check_batch`). A stage moves at the pace of its largest shard (the update's
+  all-reduce waits for every replica), so the timing and memory models price every replica
+  of stage k at ``⌈n/D_k⌉`` samples (:func:`largest_shard`).
 * **Messages.** Where D_k ≠ D_{k+1} the batch is re-sharded at the boundary: the piece of
   samples ``[lo, hi)`` goes from the replica of stage k that holds it to the replica of
   stage k+1 that holds it (:func:`pieces`); a receiver concatenates its pieces in sample
   order. Error gradients travel the same pieces backwards. Equal D: replica r ↔ replica r.
-* **Loss.** A last-stage replica scales its shard's mean loss by ``1/D_{K-1}`` (its share
-  of the batch), so the error gradients are exactly those of the batch's mean loss.
+* **Loss.** A last-stage replica scales its shard's mean loss by its share of the batch's
+  samples (shard size / B), so the error gradients are exactly those of the batch's mean loss
+  — with shards of unequal size too.
 * **Update.** Before ``U k t`` the replicas of stage k **sum** their weight gradients of
   batch t (an all-reduce over the stage's group), then each applies the same update, so
   the replicas' weights stay identical. For D = 2 the sum ``a + b`` is the same in any
@@ -35,7 +40,7 @@ Semantics (the contract every layer implements):
 
 from __future__ import annotations
 
-import math
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -59,39 +64,80 @@ class Piece(NamedTuple):
 
 
 def shard(samples: int, replicas: int, replica: int) -> tuple[int, int]:
-    """Sample range ``[lo, hi)`` of ``replica`` among ``replicas`` equal shards of ``samples``."""
+    """Sample range ``[lo, hi)`` of ``replica`` among ``replicas`` shards of ``samples``: the first
+    ``samples mod replicas`` shards hold one sample more (``torch.tensor_split``'s sizes)."""
     if replicas < 1 or not 0 <= replica < replicas:
         raise ValueError(f"replica {replica} of {replicas}")
-    if samples % replicas:
-        raise ValueError(f"{samples} samples do not split into {replicas} equal shards")
-    size = samples // replicas
-    return replica * size, (replica + 1) * size
+    if samples < replicas:
+        raise ValueError(f"{samples} samples do not give each of {replicas} replicas a sample")
+    base, extra = divmod(samples, replicas)
+    lo = replica * base + min(replica, extra)
+    return lo, lo + base + (1 if replica < extra else 0)
+
+
+def largest_shard(samples: int, replicas: int) -> int:
+    """Samples of the largest of ``replicas`` shards of ``samples`` (``⌈samples/replicas⌉``): what
+    paces the stage and sizes its memory."""
+    return -(-samples // replicas)
+
+
+def shard_share(samples: int, replicas: int) -> float:
+    """The largest shard's share of ``samples`` (``1/replicas`` when the shards are equal)."""
+    return largest_shard(samples, replicas) / samples
+
+
+def useful_replicas(samples: int, most: int) -> list[int]:
+    """Replica counts 1..``most`` (at most ``samples``) worth trying: for each largest-shard size
+    the fewest replicas that reach it. More replicas with the same largest shard do the same
+    work per replica and only add devices, all-reduce steps and pieces, so they never help."""
+    out: list[int] = []
+    for d in range(1, min(most, samples) + 1):
+        if not out or largest_shard(samples, d) < largest_shard(samples, out[-1]):
+            out.append(d)
+    return out
 
 
 def pieces(samples: int, src_replicas: int, dst_replicas: int) -> list[Piece]:
     """Every non-empty intersection of a sending and a receiving shard, in sample order."""
-    out = []
-    for s in range(src_replicas):
-        a, b = shard(samples, src_replicas, s)
-        for d in range(dst_replicas):
-            c, e = shard(samples, dst_replicas, d)
-            lo, hi = max(a, c), min(b, e)
-            if lo < hi:
-                out.append(Piece(s, d, lo, hi))
-    return out
+    cuts = sorted({0, samples, *(shard(samples, src_replicas, r)[0] for r in range(src_replicas)),
+                   *(shard(samples, dst_replicas, r)[0] for r in range(dst_replicas))})
+    return [Piece(holder(samples, src_replicas, lo), holder(samples, dst_replicas, lo), lo, hi)
+            for lo, hi in itertools.pairwise(cuts)]
+
+
+def holder(samples: int, replicas: int, sample: int) -> int:
+    """The replica whose shard (:func:`shard`) holds ``sample``."""
+    base, extra = divmod(samples, replicas)
+    big = extra * (base + 1)
+    return sample // (base + 1) if sample < big else extra + (sample - big) // base
+
+
+def piece_counts(samples: int, src_replicas: int, dst_replicas: int) -> tuple[int, int]:
+    """(pieces the busiest receiving replica takes, pieces the busiest sending replica posts) across a
+    boundary (:func:`pieces`), counted from the shards' ends without listing the pieces."""
+    def most(a: int, b: int) -> int:  # a's shards, each crossing how many of b's
+        return max(holder(samples, b, hi - 1) - holder(samples, b, lo) + 1
+                   for lo, hi in (shard(samples, a, r) for r in range(a)))
+    return most(dst_replicas, src_replicas), most(src_replicas, dst_replicas)
 
 
 def check_batch(batch_size: int, micro_batches: int, replicas: Sequence[int]) -> None:
-    """``UserError`` unless every stage's replicas split every micro-batch into equal shards."""
+    """``UserError`` unless the batch splits into ``micro_batches`` equal micro-batches and each of
+    them has a sample for every replica of every stage (shards may differ by one sample)."""
     for k, d in enumerate(replicas):
         if d < 1:
             raise UserError(f"stage {k} has {d} replicas; every stage needs at least 1")
-        if batch_size % (micro_batches * d):
-            need = math.lcm(*[micro_batches * x for x in replicas])
+    if batch_size % micro_batches:
+        raise UserError(f"batch size {batch_size} does not split into {micro_batches} equal micro-batches; "
+                        f"use a multiple of {micro_batches}")
+    n = batch_size // micro_batches
+    for k, d in enumerate(replicas):
+        if d > n:
             raise UserError(
-                f"batch size {batch_size} does not split into {micro_batches} micro-batch(es) × {d} replicas "
-                f"of stage {k}; use a multiple of {need}"
-            )
+                f"stage {k} has {d} replicas but a micro-batch has {n} sample{'s' if n != 1 else ''} (batch size "
+                f"{batch_size} / "
+                f"{micro_batches} micro-batch(es)); use at most {n} replicas or a batch of at least "
+                f"{micro_batches * d}")
 
 
 @dataclass(frozen=True)

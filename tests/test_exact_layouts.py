@@ -16,7 +16,7 @@ from sim_helpers import chain, make_profile, ms, overheads, with_overheads
 from ddgsim.plan import exact
 from ddgsim.plan.layouts import replica_counts
 from ddgsim.predict import closed_form, max_plus
-from ddgsim.predict.overheads import Overheads, messages
+from ddgsim.predict.overheads import Overheads
 from ddgsim.predict.scenario import cluster, load_scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import Layout
@@ -106,13 +106,6 @@ def check_dp(profile: Profile, scenario, N: int, options: list[int], want: float
     assert at is not None
     assert exact._period(T, n, *at) <= want * (1 + 1e-9) + 1e-12
     assert exact._feasible(T, n, N, want * (1 - 1e-6), 1) is None
-
-
-def test_piece_counts_are_the_overheads_message_counts() -> None:
-    for a in range(1, 13):
-        for b in range(1, 13):
-            recv, send = messages([a, b])
-            assert exact.piece_counts(a, b) == (recv[1], send[0]), (a, b)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -101,13 +101,15 @@ def test_k2_d2_on_two_launchers(tmp_path: Path) -> None:
     assert_same(final_weights(tmp_path / "w", 2), engine_weights([str(plan), *common]))
 
 
-@pytest.mark.parametrize(("model", "split", "replicas", "schedule", "micro"), [
-    ("smallcnn", [], (2,), "ddg", 1),      # pure data parallel, BatchNorm statistics per replica
-    ("mlp", [2], (2, 1), "gpipe", 2),      # unequal D: re-sharded at the boundary, micro-batches
+@pytest.mark.parametrize(("model", "split", "replicas", "schedule", "micro", "batch"), [
+    ("smallcnn", [], (2,), "ddg", 1, 16),      # pure data parallel, BatchNorm statistics per replica
+    ("mlp", [2], (2, 1), "gpipe", 2, 16),      # unequal D: re-sharded at the boundary, micro-batches
+    ("mlp", [2], (1, 2), "ddg", 1, 15),        # 15 samples on 2 replicas: shards of 8 and 7
 ])
 def test_data_parallel_and_resharding_equal_the_engine(tmp_path: Path, model: str, split: list[int],
-                                                       replicas: tuple[int, ...], schedule: str, micro: int) -> None:
-    plan = write_plan(tmp_path / "p.json", model, split, schedule, micro=micro, replicas=replicas)
+                                                       replicas: tuple[int, ...], schedule: str, micro: int,
+                                                       batch: int) -> None:
+    plan = write_plan(tmp_path / "p.json", model, split, schedule, batch=batch, micro=micro, replicas=replicas)
     common = ["--steps", "6", "--data", "digits", "--seed", "4"]
     r = execute(str(plan), *common, "--final-weights", str(tmp_path / "w"), "--metrics", str(tmp_path / "m.json"))
     assert r.returncode == 0, r.stderr
@@ -119,10 +121,11 @@ def test_data_parallel_and_resharding_equal_the_engine(tmp_path: Path, model: st
 
 
 def test_three_replicas_agree_with_the_engine_to_rounding(tmp_path: Path) -> None:
-    """K = 1 × D = 3. With more than two replicas the all-reduce adds in its own order (gloo's
-    ring: each rank's chunk is summed starting from a different replica), which rounds
-    differently from the engine's (g0 + g1) + g2, so the weights agree to rounding, not bit for bit."""
-    plan = write_plan(tmp_path / "p.json", "mlp", [], "ddg", batch=24, replicas=(3,))
+    """K = 1 × D = 3 on a batch of 25 (shards of 9, 8 and 8 samples). With more than two replicas the
+    all-reduce adds in its own order (gloo's ring: each rank's chunk is summed starting from a
+    different replica), which rounds differently from the engine's (g0 + g1) + g2, so the weights
+    agree to rounding, not bit for bit."""
+    plan = write_plan(tmp_path / "p.json", "mlp", [], "ddg", batch=25, replicas=(3,))
     common = ["--steps", "6", "--data", "digits", "--no-eval"]
     r = execute(str(plan), *common, "--final-weights", str(tmp_path / "w"), "--metrics", str(tmp_path / "m.json"))
     assert r.returncode == 0, r.stderr
@@ -137,12 +140,15 @@ def test_three_replicas_agree_with_the_engine_to_rounding(tmp_path: Path) -> Non
 @pytest.mark.parametrize(("schedule", "micro", "split", "replicas"), [
     ("ddg", 1, [2], (2, 2)), ("ddg", 1, [2], (2, 1)), ("ddg-pipelined", 1, [1, 3], (1, 4, 2)),
     ("gpipe", 2, [2], (1, 2)), ("1f1b", 2, [2, 4], (2, 1, 2)),
+    # replica counts that do not divide the batch of 16: shards a sample apart (6, 5, 5; 3, 3, 2; ...)
+    ("ddg", 1, [2], (3, 2)), ("ddg-pipelined", 1, [1, 3], (5, 1, 3)), ("gpipe", 2, [2], (3, 1)),
+    ("1f1b", 2, [2, 4], (1, 3, 5)),
 ])
 def test_engine_replicated_mlp_matches_unreplicated(tmp_path: Path, schedule: str, micro: int, split: list[int],
                                                     replicas: tuple[int, ...]) -> None:
     """Without BatchNorm a replicated run computes the unreplicated run's math (shards' losses scaled
-    by 1/D, gradients summed, batches re-sharded at the boundaries) in another summation order:
-    the same weights and losses to float tolerance."""
+    by their share of the batch, gradients summed, batches re-sharded at the boundaries) in another
+    summation order: the same weights and losses to float tolerance, with shards of unequal size too."""
     common = ["--steps", "8", "--data", "digits", "--seed", "5"]
     plain = write_plan(tmp_path / "a.json", "mlp", split, schedule, micro=micro)
     repl = write_plan(tmp_path / "b.json", "mlp", split, schedule, micro=micro, replicas=replicas)
@@ -157,15 +163,15 @@ def test_engine_replicated_mlp_matches_unreplicated(tmp_path: Path, schedule: st
 
 
 def test_a_batch_that_does_not_shard_is_one_line(tmp_path: Path) -> None:
-    plan = write_plan(tmp_path / "p.json", "mlp", [2], "ddg", replicas=(2, 2))
+    plan = write_plan(tmp_path / "p.json", "mlp", [2], "ddg", micro=1, replicas=(2, 2))
     data = json.loads(plan.read_text())
-    data["batch_size"] = 15
+    data["batch_size"] = 1
     plan.write_text(json.dumps(data))
     r = execute(str(plan), "--steps", "3", "--data", "digits", timeout=60)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: malformed plan"), r.stderr
-    assert "batch size 15" in lines[0] and "use a multiple of 2" in lines[0]
+    assert "stage 0 has 2 replicas but a micro-batch has 1 sample" in lines[0] and "batch of at least 2" in lines[0]
 
 
 def test_processes_that_do_not_spread_over_the_nodes_are_one_line(tmp_path: Path) -> None:

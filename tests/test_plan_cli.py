@@ -65,7 +65,7 @@ def test_plan_searches_replicas_and_the_plan_reproduces(prof: Path, tmp_path: Pa
     assert sim["iteration_ms"] == pytest.approx(plan.predicted["iteration_ms"], rel=1e-12)
     code, stdout, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "8", "--scenario", "cluster-2x4")
     assert "best K for each replica count D" in stdout and "best pure pipeline" in stdout
-    bounded = [D for D in (1, 2, 4, 8) if str(D) not in found["per_replicas"]]  # every D is searched or named
+    bounded = [D for D in range(1, 9) if str(D) not in found["per_replicas"]]  # every D is searched or named
     text = " ".join(stdout.split())
     assert not bounded or f"D = {', '.join(map(str, bounded))}: every K bounded out" in text
     assert "no K searched fits in memory" not in text
@@ -127,7 +127,7 @@ def test_trace_written(prof: Path, tmp_path: Path, capsys: pytest.CaptureFixture
         (["--gpus", "2", "--scenario", "nowhere"], "nowhere"),
         (["--gpus", "4", "--replicas", "8"], "--replicas must be auto or a number in 1..4 (--gpus), got '8'"),
         (["--gpus", "4", "--replicas", "two"], "--replicas must be auto or a number in 1..4"),
-        (["--gpus", "4", "--replicas", "3"], "batch size 32 does not split into 1 micro-batch(es) × 3 replicas of stage 0; use a multiple of 3"),
+        (["--gpus", "40", "--replicas", "33", "--scenario", "ideal-40"], "stage 0 has 33 replicas but a micro-batch has 32 samples"),
         (["--gpus", "4", "--stages", "3", "--replicas", "2"], "--stages 3 × --replicas 2 needs more than the 4 devices"),
         (["--gpus", "4", "--allreduce", "butterfly"], "unknown --allreduce 'butterfly'"),
     ],
@@ -185,13 +185,28 @@ def test_per_stage_layouts_say_why_they_were_not_searched(prof: Path, capsys: py
     code, out, _ = _run(capsys, "plan", "--profile", str(prof), "--gpus", "4", "--stages", "2")
     assert code == 0 and "per-stage D_k not searched: the stage count or the replica count is fixed" in out
 
-def test_an_odd_batch_plans_pure_pipelines_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_odd_batch_plans_uneven_shards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """31 samples: every D in 1..4 is tried (shards a sample apart), the plan reproduces in simulate."""
     odd = tmp_path / "odd.json"
     make_profile([1, 2, 3, 4], [2, 4, 6, 8], [4096] * 4, [1000] * 4, [2**20] * 4, batch_size=31).save(odd)
-    code, out, _ = _run(capsys, "plan", "--profile", str(odd), "--gpus", "4")
-    assert code == 0 and "per-stage D_k not searched: only D = 1 shards the batch" in out
-    assert "D = 2, 3, 4 not searched: 31 samples do not split" in " ".join(out.split())
-    assert "best pure data parallel" not in out  # D = 1 is one device, not a baseline
+    out_plan = tmp_path / "plan.json"
+    code, out, _ = _run(capsys, "plan", "--profile", str(odd), "--gpus", "4", "--json", "--out", str(out_plan))
+    assert code == 0
+    found = json.loads(out)["extra"]["layouts"]
+    assert found["data_parallel"]["replicas"] == 4
+    code, sim, _ = _run(capsys, "simulate", "--plan", str(out_plan), "--json")
+    assert code == 0 and json.loads(sim)["iteration_ms"] == pytest.approx(found["best"]["iteration_ms"], rel=1e-12)
+    code, out, _ = _run(capsys, "plan", "--profile", str(odd), "--gpus", "4", "--replicas", "3", "--stages", "1")
+    assert code == 0 and "shards of 11 of a micro-batch's 31 samples" in " ".join(out.split())
+
+
+def test_replica_counts_that_cannot_help_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """8 samples on 8 devices: 5, 6 or 7 replicas hold 2 samples each at most, as 4 do: not searched."""
+    small = tmp_path / "small.json"
+    make_profile([1, 2, 3, 4], [2, 4, 6, 8], [4096] * 4, [1000] * 4, [2**20] * 4, batch_size=8).save(small)
+    code, out, _ = _run(capsys, "plan", "--profile", str(small), "--gpus", "8", "--scenario", "ideal-8")
+    assert code == 0
+    assert "D = 5, 6, 7 not searched: a replica would hold as many of a micro-batch's 8 samples" in " ".join(out.split())
 
 
 def test_unknown_model_lists_known(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -11,14 +12,23 @@ from hypothesis import strategies as st
 from ddgsim.errors import UserError
 from ddgsim.plan import format as plan_file
 from ddgsim.plan.format import Plan
-from ddgsim.replicas import Layout, check_batch, pieces, shard
+from ddgsim.predict.overheads import messages
+from ddgsim.replicas import (
+    Layout,
+    check_batch,
+    holder,
+    largest_shard,
+    piece_counts,
+    pieces,
+    shard,
+    useful_replicas,
+)
 
 
-@given(st.integers(1, 8), st.integers(1, 8), st.integers(1, 6))
-def test_pieces_cover_every_sample_once_from_its_holder_to_its_holder(da: int, db: int, mult: int) -> None:
-    import math
-
-    n = math.lcm(da, db) * mult
+@given(st.integers(1, 60), st.data())
+def test_pieces_cover_every_sample_once_from_its_holder_to_its_holder(n: int, data: st.DataObject) -> None:
+    da = data.draw(st.integers(1, n), label="da")
+    db = data.draw(st.integers(1, n), label="db")
     got = pieces(n, da, db)
     assert [p.lo for p in got] == sorted(p.lo for p in got)
     covered = [i for p in got for i in range(p.lo, p.hi)]
@@ -27,20 +37,60 @@ def test_pieces_cover_every_sample_once_from_its_holder_to_its_holder(da: int, d
         a, b = shard(n, da, p.src)
         c, e = shard(n, db, p.dst)
         assert a <= p.lo < p.hi <= b and c <= p.lo and p.hi <= e
+    # every (sender, receiver) pair whose shards overlap has exactly one piece
+    overlapping = {(s, d) for s in range(da) for d in range(db)
+                   if max(shard(n, da, s)[0], shard(n, db, d)[0]) < min(shard(n, da, s)[1], shard(n, db, d)[1])}
+    assert sorted((p.src, p.dst) for p in got) == sorted(overlapping)
     if da == db:
         assert [(p.src, p.dst) for p in got] == [(r, r) for r in range(da)]
+    recv = max(sum(1 for p in got if p.dst == r) for r in range(db))
+    send = max(sum(1 for p in got if p.src == r) for r in range(da))
+    assert piece_counts(n, da, db) == (recv, send)
+    assert messages([da, db], n) == ([0, recv], [send, 0])
 
 
-def test_shard_refuses_uneven_splits() -> None:
+@given(st.integers(1, 200), st.data())
+def test_shards_are_tensor_splits_sizes(n: int, data: st.DataObject) -> None:
+    """Contiguous, in order, sizes ⌈n/D⌉ then ⌊n/D⌋ (torch.tensor_split's), the largest first."""
+    import torch
+
+    d = data.draw(st.integers(1, n), label="replicas")
+    ranges = [shard(n, d, r) for r in range(d)]
+    assert ranges[0][0] == 0 and ranges[-1][1] == n
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    sizes = [hi - lo for lo, hi in ranges]
+    assert sizes == [len(t) for t in torch.arange(n).tensor_split(d)]
+    assert max(sizes) == largest_shard(n, d) and max(sizes) - min(sizes) <= 1
+    assert all(holder(n, d, i) == r for r, (lo, hi) in enumerate(ranges) for i in range(lo, hi))
+
+
+@given(st.integers(1, 300), st.integers(1, 400))
+def test_useful_replicas_are_the_fewest_for_each_largest_shard(n: int, most: int) -> None:
+    got = useful_replicas(n, most)
+    every = range(1, min(n, most) + 1)
+    assert got[0] == 1 and set(got) <= set(every)
+    # each count not tried has a tried one no larger with a largest shard no larger
+    for d in every:
+        assert any(g <= d and largest_shard(n, g) <= largest_shard(n, d) for g in got)
+    sizes = [largest_shard(n, g) for g in got]
+    assert sizes == sorted(set(sizes), reverse=True)
+
+
+def test_shard_gives_the_first_replicas_the_extra_samples() -> None:
     assert shard(12, 3, 2) == (8, 12)
-    with pytest.raises(ValueError, match="equal shards"):
-        shard(10, 3, 0)
+    assert [shard(10, 3, r) for r in range(3)] == [(0, 4), (4, 7), (7, 10)]
+    with pytest.raises(ValueError, match="2 samples do not give each of 3 replicas a sample"):
+        shard(2, 3, 0)
 
 
 def test_check_batch_names_the_stage_and_a_batch_that_works() -> None:
     check_batch(32, 2, [2, 4])
-    with pytest.raises(UserError, match=r"batch size 36 does not split into 2 micro-batch\(es\) × 4 replicas of stage 1; use a multiple of 8"):
-        check_batch(36, 2, [2, 4])
+    check_batch(30, 2, [4, 3])  # 15 samples per micro-batch: shards of 4, 4, 4, 3 and 5, 5, 5
+    with pytest.raises(UserError, match=r"batch size 36 does not split into 5 equal micro-batches; use a multiple of 5"):
+        check_batch(36, 5, [1])
+    with pytest.raises(UserError, match=r"stage 1 has 20 replicas but a micro-batch has 18 samples \(batch size 36 / 2 "
+                                        r"micro-batch\(es\)\); use at most 18 replicas or a batch of at least 40"):
+        check_batch(36, 2, [2, 20])
 
 
 @given(st.lists(st.integers(1, 4), min_size=1, max_size=5))
@@ -84,7 +134,7 @@ def test_plan_with_replicas_round_trips_and_a_pipeline_plan_is_unchanged(tmp_pat
 
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda d: d["stages"][0].update(replicas=["gpu9", "gpu1"]), "field 'stages\\[0\\].replicas' must start with the stage's device 'gpu0'"),
-    (lambda d: d.update(batch_size=31), "batch size 31 does not split into 1 micro-batch\\(es\\) × 2 replicas of stage 0"),
+    (lambda d: d.update(batch_size=1), "stage 0 has 2 replicas but a micro-batch has 1 sample "),
     (lambda d: d["stages"][1].update(device="gpu1"), "device 'gpu1' is used by two replicas"),
     (lambda d: d.update(allreduce="butterfly"), "field 'allreduce' must be one of 'ring', 'tree', got 'butterfly'"),
 ])

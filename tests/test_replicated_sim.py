@@ -111,9 +111,11 @@ def replicated(draw: st.DrawFn) -> tuple:
     sc = mesh(n, bw, lat)
     names = iter(d.name for d in sc.devices)
     layout = Layout(tuple(tuple(next(names) for _ in range(d)) for d in D))
+    # equal shards, or a small batch that 2 or 3 replicas split into shards a sample apart
+    batch = draw(st.sampled_from([BATCH, 3, 4, 5, 7, 11]).filter(lambda b: b >= max(D)))
     prof = make_profile([u.forward_ms for u in profile.units], [u.backward_ms for u in profile.units],
                         [u.output_bytes for u in profile.units], [u.param_bytes for u in profile.units],
-                        batch_size=BATCH)
+                        batch_size=batch)
     return prof, split, sc, layout
 
 
@@ -124,6 +126,10 @@ def test_replicated_sim_equals_recursion_without_shared_links(case, name, algori
     costs = costs_for_splits(profile, [split], sc, layout=layout, allreduce=algorithm)
     assume(not costs.shared_links(sc))
     r = simulate(profile, split, sc, name, layout=layout, allreduce=algorithm)
+    # shards a sample apart: pieces of unequal size, each replica priced at its stage's largest shard
+    uneven = any(profile.batch_size % d for d in layout.replicas)
+    if uneven:
+        event("uneven shards")
     overlapped = any(f < 1.0 for stage in costs.grad_buckets or () for f, _ in stage)
     assert r.analytic_exact == (not overlapped) and r.replicas == layout.replicas
     a = float(periods(name, costs)[0])
@@ -133,14 +139,14 @@ def test_replicated_sim_equals_recursion_without_shared_links(case, name, algori
         # closed forms add to U whole: an upper bound
         event("buckets overlap the backward")
         assert a >= r.iteration_ms * (1 - 1e-9) - 1e-9
-    elif len({(link.bandwidth_gb_s, link.latency_us) for link in sc.links}) <= 1:
+    elif len({(link.bandwidth_gb_s, link.latency_us) for link in sc.links}) <= 1 and not uneven:
         # Symmetric replicas: every piece of a boundary takes as long, so the one representative
         # per stage (its slowest piece) is exact.
         assert a == pytest.approx(r.iteration_ms, rel=1e-9, abs=1e-9)
     else:
-        # Replicas on links of different speeds: the representative adds every boundary's slowest
-        # piece, while each replica's chain only takes its own pieces (hypothesis found a layout
-        # where the slow pieces lie on different chains): an upper bound.
+        # Replicas on links of different speeds, or pieces of unequal size: the representative adds
+        # every boundary's slowest piece, while each replica's chain only takes its own pieces
+        # (hypothesis found a layout where the slow pieces lie on different chains): an upper bound.
         assert a >= r.iteration_ms * (1 - 1e-9) - 1e-9
     assert r.allreduce_ms == pytest.approx(costs.allreduce_ms[0].tolist())
 
@@ -240,10 +246,29 @@ def test_memory_per_replica() -> None:
     assert tight.memory_fits == (False, False, False)
 
 
-def test_batch_must_split_into_the_replicas() -> None:
-    prof = make_profile([1.0, 1.0], [1.0, 1.0], batch_size=8)
-    with pytest.raises(UserError, match="batch size 8 does not split into 1 micro-batch\\(es\\) × 3 replicas"):
+def test_every_replica_needs_a_sample() -> None:
+    prof = make_profile([1.0, 1.0], [1.0, 1.0], batch_size=2)
+    with pytest.raises(UserError, match="stage 0 has 3 replicas but a micro-batch has 2 samples"):
         simulate(prof, [1], chain(4, mesh=True), "ddg", layout=Layout((("d0", "d1", "d2"), ("d3",))))
+
+
+def test_uneven_shards_are_priced_at_the_largest_shard() -> None:
+    """8 samples on 3 replicas: shards of 3, 3 and 2 samples; the stage moves at its 3-sample shards' pace,
+    the messages to the next stage's 2 replicas (4 + 4) are pieces of 3, 1 + 2 and 2 samples."""
+    prof = make_profile([1.0, 2.0], [3.0, 4.0], output_bytes=[800, 0], activation_bytes=[8000, 16000], batch_size=8)
+    layout = Layout((("d0", "d1", "d2"), ("d3", "d4")))
+    costs = costs_for_splits(prof, [[1]], chain(5, mesh=True), layout=layout)
+    assert costs.forward_ms[0].tolist() == pytest.approx([3 / 8 * 1.0, 4 / 8 * 2.0])
+    assert costs.backward_ms[0].tolist() == pytest.approx([3 / 8 * 3.0, 4 / 8 * 4.0])
+    assert [(p.src, p.dst, p.lo, p.hi) for p in costs.boundary_pieces(0)] == [
+        (0, 0, 0, 3), (1, 0, 3, 4), (1, 1, 4, 6), (2, 1, 6, 8)]
+    assert costs.message_bytes[0].tolist() == pytest.approx([800 * 3 / 8])  # the largest piece
+    assert any("shards of 3 of a micro-batch's 8 samples" in n for n in costs.notes)
+    mem = simulate(prof, [1], chain(5, mesh=True), "ddg", layout=layout).memory
+    whole = simulate(prof, [1], chain(5, mesh=True), "ddg", layout=Layout((("d0",), ("d3",)))).memory
+    assert whole[0].activations > 0
+    assert mem[0].activations == round(whole[0].activations * 3 / 8)  # the largest shard: 3 of 8 samples
+    assert mem[1].activations == round(whole[1].activations * 4 / 8)
 
 
 def test_the_representative_is_an_upper_bound_when_replicas_sit_on_unequal_links() -> None:

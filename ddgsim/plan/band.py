@@ -31,7 +31,7 @@ from ddgsim.predict.memory import message_buffers, steady_flights, unit_bytes
 from ddgsim.predict.overheads import action_ms, tail_ms
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.replicas import Layout
+from ddgsim.replicas import Layout, shard_share
 
 INF = np.inf
 
@@ -131,7 +131,8 @@ def tables(
     work, fwd, upd, overflow = [], [], [], []
     shard_tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     flights = steady_flights(sched.name, K, M)
-    extra_f, extra_b, extra_u = action_ms(scenario.overheads, layout.replicas)  # the executor's, per action
+    samples = profile.batch_size // M
+    extra_f, extra_b, extra_u = action_ms(scenario.overheads, layout.replicas, samples)  # the executor's, per action
     for k, devs in enumerate(layout.devices):
         D = len(devs)
         if D not in shard_tables:
@@ -143,8 +144,9 @@ def tables(
         flight, versions = flights[k]
         msg_in = np.zeros_like(params) if k == 0 else np.broadcast_to(msg[idx][:, None], params.shape)
         msg_out, unsaved_out = (0.0, 0.0) if k == K - 1 else (msg[endc], unsaved[endc])
-        buf = np.round(message_buffers(msg_in, msg_out, unsaved_out) / (M * D))
-        mem = params * (2 + optimizer_buffers + versions) + np.round(flight * acts / D) + buf
+        share = shard_share(samples, D)  # the largest shard's share of a micro-batch (1/D when equal)
+        buf = np.round(message_buffers(msg_in, msg_out, unsaved_out) * share / M)
+        mem = params * (2 + optimizer_buffers + versions) + np.round(flight * acts * share) + buf
         limit = scenario.memory_limit(devs, memory_limit)
         overflow.append(np.where(valid, mem - limit, INF))
         work.append((fs + bs) / speed + M * (extra_f[k] + extra_b[k]))
@@ -153,18 +155,20 @@ def tables(
         upd.append(U / speed + ar + extra_u[k])
     comm, hop = [], []
     for k in range(K - 1):
-        a_total, a_hop = _boundary(scenario, layout.devices[k], layout.devices[k + 1], msg / M)
-        g_total, g_hop = _boundary(scenario, layout.devices[k + 1], layout.devices[k], msg / M)
+        a_total, a_hop = _boundary(scenario, layout.devices[k], layout.devices[k + 1], msg / M, samples)
+        g_total, g_hop = _boundary(scenario, layout.devices[k + 1], layout.devices[k], msg / M, samples)
         comm.append(a_total + g_total)
         hop.append(np.maximum(a_hop, g_hop))
     return Band(n=n, K=K, width=W, work=work, fwd=fwd, upd=upd, overflow=overflow, comm=comm, hop=hop,
-                measured=measured, masks=_masks(K, n, W), tails=tail_ms(scenario.overheads, layout.replicas))
+                measured=measured, masks=_masks(K, n, W), tails=tail_ms(scenario.overheads, layout.replicas, samples))
 
 
-def _boundary(scenario: Scenario, src: Sequence[str], dst: Sequence[str], message: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _boundary(scenario: Scenario, src: Sequence[str], dst: Sequence[str], message: np.ndarray,
+              samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(slowest piece's route time, busiest link direction) of one round of a boundary's pieces,
-    each a function of the message size (``message[u]`` bytes for the whole micro-batch)."""
-    routes, load = max_plus.piece_loads(scenario, src, dst)
+    each a function of the message size (``message[u]`` bytes for the whole micro-batch of
+    ``samples``; ``None``: equal shards)."""
+    routes, load = max_plus.piece_loads(scenario, src, dst, samples)
     total = np.zeros_like(message)
     for route in routes:
         t = np.zeros_like(message)

@@ -54,10 +54,12 @@ class KResult:
     allreduce: str = DEFAULT_ALLREDUCE
 
 
-SIM_EVENT_BUDGET = 150_000
+SIM_EVENT_BUDGET = 60_000
 """Confirm a split in SimPy only when its run is estimated below this many transfers and actions
-(about two SimPy events each: 294 k of them, resnet20 on 64 replicas with its three all-reduces
-per iteration, took 5 s); larger layouts keep the closed form's figures, and say so."""
+(about two SimPy events each, some 60 k transfers a second on a 2-core VM: 294 k of them, resnet20
+on 64 replicas with its three all-reduces per iteration, took 5 s; 83 k, a 64-device layout with a
+stage of 26 replicas, 1.4 s), so that a plan stays within a second or two of simulation; larger
+layouts keep the closed form's figures, and say so."""
 
 
 def simulation_size(layout: Layout, micro_batches: int, iterations: int,

@@ -38,7 +38,7 @@ from ddgsim.predict import max_plus
 from ddgsim.predict.collective import update_allreduce_ms
 from ddgsim.predict.scenario import FreeMesh, Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.replicas import Layout
+from ddgsim.replicas import Layout, piece_counts
 
 INF = np.inf
 REL_TOL = 1e-9
@@ -93,16 +93,6 @@ def dp_work(units: int, replica_options: int, devices: int) -> float:
     return replica_options ** 2 * units * (units + 1) / 2 * (devices + 1)
 
 
-def piece_counts(src: int, dst: int) -> tuple[int, int]:
-    """(pieces the busiest receiving replica takes, pieces the busiest sending replica posts) across a
-    boundary from ``src`` to ``dst`` replicas: :func:`ddgsim.predict.overheads.messages` of ``[src, dst]``
-    without listing the ``src·dst`` samples' pieces (sender s holds ``[s·dst, (s+1)·dst)``, receiver d
-    ``[d·src, (d+1)·src)``)."""
-    def most(a: int, b: int) -> int:  # shards of size b, the other side's of size a
-        return max((s * b + b - 1) // a - (s * b) // a + 1 for s in range(a))
-    return most(dst, src), most(src, dst)
-
-
 @dataclass
 class _Tables:
     """Costs of stage ``[u, v)`` with the j-th replica count, ``(n+1, n+1)`` each (``inf`` where v ≤ u)."""
@@ -129,6 +119,7 @@ class _Tables:
 def _tables(profile: Profile, scenario: Scenario, names: Sequence[str], Ds: Sequence[int], update_gb_s: float,
             allreduce: str) -> _Tables:
     n = profile.num_units
+    samples = profile.batch_size  # one micro-batch (ddg-pipelined, M = 1): its shards may differ by a sample
     o = scenario.overheads  # a job of two processes or more (one process: see exact_search)
     speed = scenario.device(names[0]).speed
     lower = np.tril(np.ones((n + 1, n + 1), dtype=bool))
@@ -160,10 +151,10 @@ def _tables(profile: Profile, scenario: Scenario, names: Sequence[str], Ds: Sequ
             if a + b > len(names):
                 continue
             src, dst = list(names[:a]), list(names[a:a + b])
-            at, ah = _boundary(scenario, src, dst, msg)
-            gt, gh = _boundary(scenario, dst, src, msg)
+            at, ah = _boundary(scenario, src, dst, msg, samples)
+            gt, gh = _boundary(scenario, dst, src, msg, samples)
             comm[i, j], hop[i, j] = at + gt, np.maximum(ah, gh)
-            recv[i, j], send[i, j] = piece_counts(a, b)
+            recv[i, j], send[i, j] = piece_counts(samples, a, b)
     return _Tables(Ds=list(Ds), work=work, close=close, close_last=close_last, comm=comm, hop=hop, recv=recv,
                    send=send, tail_ms=o.tail_us * 1e-3, receive_ms=o.receive_us * 1e-3, send_ms=o.send_us * 1e-3)
 
@@ -194,13 +185,24 @@ def _feasible(T: _Tables, n: int, N: int, P: float, least_devices: int) -> tuple
                     S[vs, j, D] = np.minimum(S[vs, j, D], val[j])
                     pred_u[vs, j, D] = 0
             continue
-        cur = S[u]  # (nd_i, N+1)
-        if not np.isfinite(cur).any():
+        here = S[u]  # (nd_i, N+1): exactly m devices so far
+        reach = np.isfinite(here)
+        if not reach.any():
             continue
-        sd, rv = T.send, T.recv  # (nd_i, nd_j)
-        S_in = cur[:, None, :] + (T.receive_ms * sd)[:, :, None]  # (nd_i, nd_j, N+1): + the B's message costs
+        # Only entries no entry of the same replica count with fewer devices beats take part: an entry
+        # (m', S') with m' < m and S' <= S reaches every target the entry (m, S) does, with fewer
+        # devices and no larger S (every step below is monotone in S). Every layout from here has
+        # two stages or more, so the fewest-devices entries are never the one-device layout the
+        # final check may exclude.
+        before = np.concatenate([np.full((nd, 1), INF), np.minimum.accumulate(here, axis=1)[:, :-1]], axis=1)
+        front = reach & (here < before)
+        rows = np.nonzero(front.any(axis=1))[0]
+        cols = np.nonzero(front.any(axis=0))[0]
+        cur = here[rows][:, cols]  # (r, w): device totals ``cols``
+        sd, rv = T.send[rows], T.recv[rows]  # (r, nd_j)
+        S_in = cur[:, None, :] + (T.receive_ms * sd)[:, :, None]  # (r, nd_j, w): + the B's message costs
         pend = S_in + (T.tail_ms + T.send_ms * sd)[:, :, None] <= 0  # the previous stage's own check
-        X = np.where(pend & (T.hop[:, :, u] <= P)[:, :, None], S_in + T.comm[:, :, u][:, :, None], INF)
+        X = np.where(pend & (T.hop[rows, :, u] <= P)[:, :, None], S_in + T.comm[rows, :, u][:, :, None], INF)
         live = np.asarray(np.isfinite(X).any(axis=2))
         if not live.any():
             continue
@@ -209,17 +211,21 @@ def _feasible(T: _Tables, n: int, N: int, P: float, least_devices: int) -> tuple
         Ci = C[None, :, :] + (T.send_ms * rv)[:, :, None]
         new = Ai[:, :, :, None] + np.maximum(Ci[:, :, :, None], X[:, :, None, :])
         new = np.where(live[:, :, None, None], new, INF)
-        arg = np.argmin(new, axis=0)  # (nd_j, L, N+1)
+        arg = np.argmin(new, axis=0)  # (nd_j, L, w)
         best = np.take_along_axis(new, arg[None], axis=0)[0]
+        arg = rows[arg]
         for j, D in enumerate(Ds):
-            if D > N:
+            keep = cols + D <= N
+            if not keep.any():
                 continue
-            tgt = S[vs, j, D:]
-            cand = best[j, :, :N + 1 - D]
+            to = cols[keep] + D  # the targets' device totals
+            Sv, Pu, Pi = S[vs, j], pred_u[vs, j], pred_i[vs, j]  # views (L, N+1)
+            tgt = Sv[:, to]
+            cand = best[j][:, keep]
             better = cand < tgt
-            S[vs, j, D:] = np.where(better, cand, tgt)
-            pred_u[vs, j, D:] = np.where(better, u, pred_u[vs, j, D:])
-            pred_i[vs, j, D:] = np.where(better, arg[j, :, :N + 1 - D], pred_i[vs, j, D:])
+            Sv[:, to] = np.where(better, cand, tgt)
+            Pu[:, to] = np.where(better, u, Pu[:, to])
+            Pi[:, to] = np.where(better, arg[j][:, keep], Pi[:, to])
     done = np.asarray(S[n] + T.tail_ms <= 0)  # the last stage posts nothing
     done[:, :least_devices] = False
     hits = np.argwhere(done)

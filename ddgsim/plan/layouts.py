@@ -1,7 +1,9 @@
 """Search over layouts: K stages × D replicas on N devices, the split, and the device mapping.
 
-Candidates are every (K, D) with K·D ≤ N, K ≤ the model's units, and a batch that splits
-into M·D equal shards. Each has a lower bound on its period that holds for every split:
+Candidates are every (K, D) with K·D ≤ N, K ≤ the model's units, and D among the replica
+counts worth trying (:func:`ddgsim.replicas.useful_replicas`: shards may differ by a sample;
+of the counts with the same largest shard, the fewest). Each has a lower bound on its period
+that holds for every split:
 
     LB(K, D) = max( (W_D + U) / K,  max unit work_D ) / fastest speed
 
@@ -49,7 +51,7 @@ from ddgsim.predict.closed_form import CLOSED_FORM
 from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, stage_memory, unit_bytes
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, check_batch
+from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, check_batch, useful_replicas
 from ddgsim.schedule import Schedule, Steady, make_schedule
 
 MAPPINGS = ("replicas together", "stages together")
@@ -133,8 +135,9 @@ class LayoutSearch:
 
 
 def replica_counts(batch_size: int, micro_batches: int, devices: int) -> list[int]:
-    """D = 1..N that shard every micro-batch into equal parts."""
-    return [d for d in range(1, devices + 1) if batch_size % (micro_batches * d) == 0]
+    """D = 1..N worth trying (:func:`ddgsim.replicas.useful_replicas` of a micro-batch's samples)."""
+    check_batch(batch_size, micro_batches, [1])
+    return useful_replicas(batch_size // micro_batches, devices)
 
 
 def layouts_for(scenario: Scenario, stages: int, replicas: int, devices: int) -> list[tuple[str, Layout]]:
@@ -197,9 +200,6 @@ def search_layouts(
     Ds = list(replicas) if replicas is not None else replica_counts(profile.batch_size, micro_batches, devices)
     for D in Ds:
         check_batch(profile.batch_size, micro_batches, [D])
-    if not Ds:
-        raise UserError(f"no replica count D in 1..{devices} splits batch {profile.batch_size} into "
-                        f"{micro_batches} micro-batch(es) × D equal shards")
     speed = max(d.speed for d in scenario.devices[:devices])
     upd = np.asarray(max_plus.unit_update_ms(profile, update_gb_s))
     U = float(upd.sum())
@@ -229,11 +229,12 @@ def search_layouts(
     why = ""
     margin = f"{100 * MIXED_MARGIN:.0f}%"
     if replicas is None:
-        odd = [d for d in range(2, min(devices, profile.batch_size) + 1) if d not in Ds]
+        samples = profile.batch_size // micro_batches
+        odd = [d for d in range(2, min(devices, samples) + 1) if d not in Ds]
         if odd:
             shown = ", ".join(map(str, odd[:6])) + (", …" if len(odd) > 6 else "")
-            notes.append(f"D = {shown} not searched: {profile.batch_size} samples do not split into "
-                         f"{micro_batches} micro-batch(es) × D equal shards")
+            notes.append(f"D = {shown} not searched: a replica would hold as many of a micro-batch's {samples} "
+                         "samples as with fewer replicas (⌈samples/D⌉), on more devices")
     if n <= MIXED_UNITS_LIMIT:
         every = replica_counts(profile.batch_size, micro_batches, devices)
         for D in every:
@@ -245,7 +246,7 @@ def search_layouts(
         if replicas is not None or stages is not None:
             why = "not searched: the stage count or the replica count is fixed"
         elif len(Ds) == 1:
-            why = f"not searched: only D = {Ds[0]} shards the batch"
+            why = f"not searched: D = {Ds[0]} is the only replica count"
         elif schedule not in CLOSED_FORM or micro_batches > 1:
             why = f"not searched: {schedule} with {micro_batches} micro-batch(es) has no closed form to search them on"
         else:
@@ -390,7 +391,7 @@ def _mixed_candidate(
     if not math.isfinite(cand.attained_ms) and devices * stages <= MEMORY_DP_LIMIT:
         limit = scenario.memory_limit(names, memory_limit_bytes)
         fit = mixed_layouts.memory_fit(list(params), unit_bytes(profile), list(costs), stages, schedule,
-                                       optimizer_buffers, limit)
+                                       optimizer_buffers, limit, samples=profile.batch_size)
         found = mixed_layouts.least_period(costs, devices, fit)
         if found is None:
             return None

@@ -42,7 +42,7 @@ import numpy as np
 from ddgsim.predict.collective import update_allreduce_ms
 from ddgsim.predict.memory import UnitBytes, message_buffers
 from ddgsim.predict.scenario import Scenario
-from ddgsim.replicas import Layout
+from ddgsim.replicas import Layout, shard_share
 
 INF = np.inf
 
@@ -125,9 +125,10 @@ class MemoryFit:
 
 def memory_fit(param_bytes: Sequence[float], ub: UnitBytes,
                replicas: Sequence[int], stages: int, schedule: str, optimizer_buffers: int,
-               limit_bytes: float) -> MemoryFit:
+               limit_bytes: float, samples: int | None = None) -> MemoryFit:
     """:class:`MemoryFit` of :func:`ddgsim.predict.memory.stage_memory`'s model: a stage followed
-    by j others keeps ``flight(j)`` batches' activations (a shard of 1/D each) and ``versions(j)``
+    by j others keeps ``flight(j)`` batches' activations (its largest shard of ``samples`` each:
+1/D where D divides them; ``None``: 1/D) and ``versions(j)``
     older weights (``ddg``/``ddg-pipelined``: j + 1 and j; ``bp``: 1 and 0), its parameters,
     gradients and optimizer state, and its message buffers (none on the output side of the
     last stage); its input side (the buffers and the held input) is taken at the model's
@@ -147,9 +148,10 @@ def memory_fit(param_bytes: Sequence[float], ub: UnitBytes,
     for D in replicas:
         for j in range(stages):
             flight, versions = (1.0, 0) if schedule == "bp" else (float(j + 1), j)
-            a, c = 2 + optimizer_buffers + versions, flight / D
+            share = 1.0 / D if samples is None else shard_share(samples, D)
+            a, c = 2 + optimizer_buffers + versions, flight * share
             f = a * PP + c * PA  # non-decreasing in u
-            room = limit_bytes - buffers / D - c * entry - 1.0  # 1 byte for stage_memory's rounding
+            room = limit_bytes - buffers * share - c * entry - 1.0  # 1 byte for stage_memory's rounding
             u = np.searchsorted(f, f - room, side="left")  # smallest u with f[v] − f[u] ≤ room[v]
             first[(D, j)] = np.minimum(u, np.arange(n + 1))
     return MemoryFit(first=first, stages=stages)

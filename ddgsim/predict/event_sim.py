@@ -275,7 +275,7 @@ def _run_replicated(schedule: Schedule, costs: Costs,
     act: list[list[list[tuple[Hop, float]]]] = []
     grad: list[list[list[tuple[Hop, float]]]] = []
     for k in range(K - 1):
-        span = D[k] * D[k + 1]
+        span = costs.boundary_span(k)
         ps = costs.boundary_pieces(k)
         whole = float(costs.micro_bytes[0, k])
         bpieces.append(ps)
@@ -554,7 +554,7 @@ def link_stats(costs: Costs) -> tuple[LinkStats, ...]:
 def replicated_link_stats(costs: Costs, scenario: Scenario) -> tuple[LinkStats, ...]:
     """:func:`link_stats` with replicas: every piece (M per iteration each way) and every all-reduce chunk."""
     assert costs.layout is not None and costs.micro_bytes is not None and costs.allreduce_bytes is not None
-    M, D, rows = costs.micro_batches, costs.replicas, costs.layout.devices
+    M, rows = costs.micro_batches, costs.layout.devices
     load: dict[tuple[str, str], list[float]] = {}
 
     def add(src: str, dst: str, nbytes: float, times: int) -> None:
@@ -564,7 +564,7 @@ def replicated_link_stats(costs: Costs, scenario: Scenario) -> tuple[LinkStats, 
             acc[1] += times * scenario.link(hop).hop_ms(nbytes)
 
     for k in range(costs.stages - 1):
-        span = D[k] * D[k + 1]
+        span = costs.boundary_span(k)
         for p in costs.boundary_pieces(k):
             nbytes = float(costs.micro_bytes[0, k]) * (p.hi - p.lo) / span
             add(rows[k][p.src], rows[k + 1][p.dst], nbytes, M)

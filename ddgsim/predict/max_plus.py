@@ -67,7 +67,7 @@ from ddgsim.predict.collective import ring_edges, tree_levels, update_allreduce_
 from ddgsim.predict.overheads import NONE, Overheads, action_ms, tail_ms
 from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.replicas import ALLREDUCE, Layout, Piece, bucket_ready, pieces
+from ddgsim.replicas import ALLREDUCE, Layout, Piece, bucket_ready, largest_shard, pieces
 from ddgsim.schedule import Message, Schedule, execution_order, resolve
 
 UPDATE_GB_S = 10.0
@@ -126,6 +126,10 @@ class Costs:
     tail_ms: np.ndarray | None = None
     """(K, 3): per stage, the tail of one ``F``, ``B``, ``U``: host time after the action's message is
     posted (:func:`ddgsim.predict.overheads.tail_ms`), before the stage's next action; ``None``: zeros."""
+    samples: int | None = None
+    """Samples of one micro-batch (B/M): the boundaries' pieces follow the real shards, which differ by
+    a sample where a replica count does not divide it (:func:`ddgsim.replicas.shard`); ``None``: equal
+    shards."""
     grad_buckets: tuple[tuple[tuple[float, float], ...], ...] | None = None
     """With one split (S = 1) and replicas: per stage, its gradient buckets as
     :func:`ddgsim.replicas.bucket_ready` gives them (fraction of the backward done when a bucket is
@@ -174,12 +178,19 @@ class Costs:
             allreduce_ms=self.allreduce_ms[sl], layout=self.layout, micro_bytes=self.micro_bytes[sl],
             allreduce=self.allreduce, notes=self.notes, allreduce_bytes=self.allreduce_bytes[sl],
             grad_buckets=self.grad_buckets if self.forward_ms.shape[0] == 1 else None, tail_ms=self.tail_ms,
+            samples=self.samples,
         )
 
     def boundary_pieces(self, k: int) -> list[Piece]:
-        """The pieces of a micro-batch crossing boundary k → k+1 (one piece without replicas)."""
+        """The pieces of a micro-batch crossing boundary k → k+1 (one piece without replicas), over
+        :meth:`boundary_span` samples."""
         D = self.replicas
-        return pieces(D[k] * D[k + 1], D[k], D[k + 1])
+        return pieces(self.boundary_span(k), D[k], D[k + 1])
+
+    def boundary_span(self, k: int) -> int:
+        """Samples the pieces of boundary k split: the micro-batch's, or ``D_k·D_{k+1}`` (equal shards)."""
+        D = self.replicas
+        return self.samples if self.samples is not None else D[k] * D[k + 1]
 
     def shared_links(self, scenario: Scenario | None = None) -> list[tuple[str, str]]:
         """Link directions that carry more than one flow (boundary × direction × piece, or all-reduce).
@@ -246,25 +257,35 @@ def check_layout(scenario: Scenario, stages: int, layout: Layout) -> None:
 
 
 def shard_note(profile: Profile, micro_batches: int, replicas: Sequence[int]) -> str | None:
-    """One line when a shard's costs are scaled from the batch (no measured ``micro_costs(M·D_k)``)."""
-    missing = sorted({micro_batches * d for d in replicas
-                      if micro_batches * d > 1 and profile.micro_costs(micro_batches * d) is None})
+    """One line when a shard's costs are not measured (``Profile.shard_costs``: scaled or interpolated)."""
+    B, M = profile.batch_size, micro_batches
+    missing = sorted({M * d for d in replicas if M * d > 1 and not profile.shard_costs(M, d)[1]})
     if not missing:
         return None
     from ddgsim.models.registry import profile_hint
 
-    counts = ",".join(map(str, missing))
-    how = profile_hint(profile.model, f"--batch-size {profile.batch_size} --micro-batches {counts}")
-    return (f"note: the profile has no measured costs for 1/{counts} of the batch (M·D pieces); a shard of "
-            f"1/(M·D) of the batch costs 1/(M·D) of it here (measure them: {how})")
+    even = [c for c in missing if B % c == 0]
+    uneven = sorted({largest_shard(B // M, c // M) for c in missing if B % c})
+    parts = []
+    if even:
+        counts = ",".join(map(str, even))
+        how = profile_hint(profile.model, f"--batch-size {profile.batch_size} --micro-batches {counts}")
+        parts.append(f"the profile has no measured costs for 1/{counts} of the batch (M·D pieces); a shard's "
+                     f"costs are scaled from the nearest measured sample counts here (measure them: {how})")
+    if uneven:
+        sizes = ", ".join(map(str, uneven))
+        parts.append(f"shards of {sizes} of a micro-batch's {B // M} samples (replicas that do not divide it) are "
+                     "priced between the nearest measured sample counts, linearly")
+    return "note: " + "; ".join(parts)
 
 
-def piece_loads(scenario: Scenario, src: Sequence[str], dst: Sequence[str],
+def piece_loads(scenario: Scenario, src: Sequence[str], dst: Sequence[str], samples: int | None = None,
                 ) -> tuple[list[tuple[Hop, ...]], dict[Hop, tuple[float, float]]]:
-    """The routes of a boundary's pieces (``src`` replicas → ``dst`` replicas, ``ddgsim.replicas.pieces``)
-    and, per hop, ``(latency ms, ms per byte of the whole micro-batch's message)`` summed over the
-    pieces that cross it: a hop serves them one after the other."""
-    span = len(src) * len(dst)
+    """The routes of a boundary's pieces (``src`` replicas → ``dst`` replicas, ``ddgsim.replicas.pieces``
+    of a micro-batch of ``samples``; ``None``: equal shards) and, per hop, ``(latency ms, ms per byte
+    of the whole micro-batch's message)`` summed over the pieces that cross it: a hop serves them one
+    after the other."""
+    span = samples if samples is not None else len(src) * len(dst)
     routes: list[tuple[Hop, ...]] = []
     load: dict[Hop, tuple[float, float]] = {}
     for p in pieces(span, len(src), len(dst)):
@@ -323,13 +344,9 @@ def costs_for_splits(
         return np.asarray(cs[bounds[:, 1:]] - cs[bounds[:, :-1]])
 
     speed = np.array([scenario.device(d).speed for d in devs])
-    micro = profile.micro_costs(M) if M > 1 else None
-    if micro is not None:  # measured per micro-batch inside pipelined (GPipe-order) steps
-        fwd = stage_sum([f for f, _ in micro]) / speed
-        bwd = stage_sum([b for _, b in micro]) / speed
-    else:
-        fwd = stage_sum([u.forward_ms for u in profile.units]) / (speed * M)
-        bwd = stage_sum([u.backward_ms for u in profile.units]) / (speed * M)
+    micro, _ = profile.shard_costs(M)  # measured per micro-batch inside pipelined (GPipe-order) steps, or scaled
+    fwd = stage_sum([f for f, _ in micro]) / speed
+    bwd = stage_sum([b for _, b in micro]) / speed
     upd = stage_sum(unit_update_ms(profile, update_gb_s)) / speed
     extra_f, extra_b, extra_u = action_ms(scenario.overheads, [1] * K)
     fwd, bwd, upd = fwd + extra_f, bwd + extra_b, upd + extra_u
@@ -377,15 +394,10 @@ def _costs_with_layout(
 
     fwd, bwd = np.zeros((S, K)), np.zeros((S, K))
     for k in range(K):
-        c = M * D[k]  # one shard of one micro-batch: B/(M·D_k) samples
         speed = scenario.device(devs[k]).speed
-        micro = profile.micro_costs(c) if c > 1 else None
-        if micro is not None:
-            fwd[:, k] = stage_sum([f for f, _ in micro], k) / speed
-            bwd[:, k] = stage_sum([b for _, b in micro], k) / speed
-        else:
-            fwd[:, k] = stage_sum([u.forward_ms for u in profile.units], k) / (speed * c)
-            bwd[:, k] = stage_sum([u.backward_ms for u in profile.units], k) / (speed * c)
+        shard_ms, _ = profile.shard_costs(M, D[k])  # the largest shard of a micro-batch: ⌈B/M / D_k⌉ samples
+        fwd[:, k] = stage_sum([f for f, _ in shard_ms], k) / speed
+        bwd[:, k] = stage_sum([b for _, b in shard_ms], k) / speed
     unit_upd = unit_update_ms(profile, update_gb_s)
     params = [float(u.param_bytes) for u in profile.units]
     upd, ar, ar_bytes = np.zeros((S, K)), np.zeros((S, K)), np.zeros((S, K))
@@ -394,9 +406,10 @@ def _costs_with_layout(
         if D[k] > 1:
             ar_bytes[:, k] = stage_sum(params, k)
             ar[:, k] = update_allreduce_ms(scenario, rows[k], ar_bytes[:, k], allreduce, last=k == K - 1)
-    extra_f, extra_b, extra_u = action_ms(scenario.overheads, D)
+    samples = profile.batch_size // M
+    extra_f, extra_b, extra_u = action_ms(scenario.overheads, D, samples)
     fwd, bwd, upd = fwd + extra_f, bwd + extra_b, upd + extra_u
-    tails = tail_ms(scenario.overheads, D)
+    tails = tail_ms(scenario.overheads, D, samples)
     buckets = tuple(
         tuple(bucket_ready(params[bounds[0, k]:bounds[0, k + 1]],
                            [u.backward_ms for u in profile.units[bounds[0, k]:bounds[0, k + 1]]]))
@@ -412,7 +425,7 @@ def _costs_with_layout(
     for k in range(K - 1):
         for out_routes, out_load, (src, dst) in ((act_routes, act_load, (rows[k], rows[k + 1])),
                                                   (grad_routes, grad_load, (rows[k + 1], rows[k]))):
-            routes, per_hop = piece_loads(scenario, src, dst)
+            routes, per_hop = piece_loads(scenario, src, dst, samples)
             load = {h: lat + whole[:, k] * per for h, (lat, per) in per_hop.items()}
             totals = [float(sum((np.sum(load[h]) for h in r), 0.0)) for r in routes]
             out_routes.append(routes[int(np.argmax(totals))])
@@ -428,15 +441,15 @@ def _costs_with_layout(
         return out
 
     # Bytes of one piece (the largest) per boundary; links are loaded by all pieces.
-    msg = np.stack([whole[:, k] * max((p.hi - p.lo) for p in pieces(D[k] * D[k + 1], D[k], D[k + 1]))
-                    / (D[k] * D[k + 1]) for k in range(K - 1)], axis=1) if K > 1 else np.zeros((S, 0))
+    msg = np.stack([whole[:, k] * max((p.hi - p.lo) for p in pieces(samples, D[k], D[k + 1])) / samples
+                    for k in range(K - 1)], axis=1) if K > 1 else np.zeros((S, 0))
     note = shard_note(profile, M, D)
     return Costs(
         devices=devs, micro_batches=M, forward_ms=fwd, backward_ms=bwd, update_ms=upd,
         message_bytes=msg, act_hops=act_hops, grad_hops=grad_hops,
         act_hop_ms=hop_ms(act_hops, act_load), grad_hop_ms=hop_ms(grad_hops, grad_load),
         allreduce_ms=ar, layout=layout, micro_bytes=whole, allreduce=allreduce, allreduce_bytes=ar_bytes,
-        notes=(note,) if note else (), grad_buckets=buckets, tail_ms=tails,
+        notes=(note,) if note else (), grad_buckets=buckets, tail_ms=tails, samples=samples,
     )
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ddgsim.profile.format import Profile
+from ddgsim.replicas import shard_share
 from ddgsim.schedule import RECEIVE_WINDOW, Action, Schedule, Steady
 
 SGD_MOMENTUM_BUFFERS = 1
@@ -171,7 +172,9 @@ def stage_memory(
                else [in_flight_and_versions(a, M) for a in schedule.actions])
     ub = unit_bytes(profile)
     out = []
+    samples = profile.batch_size // M
     for k, (start, end) in enumerate(ranges):
+        share = shard_share(samples, D[k])  # of a micro-batch: the largest shard's (1/D_k when equal)
         params = sum(u.param_bytes for u in profile.units[start:end])
         act = sum(ub.own[start:end]) + ub.entry[start]
         first, last = k == 0, k == K - 1
@@ -183,9 +186,9 @@ def stage_memory(
                 params=params,
                 grads=params,
                 optimizer=optimizer_buffers * params,
-                activations=round(flight * act / D[k]),
+                activations=round(flight * act * share),
                 stashed_weights=versions * params,
-                buffers=round(buf / (M * D[k])),
+                buffers=round(buf * share / M),
                 in_flight=flight,
                 stashed_versions=versions,
             )

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ddgsim.errors import UserError, choices
-from ddgsim.replicas import pieces
+from ddgsim.replicas import piece_counts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,35 +107,36 @@ class Overheads:
 NONE = Overheads()
 
 
-def messages(replicas: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Per stage: (messages its ``F`` receives, messages its ``F`` sends) for one micro-batch,
-    on its busiest replica. A ``B`` sends as many as the ``F`` received and receives as many as
-    it sent (the error gradients go back piece by piece)."""
+def messages(replicas: Sequence[int], samples: int | None = None) -> tuple[list[int], list[int]]:
+    """Per stage: (messages its ``F`` receives, messages its ``F`` sends) for one micro-batch of
+    ``samples`` samples (``None``: shards of equal size), on its busiest replica. A ``B`` sends as
+    many as the ``F`` received and receives as many as it sent (the error gradients go back piece
+    by piece)."""
     K = len(replicas)
     recv, send = [0] * K, [0] * K
     for k in range(K - 1):
-        ps = pieces(replicas[k] * replicas[k + 1], replicas[k], replicas[k + 1])
-        send[k] = max(sum(1 for p in ps if p.src == r) for r in range(replicas[k]))
-        recv[k + 1] = max(sum(1 for p in ps if p.dst == r) for r in range(replicas[k + 1]))
+        a, b = replicas[k], replicas[k + 1]
+        recv[k + 1], send[k] = piece_counts(samples if samples is not None else a * b, a, b)
     return recv, send
 
 
-def tail_ms(overheads: Overheads, replicas: Sequence[int]) -> np.ndarray:
+def tail_ms(overheads: Overheads, replicas: Sequence[int], samples: int | None = None) -> np.ndarray:
     """(K, 3): the tail of one ``F``, ``B`` and ``U`` of each stage, ms: what comes after the action's
     message has left — posting it (``send_us`` per message: the message is on its way as the post
     begins), then the loop's bookkeeping (``tail_us``)."""
-    recv, send = messages(replicas)
+    recv, send = messages(replicas, samples)
     o = overheads.for_job(sum(replicas))
     out = np.array([[o.tail_us + o.send_us * s, o.tail_us + o.send_us * r, o.tail_us]
                     for r, s in zip(recv, send, strict=True)], dtype=np.float64)
     return out.reshape(len(replicas), 3) * 1e-3
 
 
-def action_ms(overheads: Overheads, replicas: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def action_ms(overheads: Overheads, replicas: Sequence[int], samples: int | None = None,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(K,) arrays: ms added to one ``F`` (per micro-batch), one ``B`` and one ``U`` of each stage
     before its message leaves: its fixed cost and taking the messages it consumes (the tail,
     :func:`tail_ms`, comes after)."""
-    recv, send = messages(replicas)
+    recv, send = messages(replicas, samples)
     o = overheads.for_job(sum(replicas))
     f = np.array([o.forward_us + o.receive_us * r for r in recv])
     b = np.array([o.backward_us + o.receive_us * s for s in send])

@@ -124,18 +124,37 @@ class Profile:
         return None if table is None else [(float(f), float(b)) for f, b in table]
 
     def shard_costs(self, micro_batches: int = 1, replicas: int = 1) -> tuple[list[tuple[float, float]], bool]:
-        """Per-unit (forward, backward) ms of one replica's shard of one micro-batch: B/(M·D) samples.
+        """Per-unit (forward, backward) ms of one replica's largest shard of one micro-batch:
+        ``⌈B/M / D⌉`` samples (:func:`ddgsim.replicas.largest_shard`; B/(M·D) where D divides).
 
-        Measured when the profile has ``micro_batch_ms`` for M·D pieces (the same number of
-        samples, timed inside pipelined steps); else 1/(M·D) of the batch's costs. The flag
-        says which (False: scaled, so a caller can say so)."""
-        pieces = micro_batches * replicas
-        if pieces == 1:
-            return [(u.forward_ms, u.backward_ms) for u in self.units], True
-        measured = self.micro_costs(pieces)
-        if measured is not None:
-            return measured, True
-        return [(u.forward_ms / pieces, u.backward_ms / pieces) for u in self.units], False
+        Measured when the profile has ``micro_batch_ms`` for that many samples (timed inside
+        pipelined steps) or it is the whole batch; else interpolated per unit, linearly in the
+        samples, between the nearest measured sample counts below and above (the batch is one;
+        below the smallest, proportional to it). The flag says which (False: not measured, so a
+        caller can say so)."""
+        from ddgsim.replicas import largest_shard
+
+        B = self.batch_size
+        size = largest_shard(B // micro_batches, replicas)
+        whole = [(u.forward_ms, u.backward_ms) for u in self.units]
+        if size == B:
+            return whole, True
+        points = {B: whole}
+        for key in self.micro_batch_ms:
+            pieces = int(key)
+            if pieces > 1 and B % pieces == 0:
+                table = self.micro_costs(pieces)
+                assert table is not None
+                points[B // pieces] = table
+        if size in points:
+            return points[size], True
+        above = min(n for n in points if n > size)
+        below = max((n for n in points if n < size), default=0)
+        hi = points[above]
+        if below == 0:
+            return [(f * size / above, b * size / above) for f, b in hi], False
+        lo, w = points[below], (size - below) / (above - below)
+        return [(fl + w * (fh - fl), bl + w * (bh - bl)) for (fl, bl), (fh, bh) in zip(lo, hi, strict=True)], False
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"format": FORMAT}
