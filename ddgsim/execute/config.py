@@ -19,7 +19,7 @@ from ddgsim.errors import UserError, choices
 
 BACKENDS = ("auto", "gloo", "nccl")
 DATASETS = ("digits", "cifar10", "text", "synthetic")
-_PATHS = ("plan", "data_dir", "checkpoint_dir", "resume", "metrics", "trace", "final_weights")
+_PATHS = ("plan", "data_dir", "checkpoint_dir", "resume", "metrics", "trace", "final_weights", "tensorboard")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +70,8 @@ class RunConfig:
     """Write a Chrome trace of the run here."""
     final_weights: Path | None = None
     """Each stage writes its final flat weights and losses to ``DIR/stage-K.pt``."""
+    tensorboard: Path | None = None
+    """Write TensorBoard scalars (loss, samples/s, per stage busy, bubble, staleness) to this folder."""
     evaluate: bool = True
     """Measure test accuracy at the end."""
     progress: bool = True

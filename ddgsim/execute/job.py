@@ -86,6 +86,10 @@ def prepare(config: RunConfig) -> Job:
     spec = get_spec(plan.model)
     schedule = make_schedule(plan.schedule, plan.num_stages, config.steps, plan.micro_batches)
     backend = resolve_backend(config.backend)
+    if config.tensorboard is not None:
+        from ddgsim.execute.tensorboard import check_available
+
+        check_available()
     if config.data == "cifar10":
         check_cifar_dir(config.data_dir)
     if config.data == "digits":

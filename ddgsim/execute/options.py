@@ -45,6 +45,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", default=None, metavar="FILE", help="write a Chrome trace (Perfetto) of the run")
     p.add_argument("--final-weights", default=None, metavar="DIR",
                    help="each stage writes its final flat weights and losses to DIR/stage-K.pt")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write TensorBoard scalars to DIR: loss and samples/s per step, each stage's busy "
+                        "and bubble time and staleness (needs the tensorboard package: ddgsim[tensorboard])")
     p.add_argument("--no-eval", action="store_true", help="skip the test-accuracy pass at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a tty)")
 
@@ -74,6 +77,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         weight_prediction=a.weight_prediction, backend=a.backend, threads=a.threads, timeout_s=a.timeout_s,
         checkpoint_dir=_path(a.checkpoint_dir), checkpoint_every=a.checkpoint_every, resume=_path(a.resume),
         metrics=_path(a.metrics), trace=_path(a.trace), final_weights=_path(a.final_weights),
+        tensorboard=_path(a.tensorboard),
         evaluate=not a.no_eval, progress=not a.no_progress,
     )
 

@@ -3,7 +3,8 @@ of every rank's into the outputs (``--metrics``, ``--trace``, ``--final-weights`
 
 A rank records one row per action (:class:`Timing`); :func:`stage_report` turns them into per
 iteration figures (``ddgsim.execute.measure`` says what each one means); :func:`publish` writes
-the stage's final weights, gathers the reports on rank 0 and writes what was asked for there.
+the stage's final weights, gathers the reports on rank 0 and writes what was asked for there
+(``--tensorboard``: :mod:`ddgsim.execute.tensorboard`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def stage_report(proc: StageProcess, test: dict[str, float] | None, wall: float)
 
 def publish(proc: StageProcess, report: dict[str, Any]) -> None:
     """Write the stage's final weights (replica 0), then gather every rank's report on rank 0, which
-    writes the metrics and the trace and prints the summary (a collective: every rank calls it)."""
+    writes the metrics, the trace and the TensorBoard scalars and prints the summary (a collective:
+    every rank calls it)."""
     job, rank, world = proc.job, proc.rank, proc.layout.world_size
     config = job.config
     if config.final_weights and proc.replica == 0:
@@ -91,9 +93,14 @@ def publish(proc: StageProcess, report: dict[str, Any]) -> None:
     if rank == 0:
         from ddgsim.execute.measure import summarize, write_outputs
 
-        write_outputs(job, [g for g in gathered if g is not None], config.metrics, config.trace)
-        print(summarize(job, [g for g in gathered if g is not None]), flush=True)
+        reports = [g for g in gathered if g is not None]
+        write_outputs(job, reports, config.metrics, config.trace)
+        if config.tensorboard is not None:
+            from ddgsim.execute import tensorboard
+
+            tensorboard.write(job, reports, config.tensorboard)
+        print(summarize(job, reports), flush=True)
         for what, path in (("metrics", config.metrics), ("trace", config.trace),
-                           ("final weights", config.final_weights)):
+                           ("final weights", config.final_weights), ("tensorboard scalars", config.tensorboard)):
             if path:
                 print(f"wrote {what} {path}", flush=True)

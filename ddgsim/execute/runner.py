@@ -88,6 +88,8 @@ def run_worker(config: RunConfig, session: Session) -> int:
     # Everything that imports lazily happens before the group exists (see the module doc):
     # the stage's optimizer imports torch._dynamo, which binds group.WORLD into defaults.
     importlib.import_module("torch._dynamo")
+    if config.tensorboard is not None and rank == 0:  # rank 0 writes the scalars at the end
+        importlib.import_module("torch.utils.tensorboard")
 
     proc = session.proc = StageProcess(job, rank, device)
     timeout = group_timeout(config.timeout_s, job.backend, job.plan.micro_batches)
