@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ddgsim.fileio import write_json_atomic  # noqa: E402
 from ddgsim.models.registry import build_model, get_spec  # noqa: E402
-from ddgsim.profile.format import write_json_atomic  # noqa: E402
 from ddgsim.profile.measure import saved_rows  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Atomic output files with the permissions any other tool would give them.
+"""Atomic output files with the permissions any other tool would give them; JSON files in and out.
 
 Every file ddgsim writes goes to a temporary file in the target's folder and is renamed
 into place (``os.replace``), so a crash or a full disk never leaves a half-written plan,
@@ -8,12 +8,15 @@ set to ``0666 & ~umask`` (0644 under the usual umask 022), as ``open(path, "w")`
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from ddgsim.errors import UserError
 
 
 def default_mode() -> int:
@@ -49,3 +52,23 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, fsync: bool = 
         Path(tmp).unlink(missing_ok=True)
         raise
 
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON to ``path`` atomically (:func:`atomic_open`), mode 0644 under umask 022."""
+    with atomic_open(path) as fh:
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
+
+
+def read_json(path: str | os.PathLike[str], kind: str) -> Any:
+    """Decode a JSON file; an unreadable or non-JSON file is a :class:`UserError` naming ``kind``."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read {kind} {p}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"malformed {kind} {p}: not JSON ({exc.msg} at line {exc.lineno})") from None

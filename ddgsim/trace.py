@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ddgsim.profile.format import write_json_atomic
+from ddgsim.fileio import write_json_atomic
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,7 +76,7 @@ def write_trace(
 
 def load_trace(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a trace file back, checked against its schema (tests, the compare command)."""
-    from ddgsim.profile.format import read_json
+    from ddgsim.fileio import read_json
     from ddgsim.schemas import check
 
     data: dict[str, Any] = read_json(path, "trace")

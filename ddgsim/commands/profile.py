@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ddgsim.commands._args import parse_ints, parse_shape, require_positive
     from ddgsim.errors import UserError
+    from ddgsim.fileio import write_json_atomic
     from ddgsim.models.registry import get_spec
-    from ddgsim.profile.format import write_json_atomic
     from ddgsim.profile.store import get_profile
 
     require_positive("--batch-size", args.batch_size)

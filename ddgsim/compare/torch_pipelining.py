@@ -86,7 +86,7 @@ def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device:
     import statistics
 
     from ddgsim.execute.measure import step_times
-    from ddgsim.profile.format import write_json_atomic
+    from ddgsim.fileio import write_json_atomic
 
     steps_ms = step_times(reports)
     med = statistics.median(steps_ms[1:] or steps_ms)

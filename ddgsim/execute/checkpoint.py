@@ -27,8 +27,7 @@ from typing import Any
 import torch
 
 from ddgsim.errors import UserError
-from ddgsim.fileio import atomic_open
-from ddgsim.profile.format import write_json_atomic
+from ddgsim.fileio import atomic_open, write_json_atomic
 
 FORMAT = "ddgsim-checkpoint/1"
 

@@ -28,7 +28,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ddgsim.profile.format import write_json_atomic
+from ddgsim.fileio import write_json_atomic
 from ddgsim.trace import TraceEvent, write_trace
 
 FORMAT = "ddgsim-metrics/1"
@@ -102,7 +102,7 @@ def metrics(job: Any, reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 def load_metrics(path: str | Path) -> dict[str, Any]:
     """Read a ``--metrics`` file back, checked against its schema."""
-    from ddgsim.profile.format import read_json
+    from ddgsim.fileio import read_json
     from ddgsim.schemas import check
 
     data: dict[str, Any] = read_json(path, "metrics")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ddgsim.errors import UserError
-from ddgsim.profile.format import read_json, write_json_atomic
+from ddgsim.fileio import read_json, write_json_atomic
 from ddgsim.replicas import ALLREDUCE, DEFAULT_ALLREDUCE, Layout, check_batch
 
 FORMAT = "ddgsim-plan/1"

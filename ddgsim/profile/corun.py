@@ -160,7 +160,7 @@ def cached_corun(model: str, batch_size: int, threads: int, path: Path | None,
             pass
     c = measure_corun(model, batch_size, threads)
     if path is not None:
-        from ddgsim.profile.format import write_json_atomic
+        from ddgsim.fileio import write_json_atomic
 
         write_json_atomic(path, c.to_json())
     return c, True

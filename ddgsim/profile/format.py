@@ -6,7 +6,6 @@ paying for ``import torch``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ddgsim.errors import UserError
-from ddgsim.fileio import atomic_open
+from ddgsim.fileio import read_json, write_json_atomic
 
 FORMAT = "ddgsim-profile/1"
 
@@ -166,13 +165,6 @@ class Profile:
         write_json_atomic(Path(path), self.to_json())
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` atomically (:func:`ddgsim.fileio.atomic_open`), mode 0644 under umask 022."""
-    with atomic_open(path) as fh:
-        json.dump(data, fh, indent=1)
-        fh.write("\n")
-
-
 def _bad(where: str, key: str, why: str) -> UserError:
     return UserError(f"malformed profile {where}: field '{key}' {why}")
 
@@ -222,19 +214,6 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
         measurement=data.get("measurement"),
         meta=meta if isinstance(meta, dict) else {},
     )
-
-
-def read_json(path: str | os.PathLike[str], kind: str) -> Any:
-    """Decode a JSON file; an unreadable or non-JSON file is a :class:`UserError` naming ``kind``."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read {kind} {p}: {exc.strerror or exc}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"malformed {kind} {p}: not JSON ({exc.msg} at line {exc.lineno})") from None
 
 
 def load(path: str | os.PathLike[str]) -> Profile:
