@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import textwrap
 from typing import Any
 
 EXAMPLES: dict[str, list[tuple[str, str]]] = {
@@ -25,7 +26,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
              ("ddgsim plan gpt-mini --gpus 2 --json", "machine-readable")],
     "execute": [("ddgsim execute plan.json --steps 200 --data digits", "train for real, one process per stage"),
                 ("ddgsim execute plan.json --steps 200 --data text --lr 0.03", "a GPT plan on byte-level text"),
-                ("ddgsim execute plan.json --steps 1000 --checkpoint-dir ck --checkpoint-every 100",
+                ("ddgsim execute p.json --steps 1000 --checkpoint-dir ck --checkpoint-every 100",
                  "checkpoints; --resume ck continues")],
     "converge": [("ddgsim converge mlp --data digits --stages 1,2,3", "steps each K needs to reach BP's loss"),
                  ("ddgsim converge gpt-mini --data text --stages 1,2 --seeds 2 --json", "a GPT on text, as JSON")],
@@ -34,9 +35,9 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "calibrate": [("ddgsim calibrate --out local.toml", "this machine's links as a scenario"),
                   ("ddgsim plan resnet20 --gpus 2 --scenario local.toml", "plan with it")],
     "validate": [("ddgsim validate resnet20 --gpus 1,2 --splits 2 --out v", "predicted vs measured, every schedule"),
-                 ("ddgsim validate resnet20 --gpus 2 --schedules gpipe --runtimes ddgsim,torch --out v",
+                 ("ddgsim validate mlp --gpus 2 --schedules gpipe --runtimes ddgsim,torch --out v",
                   "also under torch.distributed.pipelining"),
-                 ("ddgsim validate resnet20 --gpus 1,2 --replicas 1,2 --schedules ddg-pipelined --out v",
+                 ("ddgsim validate mlp --gpus 1,2 --replicas 1,2 --schedules ddg --out v",
                   "also with every stage replicated (K=1 x D=2: data parallel)")],
 }
 
@@ -58,11 +59,27 @@ def epilog(name: str) -> str:
     return "\n".join(lines)
 
 
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's and the examples' own line breaks and folds prose wider than the
+    terminal: an unindented line, or an example's ``# comment``; a command is left whole (copy it)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out: list[str] = []
+        for line in text.splitlines():
+            comment = line.lstrip().startswith("# ")
+            if len(indent + line) <= width or (line[:1] == " " and not comment):
+                out.append(indent + line)
+                continue
+            lead = line[:len(line) - len(line.lstrip())] + ("# " if comment else "")
+            out += textwrap.wrap(line, width, initial_indent=indent, subsequent_indent=indent + lead,
+                                 break_long_words=False, break_on_hyphens=False)
+        return "\n".join(out)
+
+
 def add_command(subparsers: Any, name: str, *, help: str, description: str | None, extra_epilog: str = "",
                 **kwargs: Any) -> argparse.ArgumentParser:
     """``subparsers.add_parser`` with a plain description, the examples and any ``extra_epilog``."""
     text = epilog(name) + (f"\n\n{extra_epilog}" if extra_epilog else "")
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help, description=plain(description or help), epilog=text,
-        formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        name, help=help, description=plain(description or help), epilog=text, formatter_class=Formatter, **kwargs)
     return parser

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from typing import Any
 
+from ddgsim.commands._args import for_terminal
 from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError
 from ddgsim.theory import bounds as theory
@@ -110,5 +112,8 @@ def render(adv: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     adv = advise(args.stages, args.L, args.M, args.T, args.f0_gap, args.full_batch)
-    print(json.dumps(adv, indent=2) if args.json else render(adv))
+    if args.json:
+        print(json.dumps(adv, indent=2))
+    else:
+        print("\n".join(for_terminal(line, sys.stdout) for line in render(adv).splitlines()))
     return 0
