@@ -1,6 +1,7 @@
-"""Splits: unit indices where stages begin — parsing, checking, stage ranges, and every split
-heuristic (the authors' even split, parameter-balanced, compute-weighted) with the exact min-max
-partition DP they and the planner share."""
+"""Splits: unit indices where stages begin — parsing, checking, stage ranges (those two from
+:mod:`ddgsim.predict.splits`), and every split heuristic (the authors' even split,
+parameter-balanced, compute-weighted) with the exact min-max partition DP they and the planner
+share."""
 
 from __future__ import annotations
 
@@ -11,30 +12,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ddgsim.errors import UserError
+from ddgsim.predict.splits import check_split as check_split  # re-exported (``as``): callers import
+from ddgsim.predict.splits import stage_ranges as stage_ranges  # them from here
 
 if TYPE_CHECKING:
     from ddgsim.profile.format import Profile
-
-
-def check_split(split: Sequence[int], num_units: int, stages: int | None = None) -> list[int]:
-    """Return ``split`` as a list, or raise :class:`UserError` naming what is wrong.
-
-    A split for K stages has K-1 strictly increasing indices in ``1..num_units-1``.
-    """
-    split = list(split)
-    if stages is not None and len(split) != stages - 1:
-        raise UserError(
-            f"split {_fmt(split)} has {len(split)} cut(s); {stages} stages need {stages - 1}"
-        )
-    for i, s in enumerate(split):
-        if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= num_units - 1:
-            raise UserError(
-                f"split {_fmt(split)}: entry {s!r} is out of range (cuts lie in 1..{num_units - 1} "
-                f"for {num_units} units)"
-            )
-        if i and s <= split[i - 1]:
-            raise UserError(f"split {_fmt(split)} must be strictly increasing ({split[i - 1]} then {s})")
-    return split
 
 
 def parse_split(text: str) -> list[int]:
@@ -62,12 +44,6 @@ def even_split(num_units: int, stages: int) -> list[int]:
         sizes = [base + (1 if i < extra else 0) for i in range(stages)]
         split = [sum(sizes[: i + 1]) for i in range(stages - 1)]
     return split
-
-
-def stage_ranges(split: Sequence[int], num_units: int) -> list[tuple[int, int]]:
-    """Half-open unit ranges ``[start, end)`` of the stages."""
-    bounds = [0, *split, num_units]
-    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
 def parameter_balanced_split(profile: Profile, stages: int) -> list[int]:
@@ -148,7 +124,3 @@ def minmax_partition(costs: Sequence[np.ndarray], n: int) -> tuple[list[int], fl
     if not np.isfinite(prev[n]):
         return None
     return backtrack(back, n), float(prev[n])
-
-
-def _fmt(split: Sequence[object]) -> str:
-    return ",".join(str(s) for s in split) or "(empty)"

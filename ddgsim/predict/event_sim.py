@@ -43,7 +43,6 @@ import numpy as np
 import simpy
 
 from ddgsim.errors import UserError
-from ddgsim.plan.split import check_split, stage_ranges
 from ddgsim.predict.closed_form import closed_form_period, stage_costs
 from ddgsim.predict.collective import after_gradients, ring_edges, tree_chunks
 from ddgsim.predict.max_plus import (
@@ -57,6 +56,7 @@ from ddgsim.predict.max_plus import (
 )
 from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, StageMemory, stage_memory
 from ddgsim.predict.scenario import Hop, Scenario
+from ddgsim.predict.splits import check_split, stage_ranges
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, Piece, check_batch
 from ddgsim.schedule import Action, Message, Schedule, Steady, resolve, staleness_of
