@@ -129,6 +129,28 @@ def launch(config: RunConfig, nodes: Nodes | None = None, log_dir: Path | None =
     return 0
 
 
+class ExecutionFailed(RuntimeError):
+    """The executor ran and failed (non-zero exit status); the message is the one-line reason."""
+
+
+def run_plan(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str,
+             log_dir: Path | None = None) -> None:
+    """Run ``plan`` for ``steps`` steps on synthetic data, to be measured: no evaluation, no
+    progress, its metrics (and trace) written, the device's backend (NCCL on CUDA, else gloo).
+
+    Raises :class:`ExecutionFailed` when the executor fails, naming the failing stage, its first
+    error line and its log (kept in ``log_dir``).
+    """
+    try:
+        code = launch(RunConfig(plan=plan, steps=steps, threads=threads, data="synthetic", evaluate=False,
+                                progress=False, metrics=metrics, trace=trace,
+                                backend="nccl" if device == "cuda" else "gloo"), log_dir=log_dir)
+    except LaunchFailed as exc:
+        raise ExecutionFailed(f"executor: {exc}") from None
+    if code != 0:
+        raise ExecutionFailed(f"executor exit status {code}")
+
+
 def child_logs(log_dir: Path | None) -> tuple[Path, bool]:
     """Point the processes about to be launched at ``log_dir`` (a new temporary folder without it) for
     their stderr logs (:mod:`ddgsim.execute.childlog`); (the folder, whether it is a temporary one)."""

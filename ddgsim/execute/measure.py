@@ -28,6 +28,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ddgsim.errors import UserError
 from ddgsim.fileio import write_json_atomic
 from ddgsim.trace import TraceEvent, write_trace
 
@@ -45,6 +46,15 @@ def step_times(per_stage: list[dict[str, Any]]) -> list[float]:
     its = sorted(ends)
     steps = [ends[b] - ends[a] for a, b in itertools.pairwise(its)]
     return steps or [ends[its[0]]] if its else []
+
+
+def measured_step_ms(metrics: dict[str, Any], warmup: int) -> float:
+    """Median step time of a run's metrics (:func:`step_times`), the first ``warmup`` dropped."""
+    if len({it for st in metrics["per_stage"] for it in st["iterations"]}) < 2:
+        raise UserError("a run needs at least 2 steps to measure an iteration time")
+    gaps = step_times(metrics["per_stage"])
+    kept = gaps[min(warmup, len(gaps) - 1):]
+    return float(statistics.median(kept))
 
 
 def _order(report: dict[str, Any]) -> tuple[int, int]:
