@@ -5,7 +5,7 @@
 On the development VM about half of the small 2-process all-reduces take 2–3.5 ms instead of
 about 0.4 ms, and that share moves between 30 and 55 % from one measurement to the next, so the
 mean of the same size differs by more than 10 % between runs. This alternates, ``--rounds``
-times, calibrate's all-reduce measurement (:func:`ddgsim.profile.calibrate.measure_allreduce`:
+times, calibrate's all-reduce measurement (:func:`ddgsim.calibrate.measure.measure_allreduce`:
 two processes, one thread each, a barrier before each timed all-reduce) as it is and while one
 busy loop per CPU runs at the lowest priority (``nice 19``): the busy loops take almost no time
 from the measuring processes (the scheduler runs them only when nothing else is runnable), but
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ddgsim.profile.calibrate import measure_allreduce, trimmed_mean
+from ddgsim.calibrate.measure import measure_allreduce, trimmed_mean
 from ddgsim.profile.machine import cpu_jiffies, loadavg, steal_pct
 
 SIZES = (96, 4096, 65536, 786432)

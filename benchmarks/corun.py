@@ -6,7 +6,7 @@ A profile times a model alone; on a CPU host two stage processes that compute at
 moment share caches and memory bandwidth, which the simulator models as
 ``Scenario.concurrent_speed`` (:func:`ddgsim.predict.event_sim.contention_factors`), measured
 by ``calibrate`` on a reference conv block at batch 16, and by ``validate`` on the model
-itself (:mod:`ddgsim.profile.corun`). This script repeats that measurement (3 rounds each)
+itself (:mod:`ddgsim.calibrate.corun`). This script repeats that measurement (3 rounds each)
 ``--repeats`` times, interleaved over the models. Results on the development VM:
 docs/validation.md.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ddgsim.profile.corun import measure_corun
+from ddgsim.calibrate.corun import measure_corun
 
 
 def main(argv: list[str] | None = None) -> int:

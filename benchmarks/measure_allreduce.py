@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ddgsim.calibrate.measure import measure_allreduce, trimmed_mean
 from ddgsim.predict.collective import allreduce_ms, ring_ms
 from ddgsim.predict.scenario import load_scenario
-from ddgsim.profile.calibrate import measure_allreduce, trimmed_mean
 from ddgsim.profile.machine import cpu_jiffies, loadavg, steal_pct
 
 HELD_OUT = tuple(3 * 2**k for k in range(2, 24))

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/measure_gloo.py [--reps 30]``
 
-The measurement is :func:`ddgsim.profile.calibrate.measure` (also behind ``python -m ddgsim
+The measurement is :func:`ddgsim.calibrate.measure.measure` (also behind ``python -m ddgsim
 calibrate``, which writes the result as a scenario file): rank 0 sends a float32
 tensor of n bytes to rank 1, which sends it back (ping-pong, blocking
 ``dist.send``/``dist.recv``); the one-way time is half the median round trip. Printed:
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ddgsim.profile.calibrate import SIZES, measure
+from ddgsim.calibrate.measure import SIZES, measure
 
 
 def main() -> None:

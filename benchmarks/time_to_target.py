@@ -54,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     ks = [int(k) for k in args.stages.split(",")]
     if args.scenario is None:
-        from ddgsim.profile.local_scenario import local_scenario
+        from ddgsim.calibrate.local_scenario import local_scenario
 
         args.scenario = str(local_scenario()[0])
     scenario = load_scenario(args.scenario)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from ddgsim.calibrate.measure import Calibration, LinkFit, fit_link, scenario_toml, write_scenario
 from ddgsim.errors import UserError
 from ddgsim.predict.scenario import load_scenario
-from ddgsim.profile.calibrate import Calibration, LinkFit, fit_link, scenario_toml, write_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_written_scenario_loads_with_the_fitted_link(tmp_path: Path) -> None:
 def test_allreduce_prediction_is_the_ring_of_two_over_the_fitted_link(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from ddgsim.profile.calibrate import AllreduceSample, allreduce_check
+    from ddgsim.calibrate.measure import AllreduceSample, allreduce_check
 
     cal = replace(_calibration(), allreduce=(AllreduceSample(nbytes=1 << 20, median_ms=0.95, mean_ms=1.0, low_ms=0.9, high_ms=1.3),))
     (row,) = allreduce_check(cal)
@@ -86,8 +86,8 @@ def test_allreduce_prediction_is_the_ring_of_two_over_the_fitted_link(tmp_path: 
 def test_the_written_scenario_times_all_reduces_by_the_measured_curve(tmp_path: Path) -> None:
     from dataclasses import replace
 
+    from ddgsim.calibrate.measure import AllreduceSample, allreduce_sizes
     from ddgsim.predict.collective import allreduce_ms
-    from ddgsim.profile.calibrate import AllreduceSample, allreduce_sizes
 
     samples = tuple(AllreduceSample(nbytes=n, median_ms=0.1, mean_ms=0.2 + n / 1e6, low_ms=0.1, high_ms=9.0)
                     for n in allreduce_sizes([4, 1 << 20]))
@@ -103,14 +103,14 @@ def test_the_written_scenario_times_all_reduces_by_the_measured_curve(tmp_path: 
 
 
 def test_the_trimmed_mean_drops_a_tenth_at_each_end() -> None:
-    from ddgsim.profile.calibrate import trimmed_mean
+    from ddgsim.calibrate.measure import trimmed_mean
 
     assert trimmed_mean([100.0] + [1.0] * 8 + [0.0]) == pytest.approx(1.0)
     assert trimmed_mean([0.4] * 5 + [2.4] * 5) == pytest.approx(1.4)  # a bimodal time: its mean, not a mode
 
 
 def test_allreduce_sizes_are_the_powers_of_two_between_the_link_sizes() -> None:
-    from ddgsim.profile.calibrate import SIZES, allreduce_sizes
+    from ddgsim.calibrate.measure import SIZES, allreduce_sizes
 
     assert allreduce_sizes([4, 1024]) == [4, 8, 16, 32, 64, 128, 256, 512, 1024]
     assert allreduce_sizes([12, 40]) == [12, 16, 32, 40]
@@ -175,8 +175,8 @@ def test_real_gloo_calibration_writes_a_loadable_sane_scenario(tmp_path: Path) -
 def test_the_probed_overheads_are_written_as_the_table_the_models_read(tmp_path: Path) -> None:
     import dataclasses
 
+    from ddgsim.calibrate.overhead_probe import ProbeResult
     from ddgsim.predict.overheads import Overheads
-    from ddgsim.profile.overhead_probe import ProbeResult
 
     over = Overheads(forward_us=120.5, backward_us=90, update_us=80, send_us=100, receive_us=100, tail_us=30,
                      alone=Overheads(forward_us=70, backward_us=30, update_us=0, tail_us=30))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ddgsim.profile import corun
+from ddgsim.calibrate import corun
 
 
 def test_two_processes_train_alone_and_at_once_and_the_result_is_cached(tmp_path: Path,

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sim_helpers import chain, make_profile, with_overheads
 
+from ddgsim.calibrate import overhead_probe as op
 from ddgsim.errors import UserError
 from ddgsim.plan import search as planner
 from ddgsim.predict import closed_form, max_plus
 from ddgsim.predict.event_sim import simulate
 from ddgsim.predict.overheads import Overheads, action_ms, messages, tail_ms
 from ddgsim.predict.scenario import bundled_names, from_dict, load_scenario
-from ddgsim.profile import overhead_probe as op
 from ddgsim.replicas import Layout
 
 OVER = Overheads(forward_us=100, backward_us=60, update_us=30, send_us=20, receive_us=10, tail_us=5,

@@ -4,7 +4,7 @@
     python -m ddgsim calibrate --device cuda --sizes 4,1048576,67108864 --reps 50 --out gpus.toml
 
 The file loads with ``--scenario FILE`` (or ``--scenario local`` when written to
-``ddgsim/scenarios/hardware/local.toml``). See :mod:`ddgsim.profile.calibrate` for the method.
+``ddgsim/scenarios/hardware/local.toml``). See :mod:`ddgsim.calibrate.measure` for the method.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def parse_sizes(text: str | None) -> list[int]:
-    from ddgsim.profile.calibrate import SIZES
+    from ddgsim.calibrate.measure import SIZES
 
     if text is None:
         return list(SIZES)
@@ -57,13 +57,13 @@ def run(args: argparse.Namespace) -> int:
     if out.parent and not out.parent.exists():
         raise UserError(f"--out: folder '{out.parent}' does not exist")
     sizes = parse_sizes(args.sizes)
-    from ddgsim.profile import calibrate
+    from ddgsim.calibrate.measure import allreduce_check, measure, write_scenario
 
     print(f"calibrating {args.device}: {len(sizes)} sizes x {args.reps} reps, {args.threads} thread(s) "
           "per process ...", file=sys.stderr, flush=True)
-    cal = calibrate.measure(args.device, sizes, args.reps, args.threads, args.devices)
+    cal = measure(args.device, sizes, args.reps, args.threads, args.devices)
     command = "python -m ddgsim calibrate " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["calibrate"] else [])
-    calibrate.write_scenario(cal, out, args.name, command=command.strip())
+    write_scenario(cal, out, args.name, command=command.strip())
     link = cal.link
     if args.json:
         import json
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                           "max_rel_residual": link.max_rel_residual, "step_overhead_ms": cal.step_overhead_ms,
                           "concurrent_speed": cal.concurrent_speed,
                           "overheads": cal.overheads.overheads.as_dict() if cal.overheads is not None else None,
-                          "allreduce": calibrate.allreduce_check(cal), "scenario": str(out)}, indent=1))
+                          "allreduce": allreduce_check(cal), "scenario": str(out)}, indent=1))
         print(f"wrote {out}", file=sys.stderr)
         return 0
     print(f"{'bytes':>10} {'one-way ms':>11} {'fit ms':>9}")
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"link: {link.latency_us:.1f} us + bytes / {link.bandwidth_gb_s:.3f} GB/s "
           f"(largest residual {100 * link.max_rel_residual:.1f}%)")
     print(f"{'all-reduce':>10} {'mean ms':>11} {'(fastest-slowest)':>19} {'link model':>10} {'error':>7}")
-    for r in calibrate.allreduce_check(cal):
+    for r in allreduce_check(cal):
         spread = f"({r['low_ms']:.4f}-{r['high_ms']:.4f})"
         print(f"{int(r['bytes']):>10} {r['measured_ms']:>11.4f} {spread:>19} "
               f"{r['predicted_ms']:>9.4f} {r['error_pct']:>+6.1f}%")

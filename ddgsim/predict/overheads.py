@@ -10,7 +10,7 @@ fast (issue 28).
 
 :class:`Overheads` holds them as a scenario's ``[overheads]`` table (written by ``ddgsim
 calibrate``, which measures them by running the executor itself on a probe model,
-:mod:`ddgsim.profile.overhead_probe`)::
+:mod:`ddgsim.calibrate.overhead_probe`)::
 
     [overheads]
     forward_us = 48.0     # one F action, beyond its units' forward

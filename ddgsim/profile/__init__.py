@@ -2,6 +2,6 @@
 
 ``units`` (torch.fx + dominators: legal cut points) → ``measure`` (per-unit forward,
 backward, update times and bytes, from real PyTorch runs) → ``format`` (the
-``ddgsim-profile/1`` file) ← ``store`` (bundled and cached profiles); ``calibrate``
-measures this machine's links and overheads into a hardware scenario.
+``ddgsim-profile/1`` file) ← ``store`` (bundled and cached profiles). This machine's links
+and overheads are measured by :mod:`ddgsim.calibrate`, above the executor.
 """

@@ -5,7 +5,7 @@ The profile of a model times its units' kernels; what the executor does around t
 model. It is measured here the only faithful way, by the executor itself: a probe model
 whose units cost almost nothing (:func:`probe_model`, a 64-16-8-10 MLP at batch
 :data:`PROBE_BATCH`) is profiled in situ like any model, then run for real
-(:func:`ddgsim.compare.validate.execute`, one process per stage, the run's backend) in
+(:func:`ddgsim.execute.launch.run_plan`, one process per stage, the run's backend) in
 :data:`CONFIGS`: one process; two stages; two stages with four micro-batches; three stages
 (those the scenario has devices for), :data:`ROUNDS` times each, interleaved.
 
@@ -49,12 +49,12 @@ import numpy as np
 from ddgsim.predict.overheads import Overheads, messages
 from ddgsim.predict.scenario import Scenario
 
-PROBE = "ddgsim.profile.overhead_probe:probe_model"
+PROBE = "ddgsim.calibrate.overhead_probe:probe_model"
 """The probe's model name (a user-model factory path, so that the executor's processes build it)."""
 PROBE_BATCH = 8
 STEPS = 600
 """Iterations per probe run: its steps take about a millisecond, and such steps take hundreds of
-iterations to settle (caches, the allocator, the CPU's clock; see :func:`ddgsim.compare.validate.run_length`)."""
+iterations to settle (caches, the allocator, the CPU's clock; see :func:`ddgsim.compare.options.run_length`)."""
 SKIP = 300
 """Iterations dropped at the start of each run (start-up, first receives, warm-up)."""
 ROUNDS = 3
@@ -257,8 +257,8 @@ def measure(scenario: Scenario, device: str = "cpu", threads: int = 1, reps: int
     """Profile the probe (``reps`` repetitions), run it in :data:`CONFIGS` (those with at most as many
     stages as ``scenario`` has devices: this machine's, as calibrated, its first devices used;
     :data:`ROUNDS` times, once below :data:`FULL_REPS`), fit, and choose the tail."""
-    from ddgsim.compare.validate import execute, measured_step_ms
-    from ddgsim.execute.measure import load_metrics
+    from ddgsim.execute.launch import run_plan
+    from ddgsim.execute.measure import load_metrics, measured_step_ms
     from ddgsim.models.registry import build_model, get_spec
     from ddgsim.plan.build import plan_from_prediction
     from ddgsim.predict.event_sim import simulate
@@ -292,7 +292,7 @@ def measure(scenario: Scenario, device: str = "cpu", threads: int = 1, reps: int
             for name, _, split, M in configs:
                 metrics_path = folder / f"{name}.r{r}.metrics.json"
                 with _quiet(folder / f"{name}.out"), _environment_kept():  # quiet; the launcher's env stays there
-                    execute(plans[name], STEPS, threads, metrics_path, None, device, log_dir=folder / f"{name}.logs")
+                    run_plan(plans[name], STEPS, threads, metrics_path, None, device, log_dir=folder / f"{name}.logs")
                 metrics = load_metrics(metrics_path)
                 got[name].append((samples_of(metrics, profile, split, M, name), measured_step_ms(metrics, SKIP)))
         samples: list[StageSample] = []

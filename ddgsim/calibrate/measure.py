@@ -19,7 +19,7 @@ processes, NCCL between two GPUs) and measure:
   link would predict (:func:`allreduce_check`, ring of 2 = 2·latency + bytes/bandwidth).
 * **the executor's fixed cost per action** (``[overheads]``, :mod:`ddgsim.predict.overheads`):
   the executor itself runs a probe model whose units cost almost nothing
-  (:mod:`ddgsim.profile.overhead_probe`), and what its actions cost beyond the probe's
+  (:mod:`ddgsim.calibrate.overhead_probe`), and what its actions cost beyond the probe's
   profile is fitted per F, B, U, per message and per action of its loop;
 * the slowdown of a compute kernel when every process computes at once instead of one alone
   (shared memory bandwidth, caches, turbo): ``concurrent_speed``; and, as a comment, the
@@ -50,9 +50,9 @@ from typing import Any
 
 import numpy as np
 
+from ddgsim.calibrate.overhead_probe import ProbeResult
 from ddgsim.errors import UserError
 from ddgsim.profile.machine import loadavg
-from ddgsim.profile.overhead_probe import ProbeResult
 
 SIZES = (4, 1024, 16 * 1024, 256 * 1024, 1 << 20, 4 << 20, 8 << 20, 32 << 20)
 """Message sizes in bytes (float32 tensors: multiples of 4)."""
@@ -167,7 +167,7 @@ class Calibration:
     """The 2-process all-reduce per size (empty when not measured)."""
     overheads: ProbeResult | None = None
     """The executor's fixed costs per action, measured on the probe model
-    (:mod:`ddgsim.profile.overhead_probe`); ``None``: not measured."""
+    (:mod:`ddgsim.calibrate.overhead_probe`); ``None``: not measured."""
 
     @property
     def concurrent_speed(self) -> float:
@@ -391,7 +391,7 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
             devices: int | None = None, overheads: bool = True) -> Calibration:
     """Spawn two processes on ``device`` and measure; see the module docstring. With ``overheads``,
     then run the executor on the probe model to measure its fixed costs per action
-    (:mod:`ddgsim.profile.overhead_probe`, about 45 s more on CPU)."""
+    (:mod:`ddgsim.calibrate.overhead_probe`, about 45 s more on CPU)."""
     import torch
     import torch.multiprocessing as mp
 
@@ -443,8 +443,8 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
         return cal
     import tomllib
 
+    from ddgsim.calibrate import overhead_probe
     from ddgsim.predict.scenario import from_dict
-    from ddgsim.profile import overhead_probe
 
     here = from_dict(tomllib.loads(scenario_toml(cal)), "local")  # this machine, as measured so far
     probe = overhead_probe.measure(here, device, threads, reps=reps)
@@ -536,13 +536,13 @@ def scenario_toml(cal: Calibration, name: str = "local", command: str = "") -> s
 
 
 def _overheads_toml(probe: ProbeResult) -> list[str]:
-    """The ``[overheads]`` table and how it was measured (:mod:`ddgsim.profile.overhead_probe`)."""
-    from ddgsim.profile.overhead_probe import PROBE_BATCH
+    """The ``[overheads]`` table and how it was measured (:mod:`ddgsim.calibrate.overhead_probe`)."""
+    from ddgsim.calibrate.overhead_probe import PROBE_BATCH
 
     lines = [
         "# The executor's fixed cost per action beyond the profile's compute (ddgsim.predict.overheads),",
         f"# measured by running the executor on a probe model (a 64-16-8-10 MLP, batch {PROBE_BATCH}) whose",
-        "# units cost almost nothing, in situ profile subtracted (ddgsim.profile.overhead_probe):",
+        "# units cost almost nothing, in situ profile subtracted (ddgsim.calibrate.overhead_probe):",
         f"#   the loop's cost per action {probe.per_action_us:.1f} us, per message posted or taken "
         f"{probe.per_message_us:.1f} us",
         f"#   (largest residual of the fit {probe.residual_us:.1f} us); {100 * probe.tail_share:.0f}% of the loop's "

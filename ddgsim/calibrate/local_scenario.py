@@ -29,12 +29,12 @@ def local_scenario(threads: int = 1, device: str = "cpu", *, recalibrate: bool =
                    sizes: Sequence[int] | None = None, reps: int = CAL_REPS) -> tuple[Path, bool]:
     """(path, calibrated now): this machine's cached scenario, calibrated first if missing or
     ``recalibrate``."""
-    from ddgsim.profile import calibrate
+    from ddgsim.calibrate.measure import SIZES, measure, write_scenario
 
     path = cached_path(threads, device)
     if path.is_file() and not recalibrate:
         return path, False
-    cal = calibrate.measure(device, calibrate.SIZES if sizes is None else sizes, reps, threads)
-    calibrate.write_scenario(cal, path, name="local",
-                             command=f"ddgsim validate (automatic calibration of this machine, {reps} reps)")
+    cal = measure(device, SIZES if sizes is None else sizes, reps, threads)
+    write_scenario(cal, path, name="local",
+                   command=f"ddgsim validate (automatic calibration of this machine, {reps} reps)")
     return path, True
