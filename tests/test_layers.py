@@ -35,12 +35,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry points", ("ddgsim.cli", "ddgsim.__main__")),
 )
 
-ALLOWED: frozenset[tuple[str, str]] = frozenset({
-    # The simulator takes a split's stage ranges from plan.split; that helper is moving down into
-    # predict with the event_sim restructuring under way: drop this pair when it lands.
-    ("ddgsim.predict.event_sim", "ddgsim.plan.split"),
-})
-"""(importer, imported) pairs that run back up, each with its reason beside it."""
+ALLOWED: frozenset[tuple[str, str]] = frozenset()
+"""(importer, imported) pairs that run back up, each with its reason beside it; none today."""
 
 
 def module_name(path: Path) -> str:
