@@ -45,6 +45,11 @@ import simpy
 from ddgsim.errors import UserError
 from ddgsim.predict.closed_form import closed_form_period, stage_costs
 from ddgsim.predict.collective import after_gradients, ring_edges, tree_chunks
+from ddgsim.predict.contention import CONTENTION_PASSES as CONTENTION_PASSES  # re-exported
+from ddgsim.predict.contention import contention_factors as contention_factors  # re-exported
+from ddgsim.predict.link_load import LinkStats as LinkStats  # re-exported
+from ddgsim.predict.link_load import link_stats as link_stats  # re-exported
+from ddgsim.predict.link_load import replicated_link_stats as replicated_link_stats  # re-exported
 from ddgsim.predict.max_plus import (
     UPDATE_GB_S,
     Costs,
@@ -61,20 +66,6 @@ from ddgsim.profile.format import Profile
 from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, Piece, check_batch
 from ddgsim.schedule import Action, Message, Schedule, Steady, resolve, staleness_of
 from ddgsim.trace import TraceEvent
-
-
-@dataclass(frozen=True, kw_only=True)
-class LinkStats:
-    """Steady-state load of one link direction."""
-
-    src: str
-    """Sending device."""
-    dst: str
-    """Receiving device."""
-    bytes_per_iteration: float
-    """Bytes crossing this direction per iteration (all messages routed over it)."""
-    busy_ms: float
-    """Time per iteration this direction is occupied (latency included)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -465,56 +456,6 @@ def _run_replicated(schedule: Schedule, costs: Costs,
     return timeline, executed, events
 
 
-CONTENTION_PASSES = 3
-"""Fixed-point passes for devices that slow each other (``Scenario.concurrent_speed``)."""
-
-
-def contention_factors(timeline: Sequence[TraceEvent], devices: Sequence[str],
-                       scenario: Scenario) -> dict[str, float] | None:
-    """Time multiplier of each device's compute when devices of one host slow each other, or ``None``.
-
-    A device's compute overlapping compute of another device with the same (non-empty)
-    ``host`` runs at ``scenario.concurrent_speed``; with ``o`` the overlapping share of
-    its compute time in ``timeline`` (the previous pass), its compute
-    takes ``1 + o·(1/c − 1)`` times as long. ``None`` when nothing is shared (``c`` = 1, or no
-    two used devices on one host).
-    """
-    c = scenario.concurrent_speed
-    host = {d: scenario.device(d).host for d in devices}
-    if c >= 1 or not any(h and list(host.values()).count(h) > 1 for h in host.values()):
-        return None
-    busy: dict[str, list[tuple[float, float]]] = {d: [] for d in devices}
-    for e in timeline:
-        if e.row in busy and e.cat in ("F", "B", "U") and e.end_ms > e.start_ms:
-            busy[e.row].append((e.start_ms, e.end_ms))
-    out: dict[str, float] = {}
-    for d in devices:
-        others = sorted(iv for o in devices if o != d and host[o] and host[o] == host[d] for iv in busy[o])
-        own = sum(b - a for a, b in busy[d])
-        shared = _overlap(sorted(busy[d]), others)
-        out[d] = 1.0 + (shared / own if own > 0 else 0.0) * (1.0 / c - 1.0)
-    return out
-
-
-def _overlap(mine: list[tuple[float, float]], others: list[tuple[float, float]]) -> float:
-    """Total length of ``mine`` covered by the union of ``others`` (both sorted by start)."""
-    merged: list[list[float]] = []
-    for a, b in others:
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    total, j = 0.0, 0
-    for a, b in mine:
-        while j < len(merged) and merged[j][1] <= a:
-            j += 1
-        k = j
-        while k < len(merged) and merged[k][0] < b:
-            total += min(b, merged[k][1]) - max(a, merged[k][0])
-            k += 1
-    return total
-
-
 def _overlapped(costs: Costs) -> bool:
     """Whether a gradient bucket starts before its backward ends (the closed forms then over-count)."""
     return costs.grad_buckets is not None and any(f < 1.0 for stage in costs.grad_buckets for f, _ in stage)
@@ -536,53 +477,6 @@ def all_first_forward_starts(timeline: Sequence[TraceEvent], devices: Sequence[s
                 t = Action.from_str(e.name).batch
                 row[t] = min(row.get(t, e.start_ms), e.start_ms)
     return [[first[d][t] for t in range(iterations)] for d in devices]
-
-
-def link_stats(costs: Costs) -> tuple[LinkStats, ...]:
-    """Bytes and busy time per iteration of every loaded link direction (M messages each way)."""
-    M = costs.micro_batches
-    load: dict[tuple[str, str], list[float]] = {}
-    for routes, hop_ms in ((costs.act_hops, costs.act_hop_ms), (costs.grad_hops, costs.grad_hop_ms)):
-        for k, route in enumerate(routes):
-            for h, hop in enumerate(route):
-                acc = load.setdefault(hop, [0.0, 0.0])
-                acc[0] += M * float(costs.message_bytes[0, k])
-                acc[1] += M * float(hop_ms[0, k, h])
-    return tuple(LinkStats(src=s, dst=d, bytes_per_iteration=v[0], busy_ms=v[1]) for (s, d), v in sorted(load.items()))
-
-
-def replicated_link_stats(costs: Costs, scenario: Scenario) -> tuple[LinkStats, ...]:
-    """:func:`link_stats` with replicas: every piece (M per iteration each way) and every all-reduce chunk."""
-    assert costs.layout is not None and costs.micro_bytes is not None and costs.allreduce_bytes is not None
-    M, rows = costs.micro_batches, costs.layout.devices
-    load: dict[tuple[str, str], list[float]] = {}
-
-    def add(src: str, dst: str, nbytes: float, times: int) -> None:
-        for hop in scenario.route(src, dst):
-            acc = load.setdefault(hop, [0.0, 0.0])
-            acc[0] += times * nbytes
-            acc[1] += times * scenario.link(hop).hop_ms(nbytes)
-
-    for k in range(costs.stages - 1):
-        span = costs.boundary_span(k)
-        for p in costs.boundary_pieces(k):
-            nbytes = float(costs.micro_bytes[0, k]) * (p.hi - p.lo) / span
-            add(rows[k][p.src], rows[k + 1][p.dst], nbytes, M)
-            add(rows[k + 1][p.dst], rows[k][p.src], nbytes, M)
-    for k, row in enumerate(rows):
-        n = len(row)
-        if n < 2:
-            continue
-        for nbytes in [float(costs.allreduce_bytes[0, k]), *after_gradients(k == len(rows) - 1)]:
-            if costs.allreduce == "ring":
-                for a, b in ring_edges(row):
-                    add(a, b, nbytes / n, 2 * (n - 1))
-            else:
-                c = tree_chunks(scenario, row, nbytes)
-                for i in range(1, n):
-                    add(row[i], row[(i - 1) // 2], nbytes / c, c)
-                    add(row[(i - 1) // 2], row[i], nbytes / c, c)
-    return tuple(LinkStats(src=s, dst=d, bytes_per_iteration=v[0], busy_ms=v[1]) for (s, d), v in sorted(load.items()))
 
 
 def simulate(
