@@ -44,9 +44,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddgsim.predict import max_plus
+from ddgsim.schedule import SCHEDULES, Cycle, ScheduleKind
 
-CLOSED_FORM = ("ddg-pipelined", "ddg", "bp")
-"""Schedules whose period has a closed form."""
+CLOSED_FORM: tuple[ScheduleKind, ...] = tuple(k for k in ScheduleKind if k.closed_form is not None)
+"""Schedules whose period has a closed form (a :class:`~ddgsim.schedule.Cycle` shape in the registry)."""
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,16 @@ def stage_costs(costs: max_plus.Costs) -> StageCosts:
 
 
 def closed_form_period(schedule: str, c: StageCosts) -> np.ndarray:
-    """Steady-state period (S,) of ``ddg-pipelined``, ``ddg`` or ``bp`` (module docstring)."""
+    """Steady-state period (S,) of ``ddg-pipelined``, ``ddg`` or ``bp`` (module docstring): the formula
+    of the schedule's cycle shape (:attr:`ddgsim.schedule.ScheduleSpec.closed_form`)."""
+    cycle = ScheduleKind(schedule).closed_form if schedule in SCHEDULES else None
     S, K = c.f.shape
     work = c.f + c.b
     # A cycle's same-stage steps add the tail of the action they leave (F→B at the turning stage,
     # B→U and U→F at the closing one); its message steps do not (the message leaves before it).
     tf, tb, tu = c.tail(0), c.tail(1), c.tail(2)
     close = c.u + tb + tu
-    if schedule in ("ddg-pipelined", "bp"):
+    if cycle in (Cycle.WINDOW_MEAN, Cycle.ROUND_TRIP):
         # Window [k, j]: u_k + Σ_{i=k..j} work_i + Σ_{i=k..j-1} comm_i = u_k + W[j+1] − W[k] + C[j] − C[k],
         # with W, C the prefix sums of work and comm (one vectorised row per k), + the tails.
         # ddg-pipelined: the window's mean over its j − k + 1 stages. bp: the window itself, a round
@@ -103,10 +106,10 @@ def closed_form_period(schedule: str, c: StageCosts) -> np.ndarray:
         for k in range(K):
             j = np.arange(k, K)
             total = close[:, k, None] + tf[:, j] + W[:, j + 1] - W[:, k, None] + C[:, j] - C[:, k, None]
-            if schedule == "ddg-pipelined":
+            if cycle is Cycle.WINDOW_MEAN:
                 total = total / (j - k + 1)
             best = np.maximum(best, total.max(axis=1))
-    elif schedule == "ddg":
+    elif cycle is Cycle.NEIGHBOURS:
         best = np.max(work + close + tf, axis=1)
         if K > 1:
             pair = c.f[:, :-1] + c.a + work[:, 1:] + tf[:, 1:] + c.g

@@ -36,7 +36,7 @@ from typing import Any
 
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import shard_share
-from ddgsim.schedule import RECEIVE_WINDOW, Action, Schedule, Steady
+from ddgsim.schedule import RECEIVE_WINDOW, SCHEDULES, Action, Schedule, ScheduleKind, Steady
 
 SGD_MOMENTUM_BUFFERS = 1
 """Optimizer state per parameter for SGD with momentum (the paper's optimizer)."""
@@ -102,18 +102,14 @@ def in_flight_and_versions(actions: Sequence[Action], micro_batches: int) -> tup
 
 
 def steady_flights(schedule: str, stages: int, micro_batches: int = 1) -> list[tuple[float, int]]:
-    """:func:`in_flight_and_versions` of every stage of a schedule's steady state, without building it:
-    ``ddg``/``ddg-pipelined`` keep ``K−k`` batches in flight and ``K−1−k`` older versions on stage k
-    (its delay plus one); ``1f1b`` ``min(K−k, M)`` micro-batches; ``bp`` and ``gpipe`` one batch.
-    (The walk over the built lists gives the same; property-tested.)"""
-    K, M = stages, micro_batches
-    if schedule in ("ddg", "ddg-pipelined"):
-        return [(float(K - k), K - 1 - k) for k in range(K)]
-    if schedule == "1f1b":
-        return [(min(K - k, M) / M, 0) for k in range(K)]
-    if schedule in ("bp", "gpipe"):
-        return [(1.0, 0)] * K
-    raise ValueError(f"unknown schedule {schedule!r}")
+    """:func:`in_flight_and_versions` of every stage of a schedule's steady state, without building it
+    (:meth:`ddgsim.schedule.ScheduleSpec.steady_flight`): ``ddg``/``ddg-pipelined`` keep ``K−k`` batches
+    in flight and ``K−1−k`` older versions on stage k (its delay plus one); ``1f1b`` ``min(K−k, M)``
+    micro-batches; ``bp`` and ``gpipe`` one batch. (The walk over the built lists gives the same;
+    property-tested.)"""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}")
+    return ScheduleKind(schedule).spec.steady_flights(stages, micro_batches)
 
 
 @dataclass(frozen=True)
