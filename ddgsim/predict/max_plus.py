@@ -264,8 +264,8 @@ def shard_note(profile: Profile, micro_batches: int, replicas: Sequence[int]) ->
         return None
     from ddgsim.models.registry import profile_hint
 
-    even = [c for c in missing if B % c == 0]
-    uneven = sorted({largest_shard(B // M, c // M) for c in missing if B % c})
+    uneven = sorted({largest_shard(B // M, c // M) for c in missing if B % c and B % M == 0})
+    even = [c for c in missing if B % c == 0 or B % M]
     parts = []
     if even:
         counts = ",".join(map(str, even))

@@ -134,8 +134,12 @@ class Profile:
         from ddgsim.replicas import largest_shard
 
         B = self.batch_size
-        size = largest_shard(B // micro_batches, replicas)
         whole = [(u.forward_ms, u.backward_ms) for u in self.units]
+        if B % micro_batches:  # micro-batches of unequal size (a plan refuses them; a simulation may ask):
+            pieces = micro_batches * replicas  # 1/(M·D) of the batch each, as before shards were sized
+            measured = self.micro_costs(pieces) if pieces > 1 else None
+            return measured or [(f / pieces, b / pieces) for f, b in whole], measured is not None or pieces == 1
+        size = largest_shard(B // micro_batches, replicas)
         if size == B:
             return whole, True
         points = {B: whole}
