@@ -41,7 +41,9 @@ if not Path(args.csv).is_file():
              "`python -m ddgsim validate resnet56 --gpus 1,2 --out DIR` and pass --csv DIR/validation.csv")
 
 # %%
-from ddgsim.compare.validate import error_figure, read_csv, scatter_figure, summarize
+from ddgsim.compare.accuracy import summarize
+from ddgsim.compare.report import error_figure, scatter_figure
+from ddgsim.compare.validation_csv import read_csv
 
 rows = read_csv(args.csv)
 summary = summarize(rows, args.tolerance)

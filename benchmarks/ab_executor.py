@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ddgsim.compare.validate import measured_step_ms
+from ddgsim.execute.measure import measured_step_ms
 
 
 def run(tree: Path, plan: Path, steps: int, warmup: int) -> float:

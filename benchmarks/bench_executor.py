@@ -82,7 +82,7 @@ def run_once(plan: Path, steps: int, threads: int, warmup: int, metrics: Path) -
                     "synthetic", "--threads", str(threads), "--no-eval", "--no-progress", "--backend", "gloo",
                     "--metrics", str(metrics)],
                    cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    from ddgsim.compare.validate import measured_step_ms
+    from ddgsim.execute.measure import measured_step_ms
 
     m: dict[str, Any] = json.loads(metrics.read_text())
     return 128 / (measured_step_ms(m, warmup) / 1e3)

@@ -7,7 +7,7 @@ name the profile and the calibrated scenario they were predicted with). Every ru
 again twice by the simulator — with the scenario as calibrated (its ``[overheads]``) and with
 the overheads taken out — and both are compared with the same measurements: the median
 |error| of the iteration time and of the speedup over K = 1 measured in the same round
-(:func:`ddgsim.compare.validate.speedups`). Nothing is re-run: the two predictions face the
+(:func:`ddgsim.compare.accuracy.speedups`). Nothing is re-run: the two predictions face the
 very same executions, so the difference is the model's, not the machine's.
 """
 
@@ -24,7 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ddgsim.compare.validate import Row, read_csv, speedups  # noqa: E402
+from ddgsim.compare.accuracy import speedups  # noqa: E402
+from ddgsim.compare.rows import Row  # noqa: E402
+from ddgsim.compare.validation_csv import read_csv  # noqa: E402
 from ddgsim.predict.event_sim import simulate  # noqa: E402
 from ddgsim.predict.overheads import Overheads  # noqa: E402
 from ddgsim.predict.scenario import load_scenario  # noqa: E402

@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ddgsim.compare.validate import COLUMNS, read_csv, speed_matched_errors, summarize  # noqa: E402
+from ddgsim.compare.accuracy import speed_matched_errors, summarize  # noqa: E402
+from ddgsim.compare.validation_csv import COLUMNS, read_csv  # noqa: E402
 
 MODELS = ("resnet20", "resnet56", "resnet110", "smallcnn", "gpt-mini")
 SPLITS = {"resnet56": 1, "resnet110": 1}
@@ -134,7 +135,7 @@ def _keep_profiles(out: Path, folders: list[Path]) -> None:
 
 def _figures(folder: Path, rows: list) -> None:  # type: ignore[type-arg]
     from ddgsim.compare.figures import export_pngs
-    from ddgsim.compare.validate import error_figure, scatter_figure
+    from ddgsim.compare.report import error_figure, scatter_figure
 
     s = summarize(rows)
     head = (f"{s.runs} runs, 3 interleaved repeats each: median |error| {s.median_abs_error_pct:.1f}%, "

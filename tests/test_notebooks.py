@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ddgsim.compare.validate import Row, write_csv
+from ddgsim.compare.rows import Row
+from ddgsim.compare.validation_csv import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYSIS = ROOT / "analysis"

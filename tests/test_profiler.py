@@ -289,7 +289,7 @@ def test_the_saved_tensor_count_runs_after_every_timed_step(monkeypatch: pytest.
 
 def test_rows_that_disagree_with_the_whole_step_are_called_off(capsys: pytest.CaptureFixture[str]) -> None:
     from ddgsim.commands.profile import _summary
-    from ddgsim.compare.validate import profile_warning
+    from ddgsim.compare.inputs import profile_warning
     from ddgsim.profile.format import ROWS_WHOLE_TOL, Profile, UnitProfile
 
     def prof(rows_ms: float, whole_ms: float) -> Profile:

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from ddgsim.compare.torch_pipelining import launch
-from ddgsim.compare.validate import measured_step_ms
 from ddgsim.errors import UserError
-from ddgsim.execute.measure import load_metrics
+from ddgsim.execute.measure import load_metrics, measured_step_ms
 from ddgsim.models.registry import build_model, get_spec
 from ddgsim.plan.export import stage_modules
 from ddgsim.plan.format import Plan

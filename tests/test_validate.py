@@ -14,25 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from ddgsim.compare import validate as v
-from ddgsim.compare.validate import (
-    COLUMNS,
-    ExecutionFailed,
-    Options,
-    Row,
-    choose_splits,
-    error_figure,
-    failure_line,
-    measured_step_ms,
-    plan_runs,
-    profile_warning,
-    read_csv,
-    run_all,
-    scatter_figure,
-    summarize,
-    write_csv,
-)
+from ddgsim.compare import execution, options, rounds
+from ddgsim.compare.accuracy import summarize
+from ddgsim.compare.inputs import profile_warning
+from ddgsim.compare.options import Options
+from ddgsim.compare.report import error_figure, scatter_figure
+from ddgsim.compare.rounds import run_all
+from ddgsim.compare.rows import Row, failure_line, run_label
+from ddgsim.compare.selection import choose_splits, oversized, plan_runs
+from ddgsim.compare.validation_csv import COLUMNS, read_csv, write_csv
 from ddgsim.errors import UserError
+from ddgsim.execute.launch import ExecutionFailed
+from ddgsim.execute.measure import measured_step_ms
 from ddgsim.plan.split import weighted_split
 from ddgsim.predict.scenario import load_scenario
 from ddgsim.profile.format import Profile, UnitProfile
@@ -207,7 +200,7 @@ def test_run_all_retries_once_then_records_the_failure_and_goes_on(tmp_path: Pat
             raise ExecutionFailed("executor exit status -9")
         _fake_metrics(metrics, 10.0)
 
-    monkeypatch.setattr(v, "execute", fake_execute)
+    monkeypatch.setattr(execution, "run_plan", fake_execute)
     notes: list[str] = []
     rows, timelines = run_all(prof, {}, scenario, "ideal-2", opts, out, log=lambda m: None, warn=notes.append)
     assert calls == [names[0], names[1], names[1], names[2], names[2], names[3]]
@@ -246,7 +239,7 @@ def test_repeats_are_interleaved_and_the_median_is_compared(tmp_path: Path,
         calls.append(name)
         assert metrics.name == f"{name}.r{calls.count(name)}.metrics.json"
 
-    monkeypatch.setattr(v, "execute", fake_execute)
+    monkeypatch.setattr(execution, "run_plan", fake_execute)
     rows, _ = run_all(prof, {}, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=lambda m: None)
     assert calls == [s.name for s in specs] * 3
     assert [r.measured_all_ms for r in rows] == [tuple(step[i]) for i in range(4)]
@@ -291,7 +284,7 @@ def test_executions_disturbed_by_the_hypervisor_are_measured_again(tmp_path: Pat
         _fake_metrics(metrics, step)
 
     monkeypatch.setattr(machine, "cpu_jiffies", jiffies)
-    monkeypatch.setattr(v, "execute", fake_execute)
+    monkeypatch.setattr(execution, "run_plan", fake_execute)
     notes: list[str] = []
     rows, _ = run_all(prof, {}, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=notes.append)
     assert len(executions) == 5
@@ -303,7 +296,7 @@ def test_executions_disturbed_by_the_hypervisor_are_measured_again(tmp_path: Pat
 
 
 def test_speed_matched_errors_factor_out_the_machine_drift_round_by_round() -> None:
-    from ddgsim.compare.validate import speed_matched_errors
+    from ddgsim.compare.accuracy import speed_matched_errors
 
     def row(K: int, pred: float, meas: tuple[float, ...], model: str = "m") -> Row:
         return Row(model=model, K=K, schedule="bp" if K == 1 else "ddg", split="" if K == 1 else "3",
@@ -321,7 +314,8 @@ def test_speed_matched_errors_factor_out_the_machine_drift_round_by_round() -> N
 
 
 def test_speedups_are_ratios_of_one_round_and_errors_are_told_from_noise() -> None:
-    from ddgsim.compare.validate import MODEL_ERROR, WITHIN_NOISE, WITHIN_TOLERANCE, speedups
+    from ddgsim.compare.accuracy import speedups
+    from ddgsim.compare.rows import MODEL_ERROR, WITHIN_NOISE, WITHIN_TOLERANCE
 
     def row(K: int, pred: float, meas: tuple[float, ...], split: str = "3") -> Row:
         m = statistics.median(meas)
@@ -365,14 +359,14 @@ def test_replicated_runs_are_planned_named_and_checked(tmp_path: Path) -> None:
                                                                                              ("dev2", "dev3"))
     assert specs[0].layout(ideal(4)) is None and specs[3].name.startswith("k2-d2-ddg-")
     # the prediction is of the replicated run: two replicas of one stage halve its compute
-    run = v._prepare(specs[1], prof, {}, ideal(4), "ideal-4", tmp_path, replace(opts, trace=False))
-    one = v._prepare(specs[0], prof, {}, ideal(4), "ideal-4", tmp_path, replace(opts, trace=False))
+    run = rounds._prepare(specs[1], prof, {}, ideal(4), "ideal-4", tmp_path, replace(opts, trace=False))
+    one = rounds._prepare(specs[0], prof, {}, ideal(4), "ideal-4", tmp_path, replace(opts, trace=False))
     assert run.sim.iteration_ms < one.sim.iteration_ms
     assert json.loads(run.plan.read_text())["stages"][0]["replicas"] == ["dev0", "dev1"]
     with pytest.raises(UserError, match="--gpus 2 with --replicas 2 needs 4 devices but scenario 'ideal-3' has 3"):
         plan_runs(prof, ideal(3), opts)
     # asked to, the pairs that do not fit are left out (validate does so when several pairs are asked for)
-    assert v.oversized(ideal(3), opts) == [(2, 2)]
+    assert oversized(ideal(3), opts) == [(2, 2)]
     fitting = plan_runs(prof, ideal(3), replace(opts, skip_oversized=True))
     assert [(s.stages, s.replicas) for s in fitting] == [(1, 1), (1, 2), (2, 1)]
     with pytest.raises(UserError, match="batch size 8 does not split into 1 micro-batch"):
@@ -380,7 +374,7 @@ def test_replicated_runs_are_planned_named_and_checked(tmp_path: Path) -> None:
 
 
 def test_replicas_round_trip_through_the_csv_and_drift_is_factored_out_for_them(tmp_path: Path) -> None:
-    from ddgsim.compare.validate import speed_matched_errors
+    from ddgsim.compare.accuracy import speed_matched_errors
 
     rows = [Row(model="m", K=1, schedule="bp", split="", predicted_ms=100.0, measured_ms=100.0, error_pct=0.0,
                 batch_size=8, repeats=2, measured_all_ms=(110.0, 90.0)),
@@ -390,7 +384,7 @@ def test_replicas_round_trip_through_the_csv_and_drift_is_factored_out_for_them(
     again = read_csv(tmp_path / "v.csv")
     assert [r.replicas for r in again] == [1, 2]
     assert speed_matched_errors(again) == {1: pytest.approx(0.0)}  # scaled by the one-process run only
-    assert v._run_label(again[1]) == "K=1×D=2 bp [-]"
+    assert run_label(again[1]) == "K=1×D=2 bp [-]"
 
 
 def test_ctrl_c_during_a_run_stops_without_retry_and_keeps_the_earlier_rows(tmp_path: Path,
@@ -411,7 +405,7 @@ def test_ctrl_c_during_a_run_stops_without_retry_and_keeps_the_earlier_rows(tmp_
             raise SignalException("got signal: SIGINT", sigval=signal.SIGINT)
         _fake_metrics(metrics, 10.0)
 
-    monkeypatch.setattr(v, "execute", fake_execute)
+    monkeypatch.setattr(execution, "run_plan", fake_execute)
     with pytest.raises(KeyboardInterrupt):
         run_all(prof, {}, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=lambda m: None)
     assert len(calls) == 2
@@ -428,7 +422,7 @@ def test_validate_exits_1_and_keeps_everything_when_every_run_fails(tmp_path: Pa
     def always_fails(plan: Path, *args: object, **kwargs: object) -> None:
         raise ExecutionFailed("executor exit status 1")
 
-    monkeypatch.setattr(v, "execute", always_fails)
+    monkeypatch.setattr(execution, "run_plan", always_fails)
     out = tmp_path / "val"
     code = main(["validate", "mlp", "--gpus", "1,2", "--schedules", "ddg", "--splits", "1", "--steps", "4", "--repeats", "1",
                  "--batch-size", "16", "--scenario", "cpu-2core", "--profile", str(prof_path), "--out", str(out)])
@@ -470,7 +464,7 @@ def _validate(*argv: str, env: dict[str, str], timeout: float = 300) -> subproce
 @pytest.mark.slow
 def test_this_machines_scenario_is_calibrated_once_then_taken_from_the_cache(tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from ddgsim.profile.local_scenario import cached_path, local_scenario
+    from ddgsim.calibrate.local_scenario import cached_path, local_scenario
 
     monkeypatch.setenv("DDGSIM_CACHE_DIR", str(tmp_path))
     path, measured = local_scenario(sizes=[4, 4096], reps=2)  # real gloo processes
@@ -605,10 +599,10 @@ def test_short_steps_run_long_enough_to_settle_and_be_measured() -> None:
     """Twelve steps of a millisecond are 12 ms of a machine still warming up: validate runs such a run
     longer (at least min_warmup_ms dropped, min_window_ms measured), and long steps exactly --steps."""
     opts = Options(stages=[1, 2], schedules=["ddg"], steps=12)
-    assert v.run_length(400.0, 2, opts) == (12, 2)  # long steps: as asked, K gaps dropped
-    steps, warm = v.run_length(1.0, 2, opts)
+    assert options.run_length(400.0, 2, opts) == (12, 2)  # long steps: as asked, K gaps dropped
+    steps, warm = options.run_length(1.0, 2, opts)
     assert warm == 300 and steps == 1 + 300 + 500
-    assert v.run_length(1.0, 2, replace(opts, warmup=3)) == (1 + 3 + 500, 3)  # an explicit --warmup stays
-    assert v.run_length(1.0, 2, replace(opts, min_warmup_ms=0, min_window_ms=0)) == (12, 2)
-    assert v.run_length(0.01, 2, opts)[0] == v.MAX_RUN_STEPS  # never more than the cap
-    assert v.run_length(math.nan, 2, opts) == (12, 2)
+    assert options.run_length(1.0, 2, replace(opts, warmup=3)) == (1 + 3 + 500, 3)  # an explicit --warmup stays
+    assert options.run_length(1.0, 2, replace(opts, min_warmup_ms=0, min_window_ms=0)) == (12, 2)
+    assert options.run_length(0.01, 2, opts)[0] == options.MAX_RUN_STEPS  # never more than the cap
+    assert options.run_length(math.nan, 2, opts) == (12, 2)

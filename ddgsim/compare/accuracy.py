@@ -1,0 +1,219 @@
+"""How close the predictions were: errors, speedups over K = 1, the ranking and each run's verdict."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from ddgsim.compare.rows import MODEL_ERROR, WITHIN_NOISE, WITHIN_TOLERANCE, Row, run_label
+from ddgsim.errors import UserError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Summary:
+    """How close the predictions were over all runs."""
+
+    runs: int
+    median_abs_error_pct: float
+    worst_abs_error_pct: float
+    kendall_tau: float
+    """Kendall τ between predicted and measured times (1: same order)."""
+    kendall_p: float
+    discordant: list[tuple[str, str]] = field(default_factory=list)
+    """Pairs ordered differently although their predictions differ by more than ``tol_pct``."""
+    tol_pct: float = 5.0
+    failed: list[str] = field(default_factory=list)
+    """The runs that failed, each ``K=2 ddg [6] (reason)``; not in ``runs`` nor in the statistics."""
+    median_spread_pct: float = math.nan
+    """Median over runs of (max − min)/median of their repeats, in %."""
+    worst_spread_pct: float = math.nan
+    repeats: int = 1
+    """Most repeats of one run."""
+    speed_matched_median_pct: float = math.nan
+    """Median |error| once each round's predictions are scaled by that round's K = 1 run
+    (measured / predicted): the pipeline model's error with the machine's speed of the
+    moment factored out (:func:`speed_matched_errors`). NaN without a complete K = 1 run."""
+    speed_matched_worst_pct: float = math.nan
+    memory_median_pct: float = math.nan
+    """Median over stages of every measured run of |predicted − measured| / measured peak memory, in %."""
+    memory_worst_pct: float = math.nan
+    memory_stages: int = 0
+    verdicts: dict[str, list[str]] = field(default_factory=dict)
+    """Per :meth:`Row.verdict`, the runs (``label: error, noise``) it applies to."""
+    speedup_median_pct: float = math.nan
+    """Median over runs of |predicted − measured speedup over K = 1| / measured, the speedups taken
+    in the same round (:func:`speedups`); NaN without a complete K = 1 run."""
+    speedup_worst_pct: float = math.nan
+    speedup_runs: int = 0
+
+    @property
+    def ranking_preserved(self) -> bool:
+        return not self.discordant
+
+    def to_json(self) -> dict[str, Any]:
+        """The figures ``summary.json`` holds, under its names."""
+        return {
+            "runs": self.runs, "median_abs_error_pct": self.median_abs_error_pct,
+            "worst_abs_error_pct": self.worst_abs_error_pct, "kendall_tau": self.kendall_tau,
+            "kendall_p": self.kendall_p, "ranking_preserved": self.ranking_preserved,
+            "discordant": self.discordant, "tolerance_pct": self.tol_pct,
+            "runs_failed": len(self.failed), "failed": self.failed, "repeats": self.repeats,
+            "median_spread_pct": self.median_spread_pct, "worst_spread_pct": self.worst_spread_pct,
+            "speed_matched_median_pct": self.speed_matched_median_pct,
+            "speed_matched_worst_pct": self.speed_matched_worst_pct,
+            "speedup_median_abs_error_pct": self.speedup_median_pct,
+            "speedup_worst_abs_error_pct": self.speedup_worst_pct, "speedup_runs": self.speedup_runs,
+            "verdicts": self.verdicts,
+            "memory_median_abs_error_pct": self.memory_median_pct, "memory_worst_abs_error_pct": self.memory_worst_pct,
+            "memory_stages": self.memory_stages}
+
+    def _verdict_lines(self) -> list[str]:
+        if not self.verdicts:
+            return []
+        n = {k: len(self.verdicts.get(k, [])) for k in (WITHIN_TOLERANCE, WITHIN_NOISE, MODEL_ERROR)}
+        out = [f"against each run's noise (half the spread of its repeats): {n[WITHIN_TOLERANCE]} within "
+               f"{self.tol_pct:g}%, {n[WITHIN_NOISE]} inside their noise, {n[MODEL_ERROR]} model error"]
+        out += [f"  model error: {x}" for x in self.verdicts.get(MODEL_ERROR, [])]
+        out += [f"  inside its noise: {x}" for x in self.verdicts.get(WITHIN_NOISE, [])]
+        return out
+
+    def lines(self) -> list[str]:
+        rank = "yes" if self.ranking_preserved else f"no ({len(self.discordant)} discordant pair(s))"
+        if not self.runs:
+            rank = "n/a (no run measured)"
+        failed = f", {len(self.failed)} failed (not counted below)" if self.failed else ""
+        return [
+            f"runs: {self.runs}{failed}",
+            *[f"  failed: {f}" for f in self.failed],
+            f"repeats per run: {self.repeats} (interleaved); spread between repeats (max-min)/median: "
+            f"median {_pct(self.median_spread_pct)}, largest {_pct(self.worst_spread_pct)}",
+            f"median absolute error: {_pct(self.median_abs_error_pct)}",
+            f"worst absolute error: {_pct(self.worst_abs_error_pct)}",
+            *self._verdict_lines(),
+            *([f"speedup over K=1, predicted vs measured in the same round (the machine's drift cancels): "
+               f"median |error| {_pct(self.speedup_median_pct)}, worst {_pct(self.speedup_worst_pct)} "
+               f"({self.speedup_runs} runs)"] if self.speedup_runs else []),
+            f"Kendall tau (predicted vs measured): {self.kendall_tau:.3f} (p = {self.kendall_p:.3g})",
+            *([f"peak memory per stage, predicted vs measured ({self.memory_stages} stages): median |error| "
+               f"{_pct(self.memory_median_pct)}, worst {_pct(self.memory_worst_pct)}"] if self.memory_stages else []),
+            f"ranking preserved (pairs whose predictions differ by > {self.tol_pct:g}%): {rank}",
+            *[f"  measured order differs: {a} vs {b}" for a, b in self.discordant],
+        ]
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.1f}%"
+
+
+def _with_base(rows: Sequence[Row]) -> list[tuple[int, Row]]:
+    """(row index, its one-process run) for every measured row of K ≥ 2 whose group (model, batch,
+    scenario) has exactly one one-process run, measured in every round as the row was."""
+    out: list[tuple[int, Row]] = []
+    groups: dict[tuple[str, int, str], list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.ok and r.measured_all_ms:
+            groups.setdefault((r.model, r.batch_size, r.scenario), []).append(i)
+    for idx in groups.values():
+        base = [i for i in idx if rows[i].K == 1 and rows[i].replicas == 1]
+        if len(base) != 1:
+            continue
+        ref = rows[base[0]]
+        out += [(i, ref) for i in idx if i != base[0] and len(rows[i].measured_all_ms) == len(ref.measured_all_ms)]
+    return out
+
+
+def speed_matched_errors(rows: Sequence[Row]) -> dict[int, float]:
+    """Per row (by index, all but the one-process run): the error once the machine's speed drift is factored out.
+
+    The repeats are interleaved in rounds, and each round starts with the one-process run
+    (K = 1) of the same model and batch. Its measured/predicted ratio in round r says how
+    fast the machine ran that round compared with when the profile was measured; every
+    prediction of round r is scaled by it and compared with that round's measurement, and
+    the row's figure is the median over rounds. Rows whose group lacks a K = 1 row with a
+    measurement in every round (or that miss rounds themselves) are left out.
+    """
+    out: dict[int, float] = {}
+    for i, ref in _with_base(rows):
+        r = rows[i]
+        factors = [m / ref.predicted_ms for m in ref.measured_all_ms]
+        errs = [100.0 * (r.predicted_ms * f - m) / m for f, m in zip(factors, r.measured_all_ms, strict=True)]
+        out[i] = float(statistics.median(errs))
+    return out
+
+
+class Speedup(NamedTuple):
+    """A run's speedup over the one-process run of its group."""
+
+    predicted: float
+    measured: float
+    """Median over the rounds of (the one-process run's time / this run's), each round's own."""
+    error_pct: float
+    """Median over the rounds of 100 · (predicted − measured) / measured speedup."""
+    rounds: tuple[float, ...] = ()
+    """The measured speedup of every round."""
+
+
+def speedups(rows: Sequence[Row]) -> dict[int, Speedup]:
+    """Per row of K ≥ 2 (by index): its speedup over K = 1, predicted and measured in the same round.
+
+    A ratio of two runs of one round, measured minutes apart at most, cancels the machine's
+    speed of the moment (the same rounds as :func:`speed_matched_errors`)."""
+    out: dict[int, Speedup] = {}
+    for i, ref in _with_base(rows):
+        r = rows[i]
+        pred = ref.predicted_ms / r.predicted_ms
+        meas = [b / m for b, m in zip(ref.measured_all_ms, r.measured_all_ms, strict=True)]
+        out[i] = Speedup(pred, float(statistics.median(meas)),
+                         float(statistics.median(100.0 * (pred - x) / x for x in meas)), tuple(meas))
+    return out
+
+
+def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
+    """Errors, Kendall τ and the ranking over the measured (``ok``) rows; failed ones are listed apart."""
+    from scipy.stats import kendalltau
+
+    if not rows:
+        raise UserError("no runs to summarize")
+    failed = [f"{run_label(r)} ({r.error or 'no reason recorded'})" for r in rows if not r.ok]
+    rows = [r for r in rows if r.ok]
+    if not rows:
+        return Summary(runs=0, median_abs_error_pct=math.nan, worst_abs_error_pct=math.nan, kendall_tau=math.nan,
+                       kendall_p=math.nan, tol_pct=tol_pct, failed=failed)
+    errs = [abs(r.error_pct) for r in rows]
+    pred = [r.predicted_ms for r in rows]
+    meas = [r.measured_ms for r in rows]
+    if len(rows) >= 2 and len(set(pred)) > 1 and len(set(meas)) > 1:
+        res = kendalltau(pred, meas)
+        tau, p = float(res.statistic), float(res.pvalue)
+    else:
+        tau, p = math.nan, math.nan
+    bad = []
+    for a, b in itertools.combinations(rows, 2):
+        if abs(a.predicted_ms - b.predicted_ms) <= tol_pct / 100 * min(a.predicted_ms, b.predicted_ms):
+            continue
+        if (a.predicted_ms - b.predicted_ms) * (a.measured_ms - b.measured_ms) < 0:
+            bad.append((run_label(a), run_label(b)))
+    spreads = [r.spread_pct for r in rows if not math.isnan(r.spread_pct)]
+    matched = [abs(e) for e in speed_matched_errors(rows).values()]
+    ups = [abs(x.error_pct) for x in speedups(rows).values()]
+    verdicts: dict[str, list[str]] = {}
+    for r in rows:
+        verdicts.setdefault(r.verdict(tol_pct), []).append(
+            f"{run_label(r)} {r.label}: error {r.error_pct:+.1f}%, noise ±{r.noise_pct:.1f}%")
+    mem = [abs(e) for r in rows for e in r.memory_errors_pct]
+    return Summary(verdicts=verdicts, speedup_runs=len(ups),
+                   speedup_median_pct=float(statistics.median(ups)) if ups else math.nan,
+                   speedup_worst_pct=max(ups) if ups else math.nan,
+                   speed_matched_median_pct=float(statistics.median(matched)) if matched else math.nan,
+                   speed_matched_worst_pct=max(matched) if matched else math.nan,
+                   memory_median_pct=float(statistics.median(mem)) if mem else math.nan,
+                   memory_worst_pct=max(mem) if mem else math.nan, memory_stages=len(mem),
+                   runs=len(rows), median_abs_error_pct=float(statistics.median(errs)),
+                   worst_abs_error_pct=max(errs), kendall_tau=tau, kendall_p=p, discordant=bad, tol_pct=tol_pct,
+                   failed=failed, median_spread_pct=float(statistics.median(spreads)) if spreads else math.nan,
+                   worst_spread_pct=max(spreads) if spreads else math.nan,
+                   repeats=max(r.repeats for r in rows))

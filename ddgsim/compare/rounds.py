@@ -1,0 +1,196 @@
+"""Predict every run, then measure them all in interleaved rounds: a failed execution is retried
+once, one disturbed by the hypervisor is measured again."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ddgsim.compare.execution import Measured, attempt
+from ddgsim.compare.options import Options, run_length
+from ddgsim.compare.report import timeline_figure
+from ddgsim.compare.rows import FAILED, Row, run_label
+from ddgsim.compare.selection import RunSpec, plan_runs
+from ddgsim.compare.validation_csv import CSV_NAME, write_csv
+from ddgsim.errors import one_line
+from ddgsim.plan.build import plan_from_prediction
+from ddgsim.predict.event_sim import simulate
+from ddgsim.predict.scenario import Scenario
+from ddgsim.profile.format import Profile
+
+ATTEMPTS = 2
+"""Tries per run: the first and one retry."""
+
+STEAL_TRIES = 3
+"""Executions of one repeat at most while the hypervisor keeps stealing CPU time."""
+
+
+@dataclass
+class _Run:
+    """One run being validated: its prediction, files and the measurements so far."""
+
+    spec: RunSpec
+    sim: Any
+    plan: Path
+    sim_trace: Path
+    trace: Path | None
+    values: list[float] = field(default_factory=list)
+    steal: list[float] = field(default_factory=list)
+    """Percent of CPU time stolen during each kept measurement (NaN: unknown)."""
+    reasons: list[str] = field(default_factory=list)
+    memory: list[tuple[float, ...]] = field(default_factory=list)
+    """Measured peak memory per stage (MiB) of each kept execution."""
+    steps: int = 0
+    """Iterations each execution runs (:func:`run_length`)."""
+    warmup: int = 0
+    """Gaps dropped before the median."""
+    attempts: int = 0
+    disturbed: int = 0
+    """Executions measured again because the hypervisor stole too much CPU time."""
+
+
+def _prepare(spec: RunSpec, profile: Profile, profile_ref: dict[str, Any], scenario: Scenario,
+             scenario_ref: str, runs_dir: Path, opts: Options) -> _Run:
+    """Simulate ``spec``; write its plan and predicted trace."""
+    from ddgsim.trace import write_trace
+
+    layout = spec.layout(scenario)
+    sim = simulate(profile, list(spec.split), scenario, spec.schedule, micro_batches=spec.micro_batches,
+                   layout=layout)
+    plan = plan_from_prediction(profile, profile_ref, scenario_ref, spec.schedule, spec.split, sim,
+                                micro_batches=spec.micro_batches, extra={"validation_label": spec.label},
+                                layout=layout)
+    plan_path = runs_dir / f"{spec.name}.plan.json"
+    plan.save(plan_path)
+    sim_trace = runs_dir / f"{spec.name}.predicted.trace.json"
+    write_trace(sim_trace, sim.timeline, process=f"predicted {spec.schedule}", rows=list(sim.devices))
+    steps, warmup = run_length(sim.iteration_ms, spec.stages, opts)
+    return _Run(spec=spec, sim=sim, plan=plan_path, sim_trace=sim_trace, steps=steps, warmup=warmup,
+                trace=runs_dir / f"{spec.name}.measured.trace.json" if opts.trace and spec.runtime == "ddgsim"
+                else None)
+
+
+def _row(run: _Run, profile: Profile, scenario: Scenario) -> Row:
+    spec, split = run.spec, ",".join(map(str, run.spec.split))
+    row = Row(model=profile.model, K=spec.stages, schedule=spec.schedule, split=split,
+              predicted_ms=run.sim.iteration_ms, measured_ms=math.nan, error_pct=math.nan, label=spec.label,
+              batch_size=profile.batch_size, steps=run.steps, scenario=scenario.name, attempts=run.attempts,
+              micro_batches=spec.micro_batches, repeats=len(run.values), measured_all_ms=tuple(run.values),
+              runtime=spec.runtime, steal_pct=max((x for x in run.steal if not math.isnan(x)), default=math.nan),
+              redone=run.disturbed, replicas=spec.replicas,
+              predicted_memory_mib=tuple(b / 2**20 for b in run.sim.peak_memory_bytes),
+              measured_memory_mib=tuple(statistics.median(xs) for xs in zip(*run.memory, strict=True))
+              if run.memory and len({len(m) for m in run.memory}) == 1 else ())
+    if not run.values:
+        error = f"{run.reasons[0]}, twice" if len(set(run.reasons)) == 1 and len(run.reasons) == 2 else \
+            "; then ".join(run.reasons)
+        return replace(row, status=FAILED, error=error)
+    measured = float(statistics.median(run.values))
+    note = f"{len(run.reasons)} failed execution(s): {run.reasons[0]}" if run.reasons else ""
+    return replace(row, measured_ms=measured, error_pct=100.0 * (run.sim.iteration_ms - measured) / measured,
+                   error=note)
+
+
+def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, scenario_ref: str,
+            opts: Options, out: Path, log: Callable[[str], None] | None = None,
+            warn: Callable[[str], None] | None = None) -> tuple[list[Row], list[Any]]:
+    """Predict every run, then measure each ``opts.repeats`` times, interleaved; files go under ``out/runs``.
+
+    Repeat r of every run happens before repeat r + 1 of any, so a machine that speeds up or
+    slows down over the minutes moves all runs alike; a run's ``measured_ms`` is the median of
+    its repeats. ``out/validation.csv`` is rewritten after every execution, so an interrupted
+    validation keeps what it measured. A failed execution is tried once more; failing again, it
+    is noted (through ``warn``, stderr by default) and the next one starts. A run with no
+    measurement at all becomes a ``failed`` row.
+    """
+    log = log or _print
+    warn = warn or stderr
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    specs = plan_runs(profile, scenario, opts)
+    runs = [_prepare(spec, profile, profile_ref, scenario, scenario_ref, runs_dir, opts) for spec in specs]
+    longer = sorted({r.steps for r in runs if r.steps > opts.steps})
+    log(f"{len(specs)} runs × {opts.repeats} repeats (interleaved) of {opts.steps} steps each" + (
+        f"; {sum(r.steps > opts.steps for r in runs)} of short steps run {longer[0]}–{longer[-1]} "
+        f"(at least {opts.min_warmup_ms:g} ms of warm-up and {opts.min_window_ms:g} ms measured)" if longer else ""))
+    for rep in range(opts.repeats):
+        for i, run in enumerate(runs):
+            spec = run.spec
+            t0 = time.perf_counter()
+            steps, warm = run.steps, run.warmup
+            micro = f" M={spec.micro_batches}" if spec.micro_batches > 1 else ""
+            micro += " under torch.distributed.pipelining" if spec.runtime == "torch" else ""
+            reps = f"×D={spec.replicas}" if spec.replicas > 1 else ""
+            what = (f"[{rep + 1}/{opts.repeats}] [{i + 1}/{len(runs)}] K={spec.stages}{reps} {spec.schedule}{micro} "
+                    f"split [{','.join(map(str, spec.split)) or '-'}] ({spec.label})")
+            metrics_path = runs_dir / f"{spec.name}.r{rep + 1}.metrics.json"
+            got: float | str = ""
+            failures = measured = 0
+            kept: tuple[float, Measured] | None = None  # (stolen %, measured) of the least disturbed execution
+            while failures < ATTEMPTS:
+                result, stolen = attempt(run.plan, opts, metrics_path, run.trace, steps, warm, spec.runtime)
+                run.attempts += 1
+                if isinstance(result, str):
+                    got = result
+                    failures += 1
+                    run.reasons.append(got)
+                    warn(f"{what}: failed ({got}); " + ("retrying once" if failures < ATTEMPTS else "going on"))
+                    continue
+                stolen = math.nan if stolen is None else stolen
+                if kept is None or stolen < kept[0]:
+                    kept = (stolen, result)
+                measured += 1
+                # the next execution's length from what this one took: a prediction far too fast
+                # must not make every repeat run thousands of steps
+                run.steps, run.warmup = run_length(result[0], spec.stages, opts)
+                if not stolen > opts.max_steal_pct or measured >= STEAL_TRIES:
+                    break
+                run.disturbed += 1
+                warn(f"{what}: the hypervisor stole {stolen:.1f}% of the CPU time during the run "
+                     f"(> {opts.max_steal_pct:g}%); measuring again")
+            memory: tuple[float, ...] = ()  # the kept execution's peak memory per stage, MiB
+            if kept is not None:
+                run.steal.append(kept[0])
+                got, memory = kept[1]
+                run.values.append(got)
+                if memory:
+                    run.memory.append(memory)
+            took = f"({time.perf_counter() - t0:.0f} s" + (
+                f", {kept[0]:.1f}% stolen)" if kept is not None and not math.isnan(kept[0]) else ")")
+            if isinstance(got, str):
+                log(f"{what}: predicted {run.sim.iteration_ms:.1f} ms, FAILED ({got})  {took}")
+            else:
+                mem = (f"; peak memory per stage {'/'.join(f'{b / 2**20:.0f}' for b in run.sim.peak_memory_bytes)} "
+                       f"MiB predicted, {'/'.join(f'{x:.0f}' for x in memory)} measured" if memory else "")
+                log(f"{what}: predicted {run.sim.iteration_ms:.1f} ms, measured {got:.1f} ms, "
+                    f"error {100 * (run.sim.iteration_ms - got) / got:+.1f}%{mem}  {took}")
+            write_csv([_row(r, profile, scenario) for r in runs[:len(runs) if rep else i + 1]], out / CSV_NAME)
+    rows = [_row(r, profile, scenario) for r in runs]
+    timelines = []
+    for run, row in zip(runs, rows, strict=True):
+        spec = run.spec
+        if row.ok and run.trace is not None and run.trace.is_file() and \
+                (spec.label.startswith("planned") or spec.stages == 1):
+            try:
+                timelines.append(timeline_figure(
+                    run.sim_trace, run.trace, f"{run_label(row)} ({spec.label}): two steady-state iterations",
+                    run.sim.iterations))
+            except Exception as exc:  # a figure is not worth the rest of the report
+                warn(f"{run_label(row)}: no timeline figure ({one_line(f'{type(exc).__name__}: {exc}')})")
+    return rows, timelines
+
+
+def _print(msg: str) -> None:
+    """``msg`` on stdout, at once (a run's line as soon as it is measured)."""
+    print(msg, flush=True)
+
+
+def stderr(msg: str) -> None:
+    """``msg`` as one line on stderr (validate's notes and warnings)."""
+    sys.stderr.write(msg + "\n")

@@ -1,0 +1,120 @@
+"""One validation run's record (:class:`Row`), its verdict and its label."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+WITHIN_TOLERANCE = "within tolerance"
+WITHIN_NOISE = "within noise"
+MODEL_ERROR = "model error"
+
+OK = "ok"
+FAILED = "failed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One line of ``validation.csv``."""
+
+    model: str
+    K: int
+    schedule: str
+    split: str
+    predicted_ms: float
+    measured_ms: float
+    error_pct: float
+    """100 · (predicted − measured) / measured: > 0 when the simulator is pessimistic."""
+    label: str = ""
+    batch_size: int = 0
+    steps: int = 0
+    scenario: str = ""
+    status: str = OK
+    """``ok``, or ``failed``: every attempt failed, ``measured_ms`` and ``error_pct`` are NaN."""
+    error: str = ""
+    """Why the run failed, one line (empty when ok)."""
+    attempts: int = 1
+    """Executions tried, over all repeats (a failed execution is retried once)."""
+    micro_batches: int = 1
+    repeats: int = 1
+    """Executions measured; ``measured_ms`` is their median."""
+    measured_all_ms: tuple[float, ...] = ()
+    """Every repeat's measurement, in the order run."""
+    runtime: str = "ddgsim"
+    """``ddgsim`` (the project's executor) or ``torch`` (``torch.distributed.pipelining``)."""
+    steal_pct: float = math.nan
+    """Most CPU time the hypervisor stole during one of the kept repeats, in % (NaN: unknown)."""
+    redone: int = 0
+    """Executions measured again because of stolen CPU time."""
+    replicas: int = 1
+    """D, replicas of every stage (1: a pure pipeline)."""
+    predicted_memory_mib: tuple[float, ...] = ()
+    """The simulator's peak memory per stage (per replica), MiB."""
+    measured_memory_mib: tuple[float, ...] = ()
+    """Measured peak memory per stage (its largest replica; median over the repeats), MiB
+    (:mod:`ddgsim.execute.memwatch`); empty where the runtime does not measure it."""
+
+    @property
+    def memory_errors_pct(self) -> list[float]:
+        """Per stage, 100 · (predicted − measured) / measured (empty without both)."""
+        if len(self.predicted_memory_mib) != len(self.measured_memory_mib):
+            return []
+        return [100.0 * (p - m) / m for p, m in zip(self.predicted_memory_mib, self.measured_memory_mib, strict=True)
+                if m > 0]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @property
+    def measured_min_ms(self) -> float:
+        return min(self.measured_all_ms) if self.measured_all_ms else self.measured_ms
+
+    @property
+    def measured_max_ms(self) -> float:
+        return max(self.measured_all_ms) if self.measured_all_ms else self.measured_ms
+
+    @property
+    def spread_pct(self) -> float:
+        """(max − min) / median of the repeats, in %: how much the machine moved between them."""
+        if not self.ok or not self.measured_all_ms:
+            return math.nan
+        return 100.0 * (self.measured_max_ms - self.measured_min_ms) / self.measured_ms
+
+    @property
+    def noise_pct(self) -> float:
+        """Half the spread of the repeats, in % of their median: how far one measurement of this
+        configuration strays from another (0 with one repeat; NaN when failed)."""
+        return self.spread_pct / 2
+
+    def verdict(self, tol_pct: float) -> str:
+        """:data:`WITHIN_TOLERANCE` (|error| ≤ ``tol_pct``), :data:`WITHIN_NOISE` (≤ its noise) or
+        :data:`MODEL_ERROR` (beyond both)."""
+        err = abs(self.error_pct)
+        if err <= tol_pct:
+            return WITHIN_TOLERANCE
+        return WITHIN_NOISE if err <= self.noise_pct else MODEL_ERROR
+
+
+def run_label(r: Row) -> str:
+    """``K=2×D=2 gpipe M=2 (torch.distributed.pipelining) [6]``: the run, without its label."""
+    micro = f" M={r.micro_batches}" if r.micro_batches > 1 else ""
+    runtime = " (torch.distributed.pipelining)" if r.runtime == "torch" else ""
+    reps = f"×D={r.replicas}" if r.replicas > 1 else ""
+    return f"K={r.K}{reps} {r.schedule}{micro}{runtime} [{r.split or '-'}]"
+
+
+def failure_line(rows: Sequence[Row]) -> str | None:
+    """``2 of 10 runs failed: resnet20 ddg K=2 split [6] (executor exit status 1, twice); ...``, or None."""
+    failed = [r for r in rows if not r.ok]
+    if not failed:
+        return None
+    what = "; ".join(f"{r.model} {r.schedule} {run_label(r).split(' ')[0]} split [{r.split or '-'}] "
+                     f"({r.error or 'no reason recorded'})" for r in failed)
+    return f"{len(failed)} of {len(rows)} runs failed: {what}"
+
+
+def cell(x: float, spec: str) -> str:
+    """A number in a table cell, formatted by ``spec``; NaN (not measured) is left empty."""
+    return "" if math.isnan(x) else format(x, spec)
