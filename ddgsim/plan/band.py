@@ -32,6 +32,7 @@ from ddgsim.predict.overheads import action_ms, tail_ms
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import Layout, shard_share
+from ddgsim.schedule import Cycle, get_schedule
 
 INF = np.inf
 
@@ -224,7 +225,8 @@ def feasible(schedule: str, T: Band, P: float) -> list[int] | None:
     """A split with closed-form period ≤ P that fits in memory, or None (exact on the band)."""
     K, n = T.K, T.n
     masks = T.masks
-    if schedule == "bp":
+    cycle = get_schedule(schedule).closed_form
+    if cycle is Cycle.ROUND_TRIP:  # bp
         # Backward over stages: V = suffix time from stage k's start; need V + u_k ≤ P.
         nxt = np.full(n + 1, INF)
         nxt[n] = 0.0
@@ -260,7 +262,7 @@ def feasible(schedule: str, T: Band, P: float) -> list[int] | None:
         tf, tb, tu = T.tail(k)
         close = T.upd[k] + tb + tu  # a cycle closes on its first stage with B→U→F (closed_form)
         if k == 0:
-            if schedule == "ddg-pipelined":
+            if cycle is Cycle.WINDOW_MEAN:  # ddg-pipelined
                 S = T.work[k] - P + close
                 val = np.where(mask & (S + tf <= 0), S, INF)
             else:  # ddg
@@ -268,7 +270,7 @@ def feasible(schedule: str, T: Band, P: float) -> list[int] | None:
         else:
             cut_ok = np.isfinite(prev) & (T.hop[k - 1] <= P)
             carry = np.where(cut_ok, prev + T.comm[k - 1], INF)[:, None]
-            if schedule == "ddg-pipelined":
+            if cycle is Cycle.WINDOW_MEAN:
                 S = T.work[k] - P + np.maximum(close, carry)
                 val = np.where(mask & (S + tf <= 0), S, INF)  # a window turns on its last stage: F→B
             else:

@@ -39,6 +39,7 @@ from ddgsim.predict.collective import update_allreduce_ms
 from ddgsim.predict.scenario import FreeMesh, Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import Layout, piece_counts
+from ddgsim.schedule import ScheduleKind
 
 INF = np.inf
 REL_TOL = 1e-9
@@ -272,7 +273,7 @@ def _period(T: _Tables, n: int, split: Sequence[int], replicas: Sequence[int]) -
 def evaluate(profile: Profile, scenario: Scenario, names: Sequence[str], split: Sequence[int],
              replicas: Sequence[int], update_gb_s: float, allreduce: str) -> float:
     """The ``ddg-pipelined`` closed form of a split and D_k packed on ``names`` in order (the simulator's costs)."""
-    return evaluate_split(profile, split, scenario, "ddg-pipelined", update_gb_s=update_gb_s,
+    return evaluate_split(profile, split, scenario, ScheduleKind.DDG_PIPELINED, update_gb_s=update_gb_s,
                           layout=Layout.packed(names, replicas), allreduce=allreduce)
 
 

@@ -52,7 +52,7 @@ from ddgsim.predict.memory import SGD_MOMENTUM_BUFFERS, stage_memory, unit_bytes
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, check_batch, useful_replicas
-from ddgsim.schedule import Schedule, Steady, make_schedule
+from ddgsim.schedule import Cycle, Schedule, ScheduleKind, Steady, get_schedule, make_schedule
 
 MAPPINGS = ("replicas together", "stages together")
 MIXED = "per-stage D_k"
@@ -401,8 +401,8 @@ def _mixed_candidate(
 
 def _exact_unavailable(profile: Profile, scenario: Scenario, schedule: str, devices: int, Ds: Sequence[int]) -> str:
     """Why :mod:`ddgsim.plan.exact` cannot search this case (empty: it can)."""
-    if schedule != "ddg-pipelined":
-        return f"the exact search covers ddg-pipelined, not {schedule}"
+    if get_schedule(schedule).closed_form is not Cycle.WINDOW_MEAN:
+        return f"the exact search covers {ScheduleKind.DDG_PIPELINED}, not {schedule}"
     if not exact_layouts.symmetric(scenario, devices):
         return (f"the scenario's first {devices} devices are not all alike with a direct link of the same figures "
                 "between every pair (placement matters)")

@@ -43,6 +43,7 @@ from ddgsim.predict.collective import update_allreduce_ms
 from ddgsim.predict.memory import UnitBytes, message_buffers
 from ddgsim.predict.scenario import Scenario
 from ddgsim.replicas import Layout, shard_share
+from ddgsim.schedule import SCHEDULES, get_schedule
 
 INF = np.inf
 
@@ -133,8 +134,9 @@ def memory_fit(param_bytes: Sequence[float], ub: UnitBytes,
     gradients and optimizer state, and its message buffers (none on the output side of the
     last stage); its input side (the buffers and the held input) is taken at the model's
     largest, so that what fits here fits wherever the stage starts."""
-    if schedule not in ("ddg", "ddg-pipelined", "bp"):
-        raise ValueError(f"no steady-state memory model for {schedule!r} without micro-batches")
+    if schedule not in SCHEDULES or get_schedule(schedule).micro_batched:
+        raise ValueError(f"no steady-state memory model for '{schedule}' without micro-batches")
+    spec = get_schedule(schedule)
     PP = np.concatenate([[0.0], np.cumsum(param_bytes)])
     PA = np.concatenate([[0.0], np.cumsum(np.asarray(ub.own, dtype=np.float64))])
     largest = max(ub.message, default=0.0)
@@ -147,7 +149,7 @@ def memory_fit(param_bytes: Sequence[float], ub: UnitBytes,
     first: dict[tuple[int, int], np.ndarray] = {}
     for D in replicas:
         for j in range(stages):
-            flight, versions = (1.0, 0) if schedule == "bp" else (float(j + 1), j)
+            flight, versions = spec.steady_flight(0, j + 1, 1)  # the first of j + 1 stages
             share = 1.0 / D if samples is None else shard_share(samples, D)
             a, c = 2 + optimizer_buffers + versions, flight * share
             f = a * PP + c * PA  # non-decreasing in u

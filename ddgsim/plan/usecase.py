@@ -27,11 +27,9 @@ from ddgsim.plan.layouts import LayoutSearch, search_layouts
 from ddgsim.predict.scenario import Scenario, load_scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import ALLREDUCE, DEFAULT_ALLREDUCE
-from ddgsim.schedule import DEFAULT_SCHEDULE, SCHEDULES
+from ddgsim.schedule import DEFAULT_SCHEDULE, MICRO_SCHEDULES, SCHEDULES
 
 OBJECTIVES = ("throughput", "time-to-loss")
-MICRO_SCHEDULES = ("gpipe", "1f1b")
-"""Schedules that split a batch into micro-batches (4 by default here)."""
 GIB = 2**30
 
 PilotProgress = Callable[[int, str], AbstractContextManager[Callable[[str], None]]]
@@ -261,13 +259,14 @@ def _ms(c: KResult | None) -> float:
 
 
 def _micro_batches(r: PlanRequest, schedule: str) -> int:
-    """Micro-batches of ``schedule``: the request's, or 4 for gpipe/1f1b and 1 for the others;
+    """Micro-batches of ``schedule``: the request's, or 4 for the micro-batched ones (gpipe, 1f1b:
+    :data:`~ddgsim.schedule.MICRO_SCHEDULES`) and 1 for the others;
     with several schedules one that takes none runs 1."""
     micro = r.micro_batches or (4 if schedule in MICRO_SCHEDULES else 1)
     if micro > 1 and schedule not in MICRO_SCHEDULES:
         if len(r.schedules) > 1:
             return 1
-        raise UserError(f"schedule '{schedule}' takes no micro-batches (got {micro}); only gpipe, 1f1b do")
+        raise UserError(f"schedule '{schedule}' takes no micro-batches (got {micro}); only {choices(MICRO_SCHEDULES)} do")
     return micro
 
 
