@@ -114,8 +114,10 @@ def run(args: argparse.Namespace) -> int:
     from ddgsim.commands._args import parse_ints
 
     check_pilot_args(args)
-    if args.schedule not in ("ddg", "ddg-pipelined"):
-        raise UserError(f"--schedule must be ddg or ddg-pipelined for pilots, got '{args.schedule}'")
+    from ddgsim.converge.objective import STALE_SCHEDULES
+
+    if args.schedule not in STALE_SCHEDULES:
+        raise UserError(f"--schedule must be {' or '.join(STALE_SCHEDULES)} for pilots, got '{args.schedule}'")
     ks = parse_ints(args.stages, "--stages")
     from ddgsim.converge.pilot import planned_splits
     from ddgsim.models.registry import get_spec

@@ -24,7 +24,7 @@ from typing import Any
 
 from ddgsim.commands._help import add_command
 from ddgsim.errors import UserError, choices
-from ddgsim.schedule import DEFAULT_SCHEDULE
+from ddgsim.schedule import DEFAULT_SCHEDULE, get_schedule
 
 DEFAULT_BATCH = 128
 GIB = 2**30
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     from ddgsim.commands._args import note_provenance
 
     note_provenance(profile, profile_ref.get("path") or profile.model, outcome.scenario,  # once the input is known good
-                    (args.micro_batches or 4) if {"gpipe", "1f1b"} & set(schedules) else 1)
+                    (args.micro_batches or 4) if any(get_schedule(s).micro_batched for s in schedules) else 1)
     if args.trace:
         from ddgsim.trace import write_trace
 

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ddgsim.errors import UserError
+from ddgsim.schedule import ScheduleKind
 
-SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B"}
+SCHEDULES: dict[str, str] = {ScheduleKind.GPIPE: "ScheduleGPipe", ScheduleKind.ONE_F_ONE_B: "Schedule1F1B"}
 """ddgsim schedule name -> the torch.distributed.pipelining schedule class that runs it."""
 
 

@@ -15,8 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-STALE_SCHEDULES = ("ddg", "ddg-pipelined")
-"""Schedules whose stage k applies gradients K−1−k iterations old."""
+from ddgsim.schedule import ScheduleKind
+
+STALE_SCHEDULES: tuple[ScheduleKind, ...] = tuple(k for k in ScheduleKind if k.delayed)
+"""Schedules whose stage k applies gradients K−1−k iterations old (the registry's ``delayed`` ones)."""
 
 
 def staleness_of(schedule: str, stages: int) -> int:
