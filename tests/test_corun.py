@@ -38,7 +38,7 @@ def test_a_worker_that_fails_ends_the_measurement_with_an_error_not_a_hang() -> 
 
 def test_validate_predicts_with_the_calibrations_figure_where_the_measurement_fails(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from ddgsim.commands.validate import _with_model_contention
+    from ddgsim.compare.inputs import with_model_contention
     from ddgsim.predict.scenario import load_scenario
 
     def fails(*_a: object, **_k: object) -> tuple[corun.Corun, bool]:
@@ -46,6 +46,7 @@ def test_validate_predicts_with_the_calibrations_figure_where_the_measurement_fa
 
     monkeypatch.setattr(corun, "cached_corun", fails)
     scenario = load_scenario("cpu-2core")
-    got, line = _with_model_contention(scenario, "mlp", 16, 1, None, False)
+    warned: list[str] = []
+    got, line = with_model_contention(scenario, "mlp", 16, 1, None, False, warned.append)
     assert got == scenario and line.startswith("warning: co-run measurement of mlp failed")
-    assert capsys.readouterr().err.strip().splitlines() == [line]
+    assert warned == [line]

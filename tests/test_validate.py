@@ -369,8 +369,11 @@ def test_replicated_runs_are_planned_named_and_checked(tmp_path: Path) -> None:
     assert oversized(ideal(3), opts) == [(2, 2)]
     fitting = plan_runs(prof, ideal(3), replace(opts, skip_oversized=True))
     assert [(s.stages, s.replicas) for s in fitting] == [(1, 1), (1, 2), (2, 1)]
-    with pytest.raises(UserError, match="batch size 8 does not split into 1 micro-batch"):
-        plan_runs(prof, ideal(4), Options(stages=[1], schedules=["ddg"], replicas=(3,)))
+    # 3 replicas of 8 samples hold 3, 3 and 2; 9 replicas would leave one without a sample
+    (three,) = plan_runs(prof, ideal(4), Options(stages=[1], schedules=["ddg"], replicas=(3,)))
+    assert three.replicas == 3
+    with pytest.raises(UserError, match="stage 0 has 9 replicas but a micro-batch has 8 samples"):
+        plan_runs(prof, ideal(9), Options(stages=[1], schedules=["ddg"], replicas=(9,)))
 
 
 def test_replicas_round_trip_through_the_csv_and_drift_is_factored_out_for_them(tmp_path: Path) -> None:
