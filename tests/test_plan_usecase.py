@@ -20,19 +20,20 @@ from ddgsim.profile.format import Profile
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _docs_example() -> str:
-    text = (ROOT / "docs" / "cli.md").read_text()
-    section = text.split("## From Python", 1)[1]
+def _docs_example(page: str) -> str:
+    text = (ROOT / page).read_text()
+    section = text.split("## From Python", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.+?)\n```", section, flags=re.S)
     assert len(blocks) == 1
     return blocks[0]
 
 
-def test_the_docs_example_runs_and_matches_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("page", ["docs/cli.md", "README.md"])
+def test_the_docs_example_runs_and_matches_the_cli(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     scope: dict[str, object] = {}
-    exec(compile(_docs_example(), "docs/cli.md", "exec"), scope)  # the docs page, as a reader runs it
+    exec(compile(_docs_example(page), page, "exec"), scope)  # the page, as a reader runs it
     printed = capsys.readouterr().out
     outcome = scope["outcome"]
     assert isinstance(outcome, PlanOutcome)
