@@ -106,7 +106,7 @@ class Steady:
     micro_batches: int = 1
 
     @property
-    def kind(self) -> ScheduleSpec:
+    def spec(self) -> ScheduleSpec:
         """The registry entry of :attr:`name` (:func:`get_schedule`)."""
         return get_schedule(self.name)
 
