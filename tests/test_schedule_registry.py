@@ -160,17 +160,8 @@ def test_the_closed_form_keyed_by_the_trait_is_the_name_keyed_one(name: str, c: 
 PACKAGE = Path(__file__).resolve().parent.parent / "ddgsim"
 REGISTRY = {"schedule.py"}
 """Where the names live: the registry itself."""
-# Temporary allowance, while other engineers restructure these files (event_sim into the
-# predict/sim_*.py modules, compare/ into modules of its own): remove an entry once its files read
-# the traits. compare/torch_pipelining.py already does, and is checked.
-TEMPORARY = ("predict/event_sim.py", "predict/sim_*.py", "compare/*.py")
-CONVERTED = {"compare/torch_pipelining.py"}
-
-
 def _allowed(rel: Path) -> bool:
-    if rel.as_posix() in REGISTRY:
-        return True
-    return rel.as_posix() not in CONVERTED and any(rel.match(pattern) for pattern in TEMPORARY)
+    return rel.as_posix() in REGISTRY
 
 
 def _names_in(node: ast.AST) -> list[str]:

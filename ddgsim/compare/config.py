@@ -9,7 +9,7 @@ from ddgsim.compare.selection import MICRO_BATCHED
 from ddgsim.errors import UserError, choices
 from ddgsim.schedule import SCHEDULES
 
-DEFAULT_SCHEDULES = ("bp", "ddg", "ddg-pipelined", "gpipe", "1f1b")
+DEFAULT_SCHEDULES: tuple[str, ...] = SCHEDULES
 RUNTIMES = ("ddgsim", "torch")
 MAX_WARMUP_MS = 60_000
 

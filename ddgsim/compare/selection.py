@@ -11,8 +11,10 @@ from ddgsim.plan.split import even_split, imbalance_weights, weighted_split
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import Layout
+from ddgsim.schedule import MICRO_SCHEDULES, ScheduleKind
 
-MICRO_BATCHED = ("gpipe", "1f1b")
+MICRO_BATCHED = MICRO_SCHEDULES
+"""The schedules that take micro-batches (the registry's)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +60,7 @@ def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: i
 
     if stages == 1:
         label = "one process" if replicas == 1 else f"data parallel, {replicas} processes"
-        return [RunSpec(stages=1, schedule="bp", split=(), label=label, replicas=replicas)]
+        return [RunSpec(stages=1, schedule=ScheduleKind.BP, split=(), label=label, replicas=replicas)]
     found: dict[tuple[int, ...], list[str]] = {}
     layout = replica_layout(scenario, stages, replicas)
     res = plan_for_k(profile, scenario, schedule, stages, micro_batches=micro_batches, layout=layout,
@@ -91,7 +93,7 @@ def plan_runs(profile: Profile, scenario: Scenario, opts: Options) -> list[RunSp
                             f"{len(scenario.devices)}")
         if K == 1:
             check_batch(profile.batch_size, 1, [D])
-            runs += choose_splits(profile, scenario, "bp", 1, 1, replicas=D)
+            runs += choose_splits(profile, scenario, ScheduleKind.BP, 1, 1, replicas=D)
             continue
         for sched in opts.schedules:
             for m in opts.micro_batches if sched in MICRO_BATCHED else (1,):

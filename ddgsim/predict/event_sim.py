@@ -59,7 +59,15 @@ from ddgsim.predict.sim_processes import run_pipeline, run_replicas
 from ddgsim.predict.splits import check_split, stage_ranges
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import DEFAULT_ALLREDUCE, Layout, check_batch
-from ddgsim.schedule import Action, Schedule, Steady, resolve, staleness_of
+from ddgsim.schedule import (
+    Action,
+    Schedule,
+    ScheduleKind,
+    Steady,
+    get_schedule,
+    resolve,
+    staleness_of,
+)
 from ddgsim.trace import TraceEvent
 
 
@@ -196,7 +204,7 @@ def simulate(
     profile: Profile,
     split: Sequence[int],
     scenario: Scenario,
-    schedule: Schedule | str = "ddg",
+    schedule: Schedule | str = ScheduleKind.DDG,
     *,
     iterations: int | None = None,
     micro_batches: int = 1,
@@ -249,7 +257,7 @@ def simulate(
     bp_costs = costs if micro_batches == 1 else cost(slowed, 1)
     # bp's closed form (the recursion's limit): the recursion needs the whole execution order,
     # seconds for a 32-stage, 64-replica layout.
-    bp_ms = float(closed_form_period("bp", stage_costs(bp_costs))[0])
+    bp_ms = float(closed_form_period(ScheduleKind.BP, stage_costs(bp_costs))[0])
     stale = []
     for k in range(K):
         seen = staleness_of(executed[k])
@@ -278,8 +286,8 @@ def closed_form_result(
     costs = costs_for_splits(profile, [split], scenario, None, schedule.micro_batches, update_gb_s,
                              layout=layout, allreduce=allreduce)
     period = float(closed_form_period(schedule.name, stage_costs(costs))[0])
-    bp_ms = float(closed_form_period("bp", stage_costs(costs))[0])
-    delayed = schedule.name in ("ddg", "ddg-pipelined")
+    bp_ms = float(closed_form_period(ScheduleKind.BP, stage_costs(costs))[0])
+    delayed = get_schedule(schedule.name).delayed
     return _result(
         profile, split, scenario, Steady(schedule.name, schedule.micro_batches), costs, period=period, bp_ms=bp_ms,
         staleness=[K - 1 - k if delayed else 0 for k in range(K)], optimizer_buffers=optimizer_buffers,
