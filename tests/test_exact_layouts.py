@@ -115,8 +115,8 @@ def check_dp(profile: Profile, scenario, N: int, options: list[int], want: float
 
 @pytest.mark.parametrize("seed", range(4))
 def test_largest_cases_equal_brute_force(seed: int) -> None:
-    """12 units on 8 devices (D_k in 1, 2, 4, 8), slow links and the executor's overheads: the sizes the
-    random cases above reach only now and then."""
+    """12 units on 8 devices (D_k in 1, 2, 4, 8; the last seed also 3: shards of 3, 3 and 2 samples), slow
+    links and the executor's overheads: the sizes the random cases above reach only now and then."""
     rng = random.Random(seed)
     n, N = 12, 8
     profile = make_profile([rng.uniform(0.05, 50) for _ in range(n)], [rng.uniform(0.05, 50) for _ in range(n)],
@@ -125,7 +125,7 @@ def test_largest_cases_equal_brute_force(seed: int) -> None:
     over = Overheads(forward_us=40.0, backward_us=700.0, update_us=40.0, send_us=[0.0, 700.0][seed % 2],
                      receive_us=[5000.0, 40.0][seed % 2], tail_us=40.0)
     scenario = with_overheads(chain(N, [0.2, 1.0][seed // 2], [2000.0, 100.0][seed % 2], mesh=True), over)
-    options = replica_counts(8, 1, N)
+    options = replica_counts(8, 1, N) if seed == 3 else [1, 2, 4, 8]
     found = exact.exact_search(profile, scenario, N, options)
     want, split, reps = brute(profile, scenario, N, options)
     assert math.isclose(found.period_ms, want, rel_tol=1e-7), (found, want, split, reps)
