@@ -302,8 +302,8 @@ def costs_for_splits(
     """Per-stage durations for S splits at once (prefix sums; the splits are not checked).
 
     With a ``layout`` (D_k replicas of stage k, ``devices`` must then be ``None``): F and B
-    are one replica's shard of a micro-batch, B/(M·D_k) samples (``profile.micro_costs(M·D_k)``
-    when measured, else 1/(M·D_k) of the batch — said in ``notes``); ``allreduce_ms`` is the
+    are one replica's largest shard of a micro-batch, ⌈B/M / D_k⌉ samples (``Profile.shard_costs``:
+    measured, or interpolated between measured sample counts — said in ``notes``); ``allreduce_ms`` is the
     all-reduce of the stage's parameter bytes among its replicas (:mod:`ddgsim.predict.collective`);
     the message across a boundary is the slowest of its pieces (bytes × piece/micro-batch on
     the route between the two replicas' devices).
