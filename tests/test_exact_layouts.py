@@ -77,7 +77,7 @@ def test_exact_search_equals_brute_force(case) -> None:
     and the layout it returns attains it (by the simulator's costs)."""
     profile, scenario, N = case
     options = replica_counts(profile.batch_size, 1, N)
-    if not small_enough(profile, options, N):
+    if not small_enough(profile, options, N, limit=8_000):
         event("skipped: too large for brute force")
         return
     assert exact.symmetric(scenario, N)
@@ -88,7 +88,7 @@ def test_exact_search_equals_brute_force(case) -> None:
     assert found.period_ms >= want * (1 - 1e-7) - 1e-9, (found, want, split, reps)
     assert found.devices <= N and set(found.replicas) <= set(options)
     every = list(range(1, min(N, profile.batch_size) + 1))
-    if every != options and small_enough(profile, every, N, limit=3_000):
+    if every != options and small_enough(profile, every, N, limit=1_500):
         # the counts left out (the same largest shard as fewer replicas) never beat the ones searched
         event("replica counts left out: checked against every count")
         assert found.period_ms <= brute(profile, scenario, N, every)[0] * (1 + 1e-7) + 1e-9
