@@ -373,11 +373,12 @@ def _costs_with_layout(
         return np.asarray(cs[bounds[:, k + 1]] - cs[bounds[:, k]])
 
     fwd, bwd = np.zeros((S, K)), np.zeros((S, K))
+    # the largest shard of a micro-batch, ⌈B/M / D⌉ samples: once per replica count, not per stage
+    shard_ms = {d: profile.shard_costs(M, d)[0] for d in set(D)}
     for k in range(K):
         speed = scenario.device(devs[k]).speed
-        shard_ms, _ = profile.shard_costs(M, D[k])  # the largest shard of a micro-batch: ⌈B/M / D_k⌉ samples
-        fwd[:, k] = stage_sum([f for f, _ in shard_ms], k) / speed
-        bwd[:, k] = stage_sum([b for _, b in shard_ms], k) / speed
+        fwd[:, k] = stage_sum([f for f, _ in shard_ms[D[k]]], k) / speed
+        bwd[:, k] = stage_sum([b for _, b in shard_ms[D[k]]], k) / speed
     unit_upd = unit_update_ms(profile, update_gb_s)
     params = [float(u.param_bytes) for u in profile.units]
     upd, ar, ar_bytes = np.zeros((S, K)), np.zeros((S, K)), np.zeros((S, K))
