@@ -23,24 +23,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ddgsim.execute.measure import step_times  # noqa: E402
+from ab_executor import run as run_executor  # noqa: E402  (the ddgsim executor's run, as ab_executor times it)
+
+from ddgsim.execute.measure import measured_step_ms  # noqa: E402
 
 
 def run(runtime: str, plan: Path, steps: int, warmup: int) -> float:
+    if runtime == "ddgsim":
+        return run_executor(ROOT, plan, steps, warmup)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
         metrics = Path(tmp) / "m.json"
-        if runtime == "torch":
-            cmd = [sys.executable, "-m", "ddgsim.compare.torch_pipelining", str(plan), "--steps", str(steps),
-                   "--metrics", str(metrics)]
-        else:
-            cmd = [sys.executable, "-m", "ddgsim", "execute", str(plan), "--steps", str(steps), "--data", "synthetic",
-                   "--no-eval", "--no-progress", "--backend", "gloo", "--metrics", str(metrics)]
-        subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "ddgsim.compare.torch_pipelining", str(plan), "--steps", str(steps),
+                        "--metrics", str(metrics)], env=env, check=True, capture_output=True, cwd=ROOT)
         data = json.loads(metrics.read_text())
-    gaps = step_times(data["per_stage"])
-    return statistics.median(gaps[warmup:])
+    return measured_step_ms(data, warmup)
 
 
 def main() -> None:
