@@ -12,11 +12,14 @@ from ddgsim.predict.collective import (
     allreduce_ms,
     ring_closed_form,
     ring_ms,
+    span_buckets,
     tree_closed_form,
     tree_levels,
     tree_ms,
+    update_allreduce_ms,
 )
 from ddgsim.predict.scenario import Device, Link, Scenario
+from ddgsim.replicas import BUCKET_BYTES, FIRST_BUCKET_BYTES, bucket_ready
 
 
 def mesh(D: int, bw: float, lat: float) -> Scenario:
@@ -65,3 +68,29 @@ def test_one_device_costs_nothing_and_arrays_work() -> None:
     assert float(allreduce_ms(sc, ["d0"], 1e6, "tree")) == 0.0
     got = allreduce_ms(sc, ["d0", "d1", "d2"], np.array([1e3, 1e6]))
     assert got.shape == (2,) and got[0] < got[1]
+
+
+@given(st.lists(st.sampled_from([0, 1, 4096, 2**19, 2**20, 3 * 2**20, 30 * 2**20]), min_size=1, max_size=9),
+       st.sampled_from([(BUCKET_BYTES, FIRST_BUCKET_BYTES), (2**21, 2**20), (100, 10)]))
+def test_span_buckets_are_the_executors_buckets_of_every_span(params: list[int], limits: tuple[int, int]) -> None:
+    """Every span's buckets are what ``bucket_ready`` (the executor's ``plan_buckets``) forms for
+    that stage, in order, zero-padded; empty spans have none."""
+    cap, first = limits
+    table = span_buckets(params, cap, first)
+    n = len(params)
+    for i in range(n + 1):
+        for j in range(n + 1):
+            got = [float(b) for b in table[i, j] if b > 0]
+            want = [b for _, b in bucket_ready(params[i:j], [1.0] * (j - i), cap, first)] if j > i else []
+            assert got == want, (i, j)
+
+
+def test_each_bucket_pays_its_own_latency() -> None:
+    """Two buckets cost two all-reduces (each with its latency), not one of their sum."""
+    sc = Scenario(name="m", devices=(Device(name="a"), Device(name="b")),
+                  links=(Link(src="a", dst="b", bandwidth_gb_s=math.inf, latency_us=2000.0),))
+    one = float(update_allreduce_ms(sc, ["a", "b"], [3.0], "ring", last=False))
+    two = float(update_allreduce_ms(sc, ["a", "b"], [1.0, 2.0], "ring", last=False))
+    assert one == 4.0 and two == 8.0  # 2·(D−1)·α per all-reduce, α = 2 ms
+    assert float(update_allreduce_ms(sc, ["a", "b"], [1.0, 2.0], "ring", last=True)) == 12.0  # + the loss's
+    assert update_allreduce_ms(sc, ["a"], np.ones((3, 4, 2)), "ring", last=True).shape == (3, 4)

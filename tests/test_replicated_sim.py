@@ -286,3 +286,20 @@ def test_the_representative_is_an_upper_bound_when_replicas_sit_on_unequal_links
     r = simulate(profile, [1, 2], sc, "bp", layout=layout)
     assert r.iteration_ms == pytest.approx(5 + 2e-6, abs=1e-12)
     assert float(periods("bp", costs)[0]) == pytest.approx(5 + 4e-6, abs=1e-12)
+
+
+def test_closed_form_bounds_simpy_with_a_bucket_per_latency() -> None:
+    """Regression (a hypothesis case from CI): a stage of two replicas on a 2 ms link whose
+    gradients fill two buckets runs three all-reduces (two buckets and the loss's). The closed
+    form priced the gradients as one all-reduce of their sum (11.52 ms), below SimPy (14.52 ms);
+    it now pays every bucket's latency, an upper bound again."""
+    prof = make_profile([1.0] * 3, [1.0] * 3, param_bytes=[0, 1, 2**20], batch_size=BATCH)
+    sc = mesh(2, [math.inf], [2000.0])
+    layout = Layout((("d0", "d1"),))
+    costs = costs_for_splits(prof, [[]], sc, layout=layout, allreduce="ring")
+    assert [b for _, b in (costs.grad_buckets or ((),))[0]] == [2.0**20, 1.0]
+    assert costs.allreduce_ms[0].tolist() == pytest.approx([12.0])  # 3 × 2·(2−1)·2 ms
+    r = simulate(prof, [], sc, "ddg", layout=layout, allreduce="ring")
+    a = float(periods("ddg", costs)[0])
+    assert a >= r.iteration_ms * (1 - 1e-9)
+    assert r.allreduce_ms == pytest.approx(costs.allreduce_ms[0].tolist())

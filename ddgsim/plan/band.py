@@ -26,7 +26,7 @@ import numpy as np
 from ddgsim.plan.split import reach
 from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import StageCosts, closed_form_period
-from ddgsim.predict.collective import update_allreduce_ms
+from ddgsim.predict.collective import span_buckets, update_allreduce_ms
 from ddgsim.predict.memory import message_buffers, steady_flights, unit_bytes
 from ddgsim.predict.overheads import action_ms, tail_ms
 from ddgsim.predict.scenario import Scenario
@@ -123,6 +123,7 @@ def tables(
         return np.where(valid, pref[endc] - pref[idx][:, None], fill)
 
     params = span(prefix([x.param_bytes for x in units]), 0.0)
+    grads = span_buckets([x.param_bytes for x in units])  # [i, j, b]: bucket b of stage [i, j)
     ub = unit_bytes(profile)
     acts = span(prefix(ub.own), 0.0) + np.array([*ub.entry, 0])[idx][:, None]
     U = span(prefix(max_plus.unit_update_ms(profile, update_gb_s)), INF)
@@ -152,7 +153,8 @@ def tables(
         overflow.append(np.where(valid, mem - limit, INF))
         work.append((fs + bs) / speed + M * (extra_f[k] + extra_b[k]))
         fwd.append(fs / speed + M * extra_f[k])
-        ar = update_allreduce_ms(scenario, devs, params, allreduce, last=k == K - 1)
+        ar = np.where(valid, update_allreduce_ms(scenario, devs, grads[idx[:, None], endc], allreduce, last=k == K - 1)
+                      if D > 1 else 0.0, 0.0)
         upd.append(U / speed + ar + extra_u[k])
     comm, hop = [], []
     for k in range(K - 1):

@@ -35,7 +35,7 @@ import numpy as np
 from ddgsim.plan.band import _boundary
 from ddgsim.plan.search import evaluate as evaluate_split
 from ddgsim.predict import max_plus
-from ddgsim.predict.collective import update_allreduce_ms
+from ddgsim.predict.collective import span_buckets, update_allreduce_ms
 from ddgsim.predict.scenario import FreeMesh, Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import Layout, piece_counts
@@ -129,7 +129,7 @@ def _tables(profile: Profile, scenario: Scenario, names: Sequence[str], Ds: Sequ
         pref = np.concatenate([[0.0], np.cumsum(np.asarray(values, dtype=np.float64))])
         return np.asarray(pref[None, :] - pref[:, None])
 
-    params = np.maximum(span([u.param_bytes for u in profile.units]), 0.0)
+    grads = span_buckets([u.param_bytes for u in profile.units])  # [i, j, b]: bucket b of stage [i, j)
     upd = span(max_plus.unit_update_ms(profile, update_gb_s)) / speed + o.update_us * 1e-3
     work: list[np.ndarray] = []
     close: list[np.ndarray] = []
@@ -139,7 +139,7 @@ def _tables(profile: Profile, scenario: Scenario, names: Sequence[str], Ds: Sequ
         w = span([f + b for f, b in costs]) / speed + (o.forward_us + o.backward_us) * 1e-3
         work.append(np.where(lower, INF, w))
         for out, last in ((close, False), (close_last, True)):
-            ar = update_allreduce_ms(scenario, list(names[:D]), params, allreduce, last=last)
+            ar = update_allreduce_ms(scenario, list(names[:D]), grads, allreduce, last=last)
             out.append(np.where(lower, INF, upd + ar + 2 * o.tail_us * 1e-3))
     nd = len(Ds)
     msg = np.array([0.0] + [float(u.output_bytes) for u in profile.units], dtype=np.float64)

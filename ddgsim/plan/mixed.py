@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ddgsim.predict.collective import update_allreduce_ms
+from ddgsim.predict.collective import span_buckets, update_allreduce_ms
 from ddgsim.predict.memory import UnitBytes, message_buffers
 from ddgsim.predict.scenario import Scenario
 from ddgsim.replicas import Layout, shard_share
@@ -234,9 +234,8 @@ def allreduce_costs(scenario: Scenario, names: Sequence[str], D: int, param_byte
                     allreduce: str) -> np.ndarray:
     """``[u, v]``: the all-reduce of stage ``[u, v)``'s parameters among D devices that sit
     together (the first D of ``names``)."""
-    pref = np.concatenate([[0.0], np.cumsum(param_bytes)])
-    span = np.maximum(pref[None, :] - pref[:, None], 0.0)
-    return np.asarray(update_allreduce_ms(scenario, list(names[:D]), span, allreduce, last=False))
+    return np.asarray(update_allreduce_ms(scenario, list(names[:D]), span_buckets(param_bytes.tolist()), allreduce,
+                                          last=False))
 
 
 def place(scenario: Scenario, names: Sequence[str], mixed: MixedSplit, param_bytes: Sequence[float],
@@ -244,11 +243,12 @@ def place(scenario: Scenario, names: Sequence[str], mixed: MixedSplit, param_byt
     """The stages on ``names`` in order, each at the offset (among those that leave room for the
     stages after it) where the all-reduce of its parameters is fastest; the first such offset."""
     bounds = [0, *mixed.split, len(param_bytes)]
+    grads = span_buckets(param_bytes)
     rows: list[tuple[str, ...]] = []
     at, left = 0, mixed.devices
     for k, D in enumerate(mixed.replicas):
         left -= D
-        nbytes = float(sum(param_bytes[bounds[k]:bounds[k + 1]]))
+        nbytes = grads[bounds[k], bounds[k + 1]]
         last = len(names) - left - D
         offsets = range(at, min(at + D, last) + 1)
         off = min(offsets, key=lambda o: (float(update_allreduce_ms(scenario, list(names[o:o + D]), nbytes,

@@ -21,9 +21,12 @@ A scenario may carry a **measured** all-reduce for a host (``[[allreduce]]``, wr
 ``ddgsim calibrate``); among that many devices of that host, :func:`allreduce_ms` returns the
 measured curve instead of either algorithm (the backend's own algorithm, measured).
 
-The executor's last stage also sums its replicas' loss shares (one float64, ``LOSS_BYTES``)
-at every update, a second small all-reduce (:func:`after_gradients`): :func:`update_allreduce_ms`
-and the SimPy model add it.
+The executor sums a stage's gradients bucket by bucket (``ddgsim.replicas.plan_buckets``), one
+all-reduce per bucket, and its last stage also sums its replicas' loss shares (one float64,
+``LOSS_BYTES``) at every update, a small all-reduce after the gradients' (:func:`after_gradients`).
+:func:`update_allreduce_ms` prices all of them one after the other (a bucket's latency counts once
+per bucket); :func:`span_buckets` gives the buckets of every span of units, for the planner's
+tables. The SimPy model runs the same all-reduces, the buckets overlapped with the backward.
 
 D = 1 costs nothing. The SimPy model (:mod:`ddgsim.predict.event_sim`) runs the same
 chunk transfers on the link FIFOs it shares with pipeline messages; where no other
@@ -32,6 +35,7 @@ traffic competes, the two agree (property-tested).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -39,7 +43,7 @@ import numpy as np
 
 from ddgsim.errors import choices
 from ddgsim.predict.scenario import Hop, Scenario
-from ddgsim.replicas import ALLREDUCE
+from ddgsim.replicas import ALLREDUCE, BUCKET_BYTES, FIRST_BUCKET_BYTES
 
 LOSS_BYTES = 8
 """The last stage's second all-reduce before each update: the replicas' loss shares (float64)."""
@@ -131,19 +135,57 @@ def after_gradients(last: bool) -> list[float]:
     return [float(LOSS_BYTES)] if last else []
 
 
-def update_allreduce_ms(scenario: Scenario, devices: Sequence[str], param_bytes: float | np.ndarray,
+def update_allreduce_ms(scenario: Scenario, devices: Sequence[str], buckets: np.ndarray | Sequence[float],
                         algorithm: str, last: bool) -> np.ndarray:
     """What a replicated stage's replicas spend in all-reduces before each update, one after the
-    other: the sum of its weight gradients (``param_bytes``; none without parameters), then
-    :func:`after_gradients`; 0 for one replica."""
-    n = np.asarray(param_bytes, dtype=np.float64)
+    other: one per gradient bucket (``buckets[..., b]``: bytes of bucket b, 0 past the stage's last
+    bucket — :func:`span_buckets`; no bucket for a stage without parameters, and the executor then
+    issues no all-reduce), then :func:`after_gradients`; 0 for one replica. The result has
+    ``buckets``' shape without its last axis."""
+    b = np.asarray(buckets, dtype=np.float64)
     if len(devices) < 2:
-        return np.zeros_like(n)
-    # a stage without parameters has no gradient to sum (the executor issues no all-reduce)
-    total = np.where(n > 0, allreduce_ms(scenario, devices, n, algorithm), 0.0)
+        return np.zeros(b.shape[:-1])
+    total = np.where(b > 0, allreduce_ms(scenario, devices, b, algorithm), 0.0).sum(axis=-1)
     for nbytes in after_gradients(last):
         total = total + allreduce_ms(scenario, devices, nbytes, algorithm)
-    return total
+    return np.asarray(total)
+
+
+def span_buckets(param_bytes: Sequence[float], cap: int = BUCKET_BYTES,
+                 first: int = FIRST_BUCKET_BYTES) -> np.ndarray:
+    """``[i, j, b]``: :func:`_span_buckets` (built once per parameter list; read-only)."""
+    return _span_buckets(tuple(float(b) for b in param_bytes), cap, first)
+
+
+@functools.lru_cache(maxsize=16)
+def _span_buckets(param_bytes: tuple[float, ...], cap: int, first: int) -> np.ndarray:
+    """``[i, j, b]``: the bytes of gradient bucket b of a stage of units ``[i, j)`` (each unit's
+    parameters taken as one tensor, as :func:`ddgsim.replicas.bucket_ready` takes them), in the
+    order the backward fills them, 0 past the last bucket; all 0 where ``j <= i``.
+
+    The buckets of ``[i, j)`` are those of ``[i+1, j)`` with unit i added to the open one (the
+    backward reaches unit i last), so every span of one end is built in one pass: O(n²) steps."""
+    n = len(param_bytes)
+    rows: list[tuple[int, int, list[float]]] = []
+    width = 1
+    for j in range(1, n + 1):
+        closed: list[float] = []
+        size = 0.0
+        for i in range(j - 1, -1, -1):
+            nbytes = float(param_bytes[i])
+            if nbytes > 0:
+                size += nbytes
+                if size >= (cap if closed else first):
+                    closed.append(size)
+                    size = 0.0
+            row = [*closed, size] if size > 0 else closed[:]
+            width = max(width, len(row))
+            rows.append((i, j, row))
+    out = np.zeros((n + 1, n + 1, width))
+    for i, j, row in rows:
+        out[i, j, :len(row)] = row
+    out.flags.writeable = False
+    return out
 
 
 def ring_closed_form(D: int, nbytes: float, bandwidth_gb_s: float, latency_us: float) -> float:

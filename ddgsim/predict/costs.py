@@ -13,8 +13,8 @@ the closed forms (:mod:`ddgsim.predict.closed_form`), the SimPy simulator
 * Replicas (``layout``, :mod:`ddgsim.replicas`): F and B are one replica's largest shard of a
   micro-batch, ⌈B/M / D_k⌉ samples (``Profile.shard_costs``: measured where the profile has that
   sample count, else interpolated — ``Costs.notes`` says so); ``U`` lasts the stage's
-  all-reduces (``Costs.allreduce_ms``: the gradients', and on the last stage the loss
-  shares'; :func:`ddgsim.predict.collective.update_allreduce_ms`, not overlapped with
+  all-reduces (``Costs.allreduce_ms``: the gradients', one per bucket, and on the last stage the
+  loss shares'; :func:`ddgsim.predict.collective.update_allreduce_ms`, not overlapped with
   compute — the executor and the SimPy model overlap the gradients' buckets with the
   backward, ``Costs.grad_buckets``, so here it is an upper bound) plus ``update_ms``; a
   boundary's message is its slowest piece (one representative replica per stage: its route's
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ddgsim.errors import UserError, choices
-from ddgsim.predict.collective import ring_edges, tree_levels, update_allreduce_ms
+from ddgsim.predict.collective import ring_edges, span_buckets, tree_levels, update_allreduce_ms
 from ddgsim.predict.overheads import NONE, Overheads, action_ms, tail_ms
 from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
@@ -91,8 +91,9 @@ class Costs:
     grad_hop_ms: np.ndarray
     """(S, K-1, H): time on hop h of the gradient message."""
     allreduce_ms: np.ndarray | None = None
-    """(S, K): the all-reduce of the stage's weight gradients among its replicas before every ``U``
-    (zeros with one replica per stage); ``None`` is taken as zeros."""
+    """(S, K): the all-reduces of the stage's weight gradients (one per bucket,
+    :func:`ddgsim.predict.collective.span_buckets`) among its replicas before every ``U``, one after
+    the other (zeros with one replica per stage); ``None`` is taken as zeros."""
     layout: Layout | None = None
     """The devices of every replica of every stage (``None``: one replica per stage, on ``devices``)."""
     micro_bytes: np.ndarray | None = None
@@ -382,11 +383,13 @@ def _costs_with_layout(
     unit_upd = unit_update_ms(profile, update_gb_s)
     params = [float(u.param_bytes) for u in profile.units]
     upd, ar, ar_bytes = np.zeros((S, K)), np.zeros((S, K)), np.zeros((S, K))
+    grads = span_buckets(params) if any(d > 1 for d in D) else np.zeros((n + 1, n + 1, 1))
     for k in range(K):
         upd[:, k] = stage_sum(unit_upd, k) / scenario.device(devs[k]).speed
         if D[k] > 1:
             ar_bytes[:, k] = stage_sum(params, k)
-            ar[:, k] = update_allreduce_ms(scenario, rows[k], ar_bytes[:, k], allreduce, last=k == K - 1)
+            ar[:, k] = update_allreduce_ms(scenario, rows[k], grads[bounds[:, k], bounds[:, k + 1]], allreduce,
+                                           last=k == K - 1)
     samples = profile.batch_size // M
     extra_f, extra_b, extra_u = action_ms(scenario.overheads, D, samples)
     fwd, bwd, upd = fwd + extra_f, bwd + extra_b, upd + extra_u

@@ -58,7 +58,9 @@ def replicated_link_stats(costs: Costs, scenario: Scenario) -> tuple[LinkStats, 
         n = len(row)
         if n < 2:
             continue
-        for nbytes in [float(costs.allreduce_bytes[0, k]), *after_gradients(k == len(rows) - 1)]:
+        grads = ([b for _, b in costs.grad_buckets[k]] if costs.grad_buckets is not None else
+                 [float(costs.allreduce_bytes[0, k])])
+        for nbytes in [*(b for b in grads if b > 0), *after_gradients(k == len(rows) - 1)]:
             if costs.allreduce == "ring":
                 for a, b in ring_edges(row):
                     add(a, b, nbytes / n, 2 * (n - 1))
