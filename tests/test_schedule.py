@@ -27,7 +27,7 @@ def lists(name: str, K: int, N: int, M: int = 1) -> list[str]:
 
 
 def test_exact_lists_two_stages_three_batches() -> None:
-    # The table in ddgsim/schedule.py's docstring.
+    # The table in ddgsim/schedule/__init__.py's docstring.
     assert lists("bp", 2, 3) == ["0F0 0B0 0U0 0F1 0B1 0U1 0F2 0B2 0U2", "1F0 1B0 1U0 1F1 1B1 1U1 1F2 1B2 1U2"]
     assert lists("ddg", 2, 3) == ["0F0 0W0 0F1 0B0 0U0 0W1 0F2 0B1 0U1", "1F0 1B0 1U0 1F1 1B1 1U1 1F2 1B2 1U2"]
     assert lists("ddg-pipelined", 2, 3) == ["0F0 0F1 0B0 0U0 0F2 0B1 0U1", "1F0 1B0 1U0 1F1 1B1 1U1 1F2 1B2 1U2"]
