@@ -14,7 +14,8 @@ from test_mixed import memory_profiles
 from ddgsim.models.registry import build_model, get_spec
 from ddgsim.plan import band
 from ddgsim.predict.memory import message_buffers, stage_memory, unit_bytes
-from ddgsim.profile.measure import _count_saved, _state_ptrs, profile_model
+from ddgsim.profile.isolated import saved_tensors, state_ptrs
+from ddgsim.profile.measure import profile_model
 from ddgsim.profile.units import split_units
 from ddgsim.replicas import Layout
 from ddgsim.schedule import RECEIVE_WINDOW, Steady
@@ -73,8 +74,8 @@ def test_the_rows_add_up_to_what_a_stage_saves(model: str, cuts: list[tuple[int,
                 x = unit.module(x)
         saved: dict[int, int] = {}
         x = x.detach().requires_grad_(u > 0)
-        exclude = set().union(*(_state_ptrs(unit.module) for unit in units[u:v]))
-        with _count_saved(exclude, saved):
+        exclude = set().union(*(state_ptrs(unit.module) for unit in units[u:v]))
+        with saved_tensors(exclude, saved):
             for unit in units[u:v]:
                 x = unit.module(x)
         held_input = ub.entry[u] - (ub.message[u] - (prof.units[u].saved_input_bytes or 0)) if u else 0

@@ -257,10 +257,10 @@ def test_the_saved_tensor_count_runs_after_every_timed_step(monkeypatch: pytest.
     """A forward under saved-tensor hooks slowed the steps right after it 2-5x: it once ran inside the
     last timed round, and with --reps 2 (median = mean of two) the rows came out 60 % above the whole
     step. It runs after the rounds now, on the same inputs, so the byte counts are unchanged."""
-    from ddgsim.profile import measure
+    from ddgsim.profile import isolated, measure
 
     events: list[str] = []
-    real_step, real_count, real_whole = measure.insitu_step, measure._UnitRunner.count_saved, measure._whole_step
+    real_step, real_count, real_whole = measure.insitu_step, isolated.UnitRunner.count_saved, measure._whole_step
 
     def step(*a: Any, **k: Any) -> Any:
         events.append("in-situ step")
@@ -275,7 +275,7 @@ def test_the_saved_tensor_count_runs_after_every_timed_step(monkeypatch: pytest.
         real_whole(*a)
 
     monkeypatch.setattr(measure, "insitu_step", step)
-    monkeypatch.setattr(measure._UnitRunner, "count_saved", count)
+    monkeypatch.setattr(isolated.UnitRunner, "count_saved", count)
     monkeypatch.setattr(measure, "_whole_step", whole)
     prof = _profile("mlp", 8)
     first_count = events.index("count saved")
@@ -317,13 +317,13 @@ def test_short_rounds_run_until_the_minimum_times_have_passed(monkeypatch: pytes
     """Rounds of a millisecond: five timed rounds right after two untimed ones measured mlp's update
     50 % slow; the profile warms up for MIN_WARMUP_S and times MIN_TIMED_S of rounds (never fewer than
     asked, never more than the cap); long rounds keep exactly warmup + reps."""
-    from ddgsim.profile import measure
+    from ddgsim.profile import timing
 
     clock = [0.0]
-    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
 
-    def run(warmup: int, reps: int, round_s: float, cap: int = 10_000) -> tuple[list[bool], measure._Rounds]:
-        rounds = measure._Rounds(warmup, reps, cap)
+    def run(warmup: int, reps: int, round_s: float, cap: int = 10_000) -> tuple[list[bool], timing.Rounds]:
+        rounds = timing.Rounds(warmup, reps, cap)
         timed = []
         while (r := rounds.next()) is not None:
             timed.append(r >= rounds.warm)
@@ -332,11 +332,11 @@ def test_short_rounds_run_until_the_minimum_times_have_passed(monkeypatch: pytes
 
     timed, rounds = run(2, 5, 0.001)
     assert timed == sorted(timed)  # untimed rounds first, then timed ones
-    assert rounds.warm == timed.count(False) == math.ceil(measure.MIN_WARMUP_S / 0.001)
-    assert rounds.timed == timed.count(True) == math.ceil(measure.MIN_TIMED_S / 0.001)
+    assert rounds.warm == timed.count(False) == math.ceil(timing.MIN_WARMUP_S / 0.001)
+    assert rounds.timed == timed.count(True) == math.ceil(timing.MIN_TIMED_S / 0.001)
     timed, rounds = run(2, 5, 1.0)
     assert timed == [False] * 2 + [True] * 5
     timed, rounds = run(0, 3, 0.001, cap=50)
     assert len(timed) == 50 and timed.count(True) == 3  # the cap leaves room for the timed rounds asked for
-    timed, rounds = run(1, measure.QUICK_REPS - 1, 0.001)  # --reps 1 or 2: a quick look, exactly as asked
-    assert timed == [False] + [True] * (measure.QUICK_REPS - 1)
+    timed, rounds = run(1, timing.QUICK_REPS - 1, 0.001)  # --reps 1 or 2: a quick look, exactly as asked
+    assert timed == [False] + [True] * (timing.QUICK_REPS - 1)

@@ -13,8 +13,9 @@ Two ways to time a unit, both measured in every profile:
   and the input gradient sent back to the previous stage.
 
 Times are medians over ``reps`` rounds after ``warmup`` untimed ones — more where rounds are
-short: the untimed ones last at least :data:`MIN_WARMUP_S` and the timed ones at least
-:data:`MIN_TIMED_S`, unless fewer than :data:`QUICK_REPS` are asked for (a model whose step
+short: the untimed ones last at least :data:`~ddgsim.profile.timing.MIN_WARMUP_S` and the timed
+ones at least :data:`~ddgsim.profile.timing.MIN_TIMED_S`, unless fewer than
+:data:`~ddgsim.profile.timing.QUICK_REPS` are asked for (a model whose step
 takes a millisecond settles over hundreds of steps:
 caches, the allocator, the CPU's clock; five rounds of it measured its update 50 % slow).
 A round runs
@@ -28,16 +29,9 @@ to ``meta["wall_ms"]``), and ``clock="thread"`` writes it to the rows instead. T
 profile records the machine's fingerprint (:mod:`ddgsim.profile.machine`) and how it
 was measured (``Profile.measurement``).
 
-``activation_bytes`` counts what autograd saves for backward, seen through
-``torch.autograd.graph.saved_tensors_hooks``: unique storages (a tensor saved twice,
-or two views of one buffer, count once), their full ``nbytes``. Parameters and
-buffers that autograd saves (a conv's weight) are excluded: they are already counted
-in ``param_bytes`` and are not per-batch memory. The unit's input is included when
-autograd saves it, so summing over units can count a boundary tensor twice when both
-the producer (say, a ReLU saving its result) and the consumer save it: each row records
-which of its bytes are its input (``saved_input_bytes``) and its output
-(``saved_output_bytes``), and the memory model (:mod:`ddgsim.predict.memory`) counts such
-a tensor once.
+``activation_bytes`` counts what autograd saves for backward (:mod:`ddgsim.profile.isolated`,
+which also runs the isolated rows); the clock, the samples and the rounds loop are
+:mod:`ddgsim.profile.timing`.
 """
 
 from __future__ import annotations
@@ -50,8 +44,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -61,9 +54,23 @@ from torch import nn
 from ddgsim.errors import UserError
 from ddgsim.malloc import tune_malloc
 from ddgsim.models.io import ModelIO
-from ddgsim.profile.format import Profile, UnitProfile, check_micro_batches
+from ddgsim.profile.format import Profile, check_micro_batches
 from ddgsim.profile.insitu import StepTimes, insitu_step
-from ddgsim.profile.units import Unit, split_units
+from ddgsim.profile.isolated import (
+    saved_rows as saved_rows,  # re-exported: benchmarks/add_saved_fields.py
+)
+from ddgsim.profile.isolated import unit_runners
+from ddgsim.profile.timing import (
+    MAX_ROUNDS,
+    MIN_TIMED_S,
+    MIN_WARMUP_S,
+    QUICK_REPS,
+    Rounds,
+    Samples,
+    Timer,
+    progress_bar,
+)
+from ddgsim.profile.units import split_units
 
 
 def device_name(device: str) -> str:
@@ -78,151 +85,6 @@ def device_name(device: str) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "cpu"
-
-
-class _Timer:
-    """Times a callable on CPU (perf_counter) or CUDA (events + synchronisation), in ms.
-
-    On CPU it also reads ``time.thread_time`` (CPU time of this thread): with one
-    intra-op thread the forward and the CPU autograd engine run on the calling thread,
-    so this figure ignores time the thread spent preempted on a shared machine.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-
-    def __call__(self, fn: Callable[[], Any]) -> tuple[float, float | None, Any]:
-        if self.cuda:
-            start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-            end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-            torch.cuda.synchronize()
-            start.record()
-            result = fn()
-            end.record()
-            torch.cuda.synchronize()
-            return float(start.elapsed_time(end)), None, result
-        c0, t0 = time.thread_time(), time.perf_counter()
-        result = fn()
-        t1, c1 = time.perf_counter(), time.thread_time()
-        return (t1 - t0) * 1e3, (c1 - c0) * 1e3, result
-
-
-@contextmanager
-def _count_saved(exclude: set[int], into: dict[int, int]) -> Iterator[None]:
-    """Record ``data_ptr -> nbytes`` of each storage autograd saves, except ``exclude``."""
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        try:
-            storage = t.untyped_storage()
-            ptr, nbytes = storage.data_ptr(), storage.nbytes()
-        except (RuntimeError, NotImplementedError):  # opaque tensors (e.g. mkldnn) have no storage
-            ptr, nbytes = _storage_ptr(t), t.numel() * t.element_size()
-        if ptr not in exclude and nbytes > 0:
-            into[ptr] = max(into.get(ptr, 0), nbytes)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield
-
-
-def _storage_ptr(t: torch.Tensor) -> int:
-    """What :func:`_count_saved` keys ``t`` by."""
-    try:
-        return int(t.untyped_storage().data_ptr())
-    except (RuntimeError, NotImplementedError):
-        return id(t)
-
-
-def _state_ptrs(module: nn.Module) -> set[int]:
-    tensors = [*module.parameters(), *module.buffers()]
-    return {t.untyped_storage().data_ptr() for t in tensors}
-
-
-def _tensor_bytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
-class _Samples:
-    """Timed samples of one thing (a unit's forward, its backward, the whole model)."""
-
-    def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-
-    def add(self, wall: float, cpu: float | None) -> None:
-        self.wall.append(wall)
-        if cpu is not None:
-            self.cpu.append(cpu)
-
-    def median(self, clock: str = "wall") -> float:
-        values = self.cpu if clock == "thread" else self.wall
-        return statistics.median(values) if values else 0.0
-
-
-class _UnitRunner:
-    """Runs one unit's forward and backward on a detached copy of its input."""
-
-    def __init__(self, unit: Unit, needs_input_grad: bool) -> None:
-        self.unit = unit
-        self.needs_input_grad = needs_input_grad
-        self.params = list(unit.module.parameters())
-        self.fwd = _Samples()
-        self.bwd = _Samples()
-        self.out_shape: list[int] | None = None
-        self.out_bytes = 0
-        self.saved: dict[int, int] = {}
-        self.saved_input = 0
-        self.saved_output = 0
-
-    def step(self, x: torch.Tensor, timer: _Timer, record: bool) -> torch.Tensor:
-        """Time forward and backward on ``x``; return the (detached) output."""
-        for p in self.params:
-            p.grad = None
-        x_in = x.detach().requires_grad_(self.needs_input_grad)
-        wall_f, cpu_f, out = timer(functools.partial(self.unit.module, x_in))
-        wall_b, cpu_b = 0.0, 0.0 if cpu_f is not None else None  # nothing upstream needs a gradient
-        if out.requires_grad:
-            # A fresh (untimed) error gradient each time: keeping one per unit would hold
-            # as much memory as all the activations of the model.
-            grad_out = torch.randn_like(out)
-            wall_b, cpu_b, _ = timer(functools.partial(torch.autograd.backward, out, grad_out))
-            del grad_out
-        if record:
-            self.fwd.add(wall_f, cpu_f)
-            self.bwd.add(wall_b, cpu_b)
-        self.out_shape = list(out.shape)
-        self.out_bytes = _tensor_bytes(out)
-        detached: torch.Tensor = out.detach()
-        return detached
-
-    def count_saved(self, x: torch.Tensor) -> torch.Tensor:
-        """One untimed forward under saved-tensor hooks (see the module docstring); its detached output."""
-        self.saved = {}
-        x_in = x.detach().requires_grad_(self.needs_input_grad)
-        with _count_saved(_state_ptrs(self.unit.module), self.saved):
-            out = self.unit.module(x_in)
-        # The boundary tensors among them: a stage holds a tensor that two units (or a unit and a
-        # message buffer) share only once (ddgsim.predict.memory).
-        self.saved_input = self.saved.get(_storage_ptr(x_in), 0)
-        self.saved_output = self.saved.get(_storage_ptr(out), 0)
-        detached: torch.Tensor = out.detach()
-        del out
-        return detached
-
-    def row(self, clock: str) -> UnitProfile:
-        assert self.out_shape is not None
-        unique = {id(p): p for p in self.params}.values()
-        return UnitProfile(
-            name=self.unit.name,
-            forward_ms=self.fwd.median(clock),
-            backward_ms=self.bwd.median(clock),
-            output_bytes=self.out_bytes,
-            param_bytes=sum(_tensor_bytes(p) for p in unique),
-            activation_bytes=sum(self.saved.values()),
-            output_shape=self.out_shape,
-            saved_input_bytes=self.saved_input,
-            saved_output_bytes=self.saved_output,
-        )
 
 
 UPDATE_OPTIMIZER = {"lr": 0.0, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "foreach": True}
@@ -243,16 +105,16 @@ def _whole_step(model: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> No
 CLOCKS = ("wall", "thread")
 METHODS = ("in-situ", "isolated")
 """Where a unit is timed: inside whole-model training steps (:mod:`ddgsim.profile.insitu`), or alone
-on a detached copy of its input (:class:`_UnitRunner`). Both are measured, in the same rounds."""
+on a detached copy of its input (:class:`UnitRunner`). Both are measured, in the same rounds."""
 
 
 class _InSituSamples:
     """Per-unit samples of in-situ steps with M micro-batches (per micro-batch times)."""
 
     def __init__(self, n: int) -> None:
-        self.fwd = [_Samples() for _ in range(n)]
-        self.bwd = [_Samples() for _ in range(n)]
-        self.step = _Samples()
+        self.fwd = [Samples() for _ in range(n)]
+        self.bwd = [Samples() for _ in range(n)]
+        self.step = Samples()
 
     def add(self, st: StepTimes) -> None:
         cpu = "thread" in st.total
@@ -265,7 +127,7 @@ class _InSituSamples:
         return [[f.median(clock), b.median(clock)] for f, b in zip(self.fwd, self.bwd, strict=True)]
 
 
-def _paired_ratio(a: _Samples, b: _Samples, clock: str) -> float | None:
+def _paired_ratio(a: Samples, b: Samples, clock: str) -> float | None:
     """Median over rounds of a[r] / b[r]."""
     xs, ys = (a.cpu, b.cpu) if clock == "thread" else (a.wall, b.wall)
     ratios = [x / y for x, y in zip(xs, ys, strict=True) if y > 0]
@@ -276,36 +138,6 @@ def _summary_of(pairs: list[list[float]], whole: float) -> dict[str, Any]:
     total = sum(f + b for f, b in pairs)
     return {"units": [[round(f, 4), round(b, 4)] for f, b in pairs], "sum": round(total, 3),
             "whole": round(whole, 3), "sum_over_whole": round(total / whole, 4) if whole > 0 else None}
-
-
-def _runners(units: Sequence[Unit]) -> list[_UnitRunner]:
-    runners: list[_UnitRunner] = []
-    upstream_params = False  # the input gradient is needed only if something upstream learns
-    for unit in units:
-        runners.append(_UnitRunner(unit, needs_input_grad=upstream_params))
-        upstream_params = upstream_params or any(p.requires_grad for p in unit.module.parameters())
-    return runners
-
-
-def saved_rows(model: nn.Module, io: ModelIO, batch_size: int, seed: int = 0) -> list[tuple[int, int, int]]:
-    """Per unit, as :func:`profile_model` counts them (one untimed forward, on CPU):
-    ``(activation_bytes, saved_input_bytes, saved_output_bytes)``."""
-    model = model.train()
-    runners = _runners(split_units(model, io, batch_size=2))
-    x = io.example_input(batch_size, torch.Generator(device="cpu").manual_seed(seed))
-    for runner in runners:
-        x = runner.count_saved(x)
-    return [(sum(r.saved.values()), r.saved_input, r.saved_output) for r in runners]
-
-
-MIN_WARMUP_S = 0.3
-"""Untimed rounds last at least this long (wall clock), ``warmup`` of them at least."""
-MIN_TIMED_S = 0.5
-"""Timed rounds last at least this long, ``reps`` of them at least."""
-QUICK_REPS = 3
-"""Fewer timed repetitions than this ask for a quick look: no minimum times, exactly ``warmup + reps`` rounds."""
-MAX_ROUNDS = 2000
-"""No profile runs more rounds than this (``warmup + reps`` where that is more)."""
 
 
 def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO | None = None,
@@ -365,23 +197,23 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
         model = model.to(dev).train()
         units = split_units(model, io, batch_size=2)
         modules = [u.module for u in units]
-        timer = _Timer(dev)
+        timer = Timer(dev)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         x0 = io.example_input(batch_size, gen).to(dev)
         with torch.no_grad():
             grad_out = torch.randn(model(x0).shape, generator=gen).to(dev)
-        runners = _runners(units)
+        runners = unit_runners(units)
         insitu = {m: _InSituSamples(len(units)) for m in (1, *mbs)}
-        whole = _Samples()
-        update = _Samples()
+        whole = Samples()
+        update = Samples()
         trainable = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(trainable, **UPDATE_OPTIMIZER) if trainable else None  # type: ignore[arg-type]
         per_round = len(units) + 2 + len(mbs)
-        rounds = _Rounds(warmup, reps, cap=max(MAX_ROUNDS, warmup + reps))
+        rounds = Rounds(warmup, reps, cap=max(MAX_ROUNDS, warmup + reps))
         # Rounds: every unit alone (each on the previous unit's output, the same values every
         # round), an in-situ step (and one per micro-batch count), the whole model, its update;
         # repeat. Interleaving makes every figure see the same (possibly shared) machine.
-        with _progress(progress, (warmup + reps) * per_round, name) as bar:
+        with progress_bar(progress, (warmup + reps) * per_round, name) as bar:
             advance = bar.advance
             while (r := rounds.next()) is not None:
                 record = r >= rounds.warm
@@ -499,69 +331,3 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
                      "micro_batches": list(mbs)},
         meta=meta,
     )
-
-
-class _Rounds:
-    """Round numbers for the profile's loop: ``warmup`` untimed and ``reps`` timed at least, and as
-    many more as it takes for the untimed ones to last :data:`MIN_WARMUP_S` and the timed ones
-    :data:`MIN_TIMED_S` (wall clock), ``cap`` in all at most."""
-
-    def __init__(self, warmup: int, reps: int, cap: int) -> None:
-        self.warm, self.reps = warmup, reps
-        # --reps 1 or 2 asks for a quick look: exactly warmup + reps rounds
-        self.cap = cap if reps >= QUICK_REPS else warmup + reps
-        self.timed = 0
-        self._r = -1
-        self._t0 = self._timed_t0 = time.perf_counter()
-
-    def next(self) -> int | None:
-        now = time.perf_counter()
-        r = self._r + 1
-        if r == self.warm and r + self.reps < self.cap and now - self._t0 < MIN_WARMUP_S:
-            self.warm += 1  # still warming up: this round is untimed too
-        if r == self.warm:
-            self._timed_t0 = now
-        if r > self.warm:
-            self.timed = r - self.warm
-            if (self.timed >= self.reps and now - self._timed_t0 >= MIN_TIMED_S) or r >= self.cap:
-                return None
-        self._r = r
-        return r
-
-    def left_at_least(self) -> int:
-        """Rounds still to run, as far as the minimum counts say."""
-        return max(0, self.warm + self.reps - self._r - 1)
-
-
-class _Bar:
-    def __init__(self, advance: Callable[[str], None], total: Callable[[int], None]) -> None:
-        self.advance, self.total = advance, total
-
-
-@contextmanager
-def _progress(enabled: bool, total: int, label: str) -> Iterator[_Bar]:
-    """A rich progress bar on stderr; ``advance(name)`` after each step, ``total(n)`` as the count grows."""
-    if not enabled:
-        yield _Bar(lambda _name: None, lambda _n: None)
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("profiling {task.fields[model]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[unit]}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("profile", total=total, model=label, unit="")
-
-        def advance(name: str) -> None:
-            bar.update(task, advance=1, unit=name)
-
-        def grow(n: int) -> None:
-            bar.update(task, total=max(n, total))
-
-        yield _Bar(advance, grow)
