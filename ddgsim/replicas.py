@@ -5,7 +5,7 @@ and both executors take the replica arithmetic from here.
 
 Semantics (the contract every layer implements):
 
-* Every replica of stage k runs stage k's action list unchanged (``schedule.py``); the
+* Every replica of stage k runs stage k's action list unchanged (``ddgsim.schedule``); the
   staleness of stage k stays ``K-1-k``.
 * **Shards.** The samples of every batch (of every micro-batch, under gpipe/1f1b) are
   split into D_k contiguous shards as ``torch.tensor_split`` splits them: of a micro-batch
