@@ -13,7 +13,7 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
-from ddgsim.errors import UserError
+from ddgsim.errors import DdgsimError, command_line_message, flag_names
 
 # Order is the order shown in --help. Modules that do not exist yet are skipped.
 COMMANDS = (
@@ -64,6 +64,12 @@ def version() -> str:
     return f"ddgsim {__version__} (Python {platform.python_version()}, torch {torch_version} {build})"
 
 
+FLAGS_KEY = "_ddgsim_flags"
+"""Where a command's parsed arguments carry the flag of each parameter a library error may name: its
+options (:func:`ddgsim.errors.flag_names`), and its module's ``FLAGS`` for the parameters whose name is
+not the flag's (``stages``: ``--gpus``)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ddgsim", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=version())
@@ -73,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         modname = f"ddgsim.commands.{name}"
         if importlib.util.find_spec(modname) is None:
             continue
-        importlib.import_module(modname).add_parser(sub)
+        module = importlib.import_module(modname)
+        before = set(sub.choices)
+        module.add_parser(sub)
+        for added in set(sub.choices) - before:
+            command = sub.choices[added]
+            command.set_defaults(**{FLAGS_KEY: {**flag_names(command), **getattr(module, "FLAGS", {})}})
     return parser
 
 
@@ -88,9 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args) or 0)
         sys.stdout.flush()
         return code
-    except UserError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return UserError.exit_code
+    except DdgsimError as exc:  # one line, no traceback; a library's parameters named as this command's flags
+        sys.stderr.write(f"error: {command_line_message(exc, getattr(args, FLAGS_KEY, None))}\n")
+        return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

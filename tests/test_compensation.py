@@ -101,9 +101,9 @@ def test_delay_scaled_rates_are_applied_per_stage() -> None:
 def test_bad_compensation_settings() -> None:
     with pytest.raises(ValueError, match="needs momentum > 0"):
         OptimConfig(lr=0.1, predict_weights=True)
-    with pytest.raises(UserError, match="--warmup-steps must be >= 0"):
+    with pytest.raises(UserError, match="warmup_steps must be >= 0, got -1"):  # the field; the CLI says its flag
         RunConfig(plan=Path("p.json"), steps=1, warmup_steps=-1)
-    with pytest.raises(UserError, match="--weight-prediction"):
+    with pytest.raises(UserError, match="weight_prediction .* needs momentum > 0"):
         RunConfig(plan=Path("p.json"), steps=1, momentum=0.0, weight_prediction=True)
 
 

@@ -95,7 +95,7 @@ def mlp_plan(tmp_path: Path) -> Path:
     ("extra", "needle"),
     [
         (["--steps", "0"], "--steps must be > 0"),
-        (["--steps", "5", "--model", "resnet20"], "is for model 'mlp', not --model 'resnet20'"),
+        (["--steps", "5", "--model", "resnet20"], "--model 'resnet20' is not the model of plan"),
         (["--steps", "5", "--data", "cifar10", "--data-dir", "/nonexistent/cifar"], "does not exist"),
         (["--steps", "5", "--data", "cifar10"], "needs --data-dir"),
         (["--steps", "5", "--checkpoint-every", "2"], "needs --checkpoint-dir"),

@@ -363,7 +363,7 @@ def test_replicated_runs_are_planned_named_and_checked(tmp_path: Path) -> None:
     one = rounds._prepare(specs[0], prof, {}, ideal(4), "ideal-4", tmp_path, replace(opts, trace=False))
     assert run.sim.iteration_ms < one.sim.iteration_ms
     assert json.loads(run.plan.read_text())["stages"][0]["replicas"] == ["dev0", "dev1"]
-    with pytest.raises(UserError, match="--gpus 2 with --replicas 2 needs 4 devices but scenario 'ideal-3' has 3"):
+    with pytest.raises(UserError, match="stages 2 with replicas 2 needs 4 devices but scenario 'ideal-3' has 3"):
         plan_runs(prof, ideal(3), opts)
     # asked to, the pairs that do not fit are left out (validate does so when several pairs are asked for)
     assert oversized(ideal(3), opts) == [(2, 2)]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ddgsim.compare.selection import MICRO_BATCHED
-from ddgsim.errors import UserError, choices
+from ddgsim.errors import ParameterError, choices
 from ddgsim.schedule import SCHEDULES
 
 DEFAULT_SCHEDULES: tuple[str, ...] = SCHEDULES
@@ -14,13 +15,16 @@ RUNTIMES = ("ddgsim", "torch")
 MAX_WARMUP_MS = 60_000
 
 
-class ConfigError(UserError):
+class ConfigError(ParameterError):
     """A bad value of one :class:`ValidateConfig` field: the message is the field's name, then ``detail``."""
 
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(field + detail)
-        self.field = field
-        self.detail = detail
+    def __init__(self, field: str, detail: str, others: Sequence[str] = ()) -> None:
+        super().__init__(field, detail, others)
+
+    @property
+    def field(self) -> str:
+        """The field: :attr:`ParameterError.param`."""
+        return self.param
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,6 @@ import itertools
 from dataclasses import dataclass, replace
 
 from ddgsim.compare.options import Options
-from ddgsim.errors import UserError
 from ddgsim.plan.split import even_split, imbalance_weights, weighted_split
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
@@ -77,20 +76,22 @@ def choose_splits(profile: Profile, scenario: Scenario, schedule: str, stages: i
 
 
 def plan_runs(profile: Profile, scenario: Scenario, opts: Options) -> list[RunSpec]:
-    """Every run ``opts`` asks for, by K, D, schedule and M; a :class:`UserError` for one that cannot run."""
+    """Every run ``opts`` asks for, by K, D, schedule and M; a :class:`~ddgsim.errors.UserError` (a
+    :class:`~ddgsim.compare.config.ConfigError` naming the field) for one that cannot run."""
+    from ddgsim.compare.config import ConfigError  # here: config imports this module
     from ddgsim.replicas import check_batch
 
     runs: list[RunSpec] = []
     skipped = oversized(scenario, opts) if opts.skip_oversized else []
     for K, D in itertools.product(opts.stages, opts.replicas):
         if profile.num_units < K:
-            raise UserError(f"--gpus {K} is more stages than the {profile.num_units} units of '{profile.model}'")
+            raise ConfigError("stages", f" {K} is more stages than the {profile.num_units} units of '{profile.model}'")
         if (K, D) in skipped:
             continue
         if len(scenario.devices) < K * D:
-            what = f"--gpus {K}" + (f" with --replicas {D}" if D > 1 else "")
-            raise UserError(f"{what} needs {K * D} devices but scenario '{scenario.name}' has "
-                            f"{len(scenario.devices)}")
+            what = f" {K}" + (f" with {{replicas}} {D}" if D > 1 else "")
+            raise ConfigError("stages", f"{what} needs {K * D} devices but scenario '{scenario.name}' has "
+                                        f"{len(scenario.devices)}", others=("replicas",))
         if K == 1:
             check_batch(profile.batch_size, 1, [D])
             runs += choose_splits(profile, scenario, ScheduleKind.BP, 1, 1, replicas=D)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddgsim.errors import UserError
+from ddgsim.errors import DdgsimError, UserError, command_line_message, flag_names
 from ddgsim.schedule import ScheduleKind
 
 SCHEDULES: dict[str, str] = {ScheduleKind.GPIPE: "ScheduleGPipe", ScheduleKind.ONE_F_ONE_B: "Schedule1F1B"}
@@ -178,16 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         _worker(args.plan, args.steps, args.threads, args.device, args.metrics)
         return 0
-    from ddgsim.execute.childlog import LaunchFailed
-
     try:
         return launch(args.plan, args.steps, args.metrics, args.threads, args.device)
-    except UserError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    except LaunchFailed as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return exc.code
+    except DdgsimError as exc:  # a bad input (exit 2) or a failed stage (its exit status)
+        sys.stderr.write(f"error: {command_line_message(exc, flag_names(ap))}\n")
+        return exc.exit_code
 
 
 if __name__ == "__main__":

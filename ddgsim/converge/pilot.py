@@ -231,11 +231,11 @@ def run_pilots(base: PilotSpec, splits: dict[int, tuple[int, ...]], seeds: int, 
     (:func:`default_target`). Each K > 1 runs :func:`lr_grid` on seed 0, keeps the rate that
     reaches the target in the fewest steps (none does: the lowest final loss), then runs the
     other seeds at it."""
-    from ddgsim.errors import UserError
+    from ddgsim.errors import ParameterError
 
     tell = advance or (lambda _what: None)
     if target is None and 1 not in splits:
-        raise UserError("without --target-loss the pilots need K = 1 (BP) to set the target")
+        raise ParameterError("target_loss", " is not given: the pilots need K = 1 (BP) to set it")
 
     def run(K: int, lr: float, seed: int) -> list[float]:
         losses = run_pilot(PilotSpec(**{**asdict(base), "split": splits[K], "lr": lr, "seed": seed}), cache)
@@ -274,14 +274,15 @@ def runs_needed(stages: Sequence[int], seeds: int) -> int:
 def planned_splits(profile: Any, stages: Sequence[int], schedule: str) -> dict[int, tuple[int, ...]]:
     """The planner's split for each K on K ideal copies of the profile's device (one replica each):
     the splits ``plan MODEL --gpus K --stages K --replicas 1`` chooses."""
-    from ddgsim.errors import UserError
+    from ddgsim.errors import ParameterError, UserError
     from ddgsim.plan.build import plan_for_k
     from ddgsim.predict.scenario import load_scenario
 
     out: dict[int, tuple[int, ...]] = {}
     for K in stages:
         if profile.num_units < K:
-            raise UserError(f"--stages {K} is more stages than the {profile.num_units} units of '{profile.model}'")
+            raise ParameterError("stages", f" {K} is more stages than the {profile.num_units} units of "
+                                           f"'{profile.model}'")
         res = plan_for_k(profile, load_scenario(f"ideal-{K}"), schedule, K, baselines=False)
         if res.planned is None:
             raise UserError(f"no split of '{profile.model}' into {K} stages fits in memory")

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ddgsim.errors import UserError
+from ddgsim.errors import ParameterError, UserError
 from ddgsim.fileio import atomic_open, write_json_atomic
 
 FORMAT = "ddgsim-checkpoint/1"
@@ -82,16 +82,17 @@ def check_resumable(root: Path, job: dict[str, Any], steps: int, replicas: Seque
     naming the mismatch otherwise."""
     stages = len(replicas)
     if not root.is_dir():
-        raise UserError(f"--resume {root}: no such directory")
+        raise ParameterError("resume", f" {root}: no such directory")
     man = read_manifest(root)
     if man is None:
-        raise UserError(f"--resume {root}: no manifest.json (no complete checkpoint there)")
+        raise ParameterError("resume", f" {root}: no manifest.json (no complete checkpoint there)")
     for key in sorted({*job, "replicas"}):
         want, have = job.get(key), man.get("job", {}).get(key)
         if have != want:
             raise UserError(f"checkpoint {root} was written for {key}={have!r}, this run has {key}={want!r}")
     if man["step"] > steps:
-        raise UserError(f"checkpoint {root} is at step {man['step']}, beyond --steps {steps}")
+        raise ParameterError("resume", f" {root}: the checkpoint is at step {man['step']}, beyond {{steps}} {steps}",
+                             others=("steps",))
     if man.get("stages") != stages:
         raise UserError(f"checkpoint {root} has {man.get('stages')!r} stages, this plan has {stages}")
     for k, d in enumerate(replicas):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ddgsim.errors import one_line
+from ddgsim.errors import DdgsimError, one_line
 
 ENV = "DDGSIM_CHILD_LOGS"
 """The folder where each launched process keeps a copy of its stderr (``rank<R>.log``)."""
@@ -38,12 +38,17 @@ _PEER_LOSS = ("lost contact", "Connection closed", "Connection reset", "Broken p
               "Connection refused")
 
 
-class LaunchFailed(Exception):
-    """A launched process failed; the message is one line (without ``error: ``), ``code`` the exit status."""
+class LaunchFailed(DdgsimError):
+    """A launched process failed; the message is one line (without ``error: ``), ``code`` the exit status
+    (also :attr:`~ddgsim.errors.DdgsimError.exit_code`: the command exits with it)."""
 
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+        self.exit_code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.code))
 
 
 class _Tee(io.TextIOBase):

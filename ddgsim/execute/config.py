@@ -2,8 +2,9 @@
 
 The command line builds it (:func:`ddgsim.execute.options.config_from_args`), a library user
 builds it directly, and the launcher hands it to every stage process as JSON; nothing
-downstream reads command-line options. Field names are the options' names
-(``timeout_s`` is ``--timeout-s``), so errors name the option a user would change.
+downstream reads command-line options. A bad value is a :class:`~ddgsim.errors.ParameterError`
+naming its field; field names are the options' names (``timeout_s`` is ``--timeout-s``), so the
+command line names the option a user would change.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ddgsim.errors import UserError, choices
+from ddgsim.errors import ParameterError, choices
 
 BACKENDS = ("auto", "gloo", "nccl")
 DATASETS = ("digits", "cifar10", "text", "synthetic")
@@ -79,31 +80,35 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.steps <= 0:
-            raise UserError(f"--steps must be > 0, got {self.steps}")
+            raise ParameterError("steps", f" must be > 0, got {self.steps}")
         if self.threads <= 0:
-            raise UserError(f"--threads must be > 0, got {self.threads}")
+            raise ParameterError("threads", f" must be > 0, got {self.threads}")
         if not self.timeout_s > 0:
-            raise UserError(f"--timeout-s must be > 0, got {self.timeout_s}")
-        if self.checkpoint_every < 0 or (self.checkpoint_every > 0 and self.checkpoint_dir is None):
-            raise UserError("--checkpoint-every N > 0 needs --checkpoint-dir DIR (and N must be >= 0)")
+            raise ParameterError("timeout_s", f" must be > 0, got {self.timeout_s}")
+        if self.checkpoint_every < 0:
+            raise ParameterError("checkpoint_every", f" must be >= 0 (0: never), got {self.checkpoint_every}")
+        if self.checkpoint_every > 0 and self.checkpoint_dir is None:
+            raise ParameterError("checkpoint_every", f" {self.checkpoint_every} needs {{checkpoint_dir}}, the "
+                                                     "folder to write the checkpoints to", others=("checkpoint_dir",))
         if any(e <= 0 for e in self.lr_decay_epochs):
-            raise UserError(f"--lr-decay-epochs must be positive integers, got {list(self.lr_decay_epochs)}")
+            raise ParameterError("lr_decay_epochs", f" must be positive integers, got {list(self.lr_decay_epochs)}")
         if self.data not in DATASETS:
-            raise UserError(f"--data '{self.data}' is not one of {choices(DATASETS)}")
+            raise ParameterError("data", f" '{self.data}' is not one of {choices(DATASETS)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise UserError(f"--lr must be a finite number > 0, got {self.lr}")
+            raise ParameterError("lr", f" must be a finite number > 0, got {self.lr}")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
-            raise UserError(f"--momentum must be in [0, 1), got {self.momentum}")
+            raise ParameterError("momentum", f" must be in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise UserError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}")
+            raise ParameterError("weight_decay", f" must be a finite number >= 0, got {self.weight_decay}")
         if not (math.isfinite(self.lr_decay_factor) and self.lr_decay_factor > 0):
-            raise UserError(f"--lr-decay-factor must be a finite number > 0, got {self.lr_decay_factor}")
+            raise ParameterError("lr_decay_factor", f" must be a finite number > 0, got {self.lr_decay_factor}")
         if self.warmup_steps < 0:
-            raise UserError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+            raise ParameterError("warmup_steps", f" must be >= 0, got {self.warmup_steps}")
         if self.weight_prediction and self.momentum <= 0:
-            raise UserError("--weight-prediction extrapolates along the momentum: it needs --momentum > 0")
+            raise ParameterError("weight_prediction", " extrapolates along the momentum: it needs {momentum} > 0",
+                                 others=("momentum",))
         if self.backend not in BACKENDS:
-            raise UserError(f"--backend '{self.backend}' is not one of {choices(BACKENDS)}")
+            raise ParameterError("backend", f" '{self.backend}' is not one of {choices(BACKENDS)}")
 
     def to_json(self) -> str:
         """The whole configuration as one JSON object (what the launcher passes to each stage)."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ddgsim.errors import UserError
+from ddgsim.errors import ParameterError, UserError
 from ddgsim.execute.config import DATASETS
 from ddgsim.models.io import ModelIO
 
@@ -99,7 +99,8 @@ def _augment(x: Tensor, g: torch.Generator) -> Tensor:
     return out
 
 
-DIGITS_NEEDS = "--data digits needs scikit-learn, which bundles the digits data set: pip install scikit-learn"
+DIGITS_NEEDS = " digits needs scikit-learn, which bundles the digits data set: pip install scikit-learn"
+"""What :class:`~ddgsim.errors.ParameterError` says of ``data`` when scikit-learn is missing."""
 
 
 def _sklearn_dirs() -> list[str]:
@@ -111,7 +112,7 @@ def _sklearn_dirs() -> list[str]:
     except (ImportError, ValueError):
         spec = None
     if spec is None:
-        raise UserError(DIGITS_NEEDS)
+        raise ParameterError("data", DIGITS_NEEDS)
     return list(spec.submodule_search_locations or [])
 
 
@@ -131,7 +132,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits as sk_digits
     except ImportError as exc:
-        raise UserError(f"{DIGITS_NEEDS} ({exc})") from None
+        raise ParameterError("data", f"{DIGITS_NEEDS} ({exc})") from None
 
     b = sk_digits()
     return b.data, b.target
@@ -168,13 +169,16 @@ def check_cifar_dir(data_dir: str | Path | None) -> Path:
     """The CIFAR directory, or a UserError naming the files that were expected."""
     expected = ", ".join([*CIFAR_TRAIN, CIFAR_TEST])
     if not data_dir:
-        raise UserError(f"--data cifar10 needs --data-dir DIR holding the python batches ({expected})")
+        raise ParameterError("data", f" cifar10 needs {{data_dir}}, the folder of the python batches ({expected})",
+                             others=("data_dir",))
     root = Path(data_dir)
     if not root.is_dir():
-        raise UserError(f"CIFAR-10 directory {root} does not exist (expected the python batches {expected})")
+        raise ParameterError("data_dir", f" {root} does not exist (expected a CIFAR-10 directory holding the "
+                                         f"python batches {expected})")
     missing = [n for n in [*CIFAR_TRAIN, CIFAR_TEST] if not (root / n).is_file()]
     if missing:
-        raise UserError(f"CIFAR-10 directory {root} lacks {', '.join(missing)} (expected {expected})")
+        raise ParameterError("data_dir", f" {root}: the CIFAR-10 directory lacks {', '.join(missing)} "
+                                         f"(expected {expected})")
     return root
 
 
@@ -216,8 +220,8 @@ def check_fits(name: str, io: ModelIO) -> None:
     if name == "text":
         check_text(io)
     elif name in SAMPLES and (io.tokens or tuple(io.input_shape) != SAMPLES[name]):
-        raise UserError(f"--data {name} has float samples of shape {SAMPLES[name]} but the model takes "
-                        f"{io.describe()}" + (" (use --data text or synthetic)" if io.tokens else ""))
+        raise ParameterError("data", f" {name} has float samples of shape {SAMPLES[name]} but the model takes "
+                                     f"{io.describe()}" + (" (use {data} text or synthetic)" if io.tokens else ""))
 
 
 def check_text(io: ModelIO) -> None:
@@ -225,14 +229,15 @@ def check_text(io: ModelIO) -> None:
     from ddgsim.execute import text
 
     if not io.tokens or io.target != "token" or len(io.input_shape) != 1:
-        raise UserError(f"--data text is next-byte prediction: it needs a model that takes token ids of shape "
-                        f"(context,) and predicts a token per position, not {io.describe()}")
+        raise ParameterError("data", f" text is next-byte prediction: it needs a model that takes token ids of "
+                                     f"shape (context,) and predicts a token per position, not {io.describe()}")
     if (io.vocab or 0) < text.VOCAB or io.num_classes < text.VOCAB:
-        raise UserError(f"--data text has {text.VOCAB} byte tokens but the model's vocabulary is {io.vocab} "
-                        f"with {io.num_classes} classes")
+        raise ParameterError("data", f" text has {text.VOCAB} byte tokens but the model's vocabulary is "
+                                     f"{io.vocab} with {io.num_classes} classes")
     folder = text.stdlib_dir()
     if not any(folder.glob("*.py")):
-        raise UserError(f"--data text reads the Python standard library's sources, but {folder} has no *.py files")
+        raise ParameterError("data", f" text reads the Python standard library's sources, but {folder} has no "
+                                     "*.py files")
 
 
 def load_text(io: ModelIO, seed: int = 0) -> Dataset:

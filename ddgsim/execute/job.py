@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddgsim.errors import UserError
+from ddgsim.errors import ParameterError, UserError
 from ddgsim.execute import checkpoint as ckpt
 from ddgsim.execute.config import RunConfig
 from ddgsim.execute.data import Dataset, check_cifar_dir, check_digits, check_fits, load_data
@@ -74,7 +74,7 @@ def resolve_backend(name: str) -> str:
     if name == "auto":
         return "nccl" if torch.cuda.is_available() else "gloo"
     if name == "nccl" and not torch.cuda.is_available():
-        raise UserError("--backend nccl needs CUDA, but torch.cuda.is_available() is False (use gloo)")
+        raise ParameterError("backend", " nccl needs CUDA, but torch.cuda.is_available() is False (use gloo)")
     return name
 
 
@@ -82,7 +82,8 @@ def prepare(config: RunConfig) -> Job:
     """Check the plan against the configuration (UserError naming the problem) and build the stages."""
     plan = plan_file.load(config.plan)
     if config.model is not None and config.model != plan.model:
-        raise UserError(f"plan {config.plan} is for model '{plan.model}', not --model '{config.model}'")
+        raise ParameterError("model", f" '{config.model}' is not the model of plan {config.plan}: it is for "
+                                      f"model '{plan.model}'")
     spec = get_spec(plan.model)
     schedule = make_schedule(plan.schedule, plan.num_stages, config.steps, plan.micro_batches)
     backend = resolve_backend(config.backend)

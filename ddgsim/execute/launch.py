@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddgsim.errors import UserError
+from ddgsim.errors import ParameterError
 from ddgsim.execute.childlog import ENV, LaunchFailed, explain
 from ddgsim.execute.config import RunConfig
 
@@ -47,21 +47,22 @@ class Nodes:
 
 
 def _placement(nodes: Nodes, world: int) -> tuple[str, str, int]:
-    """(rendezvous endpoint, run id, processes on this node), UserError naming a bad option."""
+    """(rendezvous endpoint, run id, processes on this node), a ParameterError naming a bad field."""
     n = nodes.nnodes
     if n < 1:
-        raise UserError(f"--nnodes must be >= 1, got {n}")
+        raise ParameterError("nnodes", f" must be >= 1, got {n}")
     if not 0 <= nodes.node_rank < n:
-        raise UserError(f"--node-rank must be in 0..{n - 1}, got {nodes.node_rank}")
+        raise ParameterError("node_rank", f" must be in 0..{n - 1}, got {nodes.node_rank}")
     if world % n:
-        raise UserError(f"the plan's {world} processes (one per stage replica) cannot be spread evenly "
-                        f"over --nnodes {n}; use an --nnodes that divides {world}")
+        raise ParameterError("nnodes", f" {n}: the plan's {world} processes (one per stage replica) cannot be "
+                                       f"spread evenly over {n} nodes; use a {{nnodes}} that divides {world}")
     if n == 1:
         return nodes.rdzv_endpoint or "localhost:0", nodes.rdzv_id or f"ddgsim-{uuid.uuid4().hex[:8]}", world
     endpoint = nodes.rdzv_endpoint or ""
     host, _, port = endpoint.rpartition(":")
     if not host or not port.isdigit() or int(port) == 0:
-        raise UserError(f"--nnodes {n} needs --rdzv-endpoint HOST:PORT with a fixed port, got {nodes.rdzv_endpoint!r}")
+        raise ParameterError("nnodes", f" {n} needs {{rdzv_endpoint}} HOST:PORT with a fixed port, got "
+                                       f"{nodes.rdzv_endpoint!r}", others=("rdzv_endpoint",))
     return endpoint, nodes.rdzv_id or f"ddgsim-{host}-{port}", world // n
 
 
@@ -87,7 +88,7 @@ def launch(config: RunConfig, nodes: Nodes | None = None, log_dir: Path | None =
     """
     nodes = nodes or Nodes()
     if nodes.max_restarts < 0:
-        raise UserError(f"--max-restarts must be >= 0, got {nodes.max_restarts}")
+        raise ParameterError("max_restarts", f" must be >= 0, got {nodes.max_restarts}")
     from ddgsim.execute.job import check_devices, prepare
 
     job = prepare(config)  # every UserError before anything starts or is written
@@ -159,7 +160,7 @@ def child_logs(log_dir: Path | None) -> tuple[Path, bool]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"--log-dir {folder}: cannot make the folder ({exc.strerror or exc})") from None
+        raise ParameterError("log_dir", f" {folder}: cannot make the folder ({exc.strerror or exc})") from None
     for old in folder.glob("rank*.log"):  # an earlier run's, which would be appended to
         old.unlink()
     os.environ[ENV] = str(folder.resolve())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ddgsim.errors import UserError
+from ddgsim.errors import ParameterError, flag_names
 from ddgsim.execute.config import BACKENDS, DATASETS, RunConfig
 
 
@@ -52,14 +52,22 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a tty)")
 
 
+def run_flags() -> dict[str, str]:
+    """Field -> flag of every run option (``{"timeout_s": "--timeout-s"}``): how a stage process names
+    the fields a :class:`~ddgsim.errors.ParameterError` names, as ``ddgsim execute`` does."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_run_arguments(parser)
+    return flag_names(parser)
+
+
 def parse_epochs(text: str | None) -> tuple[int, ...]:
-    """``"150,225"`` -> ``(150, 225)``; UserError naming --lr-decay-epochs otherwise."""
+    """``"150,225"`` -> ``(150, 225)``; a ParameterError naming ``lr_decay_epochs`` otherwise."""
     try:
         epochs = tuple(int(e) for e in str(text or "").split(",") if e.strip())
     except ValueError:
         epochs = (-1,)
     if any(e <= 0 for e in epochs):
-        raise UserError(f"--lr-decay-epochs must be positive integers separated by commas, got '{text}'")
+        raise ParameterError("lr_decay_epochs", f" must be positive integers separated by commas, got '{text}'")
     return epochs
 
 
@@ -68,7 +76,7 @@ def _path(value: str | None) -> Path | None:
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
-    """The run configuration of parsed options (UserError naming a bad option)."""
+    """The run configuration of parsed options (a ParameterError naming a bad field)."""
     return RunConfig(
         plan=Path(a.plan), steps=a.steps, model=a.model, data=a.data, data_dir=_path(a.data_dir),
         augment=a.augment, seed=a.seed, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov,

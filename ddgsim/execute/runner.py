@@ -40,7 +40,7 @@ import weakref
 import torch
 import torch.distributed as dist
 
-from ddgsim.errors import UserError
+from ddgsim.errors import UserError, command_line_message
 from ddgsim.execute.childlog import log_to_stderr
 from ddgsim.execute.comm import PeerError, group_timeout
 from ddgsim.execute.config import RunConfig
@@ -58,7 +58,7 @@ from ddgsim.execute.job import (
     run_inprocess_job,
     stage_device,
 )
-from ddgsim.execute.options import parse_run_args
+from ddgsim.execute.options import parse_run_args, run_flags
 from ddgsim.execute.preempt import Preempted, Preemption
 from ddgsim.execute.report import COMM_LOG, publish
 from ddgsim.execute.stage import flat
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             where = (f"checkpoint in {stop.checkpoint}; continue with --resume {stop.checkpoint}"
                      if stop.checkpoint is not None else "nothing saved (no --checkpoint-dir)")
             sys.stderr.write(f"note: stopped on SIGTERM at step {stop.step}; {where}\n")
-    except UserError as exc:
-        sys.stderr.write(f"error: stage {rank}: {exc}\n")
+    except UserError as exc:  # a field named as the run's flag, as the launcher's own errors name it
+        sys.stderr.write(f"error: stage {rank}: {command_line_message(exc, run_flags())}\n")
         code = UserError.exit_code
     except RunError as exc:
         sys.stderr.write(f"error: stage {rank}: {exc}\n")

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ddgsim.errors import UserError
+from ddgsim.errors import ParameterError
 from ddgsim.schedule import staleness_of
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ def check_available() -> None:
     except (ImportError, ValueError):  # a broken or stubbed-out installation
         found = False
     if not found:
-        raise UserError("--tensorboard needs the tensorboard package, which is not installed: "
-                        "pip install 'ddgsim[tensorboard]' (or pip install tensorboard)")
+        raise ParameterError("tensorboard", " needs the tensorboard package, which is not installed: "
+                                            "pip install 'ddgsim[tensorboard]' (or pip install tensorboard)")
 
 
 def _who(report: dict[str, Any], job: Job) -> str:

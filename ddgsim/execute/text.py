@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ddgsim.errors import UserError
+from ddgsim.errors import ParameterError
 
 VOCAB = 256
 TEST_WINDOWS = 1024
@@ -57,15 +57,15 @@ def corpus(root: Path | None = None) -> Corpus:
     folder = root or stdlib_dir()
     files = sorted(folder.glob("*.py")) if folder.is_dir() else []
     if not files:
-        raise UserError(f"--data text reads the Python standard library's sources, but {folder} has no *.py "
-                        "files (an interpreter installed without sources?)")
+        raise ParameterError("data", f" text reads the Python standard library's sources, but {folder} has no "
+                                     "*.py files (an interpreter installed without sources?)")
     train: list[bytes] = []
     validation: list[bytes] = []
     for path in files:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise UserError(f"--data text: cannot read {path}: {exc.strerror or exc}") from None
+            raise ParameterError("data", f" text: cannot read {path}: {exc.strerror or exc}") from None
         held_out = zlib.crc32(path.name.encode()) % VALIDATION_MODULUS == 0
         (validation if held_out else train).append(data)
     tr, va = b"\n\n".join(train), b"\n\n".join(validation)
@@ -81,7 +81,7 @@ def windows(stream: bytes, context: int, count: int | None = None) -> tuple[Tens
     data = torch.frombuffer(bytearray(stream), dtype=torch.uint8)
     n = (len(data) - 1) // context
     if n <= 0:
-        raise UserError(f"--data text: {len(data)} bytes are too few for windows of {context} tokens")
+        raise ParameterError("data", f" text: {len(data)} bytes are too few for windows of {context} tokens")
     starts = torch.arange(n) * context
     if count is not None and count < n:
         starts = starts[torch.linspace(0, n - 1, count).round().long()]
