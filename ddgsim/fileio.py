@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from ddgsim.errors import UserError
+from ddgsim.errors import FileError, malformed
 
 
 def default_mode() -> int:
@@ -62,13 +62,13 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str], kind: str) -> Any:
-    """Decode a JSON file; an unreadable or non-JSON file is a :class:`UserError` naming ``kind``."""
+    """Decode a JSON file; an unreadable or non-JSON file is a :class:`~ddgsim.errors.FileError` naming ``kind``."""
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as exc:
-        raise UserError(f"cannot read {kind} {p}: {exc.strerror or exc}") from None
+        raise FileError(f"cannot read {kind} {p}: {exc.strerror or exc}", kind=kind, where=str(p)) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"malformed {kind} {p}: not JSON ({exc.msg} at line {exc.lineno})") from None
+        raise malformed(kind, str(p), f"not JSON ({exc.msg} at line {exc.lineno})") from None

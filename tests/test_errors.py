@@ -71,3 +71,16 @@ def test_the_library_names_the_field_and_the_command_its_flag(tmp_path: Path,
     assert caught.value.param == "timeout_s"
     assert main(["execute", str(tmp_path / "p.json"), "--steps", "1", "--timeout-s", "0"]) == 2
     assert capsys.readouterr().err == "error: --timeout-s must be > 0, got 0.0\n"
+
+
+def test_unreadable_and_malformed_files_are_file_errors(tmp_path: Path) -> None:
+    from ddgsim.plan.format import load as load_plan
+    from ddgsim.profile.format import load as load_profile
+
+    with pytest.raises(FileError, match="cannot read plan") as caught:
+        load_plan(tmp_path / "absent.json")
+    assert (caught.value.kind, caught.value.where) == ("plan", str(tmp_path / "absent.json"))
+    (tmp_path / "p.json").write_text("{}")
+    with pytest.raises(FileError, match=r"malformed profile .*p\.json: field") as caught:
+        load_profile(tmp_path / "p.json")
+    assert caught.value.kind == "profile"

@@ -13,7 +13,7 @@ D > 1 replicas writes ``stage-K-replica-R.pt`` (a stage with one replica keeps t
 Each stage writes its file atomically (temp file + ``os.replace``); after a barrier
 rank 0 replaces the manifest, and only then removes older step directories — so
 the manifest always names a complete step. Files are read with
-``torch.load(weights_only=True)``; anything unreadable is a :class:`UserError`.
+``torch.load(weights_only=True)``; anything unreadable is a :class:`~ddgsim.errors.FileError`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ddgsim.errors import ParameterError, UserError
+from ddgsim.errors import FileError, ParameterError, UserError
 from ddgsim.fileio import atomic_open, write_json_atomic
 
 FORMAT = "ddgsim-checkpoint/1"
@@ -70,9 +70,10 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"corrupt checkpoint manifest {path}: {exc}") from None
+        raise FileError(f"corrupt checkpoint manifest {path}: {exc}", kind="checkpoint", where=str(path)) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("step"), int):
-        raise UserError(f"corrupt checkpoint manifest {path}: expected format {FORMAT} with an integer step")
+        raise FileError(f"corrupt checkpoint manifest {path}: expected format {FORMAT} with an integer step",
+                        kind="checkpoint", where=str(path))
     return data
 
 
@@ -99,7 +100,8 @@ def check_resumable(root: Path, job: dict[str, Any], steps: int, replicas: Seque
         for r in range(d):
             name = file_name(k, r, d)
             if not (step_dir(root, man["step"]) / name).is_file():
-                raise UserError(f"corrupt checkpoint {root}: step {man['step']} lacks {name}")
+                raise FileError(f"corrupt checkpoint {root}: step {man['step']} lacks {name}", kind="checkpoint",
+                                where=str(root))
             if load_all:
                 load_stage(root, man["step"], k, r, d)
     return man
@@ -111,9 +113,10 @@ def load_stage(root: Path, step: int, stage: int, replica: int = 0, replicas: in
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"corrupt checkpoint {path}: {type(exc).__name__}: {first}") from None
+        raise FileError(f"corrupt checkpoint {path}: {type(exc).__name__}: {first}", kind="checkpoint",
+                        where=str(path)) from None
     if (not isinstance(state, dict) or state.get("format") != FORMAT or state.get("stage") != stage
             or state.get("replica", 0) != replica):
-        raise UserError(f"corrupt checkpoint {path}: not a {FORMAT} file of stage {stage}"
-                        + (f" replica {replica}" if replicas > 1 else ""))
+        raise FileError(f"corrupt checkpoint {path}: not a {FORMAT} file of stage {stage}"
+                        + (f" replica {replica}" if replicas > 1 else ""), kind="checkpoint", where=str(path))
     return state

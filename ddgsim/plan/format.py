@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ddgsim.errors import UserError
+from ddgsim.errors import FileError, UserError, malformed
 from ddgsim.fileio import read_json, write_json_atomic
 from ddgsim.replicas import ALLREDUCE, DEFAULT_ALLREDUCE, Layout, check_batch
 
@@ -128,8 +128,8 @@ class Plan:
         write_json_atomic(Path(path), data)
 
 
-def _bad(where: str, key: str, why: str) -> UserError:
-    return UserError(f"malformed plan {where}: field '{key}' {why}")
+def _bad(where: str, key: str, why: str) -> FileError:
+    return malformed("plan", where, f"field '{key}' {why}")
 
 
 def from_json(data: Any, where: str = "<data>") -> Plan:
@@ -175,7 +175,7 @@ def from_json(data: Any, where: str = "<data>") -> Plan:
         layout = Layout(tuple(s.devices for s in stages))
         check_batch(data["batch_size"], mb, layout.replicas)
     except UserError as exc:
-        raise UserError(f"malformed plan {where}: {exc}") from None
+        raise malformed("plan", where, str(exc)) from None
     return Plan(
         model=data["model"],
         batch_size=data["batch_size"],
@@ -203,7 +203,7 @@ def _relative(target: str, folder: Path) -> str:
 
 
 def load(path: str | os.PathLike[str]) -> Plan:
-    """Read and validate a plan file; unreadable or malformed files raise :class:`UserError`.
+    """Read and validate a plan file; unreadable or malformed files raise :class:`~ddgsim.errors.FileError`.
     A relative profile reference is resolved against the plan file's folder."""
     plan = from_json(read_json(path, "plan"), where=str(path))
     ref = plan.profile

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ddgsim.errors import UserError
+from ddgsim.errors import FileError, UserError, malformed
 from ddgsim.fileio import read_json, write_json_atomic
 
 FORMAT = "ddgsim-profile/1"
@@ -169,8 +169,8 @@ class Profile:
         write_json_atomic(Path(path), self.to_json())
 
 
-def _bad(where: str, key: str, why: str) -> UserError:
-    return UserError(f"malformed profile {where}: field '{key}' {why}")
+def _bad(where: str, key: str, why: str) -> FileError:
+    return malformed("profile", where, f"field '{key}' {why}")
 
 
 def from_json(data: Any, where: str = "<data>") -> Profile:
@@ -221,5 +221,5 @@ def from_json(data: Any, where: str = "<data>") -> Profile:
 
 
 def load(path: str | os.PathLike[str]) -> Profile:
-    """Read and validate a profile file; unreadable or malformed files raise :class:`UserError`."""
+    """Read and validate a profile file; unreadable or malformed files raise :class:`~ddgsim.errors.FileError`."""
     return from_json(read_json(path, "profile"), where=str(path))

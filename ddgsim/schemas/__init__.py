@@ -14,7 +14,7 @@ import math
 from importlib.resources import files
 from typing import Any
 
-from ddgsim.errors import UserError
+from ddgsim.errors import malformed
 
 KINDS = ("profile", "plan", "metrics", "trace")
 
@@ -53,14 +53,15 @@ def _non_finite(data: Any, path: tuple[Any, ...] = ()) -> tuple[Any, ...] | None
 
 
 def check(data: Any, kind: str, where: str) -> None:
-    """UserError ``malformed KIND WHERE: field 'F' ...`` (one line) unless ``data`` is a valid ``kind``."""
+    """:class:`~ddgsim.errors.FileError` ``malformed KIND WHERE: field 'F' ...`` (one line) unless ``data``
+    is a valid ``kind``."""
     from jsonschema.exceptions import best_match
 
     if not isinstance(data, dict):
-        raise UserError(f"malformed {kind} {where}: expected a JSON object, got {type(data).__name__}")
+        raise malformed(kind, where, f"expected a JSON object, got {type(data).__name__}")
     fmt = schema(kind).get("properties", {}).get("format", {}).get("const")
     if fmt is not None and "format" in data and data["format"] != fmt:  # another format or version: say that first
-        raise UserError(f"malformed {kind} {where}: field 'format' must be {fmt!r}, got {data['format']!r:.80}")
+        raise malformed(kind, where, f"field 'format' must be {fmt!r}, got {data['format']!r:.80}")
     err = best_match(_validator(kind).iter_errors(data))
     if err is not None:
         path = list(err.absolute_path)
@@ -76,10 +77,10 @@ def check(data: Any, kind: str, where: str) -> None:
             value = repr(err.instance)
             why = f"{err.message.replace(value, '').strip() or 'is invalid'}: got {value[:80]}"
         name = _field(path) or "(top level)"
-        raise UserError(f"malformed {kind} {where}: field '{name}' {why}")
+        raise malformed(kind, where, f"field '{name}' {why}")
     bad = _non_finite(data)
     if bad is not None:
-        raise UserError(f"malformed {kind} {where}: field '{_field(bad)}' must be a finite number")
+        raise malformed(kind, where, f"field '{_field(bad)}' must be a finite number")
 
 
 def _type_of(node: dict[str, Any]) -> str:
