@@ -9,6 +9,7 @@ import pytest
 
 from ddgsim.errors import UserError
 from ddgsim.plan import format as plan_file
+from ddgsim.plan.records import Prediction, ProfileRef
 
 
 def _plan() -> plan_file.Plan:
@@ -23,7 +24,8 @@ def _plan() -> plan_file.Plan:
             plan_file.StagePlacement(stage=2, device="gpu2", units=(12, 15)),
         ],
         scenario="ideal-3",
-        predicted={"iteration_ms": 12.5, "staleness": [2, 1, 0]},
+        predicted=Prediction(iteration_ms=12.5, staleness=(2, 1, 0)),
+        profile_ref=ProfileRef(path="", model="resnet20", batch_size=64, device="cpu", threads=None, source="cache"),
     )
 
 

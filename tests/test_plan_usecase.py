@@ -69,7 +69,7 @@ def test_a_replicated_plan_reproduces_and_is_bounded(profile: Profile) -> None:
     assert outcome.schedule in ("ddg", "gpipe") and set(outcome.best_per_schedule()) == {"ddg", "gpipe"}
     assert outcome.bound_ms is not None and outcome.bound_ms <= outcome.iteration_ms
     result = simulate_plan(outcome.plan, profile)
-    assert result.iteration_ms == pytest.approx(outcome.plan.predicted["iteration_ms"], rel=1e-12)
+    assert result.iteration_ms == pytest.approx(outcome.plan.predicted.iteration_ms, rel=1e-12)
 
 
 @pytest.mark.parametrize(("fields", "says"), [

@@ -111,7 +111,7 @@ def test_plan_refers_to_its_profile_relatively(tmp_path: Path) -> None:
     shutil.copytree(tmp_path / "plans", moved / "plans")
     shutil.copytree(tmp_path / "profiles", moved / "profiles")
     shutil.rmtree(tmp_path / "profiles")
-    assert plan_file.load(moved / "plans" / "plan.json").profile["path"] == str(moved / "profiles" / "p.json")
+    assert plan_file.load(moved / "plans" / "plan.json").profile_ref.path == str(moved / "profiles" / "p.json")
     assert main(["simulate", "--plan", str(moved / "plans" / "plan.json")]) == 0
 
 

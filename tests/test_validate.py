@@ -202,7 +202,7 @@ def test_run_all_retries_once_then_records_the_failure_and_goes_on(tmp_path: Pat
 
     monkeypatch.setattr(execution, "run_plan", fake_execute)
     notes: list[str] = []
-    rows, timelines = run_all(prof, {}, scenario, "ideal-2", opts, out, log=lambda m: None, warn=notes.append)
+    rows, timelines = run_all(prof, None, scenario, "ideal-2", opts, out, log=lambda m: None, warn=notes.append)
     assert calls == [names[0], names[1], names[1], names[2], names[2], names[3]]
     assert [(r.status, r.attempts) for r in rows] == [("ok", 1), ("ok", 2), ("failed", 2), ("ok", 1)]
     assert [r.measured_ms for r in rows if r.ok] == [10.0, 10.0, 10.0]
@@ -240,7 +240,7 @@ def test_repeats_are_interleaved_and_the_median_is_compared(tmp_path: Path,
         assert metrics.name == f"{name}.r{calls.count(name)}.metrics.json"
 
     monkeypatch.setattr(execution, "run_plan", fake_execute)
-    rows, _ = run_all(prof, {}, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=lambda m: None)
+    rows, _ = run_all(prof, None, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=lambda m: None)
     assert calls == [s.name for s in specs] * 3
     assert [r.measured_all_ms for r in rows] == [tuple(step[i]) for i in range(4)]
     assert [r.measured_ms for r in rows] == [11.0, 22.0, 5.0, 8.0]
@@ -286,7 +286,7 @@ def test_executions_disturbed_by_the_hypervisor_are_measured_again(tmp_path: Pat
     monkeypatch.setattr(machine, "cpu_jiffies", jiffies)
     monkeypatch.setattr(execution, "run_plan", fake_execute)
     notes: list[str] = []
-    rows, _ = run_all(prof, {}, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=notes.append)
+    rows, _ = run_all(prof, None, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=notes.append)
     assert len(executions) == 5
     assert [(r.measured_ms, r.steal_pct, r.redone, r.attempts) for r in rows] == [(10.0, 1.0, 1, 2),
                                                                                  (30.0, 5.0, 2, 3)]
@@ -359,8 +359,8 @@ def test_replicated_runs_are_planned_named_and_checked(tmp_path: Path) -> None:
                                                                                              ("dev2", "dev3"))
     assert specs[0].layout(ideal(4)) is None and specs[3].name.startswith("k2-d2-ddg-")
     # the prediction is of the replicated run: two replicas of one stage halve its compute
-    run = rounds._prepare(specs[1], prof, {}, ideal(4), "ideal-4", tmp_path, replace(opts, trace=False))
-    one = rounds._prepare(specs[0], prof, {}, ideal(4), "ideal-4", tmp_path, replace(opts, trace=False))
+    run = rounds._prepare(specs[1], prof, None, ideal(4), "ideal-4", tmp_path, replace(opts, trace=False))
+    one = rounds._prepare(specs[0], prof, None, ideal(4), "ideal-4", tmp_path, replace(opts, trace=False))
     assert run.sim.iteration_ms < one.sim.iteration_ms
     assert json.loads(run.plan.read_text())["stages"][0]["replicas"] == ["dev0", "dev1"]
     with pytest.raises(UserError, match="stages 2 with replicas 2 needs 4 devices but scenario 'ideal-3' has 3"):
@@ -410,7 +410,7 @@ def test_ctrl_c_during_a_run_stops_without_retry_and_keeps_the_earlier_rows(tmp_
 
     monkeypatch.setattr(execution, "run_plan", fake_execute)
     with pytest.raises(KeyboardInterrupt):
-        run_all(prof, {}, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=lambda m: None)
+        run_all(prof, None, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=lambda m: None)
     assert len(calls) == 2
     assert [(r.K, r.status) for r in read_csv(tmp_path / "validation.csv")] == [(1, "ok")]
 

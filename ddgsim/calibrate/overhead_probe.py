@@ -261,6 +261,7 @@ def measure(scenario: Scenario, device: str = "cpu", threads: int = 1, reps: int
     from ddgsim.execute.measure import load_metrics, measured_step_ms
     from ddgsim.models.registry import build_model, get_spec
     from ddgsim.plan.build import plan_from_prediction
+    from ddgsim.plan.records import ProfileRef
     from ddgsim.predict.event_sim import simulate
     from ddgsim.predict.scenario import ideal
     from ddgsim.profile.measure import profile_model
@@ -277,8 +278,7 @@ def measure(scenario: Scenario, device: str = "cpu", threads: int = 1, reps: int
         folder.mkdir(parents=True, exist_ok=True)
         prof_path = folder / "probe.profile.json"
         profile.save(prof_path)
-        ref = {"path": str(prof_path), "model": PROBE, "batch_size": PROBE_BATCH, "device": profile.device,
-               "threads": profile.threads}
+        ref = ProfileRef.of(profile, prof_path)
         configs = [(f"k{len(split) + 1}-{schedule}-m{M}", schedule, split, M) for schedule, split, M in CONFIGS
                    if len(split) + 1 <= len(scenario.devices)]
         plans = {}

@@ -7,9 +7,9 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from ddgsim.compare.config import ConfigError, ValidateConfig
+from ddgsim.plan.records import ProfileRef
 from ddgsim.predict.scenario import Scenario, load_scenario
 from ddgsim.profile.format import Profile
 
@@ -32,11 +32,9 @@ class Inputs:
     """:func:`profile_warning`'s line, if any."""
 
     @property
-    def profile_ref(self) -> dict[str, Any]:
+    def profile_ref(self) -> ProfileRef:
         """How the plans name the profile."""
-        prof = self.profile
-        return {"path": str(self.profile_path) if self.profile_path else "", "model": prof.model,
-                "batch_size": prof.batch_size, "device": prof.device, "threads": prof.threads}
+        return ProfileRef.of(self.profile, self.profile_path)
 
 
 def measured_counts(config: ValidateConfig) -> tuple[int, ...]:

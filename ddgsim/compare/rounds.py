@@ -20,6 +20,7 @@ from ddgsim.compare.selection import RunSpec, plan_runs
 from ddgsim.compare.validation_csv import CSV_NAME, write_csv
 from ddgsim.errors import one_line
 from ddgsim.plan.build import plan_from_prediction
+from ddgsim.plan.records import ProfileRef
 from ddgsim.predict.event_sim import simulate
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
@@ -55,7 +56,7 @@ class _Run:
     """Executions measured again because the hypervisor stole too much CPU time."""
 
 
-def _prepare(spec: RunSpec, profile: Profile, profile_ref: dict[str, Any], scenario: Scenario,
+def _prepare(spec: RunSpec, profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario,
              scenario_ref: str, runs_dir: Path, opts: Options) -> _Run:
     """Simulate ``spec``; write its plan and predicted trace."""
     from ddgsim.trace import write_trace
@@ -97,7 +98,7 @@ def _row(run: _Run, profile: Profile, scenario: Scenario) -> Row:
                    error=note)
 
 
-def run_all(profile: Profile, profile_ref: dict[str, Any], scenario: Scenario, scenario_ref: str,
+def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario, scenario_ref: str,
             opts: Options, out: Path, log: Callable[[str], None] | None = None,
             warn: Callable[[str], None] | None = None) -> tuple[list[Row], list[Any]]:
     """Predict every run, then measure each ``opts.repeats`` times, interleaved; files go under ``out/runs``.

@@ -24,6 +24,8 @@ from typing import Any
 from ddgsim.errors import DdgsimError, UserError, command_line_message, flag_names
 from ddgsim.schedule import ScheduleKind
 
+RUNTIME = "torch.distributed.pipelining"
+"""The metrics' ``runtime`` of these runs."""
 SCHEDULES: dict[str, str] = {ScheduleKind.GPIPE: "ScheduleGPipe", ScheduleKind.ONE_F_ONE_B: "Schedule1F1B"}
 """ddgsim schedule name -> the torch.distributed.pipelining schedule class that runs it."""
 
@@ -84,19 +86,12 @@ def launch(plan_path: Path, steps: int, metrics: Path, threads: int = 1, device:
 
         shutil.rmtree(logs, ignore_errors=True)
     reports = [json.loads(p.read_text()) for p in parts]
-    import statistics
-
-    from ddgsim.execute.measure import step_times
+    from ddgsim.execute.measure import build_metrics
     from ddgsim.fileio import write_json_atomic
 
-    steps_ms = step_times(reports)
-    med = statistics.median(steps_ms[1:] or steps_ms)
-    write_json_atomic(metrics, {"format": "ddgsim-metrics/1", "runtime": "torch.distributed.pipelining",
-                                "plan": str(plan_path), "model": plan.model, "schedule": plan.schedule,
-                                "micro_batches": plan.micro_batches, "stages": plan.num_stages, "split": plan.split,
-                                "batch_size": plan.batch_size, "steps": steps, "data": "synthetic",
-                                "per_stage": reports, "losses": [None] * steps, "predicted": plan.predicted,
-                                "summary": {"median_step_ms": med, "samples_per_s": plan.batch_size / (med / 1e3)}})
+    # the first step gap (a warm-up) left out of the median
+    write_json_atomic(metrics, build_metrics(plan, plan_path, steps, reports, data="synthetic", runtime=RUNTIME,
+                                             skip=1).to_json())
     for p in parts:
         p.unlink(missing_ok=True)
     return 0

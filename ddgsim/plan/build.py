@@ -8,6 +8,7 @@ from typing import Any
 
 from ddgsim.plan import search as planner
 from ddgsim.plan.format import Plan
+from ddgsim.plan.records import Prediction, ProfileRef
 from ddgsim.plan.split import even_split, parameter_balanced_split
 from ddgsim.predict.closed_form import CLOSED_FORM
 from ddgsim.predict.event_sim import SimResult, closed_form_result, simulate
@@ -159,34 +160,22 @@ def choose(results: Sequence[KResult]) -> KResult | None:
 
 
 def plan_from_prediction(
-    profile: Profile, profile_ref: dict[str, Any], scenario_ref: str, schedule: str, split: Sequence[int],
+    profile: Profile, profile_ref: ProfileRef | None, scenario_ref: str, schedule: str, split: Sequence[int],
     sim: SimResult, *, micro_batches: int = 1, analytic_ms: float | None = None,
     extra: dict[str, Any] | None = None, layout: Layout | None = None, allreduce: str = DEFAULT_ALLREDUCE,
 ) -> Plan:
     """The ``ddgsim-plan/1`` object of one split whose run the simulator predicted (the one builder:
     ``plan`` and ``validate`` both write their plans with it)."""
-    predicted: dict[str, Any] = {
-        "iteration_ms": sim.iteration_ms,
-        **({"analytic_iteration_ms": analytic_ms} if analytic_ms is not None else {}),
-        "samples_per_s": sim.samples_per_s,
-        "speedup_vs_1_device": sim.speedup_vs_1_device,
-        "speedup_vs_bp": sim.speedup_vs_bp,
-        "busy_ms": list(sim.busy_ms),
-        "bubble_fraction": list(sim.bubble_fraction),
-        "staleness": list(sim.staleness),
-        "peak_memory_bytes": sim.peak_memory_bytes,
-        "iterations_simulated": sim.iterations,
-    }
     return Plan.for_split(
         model=profile.model, split=split, num_units=profile.num_units, schedule=schedule,
         batch_size=profile.batch_size, micro_batches=micro_batches, devices=sim.devices,
-        unit_names=[u.name for u in profile.units], scenario=scenario_ref, profile=profile_ref,
-        predicted=predicted, extra=dict(extra or {}), layout=layout, allreduce=allreduce,
+        unit_names=[u.name for u in profile.units], scenario=scenario_ref, profile_ref=profile_ref,
+        predicted=Prediction.of(sim, analytic_ms), extra=dict(extra or {}), layout=layout, allreduce=allreduce,
     )
 
 
 def to_plan(
-    r: KResult, profile: Profile, profile_ref: dict[str, Any], scenario_ref: str,
+    r: KResult, profile: Profile, profile_ref: ProfileRef | None, scenario_ref: str,
     micro_batches: int = 1, extra: dict[str, Any] | None = None,
 ) -> Plan:
     """The ``ddgsim-plan/1`` object of a KResult's planned option."""

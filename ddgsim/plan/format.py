@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ddgsim.errors import FileError, UserError, malformed
 from ddgsim.fileio import read_json, write_json_atomic
+from ddgsim.plan.records import Prediction, ProfileRef
 from ddgsim.replicas import ALLREDUCE, DEFAULT_ALLREDUCE, Layout, check_batch
 
 FORMAT = "ddgsim-plan/1"
@@ -55,10 +57,10 @@ class Plan:
     micro_batches: int = 1
     allreduce: str = DEFAULT_ALLREDUCE
     """How replicas of a stage sum their gradients in the prediction (``ring`` or ``tree``)."""
-    profile: dict[str, Any] = field(default_factory=dict)
-    """Reference to the profile: path, model, batch_size, device, threads."""
-    predicted: dict[str, Any] = field(default_factory=dict)
-    """iteration_ms, samples_per_s, speedup_vs_1_device, busy_ms, staleness, peak_memory_bytes."""
+    profile_ref: ProfileRef | None = None
+    """The profile the prediction used (the file's ``profile``); ``None``: the plan names none (``{}``)."""
+    predicted: Prediction = field(default_factory=Prediction)
+    """What the simulator predicted for this plan; empty: nothing (a plan written by hand or a test)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else the planner records (baselines, search statistics)."""
 
@@ -86,6 +88,12 @@ class Plan:
                    micro_batches=micro_batches, **fields)
 
     @property
+    def profile(self) -> dict[str, Any]:
+        """The profile reference as the file's JSON object (``{}`` without one). For the readers of the
+        untyped form; new code reads :attr:`profile_ref`."""
+        return self.profile_ref.to_json() if self.profile_ref is not None else {}
+
+    @property
     def num_stages(self) -> int:
         return len(self.stages)
 
@@ -105,17 +113,22 @@ class Plan:
         return sum(self.replicas)
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"format": FORMAT}
-        data.update(asdict(self))
-        data["stages"] = []
+        """The ``ddgsim-plan/1`` object (a new one each call: the caller may change it)."""
+        stages = []
         for s in self.stages:
             row = {**asdict(s), "units": list(s.units)}
             if s.replicas:
                 row["replicas"] = list(s.replicas)
             else:
                 del row["replicas"]
-            data["stages"].append(row)
-        if data["allreduce"] == DEFAULT_ALLREDUCE and self.world_size == self.num_stages:
+            stages.append(row)
+        data: dict[str, Any] = {
+            "format": FORMAT, "model": self.model, "batch_size": self.batch_size, "schedule": self.schedule,
+            "split": list(self.split), "stages": stages, "scenario": self.scenario,
+            "micro_batches": self.micro_batches, "allreduce": self.allreduce, "profile": self.profile,
+            "predicted": self.predicted.to_json(), "extra": copy.deepcopy(self.extra),
+        }
+        if self.allreduce == DEFAULT_ALLREDUCE and self.world_size == self.num_stages:
             del data["allreduce"]
         return data
 
@@ -185,8 +198,8 @@ def from_json(data: Any, where: str = "<data>") -> Plan:
         scenario=str(data.get("scenario", "")),
         micro_batches=mb,
         allreduce=allreduce,
-        profile=dict(data.get("profile", {})),
-        predicted=dict(data.get("predicted", {})),
+        profile_ref=ProfileRef.from_json(data["profile"]) if data.get("profile") else None,
+        predicted=Prediction.from_json(data.get("predicted", {})),
         extra=dict(data.get("extra", {})),
     )
 
@@ -206,7 +219,7 @@ def load(path: str | os.PathLike[str]) -> Plan:
     """Read and validate a plan file; unreadable or malformed files raise :class:`~ddgsim.errors.FileError`.
     A relative profile reference is resolved against the plan file's folder."""
     plan = from_json(read_json(path, "plan"), where=str(path))
-    ref = plan.profile
-    if isinstance(ref.get("path"), str) and ref["path"] and not os.path.isabs(ref["path"]):
-        ref["path"] = os.path.normpath(Path(path).parent / ref["path"])
+    ref = plan.profile_ref
+    if ref is not None and ref.path and not os.path.isabs(ref.path):
+        plan = replace(plan, profile_ref=replace(ref, path=os.path.normpath(Path(path).parent / ref.path)))
     return plan

@@ -24,6 +24,7 @@ from ddgsim.errors import UserError, choices
 from ddgsim.plan.build import KResult, choose, plan_for_k, to_plan
 from ddgsim.plan.format import Plan
 from ddgsim.plan.layouts import LayoutSearch, search_layouts
+from ddgsim.plan.records import ProfileRef
 from ddgsim.predict.scenario import Scenario, load_scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import ALLREDUCE, DEFAULT_ALLREDUCE
@@ -85,8 +86,9 @@ class PlanRequest:
     """The hardware; ``None``: ``ideal-<devices>``, copies of the profiled device on free links (assumed)."""
     scenario_ref: str = ""
     """How the plan file names the scenario (a name or a path); empty: the scenario's name."""
-    profile_ref: Mapping[str, Any] | None = None
-    """The plan file's reference to the profile (path, model, batch_size, ...); ``None``: model and batch only."""
+    profile_ref: ProfileRef | Mapping[str, Any] | None = None
+    """The plan file's reference to the profile (:meth:`ProfileRef.of`; a mapping is read as its JSON form);
+    ``None``: model and batch size only."""
     schedules: tuple[str, ...] = (DEFAULT_SCHEDULE,)
     """Schedules to plan; the fastest one's plan is chosen."""
     stages: int | None = None
@@ -236,13 +238,20 @@ def plan(request: PlanRequest, *, pilot_progress: PilotProgress | None = None) -
         extra["time_to_loss"] = ttl
     if primary in layouts:
         extra["layouts"] = layouts_summary(layouts[primary])
-    ref = dict(r.profile_ref) if r.profile_ref is not None else {"model": profile.model,
-                                                                 "batch_size": profile.batch_size}
-    the_plan = to_plan(chosen, profile, ref, r.scenario_ref or scenario.name, chosen.planned.sim.micro_batches,
-                       extra=extra)
+    the_plan = to_plan(chosen, profile, _profile_ref(r.profile_ref, profile), r.scenario_ref or scenario.name,
+                       chosen.planned.sim.micro_batches, extra=extra)
     return PlanOutcome(plan=the_plan, chosen=chosen, schedule=primary, per_schedule=per_schedule,
                        layouts=layouts.get(primary), scenario=scenario, assumed=assumed, time_to_loss=ttl,
                        notes=[*chosen.notes, *chosen.planned.sim.notes])
+
+
+def _profile_ref(ref: ProfileRef | Mapping[str, Any] | None, profile: Profile) -> ProfileRef:
+    """The request's reference, typed; without one, the profile's model and batch size alone."""
+    if isinstance(ref, ProfileRef):
+        return ref
+    if ref is None:
+        return ProfileRef(model=profile.model, batch_size=profile.batch_size)
+    return ProfileRef.from_json(ref)
 
 
 def _replica_label(replicas: tuple[int, ...]) -> str:
