@@ -103,7 +103,7 @@ def test_bad_compensation_settings() -> None:
         OptimConfig(lr=0.1, predict_weights=True)
     with pytest.raises(UserError, match="warmup_steps must be >= 0, got -1"):  # the field; the CLI says its flag
         RunConfig(plan=Path("p.json"), steps=1, warmup_steps=-1)
-    with pytest.raises(UserError, match="weight_prediction .* needs momentum > 0"):
+    with pytest.raises(UserError, match=r"weight_prediction .* needs momentum > 0"):
         RunConfig(plan=Path("p.json"), steps=1, momentum=0.0, weight_prediction=True)
 
 
