@@ -74,14 +74,14 @@ def test_a_replicated_plan_reproduces_and_is_bounded(profile: Profile) -> None:
 
 @pytest.mark.parametrize(("fields", "says"), [
     ({"devices": 0}, "devices must be >= 1, got 0"),
-    ({"devices": 4, "stages": 5}, "stages must be in 1..4 (the devices), got 5"),
-    ({"devices": 4, "stages": 3, "replicas": 2}, "stages(3) × replicas(2) needs more than 4 devices"),
+    ({"devices": 4, "stages": 5}, "stages must be in 1..4 (devices), got 5"),
+    ({"devices": 4, "stages": 3, "replicas": 2}, "stages 3 × replicas 2 needs more than the 4 devices of devices"),
     ({"devices": 2, "schedules": ("pipedream",)}, "unknown schedules ['pipedream']"),
     ({"devices": 2, "allreduce": "butterfly"}, "unknown allreduce 'butterfly'"),
     ({"devices": 2, "memory_limit_bytes": 0.0}, "memory_limit_bytes must be > 0, got 0.0"),
     ({"devices": 2, "objective": "time-to-loss"}, "objective 'time-to-loss' needs pilots"),
-    ({"devices": 8, "scenario": load_scenario("pcie-4gpu")}, "8 devices asked for but scenario 'pcie-4gpu' has 4"),
-    ({"devices": 9, "stages": 9}, "stages(9) is more stages than the 8 units"),
+    ({"devices": 8, "scenario": load_scenario("pcie-4gpu")}, "devices 8 but scenario 'pcie-4gpu' has 4 devices"),
+    ({"devices": 9, "stages": 9}, "stages 9 is more stages than the 8 units"),
 ])
 def test_a_bad_request_names_its_value(profile: Profile, fields: dict[str, object], says: str) -> None:
     with pytest.raises(UserError) as err:
@@ -90,12 +90,71 @@ def test_a_bad_request_names_its_value(profile: Profile, fields: dict[str, objec
 
 
 def test_bad_pilots_and_what_plan_itself_rejects(profile: Profile) -> None:
-    with pytest.raises(UserError, match=r"pilot seeds must be >= 1, got 0"):
+    with pytest.raises(UserError, match=r"seeds must be >= 1, got 0"):
         Pilots(data="digits", seeds=0)
-    with pytest.raises(UserError, match=r"max_staleness\(0\): the fewest stages asked for, 2"):
+    with pytest.raises(UserError, match=r"max_staleness 0: the fewest stages asked for, 2"):
         plan(PlanRequest(profile=profile, devices=2, stages=2, max_staleness=0, schedules=("ddg",)))
     with pytest.raises(UserError, match="fits in memory"):
         plan(PlanRequest(profile=profile, devices=2, memory_limit_bytes=1.0))
+
+
+@pytest.mark.parametrize(("fields", "says", "flags"), [
+    ({"devices": 0}, "devices must be >= 1, got 0", "--gpus must be >= 1, got 0"),
+    ({"devices": 4, "replicas": "two"}, "replicas must be auto or a number in 1..4 (devices), got 'two'",
+     "--replicas must be auto or a number in 1..4 (--gpus), got 'two'"),
+    ({"devices": 2, "memory_limit_gib": -1.0}, "memory_limit_gib must be > 0 GiB, got -1.0",
+     "--memory-limit must be > 0 GiB, got -1.0"),
+    ({"devices": 2, "objective": "time-to-loss", "schedule": "all"},
+     "objective time-to-loss plans one schedule: give schedule NAME, not all",
+     "--objective time-to-loss plans one schedule: give --schedule NAME, not all"),
+    ({"devices": 2, "model": "mlp", "profile": "p.json"}, "give either model or profile FILE, not both",
+     "give either MODEL or --profile FILE, not both"),
+    ({"devices": 2}, "give a model (see `python -m ddgsim models`) or profile FILE",
+     "give a MODEL (see `python -m ddgsim models`) or --profile FILE"),
+])
+def test_plan_inputs_name_parameters_and_the_command_its_flags(fields: dict[str, object], says: str,
+                                                               flags: str) -> None:
+    """Checked when built, before anything loads; the command names the same parameters as its flags."""
+    from ddgsim.cli import FLAGS_KEY, build_parser
+    from ddgsim.errors import ParameterError
+    from ddgsim.plan.usecase import PlanInputs
+
+    with pytest.raises(ParameterError) as err:
+        PlanInputs(**fields)  # type: ignore[arg-type]
+    assert str(err.value) == says
+    assert err.value.naming(getattr(build_parser().parse_args(["plan", "--gpus", "1"]), FLAGS_KEY)) == flags
+
+
+def test_plan_inputs_load_a_profile_file(profile: Profile, tmp_path: Path) -> None:
+    from ddgsim.plan.usecase import PlanInputs
+
+    path = tmp_path / "p.json"
+    profile.save(path)
+    named = PlanInputs(devices=2, profile=str(path), schedule="all", replicas="1", memory_limit_gib=1.0).request()
+    assert named.request.schedules == ("bp", "ddg", "ddg-pipelined", "gpipe", "1f1b")
+    assert named.request.replicas == 1 and named.request.memory_limit_bytes == 2**30
+    assert named.profile_file == str(path) and named.profile_note == f"{path} (given)"
+    with pytest.raises(UserError, match=r"batch_size 64 but profile .* was measured at batch 32; drop batch_size"):
+        PlanInputs(devices=2, profile=str(path), batch_size=64).request()
+
+
+def test_plan_by_time_to_loss_takes_the_default_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --batch-size the pilots' values are checked as Pilots does (this used to raise a TypeError)."""
+    assert main(["plan", "mlp", "--gpus", "2", "--objective", "time-to-loss", "--data", "digits", "--lr", "0"]) == 2
+    assert capsys.readouterr().err == "error: --lr must be > 0, got 0.0\n"
+
+
+def test_converge_request_names_its_values() -> None:
+    from ddgsim.converge.usecase import ConvergeRequest
+
+    with pytest.raises(UserError, match="data is required for pilot trainings"):
+        Pilots(data="")
+    with pytest.raises(UserError, match="unknown data 'mnist'"):
+        Pilots(data="mnist")
+    with pytest.raises(UserError, match="schedule must be ddg or ddg-pipelined for pilots, got 'gpipe'"):
+        ConvergeRequest(model="mlp", pilots=Pilots(data="digits"), schedule="gpipe")
+    with pytest.raises(UserError, match="batch_size must be >= 1, got 0"):
+        ConvergeRequest(model="mlp", pilots=Pilots(data="digits"), batch_size=0)
 
 
 def test_simulate_split_defaults_and_errors(profile: Profile) -> None:

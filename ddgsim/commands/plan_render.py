@@ -1,7 +1,9 @@
-"""Tables that ``plan`` prints (rich)."""
+"""What ``plan`` writes: its notes, the plan file and trace, and its tables (rich) or JSON."""
 
 from __future__ import annotations
 
+import json as _json
+import sys
 from typing import Any
 
 from ddgsim.commands._table import (
@@ -14,6 +16,7 @@ from ddgsim.commands._table import (
 )
 from ddgsim.plan.build import KResult, Option, choose
 from ddgsim.plan.split import stage_ranges
+from ddgsim.plan.usecase import NamedPlan, PlanOutcome
 from ddgsim.predict.scenario import Scenario, bundled_names
 from ddgsim.profile.format import Profile
 from ddgsim.theory.bounds import stage_step_limits
@@ -206,12 +209,47 @@ def render_time_to_loss(con: Any, ttl: dict[str, Any], chosen: int) -> None:
               "steps × the layout's predicted iteration time; the plan below is the starred K")
 
 
+def write(named: NamedPlan, outcome: PlanOutcome, *, out: str | None, trace: str | None, json: bool) -> None:
+    """The notes on the inputs (stderr), the trace and the plan file, then the tables, or the plan
+    as JSON (``wrote`` lines on stderr: stdout stays pure JSON)."""
+    from ddgsim.commands._args import note_provenance
+    from ddgsim.schedule import get_schedule
+
+    request = named.request
+    micro = (request.micro_batches or 4) if any(get_schedule(s).micro_batched for s in request.schedules) else 1
+    note_provenance(request.profile, named.profile_file, outcome.scenario, micro)
+    if trace:
+        from ddgsim.trace import write_trace
+
+        assert outcome.chosen.planned is not None
+        sim = outcome.chosen.planned.sim
+        write_trace(trace, sim.timeline, process=f"predicted {outcome.schedule} on {outcome.scenario.name}",
+                    rows=list(sim.devices), metadata=sim.summary())
+    if out:
+        outcome.plan.save(out)
+    if not json:
+        render(profile=request.profile, profile_note=named.profile_note, scenario=outcome.scenario,
+               assumed=outcome.assumed, per_schedule=outcome.per_schedule, primary=outcome.schedule,
+               chosen=outcome.chosen, out=out, trace=trace, layouts=outcome.layouts, objective=request.objective,
+               time_to_loss=outcome.time_to_loss)
+        return
+    data = outcome.plan.to_json()
+    if len(request.schedules) > 1:
+        data["extra"]["schedules"] = outcome.best_per_schedule()
+    _json.dump(data, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    for written in (out, trace):
+        if written:
+            print(f"wrote {written}", file=sys.stderr)
+
+
 def render(
     *, profile: Profile, profile_note: str, scenario: Scenario, assumed: bool,
     per_schedule: dict[str, list[KResult]], primary: str, chosen: KResult,
     out: str | None, trace: str | None, layouts: Any = None,
     objective: str = "throughput", time_to_loss: dict[str, Any] | None = None,
 ) -> None:
+    """The tables: the inputs, each K's split and baselines (or the layout search), the chosen plan."""
     con = console()
     con.print(f"[bold]ddgsim plan[/]: {profile.model}, batch {profile.batch_size}, "
                   f"{profile.num_units} units, objective {objective}")

@@ -55,7 +55,7 @@ def _load_profile(args: argparse.Namespace, plan: Any, batch: int) -> tuple[Any,
     from ddgsim.profile import format as profile_format
 
     if args.profile:
-        from ddgsim.commands.plan import check_profile_batch
+        from ddgsim.plan.inputs import check_profile_batch
 
         prof = profile_format.load(args.profile)
         check_profile_batch(args.batch_size, prof, args.profile)

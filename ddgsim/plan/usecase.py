@@ -14,15 +14,15 @@ adapter over :func:`plan`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from ddgsim.converge.pilot import DEFAULT_STEPS, DEFAULT_WINDOW
-from ddgsim.errors import UserError, choices
+from ddgsim.converge.usecase import PilotProgress, Pilots, run_pilots
+from ddgsim.errors import ParameterError, UserError, choices
 from ddgsim.plan.build import KResult, choose, plan_for_k, to_plan
 from ddgsim.plan.format import Plan
+from ddgsim.plan.inputs import InputError, check_one_source, load_profile_file
 from ddgsim.plan.layouts import LayoutSearch, search_layouts
 from ddgsim.plan.records import ProfileRef
 from ddgsim.predict.scenario import Scenario, load_scenario
@@ -30,49 +30,15 @@ from ddgsim.profile.format import Profile
 from ddgsim.replicas import ALLREDUCE, DEFAULT_ALLREDUCE
 from ddgsim.schedule import DEFAULT_SCHEDULE, MICRO_SCHEDULES, SCHEDULES
 
+__all__ = ["OBJECTIVES", "NamedPlan", "PilotProgress", "Pilots", "PlanInputs", "PlanOutcome", "PlanRequest",
+           "TargetNotReached", "layouts_summary", "plan", "run_pilots"]
+
 OBJECTIVES = ("throughput", "time-to-loss")
+ALL = "all"
+"""The schedule name of :class:`PlanInputs` that plans every schedule."""
+DEFAULT_BATCH = 128
+"""The batch size of a model's profile when :class:`PlanInputs` names none."""
 GIB = 2**30
-
-PilotProgress = Callable[[int, str], AbstractContextManager[Callable[[str], None]]]
-"""``progress(total_runs, label)``: a context yielding ``advance(what)``, called after each pilot run."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Pilots:
-    """Pilot trainings that rank the Ks by time to a training loss (``objective="time-to-loss"``)."""
-
-    data: str
-    """Training data of the pilots: digits, cifar10, text or synthetic."""
-    data_dir: str | None = None
-    """CIFAR-10 python batches (``data="cifar10"``)."""
-    target_loss: float | None = None
-    """The training loss to reach; ``None``: one every BP seed reaches at 3/4 of the steps."""
-    steps: int = DEFAULT_STEPS
-    """Steps per pilot."""
-    seeds: int = 3
-    """Seeds per K."""
-    lr: float = 0.05
-    """Base learning rate, BP's."""
-    window: int = DEFAULT_WINDOW
-    """Steps the training loss is averaged over."""
-    cache: bool = True
-    """Reuse cached pilots and cache new ones; ``False`` trains every pilot again."""
-    warmup_steps: int = 0
-    lr_delay_scale: bool = False
-    weight_prediction: bool = False
-    """Staleness compensation in the pilots (as ``execute`` applies it)."""
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "seeds", "window"):
-            if getattr(self, name) < 1:
-                raise UserError(f"pilot {name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup_steps < 0:
-            raise UserError(f"pilot warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not self.lr > 0:
-            raise UserError(f"pilot lr must be > 0, got {self.lr}")
-        if self.target_loss is not None and not self.target_loss > 0:
-            raise UserError(f"pilot target_loss must be > 0, got {self.target_loss}")
-
 
 @dataclass(frozen=True, kw_only=True)
 class PlanRequest:
@@ -110,46 +76,159 @@ class PlanRequest:
 
     def __post_init__(self) -> None:
         n = self.devices
-        if n < 1:
-            raise UserError(f"devices must be >= 1, got {n}")
-        if self.stages is not None and not 1 <= self.stages <= n:
-            raise UserError(f"stages must be in 1..{n} (the devices), got {self.stages}")
-        if self.replicas is not None and not 1 <= self.replicas <= n:
-            raise UserError(f"replicas must be None (search) or in 1..{n} (the devices), got {self.replicas}")
-        if self.stages is not None and self.replicas is not None and self.stages * self.replicas > n:
-            raise UserError(f"stages({self.stages}) × replicas({self.replicas}) needs more than {n} devices")
+        _check_devices(n, self.stages)
+        _check_choices(self)
         if not self.schedules or any(s not in SCHEDULES for s in self.schedules):
             raise UserError(f"unknown schedules {list(self.schedules)!r} (choose from {choices(SCHEDULES)})")
-        if self.allreduce not in ALLREDUCE:
-            raise UserError(f"unknown allreduce '{self.allreduce}' (choose from {choices(ALLREDUCE)})")
-        if self.micro_batches is not None and self.micro_batches < 1:
-            raise UserError(f"micro_batches must be >= 1, got {self.micro_batches}")
         if self.memory_limit_bytes is not None and not self.memory_limit_bytes > 0:
-            raise UserError(f"memory_limit_bytes must be > 0, got {self.memory_limit_bytes}")
-        if self.max_staleness is not None and self.max_staleness < 0:
-            raise UserError(f"max_staleness must be >= 0, got {self.max_staleness}")
-        if self.objective not in OBJECTIVES:
-            raise UserError(f"unknown objective '{self.objective}' (choose from {choices(OBJECTIVES)})")
+            raise ParameterError("memory_limit_bytes", f" must be > 0, got {self.memory_limit_bytes}")
         if (self.objective == "time-to-loss") != (self.pilots is not None):
             raise UserError(f"objective '{self.objective}' {'needs' if self.pilots is None else 'takes no'} pilots")
         if self.pilots is not None and len(self.schedules) != 1:
             raise UserError(f"time-to-loss plans one schedule, got {len(self.schedules)}: {list(self.schedules)!r}")
         if self.scenario is not None and len(self.scenario.devices) < n:
-            raise UserError(f"{n} devices asked for but scenario '{self.scenario.name}' has "
-                            f"{len(self.scenario.devices)}")
+            raise ParameterError("devices", f" {n} but scenario '{self.scenario.name}' has "
+                                            f"{len(self.scenario.devices)} devices")
         if self.stages is not None and self.stages > self.profile.num_units:
-            raise UserError(f"stages({self.stages}) is more stages than the {self.profile.num_units} units "
-                            f"of '{self.profile.model}'")
+            raise ParameterError("stages", f" {self.stages} is more stages than the {self.profile.num_units} units "
+                                           f"of '{self.profile.model}'")
 
 
-class TargetNotReached(UserError):
+def _check_devices(devices: int, stages: int | None) -> None:
+    """The device count, and the stage count within it."""
+    if devices < 1:
+        raise ParameterError("devices", f" must be >= 1, got {devices}")
+    if stages is not None and not 1 <= stages <= devices:
+        raise ParameterError("stages", f" must be in 1..{devices} ({{devices}}), got {stages}", ["devices"])
+
+
+def _check_choices(r: PlanRequest | PlanInputs) -> None:
+    """What ``r`` asks for beyond the devices and stages, checked without a profile: the objective,
+    micro-batches, replicas (and stages × replicas), the all-reduce and the staleness bound."""
+    n = r.devices
+    replicas = r.replica_count if isinstance(r, PlanInputs) else r.replicas
+    if r.objective not in OBJECTIVES:
+        raise UserError(f"unknown objective '{r.objective}' (choose from {choices(OBJECTIVES)})")
+    if r.micro_batches is not None and r.micro_batches < 1:
+        raise ParameterError("micro_batches", f" must be >= 1, got {r.micro_batches}")
+    if replicas is not None and not 1 <= replicas <= n:
+        what = "auto or a number in" if isinstance(r, PlanInputs) else "None (search) or in"
+        raise ParameterError("replicas", f" must be {what} 1..{n} ({{devices}}), got {r.replicas!r}", ["devices"])
+    if r.allreduce not in ALLREDUCE:
+        raise InputError(f"unknown {{allreduce}} '{r.allreduce}' (choose from {', '.join(map(repr, ALLREDUCE))})")
+    if r.stages is not None and replicas is not None and r.stages * replicas > n:
+        raise ParameterError("stages", f" {r.stages} × {{replicas}} {replicas} needs more than the {n} devices of "
+                                       "{devices}", ["replicas", "devices"])
+    if r.max_staleness is not None and r.max_staleness < 0:
+        raise ParameterError("max_staleness", f" must be >= 0, got {r.max_staleness}")
+
+
+class NamedPlan(NamedTuple):
+    """What :meth:`PlanInputs.request` loaded."""
+
+    request: PlanRequest
+    profile_file: str
+    """The profile's file (the model's name when none was written): for notes about it."""
+    profile_note: str
+    """Where the profile came from, in one line: ``FILE (given)``, ``FILE (bundled; cpu, 1 thread(s), batch 128)``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanInputs:
+    """A plan asked for by name, as ``python -m ddgsim plan`` asks: a model or a profile file, a
+    scenario's name or file, a schedule's name or ``all``, the memory in GiB. Its values are checked
+    when it is built, before anything is loaded (a model without a profile is profiled on the spot);
+    :meth:`request` loads them into a :class:`PlanRequest`."""
+
+    devices: int
+    model: str | None = None
+    """A model name (``ddgsim models``): its bundled or cached profile, else one measured now and cached."""
+    profile: str | None = None
+    """A ``ddgsim-profile/1`` file instead of a model."""
+    batch_size: int | None = None
+    """The profile's batch size; ``None``: the file's own, or :data:`DEFAULT_BATCH` for a model."""
+    scenario: str | None = None
+    """A bundled scenario, ``ideal-N`` or a ``.toml`` file; ``None``: ``ideal-<devices>``."""
+    schedule: str = DEFAULT_SCHEDULE
+    """A schedule's name, or ``all``."""
+    stages: int | None = None
+    replicas: int | str | None = None
+    """Replicas per stage: a number, or ``auto`` (``None``) to search every D (and per-stage D_k)."""
+    allreduce: str = DEFAULT_ALLREDUCE
+    micro_batches: int | None = None
+    memory_limit_gib: float | None = None
+    """Memory per device in GiB; ``None``: the scenario's."""
+    objective: str = "throughput"
+    max_staleness: int | None = None
+    """As :class:`PlanRequest`'s."""
+
+    def __post_init__(self) -> None:
+        _check_devices(self.devices, self.stages)
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise ParameterError("batch_size", f" must be > 0, got {self.batch_size}")
+        if self.memory_limit_gib is not None and not self.memory_limit_gib > 0:
+            raise ParameterError("memory_limit_gib", f" must be > 0 GiB, got {self.memory_limit_gib}")
+        _check_choices(self)
+        if self.objective == "time-to-loss":
+            if self.schedule == ALL:
+                raise ParameterError("objective", " time-to-loss plans one schedule: give {schedule} NAME, not all",
+                                     ["schedule"])
+            if self.profile:
+                raise ParameterError("objective", " time-to-loss trains the model in its pilots: give {model}, "
+                                                  "not {profile}", ["model", "profile"])
+        if self.schedule != ALL and self.schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule '{self.schedule}' (choose from {choices((*SCHEDULES, ALL))})")
+        check_one_source(self.model, self.profile)
+        if not self.profile and not self.model:
+            raise InputError("give a {model} (see `python -m ddgsim models`) or {profile} FILE")
+
+    @property
+    def schedules(self) -> tuple[str, ...]:
+        return tuple(SCHEDULES) if self.schedule == ALL else (self.schedule,)
+
+    @property
+    def replica_count(self) -> int | None:
+        """``replicas`` as :class:`PlanRequest` takes it (``None``: search; 0: not a number)."""
+        r = self.replicas
+        if r is None or isinstance(r, int):
+            return r
+        return None if r == "auto" else int(r) if r.isdigit() else 0
+
+    def request(self, *, pilots: Pilots | None = None, progress: bool = False) -> NamedPlan:
+        """Load the profile (with a progress bar if it must be measured and ``progress``) and the
+        scenario: the request, with ``pilots`` for ``objective="time-to-loss"``."""
+        if self.profile:
+            profile = load_profile_file(self.profile, self.batch_size)
+            ref, note = ProfileRef.of(profile, self.profile), f"{self.profile} (given)"
+        else:
+            from ddgsim.profile.store import get_profile
+
+            assert self.model is not None
+            profile, path, source = get_profile(self.model, self.batch_size or DEFAULT_BATCH, "cpu", 1,
+                                                this_machine=False, progress=progress)
+            ref = ProfileRef.of(profile, path, source=source)
+            what = {"bundled": "bundled", "cache": "cached", "measured": "measured now and cached"}[source]
+            note = f"{path} ({what}; {profile.device}, {profile.threads} thread(s), batch {profile.batch_size})"
+        request = PlanRequest(
+            profile=profile, devices=self.devices, scenario=load_scenario(self.scenario) if self.scenario else None,
+            scenario_ref=self.scenario or "", profile_ref=ref, schedules=self.schedules, stages=self.stages,
+            replicas=self.replica_count, allreduce=self.allreduce, micro_batches=self.micro_batches,
+            memory_limit_bytes=self.memory_limit_gib * GIB if self.memory_limit_gib is not None else None,
+            objective=self.objective, max_staleness=self.max_staleness, pilots=pilots)
+        return NamedPlan(request, ref.path or profile.model, note)
+
+
+class TargetNotReached(InputError):
     """No K's pilots reached the target loss on every seed."""
 
     def __init__(self, target: float, steps: int) -> None:
-        super().__init__(f"no K reached the target loss {target:g} in {steps} pilot steps on every seed "
-                         "(raise the pilot steps or the target)")
+        super().__init__(f"no K reached {{target_loss}} {target:g} in {steps} pilot steps on every seed "
+                         "(raise {steps} or the target)")
         self.target = target
         self.steps = steps
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.target, self.steps))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,8 +285,8 @@ def plan(request: PlanRequest, *, pilot_progress: PilotProgress | None = None) -
     ks = [r.stages] if r.stages is not None else list(range(1, min(r.devices, profile.num_units) + 1))
     restricted = r.stages is not None
     if r.max_staleness is not None and not any(_allowed([min(ks)], s, r.max_staleness) for s in r.schedules):
-        raise UserError(f"max_staleness({r.max_staleness}): the fewest stages asked for, {min(ks)}, "
-                        f"train on gradients {min(ks) - 1} iterations old")
+        raise ParameterError("max_staleness", f" {r.max_staleness}: the fewest stages asked for, {min(ks)}, "
+                                              f"train on gradients {min(ks) - 1} iterations old")
     ttl: dict[str, Any] | None = None
     if r.pilots is not None:
         sched = r.schedules[0]
@@ -345,22 +424,6 @@ def _time_to_loss(r: PlanRequest, pilots: Pilots, scenario: Scenario, schedule: 
     if rows[0].median_steps is None:
         raise TargetNotReached(target, pilots.steps)
     return [rows[0].stages], table
-
-
-def run_pilots(pilots: Pilots, model: str, splits: dict[int, tuple[int, ...]], schedule: str, batch_size: int,
-               progress: PilotProgress | None = None) -> tuple[float, list[Any]]:
-    """Run (or read from the cache) the pilots of ``splits`` (K → split): ``(target, results)``."""
-    from ddgsim.converge import pilot
-
-    base = pilot.PilotSpec(model=model, data=pilots.data, split=(), schedule=schedule, batch_size=batch_size,
-                           steps=pilots.steps, lr=pilots.lr, seed=0, data_dir=pilots.data_dir,
-                           warmup_steps=pilots.warmup_steps, lr_delay_scale=pilots.lr_delay_scale,
-                           weight_prediction=pilots.weight_prediction)
-    bar = (progress(pilot.runs_needed(list(splits), pilots.seeds), f"{model} ({pilots.data})") if progress
-           else nullcontext(lambda _what: None))
-    with bar as advance:
-        return pilot.run_pilots(base, splits, pilots.seeds, pilots.target_loss, pilots.window, cache=pilots.cache,
-                                advance=advance)
 
 
 def layouts_summary(found: LayoutSearch) -> dict[str, Any]:
