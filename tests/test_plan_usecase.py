@@ -162,11 +162,37 @@ def test_simulate_split_defaults_and_errors(profile: Profile) -> None:
     assert r.scenario == "ideal-2" and len(r.split) == 1
     replicated = simulate_split(SimulateRequest(profile=profile, stages=2, replicas=2, schedule="ddg"))
     assert replicated.scenario == "ideal-4" and list(replicated.replicas) == [2, 2]
-    with pytest.raises(UserError, match="a simulation needs a split or a number of stages"):
+    with pytest.raises(UserError, match="give stages K or split CUTS"):
         SimulateRequest(profile=profile)
     with pytest.raises(UserError, match=r"give one of devices, layout and replicas > 1, got devices=\('dev0',\), "):
         SimulateRequest(profile=profile, stages=1, devices=("dev0",), replicas=2)
     with pytest.raises(UserError, match="iterations must be >= 6 \\(2K\\+2\\) for K = 2, got 3"):
         simulate_split(SimulateRequest(profile=profile, stages=2, iterations=3))
-    with pytest.raises(UserError, match="3 stages need 3 devices but scenario 'ideal-2' has 2"):
+    with pytest.raises(UserError, match="stages 3 needs 3 devices but scenario 'ideal-2' has 2"):
         simulate_split(SimulateRequest(profile=profile, stages=3, scenario="ideal-2"))
+
+
+def test_simulate_inputs_read_a_plan_and_name_their_parameters(profile: Profile, tmp_path: Path) -> None:
+    """A plan file's split, devices, scenario and profile, as the executor would run them; the values
+    checked when built, named as parameters (the command names them as its flags)."""
+    from ddgsim.errors import ParameterError
+    from ddgsim.plan.records import ProfileRef
+    from ddgsim.plan.simulate import SimulateInputs
+
+    path = tmp_path / "prof.json"
+    profile.save(path)
+    outcome = plan(PlanRequest(profile=profile, devices=3, replicas=1, profile_ref=ProfileRef.of(profile, path)))
+    outcome.plan.save(tmp_path / "plan.json")
+    named = SimulateInputs(plan=str(tmp_path / "plan.json")).request()
+    assert named.request.split == tuple(outcome.plan.split) and named.profile_file == str(path)
+    assert not named.assumed and named.request.devices == tuple(s.device for s in outcome.plan.stages)
+    assert simulate_split(named.request).iteration_ms == pytest.approx(outcome.iteration_ms, rel=1e-12)
+    with pytest.raises(ParameterError) as err:
+        SimulateInputs(stages=0)
+    assert str(err.value) == "stages must be > 0, got 0"
+    assert err.value.naming({"stages": "--gpus"}) == "--gpus must be > 0, got 0"
+    with pytest.raises(ParameterError) as err:
+        SimulateInputs(devices="dev0,dev1", replicas=2)
+    assert str(err.value) == "give devices or replicas, not both"
+    with pytest.raises(UserError, match="give a model, profile FILE or plan PLAN"):
+        SimulateInputs(stages=2).request()

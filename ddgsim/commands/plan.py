@@ -34,7 +34,7 @@ FLAGS = {"devices": "--gpus", "memory_limit_gib": "--memory-limit", "model": "MO
 
 def add_parser(subparsers: Any) -> None:
     from ddgsim.converge.pilot import DEFAULT_STEPS, DEFAULT_WINDOW
-    from ddgsim.plan.usecase import DEFAULT_BATCH
+    from ddgsim.plan.inputs import DEFAULT_BATCH
     from ddgsim.schedule import SCHEDULES
 
     p = add_command(subparsers, "plan",

@@ -16,6 +16,9 @@ from typing import Any
 from ddgsim.errors import ParameterError
 from ddgsim.profile.format import Profile
 
+DEFAULT_BATCH = 128
+"""The batch size of a model's profile when a plan or a simulation names none."""
+
 
 class InputError(ParameterError):
     """A bad input whose message names parameters anywhere, each written ``{name}`` (``{{name}}`` in

@@ -22,7 +22,7 @@ from ddgsim.converge.usecase import PilotProgress, Pilots, run_pilots
 from ddgsim.errors import ParameterError, UserError, choices
 from ddgsim.plan.build import KResult, choose, plan_for_k, to_plan
 from ddgsim.plan.format import Plan
-from ddgsim.plan.inputs import InputError, check_one_source, load_profile_file
+from ddgsim.plan.inputs import DEFAULT_BATCH, InputError, check_one_source, load_profile_file
 from ddgsim.plan.layouts import LayoutSearch, search_layouts
 from ddgsim.plan.records import ProfileRef
 from ddgsim.predict.scenario import Scenario, load_scenario
@@ -36,8 +36,6 @@ __all__ = ["OBJECTIVES", "NamedPlan", "PilotProgress", "Pilots", "PlanInputs", "
 OBJECTIVES = ("throughput", "time-to-loss")
 ALL = "all"
 """The schedule name of :class:`PlanInputs` that plans every schedule."""
-DEFAULT_BATCH = 128
-"""The batch size of a model's profile when :class:`PlanInputs` names none."""
 GIB = 2**30
 
 @dataclass(frozen=True, kw_only=True)
