@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ddgsim.errors import DdgsimError, command_line_message, flag_names
+from ddgsim.logs import log_to_stderr
 
 # Order is the order shown in --help. Modules that do not exist yet are skipped.
 COMMANDS = (
@@ -95,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reconfigure(errors="replace")
     parser = build_parser()
     args = parser.parse_args(argv)
+    log_to_stderr()  # the library's notes, warnings and errors: one line each on stderr
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()

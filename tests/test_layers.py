@@ -17,7 +17,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "ddgsim"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ground: errors, files, the allocator", ("ddgsim", "ddgsim.errors", "ddgsim.fileio", "ddgsim.malloc")),
+    ("ground: errors, logs, files, the allocator", ("ddgsim", "ddgsim.errors", "ddgsim.logs", "ddgsim.fileio",
+                                                   "ddgsim.malloc")),
     ("base: formats and the contracts every model shares",
      ("ddgsim.schemas", "ddgsim.models", "ddgsim.replicas", "ddgsim.schedule", "ddgsim.trace",
       "ddgsim.scenarios", "ddgsim.theory.bounds")),

@@ -111,14 +111,15 @@ def test_theory_slack_generates_a_small_csv(tmp_path: Path) -> None:
 
 
 def test_png_export_is_skipped_with_a_message_without_chromium(monkeypatch: pytest.MonkeyPatch,
-                                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+                                                               tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import plotly.graph_objects as go
 
     from ddgsim.compare import figures
 
     monkeypatch.setattr(figures, "chromium", lambda: None)
-    assert figures.export_png(go.Figure(), tmp_path / "x.png") is False
-    assert "PNG export skipped" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="ddgsim"):
+        assert figures.export_png(go.Figure(), tmp_path / "x.png") is False
+    assert any(r.levelname == "WARNING" and "PNG export skipped" in r.getMessage() for r in caplog.records)
     assert not (tmp_path / "x.png").exists()
 
 

@@ -36,17 +36,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from ddgsim.execute.childlog import LaunchFailed, log_to_stderr
+    """Launch the run; a failed process is a :class:`~ddgsim.execute.childlog.LaunchFailed`, which the
+    CLI prints as one line and exits with its status, as every :class:`~ddgsim.errors.DdgsimError`."""
     from ddgsim.execute.launch import Nodes, launch
     from ddgsim.execute.options import config_from_args
 
-    log_to_stderr()
-    try:
-        return launch(config_from_args(args), Nodes(nnodes=args.nnodes, node_rank=args.node_rank,
-                                                    rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id,
-                                                    max_restarts=args.max_restarts), log_dir=args.log_dir)
-    except LaunchFailed as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return exc.code
+    return launch(config_from_args(args), Nodes(nnodes=args.nnodes, node_rank=args.node_rank,
+                                                rdzv_endpoint=args.rdzv_endpoint, rdzv_id=args.rdzv_id,
+                                                max_restarts=args.max_restarts), log_dir=args.log_dir)

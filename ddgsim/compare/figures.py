@@ -9,9 +9,9 @@ message (HTML needs nothing).
 from __future__ import annotations
 
 import html
+import logging
 import os
 import shutil
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ddgsim.trace import TraceEvent
+
+log = logging.getLogger(__name__)
 
 COLORS = {"F": "#4C78A8", "B": "#F58518", "U": "#54A24B", "W": "#BAB0AC", "link": "#B279A2"}
 """Colour per event category (forward, backward, update, wait, transfer)."""
@@ -151,7 +153,7 @@ def chromium() -> str | None:
 
 def export_png(fig: go.Figure, path: str | os.PathLike[str], *, width: int = 1000, height: int | None = None,
                scale: float = 1.0) -> bool:
-    """Static PNG through kaleido; False (with a message on stderr) where Chromium or kaleido is absent."""
+    """Static PNG through kaleido; False (with a logged warning) where Chromium or kaleido is absent."""
     return export_pngs([(fig, path)], width=width, height=height, scale=scale) == 1
 
 
@@ -163,18 +165,15 @@ def export_pngs(items: Sequence[tuple[go.Figure, str | os.PathLike[str]]], *, wi
     where = ", ".join(str(p) for _, p in items)
     browser = chromium()
     if browser is None:
-        sys.stderr.write(f"PNG export skipped ({where}): no Chromium/Chrome found "
-                         "(Debian: apt-get install chromium)\n")
+        log.warning("PNG export skipped (%s): no Chromium/Chrome found (Debian: apt-get install chromium)", where)
         return 0
     try:
         import kaleido  # noqa: F401
         import plotly.io as pio
     except ImportError:
-        sys.stderr.write(f"PNG export skipped ({where}): kaleido is not installed (pip install kaleido)\n")
+        log.warning("PNG export skipped (%s): kaleido is not installed (pip install kaleido)", where)
         return 0
     os.environ.setdefault("BROWSER_PATH", browser)
-    import logging
-
     for name in ("choreographer", "kaleido", "logistro"):  # their debug tracebacks are noise here
         logging.getLogger(name).setLevel(logging.CRITICAL)
     for _, p in items:
@@ -184,7 +183,7 @@ def export_pngs(items: Sequence[tuple[go.Figure, str | os.PathLike[str]]], *, wi
         pio.write_images(figs, [str(p) for _, p in items], width=[width] * len(figs),
                          height=[height or int(f.layout.height or 500) for f in figs], scale=[scale] * len(figs))
     except Exception as exc:  # kaleido/Chromium failures are many and unrelated to our data
-        sys.stderr.write(f"PNG export failed ({where}): {type(exc).__name__}: {str(exc)[:200]}\n")
+        log.warning("PNG export failed (%s): %s: %s", where, type(exc).__name__, str(exc)[:200])
         return 0
     return len(items)
 

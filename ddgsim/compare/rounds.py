@@ -3,9 +3,9 @@ once, one disturbed by the hypervisor is measured again."""
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,6 +24,8 @@ from ddgsim.plan.records import ProfileRef
 from ddgsim.predict.event_sim import simulate
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
+
+log = logging.getLogger(__name__)
 
 ATTEMPTS = 2
 """Tries per run: the first and one retry."""
@@ -107,11 +109,11 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
     slows down over the minutes moves all runs alike; a run's ``measured_ms`` is the median of
     its repeats. ``out/validation.csv`` is rewritten after every execution, so an interrupted
     validation keeps what it measured. A failed execution is tried once more; failing again, it
-    is noted (through ``warn``, stderr by default) and the next one starts. A run with no
+    is noted (through ``warn``; by default :func:`note`, the log) and the next one starts. A run with no
     measurement at all becomes a ``failed`` row.
     """
     log = log or _print
-    warn = warn or stderr
+    warn = warn or note
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(profile, scenario, opts)
@@ -192,6 +194,10 @@ def _print(msg: str) -> None:
     print(msg, flush=True)
 
 
-def stderr(msg: str) -> None:
-    """``msg`` as one line on stderr (validate's notes and warnings)."""
-    sys.stderr.write(msg + "\n")
+def note(msg: str) -> None:
+    """One of validate's notes and warnings, logged: a ``warning: ...`` line as a warning (its text
+    after the prefix), any other as a note (``INFO``); the command line shows each as it reads."""
+    if msg.startswith("warning: "):
+        log.warning("%s", msg.removeprefix("warning: "))
+    else:
+        log.info("%s", msg)

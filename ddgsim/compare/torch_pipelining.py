@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         _worker(args.plan, args.steps, args.threads, args.device, args.metrics)
         return 0
+    from ddgsim.logs import log_to_stderr
+
+    log_to_stderr()
     try:
         return launch(args.plan, args.steps, args.metrics, args.threads, args.device)
     except DdgsimError as exc:  # a bad input (exit 2) or a failed stage (its exit status)

@@ -35,7 +35,7 @@ from ddgsim.compare.config import ConfigError, ValidateConfig
 from ddgsim.compare.inputs import Inputs, gather
 from ddgsim.compare.options import Options
 from ddgsim.compare.report import export_figures, write_report
-from ddgsim.compare.rounds import run_all, stderr
+from ddgsim.compare.rounds import note, run_all
 from ddgsim.compare.rows import Row, failure_line
 from ddgsim.compare.selection import oversized, plan_runs
 from ddgsim.compare.validation_csv import CSV_NAME, write_csv
@@ -70,13 +70,14 @@ def run(config: ValidateConfig, *, log: Callable[[str], None] | None = None,
         warn: Callable[[str], None] | None = None) -> ValidationReport:
     """Predict, run and compare everything ``config`` asks for; write the files under ``config.out``.
 
-    ``log`` gets a line per execution (stdout by default), ``warn`` the notes and warnings (stderr).
+    ``log`` gets a line per execution (stdout by default), ``warn`` the notes and warnings (by default
+    :func:`~ddgsim.compare.rounds.note`: the ``ddgsim`` log, which the command line shows on stderr).
     Bad inputs raise :class:`~ddgsim.errors.UserError` (a :class:`ConfigError` naming the field)
     before anything runs; a run that fails twice is a ``failed`` row, not an exception.
     """
     from ddgsim.models.registry import get_spec
 
-    warn = warn or stderr
+    warn = warn or note
     _check_devices(config)
     get_spec(config.model)
     inputs = gather(config, warn)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import re
 import signal
@@ -98,39 +97,6 @@ def keep_stderr() -> Path | None:
         return None
     sys.stderr = _Tee(sys.stderr, log)
     return path
-
-
-class _LineFormatter(logging.Formatter):
-    """``warning: WHO: message``: a log record read as the process's own ``error:`` lines are."""
-
-    def __init__(self, who: str) -> None:
-        super().__init__()
-        self.who = who
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {self.who}{record.getMessage()}"
-
-
-class _Stderr(logging.Handler):
-    """Writes each record to the ``sys.stderr`` of the moment (a test's capture, :func:`keep_stderr`'s copy)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(self.format(record) + "\n")
-            sys.stderr.flush()
-        except Exception:  # logging's contract: a handler never raises
-            self.handleError(record)
-
-
-def log_to_stderr(who: str = "") -> None:
-    """Send ``ddgsim``'s log records (warnings and worse) to this process's ``sys.stderr`` (its log
-    file too, after :func:`keep_stderr`), one line each, prefixed ``warning: `` and ``who``."""
-    root = logging.getLogger("ddgsim")
-    handler = next((h for h in root.handlers if isinstance(h, _Stderr)), None)
-    if handler is None:
-        handler = _Stderr()
-        root.addHandler(handler)
-    handler.setFormatter(_LineFormatter(who))
 
 
 def error_line(text: str) -> str | None:

@@ -176,6 +176,5 @@ def _after_signal(config: RunConfig, sig: signal.Signals, started: float) -> int
     if root is not None and man is not None and man.get("preempted") and (
             root / "manifest.json").stat().st_mtime >= started:
         return 0
-    sys.stderr.write(f"error: stopped by {sig.name} before a checkpoint was written"
-                     f"{'' if root else ' (no --checkpoint-dir)'}\n")
+    log.error("stopped by %s before a checkpoint was written%s", sig.name, "" if root else " (no --checkpoint-dir)")
     return 128 + int(sig)

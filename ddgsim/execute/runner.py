@@ -41,7 +41,6 @@ import torch
 import torch.distributed as dist
 
 from ddgsim.errors import UserError, command_line_message
-from ddgsim.execute.childlog import log_to_stderr
 from ddgsim.execute.comm import PeerError, group_timeout
 from ddgsim.execute.config import RunConfig
 from ddgsim.execute.evaluate import Score, evaluate_stages
@@ -63,6 +62,7 @@ from ddgsim.execute.preempt import Preempted, Preemption
 from ddgsim.execute.report import COMM_LOG, publish
 from ddgsim.execute.stage import flat
 from ddgsim.execute.stage_loop import StageProcess
+from ddgsim.logs import log_to_stderr
 from ddgsim.malloc import tune_malloc
 
 log = logging.getLogger(__name__)
@@ -122,16 +122,16 @@ def main(argv: list[str] | None = None) -> int:
                      if stop.checkpoint is not None else "nothing saved (no --checkpoint-dir)")
             sys.stderr.write(f"note: stopped on SIGTERM at step {stop.step}; {where}\n")
     except UserError as exc:  # a field named as the run's flag, as the launcher's own errors name it
-        sys.stderr.write(f"error: stage {rank}: {command_line_message(exc, run_flags())}\n")
+        log.error("%s", command_line_message(exc, run_flags()))  # "error: stage R: ...", the launcher's reason
         code = UserError.exit_code
     except RunError as exc:
-        sys.stderr.write(f"error: stage {rank}: {exc}\n")
+        log.error("%s", exc)
     except BaseException as exc:
         if isinstance(exc, RuntimeError) and is_comm_failure(exc):
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             what = (first if isinstance(exc, PeerError)
                     else f"lost contact with another stage ({type(exc).__name__}: {first})")
-            sys.stderr.write(f"error: stage {rank}: {what}\n")
+            log.error("%s", what)
         else:  # a bug: the whole traceback, then the same way out
             traceback.print_exc()
             code = 130 if isinstance(exc, KeyboardInterrupt) else 1
