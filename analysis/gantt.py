@@ -73,7 +73,7 @@ if trace_path:
     plan_path = plan_path or data.get("metadata", {}).get("plan", "")
 plan = plan_file.load(plan_path) if plan_path and Path(plan_path).is_file() else None
 if plan is not None:
-    ref = plan.profile.get("path", "")
+    ref = plan.profile_ref.path if plan.profile_ref is not None else ""
     prof = (profile_format.load(ref) if ref and Path(ref).is_file()
             else get_profile(plan.model, plan.batch_size, progress=False)[0])
     split, schedule, K = plan.split, plan.schedule, plan.num_stages

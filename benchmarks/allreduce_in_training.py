@@ -44,7 +44,7 @@ def main() -> None:
         if plan.num_stages != 1 or max(plan.replicas) < 2:
             continue
         found = True
-        prof = load_profile(args.profile or plan.profile["path"])
+        prof = load_profile(args.profile or (plan.profile_ref.path if plan.profile_ref else ""))
         sc = load_scenario(plan.scenario)
         devs = list(plan.layout.devices[0])
         params = sum(u.param_bytes for u in prof.units)

@@ -63,6 +63,7 @@ def test_gantt_simulated_alone_and_against_a_trace(tmp_path: Path) -> None:
     assert '"measured": false' in r.stdout and "simulated only" in (tmp_path / "a" / "gantt.html").read_text()
     # a "measured" trace in the executor's format: the simulator's own timeline of a plan, 8 iterations
     from ddgsim.plan.format import Plan
+    from ddgsim.plan.records import ProfileRef
     from ddgsim.predict.event_sim import simulate
     from ddgsim.predict.scenario import load_scenario
     from ddgsim.profile.store import find_profile
@@ -72,7 +73,7 @@ def test_gantt_simulated_alone_and_against_a_trace(tmp_path: Path) -> None:
     assert prof_path is not None
     plan = tmp_path / "plan.json"
     Plan.for_split(model="resnet56", split=[16], num_units=33, schedule="ddg-pipelined", batch_size=128,
-                   scenario="cpu-2core", profile={"path": str(prof_path)}).save(plan)
+                   scenario="cpu-2core", profile_ref=ProfileRef(path=str(prof_path))).save(plan)
     from ddgsim.profile import format as profile_format
 
     sim = simulate(profile_format.load(prof_path), [16], load_scenario("cpu-2core"), "ddg-pipelined", iterations=8)

@@ -53,7 +53,7 @@ def test_a_prediction_is_what_the_simulator_said() -> None:
     assert Prediction.from_json(json.loads(json.dumps(data))) == pred
     assert pred and not Prediction() and Prediction().to_json() == {}
     plan = plan_from_prediction(prof, ProfileRef.of(prof, None), "ideal-2", "ddg", [2], sim)
-    assert plan.predicted == Prediction.of(sim) and plan.profile == plan.profile_ref.to_json()
+    assert plan.predicted == Prediction.of(sim) and plan.to_json()["profile"] == ProfileRef.of(prof, None).to_json()
 
 
 def test_a_plan_without_a_profile_or_prediction_writes_empty_objects(tmp_path: Path) -> None:

@@ -88,12 +88,6 @@ class Plan:
                    micro_batches=micro_batches, **fields)
 
     @property
-    def profile(self) -> dict[str, Any]:
-        """The profile reference as the file's JSON object (``{}`` without one). For the readers of the
-        untyped form; new code reads :attr:`profile_ref`."""
-        return self.profile_ref.to_json() if self.profile_ref is not None else {}
-
-    @property
     def num_stages(self) -> int:
         return len(self.stages)
 
@@ -125,7 +119,8 @@ class Plan:
         data: dict[str, Any] = {
             "format": FORMAT, "model": self.model, "batch_size": self.batch_size, "schedule": self.schedule,
             "split": list(self.split), "stages": stages, "scenario": self.scenario,
-            "micro_batches": self.micro_batches, "allreduce": self.allreduce, "profile": self.profile,
+            "micro_batches": self.micro_batches, "allreduce": self.allreduce,
+            "profile": self.profile_ref.to_json() if self.profile_ref is not None else {},
             "predicted": self.predicted.to_json(), "extra": copy.deepcopy(self.extra),
         }
         if self.allreduce == DEFAULT_ALLREDUCE and self.world_size == self.num_stages:
