@@ -21,17 +21,16 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                                    "ddgsim.malloc")),
     ("base: formats and the contracts every model shares",
      ("ddgsim.schemas", "ddgsim.models", "ddgsim.replicas", "ddgsim.schedule", "ddgsim.trace",
-      "ddgsim.scenarios", "ddgsim.theory.bounds")),
+      "ddgsim.scenarios", "ddgsim.theory")),
     ("profile: a model's per-unit costs", ("ddgsim.profile",)),
     ("predict: scenarios and the timing and memory models", ("ddgsim.predict",)),
     ("plan: splits, the search, plan files", ("ddgsim.plan",)),
     ("execute: the executor and the in-process engine", ("ddgsim.execute",)),
     ("calibrate: this machine's links, contention and overheads, measured by running the executor",
      ("ddgsim.calibrate",)),
-    ("studies: validation, pilot trainings, the theory's checks", ("ddgsim.compare", "ddgsim.converge",
-                                                                   "ddgsim.theory")),
+    ("studies: validation, pilot trainings, the theory's checks", ("ddgsim.compare", "ddgsim.converge")),
     # The plan use case ranks Ks by pilot trainings (objective="time-to-loss"): it stands on converge.
-    ("use cases over the studies", ("ddgsim.plan.usecase",)),
+    ("use cases over the studies", ("ddgsim.planner",)),
     ("commands: one module per subcommand", ("ddgsim.commands",)),
     ("entry points", ("ddgsim.cli", "ddgsim.__main__")),
 )
@@ -110,8 +109,8 @@ def test_imports_point_down() -> None:
 
 
 @pytest.mark.parametrize(("module", "layer"), [
-    ("ddgsim.plan.search", "plan"), ("ddgsim.plan.usecase", "use cases over the studies"),
-    ("ddgsim.theory.bounds", "base"), ("ddgsim.theory.check", "studies"), ("ddgsim", "ground"),
+    ("ddgsim.plan.search", "plan"), ("ddgsim.planner", "use cases over the studies"),
+    ("ddgsim.theory.bounds", "base"), ("ddgsim.converge.theory_check", "studies"), ("ddgsim", "ground"),
 ])
 def test_layer_of(module: str, layer: str) -> None:
     assert LAYERS[layer_of(module)][0].startswith(layer)

@@ -13,7 +13,7 @@ from sim_helpers import make_profile
 from ddgsim.cli import main
 from ddgsim.errors import UserError
 from ddgsim.plan.simulate import SimulateRequest, simulate_plan, simulate_split
-from ddgsim.plan.usecase import Pilots, PlanOutcome, PlanRequest, plan
+from ddgsim.planner import Pilots, PlanOutcome, PlanRequest, plan
 from ddgsim.predict.scenario import load_scenario
 from ddgsim.profile.format import Profile
 
@@ -117,7 +117,7 @@ def test_plan_inputs_name_parameters_and_the_command_its_flags(fields: dict[str,
     """Checked when built, before anything loads; the command names the same parameters as its flags."""
     from ddgsim.cli import FLAGS_KEY, build_parser
     from ddgsim.errors import ParameterError
-    from ddgsim.plan.usecase import PlanInputs
+    from ddgsim.planner import PlanInputs
 
     with pytest.raises(ParameterError) as err:
         PlanInputs(**fields)  # type: ignore[arg-type]
@@ -126,7 +126,7 @@ def test_plan_inputs_name_parameters_and_the_command_its_flags(fields: dict[str,
 
 
 def test_plan_inputs_load_a_profile_file(profile: Profile, tmp_path: Path) -> None:
-    from ddgsim.plan.usecase import PlanInputs
+    from ddgsim.planner import PlanInputs
 
     path = tmp_path / "p.json"
     profile.save(path)

@@ -22,8 +22,8 @@ import torch
 from hypothesis import example, given, note, settings, target
 from hypothesis import strategies as st
 
+from ddgsim.converge import theory_check as tc
 from ddgsim.theory import bounds as theory
-from ddgsim.theory import check as tc
 
 # Engine runs are slow next to pure math: a few examples under the "ci" profile, the
 # profile's own number under "thorough".

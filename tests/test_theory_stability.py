@@ -15,8 +15,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from ddgsim.converge import theory_check as tc
 from ddgsim.theory import bounds as theory
-from ddgsim.theory import check as tc
 
 FEW = settings(max_examples=min(settings().max_examples, 8))
 GAMMA = 0.5

@@ -14,7 +14,7 @@ profile was measured on, joined by free links (no latency, infinite bandwidth).
 Without ``--profile`` it uses the bundled or cached profile of MODEL at the batch
 size, and profiles the model on the spot (then caches it) when there is none.
 
-The options build a :class:`~ddgsim.plan.usecase.PlanInputs`; :func:`ddgsim.plan.usecase.plan`
+The options build a :class:`~ddgsim.planner.PlanInputs`; :func:`ddgsim.planner.plan`
 plans its request.
 """
 
@@ -74,7 +74,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ddgsim.commands import plan_render
-    from ddgsim.plan.usecase import PlanInputs, plan
+    from ddgsim.planner import PlanInputs, plan
 
     inputs = PlanInputs(devices=args.gpus, model=args.model, profile=args.profile, batch_size=args.batch_size,
                         scenario=args.scenario, schedule=args.schedule, stages=args.stages, replicas=args.replicas,

@@ -16,7 +16,7 @@ from ddgsim.commands._table import (
 )
 from ddgsim.plan.build import KResult, Option, choose
 from ddgsim.plan.split import stage_ranges
-from ddgsim.plan.usecase import NamedPlan, PlanOutcome
+from ddgsim.planner import NamedPlan, PlanOutcome
 from ddgsim.predict.scenario import Scenario, bundled_names
 from ddgsim.profile.format import Profile
 from ddgsim.theory.bounds import stage_step_limits

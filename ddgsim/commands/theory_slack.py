@@ -56,11 +56,11 @@ def ratio(bound: float, observed: float, roundoff: float = 0.0) -> float:
 
 
 def slack_rows(K: int, iterations: int, seeds: int) -> list[dict[str, object]]:
-    """The rows of one K (imports torch through :mod:`ddgsim.theory.check`)."""
+    """The rows of one K (imports torch through :mod:`ddgsim.converge.theory_check`)."""
     import numpy as np
 
+    from ddgsim.converge import theory_check as tc
     from ddgsim.theory import bounds as theory
-    from ddgsim.theory import check as tc
 
     rows: list[dict[str, object]] = []
 

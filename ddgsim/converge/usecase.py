@@ -5,7 +5,7 @@
     outcome.target, outcome.rows
 
 :class:`Pilots` says how to train (data, steps, seeds, rates, the target); the plan use case ranks
-Ks with the same pilots (``objective="time-to-loss"``, :mod:`ddgsim.plan.usecase`). For every K the
+Ks with the same pilots (``objective="time-to-loss"``, :mod:`ddgsim.planner`). For every K the
 planner's split for K stages, a learning rate per K and short trainings over several seeds
 (:mod:`ddgsim.converge.pilot`, cached). ``python -m ddgsim converge`` is a thin adapter over
 :func:`converge`.

@@ -5,7 +5,7 @@ Both are the plan file's ``profile`` and ``predicted`` objects (``ddgsim-plan/1`
 ``ddgsim/schemas/plan.schema.json``), typed. Every key is optional in the file, so every field is
 too: ``None`` leaves the key out. ``to_json(from_json(d)) == d``, key order included, for every
 object ddgsim writes; keys this version does not know are kept (``other``) and written last.
-The metrics of a run copy the plan's prediction (:class:`ddgsim.execute.measure.Metrics`).
+The metrics the executor writes for a run copy the plan's prediction.
 """
 
 from __future__ import annotations

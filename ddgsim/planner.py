@@ -1,6 +1,6 @@
 """The ``plan`` use case: a typed request in, the chosen plan and everything it was weighed against out.
 
-    from ddgsim.plan.usecase import PlanRequest, plan
+    from ddgsim.planner import PlanRequest, plan
     outcome = plan(PlanRequest(profile=profile, devices=4))
     outcome.plan.save("plan.json")
 
