@@ -153,8 +153,8 @@ def tables(
         overflow.append(np.where(valid, mem - limit, INF))
         work.append((fs + bs) / speed + M * (extra_f[k] + extra_b[k]))
         fwd.append(fs / speed + M * extra_f[k])
-        ar = np.where(valid, update_allreduce_ms(scenario, devs, grads[idx[:, None], endc], allreduce, last=k == K - 1)
-                      if D > 1 else 0.0, 0.0)
+        # zeros for one replica; past the last unit U is INF, so ``upd`` is too
+        ar = update_allreduce_ms(scenario, devs, grads[idx[:, None], endc], allreduce, last=k == K - 1)
         upd.append(U / speed + ar + extra_u[k])
     comm, hop = [], []
     for k in range(K - 1):
