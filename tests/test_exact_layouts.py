@@ -23,7 +23,14 @@ from ddgsim.replicas import Layout
 
 
 def replica_sequences(options: list[int], devices: int, stages: int) -> list[tuple[int, ...]]:
-    return [r for r in itertools.product(options, repeat=stages) if sum(r) <= devices]
+    """Every D_k sequence of ``stages`` counts from ``options`` with Σ D_k ≤ ``devices``, in
+    ``itertools.product`` order (grown a stage at a time, as the product of 5 options over 12 stages
+    would be 244 million tuples)."""
+    seqs: list[tuple[int, ...]] = [()]
+    for left in range(stages, 0, -1):
+        least = (left - 1) * min(options)  # what the stages after this one need at the least
+        seqs = [(*r, d) for r in seqs for d in options if sum(r) + d + least <= devices]
+    return seqs
 
 
 def brute(profile: Profile, scenario, devices: int, options: list[int],

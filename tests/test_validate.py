@@ -464,19 +464,23 @@ def _validate(*argv: str, env: dict[str, str], timeout: float = 300) -> subproce
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.slow
-def test_this_machines_scenario_is_calibrated_once_then_taken_from_the_cache(tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from ddgsim.calibrate.local_scenario import cached_path, local_scenario
+def test_validate_says_when_it_calibrated_this_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --scenario on CPU: this machine's scenario (calibrated when missing, which it says), ideal-K on CUDA.
+    The calibration itself runs for real in the tests below and in test_calibrate.py."""
+    import ddgsim.calibrate.local_scenario as local
+    from ddgsim.compare.inputs import default_scenario
 
-    monkeypatch.setenv("DDGSIM_CACHE_DIR", str(tmp_path))
-    path, measured = local_scenario(sizes=[4, 4096], reps=2)  # real gloo processes
-    assert measured and path == cached_path() and path.is_file() and str(path).startswith(str(tmp_path))
-    assert load_scenario(str(path)).measured_allreduce(["cpu0", "cpu1"]) is not None
-    stamp = path.stat().st_mtime_ns
-    assert local_scenario(sizes=[4, 4096], reps=2) == (path, False) and path.stat().st_mtime_ns == stamp
-    again, measured = local_scenario(sizes=[4, 4096], reps=2, recalibrate=True)
-    assert again == path and measured
+    path = tmp_path / "local.toml"
+    asked: list[tuple[int, bool]] = []
+    for measured in (True, False):
+        monkeypatch.setattr(local, "local_scenario",
+                            lambda threads, recalibrate, m=measured: asked.append((threads, recalibrate)) or (path, m))
+        said: list[str] = []
+        assert default_scenario("cpu", 2, 3, measured, said.append) == str(path)
+        assert said == ([f"calibrated this machine (links, all-reduce, contention); cached as {path}"] if measured
+                        else [])
+    assert asked == [(3, True), (3, False)]
+    assert default_scenario("cuda", 4, 1, False, said.append) == "ideal-4" and len(asked) == 2
 
 
 def test_bad_arguments_fail_before_running(tmp_path: Path) -> None:
@@ -546,27 +550,50 @@ def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -
     assert again.steps > 4 and len(its) > 4, (again.steps, len(its))
 
 
+def _local_scenario(env: dict[str, str], recalibrate: bool = False) -> tuple[Path, bool]:
+    """What ``validate`` calls for this machine's scenario, in a quick form (2 sizes, 2 repetitions), in a
+    process set up as the CLI's (huge pages for malloc: they are part of the machine's key)."""
+    from ddgsim.malloc import hugepage_env
+
+    code = ("import json; from ddgsim.calibrate.local_scenario import local_scenario; "
+            f"p, m = local_scenario(sizes=[4, 4096], reps=2, recalibrate={recalibrate}); print(json.dumps([str(p), m]))")
+    e = hugepage_env({**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env})
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=e, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    path, measured = json.loads(r.stdout.splitlines()[-1])
+    return Path(path), measured
+
+
 @pytest.mark.slow
-def test_validate_end_to_end_with_replicas(tmp_path: Path, mlp_cache: dict[str, str]) -> None:
-    """K=1 (one process) and K=1×D=2 (data parallel: two real processes and their gradient all-reduce)."""
+def test_validate_end_to_end_with_replicas_on_this_machines_cached_scenario(tmp_path: Path,
+                                                                           mlp_cache: dict[str, str]) -> None:
+    """This machine's scenario is calibrated once (real gloo processes, the executor's overheads probed) and
+    cached; validate without --scenario takes it from the cache for K=1 (one process) and K=1×D=2 (data
+    parallel: two real processes and their gradient all-reduce); recalibrating measures it again."""
+    path, measured = _local_scenario(mlp_cache)
+    assert measured and path.is_file() and str(path).startswith(mlp_cache["DDGSIM_CACHE_DIR"])
+    scenario = load_scenario(str(path))
+    assert scenario.measured_allreduce(["cpu0", "cpu1"]) is not None and scenario.overheads.alone is not None
+    stamp = path.stat().st_mtime_ns
+    assert _local_scenario(mlp_cache) == (path, False) and path.stat().st_mtime_ns == stamp
+
     out = tmp_path / "dp"
     r = _validate("mlp", "--gpus", "1", "--replicas", "1,2", "--steps", "4", "--batch-size", "16", "--repeats", "1",
                   "--max-steal", "100", "--warmup-ms", "0", "--window-ms", "0", "--out", str(out), env=mlp_cache)
     assert r.returncode == 0, r.stderr[-3000:]
-    # no --scenario: this machine is calibrated first (its links and measured all-reduce), and cached
-    assert "calibrated this machine (links, all-reduce, contention); cached as " in r.stderr
+    assert "calibrated this machine" not in r.stderr and path.stat().st_mtime_ns == stamp  # taken from the cache
     # ... and the two processes' contention measured on the model itself, cached beside its profile
     assert "two processes training mlp at batch 16 at once: each at " in r.stderr
     assert "predicting with concurrent_speed" in (out / "report.html").read_text()
-    scenario = load_scenario(r.stderr.split("contention); cached as ")[1].split()[0])
-    assert scenario.measured_allreduce(["cpu0", "cpu1"]) is not None
-    assert all(x.scenario == "local" for x in read_csv(out / "validation.csv"))
     rows = read_csv(out / "validation.csv")
+    assert all(x.scenario == "local" for x in rows)
     assert [(x.K, x.replicas, x.schedule, x.status) for x in rows] == [(1, 1, "bp", "ok"), (1, 2, "bp", "ok")]
     assert all(x.predicted_ms > 0 and x.measured_ms > 0 for x in rows)
     metrics = json.loads((out / "runs" / "k1-d2-bp-all.r1.metrics.json").read_text())
     assert [(s["stage"], s["replica"]) for s in metrics["per_stage"]] == [(0, 0), (0, 1)]
     assert "K=1×D=2" in r.stdout
+
+    assert _local_scenario(mlp_cache, recalibrate=True) == (path, True) and path.stat().st_mtime_ns != stamp
 
 
 @pytest.mark.slow
