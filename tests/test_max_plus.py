@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import numpy as np
 import pytest
@@ -23,6 +22,8 @@ from ddgsim.predict.max_plus import (
 from ddgsim.predict.overheads import Overheads
 from ddgsim.predict.scenario import Link, Scenario, ideal
 from ddgsim.schedule import SCHEDULES, make_schedule
+
+OVERHEAD_FIELDS = ("forward_us", "backward_us", "update_us", "send_us", "receive_us", "tail_us")
 
 schedules = st.sampled_from(SCHEDULES)
 micro = st.integers(1, 4)
@@ -106,6 +107,12 @@ def test_more_bandwidth_never_slower(case, name, m, factor) -> None:
 @given(cases(), schedules, micro)
 def test_speedup_bounded_by_total_speed(case, name, m) -> None:
     profile, split, scenario = case
+    # The bound compares work per unit of speed, so it needs the one-process baseline to pay no more
+    # per action than a stage of several does (as calibrate measures: a process alone is faster).
+    # With [overheads.alone] above the job's figures (a 5 ms tail alone, none in the job) the
+    # baseline is slower per unit of work and the speedup may pass Σ speeds / fastest.
+    one, many = scenario.overheads.for_job(1), scenario.overheads.for_job(2)
+    assume(all(getattr(one, f) <= getattr(many, f) for f in OVERHEAD_FIELDS))
     r = simulate(profile, split, scenario, name, micro_batches=_m(name, m))
     speeds = [scenario.device(d).speed for d in r.devices]
     fastest = max(d.speed for d in scenario.devices)
@@ -146,7 +153,9 @@ def test_shared_link_is_detected() -> None:
     assert simulate(prof, [1, 2], sc, "ddg-pipelined").analytic_exact
 
 
-def test_vectorised_matches_one_by_one_and_is_fast() -> None:
+def test_vectorised_matches_one_by_one() -> None:
+    """2000 splits at once equal the same splits one by one (their speed, splits per second, is
+    benchmarks/bench_sim.py's: no test asserts on wall-clock time)."""
     rng = np.random.default_rng(0)
     n, K = 60, 4
     prof = make_profile(rng.uniform(1, 30, n).tolist(), rng.uniform(2, 60, n).tolist(),
@@ -156,13 +165,9 @@ def test_vectorised_matches_one_by_one_and_is_fast() -> None:
     splits = np.sort(np.stack([rng.choice(np.arange(1, n), K - 1, replace=False) for _ in range(2000)]), axis=1)
     for name in ("bp", "ddg", "ddg-pipelined"):
         costs = costs_for_splits(prof, splits, sc)
-        periods(name, costs)  # compile and cache the program
-        t0 = time.perf_counter()
         many = periods(name, costs)
-        rate = len(splits) / (time.perf_counter() - t0)
         one = [float(periods(name, costs.row(i))[0]) for i in range(0, 2000, 97)]
         assert many[::97].tolist() == pytest.approx(one, rel=1e-12)
-        assert rate > 10_000, f"{name}: {rate:.0f} splits/s"
     assert math.isfinite(float(many.max()))
 
 
