@@ -524,6 +524,9 @@ def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -
         # the CSV rounds times to 1 µs: sub-ms mlp steps shift the recomputed error a little
         assert x.error_pct == pytest.approx(100 * (x.predicted_ms - x.measured_ms) / x.measured_ms, abs=0.5)
     assert "median absolute error" in r.stdout and "Kendall tau" in r.stdout
+    # each execution's compute speed, from the executor's own action windows (torch's runtime times none)
+    assert [len(x.compute_ratio_all) for x in rows] == [1, 1, 1, 0] and all(c > 0 for c in rows[0].compute_ratio_all)
+    assert "with each execution's own compute speed" in r.stdout and "(3 runs; what is left" in r.stdout
     # peak memory per stage: predicted beside measured (the executor measures it, PyTorch's runtime does not)
     assert [(len(x.predicted_memory_mib), len(x.measured_memory_mib)) for x in rows] == [(1, 1), (2, 2), (2, 2), (2, 0)]
     assert all(m > 0 for x in rows for m in x.predicted_memory_mib)

@@ -49,6 +49,14 @@ class Summary:
     in the same round (:func:`speedups`); NaN without a complete K = 1 run."""
     speedup_worst_pct: float = math.nan
     speedup_runs: int = 0
+    compute_matched_median_pct: float = math.nan
+    """Median over runs of |:attr:`Row.compute_matched_error_pct`|: the error with each execution's own
+    compute speed, the pipeline model's share of it; NaN where no run timed its actions."""
+    compute_matched_worst_pct: float = math.nan
+    compute_matched_runs: int = 0
+    compute_ratios: tuple[float, ...] = ()
+    """Every execution's :attr:`Row.compute_ratio_all`: how fast the machine computed, run by run,
+    against the profile."""
 
     @property
     def ranking_preserved(self) -> bool:
@@ -68,6 +76,12 @@ class Summary:
             "speedup_median_abs_error_pct": self.speedup_median_pct,
             "speedup_worst_abs_error_pct": self.speedup_worst_pct, "speedup_runs": self.speedup_runs,
             "verdicts": self.verdicts,
+            "compute_matched_median_abs_error_pct": self.compute_matched_median_pct,
+            "compute_matched_worst_abs_error_pct": self.compute_matched_worst_pct,
+            "compute_matched_runs": self.compute_matched_runs,
+            "compute_ratio_median": float(statistics.median(self.compute_ratios)) if self.compute_ratios else math.nan,
+            "compute_ratio_min": min(self.compute_ratios, default=math.nan),
+            "compute_ratio_max": max(self.compute_ratios, default=math.nan),
             "memory_median_abs_error_pct": self.memory_median_pct, "memory_worst_abs_error_pct": self.memory_worst_pct,
             "memory_stages": self.memory_stages}
 
@@ -97,6 +111,11 @@ class Summary:
             *([f"speedup over K=1, predicted vs measured in the same round (the machine's drift cancels): "
                f"median |error| {_pct(self.speedup_median_pct)}, worst {_pct(self.speedup_worst_pct)} "
                f"({self.speedup_runs} runs)"] if self.speedup_runs else []),
+            *([f"with each execution's own compute speed (its stages' measured compute against the predicted: "
+               f"median {statistics.median(self.compute_ratios):.2f}x, {min(self.compute_ratios):.2f}-"
+               f"{max(self.compute_ratios):.2f}x): median |error| {_pct(self.compute_matched_median_pct)}, worst "
+               f"{_pct(self.compute_matched_worst_pct)} ({self.compute_matched_runs} runs; what is left is the "
+               f"pipeline model's)"] if self.compute_matched_runs else []),
             f"Kendall tau (predicted vs measured): {self.kendall_tau:.3f} (p = {self.kendall_p:.3g})",
             *([f"peak memory per stage, predicted vs measured ({self.memory_stages} stages): median |error| "
                f"{_pct(self.memory_median_pct)}, worst {_pct(self.memory_worst_pct)}"] if self.memory_stages else []),
@@ -203,9 +222,16 @@ def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
     verdicts: dict[str, list[str]] = {}
     for r in rows:
         verdicts.setdefault(r.verdict(tol_pct), []).append(
-            f"{run_label(r)} {r.label}: error {r.error_pct:+.1f}%, noise ±{r.noise_pct:.1f}%")
+            f"{run_label(r)} {r.label}: error {r.error_pct:+.1f}%, noise ±{r.noise_pct:.1f}%"
+            + ("" if math.isnan(r.compute_matched_error_pct) else
+               f", at its own compute speed {r.compute_matched_error_pct:+.1f}%"))
     mem = [abs(e) for r in rows for e in r.memory_errors_pct]
+    own = [abs(r.compute_matched_error_pct) for r in rows if not math.isnan(r.compute_matched_error_pct)]
     return Summary(verdicts=verdicts, speedup_runs=len(ups),
+                   compute_matched_median_pct=float(statistics.median(own)) if own else math.nan,
+                   compute_matched_worst_pct=max(own) if own else math.nan, compute_matched_runs=len(own),
+                   compute_ratios=tuple(c for r in rows if not math.isnan(r.compute_matched_error_pct)
+                                        for c in r.compute_ratio_all),
                    speedup_median_pct=float(statistics.median(ups)) if ups else math.nan,
                    speedup_worst_pct=max(ups) if ups else math.nan,
                    speed_matched_median_pct=float(statistics.median(matched)) if matched else math.nan,

@@ -4,6 +4,7 @@ read its step time and peak memory from its metrics."""
 from __future__ import annotations
 
 import shutil
+import statistics
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,6 +22,8 @@ class Measured(NamedTuple):
     """:func:`ddgsim.execute.measure.measured_step_ms`."""
     memory_mib: tuple[float, ...]
     """:func:`measured_memory`."""
+    busy_ms: tuple[float, ...] = ()
+    """:func:`measured_busy`."""
 
 
 def measured_memory(metrics: dict[str, Any]) -> tuple[float, ...]:
@@ -32,6 +35,21 @@ def measured_memory(metrics: dict[str, Any]) -> tuple[float, ...]:
             return ()
         most[st["stage"]] = max(most.get(st["stage"], 0.0), b / 2**20)
     return tuple(most[k] for k in sorted(most))
+
+
+def measured_busy(metrics: dict[str, Any], warmup: int) -> tuple[float, ...]:
+    """Per stage, the time inside its F, B and U actions per iteration (median over the iterations
+    after the first ``warmup``; the mean over a stage's replicas), ms; empty where the runtime does
+    not time its actions (``torch.distributed.pipelining``)."""
+    per: dict[int, list[float]] = {}
+    for st in metrics["per_stage"]:
+        if not all(key in st for key in ("forward_ms", "backward_ms", "update_ms")):
+            return ()
+        busy = [f + b + u for f, b, u in zip(st["forward_ms"], st["backward_ms"], st["update_ms"], strict=True)]
+        if not busy:
+            return ()
+        per.setdefault(st["stage"], []).append(float(statistics.median(busy[min(warmup, len(busy) - 1):])))
+    return tuple(statistics.fmean(per[k]) for k in sorted(per))
 
 
 def execute_torch(plan: Path, steps: int, threads: int, metrics: Path, device: str,
@@ -74,7 +92,7 @@ def _execute_and_measure(plan: Path, opts: Options, metrics_path: Path, trace_pa
         if not metrics_path.is_file():
             return f"the executor exited 0 but wrote no {metrics_path.name}"
         data = load_metrics(metrics_path)
-        return Measured(measured_step_ms(data, warmup), measured_memory(data))
+        return Measured(measured_step_ms(data, warmup), measured_memory(data), measured_busy(data, warmup))
     except SystemExit as exc:  # the executor's argument parser
         return f"executor exit status {exc.code}"
     except (ExecutionFailed, UserError) as exc:

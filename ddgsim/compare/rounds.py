@@ -7,7 +7,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ class _Run:
     reasons: list[str] = field(default_factory=list)
     memory: list[tuple[float, ...]] = field(default_factory=list)
     """Measured peak memory per stage (MiB) of each kept execution."""
+    compute: list[float] = field(default_factory=list)
+    """Each kept execution's :attr:`Row.compute_ratio_all` (none where the runtime does not time its actions)."""
     steps: int = 0
     """Iterations each execution runs (:func:`run_length`)."""
     warmup: int = 0
@@ -56,6 +58,9 @@ class _Run:
     attempts: int = 0
     disturbed: int = 0
     """Executions measured again because the hypervisor stole too much CPU time."""
+    timed_share: float = 0.0
+    """The share of the stages' predicted busy time that is their compute (the profile's), not the
+    executor's fixed costs per action (:func:`compute_share`)."""
 
 
 def _prepare(spec: RunSpec, profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario,
@@ -75,8 +80,38 @@ def _prepare(spec: RunSpec, profile: Profile, profile_ref: ProfileRef | None, sc
     write_trace(sim_trace, sim.timeline, process=f"predicted {spec.schedule}", rows=list(sim.devices))
     steps, warmup = run_length(sim.iteration_ms, spec.stages, opts)
     return _Run(spec=spec, sim=sim, plan=plan_path, sim_trace=sim_trace, steps=steps, warmup=warmup,
+                timed_share=compute_share(profile, spec.split, scenario, spec.micro_batches, layout),
                 trace=runs_dir / f"{spec.name}.measured.trace.json" if opts.trace and spec.runtime == "ddgsim"
                 else None)
+
+
+MIN_COMPUTE_SHARE = 0.95
+"""A run's compute ratio is kept where the profile's compute is at least this share of the stages'
+predicted busy time: the rest, the executor's fixed costs per action, falls partly outside the
+action windows the executor times (its loop, posting messages), so where it is large the two
+sides of the ratio measure different things (mlp at batch 128: half the busy time)."""
+
+
+def compute_share(profile: Profile, split: Sequence[int], scenario: Scenario, micro_batches: int,
+                  layout: Any) -> float:
+    """Σ over stages of the busy time without the executor's overheads / with them (1: none)."""
+    from ddgsim.predict.costs import costs_for_splits
+    from ddgsim.predict.overheads import NONE
+
+    def busy(sc: Scenario) -> float:
+        costs = costs_for_splits(profile, [list(split)], sc, None, micro_batches, layout=layout)
+        return float(costs.busy_ms()[0].sum())
+
+    total = busy(scenario)
+    return busy(replace(scenario, overheads=NONE)) / total if total > 0 else 1.0
+
+
+def compute_ratio(measured_busy: Sequence[float], predicted_busy: Sequence[float]) -> float | None:
+    """Σ measured / Σ predicted compute over the stages (:attr:`Row.compute_ratio_all`); ``None``
+    without a measurement for every stage."""
+    if not measured_busy or len(measured_busy) != len(predicted_busy) or not sum(predicted_busy) > 0:
+        return None
+    return float(sum(measured_busy) / sum(predicted_busy))
 
 
 def _row(run: _Run, profile: Profile, scenario: Scenario) -> Row:
@@ -89,7 +124,8 @@ def _row(run: _Run, profile: Profile, scenario: Scenario) -> Row:
               redone=run.disturbed, replicas=spec.replicas,
               predicted_memory_mib=tuple(b / 2**20 for b in run.sim.peak_memory_bytes),
               measured_memory_mib=tuple(statistics.median(xs) for xs in zip(*run.memory, strict=True))
-              if run.memory and len({len(m) for m in run.memory}) == 1 else ())
+              if run.memory and len({len(m) for m in run.memory}) == 1 else (),
+              compute_ratio_all=tuple(run.compute) if len(run.compute) == len(run.values) else ())
     if not run.values:
         error = f"{run.reasons[0]}, twice" if len(set(run.reasons)) == 1 and len(run.reasons) == 2 else \
             "; then ".join(run.reasons)
@@ -160,10 +196,13 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
             memory: tuple[float, ...] = ()  # the kept execution's peak memory per stage, MiB
             if kept is not None:
                 run.steal.append(kept[0])
-                got, memory = kept[1]
+                got, memory, busy = kept[1]
                 run.values.append(got)
                 if memory:
                     run.memory.append(memory)
+                ratio = compute_ratio(busy, run.sim.busy_ms)
+                if ratio is not None and run.timed_share >= MIN_COMPUTE_SHARE:
+                    run.compute.append(ratio)
             took = f"({time.perf_counter() - t0:.0f} s" + (
                 f", {kept[0]:.1f}% stolen)" if kept is not None and not math.isnan(kept[0]) else ")")
             if isinstance(got, str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,6 +55,22 @@ class Row:
     measured_memory_mib: tuple[float, ...] = ()
     """Measured peak memory per stage (its largest replica; median over the repeats), MiB
     (:mod:`ddgsim.execute.memwatch`); empty where the runtime does not measure it."""
+    compute_ratio_all: tuple[float, ...] = ()
+    """Per repeat (as ``measured_all_ms``): the compute time its stages measured (the F, B and U
+    windows, median per iteration, summed over the stages) over the time the prediction gives them:
+    how fast the machine computed during that execution, against the profile (empty where the
+    runtime does not time its actions)."""
+
+    @property
+    def compute_matched_error_pct(self) -> float:
+        """The error with each execution's own compute speed: the median over repeats of
+        100 · (predicted · ratio − measured) / measured, ``ratio`` that repeat's
+        :attr:`compute_ratio_all`. What is left is the pipeline model's own (waits, overlaps,
+        messages, overheads outside the actions); NaN without a ratio for every repeat."""
+        if not self.ok or not self.compute_ratio_all or len(self.compute_ratio_all) != len(self.measured_all_ms):
+            return math.nan
+        return float(statistics.median(100.0 * (self.predicted_ms * c - m) / m
+                                       for c, m in zip(self.compute_ratio_all, self.measured_all_ms, strict=True)))
 
     @property
     def memory_errors_pct(self) -> list[float]:
