@@ -13,7 +13,7 @@ import pytest
 from ddgsim.compare.accuracy import summarize
 from ddgsim.compare.execution import measured_busy
 from ddgsim.compare.rounds import compute_ratio
-from ddgsim.compare.rows import MODEL_ERROR, Row
+from ddgsim.compare.rows import MACHINE_SPEED, MODEL_ERROR, Row
 from ddgsim.compare.validation_csv import COLUMNS, read_csv, write_csv
 
 
@@ -74,10 +74,14 @@ def test_the_summary_tells_the_machines_speed_from_the_pipeline_models_error() -
     s = summarize(rows)
     assert s.compute_matched_runs == 2 and s.compute_matched_worst_pct == pytest.approx(0.0, abs=0.6)
     assert sorted(s.compute_ratios) == pytest.approx(sorted((1.0, 1.01, 0.99, 1.25, 1.25, 1.25)))
-    assert rows[1].verdict(5.0) == MODEL_ERROR  # -20 %, against ±0.5 % of noise, yet all of it the machine's
+    # -20 %, against ±0.5 % of noise, yet all of it the machine's: told apart from a model error
+    assert rows[1].verdict(5.0) == MACHINE_SPEED
+    wrong = _row(2, 60.0, (100.0, 100.5, 99.5), (1.25, 1.25, 1.25), split="1")  # 75 at that speed: -25 %
+    assert wrong.verdict(5.0) == MODEL_ERROR and _row(2, 80.0, (100.0, 100.5, 99.5)).verdict(5.0) == MODEL_ERROR
     text = "\n".join(s.lines())
     assert "with each execution's own compute speed" in text and "median 1.13x, 0.99-1.25x" in text
-    assert "at its own compute speed +0.0%" in text
+    assert "1 within 5% at their own compute speed (the machine's speed of the moment), 1 model error" in text
+    assert "  the machine's speed: K=2 gpipe [3] : error -20.0%, noise ±0.5%, at its own compute speed +0.0%" in text
     js = s.to_json()
     assert js["compute_matched_runs"] == 2 and js["compute_ratio_max"] == pytest.approx(1.25)
     assert js["compute_matched_worst_abs_error_pct"] == pytest.approx(s.compute_matched_worst_pct)

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ddgsim.compare.rows import MODEL_ERROR, WITHIN_NOISE, WITHIN_TOLERANCE, Row, run_label
+from ddgsim.compare.rows import (
+    MACHINE_SPEED,
+    MODEL_ERROR,
+    WITHIN_NOISE,
+    WITHIN_TOLERANCE,
+    Row,
+    run_label,
+)
 from ddgsim.errors import UserError
 
 
@@ -88,10 +95,13 @@ class Summary:
     def _verdict_lines(self) -> list[str]:
         if not self.verdicts:
             return []
-        n = {k: len(self.verdicts.get(k, [])) for k in (WITHIN_TOLERANCE, WITHIN_NOISE, MODEL_ERROR)}
+        n = {k: len(self.verdicts.get(k, [])) for k in (WITHIN_TOLERANCE, WITHIN_NOISE, MACHINE_SPEED, MODEL_ERROR)}
+        machine = (f" {n[MACHINE_SPEED]} within {self.tol_pct:g}% at their own compute speed (the machine's speed "
+                   "of the moment)," if self.compute_matched_runs else "")
         out = [f"against each run's noise (half the spread of its repeats): {n[WITHIN_TOLERANCE]} within "
-               f"{self.tol_pct:g}%, {n[WITHIN_NOISE]} inside their noise, {n[MODEL_ERROR]} model error"]
+               f"{self.tol_pct:g}%, {n[WITHIN_NOISE]} inside their noise,{machine} {n[MODEL_ERROR]} model error"]
         out += [f"  model error: {x}" for x in self.verdicts.get(MODEL_ERROR, [])]
+        out += [f"  the machine's speed: {x}" for x in self.verdicts.get(MACHINE_SPEED, [])]
         out += [f"  inside its noise: {x}" for x in self.verdicts.get(WITHIN_NOISE, [])]
         return out
 

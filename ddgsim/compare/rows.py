@@ -10,6 +10,7 @@ from dataclasses import dataclass
 WITHIN_TOLERANCE = "within tolerance"
 WITHIN_NOISE = "within noise"
 MODEL_ERROR = "model error"
+MACHINE_SPEED = "the machine's speed"
 
 OK = "ok"
 FAILED = "failed"
@@ -106,12 +107,16 @@ class Row:
         return self.spread_pct / 2
 
     def verdict(self, tol_pct: float) -> str:
-        """:data:`WITHIN_TOLERANCE` (|error| ≤ ``tol_pct``), :data:`WITHIN_NOISE` (≤ its noise) or
-        :data:`MODEL_ERROR` (beyond both)."""
+        """:data:`WITHIN_TOLERANCE` (|error| ≤ ``tol_pct``), :data:`WITHIN_NOISE` (≤ its noise),
+        :data:`MACHINE_SPEED` (beyond both, but within ``tol_pct`` at its own compute speed,
+        :attr:`compute_matched_error_pct`: the machine computed at another speed than the profile's
+        during those executions) or :data:`MODEL_ERROR`."""
         err = abs(self.error_pct)
         if err <= tol_pct:
             return WITHIN_TOLERANCE
-        return WITHIN_NOISE if err <= self.noise_pct else MODEL_ERROR
+        if err <= self.noise_pct:
+            return WITHIN_NOISE
+        return MACHINE_SPEED if abs(self.compute_matched_error_pct) <= tol_pct else MODEL_ERROR
 
 
 def run_label(r: Row) -> str:
