@@ -46,7 +46,10 @@ def run_name(r: Row) -> str:
 def ratios(folder: Path, r: Row) -> tuple[float, ...]:
     if not r.ok or r.runtime != "ddgsim" or r.redone or r.replicas != 1:
         return ()
-    plan = json.loads((folder / "runs" / f"{run_name(r)}.plan.json").read_text())
+    plan_path = folder / "runs" / f"{run_name(r)}.plan.json"
+    if not plan_path.is_file():  # a folder kept without its runs/ (as the committed results)
+        return ()
+    plan = json.loads(plan_path.read_text())
     profile, scenario = load(plan["profile"]["path"]), load_scenario(plan["scenario"])
     split = [int(c) for c in plan["split"]]
     if compute_share(profile, split, scenario, r.micro_batches, None) < MIN_COMPUTE_SHARE:
