@@ -99,6 +99,7 @@ def test_reducer_sums_like_one_flat_allreduce_and_starts_during_the_backward(tmp
         assert got["started_during_backward"] >= got["buckets"] - 1
 
 
+@pytest.mark.slow
 def test_small_buckets_in_a_replicated_run_equal_the_engine(tmp_path: Path) -> None:
     """smallcnn as K = 1 × D = 2 with 2 KiB buckets (many all-reduces per step, recorded): the
     final weights are the one-replica engine's bit for bit, as with one bucket."""

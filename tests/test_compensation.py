@@ -107,6 +107,7 @@ def test_bad_compensation_settings() -> None:
         RunConfig(plan=Path("p.json"), steps=1, momentum=0.0, weight_prediction=True)
 
 
+@pytest.mark.slow
 def test_the_executor_compensates_exactly_as_the_engine(tmp_path: Path) -> None:
     """K = 3 ddg-pipelined on digits with warm-up, delay-scaled rates and weight prediction: real gloo
     processes end with the engine's weights bit for bit (the options really change the run)."""

@@ -10,6 +10,7 @@ import pytest
 from ddgsim.calibrate import corun
 
 
+@pytest.mark.slow
 def test_two_processes_train_alone_and_at_once_and_the_result_is_cached(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "mlp.corun.json"

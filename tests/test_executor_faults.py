@@ -33,6 +33,7 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: Path) -> None:
     """Stage 1 dies with its step-8 file written but not in place: the manifest still names
     step 4, whose files are intact, and resuming from it gives the uninterrupted weights."""
@@ -52,6 +53,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: Pat
     assert_same(final_weights(tmp_path / "w", 3), engine_weights([str(plan), *common]))
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_job_checkpoints_at_one_boundary_and_resumes(tmp_path: Path) -> None:
     """Preemption: SIGTERM to the launcher; every stage stops at the same iteration, a
     checkpoint is written there, the command exits 0 with one note; the resumed run ends
@@ -68,6 +70,7 @@ def test_sigterm_to_the_job_checkpoints_at_one_boundary_and_resumes(tmp_path: Pa
     assert_same(final_weights(tmp_path / "w", 3), engine_weights([str(plan), *common]))
 
 
+@pytest.mark.slow
 def test_sigterm_without_checkpoint_dir_says_nothing_was_saved(tmp_path: Path) -> None:
     plan = write_plan(tmp_path / "p.json", "mlp", [2], "ddg")
     r = execute(str(plan), "--steps", "60", "--data", "digits", "--no-eval",
@@ -77,6 +80,7 @@ def test_sigterm_without_checkpoint_dir_says_nothing_was_saved(tmp_path: Path) -
     assert_clean(r.stderr)
 
 
+@pytest.mark.slow
 def test_a_hung_peer_is_named_within_the_timeout(tmp_path: Path) -> None:
     """Stage 1 freezes (SIGSTOP) at step 3: stage 0 reports it after --timeout-s, by name."""
     plan = write_plan(tmp_path / "p.json", "mlp", [2], "ddg")

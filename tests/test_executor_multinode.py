@@ -18,6 +18,7 @@ from launch_helpers import (
 
 
 @pytest.mark.parametrize(("split", "schedule"), [([2], "ddg"), ([1, 3, 5], "ddg-pipelined")])
+@pytest.mark.slow
 def test_two_nodes_give_the_single_node_weights(tmp_path: Path, split: list[int], schedule: str) -> None:
     k_total = len(split) + 1
     plan = write_plan(tmp_path / "p.json", "mlp", split, schedule)

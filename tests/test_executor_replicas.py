@@ -38,6 +38,7 @@ def engine_run(argv: list[str]):  # type: ignore[no-untyped-def]
     return res
 
 
+@pytest.mark.slow
 def test_k2_d2_equals_engine_and_replicas_agree(tmp_path: Path) -> None:
     """K = 2 × D = 2 (4 processes), ddg, digits: every stage's final weights are the engine's bit
     for bit, both replicas of a stage end with the same weights, the losses are the batch's
@@ -73,6 +74,7 @@ def test_k2_d2_equals_engine_and_replicas_agree(tmp_path: Path) -> None:
     assert files == [f"stage-{k}-replica-{r}.pt" for k in range(2) for r in range(2)]
 
 
+@pytest.mark.slow
 def test_k2_d2_preempted_and_resumed_gives_the_same_weights(tmp_path: Path) -> None:
     """SIGTERM to the launcher (sent by rank 3, stage 1 replica 1): all four processes stop at one
     boundary and checkpoint there; the resumed run ends with the uninterrupted run's weights.
@@ -92,6 +94,7 @@ def test_k2_d2_preempted_and_resumed_gives_the_same_weights(tmp_path: Path) -> N
     assert_same(final_weights(tmp_path / "w", 2), engine_weights([str(plan), *common]))
 
 
+@pytest.mark.slow
 def test_k2_d2_on_two_launchers(tmp_path: Path) -> None:
     """K = 2 × D = 2 across two launchers (``--nnodes 2``, two processes each): the engine's weights."""
     plan = write_plan(tmp_path / "p.json", "mlp", [2], "ddg", replicas=(2, 2))
@@ -120,6 +123,7 @@ def test_data_parallel_and_resharding_equal_the_engine(tmp_path: Path, model: st
     assert m["losses"] == ref.losses and m["test_accuracy"] is not None
 
 
+@pytest.mark.slow
 def test_three_replicas_agree_with_the_engine_to_rounding(tmp_path: Path) -> None:
     """K = 1 × D = 3 on a batch of 25 (shards of 9, 8 and 8 samples). With more than two replicas the
     all-reduce adds in its own order (gloo's ring: each rank's chunk is summed starting from a

@@ -51,6 +51,7 @@ def _profile_via(cmd: list[str], out: str, env: dict[str, str]) -> dict[str, obj
     return data
 
 
+@pytest.mark.slow
 def test_both_entry_points_set_up_the_allocator_the_same_way(tmp_path: os.PathLike[str]) -> None:
     """The ``ddgsim`` console script and ``python -m ddgsim`` measure with the same malloc settings."""
     import shutil

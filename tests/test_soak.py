@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHES = 10
 
@@ -29,6 +31,7 @@ def _soak() -> ModuleType:
     return mod
 
 
+@pytest.mark.slow
 def test_back_to_back_launches_are_clean(tmp_path: Path) -> None:
     soak = _soak()
     cheap = [c for c in soak.matrix() if c.cheap]

@@ -29,6 +29,7 @@ def user_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]), "DDGSIM_CACHE_DIR": str(tmp_path / "cache")}
 
 
+@pytest.mark.slow
 def test_user_language_model_units_plan_execute(tmp_path: Path, user_env: dict[str, str],
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["units", USER_MODEL]) == 0
