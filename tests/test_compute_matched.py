@@ -95,16 +95,19 @@ def test_the_ratio_is_kept_only_where_compute_is_most_of_the_busy_time() -> None
     from sim_helpers import chain, make_profile, with_overheads
 
     from ddgsim.compare.rounds import MIN_COMPUTE_SHARE, compute_share
+    from ddgsim.predict.event_sim import simulate
     from ddgsim.predict.overheads import Overheads
 
     # one process, forward 1 + 1 ms, backward 2 + 2 ms, no parameters: 6 ms of compute per step
     profile = make_profile([1.0, 1.0], [2.0, 2.0])
     bare = chain(1)
-    assert compute_share(profile, [], bare, 1, None) == pytest.approx(1.0)
+    busy = simulate(profile, [], bare, "bp").busy_ms
+    assert busy == pytest.approx((6.0,)) and compute_share(busy, profile, [], bare, 1, None) == pytest.approx(1.0)
     # 1 ms more for each of its F, B and U (host time, as calibrate measures the executor's): 6 of 9 ms
     slow = with_overheads(bare, Overheads(forward_us=1000.0, backward_us=1000.0, update_us=1000.0))
-    assert compute_share(profile, [], slow, 1, None) == pytest.approx(6 / 9)
-    assert compute_share(profile, [], slow, 1, None) < MIN_COMPUTE_SHARE <= 1.0
+    busy = simulate(profile, [], slow, "bp").busy_ms
+    assert busy == pytest.approx((9.0,)) and compute_share(busy, profile, [], slow, 1, None) == pytest.approx(6 / 9)
+    assert compute_share(busy, profile, [], slow, 1, None) < MIN_COMPUTE_SHARE <= 1.0
 
 
 def test_validate_records_each_repeats_compute_ratio_where_compute_dominates(tmp_path: Path,
