@@ -128,7 +128,7 @@ def test_validate_records_each_repeats_compute_ratio_where_compute_dominates(tmp
 
     profile = make_profile([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0])
     opts = Options(stages=[1, 2], schedules=["ddg"], splits=1, steps=6, trace=False, repeats=2)
-    factor = iter([1.5, 1.5, 1.0, 1.0])  # the runs of repeat 1, then those of repeat 2
+    factor = iter([1.5, 1.5, 1.0, 1.0, 1.0])  # the runs of repeat 1, of repeat 2, then the closing one-process run
 
     def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str,
                      log_dir: Path | None = None) -> None:
@@ -148,10 +148,10 @@ def test_validate_records_each_repeats_compute_ratio_where_compute_dominates(tmp
     scenario = load_scenario("ideal-2")
     rows, _ = run_all(profile, None, scenario, "ideal-2", opts, tmp_path / "a", log=lambda m: None)
     assert all(r.ok for r in rows), [r.error for r in rows]
-    assert [r.compute_ratio_all for r in rows] == [pytest.approx((1.5, 1.0))] * 2
+    assert [r.compute_ratio_all for r in rows] == [pytest.approx((1.5, 1.0, 1.0)), pytest.approx((1.5, 1.0))]
     assert all(r.compute_matched_error_pct == pytest.approx(0.0, abs=1e-6) for r in rows)
     # 5 ms more per action than 1-8 ms of compute: the ratio would mix the two, and is left out
-    factor = iter([1.5, 1.5, 1.0, 1.0])
+    factor = iter([1.5, 1.5, 1.0, 1.0, 1.0])
     costly = dataclasses.replace(scenario, overheads=Overheads(forward_us=5000.0, backward_us=5000.0))
     rows, _ = run_all(profile, None, costly, "ideal-2", opts, tmp_path / "b", log=lambda m: None)
     assert [r.compute_ratio_all for r in rows] == [(), ()] and all(r.measured_ms > 0 for r in rows)

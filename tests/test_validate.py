@@ -203,8 +203,9 @@ def test_run_all_retries_once_then_records_the_failure_and_goes_on(tmp_path: Pat
     monkeypatch.setattr(execution, "run_plan", fake_execute)
     notes: list[str] = []
     rows, timelines = run_all(prof, None, scenario, "ideal-2", opts, out, log=lambda m: None, warn=notes.append)
-    assert calls == [names[0], names[1], names[1], names[2], names[2], names[3]]
-    assert [(r.status, r.attempts) for r in rows] == [("ok", 1), ("ok", 2), ("failed", 2), ("ok", 1)]
+    # the one-process run is measured once more at the end: the others' reference after them
+    assert calls == [names[0], names[1], names[1], names[2], names[2], names[3], names[0]]
+    assert [(r.status, r.attempts) for r in rows] == [("ok", 2), ("ok", 2), ("failed", 2), ("ok", 1)]
     assert [r.measured_ms for r in rows if r.ok] == [10.0, 10.0, 10.0]
     assert rows[2].error == (f"the executor exited 0 but wrote no {names[2]}.r1.metrics.json; "
                              "then executor exit status -9")
@@ -213,7 +214,7 @@ def test_run_all_retries_once_then_records_the_failure_and_goes_on(tmp_path: Pat
     assert len(notes) == 3 and "retrying once" in notes[0] and "going on" in notes[2]
     assert notes[0] == (f"[1/1] [2/4] K=2 ddg split [{rows[1].split}] ({rows[1].label}): "
                         "failed (executor exit status 1); retrying once")
-    assert csv_seen[-1] == ["ok", "ok", "failed"]  # written after every run, before the next one
+    assert csv_seen[calls.index(names[3])] == ["ok", "ok", "failed"]  # written after every run, before the next one
     assert [r.status for r in read_csv(out / "validation.csv")] == ["ok", "ok", "failed", "ok"]
     assert timelines == []
 
@@ -229,7 +230,7 @@ def test_repeats_are_interleaved_and_the_median_is_compared(tmp_path: Path,
     assert [(s.schedule, s.micro_batches) for s in specs] == [("bp", 1), ("ddg", 1), ("gpipe", 2), ("gpipe", 4)]
     assert specs[2].name.startswith("k2-gpipe-m2-")
     calls: list[str] = []
-    step = {0: [10.0, 12.0, 11.0], 1: [20.0, 30.0, 22.0], 2: [5.0, 5.0, 5.0], 3: [7.0, 8.0, 9.0]}
+    step = {0: [10.0, 12.0, 11.0, 13.0], 1: [20.0, 30.0, 22.0], 2: [5.0, 5.0, 5.0], 3: [7.0, 8.0, 9.0]}
 
     def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str,
                      log_dir: Path | None = None) -> None:
@@ -241,15 +242,20 @@ def test_repeats_are_interleaved_and_the_median_is_compared(tmp_path: Path,
 
     monkeypatch.setattr(execution, "run_plan", fake_execute)
     rows, _ = run_all(prof, None, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=lambda m: None)
-    assert calls == [s.name for s in specs] * 3
+    # three rounds, then the one-process run once more: it closes the last round
+    assert calls == [s.name for s in specs] * 3 + [specs[0].name]
     assert [r.measured_all_ms for r in rows] == [tuple(step[i]) for i in range(4)]
-    assert [r.measured_ms for r in rows] == [11.0, 22.0, 5.0, 8.0]
-    assert [r.micro_batches for r in rows] == [1, 1, 2, 4] and all(r.repeats == 3 for r in rows)
+    assert [r.measured_ms for r in rows] == [11.5, 22.0, 5.0, 8.0]
+    assert [r.micro_batches for r in rows] == [1, 1, 2, 4] and [r.repeats for r in rows] == [4, 3, 3, 3]
+    # every execution's moment, in the order they ran
+    moments = sorted((t, i) for i, r in enumerate(rows) for t in r.measured_at_s)
+    assert [i for _, i in moments] == [0, 1, 2, 3] * 3 + [0] and moments[0][0] >= 0
     assert rows[1].spread_pct == pytest.approx(100 * 10 / 22)
-    assert rows[0].error_pct == pytest.approx(100 * (rows[0].predicted_ms - 11.0) / 11.0)
+    assert rows[0].error_pct == pytest.approx(100 * (rows[0].predicted_ms - 11.5) / 11.5)
     again = read_csv(tmp_path / "validation.csv")
     assert [(r.measured_all_ms, r.micro_batches, r.repeats) for r in again] == \
         [(r.measured_all_ms, r.micro_batches, r.repeats) for r in rows]
+    assert [r.measured_at_s for r in again] == [pytest.approx(r.measured_at_s, abs=0.06) for r in rows]
     summary = summarize(rows)
     assert summary.repeats == 3 and summary.worst_spread_pct == pytest.approx(100 * 10 / 22)
     assert summary.median_spread_pct == pytest.approx(statistics.median([r.spread_pct for r in rows]))
@@ -257,6 +263,41 @@ def test_repeats_are_interleaved_and_the_median_is_compared(tmp_path: Path,
     plan = json.loads((tmp_path / "runs" / f"{specs[3].name}.plan.json").read_text())
     assert plan["micro_batches"] == 4 and plan["schedule"] == "gpipe"
 
+
+
+def test_the_one_process_run_comes_back_within_each_round_as_the_reference(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``reference_every``: the one-process run again after every N others, and once more at the end."""
+    from ddgsim.compare.rounds import round_order
+
+    assert round_order(5, 0, 2) == [0, 1, 2, 0, 3, 4]
+    assert round_order(5, 0, 4) == [0, 1, 2, 3, 4] and round_order(5, 0, 0) == [0, 1, 2, 3, 4]
+    assert round_order(6, 0, 1) == [0, 1, 0, 2, 0, 3, 0, 4, 0, 5]
+    assert round_order(3, None, 1) == [0, 1, 2]  # no one-process run: nothing to come back to
+    prof = _profile([1.0] * 12)
+    scenario = load_scenario("ideal-2")
+    opts = Options(stages=[1, 2], schedules=["ddg", "gpipe"], splits=1, steps=6, trace=False, repeats=2,
+                   micro_batches=(2, 4), reference_every=2)
+    specs = plan_runs(prof, scenario, opts)
+    calls: list[str] = []
+
+    def fake_execute(plan: Path, steps: int, threads: int, metrics: Path, trace: Path | None, device: str,
+                     log_dir: Path | None = None) -> None:
+        name = plan.name.removesuffix(".plan.json")
+        calls.append(name)
+        assert metrics.name == f"{name}.r{calls.count(name)}.metrics.json"  # numbered by execution
+        _fake_metrics(metrics, 10.0 * calls.count(name))
+
+    monkeypatch.setattr(execution, "run_plan", fake_execute)
+    lines: list[str] = []
+    rows, _ = run_all(prof, None, scenario, "ideal-2", opts, tmp_path, log=lines.append, warn=lambda m: None)
+    a, b, c, d = (s.name for s in specs)
+    assert calls == [a, b, c, a, d] * 2 + [a]
+    assert rows[0].measured_all_ms == (10.0, 20.0, 30.0, 40.0, 50.0) and rows[0].repeats == 5
+    assert [r.repeats for r in rows[1:]] == [2, 2, 2]
+    assert "the one-process run 2 times a round and once more at the end" in lines[0]
+    assert lines[-1].startswith("[closing] K=1 bp")
+    assert summarize(rows).repeats == 2
 
 def test_executions_disturbed_by_the_hypervisor_are_measured_again(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -268,7 +309,7 @@ def test_executions_disturbed_by_the_hypervisor_are_measured_again(tmp_path: Pat
     scenario = load_scenario("ideal-2")
     opts = Options(stages=[1, 2], schedules=["ddg"], splits=1, steps=6, trace=False, repeats=1, max_steal_pct=3.0)
     # per execution: (stolen %, step ms). Run 1: stolen, then clean. Run 2: stolen three times.
-    script = [(10.0, 50.0), (1.0, 10.0), (20.0, 90.0), (5.0, 30.0), (8.0, 40.0)]
+    script = [(10.0, 50.0), (1.0, 10.0), (20.0, 90.0), (5.0, 30.0), (8.0, 40.0), (0.0, 12.0)]
     clock = {"steal": 0, "total": 0}
     executions: list[int] = []
 
@@ -287,8 +328,8 @@ def test_executions_disturbed_by_the_hypervisor_are_measured_again(tmp_path: Pat
     monkeypatch.setattr(execution, "run_plan", fake_execute)
     notes: list[str] = []
     rows, _ = run_all(prof, None, scenario, "ideal-2", opts, tmp_path, log=lambda m: None, warn=notes.append)
-    assert len(executions) == 5
-    assert [(r.measured_ms, r.steal_pct, r.redone, r.attempts) for r in rows] == [(10.0, 1.0, 1, 2),
+    assert len(executions) == 6  # and the one-process run once more at the end, undisturbed
+    assert [(r.measured_ms, r.steal_pct, r.redone, r.attempts) for r in rows] == [(11.0, 1.0, 1, 3),
                                                                                  (30.0, 5.0, 2, 3)]
     assert sum("the hypervisor stole" in n and "measuring again" in n for n in notes) == 3
     again = read_csv(tmp_path / "validation.csv")
@@ -343,8 +384,37 @@ def test_speedups_are_ratios_of_one_round_and_errors_are_told_from_noise() -> No
     assert s.speedup_runs == 3 and s.speedup_worst_pct == pytest.approx(50.0)  # rows[2]: 2.5x predicted, 1.67x measured
     text = "\n".join(s.lines())
     assert "0 within 5%, 3 inside their noise, 1 model error" in text
-    assert "model error: K=2 ddg [2]" in text and "speedup over K=1, predicted vs measured in the same round" in text
+    assert "model error: K=2 ddg [2]" in text and "speedup over K=1, predicted vs measured against the K=1 run of the same moment" in text
 
+
+
+def test_each_execution_is_compared_with_the_one_process_run_of_its_moment(tmp_path: Path) -> None:
+    """The one-process run opens every round and closes the last; an execution's reference is it
+    interpolated to the execution's moment, so a machine slowing inside a round cancels."""
+    from ddgsim.compare.accuracy import reference_ms, speed_matched_errors, speedups
+
+    # K = 1 took 100 ms at 0 s and 10 s, then the machine slowed: 140 ms at 20 s (the closing run).
+    ref = Row(model="m", K=1, schedule="bp", split="", predicted_ms=100.0, measured_ms=100.0, error_pct=0.0,
+              batch_size=8, repeats=3, measured_all_ms=(100.0, 100.0, 140.0), measured_at_s=(0.0, 10.0, 20.0))
+    # a run predicted twice as fast, at 5 s and at 15 s (halfway through the slowing: K = 1 would take 120)
+    run = Row(model="m", K=2, schedule="ddg", split="3", predicted_ms=50.0, measured_ms=55.0, error_pct=-9.1,
+              batch_size=8, repeats=2, measured_all_ms=(50.0, 60.0), measured_at_s=(5.0, 15.0))
+    assert reference_ms(ref, run) == pytest.approx([100.0, 120.0])
+    up = speedups([ref, run])[1]
+    assert up.rounds == pytest.approx((2.0, 2.0)) and up.error_pct == pytest.approx(0.0)
+    assert speed_matched_errors([ref, run]) == {1: pytest.approx(0.0)}
+    # the round's opening run alone would read the second execution as 100/60: 20 % off
+    opened = replace(ref, measured_all_ms=(100.0, 100.0), measured_at_s=(), repeats=2)
+    assert speedups([opened, replace(run, measured_at_s=())])[1].error_pct == pytest.approx(10.0)
+    # files without the moments pair repeat j with repeat j, or not at all when the counts differ
+    assert reference_ms(replace(ref, measured_at_s=()), replace(run, measured_at_s=())) is None
+    assert speedups([replace(ref, measured_at_s=()), run]) == {}
+    # the moments go through validation.csv
+    write_csv([ref, run], tmp_path / "v.csv")
+    again = read_csv(tmp_path / "v.csv")
+    assert [r.measured_at_s for r in again] == [(0.0, 10.0, 20.0), (5.0, 15.0)]
+    assert speedups(again)[1].error_pct == pytest.approx(0.0)
+    assert "measured_at_s_all" in (tmp_path / "v.csv").read_text().splitlines()[0]
 
 def test_replicated_runs_are_planned_named_and_checked(tmp_path: Path) -> None:
     from ddgsim.predict.scenario import ideal

@@ -90,6 +90,8 @@ def test_the_docs_example_runs_and_writes_what_the_command_writes(tmp_path: Path
     ("splits", 0, "splits must be > 0, got 0", "--splits must be > 0, got 0"),
     ("schedules", ("ddg", "pipedream"), "schedules: 'pipedream' is not one of", "--schedules: 'pipedream' is not one of"),
     ("steps", 3, "steps must be >= K+2 = 4", "--steps must be >= K+2 = 4"),
+    ("reference_every", -1, "reference_every must be >= 0 (0: only at the start of each round), got -1",
+     "--reference-every must be >= 0"),
     ("warmup_ms", 1e6, "warmup_ms must be in 0..60000 ms, got 1e+06", "--warmup-ms must be in 0..60000 ms, got 1e+06"),
     ("runtimes", ("jax",), "runtimes must be one or both of ddgsim, torch, got ['jax']",
      "--runtimes must be ddgsim and/or torch separated by commas, got 'jax'"),

@@ -39,11 +39,11 @@ class Summary:
     """Median over runs of (max − min)/median of their repeats, in %."""
     worst_spread_pct: float = math.nan
     repeats: int = 1
-    """Most repeats of one run."""
+    """The runs' usual number of repeats (the one-process run has one more: it also closes the last round)."""
     speed_matched_median_pct: float = math.nan
-    """Median |error| once each round's predictions are scaled by that round's K = 1 run
+    """Median |error| once each prediction is scaled by the K = 1 run of the same moment
     (measured / predicted): the pipeline model's error with the machine's speed of the
-    moment factored out (:func:`speed_matched_errors`). NaN without a complete K = 1 run."""
+    moment factored out (:func:`speed_matched_errors`). NaN without a K = 1 run to pair with."""
     speed_matched_worst_pct: float = math.nan
     memory_median_pct: float = math.nan
     """Median over stages of every measured run of |predicted − measured| / measured peak memory, in %."""
@@ -52,8 +52,8 @@ class Summary:
     verdicts: dict[str, list[str]] = field(default_factory=dict)
     """Per :meth:`Row.verdict`, the runs (``label: error, noise``) it applies to."""
     speedup_median_pct: float = math.nan
-    """Median over runs of |predicted − measured speedup over K = 1| / measured, the speedups taken
-    in the same round (:func:`speedups`); NaN without a complete K = 1 run."""
+    """Median over runs of |predicted − measured speedup over K = 1| / measured, each measured
+    against the K = 1 run of the same moment (:func:`speedups`); NaN without a K = 1 run to pair with."""
     speedup_worst_pct: float = math.nan
     speedup_runs: int = 0
     compute_matched_median_pct: float = math.nan
@@ -118,8 +118,8 @@ class Summary:
             f"median absolute error: {_pct(self.median_abs_error_pct)}",
             f"worst absolute error: {_pct(self.worst_abs_error_pct)}",
             *self._verdict_lines(),
-            *([f"speedup over K=1, predicted vs measured in the same round (the machine's drift cancels): "
-               f"median |error| {_pct(self.speedup_median_pct)}, worst {_pct(self.speedup_worst_pct)} "
+            *([f"speedup over K=1, predicted vs measured against the K=1 run of the same moment "
+               f"(the machine's drift cancels): median |error| {_pct(self.speedup_median_pct)}, worst {_pct(self.speedup_worst_pct)} "
                f"({self.speedup_runs} runs)"] if self.speedup_runs else []),
             *([f"with each execution's own compute speed (its stages' measured compute against the predicted: "
                f"median {statistics.median(self.compute_ratios):.2f}x, {min(self.compute_ratios):.2f}-"
@@ -138,10 +138,11 @@ def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.1f}%"
 
 
-def _with_base(rows: Sequence[Row]) -> list[tuple[int, Row]]:
-    """(row index, its one-process run) for every measured row of K ≥ 2 whose group (model, batch,
-    scenario) has exactly one one-process run, measured in every round as the row was."""
-    out: list[tuple[int, Row]] = []
+def _with_base(rows: Sequence[Row]) -> list[tuple[int, Row, list[float]]]:
+    """(row index, its one-process run, that run's time at the moment of each of the row's repeats)
+    for every measured row of K ≥ 2 whose group (model, batch, scenario) has exactly one one-process
+    run (:func:`reference_ms`)."""
+    out: list[tuple[int, Row, list[float]]] = []
     groups: dict[tuple[str, int, str], list[int]] = {}
     for i, r in enumerate(rows):
         if r.ok and r.measured_all_ms:
@@ -151,25 +152,50 @@ def _with_base(rows: Sequence[Row]) -> list[tuple[int, Row]]:
         if len(base) != 1:
             continue
         ref = rows[base[0]]
-        out += [(i, ref) for i in idx if i != base[0] and len(rows[i].measured_all_ms) == len(ref.measured_all_ms)]
+        for i in idx:
+            at = reference_ms(ref, rows[i]) if i != base[0] else None
+            if at is not None:
+                out.append((i, ref, at))
     return out
+
+
+def reference_ms(ref: Row, r: Row) -> list[float] | None:
+    """Per repeat of ``r``: the one-process run ``ref``'s time at that moment.
+
+    With the moment of every execution recorded (:attr:`Row.measured_at_s`), the one-process
+    run's measurements — one opens every round, one more closes the last — are interpolated
+    linearly in time to the middle of each of ``r``'s executions: a machine that drifts inside a
+    round moves the reference with it. Without them (files written before), repeat j of ``r``
+    takes repeat j of ``ref``, the run that opened its round; ``None`` when the two do not pair up.
+    """
+    if _timed(ref) and _timed(r):
+        import numpy as np
+
+        return [float(x) for x in np.interp(r.measured_at_s, ref.measured_at_s, ref.measured_all_ms)]
+    if len(r.measured_all_ms) == len(ref.measured_all_ms):
+        return list(ref.measured_all_ms)
+    return None
+
+
+def _timed(r: Row) -> bool:
+    return bool(r.measured_at_s) and len(r.measured_at_s) == len(r.measured_all_ms)
 
 
 def speed_matched_errors(rows: Sequence[Row]) -> dict[int, float]:
     """Per row (by index, all but the one-process run): the error once the machine's speed drift is factored out.
 
-    The repeats are interleaved in rounds, and each round starts with the one-process run
-    (K = 1) of the same model and batch. Its measured/predicted ratio in round r says how
-    fast the machine ran that round compared with when the profile was measured; every
-    prediction of round r is scaled by it and compared with that round's measurement, and
-    the row's figure is the median over rounds. Rows whose group lacks a K = 1 row with a
-    measurement in every round (or that miss rounds themselves) are left out.
+    The repeats are interleaved in rounds, each opened by the one-process run (K = 1) of the
+    same model and batch, and the last closed by one more. That run's measured/predicted ratio at
+    the moment of an execution (:func:`reference_ms`) says how fast the machine ran then
+    compared with when the profile was measured; the prediction is scaled by it and compared
+    with that execution's measurement, and the row's figure is the median over its repeats.
+    Rows whose group lacks one K = 1 row to pair with are left out.
     """
     out: dict[int, float] = {}
-    for i, ref in _with_base(rows):
+    for i, ref, at in _with_base(rows):
         r = rows[i]
-        factors = [m / ref.predicted_ms for m in ref.measured_all_ms]
-        errs = [100.0 * (r.predicted_ms * f - m) / m for f, m in zip(factors, r.measured_all_ms, strict=True)]
+        errs = [100.0 * (r.predicted_ms * b / ref.predicted_ms - m) / m
+                for b, m in zip(at, r.measured_all_ms, strict=True)]
         out[i] = float(statistics.median(errs))
     return out
 
@@ -187,15 +213,16 @@ class Speedup(NamedTuple):
 
 
 def speedups(rows: Sequence[Row]) -> dict[int, Speedup]:
-    """Per row of K ≥ 2 (by index): its speedup over K = 1, predicted and measured in the same round.
+    """Per row of K ≥ 2 (by index): its speedup over K = 1, predicted, and measured against the
+    one-process run of the same moment (:func:`reference_ms`).
 
-    A ratio of two runs of one round, measured minutes apart at most, cancels the machine's
-    speed of the moment (the same rounds as :func:`speed_matched_errors`)."""
+    A ratio of two runs measured minutes apart at most, the reference interpolated to the moment
+    of each execution, cancels the machine's speed of the moment."""
     out: dict[int, Speedup] = {}
-    for i, ref in _with_base(rows):
+    for i, ref, at in _with_base(rows):
         r = rows[i]
         pred = ref.predicted_ms / r.predicted_ms
-        meas = [b / m for b, m in zip(ref.measured_all_ms, r.measured_all_ms, strict=True)]
+        meas = [b / m for b, m in zip(at, r.measured_all_ms, strict=True)]
         out[i] = Speedup(pred, float(statistics.median(meas)),
                          float(statistics.median(100.0 * (pred - x) / x for x in meas)), tuple(meas))
     return out
@@ -252,4 +279,4 @@ def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
                    worst_abs_error_pct=max(errs), kendall_tau=tau, kendall_p=p, discordant=bad, tol_pct=tol_pct,
                    failed=failed, median_spread_pct=float(statistics.median(spreads)) if spreads else math.nan,
                    worst_spread_pct=max(spreads) if spreads else math.nan,
-                   repeats=max(r.repeats for r in rows))
+                   repeats=statistics.median_low(r.repeats for r in rows))

@@ -50,6 +50,9 @@ class ValidateConfig:
     """Splits per K and schedule: planned, even, then unbalanced ones."""
     repeats: int = 3
     """Executions per run, interleaved over the runs; their median is compared."""
+    reference_every: int = 4
+    """The one-process run, the reference of the speedups, is measured again after every this many
+    other executions of a round (0: only at the start of each round)."""
     steps: int = 10
     """Iterations per execution, at least (short steps run longer: ``warmup_ms``, ``window_ms``)."""
     warmup: int | None = None
@@ -99,6 +102,9 @@ class ValidateConfig:
         for name in ("splits", "batch_size", "threads", "repeats"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f" must be > 0, got {getattr(self, name)}")
+        if self.reference_every < 0:
+            raise ConfigError("reference_every", f" must be >= 0 (0: only at the start of each round), "
+                                                 f"got {self.reference_every}")
         if self.steps < max(self.stages) + 2:
             raise ConfigError("steps", f" must be >= K+2 = {max(self.stages) + 2} (fill, then at least 2 steady "
                                        f"gaps), got {self.steps}")

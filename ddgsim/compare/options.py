@@ -22,6 +22,10 @@ class Options:
     tol_pct: float = 5.0
     repeats: int = 3
     """Executions per run, interleaved: repeat r of every run before repeat r + 1 of any."""
+    reference_every: int = 4
+    """Within a round, the one-process run is measured again after every this many others (0: only
+    at the start of each round): the reference each execution's speedup is taken against
+    (:func:`~ddgsim.compare.rounds.round_order`)."""
     micro_batches: tuple[int, ...] = (2,)
     """M for the micro-batched schedules (gpipe, 1f1b): one set of runs per M."""
     runtimes: tuple[str, ...] = ("ddgsim",)

@@ -77,9 +77,11 @@ def error_figure(rows: Sequence[Row], title: str = "Prediction error per run") -
     return fig
 
 
-def speedup_figure(rows: Sequence[Row], title: str = "Speedup over K = 1, predicted vs measured (same round)") -> Any:
-    """Every run of K ≥ 2 with a one-process run in each of its rounds (:func:`speedups`): the
-    measured speedup (median over rounds, range as error bars) against the predicted one."""
+def speedup_figure(rows: Sequence[Row],
+                   title: str = "Speedup over K = 1, predicted vs measured (against K = 1 of the same moment)") -> Any:
+    """Every run of K ≥ 2 with a one-process run to pair each of its executions with
+    (:func:`speedups`): the measured speedup (median over its executions, range as error bars)
+    against the predicted one."""
     import plotly.graph_objects as go
 
     ups = speedups(rows)

@@ -49,6 +49,8 @@ class _Run:
     reasons: list[str] = field(default_factory=list)
     memory: list[tuple[float, ...]] = field(default_factory=list)
     """Measured peak memory per stage (MiB) of each kept execution."""
+    at: list[float] = field(default_factory=list)
+    """When each kept execution ran (:attr:`Row.measured_at_s`)."""
     compute: list[float] = field(default_factory=list)
     """Each kept execution's :attr:`Row.compute_ratio_all` (none where the runtime does not time its actions)."""
     steps: int = 0
@@ -126,7 +128,8 @@ def _row(run: _Run, profile: Profile, scenario: Scenario) -> Row:
               predicted_memory_mib=tuple(b / 2**20 for b in run.sim.peak_memory_bytes),
               measured_memory_mib=tuple(statistics.median(xs) for xs in zip(*run.memory, strict=True))
               if run.memory and len({len(m) for m in run.memory}) == 1 else (),
-              compute_ratio_all=tuple(run.compute) if len(run.compute) == len(run.values) else ())
+              compute_ratio_all=tuple(run.compute) if len(run.compute) == len(run.values) else (),
+              measured_at_s=tuple(run.at))
     if not run.values:
         error = f"{run.reasons[0]}, twice" if len(set(run.reasons)) == 1 and len(run.reasons) == 2 else \
             "; then ".join(run.reasons)
@@ -144,7 +147,10 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
 
     Repeat r of every run happens before repeat r + 1 of any, so a machine that speeds up or
     slows down over the minutes moves all runs alike; a run's ``measured_ms`` is the median of
-    its repeats. ``out/validation.csv`` is rewritten after every execution, so an interrupted
+    its repeats. The one-process run opens every round, comes back after every
+    ``opts.reference_every`` others (:func:`round_order`) and is measured once more after the last
+    round, and every execution's moment is kept: each execution is compared with the one-process run
+    of its own moment. ``out/validation.csv`` is rewritten after every execution, so an interrupted
     validation keeps what it measured. A failed execution is tried once more; failing again, it
     is noted (through ``warn``; by default :func:`note`, the log) and the next one starts. A run with no
     measurement at all becomes a ``failed`` row.
@@ -156,64 +162,24 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
     specs = plan_runs(profile, scenario, opts)
     runs = [_prepare(spec, profile, profile_ref, scenario, scenario_ref, runs_dir, opts) for spec in specs]
     longer = sorted({r.steps for r in runs if r.steps > opts.steps})
+    ref = reference_index(runs)
+    order = round_order(len(runs), ref, opts.reference_every)
     log(f"{len(specs)} runs × {opts.repeats} repeats (interleaved) of {opts.steps} steps each" + (
         f"; {sum(r.steps > opts.steps for r in runs)} of short steps run {longer[0]}–{longer[-1]} "
-        f"(at least {opts.min_warmup_ms:g} ms of warm-up and {opts.min_window_ms:g} ms measured)" if longer else ""))
+        f"(at least {opts.min_warmup_ms:g} ms of warm-up and {opts.min_window_ms:g} ms measured)" if longer else "")
+        + (f"; the one-process run {len(order) - len(runs) + 1} times a round and once more at the end, "
+           "the others' reference" if ref is not None else ""))
+    t_zero = time.perf_counter()
+    count = [0] * len(runs)  # executions so far, per run: the metrics files' numbers
     for rep in range(opts.repeats):
-        for i, run in enumerate(runs):
-            spec = run.spec
-            t0 = time.perf_counter()
-            steps, warm = run.steps, run.warmup
-            micro = f" M={spec.micro_batches}" if spec.micro_batches > 1 else ""
-            micro += " under torch.distributed.pipelining" if spec.runtime == "torch" else ""
-            reps = f"×D={spec.replicas}" if spec.replicas > 1 else ""
-            what = (f"[{rep + 1}/{opts.repeats}] [{i + 1}/{len(runs)}] K={spec.stages}{reps} {spec.schedule}{micro} "
-                    f"split [{','.join(map(str, spec.split)) or '-'}] ({spec.label})")
-            metrics_path = runs_dir / f"{spec.name}.r{rep + 1}.metrics.json"
-            got: float | str = ""
-            failures = measured = 0
-            kept: tuple[float, Measured] | None = None  # (stolen %, measured) of the least disturbed execution
-            while failures < ATTEMPTS:
-                result, stolen = attempt(run.plan, opts, metrics_path, run.trace, steps, warm, spec.runtime)
-                run.attempts += 1
-                if isinstance(result, str):
-                    got = result
-                    failures += 1
-                    run.reasons.append(got)
-                    warn(f"{what}: failed ({got}); " + ("retrying once" if failures < ATTEMPTS else "going on"))
-                    continue
-                stolen = math.nan if stolen is None else stolen
-                if kept is None or stolen < kept[0]:
-                    kept = (stolen, result)
-                measured += 1
-                # the next execution's length from what this one took: a prediction far too fast
-                # must not make every repeat run thousands of steps
-                run.steps, run.warmup = run_length(result[0], spec.stages, opts)
-                if not stolen > opts.max_steal_pct or measured >= STEAL_TRIES:
-                    break
-                run.disturbed += 1
-                warn(f"{what}: the hypervisor stole {stolen:.1f}% of the CPU time during the run "
-                     f"(> {opts.max_steal_pct:g}%); measuring again")
-            memory: tuple[float, ...] = ()  # the kept execution's peak memory per stage, MiB
-            if kept is not None:
-                run.steal.append(kept[0])
-                got, memory, busy = kept[1]
-                run.values.append(got)
-                if memory:
-                    run.memory.append(memory)
-                ratio = compute_ratio(busy, run.sim.busy_ms)
-                if ratio is not None and run.timed_share >= MIN_COMPUTE_SHARE:
-                    run.compute.append(ratio)
-            took = f"({time.perf_counter() - t0:.0f} s" + (
-                f", {kept[0]:.1f}% stolen)" if kept is not None and not math.isnan(kept[0]) else ")")
-            if isinstance(got, str):
-                log(f"{what}: predicted {run.sim.iteration_ms:.1f} ms, FAILED ({got})  {took}")
-            else:
-                mem = (f"; peak memory per stage {'/'.join(f'{b / 2**20:.0f}' for b in run.sim.peak_memory_bytes)} "
-                       f"MiB predicted, {'/'.join(f'{x:.0f}' for x in memory)} measured" if memory else "")
-                log(f"{what}: predicted {run.sim.iteration_ms:.1f} ms, measured {got:.1f} ms, "
-                    f"error {100 * (run.sim.iteration_ms - got) / got:+.1f}%{mem}  {took}")
-            write_csv([_row(r, profile, scenario) for r in runs[:len(runs) if rep else i + 1]], out / CSV_NAME)
+        for slot, i in enumerate(order):
+            _measure(runs[i], count[i], f"[{rep + 1}/{opts.repeats}] [{slot + 1}/{len(order)}]", runs_dir, opts,
+                     t_zero, log, warn)
+            count[i] += 1
+            write_csv([_row(r, profile, scenario) for r, c in zip(runs, count, strict=True) if c], out / CSV_NAME)
+    if ref is not None and runs[ref].values:
+        _measure(runs[ref], count[ref], "[closing]", runs_dir, opts, t_zero, log, warn)
+        write_csv([_row(r, profile, scenario) for r in runs], out / CSV_NAME)
     rows = [_row(r, profile, scenario) for r in runs]
     timelines = []
     for run, row in zip(runs, rows, strict=True):
@@ -227,6 +193,91 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
             except Exception as exc:  # a figure is not worth the rest of the report
                 warn(f"{run_label(row)}: no timeline figure ({one_line(f'{type(exc).__name__}: {exc}')})")
     return rows, timelines
+
+
+def reference_index(runs: Sequence[_Run]) -> int | None:
+    """Which run the others are measured against: the one-process run (K = 1, one replica, the
+    ddgsim executor), where there is exactly one and something else to compare with it."""
+    base = [i for i, r in enumerate(runs)
+            if r.spec.stages == 1 and r.spec.replicas == 1 and r.spec.runtime == "ddgsim"]
+    return base[0] if len(base) == 1 and len(runs) > 1 else None
+
+
+def round_order(n: int, ref: int | None, every: int) -> list[int]:
+    """One round's executions, by run index: every run once, in order, and the reference ``ref``
+    first and again after every ``every`` others (0: first only). With the one-process run
+    measured once more after the last round, every execution lies between two of its
+    measurements at most ``every`` executions apart, and
+    :func:`ddgsim.compare.accuracy.reference_ms` interpolates between them."""
+    if ref is None:
+        return list(range(n))
+    out = [ref]
+    for j, i in enumerate(i for i in range(n) if i != ref):
+        if every and j and j % every == 0:
+            out.append(ref)
+        out.append(i)
+    return out
+
+
+def _measure(run: _Run, n: int, where: str, runs_dir: Path, opts: Options, t_zero: float,
+             log: Callable[[str], None], warn: Callable[[str], None]) -> None:
+    """Execution ``n`` (from 0) of ``run``: execute it (a failed execution once more, one disturbed by the
+    hypervisor up to :data:`STEAL_TRIES` times, keeping the least disturbed), record what it
+    measured and when (seconds after ``t_zero``), and print its line."""
+    spec = run.spec
+    t0 = time.perf_counter()
+    micro = f" M={spec.micro_batches}" if spec.micro_batches > 1 else ""
+    micro += " under torch.distributed.pipelining" if spec.runtime == "torch" else ""
+    reps = f"×D={spec.replicas}" if spec.replicas > 1 else ""
+    what = (f"{where} K={spec.stages}{reps} {spec.schedule}{micro} "
+            f"split [{','.join(map(str, spec.split)) or '-'}] ({spec.label})")
+    metrics_path = runs_dir / f"{spec.name}.r{n + 1}.metrics.json"
+    got: float | str = ""
+    failures = measured = 0
+    kept: tuple[float, Measured, float] | None = None  # (stolen %, measured, when) of the least disturbed execution
+    while failures < ATTEMPTS:
+        began = time.perf_counter()
+        result, stolen = attempt(run.plan, opts, metrics_path, run.trace, run.steps, run.warmup, spec.runtime)
+        when = (began + time.perf_counter()) / 2 - t_zero
+        run.attempts += 1
+        if isinstance(result, str):
+            got = result
+            failures += 1
+            run.reasons.append(got)
+            warn(f"{what}: failed ({got}); " + ("retrying once" if failures < ATTEMPTS else "going on"))
+            continue
+        stolen = math.nan if stolen is None else stolen
+        if kept is None or stolen < kept[0]:
+            kept = (stolen, result, when)
+        measured += 1
+        # the next execution's length from what this one took: a prediction far too fast
+        # must not make every repeat run thousands of steps
+        run.steps, run.warmup = run_length(result[0], spec.stages, opts)
+        if not stolen > opts.max_steal_pct or measured >= STEAL_TRIES:
+            break
+        run.disturbed += 1
+        warn(f"{what}: the hypervisor stole {stolen:.1f}% of the CPU time during the run "
+             f"(> {opts.max_steal_pct:g}%); measuring again")
+    memory: tuple[float, ...] = ()  # the kept execution's peak memory per stage, MiB
+    if kept is not None:
+        run.steal.append(kept[0])
+        run.at.append(kept[2])
+        got, memory, busy = kept[1]
+        run.values.append(got)
+        if memory:
+            run.memory.append(memory)
+        ratio = compute_ratio(busy, run.sim.busy_ms)
+        if ratio is not None and run.timed_share >= MIN_COMPUTE_SHARE:
+            run.compute.append(ratio)
+    took = f"({time.perf_counter() - t0:.0f} s" + (
+        f", {kept[0]:.1f}% stolen)" if kept is not None and not math.isnan(kept[0]) else ")")
+    if isinstance(got, str):
+        log(f"{what}: predicted {run.sim.iteration_ms:.1f} ms, FAILED ({got})  {took}")
+    else:
+        mem = (f"; peak memory per stage {'/'.join(f'{b / 2**20:.0f}' for b in run.sim.peak_memory_bytes)} "
+               f"MiB predicted, {'/'.join(f'{x:.0f}' for x in memory)} measured" if memory else "")
+        log(f"{what}: predicted {run.sim.iteration_ms:.1f} ms, measured {got:.1f} ms, "
+            f"error {100 * (run.sim.iteration_ms - got) / got:+.1f}%{mem}  {took}")
 
 
 def _print(msg: str) -> None:

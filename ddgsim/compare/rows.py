@@ -61,6 +61,10 @@ class Row:
     windows, median per iteration, summed over the stages) over the time the prediction gives them:
     how fast the machine computed during that execution, against the profile (empty where the
     runtime does not time its actions)."""
+    measured_at_s: tuple[float, ...] = ()
+    """Per repeat (as ``measured_all_ms``): the middle of its execution, in seconds after the
+    validation's first execution began — what pairs it with the one-process run of the same moment
+    (:func:`ddgsim.compare.accuracy.reference_ms`); empty in files written before."""
 
     @property
     def compute_matched_error_pct(self) -> float:

@@ -134,6 +134,7 @@ def _options(config: ValidateConfig) -> Options:
     return Options(stages=sorted(set(config.stages)), schedules=list(config.schedules), splits=config.splits,
                    steps=config.steps, warmup=config.warmup, threads=config.threads, device=config.device,
                    trace=config.trace, tol_pct=config.tolerance_pct, repeats=config.repeats,
+                   reference_every=config.reference_every,
                    micro_batches=micro or (2,), runtimes=config.runtimes, max_steal_pct=config.max_steal_pct,
                    replicas=tuple(sorted(set(config.replicas))), min_warmup_ms=config.warmup_ms, min_window_ms=config.window_ms)
 

@@ -16,7 +16,7 @@ COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "er
            "label", "batch_size", "steps", "scenario", "status", "error", "attempts",
            "micro_batches", "repeats", "measured_min_ms", "measured_max_ms", "measured_all_ms", "runtime",
            "steal_pct", "redone", "replicas", "predicted_memory_mib", "measured_memory_mib",
-           "compute_ratio_all", "noise_pct", "speedup_predicted", "speedup_measured", "speedup_error_pct")
+           "compute_ratio_all", "measured_at_s_all", "noise_pct", "speedup_predicted", "speedup_measured", "speedup_error_pct")
 """``validation.csv`` columns; the first seven are the contract, the rest context (a file without
 ``status``, ``error``, ``attempts`` is read as every run ``ok`` at the first attempt; one without
 the repeat columns as one repeat with M = 1). The last four are derived (:attr:`Row.noise_pct`,
@@ -41,7 +41,8 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
                         r.runtime, cell(r.steal_pct, ".2f"), r.redone, r.replicas,
                         ";".join(format(x, ".4g") for x in r.predicted_memory_mib),
                         ";".join(format(x, ".4g") for x in r.measured_memory_mib),
-                        ";".join(format(x, ".4f") for x in r.compute_ratio_all), cell(r.noise_pct, ".2f"),
+                        ";".join(format(x, ".4f") for x in r.compute_ratio_all),
+                        ";".join(format(x, ".1f") for x in r.measured_at_s), cell(r.noise_pct, ".2f"),
                         cell(up.predicted, ".4f"), cell(up.measured, ".4f"), cell(up.error_pct, ".2f")])
 
 
@@ -82,5 +83,6 @@ def _row(rec: dict[str, str]) -> Row:
                redone=int(rec.get("redone") or 0), replicas=int(rec.get("replicas") or 1),
                predicted_memory_mib=_floats(rec.get("predicted_memory_mib")),
                measured_memory_mib=_floats(rec.get("measured_memory_mib")),
-               compute_ratio_all=_floats(rec.get("compute_ratio_all")))
+               compute_ratio_all=_floats(rec.get("compute_ratio_all")),
+               measured_at_s=_floats(rec.get("measured_at_s_all")))
 
