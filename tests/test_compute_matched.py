@@ -13,7 +13,7 @@ import pytest
 from ddgsim.compare.accuracy import summarize
 from ddgsim.compare.execution import measured_busy
 from ddgsim.compare.rounds import compute_ratio
-from ddgsim.compare.rows import MACHINE_SPEED, MODEL_ERROR, Row
+from ddgsim.compare.rows import CONTENTION, MACHINE_SPEED, MODEL_ERROR, WITHIN_TOLERANCE, Row
 from ddgsim.compare.validation_csv import COLUMNS, read_csv, write_csv
 
 
@@ -67,23 +67,31 @@ def test_ratios_round_trip_through_the_csv_and_older_files_have_none(tmp_path: P
 
 
 def test_the_summary_tells_the_machines_speed_from_the_pipeline_models_error() -> None:
-    # a slow spell: both repeats of the gpipe run computed 25 % slower and took 25 % longer
-    rows = [_row(1, 100.0, (100.0, 101.0, 99.0), (1.0, 1.01, 0.99)),
+    # a slow spell: every run of the rounds, the one-process run included, computed 25 % slower
+    rows = [_row(1, 100.0, (125.0, 126.0, 124.0), (1.25, 1.26, 1.24)),
             _row(2, 80.0, (100.0, 100.5, 99.5), (1.25, 1.25, 1.25)),
             _row(2, 70.0, (75.0, 74.0, 76.0), split="2", runtime="torch")]
     s = summarize(rows)
     assert s.compute_matched_runs == 2 and s.compute_matched_worst_pct == pytest.approx(0.0, abs=0.6)
-    assert sorted(s.compute_ratios) == pytest.approx(sorted((1.0, 1.01, 0.99, 1.25, 1.25, 1.25)))
+    assert sorted(s.compute_ratios) == pytest.approx(sorted((1.25, 1.26, 1.24, 1.25, 1.25, 1.25)))
     # -20 %, against ±0.5 % of noise, yet all of it the machine's: told apart from a model error
     assert rows[1].verdict(5.0) == MACHINE_SPEED
     wrong = _row(2, 60.0, (100.0, 100.5, 99.5), (1.25, 1.25, 1.25), split="1")  # 75 at that speed: -25 %
     assert wrong.verdict(5.0) == MODEL_ERROR and _row(2, 80.0, (100.0, 100.5, 99.5)).verdict(5.0) == MODEL_ERROR
     text = "\n".join(s.lines())
-    assert "with each execution's own compute speed" in text and "median 1.13x, 0.99-1.25x" in text
-    assert "1 within 5% at their own compute speed (the machine's speed of the moment), 1 model error" in text
+    assert "with each execution's own compute speed" in text and "median 1.25x, 1.24-1.26x" in text
+    assert ("2 within 5% at their own compute speed (the machine's speed of the moment), 0 within it at their own "
+            "compute speed but not at the one-process run's of the same moment (contention: the processes slowed "
+            "each other beyond the model), 1 model error") in text
     assert "  the machine's speed: K=2 gpipe [3] : error -20.0%, noise ±0.5%, at its own compute speed +0.0%" in text
+    # the same run while the one-process run kept the profile's speed: its stages slowed each other
+    alone = summarize([_row(1, 100.0, (100.0, 101.0, 99.0), (1.0, 1.01, 0.99)), rows[1]])
+    assert set(alone.verdicts) == {WITHIN_TOLERANCE, CONTENTION}
+    assert alone.verdicts[CONTENTION] == ["K=2 gpipe [3] : error -20.0%, noise ±0.5%, at its own compute speed "
+                                          "+0.0%, at the one-process run's of the same moment -20.0%"]
+    assert "1 within it at their own compute speed but not" in "\n".join(alone.lines())
     js = s.to_json()
-    assert js["compute_matched_runs"] == 2 and js["compute_ratio_max"] == pytest.approx(1.25)
+    assert js["compute_matched_runs"] == 2 and js["compute_ratio_max"] == pytest.approx(1.26)
     assert js["compute_matched_worst_abs_error_pct"] == pytest.approx(s.compute_matched_worst_pct)
     # no run timed: no line, NaN figures
     plain = summarize([_row(1, 100.0, (100.0,)), _row(2, 80.0, (90.0,))])

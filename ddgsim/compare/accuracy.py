@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ddgsim.compare.rows import (
+    CONTENTION,
     MACHINE_SPEED,
     MODEL_ERROR,
     WITHIN_NOISE,
@@ -95,12 +96,16 @@ class Summary:
     def _verdict_lines(self) -> list[str]:
         if not self.verdicts:
             return []
-        n = {k: len(self.verdicts.get(k, [])) for k in (WITHIN_TOLERANCE, WITHIN_NOISE, MACHINE_SPEED, MODEL_ERROR)}
+        n = {k: len(self.verdicts.get(k, []))
+             for k in (WITHIN_TOLERANCE, WITHIN_NOISE, MACHINE_SPEED, CONTENTION, MODEL_ERROR)}
         machine = (f" {n[MACHINE_SPEED]} within {self.tol_pct:g}% at their own compute speed (the machine's speed "
-                   "of the moment)," if self.compute_matched_runs else "")
+                   f"of the moment), {n[CONTENTION]} within it at their own compute speed but not at the one-process "
+                   "run's of the same moment (contention: the processes slowed each other beyond the model),"
+                   if self.compute_matched_runs else "")
         out = [f"against each run's noise (half the spread of its repeats): {n[WITHIN_TOLERANCE]} within "
                f"{self.tol_pct:g}%, {n[WITHIN_NOISE]} inside their noise,{machine} {n[MODEL_ERROR]} model error"]
         out += [f"  model error: {x}" for x in self.verdicts.get(MODEL_ERROR, [])]
+        out += [f"  contention: {x}" for x in self.verdicts.get(CONTENTION, [])]
         out += [f"  the machine's speed: {x}" for x in self.verdicts.get(MACHINE_SPEED, [])]
         out += [f"  inside its noise: {x}" for x in self.verdicts.get(WITHIN_NOISE, [])]
         return out
@@ -254,14 +259,19 @@ def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
         if (a.predicted_ms - b.predicted_ms) * (a.measured_ms - b.measured_ms) < 0:
             bad.append((run_label(a), run_label(b)))
     spreads = [r.spread_pct for r in rows if not math.isnan(r.spread_pct)]
-    matched = [abs(e) for e in speed_matched_errors(rows).values()]
+    at_moment = speed_matched_errors(rows)
+    matched = [abs(e) for e in at_moment.values()]
     ups = [abs(x.error_pct) for x in speedups(rows).values()]
     verdicts: dict[str, list[str]] = {}
-    for r in rows:
-        verdicts.setdefault(r.verdict(tol_pct), []).append(
+    for i, r in enumerate(rows):
+        verdict = r.verdict(tol_pct)
+        if verdict == MACHINE_SPEED and i in at_moment and abs(at_moment[i]) > tol_pct:
+            verdict = CONTENTION  # one process alone computed faster at the same moment
+        verdicts.setdefault(verdict, []).append(
             f"{run_label(r)} {r.label}: error {r.error_pct:+.1f}%, noise ±{r.noise_pct:.1f}%"
             + ("" if math.isnan(r.compute_matched_error_pct) else
-               f", at its own compute speed {r.compute_matched_error_pct:+.1f}%"))
+               f", at its own compute speed {r.compute_matched_error_pct:+.1f}%")
+            + (f", at the one-process run's of the same moment {at_moment[i]:+.1f}%" if verdict == CONTENTION else ""))
     mem = [abs(e) for r in rows for e in r.memory_errors_pct]
     own = [abs(r.compute_matched_error_pct) for r in rows if not math.isnan(r.compute_matched_error_pct)]
     return Summary(verdicts=verdicts, speedup_runs=len(ups),

@@ -11,6 +11,11 @@ WITHIN_TOLERANCE = "within tolerance"
 WITHIN_NOISE = "within noise"
 MODEL_ERROR = "model error"
 MACHINE_SPEED = "the machine's speed"
+CONTENTION = "contention"
+"""Beyond tolerance and noise, within tolerance at its own compute speed, but not with the machine's
+speed of the moment (the one-process run then): its stage processes computed slower than one
+process alone did at the same moment — they slowed each other more than the model says
+(:func:`ddgsim.compare.accuracy.summarize`)."""
 
 OK = "ok"
 FAILED = "failed"
