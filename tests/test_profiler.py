@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import pytest
@@ -76,6 +77,8 @@ def test_smallcnn_profile_meta_and_round_trip() -> None:
         assert key in meta, key
     assert meta["command"] == "test" and meta["reps"] == 2 and meta["threads"] == 1
     assert meta["torch_version"] == torch.__version__
+    # the other processes' load during the measurement itself, in CPUs (not this process's own)
+    assert meta["other_load"] is None or 0.0 <= meta["other_load"] <= (os.cpu_count() or 1)
     assert meta["sum_over_whole"] == pytest.approx(prof.sum_ms / prof.whole_model_ms, rel=1e-3)
     cpu = meta["thread_cpu_ms"]
     assert len(cpu["units"]) == 9 and cpu["whole"] > 0 and cpu["sum"] > 0

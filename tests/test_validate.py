@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -526,6 +527,30 @@ def test_profile_warning_on_load() -> None:
     assert micro is not None and "no measured costs for 2, 4 micro-batches" in micro and "--micro-batches 2,4" in micro
 
 
+def test_under_load_means_other_processes_were_busy_during_the_profile_itself() -> None:
+    """The load average lags by a minute: right after validate's own calibration (two busy processes)
+    it says 1.5 on a quiet 2-CPU machine. A profile records what other processes used meanwhile."""
+    from ddgsim.profile.machine import busy_reading, other_load
+
+    lagging = {"loadavg_before": [1.5, 1.2, 1.0], "other_load": 0.03}
+    assert profile_warning(_profile([1.0], lagging)) is None
+    w = profile_warning(_profile([1.0], {**lagging, "other_load": 0.9}))
+    assert w is not None and "measured under load (other processes kept 0.9 of" in w
+    # (busy CPU seconds of the machine, own CPU seconds, wall seconds): 3 s busy over 2 s, 1 s of it ours
+    assert other_load((10.0, 1.0, 100.0), (13.0, 2.0, 102.0)) == pytest.approx(1.0)
+    assert other_load((10.0, 1.0, 100.0), (10.0, 1.5, 101.0)) == 0.0  # clock granularity: never below 0
+    assert other_load(None, (1.0, 1.0, 1.0)) is None
+    # a real reading: this process computing alone counts as its own, not as other load
+    before = busy_reading()
+    if before is None:
+        pytest.skip("no /proc/stat")
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.3:
+        sum(range(1000))
+    load = other_load(before, busy_reading())
+    assert load is not None and 0.0 <= load < (os.cpu_count() or 1)
+
+
 def _validate(*argv: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``python -m ddgsim validate``. The end-to-end runs pass ``--max-steal 100``: whether the hypervisor
     steals CPU time during them is not up to the test (re-measuring is tested on its own, with a script)."""
@@ -585,9 +610,15 @@ def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -
     assert r.returncode == 0, r.stderr[-3000:]
     assert "profiled mlp at batch 16 on this machine (and 2 micro-batches); cached as " in r.stderr
     rows = read_csv(out / "validation.csv")
+    # the one-process run is measured once more at the end: every other execution lies between two of it
     assert [(x.K, x.schedule, x.micro_batches, x.runtime, x.status, x.attempts) for x in rows] == [
-        (1, "bp", 1, "ddgsim", "ok", 1), (2, "ddg-pipelined", 1, "ddgsim", "ok", 1), (2, "gpipe", 2, "ddgsim", "ok", 1),
+        (1, "bp", 1, "ddgsim", "ok", 2), (2, "ddg-pipelined", 1, "ddgsim", "ok", 1), (2, "gpipe", 2, "ddgsim", "ok", 1),
         (2, "gpipe", 2, "torch", "ok", 1)]
+    assert [len(x.measured_at_s) for x in rows] == [2, 1, 1, 1]
+    first, last = rows[0].measured_at_s
+    assert all(first < x.measured_at_s[0] < last for x in rows[1:])
+    assert "the one-process run once a round and once more at the end" in r.stdout
+    assert (out / "runs" / "k1-bp-all.r2.metrics.json").is_file()
     assert rows[1].label.startswith("planned") and rows[2].split == rows[3].split
     for x in rows:
         assert x.predicted_ms > 0 and x.measured_ms > 0
@@ -595,7 +626,7 @@ def test_validate_end_to_end_on_mlp(tmp_path: Path, mlp_cache: dict[str, str]) -
         assert x.error_pct == pytest.approx(100 * (x.predicted_ms - x.measured_ms) / x.measured_ms, abs=0.5)
     assert "median absolute error" in r.stdout and "Kendall tau" in r.stdout
     # each execution's compute speed, from the executor's own action windows (torch's runtime times none)
-    assert [len(x.compute_ratio_all) for x in rows] == [1, 1, 1, 0] and all(c > 0 for c in rows[0].compute_ratio_all)
+    assert [len(x.compute_ratio_all) for x in rows] == [2, 1, 1, 0] and all(c > 0 for c in rows[0].compute_ratio_all)
     assert "with each execution's own compute speed" in r.stdout and "(3 runs; what is left" in r.stdout
     # peak memory per stage: predicted beside measured (the executor measures it, PyTorch's runtime does not)
     assert [(len(x.predicted_memory_mib), len(x.measured_memory_mib)) for x in rows] == [(1, 1), (2, 2), (2, 2), (2, 0)]

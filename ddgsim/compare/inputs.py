@@ -129,6 +129,11 @@ def with_model_contention(scenario: Scenario, model: str, batch_size: int, threa
     return replace(scenario, concurrent_speed=speed), line
 
 
+LOADED_CPUS = 0.25
+"""A profile during which other processes kept more than this many CPUs busy, on average, was
+measured under load (:func:`ddgsim.profile.machine.other_load`)."""
+
+
 def profile_warning(profile: Profile, where: str = "", micro_batches: Sequence[int] = ()) -> str | None:
     """A line when the profile describes another machine, was measured under load or not with 1 thread,
     or lacks measured costs for a micro-batch count to validate."""
@@ -141,7 +146,11 @@ def profile_warning(profile: Profile, where: str = "", micro_batches: Sequence[i
     foreign = provenance_note(profile, where or profile.model)
     if foreign:
         notes.append(foreign.removeprefix("note: "))
-    if isinstance(load, list) and load and float(load[0]) > 0.5 * cpus:
+    other = meta.get("other_load")
+    if isinstance(other, (int, float)):  # measured over the profile itself
+        if other > LOADED_CPUS:
+            notes.append(f"measured under load (other processes kept {other:.1f} of {cpus} CPUs busy)")
+    elif isinstance(load, list) and load and float(load[0]) > 0.5 * cpus:  # profiles from before: the load average
         notes.append(f"measured under load (load average {load[0]} on {cpus} CPUs)")
     if profile.threads != 1:
         notes.append(f"measured with {profile.threads} threads, the executor runs 1 per stage")

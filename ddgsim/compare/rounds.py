@@ -167,7 +167,7 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
     log(f"{len(specs)} runs × {opts.repeats} repeats (interleaved) of {opts.steps} steps each" + (
         f"; {sum(r.steps > opts.steps for r in runs)} of short steps run {longer[0]}–{longer[-1]} "
         f"(at least {opts.min_warmup_ms:g} ms of warm-up and {opts.min_window_ms:g} ms measured)" if longer else "")
-        + (f"; the one-process run {len(order) - len(runs) + 1} times a round and once more at the end, "
+        + (f"; the one-process run {_times(len(order) - len(runs) + 1)} a round and once more at the end, "
            "the others' reference" if ref is not None else ""))
     t_zero = time.perf_counter()
     count = [0] * len(runs)  # executions so far, per run: the metrics files' numbers
@@ -177,7 +177,7 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
                      t_zero, log, warn)
             count[i] += 1
             write_csv([_row(r, profile, scenario) for r, c in zip(runs, count, strict=True) if c], out / CSV_NAME)
-    if ref is not None and runs[ref].values:
+    if ref is not None and runs[ref].values and any(r.values for j, r in enumerate(runs) if j != ref):
         _measure(runs[ref], count[ref], "[closing]", runs_dir, opts, t_zero, log, warn)
         write_csv([_row(r, profile, scenario) for r in runs], out / CSV_NAME)
     rows = [_row(r, profile, scenario) for r in runs]
@@ -193,6 +193,10 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
             except Exception as exc:  # a figure is not worth the rest of the report
                 warn(f"{run_label(row)}: no timeline figure ({one_line(f'{type(exc).__name__}: {exc}')})")
     return rows, timelines
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
 
 
 def reference_index(runs: Sequence[_Run]) -> int | None:

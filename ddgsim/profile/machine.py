@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import time
 from typing import Any
 
 KEY_FIELDS = ("cpu_model", "cpu_flags_sha", "cpu_count", "memory_gib", "torch", "torch_build", "hugepages", "gpu")
@@ -200,6 +201,30 @@ def cpu_jiffies() -> tuple[int, int] | None:
         return None
     values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
     return (values[7] if len(values) > 7 else 0), sum(values)
+
+
+def busy_reading() -> tuple[float, float, float] | None:
+    """(seconds the machine's CPUs were busy since boot, this process's CPU seconds, a monotonic
+    wall clock): two readings give :func:`other_load`. ``None`` where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / tick, time.process_time(), time.perf_counter()
+
+
+def other_load(before: tuple[float, float, float] | None, after: tuple[float, float, float] | None) -> float | None:
+    """CPUs kept busy by everything but this process between two :func:`busy_reading` s, on average
+    (0: nothing else ran; 1: one CPU's worth). Unlike the load average, which decays over a minute,
+    it holds only the interval itself — a measurement right after a busy minute is not called loaded."""
+    if before is None or after is None or after[2] <= before[2]:
+        return None
+    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / (after[2] - before[2]))
 
 
 def loadavg() -> list[float] | None:

@@ -166,7 +166,14 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
         if input_shape is None:
             raise TypeError("profile_model needs io or input_shape")
         io = ModelIO(input_shape=tuple(int(d) for d in input_shape))
-    from ddgsim.profile.machine import cpu_jiffies, fingerprint, loadavg, steal_pct
+    from ddgsim.profile.machine import (
+        busy_reading,
+        cpu_jiffies,
+        fingerprint,
+        loadavg,
+        other_load,
+        steal_pct,
+    )
 
     if clock not in CLOCKS:
         raise UserError(f"clock must be one of {', '.join(CLOCKS)}, got '{clock}'")
@@ -192,6 +199,7 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
         torch.set_num_threads(threads)
     load_before = loadavg()
     jiffies_before = cpu_jiffies()
+    busy_before = busy_reading()
     started = time.perf_counter()
     try:
         model = model.to(dev).train()
@@ -289,6 +297,8 @@ def profile_model(model: nn.Module, *, name: str, batch_size: int, io: ModelIO |
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))},
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
+        # CPUs other processes kept busy during the measurement (the load average lags by a minute)
+        "other_load": None if (other := other_load(busy_before, busy_reading())) is None else round(other, 2),
         # CPU time the hypervisor gave to other VMs meanwhile: wall-clock rows include it, thread CPU times not
         "steal_pct": None if (stolen := steal_pct(jiffies_before, cpu_jiffies())) is None else round(stolen, 2),
         "wall_s": round(time.perf_counter() - started, 1),
