@@ -3,8 +3,10 @@ all-reduce overlapped with the backward, the same sums as one flat all-reduce.""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import weakref
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from launch_helpers import assert_clean, assert_same, execute, final_weights, fr
 from torch import nn
 
 from ddgsim.execute.buckets import BUCKET_ENV, GradReducer
+from ddgsim.execute.groups import import_before_group
 from ddgsim.execute.stage import OptimConfig, StageWorker
 from ddgsim.replicas import bucket_ready, plan_buckets
 
@@ -55,37 +58,48 @@ def test_bucket_ready_fractions() -> None:
 def _worker(rank: int, port: int, out: str) -> None:
     torch.manual_seed(0)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    # The worker and its optimizer before the group, as the executor does (import_before_group): an
+    # optimizer built once the group exists imports torch._dynamo, whose defaults then hold the group
+    # past destroy_process_group() — its gloo threads racing the peer's teardown aborted this test
+    # ("terminate called without an active exception", SIGABRT) in two CI runs.
+    import_before_group()
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    w = StageWorker(net, index=0, num_stages=1, delay=0, optim=OptimConfig(lr=0.1), micro_batches=2,
+                    loss_fn=nn.functional.cross_entropy)
     dist.init_process_group("gloo", rank=rank, world_size=2)
+    group = weakref.ref(dist.group.WORLD)
     try:
-        torch.set_num_threads(1)
-        net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
-        w = StageWorker(net, index=0, num_stages=1, delay=0, optim=OptimConfig(lr=0.1), micro_batches=2,
-                        loss_fn=nn.functional.cross_entropy)
-        issued_in_backward: list[int] = []
-        red = GradReducer([w.params[i] for i in w.trainable], dist.group.WORLD, cap=40, first=40)
-        gen = torch.Generator().manual_seed(rank)
-        for m in range(2):
-            w.forward(0, torch.randn(4, 6, generator=gen), torch.randint(0, 3, (4,), generator=gen), micro=m)
-        assert not w.completes(0, 0)
-        w.backward(0, micro=0)
-        assert w.completes(0, 1)
-        red.start(0)
-        w.backward(0, micro=1, on_grad=lambda i, g: (red.ready(i, g), issued_in_backward.append(red.pending[0].next)))
-        raw = [g.clone() for g in w.grads[0]]
-        red.finish(0, w.grads[0])
-        summed = red.wait(0)
-        flat = torch.cat([g.reshape(-1) for g in raw])
-        dist.all_reduce(flat)
-        want = torch.split(flat, [g.numel() for g in raw])
-        ok = all(torch.equal(a, b.view_as(a)) for a, b in zip(summed, want, strict=True))
-        Path(out, f"{rank}.json").write_text(json.dumps({
-            "ok": ok, "buckets": len(red.buckets), "started_during_backward": max(issued_in_backward)}))
-        # Both ranks are done with every collective before either tears its group down: a rank that
-        # destroyed the group while its peer's gloo threads still talked to it aborted once
-        # ("terminate called without an active exception", SIGABRT) in one CI run.
-        dist.barrier()
+        result = _reduce(w, rank)  # its reducer (and the group it holds) gone when it returns
+        Path(out, f"{rank}.json").write_text(json.dumps(result))
+        dist.barrier()  # both ranks are done with every collective before either tears its group down
     finally:
         dist.destroy_process_group()
+    gc.collect()
+    assert group() is None, "the process group is still referenced after destroy_process_group()"
+
+
+def _reduce(w: StageWorker, rank: int) -> dict[str, object]:
+    """Two micro-batches through ``w``, the second's backward feeding the bucketed reducer; its sums
+    against one all-reduce of the flat gradients."""
+    issued_in_backward: list[int] = []
+    red = GradReducer([w.params[i] for i in w.trainable], dist.group.WORLD, cap=40, first=40)
+    gen = torch.Generator().manual_seed(rank)
+    for m in range(2):
+        w.forward(0, torch.randn(4, 6, generator=gen), torch.randint(0, 3, (4,), generator=gen), micro=m)
+    assert not w.completes(0, 0)
+    w.backward(0, micro=0)
+    assert w.completes(0, 1)
+    red.start(0)
+    w.backward(0, micro=1, on_grad=lambda i, g: (red.ready(i, g), issued_in_backward.append(red.pending[0].next)))
+    raw = [g.clone() for g in w.grads[0]]
+    red.finish(0, w.grads[0])
+    summed = red.wait(0)
+    flat = torch.cat([g.reshape(-1) for g in raw])
+    dist.all_reduce(flat)
+    want = torch.split(flat, [g.numel() for g in raw])
+    ok = all(torch.equal(a, b.view_as(a)) for a, b in zip(summed, want, strict=True))
+    return {"ok": ok, "buckets": len(red.buckets), "started_during_backward": max(issued_in_backward)}
 
 
 def test_reducer_sums_like_one_flat_allreduce_and_starts_during_the_backward(tmp_path: Path) -> None:

@@ -140,12 +140,15 @@ def _pair(rank: int, port: int, backend: str, threads: int) -> Iterator[Any]:
     import torch
     import torch.distributed as dist
 
+    from ddgsim.execute.groups import import_before_group
+
     torch.set_num_threads(threads)
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     dev = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    import_before_group()  # _step_overhead builds an optimizer with the group alive
     dist.init_process_group(backend, rank=rank, world_size=2)
     try:
         yield dev

@@ -105,6 +105,7 @@ def _worker(plan_path: Path, steps: int, threads: int, device: str, metrics: Pat
     import torch.distributed as dist
     from torch.distributed import pipelining
 
+    from ddgsim.execute.groups import import_before_group
     from ddgsim.execute.runner import fault_hook
     from ddgsim.malloc import tune_malloc
     from ddgsim.models.io import loss_for
@@ -120,6 +121,7 @@ def _worker(plan_path: Path, steps: int, threads: int, device: str, metrics: Pat
     dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank))) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(dev)
+    import_before_group()  # the optimizer below would import torch._dynamo with the group alive
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
         spec = get_spec(plan.model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import importlib
 import os
 import weakref
 from datetime import timedelta
@@ -21,6 +22,21 @@ if TYPE_CHECKING:
     from torch._C._distributed_c10d import Store
 
     from ddgsim.execute.stage_loop import StageProcess
+
+
+LAZY_IMPORTS = ("torch._dynamo",)
+"""Modules that bind ``group.WORLD`` into default arguments when first imported: the first
+``torch.optim`` optimizer imports ``torch._dynamo``, which imports ``torch.distributed.nn.functional``.
+Imported after ``init_process_group``, they keep the gloo group — its threads and its sockets —
+alive past ``destroy_process_group()`` until the interpreter's shutdown, racing the peers that
+close theirs: an intermittent ``terminate called without an active exception`` (SIGABRT) at exit."""
+
+
+def import_before_group() -> None:
+    """Import :data:`LAZY_IMPORTS`: call before ``init_process_group`` in any process that builds an
+    optimizer (or anything else that imports lazily) once its group exists."""
+    for name in LAZY_IMPORTS:
+        importlib.import_module(name)
 
 
 class Session:

@@ -45,7 +45,14 @@ from ddgsim.execute.comm import PeerError, group_timeout
 from ddgsim.execute.config import RunConfig
 from ddgsim.execute.evaluate import Score, evaluate_stages
 from ddgsim.execute.faults import InjectedFault, RunError, fault_hook, is_comm_failure
-from ddgsim.execute.groups import Session, c10d_threads, make_groups, open_store, teardown
+from ddgsim.execute.groups import (
+    Session,
+    c10d_threads,
+    import_before_group,
+    make_groups,
+    open_store,
+    teardown,
+)
 from ddgsim.execute.job import (
     Job,
     check_devices,
@@ -87,7 +94,7 @@ def run_worker(config: RunConfig, session: Session) -> int:
         torch.cuda.set_device(device)
     # Everything that imports lazily happens before the group exists (see the module doc):
     # the stage's optimizer imports torch._dynamo, which binds group.WORLD into defaults.
-    importlib.import_module("torch._dynamo")
+    import_before_group()
     if config.tensorboard is not None and rank == 0:  # rank 0 writes the scalars at the end
         importlib.import_module("torch.utils.tensorboard")
 
