@@ -185,13 +185,9 @@ def provenance_note(prof: Any, where: str, scenario: Any = None) -> str | None:
     return "note: " + "; ".join(notes) if notes else None
 
 
-def cpu_jiffies() -> tuple[int, int] | None:
-    """(stolen, total) CPU time of the whole machine since boot, in jiffies, from ``/proc/stat``.
-
-    *Stolen* is time the hypervisor ran something else while a vCPU of this VM wanted to run:
-    on a shared cloud VM it comes in bursts and makes wall-clock measurements slow for a while.
-    ``None`` where there is no ``/proc/stat``.
-    """
+def _cpu_times() -> list[int] | None:
+    """The machine's CPU times since boot, in jiffies, from the first line of ``/proc/stat``: user,
+    nice, system, idle, iowait, irq, softirq, steal (as many as the kernel gives); ``None`` without it."""
     try:
         with open("/proc/stat") as fh:
             fields = fh.readline().split()
@@ -199,22 +195,33 @@ def cpu_jiffies() -> tuple[int, int] | None:
         return None
     if not fields or fields[0] != "cpu":
         return None
-    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return [int(v) for v in fields[1:9]]
+
+
+def cpu_jiffies() -> tuple[int, int] | None:
+    """(stolen, total) CPU time of the whole machine since boot, in jiffies, from ``/proc/stat``.
+
+    *Stolen* is time the hypervisor ran something else while a vCPU of this VM wanted to run:
+    on a shared cloud VM it comes in bursts and makes wall-clock measurements slow for a while.
+    ``None`` where there is no ``/proc/stat``.
+    """
+    values = _cpu_times()
+    if values is None:
+        return None
     return (values[7] if len(values) > 7 else 0), sum(values)
 
 
 def busy_reading() -> tuple[float, float, float] | None:
     """(seconds the machine's CPUs were busy since boot, this process's CPU seconds, a monotonic
     wall clock): two readings give :func:`other_load`. ``None`` where there is no ``/proc/stat``."""
+    values = _cpu_times()
     try:
-        with open("/proc/stat") as fh:
-            fields = fh.readline().split()
         tick = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError):
         return None
-    if not fields or fields[0] != "cpu" or len(fields) < 8:
+    if values is None or len(values) < 7:
         return None
-    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    user, nice, system, _idle, _iowait, irq, softirq = values[:7]
     return (user + nice + system + irq + softirq) / tick, time.process_time(), time.perf_counter()
 
 
