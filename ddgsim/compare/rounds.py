@@ -60,6 +60,8 @@ class _Run:
     attempts: int = 0
     disturbed: int = 0
     """Executions measured again because the hypervisor stole too much CPU time."""
+    executions: int = 0
+    """Repeats begun so far (failed ones included): the number of the next metrics file."""
     timed_share: float = 0.0
     """The share of the stages' predicted busy time that is their compute (the profile's), not the
     executor's fixed costs per action (:func:`compute_share`)."""
@@ -170,15 +172,13 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
         + (f"; the one-process run {_times(len(order) - len(runs) + 1)} a round and once more at the end, "
            "the others' reference" if ref is not None else ""))
     t_zero = time.perf_counter()
-    count = [0] * len(runs)  # executions so far, per run: the metrics files' numbers
     for rep in range(opts.repeats):
         for slot, i in enumerate(order):
-            _measure(runs[i], count[i], f"[{rep + 1}/{opts.repeats}] [{slot + 1}/{len(order)}]", runs_dir, opts,
-                     t_zero, log, warn)
-            count[i] += 1
-            write_csv([_row(r, profile, scenario) for r, c in zip(runs, count, strict=True) if c], out / CSV_NAME)
+            _measure(runs[i], f"[{rep + 1}/{opts.repeats}] [{slot + 1}/{len(order)}]", runs_dir, opts, t_zero,
+                     log, warn)
+            write_csv([_row(r, profile, scenario) for r in runs if r.executions], out / CSV_NAME)
     if ref is not None and runs[ref].values and any(r.values for j, r in enumerate(runs) if j != ref):
-        _measure(runs[ref], count[ref], "[closing]", runs_dir, opts, t_zero, log, warn)
+        _measure(runs[ref], "[closing]", runs_dir, opts, t_zero, log, warn)
         write_csv([_row(r, profile, scenario) for r in runs], out / CSV_NAME)
     rows = [_row(r, profile, scenario) for r in runs]
     timelines = []
@@ -223,9 +223,9 @@ def round_order(n: int, ref: int | None, every: int) -> list[int]:
     return out
 
 
-def _measure(run: _Run, n: int, where: str, runs_dir: Path, opts: Options, t_zero: float,
+def _measure(run: _Run, where: str, runs_dir: Path, opts: Options, t_zero: float,
              log: Callable[[str], None], warn: Callable[[str], None]) -> None:
-    """Execution ``n`` (from 0) of ``run``: execute it (a failed execution once more, one disturbed by the
+    """The next repeat of ``run`` (:attr:`_Run.executions`): execute it (a failed execution once more, one disturbed by the
     hypervisor up to :data:`STEAL_TRIES` times, keeping the least disturbed), record what it
     measured and when (seconds after ``t_zero``), and print its line."""
     spec = run.spec
@@ -235,7 +235,8 @@ def _measure(run: _Run, n: int, where: str, runs_dir: Path, opts: Options, t_zer
     reps = f"×D={spec.replicas}" if spec.replicas > 1 else ""
     what = (f"{where} K={spec.stages}{reps} {spec.schedule}{micro} "
             f"split [{','.join(map(str, spec.split)) or '-'}] ({spec.label})")
-    metrics_path = runs_dir / f"{spec.name}.r{n + 1}.metrics.json"
+    run.executions += 1
+    metrics_path = runs_dir / f"{spec.name}.r{run.executions}.metrics.json"
     got: float | str = ""
     failures = measured = 0
     kept: tuple[float, Measured, float] | None = None  # (stolen %, measured, when) of the least disturbed execution
