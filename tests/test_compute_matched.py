@@ -76,6 +76,8 @@ def test_the_summary_tells_the_machines_speed_from_the_pipeline_models_error() -
     assert sorted(s.compute_ratios) == pytest.approx(sorted((1.25, 1.26, 1.24, 1.25, 1.25, 1.25)))
     # -20 %, against ±0.5 % of noise, yet all of it the machine's: told apart from a model error
     assert rows[1].verdict(5.0) == MACHINE_SPEED
+    # still -20 % against the one-process run of the same moment: its processes slowed each other
+    assert rows[1].verdict(5.0, -20.0) == CONTENTION and rows[1].verdict(5.0, 1.0) == MACHINE_SPEED
     wrong = _row(2, 60.0, (100.0, 100.5, 99.5), (1.25, 1.25, 1.25), split="1")  # 75 at that speed: -25 %
     assert wrong.verdict(5.0) == MODEL_ERROR and _row(2, 80.0, (100.0, 100.5, 99.5)).verdict(5.0) == MODEL_ERROR
     text = "\n".join(s.lines())

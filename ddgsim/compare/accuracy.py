@@ -17,6 +17,7 @@ from ddgsim.compare.rows import (
     WITHIN_TOLERANCE,
     Row,
     run_label,
+    scaled_error_pct,
 )
 from ddgsim.errors import UserError
 
@@ -198,10 +199,7 @@ def speed_matched_errors(rows: Sequence[Row]) -> dict[int, float]:
     """
     out: dict[int, float] = {}
     for i, ref, at in _with_base(rows):
-        r = rows[i]
-        errs = [100.0 * (r.predicted_ms * b / ref.predicted_ms - m) / m
-                for b, m in zip(at, r.measured_all_ms, strict=True)]
-        out[i] = float(statistics.median(errs))
+        out[i] = scaled_error_pct(rows[i].predicted_ms, [b / ref.predicted_ms for b in at], rows[i].measured_all_ms)
     return out
 
 
@@ -264,9 +262,7 @@ def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
     ups = [abs(x.error_pct) for x in speedups(rows).values()]
     verdicts: dict[str, list[str]] = {}
     for i, r in enumerate(rows):
-        verdict = r.verdict(tol_pct)
-        if verdict == MACHINE_SPEED and i in at_moment and abs(at_moment[i]) > tol_pct:
-            verdict = CONTENTION  # one process alone computed faster at the same moment
+        verdict = r.verdict(tol_pct, at_moment.get(i, math.nan))
         verdicts.setdefault(verdict, []).append(
             f"{run_label(r)} {r.label}: error {r.error_pct:+.1f}%, noise ±{r.noise_pct:.1f}%"
             + ("" if math.isnan(r.compute_matched_error_pct) else

@@ -79,8 +79,7 @@ class Row:
         messages, overheads outside the actions); NaN without a ratio for every repeat."""
         if not self.ok or not self.compute_ratio_all or len(self.compute_ratio_all) != len(self.measured_all_ms):
             return math.nan
-        return float(statistics.median(100.0 * (self.predicted_ms * c - m) / m
-                                       for c, m in zip(self.compute_ratio_all, self.measured_all_ms, strict=True)))
+        return scaled_error_pct(self.predicted_ms, self.compute_ratio_all, self.measured_all_ms)
 
     @property
     def memory_errors_pct(self) -> list[float]:
@@ -115,17 +114,28 @@ class Row:
         configuration strays from another (0 with one repeat; NaN when failed)."""
         return self.spread_pct / 2
 
-    def verdict(self, tol_pct: float) -> str:
+    def verdict(self, tol_pct: float, at_moment_pct: float = math.nan) -> str:
         """:data:`WITHIN_TOLERANCE` (|error| ≤ ``tol_pct``), :data:`WITHIN_NOISE` (≤ its noise),
-        :data:`MACHINE_SPEED` (beyond both, but within ``tol_pct`` at its own compute speed,
-        :attr:`compute_matched_error_pct`: the machine computed at another speed than the profile's
-        during those executions) or :data:`MODEL_ERROR`."""
+        beyond both but within ``tol_pct`` at its own compute speed (:attr:`compute_matched_error_pct`)
+        :data:`CONTENTION` when ``at_moment_pct`` — its error against the one-process run of the same
+        moment (:func:`ddgsim.compare.accuracy.speed_matched_errors`; NaN: none) — is still beyond
+        ``tol_pct``, else :data:`MACHINE_SPEED` (the machine computed at another speed than the
+        profile's during those executions); otherwise :data:`MODEL_ERROR`."""
         err = abs(self.error_pct)
         if err <= tol_pct:
             return WITHIN_TOLERANCE
         if err <= self.noise_pct:
             return WITHIN_NOISE
-        return MACHINE_SPEED if abs(self.compute_matched_error_pct) <= tol_pct else MODEL_ERROR
+        if not abs(self.compute_matched_error_pct) <= tol_pct:
+            return MODEL_ERROR
+        return CONTENTION if abs(at_moment_pct) > tol_pct else MACHINE_SPEED
+
+
+def scaled_error_pct(predicted_ms: float, factors: Sequence[float], measured_ms: Sequence[float]) -> float:
+    """Median over repeats of 100 · (predicted · factor − measured) / measured: the error once each
+    repeat's prediction is scaled to the speed the machine ran at (``factors``, one per repeat)."""
+    return float(statistics.median(100.0 * (predicted_ms * f - m) / m
+                                   for f, m in zip(factors, measured_ms, strict=True)))
 
 
 def run_label(r: Row) -> str:
