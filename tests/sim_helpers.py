@@ -82,10 +82,15 @@ def cases(draw: st.DrawFn, max_stages: int = 8, max_units: int = 16) -> tuple[Pr
 
 def overheads() -> st.SearchStrategy[Overheads]:
     """None half the time; else fixed costs per action, per message and tails (µs), sometimes
-    with other figures for a job of one process."""
+    the CPU of a message's bytes, sometimes with other figures for a job of one process."""
     us = st.sampled_from([0.0, 40.0, 700.0, 5000.0])
     one = st.builds(Overheads, forward_us=us, backward_us=us, update_us=us, send_us=us, receive_us=us, tail_us=us)
-    some = st.builds(Overheads, forward_us=us, backward_us=us, update_us=us, send_us=us, receive_us=us,
+    # the CPU a message's bytes cost each end: none, or a curve from nothing at a few bytes (calibrate's)
+    curve = st.just(((), ())) | st.tuples(
+        st.just((4.0, 262144.0, 8388608.0)),
+        st.tuples(st.just(0.0), st.sampled_from([40.0, 700.0]), st.sampled_from([700.0, 5000.0])))
+    some = st.builds(lambda c, **kw: Overheads(message_sizes=c[0], message_cpu_us=c[1], **kw), curve,
+                     forward_us=us, backward_us=us, update_us=us, send_us=us, receive_us=us,
                      tail_us=us, alone=st.none() | one)
     return st.just(Overheads()) | some
 

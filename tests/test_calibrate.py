@@ -157,6 +157,10 @@ def test_real_gloo_calibration_writes_a_loadable_sane_scenario(tmp_path: Path) -
         for value in (o.forward_us, o.backward_us, o.update_us, o.send_us, o.receive_us, o.tail_us):
             assert 0 <= value < 20_000  # µs: a Python action on a core costs more than nothing, far less than 20 ms
     assert over.forward_us + over.tail_us > 5 and over.send_us > 0  # a message is never free
+    # what a message's bytes cost each end beyond the smallest, from the same ping-pong's CPU time
+    assert over.message_sizes == (4.0, 65536.0) and over.message_cpu_us[0] == 0.0
+    assert 0 <= over.message_cpu_us[1] < 20_000 and over.alone.message_sizes == ()
+    assert "CPU ms per message and end" in out.read_text()
     assert "[overheads]" in out.read_text() and "k2-gpipe-m4" in out.read_text()
     # the 2-process all-reduce: measured per size, next to the prediction from the fitted link
     rows = measured["allreduce"]
@@ -185,6 +189,25 @@ def test_the_probed_overheads_are_written_as_the_table_the_models_read(tmp_path:
     path = tmp_path / "local.toml"
     write_scenario(dataclasses.replace(_calibration(), overheads=probe), path)
     assert load_scenario(str(path)).overheads == over
+    # with the curve of a message's bytes: written as two lists, read back the same
+    curved = dataclasses.replace(over, message_sizes=(4.0, 1048576.0), message_cpu_us=(0.0, 312.5))
+    write_scenario(dataclasses.replace(_calibration(), overheads=dataclasses.replace(probe, overheads=curved),
+                                       message_cpu_ms=(0.05, 0.3625)), path)
+    assert load_scenario(str(path)).overheads == curved
+    assert "message_sizes = [4, 1048576]" in path.read_text()  # exact bytes, not rounded
     text = path.read_text()
     assert "k2-bp-m1       measured 1.400 ms, predicted 1.500 ms (+7.1%)" in text
     assert "per message posted or taken 100.0 us" in text
+
+
+def test_the_message_curve_is_each_size_beyond_the_smallest_never_above_a_larger() -> None:
+    from ddgsim.calibrate.measure import message_cpu_curve
+
+    # ms per message and end: a noisy 1 KiB (above the 16 KiB figure) does not raise the curve
+    sizes, us = message_cpu_curve([4, 1024, 16384, 1 << 20, 8 << 20], [0.04, 0.09, 0.06, 0.33, 1.40])
+    assert sizes == (4.0, 1024.0, 16384.0, 1048576.0, 8388608.0)
+    assert us == pytest.approx((0.0, 20.0, 20.0, 290.0, 1360.0))
+    # the order of the sizes given does not matter; a size below the smallest's figure is 0
+    assert message_cpu_curve([1 << 20, 4, 16384], [0.33, 0.04, 0.03])[1] == pytest.approx((0.0, 0.0, 290.0))
+    with pytest.raises(ValueError, match="one CPU figure per size"):
+        message_cpu_curve([4, 8], [0.1])

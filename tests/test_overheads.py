@@ -187,3 +187,74 @@ def test_a_bp_trip_turns_back_early_where_a_forward_tail_outlasts_the_rest() -> 
     assert closed == pytest.approx(18.0) and rec == pytest.approx(18.0, rel=2e-3)
     assert max_plus.bp_period_closed_form(costs)[0] == pytest.approx(18.0)
     assert simulate(profile, [1, 3], sc, "bp").iteration_ms == pytest.approx(18.0, rel=2e-3)
+
+
+# ---------------------------------------------------------------- the bytes of a message
+
+CURVE = Overheads(message_sizes=(4, 262144, 1048576), message_cpu_us=(0.0, 100.0, 300.0))
+
+
+def test_the_message_curve_loads_and_bad_curves_are_named() -> None:
+    text = ("name = 't'\n[overheads]\nsend_us = 10\nmessage_sizes = [4, 262144, 1048576]\n"
+            "message_cpu_us = [0.0, 100, 300]\n[[devices]]\nname = 'a'\n")
+    sc = from_dict(tomllib.loads(text), "t")
+    assert sc.overheads.message_sizes == (4.0, 262144.0, 1048576.0)
+    assert sc.overheads.message_cpu_us == (0.0, 100.0, 300.0)
+    assert Overheads.from_dict(sc.overheads.as_dict()) == sc.overheads  # the round trip calibrate writes
+    for bad, msg in (("message_sizes = [4, 8]\nmessage_cpu_us = [1.0]", "message_sizes has 2 entries and message_cpu_us 1"),
+                     ("message_sizes = [8, 4]\nmessage_cpu_us = [1.0, 2.0]", "'message_sizes' of [overheads] must be strictly ascending"),
+                     ("message_sizes = [4, 8]\nmessage_cpu_us = [1.0, -2.0]", "'message_cpu_us' of [overheads] must be a list of numbers >= 0"),
+                     ("message_sizes = 4\nmessage_cpu_us = [1.0]", "'message_sizes' of [overheads] must be a list"),
+                     ("[overheads.alone]\nmessage_sizes = [4]", "[overheads.alone]: unknown field 'message_sizes'")):
+        with pytest.raises(UserError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+            from_dict(tomllib.loads(f"name = 't'\n[overheads]\n{bad}\n[[devices]]\nname = 'a'\n"), "t")
+
+
+def test_a_message_costs_its_ends_the_curve_interpolated_in_bytes() -> None:
+    from ddgsim.predict.overheads import message_cpu_ms
+
+    got = message_cpu_ms(CURVE, np.array([0, 4, 131074, 262144, 655360, 1048576, 2097152]))
+    # linear between the points; past the last, the last segment's slope (200 µs per 786432 bytes)
+    assert got * 1e3 == pytest.approx([0, 0, 50, 100, 200, 300, 300 + 200 * 1048576 / 786432])
+    assert message_cpu_ms(OVER, np.array([1e9])) == pytest.approx([0.0])  # no curve: nothing
+    # a curve that starts above a few bytes rises from nothing at 0 bytes (one point: a line through 0)
+    late = Overheads(message_sizes=(1000,), message_cpu_us=(10.0,))
+    assert message_cpu_ms(late, np.array([500, 1000, 5000])) * 1e3 == pytest.approx([5, 10, 50])
+
+
+def test_every_f_and_b_pays_for_the_bytes_it_takes_and_posts() -> None:
+    """K = 3, messages of 262144 bytes across cut 1 and 1048576 across cut 2 (batch 1, M = 1): the middle
+    stage's F takes the first and posts the second, its B the other way round; the ends pay for one."""
+    p = make_profile([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [262144, 1048576, 0], [0, 0, 0])
+    sc = with_overheads(chain(3), CURVE)
+    c = max_plus.costs_for_splits(p, [[1, 2]], sc)
+    assert c.forward_ms[0] == pytest.approx([1.1, 1.4, 1.3])
+    assert c.backward_ms[0] == pytest.approx([1.1, 1.4, 1.3])
+    assert c.update_ms[0] == pytest.approx(max_plus.costs_for_splits(p, [[1, 2]], chain(3)).update_ms[0])
+    # with M = 2 each micro-batch's message is half as large: 131072 and 524288 bytes
+    c2 = max_plus.costs_for_splits(p, [[1, 2]], sc, micro_batches=2)
+    big = (100 + 200 * 262144 / 786432) * 1e-3  # 524288 bytes, between the second point and the third
+    assert c2.forward_ms[0] == pytest.approx([0.5 + 0.05, 0.5 + 0.05 + big, 0.5 + big], rel=1e-4)  # the curve starts at 4 bytes
+    # replicas: stage 0 on two devices posts two pieces of half the batch, which stage 1 takes
+    p8 = make_profile([1.0, 1.0], [1.0, 1.0], [524288, 0], [0, 0], batch_size=8)
+    lay = Layout(devices=(("d0", "d1"), ("d2",)))
+    cl = max_plus.costs_for_splits(p8, [[1]], with_overheads(chain(3), CURVE), layout=lay)
+    base = max_plus.costs_for_splits(p8, [[1]], chain(3), layout=lay)
+    assert cl.forward_ms[0] - base.forward_ms[0] == pytest.approx([0.1, 0.2])  # one piece of 262144; two
+    assert cl.backward_ms[0] - base.backward_ms[0] == pytest.approx([0.1, 0.2])
+
+
+@pytest.mark.parametrize("schedule", ["ddg-pipelined", "bp", "gpipe"])
+def test_the_planner_prices_the_bytes_as_the_simulator_does(schedule: str) -> None:
+    p = make_profile([1, 2, 3, 1, 2, 1], [2, 3, 1, 2, 4, 1], [3 << 20, 1 << 18, 4 << 20, 1 << 20, 5 << 19, 0],
+                     [10**5] * 6)
+    sc = with_overheads(chain(3, 2.0, 50.0), dataclasses.replace(OVER, message_sizes=CURVE.message_sizes,
+                                                                  message_cpu_us=(0.0, 700.0, 2500.0)))
+    M = 2 if schedule == "gpipe" else 1
+    res = planner.search(p, sc, schedule, 3, micro_batches=M)
+    assert res.best is not None
+    sim = simulate(p, res.best.split, sc, schedule, micro_batches=M, iterations=80)
+    assert sim.iteration_ms == pytest.approx(res.best.iteration_ms, rel=3e-3)
+    # and the bytes changed the answer's time: the same split without the curve is faster
+    assert simulate(p, res.best.split, with_overheads(chain(3, 2.0, 50.0), OVER), schedule, micro_batches=M,
+                    iterations=80).iteration_ms < sim.iteration_ms

@@ -21,6 +21,9 @@ processes, NCCL between two GPUs) and measure:
   the executor itself runs a probe model whose units cost almost nothing
   (:mod:`ddgsim.calibrate.overhead_probe`), and what its actions cost beyond the probe's
   profile is fitted per F, B, U, per message and per action of its loop;
+* **the CPU a message's bytes cost** (gloo only): the ping-pong's process CPU time per size, half
+  a round trip's per message and end; beyond the smallest size's it becomes ``[overheads]``'s
+  ``message_sizes`` / ``message_cpu_us`` (:func:`~ddgsim.calibrate.results.message_cpu_curve`);
 * the slowdown of a compute kernel when every process computes at once instead of one alone
   (shared memory bandwidth, caches, turbo): ``concurrent_speed``; and, as a comment, the
   fixed cost of one ``F, B, U`` step of :class:`ddgsim.execute.stage.StageWorker` on a
@@ -60,6 +63,7 @@ from ddgsim.calibrate.results import (
     allreduce_check,
     allreduce_sizes,
     fit_link,
+    message_cpu_curve,
     trimmed_mean,
 )
 from ddgsim.calibrate.scenario_file import HOST, scenario_toml, write_scenario
@@ -69,7 +73,7 @@ from ddgsim.profile.machine import loadavg
 
 __all__ = [
     "HOST", "SIZES", "TRIM", "WARMUP", "AllreduceSample", "Calibration", "LinkFit", "allreduce_check",
-    "allreduce_sizes", "fit_link", "measure", "measure_allreduce", "scenario_toml", "trimmed_mean",
+    "allreduce_sizes", "fit_link", "measure", "measure_allreduce", "message_cpu_curve", "scenario_toml", "trimmed_mean",
     "write_scenario",
 ]
 
@@ -136,6 +140,7 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
     cal = Calibration(device=device, backend=backend, devices=count, memory_gib=_memory_gib(device, count),
                       link=link, step_overhead_ms=res["overhead"], compute_alone_ms=res["alone"],
                       compute_together_ms=res["together"], reps=reps, threads=threads, meta=meta,
+                      message_cpu_ms=tuple(res["link_cpu"][n] for n in sizes) if backend == "gloo" else (),
                       allreduce=tuple(AllreduceSample(nbytes=n, median_ms=statistics.median(t), mean_ms=trimmed_mean(t),
                                                       low_ms=min(t), high_ms=max(t)) for n, t in res["allreduce"].items()))
     if not overheads:
@@ -147,6 +152,9 @@ def measure(device: str = "cpu", sizes: Sequence[int] = SIZES, reps: int = 20, t
 
     here = from_dict(tomllib.loads(scenario_toml(cal)), "local")  # this machine, as measured so far
     probe = overhead_probe.measure(here, device, threads, reps=reps)
+    if cal.message_cpu_ms:  # what a message's bytes cost each end, beyond the probe's small ones
+        curve_sizes, curve_us = message_cpu_curve(link.sizes, cal.message_cpu_ms)
+        probe = replace(probe, overheads=replace(probe.overheads, message_sizes=curve_sizes, message_cpu_us=curve_us))
     meta = {**meta, "loadavg_after": loadavg(), "wall_s": round(time.perf_counter() - t0, 1)}
     return replace(cal, overheads=probe, meta=meta)
 

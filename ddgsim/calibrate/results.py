@@ -128,11 +128,30 @@ class Calibration:
     overheads: ProbeResult | None = None
     """The executor's fixed costs per action, measured on the probe model
     (:mod:`ddgsim.calibrate.overhead_probe`); ``None``: not measured."""
+    message_cpu_ms: tuple[float, ...] = ()
+    """Per link size (``link.sizes``): the median CPU time one message of the ping-pong cost each of its
+    two processes (half a process's CPU time per round trip), ms; empty: not measured (NCCL, where
+    the GPU moves the bytes and the host's CPU time is its wait)."""
 
     @property
     def concurrent_speed(self) -> float:
         """compute_alone / compute_together: < 1 when processes slow each other down."""
         return self.compute_alone_ms / self.compute_together_ms
+
+
+def message_cpu_curve(sizes: Sequence[int], cpu_ms: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The ``[overheads]`` curve of a message's CPU cost beyond the smallest (``message_sizes``,
+    ``message_cpu_us``, :func:`ddgsim.predict.overheads.message_cpu_ms`) from the ping-pong's CPU time
+    per size: each size's figure less the smallest size's (whose fixed cost the probe's ``send_us``
+    and ``receive_us`` already hold), at least 0, and never above a larger size's (a noisy small
+    size does not raise the curve: the least of it and every larger size's figure)."""
+    if len(sizes) != len(cpu_ms) or not sizes:
+        raise ValueError(f"one CPU figure per size is needed, got {len(sizes)} sizes and {len(cpu_ms)} figures")
+    order = np.argsort(sizes)
+    x = np.asarray(sizes, dtype=np.float64)[order]
+    y = np.maximum(np.asarray(cpu_ms, dtype=np.float64)[order] - float(np.asarray(cpu_ms)[order][0]), 0.0)
+    y = np.minimum.accumulate(y[::-1])[::-1]
+    return tuple(float(v) for v in x), tuple(round(1e3 * float(v), 1) for v in y)
 
 
 def allreduce_check(cal: Calibration) -> list[dict[str, float]]:

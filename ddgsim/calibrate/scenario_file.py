@@ -38,10 +38,11 @@ def scenario_toml(cal: Calibration, name: str = "local", command: str = "") -> s
         f"# Link: two processes, {cal.backend}, blocking send/recv ping-pong of float32 tensors; one-way time",
         f"# = half the median round trip over {cal.reps} repetitions ({WARMUP} untimed first). Fit of",
         "# time = latency + bytes / bandwidth by non-negative least squares, weights 1/time:",
-        "#        bytes   one-way ms     fit ms",
+        "#        bytes   one-way ms     fit ms" + ("   CPU ms per message and end" if cal.message_cpu_ms else ""),
     ]
-    for n, t in zip(link.sizes, link.one_way_ms, strict=True):
-        lines.append(f"# {n:>12} {t:>12.4f} {link.predict_ms(n):>10.4f}")
+    cpu = cal.message_cpu_ms or (None,) * len(link.sizes)
+    for n, t, c in zip(link.sizes, link.one_way_ms, cpu, strict=True):
+        lines.append(f"# {n:>12} {t:>12.4f} {link.predict_ms(n):>10.4f}" + (f" {c:>12.4f}" if c is not None else ""))
     lines += [
         f"# latency {link.latency_us:.2f} us, bandwidth {link.bandwidth_gb_s:.3f} GB/s, largest relative "
         f"residual {100 * link.max_rel_residual:.1f}%.",
@@ -101,13 +102,21 @@ def _overheads_toml(probe: ProbeResult) -> list[str]:
         lines.append(f"#   {name:<14} measured {measured:.3f} ms, predicted {predicted:.3f} ms "
                      f"({100 * (predicted - measured) / measured:+.1f}%)")
     over = probe.overheads
+    if over.message_sizes:
+        lines += ["# What a message's bytes cost each of its two processes beyond the smallest message's, from the",
+                  "# link's ping-pong timed in process CPU time (half a round trip's, median; never above a larger",
+                  "# size's): message_sizes (bytes) and message_cpu_us below, charged to every F and B per message."]
     lines.append("[overheads]")
-    lines += [f"{k} = {v:g}" for k, v in over.as_dict().items() if k != "alone"]
+    lines += [f"{k} = {_value(v)}" for k, v in over.as_dict().items() if k != "alone"]
     if over.alone is not None:
         lines += ["", "# a job of one process (alone on the host; its optimizer step is the profile's whole step)",
                   "[overheads.alone]"]
         lines += [f"{k} = {v:g}" for k, v in over.alone.as_dict().items()]
     return [*lines, ""]
+
+
+def _value(v: float | list[float]) -> str:
+    return "[" + ", ".join(f"{x:.10g}" for x in v) + "]" if isinstance(v, list) else f"{v:g}"
 
 
 def _allreduce_comment(cal: Calibration) -> list[str]:

@@ -23,12 +23,13 @@ def free_port() -> int:
 
 
 def _timed(ops: Mapping[int, tuple[Callable[[], None], Callable[[], None] | None]], reps: int,
-           dev: Any) -> dict[int, list[float]]:
+           dev: Any, cpu: dict[int, list[float]] | None = None) -> dict[int, list[float]]:
     """ms of each of ``reps`` runs of every ``op`` (per key: ``(op, after)``) after ``WARMUP``
     untimed ones, interleaved: each repetition runs every op once, so that a slow stretch of a
     shared machine hits every size alike instead of a few sizes' whole medians. Every run starts
     together on all ranks (a barrier) and is timed to the device's completion; ``after`` runs
-    untimed after it."""
+    untimed after it. With ``cpu``, the process's CPU time of every run (all its threads, ms) is
+    appended there too."""
     import torch.distributed as dist
 
     times: dict[int, list[float]] = {key: [] for key in ops}
@@ -36,18 +37,22 @@ def _timed(ops: Mapping[int, tuple[Callable[[], None], Callable[[], None] | None
         for key, (op, after) in ops.items():
             dist.barrier()
             _sync(dev)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             op()
             _sync(dev)
             if i >= WARMUP:
                 times[key].append((time.perf_counter() - t0) * 1e3)
+                if cpu is not None:
+                    cpu.setdefault(key, []).append((time.process_time() - c0) * 1e3)
             if after is not None:
                 after()
     return times
 
 
-def _ping_pong(rank: int, sizes: Sequence[int], reps: int, dev: Any) -> dict[int, float]:
-    """Median one-way ms per size; ranks 0 and 1 bounce a tensor, the others wait."""
+def _ping_pong(rank: int, sizes: Sequence[int], reps: int, dev: Any) -> tuple[dict[int, float], dict[int, float]]:
+    """Per size: the median one-way ms, and the median CPU ms one message costs this process (half its
+    CPU time per round trip: it posts one message and takes one). Ranks 0 and 1 bounce a tensor, the
+    others wait."""
     import torch
     import torch.distributed as dist
 
@@ -62,7 +67,10 @@ def _ping_pong(rank: int, sizes: Sequence[int], reps: int, dev: Any) -> dict[int
         return op
 
     ops = {n: (bounce(torch.zeros(max(1, n // 4), dtype=torch.float32, device=dev)), None) for n in sizes}
-    return {n: statistics.median(t) / 2 for n, t in _timed(ops, reps, dev).items()}
+    cpu: dict[int, list[float]] = {}
+    wall = _timed(ops, reps, dev, cpu)
+    return ({n: statistics.median(t) / 2 for n, t in wall.items()},
+            {n: statistics.median(t) / 2 for n, t in cpu.items()})
 
 
 def _allreduce(sizes: Sequence[int], reps: int, dev: Any) -> dict[int, list[float]]:
@@ -161,7 +169,7 @@ def worker(rank: int, port: int, backend: str, sizes: Sequence[int], reps: int, 
     import torch.distributed as dist
 
     with _pair(rank, port, backend, threads) as dev:
-        link = _ping_pong(rank, sizes, reps, dev)
+        link, link_cpu = _ping_pong(rank, sizes, reps, dev)
         dist.barrier()
         reduce = _allreduce(allreduce_sizes(sizes), reps, dev)
         dist.barrier()
@@ -171,7 +179,7 @@ def worker(rank: int, port: int, backend: str, sizes: Sequence[int], reps: int, 
         dist.barrier()
         overhead = _step_overhead(reps, dev)
         if rank == 0:
-            queue.put({"link": link, "alone": alone, "together": together, "overhead": overhead,
+            queue.put({"link": link, "link_cpu": link_cpu, "alone": alone, "together": together, "overhead": overhead,
                        "allreduce": reduce})
         dist.barrier()
 

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         import json
 
         print(json.dumps({"device": args.device, "sizes": list(link.sizes), "one_way_ms": list(link.one_way_ms),
+                          "message_cpu_ms": list(cal.message_cpu_ms),
                           "latency_us": link.latency_us, "bandwidth_gb_s": link.bandwidth_gb_s,
                           "max_rel_residual": link.max_rel_residual, "step_overhead_ms": cal.step_overhead_ms,
                           "concurrent_speed": cal.concurrent_speed,
@@ -76,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
                           "allreduce": allreduce_check(cal), "scenario": str(out)}, indent=1))
         print(f"wrote {out}", file=sys.stderr)
         return 0
-    print(f"{'bytes':>10} {'one-way ms':>11} {'fit ms':>9}")
-    for n, t in zip(link.sizes, link.one_way_ms, strict=True):
-        print(f"{n:>10} {t:>11.4f} {link.predict_ms(n):>9.4f}")
+    print(f"{'bytes':>10} {'one-way ms':>11} {'fit ms':>9}" + (" CPU ms per message and end" if cal.message_cpu_ms else ""))
+    for i, (n, t) in enumerate(zip(link.sizes, link.one_way_ms, strict=True)):
+        cpu = f" {cal.message_cpu_ms[i]:>12.4f}" if cal.message_cpu_ms else ""
+        print(f"{n:>10} {t:>11.4f} {link.predict_ms(n):>9.4f}{cpu}")
     print(f"link: {link.latency_us:.1f} us + bytes / {link.bandwidth_gb_s:.3f} GB/s "
           f"(largest residual {100 * link.max_rel_residual:.1f}%)")
     print(f"{'all-reduce':>10} {'mean ms':>11} {'(fastest-slowest)':>19} {'link model':>10} {'error':>7}")

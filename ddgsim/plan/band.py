@@ -28,7 +28,7 @@ from ddgsim.predict import max_plus
 from ddgsim.predict.closed_form import StageCosts, closed_form_period
 from ddgsim.predict.collective import span_buckets, update_allreduce_ms
 from ddgsim.predict.memory import message_buffers, steady_flights, unit_bytes
-from ddgsim.predict.overheads import action_ms, tail_ms
+from ddgsim.predict.overheads import action_ms, bytes_ms, tail_ms
 from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import Layout, shard_share
@@ -151,8 +151,10 @@ def tables(
         mem = params * (2 + optimizer_buffers + versions) + np.round(flight * acts * share) + buf
         limit = scenario.memory_limit(devs, memory_limit)
         overflow.append(np.where(valid, mem - limit, INF))
-        work.append((fs + bs) / speed + M * (extra_f[k] + extra_b[k]))
-        fwd.append(fs / speed + M * extra_f[k])
+        # the CPU the bytes of its messages cost one F (and one B): in at the stage's start, out at its end
+        by = bytes_ms(scenario.overheads, layout.replicas, k, msg[idx][:, None] / M, msg[endc] / M, samples)
+        work.append((fs + bs) / speed + M * (extra_f[k] + extra_b[k] + 2 * by))
+        fwd.append(fs / speed + M * (extra_f[k] + by))
         # zeros for one replica; past the last unit U is INF, so ``upd`` is too
         ar = update_allreduce_ms(scenario, devs, grads[idx[:, None], endc], allreduce, last=k == K - 1)
         upd.append(U / speed + ar + extra_u[k])

@@ -8,7 +8,7 @@ closed form (:mod:`ddgsim.predict.closed_form`, M = 1) with every cost the simul
 :func:`ddgsim.predict.max_plus.costs_for_splits` prices — shard work, optimizer step, all-reduce
 among the stage's D_k devices (the last stage's loss shares too), the messages between stages
 of different D (pieces), and the scenario's ``[overheads]`` (the messages each action takes and
-posts depend on both neighbours' D) — is searched exactly, memory aside.
+posts, and the CPU their bytes cost, depend on both neighbours' D) — is searched exactly, memory aside.
 
 **The DP.** For a period P, ``ddg-pipelined`` meets P iff for every window of stages ``[k, j]``,
 ``close_k + tf_j + Σ work + Σ comm ≤ P·(j−k+1)``. Carried from stage to stage is the largest
@@ -36,6 +36,7 @@ from ddgsim.plan.band import _boundary
 from ddgsim.plan.search import evaluate as evaluate_split
 from ddgsim.predict import max_plus
 from ddgsim.predict.collective import span_buckets, update_allreduce_ms
+from ddgsim.predict.overheads import message_cpu_ms, piece_share
 from ddgsim.predict.scenario import FreeMesh, Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import Layout, piece_counts
@@ -112,6 +113,9 @@ class _Tables:
     """(nd, nd): messages the D_j side takes per F (and posts per B)."""
     send: np.ndarray
     """(nd, nd): messages the D_i side posts per F (and takes per B)."""
+    xfer: np.ndarray
+    """(nd, nd, n+1): the CPU one piece's bytes cost each end across a cut at u
+    (:func:`ddgsim.predict.overheads.message_cpu_ms`), paid by every F and B that takes or posts it."""
     tail_ms: float
     receive_ms: float
     send_ms: float
@@ -147,6 +151,7 @@ def _tables(profile: Profile, scenario: Scenario, names: Sequence[str], Ds: Sequ
     hop = np.full((nd, nd, n + 1), INF)
     recv = np.zeros((nd, nd))
     send = np.zeros((nd, nd))
+    xfer = np.zeros((nd, nd, n + 1))
     for i, a in enumerate(Ds):
         for j, b in enumerate(Ds):
             if a + b > len(names):
@@ -156,8 +161,9 @@ def _tables(profile: Profile, scenario: Scenario, names: Sequence[str], Ds: Sequ
             gt, gh = _boundary(scenario, dst, src, msg, samples)
             comm[i, j], hop[i, j] = at + gt, np.maximum(ah, gh)
             recv[i, j], send[i, j] = piece_counts(samples, a, b)
+            xfer[i, j] = message_cpu_ms(o, msg * piece_share(samples, a, b))
     return _Tables(Ds=list(Ds), work=work, close=close, close_last=close_last, comm=comm, hop=hop, recv=recv,
-                   send=send, tail_ms=o.tail_us * 1e-3, receive_ms=o.receive_us * 1e-3, send_ms=o.send_us * 1e-3)
+                   send=send, xfer=xfer, tail_ms=o.tail_us * 1e-3, receive_ms=o.receive_us * 1e-3, send_ms=o.send_us * 1e-3)
 
 
 def _feasible(T: _Tables, n: int, N: int, P: float, least_devices: int) -> tuple[list[int], list[int]] | None:
@@ -201,14 +207,16 @@ def _feasible(T: _Tables, n: int, N: int, P: float, least_devices: int) -> tuple
         cols = np.nonzero(front.any(axis=0))[0]
         cur = here[rows][:, cols]  # (r, w): device totals ``cols``
         sd, rv = T.send[rows], T.recv[rows]  # (r, nd_j)
-        S_in = cur[:, None, :] + (T.receive_ms * sd)[:, :, None]  # (r, nd_j, w): + the B's message costs
+        by = 2 * T.xfer[rows, :, u]  # (r, nd_j): a piece's bytes, at both of an F and a B
+        # (r, nd_j, w): + the B's message costs, and the bytes of what its F posts and its B takes
+        S_in = cur[:, None, :] + ((T.receive_ms + by) * sd)[:, :, None]
         pend = S_in + (T.tail_ms + T.send_ms * sd)[:, :, None] <= 0  # the previous stage's own check
         X = np.where(pend & (T.hop[rows, :, u] <= P)[:, :, None], S_in + T.comm[rows, :, u][:, :, None], INF)
         live = np.asarray(np.isfinite(X).any(axis=2))
         if not live.any():
             continue
-        # new[i, j, l, m] = A_j[l] + receive·rv_ij + max(C_j[l] + send·rv_ij, X[i, j, m])
-        Ai = A[None, :, :] + (T.receive_ms * rv)[:, :, None]
+        # new[i, j, l, m] = A_j[l] + (receive + bytes)·rv_ij + max(C_j[l] + send·rv_ij, X[i, j, m])
+        Ai = A[None, :, :] + ((T.receive_ms + by) * rv)[:, :, None]
         Ci = C[None, :, :] + (T.send_ms * rv)[:, :, None]
         new = Ai[:, :, :, None] + np.maximum(Ci[:, :, :, None], X[:, :, None, :])
         new = np.where(live[:, :, None, None], new, INF)
@@ -255,7 +263,8 @@ def _period(T: _Tables, n: int, split: Sequence[int], replicas: Sequence[int]) -
         u, v = bounds[k], bounds[k + 1]
         rv = T.recv[j[k - 1], j[k]] if k > 0 else 0.0
         sd = T.send[j[k], j[k + 1]] if k < K - 1 else 0.0
-        work.append(T.work[j[k]][u, v] + T.receive_ms * (rv + sd))
+        by = 2 * ((T.xfer[j[k - 1], j[k], u] * rv if k > 0 else 0.0) + (T.xfer[j[k], j[k + 1], v] * sd if k < K - 1 else 0.0))
+        work.append(T.work[j[k]][u, v] + T.receive_ms * (rv + sd) + by)
         close.append((T.close_last if k == K - 1 else T.close)[j[k]][u, v] + T.send_ms * rv)
         tf.append(T.tail_ms + T.send_ms * sd)
         if k < K - 1:

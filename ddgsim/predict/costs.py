@@ -28,7 +28,8 @@ the closed forms (:mod:`ddgsim.predict.closed_form`), the SimPy simulator
   SGD with momentum moves 5 × param_bytes at ``update_gb_s`` (default 10 GB/s ≈
   STREAM triad on one core) — far too cheap for many small tensors on a CPU.
 * The executor's fixed costs (the scenario's ``[overheads]``, :mod:`ddgsim.predict.overheads`):
-  each ``F``, ``B``, ``U`` lasts its overhead longer, messages it takes and posts included,
+  each ``F``, ``B``, ``U`` lasts its overhead longer, messages it takes and posts included
+  (their count, and the CPU their bytes cost each end: :func:`message_bytes_ms`),
   before its message leaves; then the stage stays busy for the action's tail
   (``Costs.tail_ms``) before its next action can start; the message does not wait for it.
 * After ``F k t m`` ends (k < K-1) the boundary's ``output_bytes``/M travel to stage
@@ -45,7 +46,7 @@ import numpy as np
 
 from ddgsim.errors import UserError, choices
 from ddgsim.predict.collective import ring_edges, span_buckets, tree_levels, update_allreduce_ms
-from ddgsim.predict.overheads import NONE, Overheads, action_ms, tail_ms
+from ddgsim.predict.overheads import NONE, Overheads, action_ms, bytes_ms, piece_share, tail_ms
 from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
 from ddgsim.replicas import ALLREDUCE, Layout, Piece, bucket_ready, largest_shard, pieces
@@ -330,10 +331,11 @@ def costs_for_splits(
     bwd = stage_sum([b for _, b in micro]) / speed
     upd = stage_sum(unit_update_ms(profile, update_gb_s)) / speed
     extra_f, extra_b, extra_u = action_ms(scenario.overheads, [1] * K)
-    fwd, bwd, upd = fwd + extra_f, bwd + extra_b, upd + extra_u
-    tails = tail_ms(scenario.overheads, [1] * K)
     out_bytes = np.array([u.output_bytes for u in profile.units], dtype=np.float64)
     msg = out_bytes[cuts - 1] / M if K > 1 else np.zeros((S, 0))
+    by_bytes = message_bytes_ms(scenario.overheads, [1] * K, msg, None)
+    fwd, bwd, upd = fwd + extra_f + by_bytes, bwd + extra_b + by_bytes, upd + extra_u
+    tails = tail_ms(scenario.overheads, [1] * K)
     act_hops = tuple(tuple(scenario.route(devs[k], devs[k + 1])) for k in range(K - 1))
     grad_hops = tuple(tuple(scenario.route(devs[k + 1], devs[k])) for k in range(K - 1))
     H = max([len(r) for r in act_hops + grad_hops] + [1])
@@ -391,15 +393,16 @@ def _costs_with_layout(
             ar[:, k] = update_allreduce_ms(scenario, rows[k], grads[bounds[:, k], bounds[:, k + 1]], allreduce,
                                            last=k == K - 1)
     samples = profile.batch_size // M
+    out_bytes = np.array([u.output_bytes for u in profile.units], dtype=np.float64)
+    whole = out_bytes[cuts - 1] / M if K > 1 else np.zeros((S, 0))
     extra_f, extra_b, extra_u = action_ms(scenario.overheads, D, samples)
-    fwd, bwd, upd = fwd + extra_f, bwd + extra_b, upd + extra_u
+    by_bytes = message_bytes_ms(scenario.overheads, D, whole, samples)
+    fwd, bwd, upd = fwd + extra_f + by_bytes, bwd + extra_b + by_bytes, upd + extra_u
     tails = tail_ms(scenario.overheads, D, samples)
     buckets = tuple(
         tuple(bucket_ready(params[bounds[0, k]:bounds[0, k + 1]],
                            [u.backward_ms for u in profile.units[bounds[0, k]:bounds[0, k + 1]]]))
         if D[k] > 1 else () for k in range(K)) if S == 1 else None
-    out_bytes = np.array([u.output_bytes for u in profile.units], dtype=np.float64)
-    whole = out_bytes[cuts - 1] / M if K > 1 else np.zeros((S, 0))
     # One representative message per boundary and direction: the slowest piece over its route,
     # where a hop that several pieces of the boundary cross takes all of them (they queue there).
     act_routes: list[tuple[Hop, ...]] = []
@@ -425,7 +428,7 @@ def _costs_with_layout(
         return out
 
     # Bytes of one piece (the largest) per boundary; links are loaded by all pieces.
-    msg = np.stack([whole[:, k] * max((p.hi - p.lo) for p in pieces(samples, D[k], D[k + 1])) / samples
+    msg = np.stack([whole[:, k] * piece_share(samples, D[k], D[k + 1])
                     for k in range(K - 1)], axis=1) if K > 1 else np.zeros((S, 0))
     note = shard_note(profile, M, D)
     return Costs(
@@ -435,6 +438,19 @@ def _costs_with_layout(
         allreduce_ms=ar, layout=layout, micro_bytes=whole, allreduce=allreduce, allreduce_bytes=ar_bytes,
         notes=(note,) if note else (), grad_buckets=buckets, tail_ms=tails, samples=samples,
     )
+
+
+def message_bytes_ms(overheads: Overheads, replicas: Sequence[int], whole: np.ndarray,
+                     samples: int | None) -> np.ndarray:
+    """(S, K): what one ``F`` (and one ``B``) of each stage spends on the bytes of its messages
+    (:func:`ddgsim.predict.overheads.bytes_ms`), ``whole`` (S, K-1) being each boundary's micro-batch
+    message in bytes."""
+    K = len(replicas)
+    out = np.zeros((whole.shape[0], K))
+    for k in range(K):
+        out[:, k] = bytes_ms(overheads, replicas, k, whole[:, k - 1] if k > 0 else 0.0,
+                             whole[:, k] if k < K - 1 else 0.0, samples)
+    return out
 
 
 def shard_work_ms(profile: Profile, micro_batches: int = 1, replicas: int = 1) -> np.ndarray:
