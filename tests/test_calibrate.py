@@ -207,7 +207,7 @@ def test_the_message_curve_is_each_size_beyond_the_smallest_never_above_a_larger
     sizes, us = message_cpu_curve([4, 1024, 16384, 1 << 20, 8 << 20], [0.04, 0.09, 0.06, 0.33, 1.40])
     assert sizes == (4.0, 1024.0, 16384.0, 1048576.0, 8388608.0)
     assert us == pytest.approx((0.0, 20.0, 20.0, 290.0, 1360.0))
-    # the order of the sizes given does not matter; a size below the smallest's figure is 0
-    assert message_cpu_curve([1 << 20, 4, 16384], [0.33, 0.04, 0.03])[1] == pytest.approx((0.0, 0.0, 290.0))
+    # the order of the sizes given does not matter; the least figure is the base, even a larger size's
+    assert message_cpu_curve([1 << 20, 4, 16384], [0.33, 0.04, 0.03])[1] == pytest.approx((0.0, 0.0, 300.0))
     with pytest.raises(ValueError, match="one CPU figure per size"):
         message_cpu_curve([4, 8], [0.1])

@@ -22,7 +22,7 @@ processes, NCCL between two GPUs) and measure:
   (:mod:`ddgsim.calibrate.overhead_probe`), and what its actions cost beyond the probe's
   profile is fitted per F, B, U, per message and per action of its loop;
 * **the CPU a message's bytes cost** (gloo only): the ping-pong's process CPU time per size, half
-  a round trip's per message and end; beyond the smallest size's it becomes ``[overheads]``'s
+  a round trip's per message and end; beyond the least figure (a small message's) it becomes ``[overheads]``'s
   ``message_sizes`` / ``message_cpu_us`` (:func:`~ddgsim.calibrate.results.message_cpu_curve`);
 * the slowdown of a compute kernel when every process computes at once instead of one alone
   (shared memory bandwidth, caches, turbo): ``concurrent_speed``; and, as a comment, the

@@ -142,14 +142,16 @@ class Calibration:
 def message_cpu_curve(sizes: Sequence[int], cpu_ms: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The ``[overheads]`` curve of a message's CPU cost beyond the smallest (``message_sizes``,
     ``message_cpu_us``, :func:`ddgsim.predict.overheads.message_cpu_ms`) from the ping-pong's CPU time
-    per size: each size's figure less the smallest size's (whose fixed cost the probe's ``send_us``
-    and ``receive_us`` already hold), at least 0, and never above a larger size's (a noisy small
-    size does not raise the curve: the least of it and every larger size's figure)."""
+    per size: each size's figure less the least figure (a small message's, whose fixed cost the
+    probe's ``send_us`` and ``receive_us`` already hold; the least, as noise only adds CPU time),
+    and never above a larger size's (a noisy small size does not raise the curve: the least of it
+    and every larger size's figure)."""
     if len(sizes) != len(cpu_ms) or not sizes:
         raise ValueError(f"one CPU figure per size is needed, got {len(sizes)} sizes and {len(cpu_ms)} figures")
     order = np.argsort(sizes)
     x = np.asarray(sizes, dtype=np.float64)[order]
-    y = np.maximum(np.asarray(cpu_ms, dtype=np.float64)[order] - float(np.asarray(cpu_ms)[order][0]), 0.0)
+    y = np.asarray(cpu_ms, dtype=np.float64)[order]
+    y = y - float(np.min(y))
     y = np.minimum.accumulate(y[::-1])[::-1]
     return tuple(float(v) for v in x), tuple(round(1e3 * float(v), 1) for v in y)
 

@@ -103,7 +103,7 @@ def _overheads_toml(probe: ProbeResult) -> list[str]:
                      f"({100 * (predicted - measured) / measured:+.1f}%)")
     over = probe.overheads
     if over.message_sizes:
-        lines += ["# What a message's bytes cost each of its two processes beyond the smallest message's, from the",
+        lines += ["# What a message's bytes cost each of its two processes beyond a small message's (the least), from the",
                   "# link's ping-pong timed in process CPU time (half a round trip's, median; never above a larger",
                   "# size's): message_sizes (bytes) and message_cpu_us below, charged to every F and B per message."]
     lines.append("[overheads]")
