@@ -52,8 +52,7 @@ def ratios(folder: Path, r: Row) -> tuple[float, ...]:
     plan = json.loads(plan_path.read_text())
     profile, scenario = load(plan["profile"]["path"]), load_scenario(plan["scenario"])
     split = [int(c) for c in plan["split"]]
-    if compute_share(plan["predicted"]["busy_ms"], profile, split, scenario, r.micro_batches,
-                     None) < MIN_COMPUTE_SHARE:
+    if compute_share(profile, split, scenario, r.micro_batches, None) < MIN_COMPUTE_SHARE:
         return ()  # as validate: the executor's fixed costs are too large a share of the busy time
     _, warm = run_length(r.measured_ms, r.K, Options(stages=[r.K], schedules=[r.schedule], steps=min(r.steps, 12)))
     out = []

@@ -4,6 +4,7 @@ predicted) is factored out. Figures by hand, the executor's metrics layout, the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from pathlib import Path
@@ -112,12 +113,19 @@ def test_the_ratio_is_kept_only_where_compute_is_most_of_the_busy_time() -> None
     profile = make_profile([1.0, 1.0], [2.0, 2.0])
     bare = chain(1)
     busy = simulate(profile, [], bare, "bp").busy_ms
-    assert busy == pytest.approx((6.0,)) and compute_share(busy, profile, [], bare, 1, None) == pytest.approx(1.0)
+    assert busy == pytest.approx((6.0,)) and compute_share(profile, [], bare, 1, None) == pytest.approx(1.0)
     # 1 ms more for each of its F, B and U (host time, as calibrate measures the executor's): 6 of 9 ms
     slow = with_overheads(bare, Overheads(forward_us=1000.0, backward_us=1000.0, update_us=1000.0))
     busy = simulate(profile, [], slow, "bp").busy_ms
-    assert busy == pytest.approx((9.0,)) and compute_share(busy, profile, [], slow, 1, None) == pytest.approx(6 / 9)
-    assert compute_share(busy, profile, [], slow, 1, None) < MIN_COMPUTE_SHARE <= 1.0
+    assert busy == pytest.approx((9.0,)) and compute_share(profile, [], slow, 1, None) == pytest.approx(6 / 9)
+    assert compute_share(profile, [], slow, 1, None) < MIN_COMPUTE_SHARE <= 1.0
+    # two stages computing at once at half speed: the slow-down is compute, not the executor's overheads
+    # (with the predicted busy time as the denominator the share read 0.5 and the ratio was dropped)
+    two = chain(2)
+    shared = dataclasses.replace(two, concurrent_speed=0.5,
+                                 devices=tuple(dataclasses.replace(d, host="h") for d in two.devices))
+    assert max(simulate(profile, [1], shared, "ddg-pipelined").busy_ms) > 3.5  # the prediction is slowed ...
+    assert compute_share(profile, [1], shared, 1, None) == pytest.approx(1.0)  # ... its compute share is not
 
 
 def test_validate_records_each_repeats_compute_ratio_where_compute_dominates(tmp_path: Path,
@@ -125,7 +133,6 @@ def test_validate_records_each_repeats_compute_ratio_where_compute_dominates(tmp
     """run_all with the executor faked (no processes): every execution's stages compute 1.5x (repeat 1)
     and 1.0x (repeat 2) the predicted busy time; with the executor's overheads most of the busy time,
     no ratio is kept."""
-    import dataclasses
     import json
 
     from sim_helpers import make_profile

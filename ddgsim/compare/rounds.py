@@ -84,7 +84,7 @@ def _prepare(spec: RunSpec, profile: Profile, profile_ref: ProfileRef | None, sc
     write_trace(sim_trace, sim.timeline, process=f"predicted {spec.schedule}", rows=list(sim.devices))
     steps, warmup = run_length(sim.iteration_ms, spec.stages, opts)
     return _Run(spec=spec, sim=sim, plan=plan_path, sim_trace=sim_trace, steps=steps, warmup=warmup,
-                timed_share=compute_share(sim.busy_ms, profile, spec.split, scenario, spec.micro_batches, layout),
+                timed_share=compute_share(profile, spec.split, scenario, spec.micro_batches, layout),
                 trace=runs_dir / f"{spec.name}.measured.trace.json" if opts.trace and spec.runtime == "ddgsim"
                 else None)
 
@@ -96,19 +96,19 @@ action windows the executor times (its loop, posting messages), so where it is l
 sides of the ratio measure different things (mlp at batch 128: half the busy time)."""
 
 
-def compute_share(predicted_busy: Sequence[float], profile: Profile, split: Sequence[int], scenario: Scenario,
-                  micro_batches: int, layout: Any) -> float:
-    """Σ over stages of the busy time without the executor's overheads / ``predicted_busy`` (the
-    prediction's, with them: :attr:`SimResult.busy_ms`); 1 without overheads."""
+def compute_share(profile: Profile, split: Sequence[int], scenario: Scenario, micro_batches: int,
+                  layout: Any) -> float:
+    """Σ over stages of the busy time without the executor's overheads / with them (the costs the
+    simulator runs on, :meth:`ddgsim.predict.costs.Costs.busy_ms`, both without contention: the
+    slow-down of stages computing at once is compute too); 1 without overheads."""
     from ddgsim.predict.costs import costs_for_splits
     from ddgsim.predict.overheads import NONE
 
-    total = sum(predicted_busy)
-    if not total > 0:
-        return 1.0
-    bare = costs_for_splits(profile, [list(split)], replace(scenario, overheads=NONE), None, micro_batches,
-                            layout=layout)
-    return float(bare.busy_ms()[0].sum()) / total
+    def busy(sc: Scenario) -> float:
+        return float(costs_for_splits(profile, [list(split)], sc, None, micro_batches, layout=layout).busy_ms()[0].sum())
+
+    total = busy(scenario)
+    return busy(replace(scenario, overheads=NONE)) / total if total > 0 else 1.0
 
 
 def compute_ratio(measured_busy: Sequence[float], predicted_busy: Sequence[float]) -> float | None:
