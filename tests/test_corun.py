@@ -51,3 +51,15 @@ def test_validate_predicts_with_the_calibrations_figure_where_the_measurement_fa
     got, line = with_model_contention(scenario, "mlp", 16, 1, None, False, warned.append)
     assert got == scenario and line.startswith("warning: co-run measurement of mlp failed")
     assert warned == [line]
+
+
+def test_every_other_pair_of_rounds_trains_together_first() -> None:
+    """A speed drifting one way across a round biases alone-first and together-first rounds oppositely:
+    over four rounds each rank is alone once before and once after training together."""
+    orders = [corun.phase_order(r) for r in range(8)]
+    assert orders[:4] == [("alone", "together")] * 2 + [("together", "alone")] * 2
+    assert orders[4:] == orders[:4]
+    for rank in (0, 1):
+        firsts = [corun.phase_order(r)[0] == "alone" for r in range(4) if r % 2 == rank]
+        assert sorted(firsts) == [False, True]
+    assert corun.ROUNDS % 2 == 1  # a median of one round, not of two

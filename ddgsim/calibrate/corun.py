@@ -11,8 +11,16 @@ simulator slows each device's compute for the share that overlaps another's on t
 
 Two processes (spawned, one torch thread each unless told otherwise) build the model, warm
 up, then take turns: in each round one trains alone (the other waits at a barrier, as a
-stage waiting for its message does), then both train at once. A round's speed is the alone
+stage waiting for its message does), and both train at once. A round's speed is the alone
 step's median over the median step of both together; the result is the median round.
+
+The development VM switches between speed levels about 25 % apart within minutes, and a
+round whose two phases straddle a switch reads 0.87 or 1.14 where the others read 0.92: with
+three rounds of alone-then-together, one validate read 1.120, 0.870, 1.138 (predicting with
+1.0, no contention at all) and then measured its K = 2 runs 3–16 % slower than the one-process
+run of the same moment. So there are :data:`ROUNDS` short rounds, and every other pair of them
+trains together first, then alone: a speed that drifts one way across a round biases the two
+orders oppositely, and the median rejects the rounds a switch fell into.
 """
 
 from __future__ import annotations
@@ -25,12 +33,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROUNDS = 3
+ROUNDS = 9
 WARMUP_S = 0.3
 """Untimed training before the first round, at least."""
 PHASE_S = 0.5
 """Each phase (alone, together) lasts at least this long, and at least :data:`PHASE_STEPS` steps."""
-PHASE_STEPS = 4
+PHASE_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,12 @@ def _train_for(step: Any, seconds: float, steps: int) -> list[float]:
     return times
 
 
+def phase_order(r: int) -> tuple[str, str]:
+    """Round ``r``'s two phases: alone first in rounds 0, 1, 4, 5, …; together first in 2, 3, 6, 7, …
+    (so that each rank is alone first as often as last)."""
+    return ("alone", "together") if (r // 2) % 2 == 0 else ("together", "alone")
+
+
 TIMEOUT_S = 300.0
 """A worker that waits this long at a barrier, or a parent that hears nothing for this long, gives up."""
 
@@ -96,11 +110,12 @@ def _worker(rank: int, model: str, batch_size: int, threads: int, rounds: int, b
     alone: list[float] = []
     together: list[float] = []
     for r in range(rounds):
-        barrier.wait(TIMEOUT_S)
-        if r % 2 == rank:  # the ranks take turns at being alone
-            alone.append(statistics.median(_train_for(step, phase, PHASE_STEPS)))
-        barrier.wait(TIMEOUT_S)
-        together.append(statistics.median(_train_for(step, phase, PHASE_STEPS)))
+        for kind in phase_order(r):
+            barrier.wait(TIMEOUT_S)
+            if kind == "together":
+                together.append(statistics.median(_train_for(step, phase, PHASE_STEPS)))
+            elif r % 2 == rank:  # the ranks take turns at being alone
+                alone.append(statistics.median(_train_for(step, phase, PHASE_STEPS)))
         barrier.wait(TIMEOUT_S)
     queue.put((rank, alone, together))
 
