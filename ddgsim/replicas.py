@@ -105,6 +105,13 @@ def pieces(samples: int, src_replicas: int, dst_replicas: int) -> list[Piece]:
             for lo, hi in itertools.pairwise(cuts)]
 
 
+def piece_share(samples: int | None, src_replicas: int, dst_replicas: int) -> float:
+    """The largest piece's share of a boundary's micro-batch of ``samples`` (``None``: equal shards)
+    between ``src_replicas`` and ``dst_replicas`` (:func:`pieces`; 1 between single replicas)."""
+    n = samples if samples is not None else src_replicas * dst_replicas
+    return max(p.hi - p.lo for p in pieces(n, src_replicas, dst_replicas)) / n
+
+
 def holder(samples: int, replicas: int, sample: int) -> int:
     """The replica whose shard (:func:`shard`) holds ``sample``."""
     base, extra = divmod(samples, replicas)

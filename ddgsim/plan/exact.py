@@ -36,10 +36,10 @@ from ddgsim.plan.band import _boundary
 from ddgsim.plan.search import evaluate as evaluate_split
 from ddgsim.predict import max_plus
 from ddgsim.predict.collective import span_buckets, update_allreduce_ms
-from ddgsim.predict.overheads import message_cpu_ms, piece_share
+from ddgsim.predict.overheads import message_cpu_ms
 from ddgsim.predict.scenario import FreeMesh, Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.replicas import Layout, piece_counts
+from ddgsim.replicas import Layout, piece_counts, piece_share
 from ddgsim.schedule import ScheduleKind
 
 INF = np.inf

@@ -46,10 +46,18 @@ import numpy as np
 
 from ddgsim.errors import UserError, choices
 from ddgsim.predict.collective import ring_edges, span_buckets, tree_levels, update_allreduce_ms
-from ddgsim.predict.overheads import NONE, Overheads, action_ms, bytes_ms, piece_share, tail_ms
+from ddgsim.predict.overheads import NONE, Overheads, action_ms, bytes_ms, tail_ms
 from ddgsim.predict.scenario import Hop, Scenario
 from ddgsim.profile.format import Profile
-from ddgsim.replicas import ALLREDUCE, Layout, Piece, bucket_ready, largest_shard, pieces
+from ddgsim.replicas import (
+    ALLREDUCE,
+    Layout,
+    Piece,
+    bucket_ready,
+    largest_shard,
+    piece_share,
+    pieces,
+)
 
 UPDATE_GB_S = 10.0
 """Memory bandwidth assumed for the optimizer step on the profiled device (GB/s)."""

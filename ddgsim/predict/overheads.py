@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from ddgsim.errors import UserError, choices
-from ddgsim.replicas import piece_counts, pieces
+from ddgsim.replicas import piece_counts, piece_share
 
 CURVE = ("message_sizes", "message_cpu_us")
 """The two fields of the message-size curve (not of ``[overheads.alone]``: one process posts no messages)."""
@@ -166,15 +166,6 @@ def message_cpu_ms(overheads: Overheads, nbytes: np.ndarray | float) -> np.ndarr
         slope = (y[-1] - y[-2]) / (x[-1] - x[-2])
         out = np.where(n > x[-1], y[-1] + max(slope, 0.0) * (n - x[-1]), out)
     return np.asarray(np.maximum(out, 0.0) * 1e-3)
-
-
-def piece_share(samples: int | None, a: int, b: int) -> float:
-    """The largest piece's share of a boundary's micro-batch between ``a`` and ``b`` replicas
-    (:func:`ddgsim.replicas.pieces`; 1 between single replicas)."""
-    if a == 1 and b == 1:
-        return 1.0
-    n = samples if samples is not None else a * b
-    return max(p.hi - p.lo for p in pieces(n, a, b)) / n
 
 
 def bytes_ms(overheads: Overheads, replicas: Sequence[int], k: int, bytes_in: np.ndarray | float,
