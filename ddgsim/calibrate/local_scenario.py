@@ -10,9 +10,12 @@ none, and says so.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from ddgsim.predict.scenario import Scenario
 from ddgsim.profile.store import cache_dir, here_key
 
 CAL_REPS = 20
@@ -21,8 +24,8 @@ CAL_REPS = 20
 
 def cached_path(threads: int = 1, device: str = "cpu") -> Path:
     """Where this machine's calibrated scenario is cached (it may not exist yet)."""
-    # -o1: with the executor's overheads (files from before them are calibrated again)
-    return cache_dir() / "scenarios" / f"local-{device}-{here_key(device)}-t{threads}-o1.toml"
+    # -o2: with the executor's overheads and host_slots (files from before them are calibrated again)
+    return cache_dir() / "scenarios" / f"local-{device}-{here_key(device)}-t{threads}-o2.toml"
 
 
 def local_scenario(threads: int = 1, device: str = "cpu", *, recalibrate: bool = False,
@@ -38,3 +41,24 @@ def local_scenario(threads: int = 1, device: str = "cpu", *, recalibrate: bool =
     write_scenario(cal, path, name="local",
                    command=f"ddgsim validate (automatic calibration of this machine, {reps} reps)")
     return path, True
+
+
+def widened(scenario: Scenario, devices: int) -> Scenario:
+    """This machine's calibrated ``scenario`` with at least ``devices`` devices: the ones added are
+    copies of its first, on the same host, joined to every other by a copy of its first link. A
+    calibration lists a device per CPU (per ``host_slots``); a job of more stage processes than that
+    shares the cores, which ``host_slots`` tells the simulator."""
+    have = list(scenario.devices)
+    if devices <= len(have) or not scenario.links:
+        return scenario
+    first, link = have[0], scenario.links[0]
+    stem = first.name.rstrip("0123456789") or first.name
+    taken = {d.name for d in have}
+    fresh = (name for name in (f"{stem}{i}" for i in itertools.count(len(have))) if name not in taken)
+    added = [replace(first, name=next(fresh)) for _ in range(devices - len(have))]
+    links = list(scenario.links)
+    names = [d.name for d in have]
+    for d in added:
+        links += [replace(link, src=other, dst=d.name) for other in names]
+        names.append(d.name)
+    return replace(scenario, devices=(*have, *added), links=tuple(links))

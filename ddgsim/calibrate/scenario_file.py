@@ -16,6 +16,12 @@ HOST = "local"
 """The ``host`` of the calibrated devices (one machine), which its ``[[allreduce]]`` names."""
 
 
+def host_slots(cpu_count: object, threads: int) -> int:
+    """Stage processes of ``threads`` threads that compute at once on ``cpu_count`` CPUs (at least 1)."""
+    cpus = cpu_count if isinstance(cpu_count, int) and cpu_count > 0 else 1
+    return max(1, cpus // max(1, threads))
+
+
 def _toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -65,6 +71,10 @@ def scenario_toml(cal: Calibration, name: str = "local", command: str = "") -> s
     ]
     if cal.device == "cpu":
         lines.append(f"concurrent_speed = {min(1.0, round(cal.concurrent_speed, 3))}")
+        slots = host_slots(m.get("cpu_count"), cal.threads)
+        lines += [f"# {m.get('cpu_count')} CPUs over {cal.threads} thread(s) per process: while more processes compute,",
+                  "# the operating system shares the cores among them",
+                  f"host_slots = {slots}"]
     lines.append("")
     if cal.overheads is not None:
         lines += _overheads_toml(cal.overheads)

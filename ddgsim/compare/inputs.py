@@ -52,6 +52,13 @@ def gather(config: ValidateConfig, warn: Callable[[str], None]) -> Inputs:
     scenario_ref = config.scenario or default_scenario(config.device, config.processes, config.threads,
                                                        config.reprofile, warn)
     scenario = load_scenario(scenario_ref)
+    if config.device == "cpu" and not config.scenario and config.processes > len(scenario.devices):
+        from ddgsim.calibrate.local_scenario import widened
+
+        scenario = widened(scenario, config.processes)
+        warn(f"{config.processes} stage processes on this machine's {os.cpu_count() or 1} CPUs "
+             f"({config.threads} thread(s) each) share its cores: the simulator runs at most "
+             f"{scenario.host_slots or config.processes} at full speed at once (the scenario's host_slots)")
     counts = measured_counts(config)
     prof, path, source = _profile(config, counts, warn)
     warning = profile_warning(prof, str(path or config.profile or ""), counts)

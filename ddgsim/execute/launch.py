@@ -96,8 +96,8 @@ def launch(config: RunConfig, nodes: Nodes | None = None, log_dir: Path | None =
     endpoint, run_id, nproc = _placement(nodes, world)
     check_devices(job, nproc)
     if job.backend == "gloo" and world > (os.cpu_count() or 1):
-        log.warning("%d stage processes on %d CPU cores; stages will share cores and timings will "
-                    "not reflect the plan", world, os.cpu_count() or 1)
+        log.warning("%d stage processes on %d CPU cores: stages will share cores (a prediction knows it from "
+                    "a calibrated scenario's host_slots)", world, os.cpu_count() or 1)
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch

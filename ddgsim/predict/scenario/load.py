@@ -13,7 +13,8 @@ from ddgsim.predict.scenario.network import Scenario
 from ddgsim.predict.scenario.parts import AllreduceCurve, Device, Link
 from ddgsim.predict.scenario.rules import Cluster
 
-_TOP_KEYS = {"name", "description", "devices", "links", "concurrent_speed", "cluster", "allreduce", "overheads"}
+_TOP_KEYS = {"name", "description", "devices", "links", "concurrent_speed", "cluster", "allreduce", "overheads",
+             "host_slots"}
 _CLUSTER_KEYS = {"nodes", "devices_per_node", "speed", "memory_gib", "intra_bandwidth_gb_s", "intra_latency_us",
                  "inter_bandwidth_gb_s", "inter_latency_us"}
 _DEVICE_KEYS = {"name", "speed", "memory_gib", "host"}
@@ -62,7 +63,8 @@ def from_dict(data: dict[str, Any], default_name: str) -> Scenario:
         rules = Cluster(**table)
         devs = rules.devices()
         return Scenario(name=name, description=description or rules.describe(), devices=devs, rules=rules,
-                        concurrent_speed=data.get("concurrent_speed", 1.0), overheads=overheads)
+                        concurrent_speed=data.get("concurrent_speed", 1.0), overheads=overheads,
+                        host_slots=data.get("host_slots", 0))
     devices = []
     for i, row in enumerate(_table_list(data, "devices", _DEVICE_KEYS)):
         if "name" not in row:
@@ -81,7 +83,8 @@ def from_dict(data: dict[str, Any], default_name: str) -> Scenario:
             raise UserError(f"allreduce[{i}]: field '{missing[0]}' is missing")
         curves.append(AllreduceCurve(**row))
     return Scenario(name=name, description=description, devices=tuple(devices), links=tuple(links),
-                    concurrent_speed=data.get("concurrent_speed", 1.0), allreduce=tuple(curves), overheads=overheads)
+                    concurrent_speed=data.get("concurrent_speed", 1.0), allreduce=tuple(curves), overheads=overheads,
+                    host_slots=data.get("host_slots", 0))
 
 
 def load_file(path: Path) -> Scenario:

@@ -30,6 +30,11 @@ class Scenario:
     concurrent_speed: float = 1.0
     """Speed factor of a device while another device of its ``host`` computes too (measured by
     ``ddgsim calibrate``: shared memory bandwidth and caches); 1.0: they do not slow each other."""
+    host_slots: int = 0
+    """How many devices of one ``host`` compute at full speed at once: on a CPU host its cores over
+    the threads of one stage process (written by ``ddgsim calibrate``). While ``n`` more than that
+    compute, the operating system shares the cores and each runs at ``host_slots / n`` of its speed
+    (on top of ``concurrent_speed``); 0: no limit (GPUs, and scenarios written before)."""
     allreduce: tuple[AllreduceCurve, ...] = ()
     """Measured all-reduce times of a host's devices (``[[allreduce]]``, written by calibrate);
     they replace the link model for all-reduces among that many of the host's devices."""
@@ -49,6 +54,9 @@ class Scenario:
         c = self.concurrent_speed
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c <= 1:
             raise UserError(f"field 'concurrent_speed' must be a number in (0, 1], got {c!r}")
+        slots = self.host_slots
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
+            raise UserError(f"field 'host_slots' must be an integer >= 0 (0: no limit), got {slots!r}")
         names = [d.name for d in self.devices]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
