@@ -79,6 +79,10 @@ def test_the_summary_tells_the_machines_speed_from_the_pipeline_models_error() -
     assert rows[1].verdict(5.0) == MACHINE_SPEED
     # still -20 % against the one-process run of the same moment: its processes slowed each other
     assert rows[1].verdict(5.0, -20.0) == CONTENTION and rows[1].verdict(5.0, 1.0) == MACHINE_SPEED
+    # bp's stages take turns: off against that run, it met the machine at another speed, no contention
+    turns = dataclasses.replace(rows[1], schedule="bp")
+    assert not turns.stages_overlap and turns.verdict(5.0, -20.0) == MACHINE_SPEED
+    assert dataclasses.replace(turns, replicas=2).verdict(5.0, -20.0) == CONTENTION  # replicas compute at once
     wrong = _row(2, 60.0, (100.0, 100.5, 99.5), (1.25, 1.25, 1.25), split="1")  # 75 at that speed: -25 %
     assert wrong.verdict(5.0) == MODEL_ERROR and _row(2, 80.0, (100.0, 100.5, 99.5)).verdict(5.0) == MODEL_ERROR
     text = "\n".join(s.lines())

@@ -13,8 +13,9 @@ MODEL_ERROR = "model error"
 MACHINE_SPEED = "the machine's speed"
 CONTENTION = "contention"
 """Beyond tolerance and noise, within tolerance at its own compute speed, but not with the machine's
-speed of the moment (the one-process run then): its stage processes computed slower than one
-process alone did at the same moment — they slowed each other more than the model says
+speed of the moment (the one-process run then), and its stages compute at once (not bp): its stage
+processes computed slower than one process alone did at the same moment — they slowed each other
+more than the model says
 (:func:`ddgsim.compare.accuracy.summarize`)."""
 
 OK = "ok"
@@ -117,7 +118,7 @@ class Row:
     def verdict(self, tol_pct: float, at_moment_pct: float = math.nan) -> str:
         """:data:`WITHIN_TOLERANCE` (|error| ≤ ``tol_pct``), :data:`WITHIN_NOISE` (≤ its noise),
         beyond both but within ``tol_pct`` at its own compute speed (:attr:`compute_matched_error_pct`)
-        :data:`CONTENTION` when ``at_moment_pct`` — its error against the one-process run of the same
+        :data:`CONTENTION` when its stages compute at once (:attr:`stages_overlap`) and ``at_moment_pct`` — its error against the one-process run of the same
         moment (:func:`ddgsim.compare.accuracy.speed_matched_errors`; NaN: none) — is still beyond
         ``tol_pct``, else :data:`MACHINE_SPEED` (the machine computed at another speed than the
         profile's during those executions); otherwise :data:`MODEL_ERROR`."""
@@ -128,7 +129,15 @@ class Row:
             return WITHIN_NOISE
         if not abs(self.compute_matched_error_pct) <= tol_pct:
             return MODEL_ERROR
-        return CONTENTION if abs(at_moment_pct) > tol_pct else MACHINE_SPEED
+        return CONTENTION if abs(at_moment_pct) > tol_pct and self.stages_overlap else MACHINE_SPEED
+
+    @property
+    def stages_overlap(self) -> bool:
+        """Whether its processes compute at once: every run but bp with one replica per stage, whose
+        stages take turns (only a stage's update may overlap the backward of the one before). Off
+        against the one-process run of the same moment, such a run met the machine at another speed
+        than that run did minutes apart, not a neighbour's contention."""
+        return self.K > 1 and not (self.schedule == "bp" and self.replicas == 1)
 
 
 def scaled_error_pct(predicted_ms: float, factors: Sequence[float], measured_ms: Sequence[float]) -> float:

@@ -77,6 +77,10 @@ def worker_environment(threads: int) -> None:
     os.environ.update(hugepage_env(dict(os.environ)))
 
 
+_SHARED_WARNED: set[int] = set()
+"""World sizes already warned about sharing the CPU cores."""
+
+
 def launch(config: RunConfig, nodes: Nodes | None = None, log_dir: Path | None = None) -> int:
     """Run ``config`` with one process per stage of its plan on this node; the exit status
     (0 also after a preemption that checkpointed). UserError before anything starts;
@@ -95,7 +99,8 @@ def launch(config: RunConfig, nodes: Nodes | None = None, log_dir: Path | None =
     world = job.world_size
     endpoint, run_id, nproc = _placement(nodes, world)
     check_devices(job, nproc)
-    if job.backend == "gloo" and world > (os.cpu_count() or 1):
+    if job.backend == "gloo" and world > (os.cpu_count() or 1) and world not in _SHARED_WARNED:
+        _SHARED_WARNED.add(world)  # once per process: validate launches the same job many times
         log.warning("%d stage processes on %d CPU cores: stages will share cores (a prediction knows it from "
                     "a calibrated scenario's host_slots)", world, os.cpu_count() or 1)
     from torch.distributed.elastic.multiprocessing.api import SignalException
