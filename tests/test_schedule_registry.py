@@ -214,3 +214,22 @@ def test_no_module_outside_the_registry_compares_schedule_names() -> None:
              for p in sorted(PACKAGE.rglob("*.py")) if not _allowed(p.relative_to(PACKAGE))
              for line, what in name_comparisons(p.read_text())]
     assert not found, "compare a schedule's traits (ddgsim.schedule.get_schedule), not its name:\n" + "\n".join(found)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(NAMES), st.integers(2, 4), st.lists(st.floats(0.5, 5.0), min_size=8, max_size=8))
+def test_in_turn_iff_no_two_stages_ever_compute_at_once(name: str, K: int, ms: list[float]) -> None:
+    """``in_turn`` (what validate's contention verdict asks): in a simulated timeline no forward or
+    backward of one stage overlaps one of another, and every other schedule overlaps some."""
+    from sim_helpers import chain, make_profile
+
+    from ddgsim.predict.costs import costs_for_splits
+    from ddgsim.predict.event_sim import run_schedule
+
+    spec = get_schedule(name)
+    M = 2 if spec.micro_batched else 1
+    costs = costs_for_splits(make_profile(ms[:K], ms[4:4 + K]), [list(range(1, K))], chain(K), micro_batches=M)
+    timeline, _, _ = run_schedule(make_schedule(name, K, 2 * K + 2, M), costs)
+    spans = [(e.row, e.start_ms, e.end_ms) for e in timeline if e.cat in ("F", "B") and e.end_ms > e.start_ms]
+    overlap = any(a[0] != b[0] and a[1] < b[2] and b[1] < a[2] for a in spans for b in spans)
+    assert spec.in_turn == (not overlap)

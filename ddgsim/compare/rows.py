@@ -7,6 +7,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ddgsim.schedule import get_schedule
+
 WITHIN_TOLERANCE = "within tolerance"
 WITHIN_NOISE = "within noise"
 MODEL_ERROR = "model error"
@@ -133,11 +135,11 @@ class Row:
 
     @property
     def stages_overlap(self) -> bool:
-        """Whether its processes compute at once: every run but bp with one replica per stage, whose
-        stages take turns (only a stage's update may overlap the backward of the one before). Off
+        """Whether its processes compute at once: every run but one of a schedule whose stages take
+        turns (bp, :attr:`ddgsim.schedule.ScheduleSpec.in_turn`) with one replica per stage (only a stage's update may overlap the backward of the one before). Off
         against the one-process run of the same moment, such a run met the machine at another speed
         than that run did minutes apart, not a neighbour's contention."""
-        return self.K > 1 and not (self.schedule == "bp" and self.replicas == 1)
+        return self.K > 1 and not (get_schedule(self.schedule).in_turn and self.replicas == 1)
 
 
 def scaled_error_pct(predicted_ms: float, factors: Sequence[float], measured_ms: Sequence[float]) -> float:

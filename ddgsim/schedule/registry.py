@@ -83,6 +83,9 @@ class ScheduleSpec:
     """Stage k applies gradients K−1−k iterations old (stale: DDG's updates)."""
     closed_form: Cycle | None = None
     """The shape of its steady state's critical cycles with one micro-batch; ``None``: no closed form."""
+    in_turn: bool = False
+    """Its stages take turns: one batch at a time, whole, so two stages never compute at once (but
+    for a stage's update beside the backward of the stage before)."""
 
     @property
     def name(self) -> str:
@@ -111,6 +114,7 @@ class BackProp(ScheduleSpec):
     """``bp``: F, B, U of each batch; the next batch starts after it fully finished."""
 
     closed_form: Cycle | None = Cycle.ROUND_TRIP
+    in_turn: bool = True
 
     def stage_actions(self, k: int, K: int, N: int, M: int) -> list[Action]:
         return [Action(k, kind, t) for t in range(N) for kind in "FBU"]
