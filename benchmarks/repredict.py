@@ -23,6 +23,7 @@ from ddgsim.calibrate.local_scenario import widened
 from ddgsim.compare.accuracy import speedups
 from ddgsim.compare.rows import run_label
 from ddgsim.compare.validation_csv import read_csv
+from ddgsim.plan.split import parse_split
 from ddgsim.predict.event_sim import simulate
 from ddgsim.predict.scenario import Scenario, load_scenario
 from ddgsim.profile.format import load as load_profile
@@ -56,8 +57,8 @@ def main() -> None:
     again: dict[str, list] = {"with": [], "without": []}  # the rows with the other prediction
     for r in rows:
         got = {}
+        split = parse_split(r.split)
         for name, sc in scenarios.items():
-            split = [int(c) for c in r.split.split(",") if c.strip()]
             got[name] = simulate(profile, split, sc, r.schedule, micro_batches=r.micro_batches).iteration_ms
             errs[name].append(100 * (got[name] - r.measured_ms) / r.measured_ms)
             again[name].append(dataclasses.replace(r, predicted_ms=got[name], error_pct=errs[name][-1]))

@@ -120,9 +120,10 @@ class Row:
     def verdict(self, tol_pct: float, at_moment_pct: float = math.nan) -> str:
         """:data:`WITHIN_TOLERANCE` (|error| ≤ ``tol_pct``), :data:`WITHIN_NOISE` (≤ its noise),
         beyond both but within ``tol_pct`` at its own compute speed (:attr:`compute_matched_error_pct`)
-        :data:`CONTENTION` when its stages compute at once (:attr:`stages_overlap`) and ``at_moment_pct`` — its error against the one-process run of the same
-        moment (:func:`ddgsim.compare.accuracy.speed_matched_errors`; NaN: none) — is still beyond
-        ``tol_pct``, else :data:`MACHINE_SPEED` (the machine computed at another speed than the
+        :data:`CONTENTION` when its stages compute at once (:attr:`stages_overlap`) and ``at_moment_pct``
+        — its error against the one-process run of the same moment
+        (:func:`ddgsim.compare.accuracy.speed_matched_errors`; NaN: none) — is still beyond ``tol_pct``,
+        else :data:`MACHINE_SPEED` (the machine computed at another speed than the
         profile's during those executions); otherwise :data:`MODEL_ERROR`."""
         err = abs(self.error_pct)
         if err <= tol_pct:
@@ -136,9 +137,10 @@ class Row:
     @property
     def stages_overlap(self) -> bool:
         """Whether its processes compute at once: every run but one of a schedule whose stages take
-        turns (bp, :attr:`ddgsim.schedule.ScheduleSpec.in_turn`) with one replica per stage (only a stage's update may overlap the backward of the one before). Off
-        against the one-process run of the same moment, such a run met the machine at another speed
-        than that run did minutes apart, not a neighbour's contention."""
+        turns (bp, :attr:`ddgsim.schedule.ScheduleSpec.in_turn`: only a stage's update may overlap the
+        backward of the one before) with one replica per stage. Off against the one-process run of the
+        same moment, such a run met the machine at another speed than that run did minutes apart, not
+        a neighbour's contention."""
         return self.K > 1 and not (get_schedule(self.schedule).in_turn and self.replicas == 1)
 
 
