@@ -46,8 +46,8 @@ def local_scenario(threads: int = 1, device: str = "cpu", *, recalibrate: bool =
 def widened(scenario: Scenario, devices: int) -> Scenario:
     """This machine's calibrated ``scenario`` with at least ``devices`` devices: the ones added are
     copies of its first, on the same host, joined to every other by a copy of its first link. A
-    calibration lists a device per CPU (per ``host_slots``); a job of more stage processes than that
-    shares the cores, which ``host_slots`` tells the simulator."""
+    calibration lists a device per CPU (at least two); a job of more stage processes than its
+    ``host_slots`` shares the cores, which the simulator models."""
     have = list(scenario.devices)
     if devices <= len(have) or not scenario.links:
         return scenario
