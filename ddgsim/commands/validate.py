@@ -59,6 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--reference-every", type=int, default=4, metavar="N",
                    help="measure the one-process run (K=1), the speedups' reference, again after every N other "
                    "executions of a round (default 4; 0: only at the start of each round)")
+    p.add_argument("--no-speed-probe", action="store_true",
+                   help="do not time the model's whole step here between executions (by default it is, before every "
+                   "one-process execution and at the end: the machine's speed over the session against the profile's)")
     p.add_argument("--steps", type=int, default=10, metavar="S", help="iterations per run (default 10)")
     p.add_argument("--warmup", type=int, default=None, metavar="W",
                    help="iteration gaps dropped before the median (default K)")
@@ -122,7 +125,7 @@ def _config(args: argparse.Namespace) -> ValidateConfig:
     return ValidateConfig(
         model=args.model, out=Path(args.out), stages=tuple(stages), schedules=schedules, micro_batches=tuple(micro),
         replicas=tuple(replicas), runtimes=runtimes, splits=args.splits, repeats=args.repeats, steps=args.steps,
-        reference_every=args.reference_every,
+        reference_every=args.reference_every, speed_probe=not args.no_speed_probe,
         warmup=args.warmup, warmup_ms=args.warmup_ms, window_ms=args.window_ms, batch_size=args.batch_size,
         scenario=args.scenario, profile=args.profile, max_steal_pct=args.max_steal, reprofile=args.reprofile,
         device=args.device, threads=args.threads, tolerance_pct=args.tolerance, trace=not args.no_trace,

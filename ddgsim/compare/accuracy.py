@@ -13,6 +13,7 @@ from ddgsim.compare.rows import (
     CONTENTION,
     MACHINE_SPEED,
     MODEL_ERROR,
+    SESSION_SPEED,
     WITHIN_NOISE,
     WITHIN_TOLERANCE,
     Row,
@@ -63,6 +64,13 @@ class Summary:
     compute speed, the pipeline model's share of it; NaN where no run timed its actions."""
     compute_matched_worst_pct: float = math.nan
     compute_matched_runs: int = 0
+    session_median_pct: float = math.nan
+    """Median over runs of |:attr:`Row.session_error_pct`|: the errors once predicted at the machine's
+    speed over the session (the speed probe's median); NaN where not probed."""
+    session_worst_pct: float = math.nan
+    session_runs: int = 0
+    session_factor: float = math.nan
+    """:attr:`Row.session_factor` of the runs (one per validation)."""
     compute_ratios: tuple[float, ...] = ()
     """Every execution's :attr:`Row.compute_ratio_all`: how fast the machine computed, run by run,
     against the profile."""
@@ -88,6 +96,9 @@ class Summary:
             "compute_matched_median_abs_error_pct": self.compute_matched_median_pct,
             "compute_matched_worst_abs_error_pct": self.compute_matched_worst_pct,
             "compute_matched_runs": self.compute_matched_runs,
+            "session_factor": _or_none(self.session_factor),
+            "session_median_abs_error_pct": _or_none(self.session_median_pct),
+            "session_worst_abs_error_pct": _or_none(self.session_worst_pct), "session_runs": self.session_runs,
             "compute_ratio_median": float(statistics.median(self.compute_ratios)) if self.compute_ratios else math.nan,
             "compute_ratio_min": min(self.compute_ratios, default=math.nan),
             "compute_ratio_max": max(self.compute_ratios, default=math.nan),
@@ -98,17 +109,21 @@ class Summary:
         if not self.verdicts:
             return []
         n = {k: len(self.verdicts.get(k, []))
-             for k in (WITHIN_TOLERANCE, WITHIN_NOISE, MACHINE_SPEED, CONTENTION, MODEL_ERROR)}
+             for k in (WITHIN_TOLERANCE, WITHIN_NOISE, SESSION_SPEED, MACHINE_SPEED, CONTENTION, MODEL_ERROR)}
+        session = (f" {n[SESSION_SPEED]} within {self.tol_pct:g}% or their noise at the machine's speed over the "
+                   "session (the speed probe's median),"
+                   if self.session_runs else "")
         machine = (f" {n[MACHINE_SPEED]} within {self.tol_pct:g}% at their own compute speed (the machine's speed "
                    f"of the moment), {n[CONTENTION]} within it at their own compute speed but not at the one-process "
                    "run's of the same moment (contention: the processes slowed each other beyond the model),"
                    if self.compute_matched_runs else "")
         out = [f"against each run's noise (half the spread of its repeats): {n[WITHIN_TOLERANCE]} within "
-               f"{self.tol_pct:g}%, {n[WITHIN_NOISE]} inside their noise,{machine} {n[MODEL_ERROR]} model error"]
+               f"{self.tol_pct:g}%, {n[WITHIN_NOISE]} inside their noise,{session}{machine} {n[MODEL_ERROR]} model error"]
         out += [f"  model error: {x}" for x in self.verdicts.get(MODEL_ERROR, [])]
         out += [f"  contention: {x}" for x in self.verdicts.get(CONTENTION, [])]
         out += [f"  the machine's speed: {x}" for x in self.verdicts.get(MACHINE_SPEED, [])]
         out += [f"  inside its noise: {x}" for x in self.verdicts.get(WITHIN_NOISE, [])]
+        out += [f"  the machine's speed over the session: {x}" for x in self.verdicts.get(SESSION_SPEED, [])]
         return out
 
     def lines(self) -> list[str]:
@@ -123,6 +138,9 @@ class Summary:
             f"median {_pct(self.median_spread_pct)}, largest {_pct(self.worst_spread_pct)}",
             f"median absolute error: {_pct(self.median_abs_error_pct)}",
             f"worst absolute error: {_pct(self.worst_abs_error_pct)}",
+            *([f"at the machine's speed over the session ({self.session_factor:.3f}x the profile's, by the speed "
+               f"probe between executions): median |error| {_pct(self.session_median_pct)}, worst "
+               f"{_pct(self.session_worst_pct)} ({self.session_runs} runs)"] if self.session_runs else []),
             *self._verdict_lines(),
             *([f"speedup over K=1, predicted vs measured against the K=1 run of the same moment "
                f"(the machine's drift cancels): median |error| {_pct(self.speedup_median_pct)}, worst {_pct(self.speedup_worst_pct)} "
@@ -138,6 +156,11 @@ class Summary:
             f"ranking preserved (pairs whose predictions differ by > {self.tol_pct:g}%): {rank}",
             *[f"  measured order differs: {a} vs {b}" for a, b in self.discordant],
         ]
+
+
+def _or_none(x: float) -> float | None:
+    """A figure for JSON: NaN (not measured) is null."""
+    return None if math.isnan(x) else x
 
 
 def _pct(x: float) -> str:
@@ -265,12 +288,18 @@ def summarize(rows: Sequence[Row], tol_pct: float = 5.0) -> Summary:
         verdict = r.verdict(tol_pct, at_moment.get(i, math.nan))
         verdicts.setdefault(verdict, []).append(
             f"{run_label(r)} {r.label}: error {r.error_pct:+.1f}%, noise ±{r.noise_pct:.1f}%"
+            + ("" if math.isnan(r.session_error_pct) else f", at the session's speed {r.session_error_pct:+.1f}%")
             + ("" if math.isnan(r.compute_matched_error_pct) else
                f", at its own compute speed {r.compute_matched_error_pct:+.1f}%")
             + (f", at the one-process run's of the same moment {at_moment[i]:+.1f}%" if verdict == CONTENTION else ""))
     mem = [abs(e) for r in rows for e in r.memory_errors_pct]
     own = [abs(r.compute_matched_error_pct) for r in rows if not math.isnan(r.compute_matched_error_pct)]
+    session = [abs(r.session_error_pct) for r in rows if not math.isnan(r.session_error_pct)]
+    factors = [r.session_factor for r in rows if r.session_factor > 0]
     return Summary(verdicts=verdicts, speedup_runs=len(ups),
+                   session_median_pct=float(statistics.median(session)) if session else math.nan,
+                   session_worst_pct=max(session) if session else math.nan, session_runs=len(session),
+                   session_factor=float(statistics.median(factors)) if factors else math.nan,
                    compute_matched_median_pct=float(statistics.median(own)) if own else math.nan,
                    compute_matched_worst_pct=max(own) if own else math.nan, compute_matched_runs=len(own),
                    compute_ratios=tuple(c for r in rows if not math.isnan(r.compute_matched_error_pct)

@@ -53,6 +53,9 @@ class ValidateConfig:
     reference_every: int = 4
     """The one-process run, the reference of the speedups, is measured again after every this many
     other executions of a round (0: only at the start of each round)."""
+    speed_probe: bool = True
+    """Time the model's whole step in this process before every one-process execution and at the end:
+    the machine's speed over the session against the profile's (:mod:`ddgsim.compare.session`)."""
     steps: int = 10
     """Iterations per execution, at least (short steps run longer: ``warmup_ms``, ``window_ms``)."""
     warmup: int | None = None

@@ -68,7 +68,13 @@ def error_figure(rows: Sequence[Row], title: str = "Prediction error per run") -
                                                               for r in rows], "color": "#555", "thickness": 1},
                            marker_color=["#E45756" if abs(r.error_pct) > 10 else "#F58518" if abs(r.error_pct) > 5
                                          else "#54A24B" for r in rows],
-                           hovertemplate="%{y}<br>%{x:+.1f}%<extra></extra>"))
+                           hovertemplate="%{y}<br>%{x:+.1f}%<extra></extra>", name="error"))
+    if any(not math.isnan(r.session_error_pct) for r in rows):  # the same runs at the session's speed
+        fig.add_trace(go.Scatter(y=labels, x=[r.session_error_pct for r in rows], mode="markers",
+                                 marker={"symbol": "diamond", "size": 9, "color": "#4C78A8"},
+                                 name="at the machine's speed over the session",
+                                 hovertemplate="%{y}<br>at the session's speed %{x:+.1f}%<extra></extra>"))
+        fig.update_layout(legend={"orientation": "h", "y": -0.15})
     for x in (-10, -5, 5, 10):
         fig.add_vline(x=x, line={"color": "#bbb", "dash": "dot"})
     fig.update_layout(title=title, xaxis_title="(predicted − measured) / measured, %  (median of the repeats; "

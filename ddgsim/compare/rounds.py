@@ -17,6 +17,7 @@ from ddgsim.compare.options import Options, run_length
 from ddgsim.compare.report import timeline_figure
 from ddgsim.compare.rows import FAILED, Row, run_label
 from ddgsim.compare.selection import RunSpec, plan_runs
+from ddgsim.compare.session import SessionSpeed
 from ddgsim.compare.validation_csv import CSV_NAME, write_csv
 from ddgsim.errors import one_line
 from ddgsim.plan.build import plan_from_prediction
@@ -62,6 +63,8 @@ class _Run:
     """Executions measured again because the hypervisor stole too much CPU time."""
     executions: int = 0
     """Repeats begun so far (failed ones included): the number of the next metrics file."""
+    session_ms: float = math.nan
+    """The prediction at the machine's speed over the session (:func:`at_session_speed`)."""
     timed_share: float = 0.0
     """The share of the stages' predicted busy time that is their compute (the profile's), not the
     executor's fixed costs per action (:func:`compute_share`)."""
@@ -73,8 +76,7 @@ def _prepare(spec: RunSpec, profile: Profile, profile_ref: ProfileRef | None, sc
     from ddgsim.trace import write_trace
 
     layout = spec.layout(scenario)
-    sim = simulate(profile, list(spec.split), scenario, spec.schedule, micro_batches=spec.micro_batches,
-                   layout=layout)
+    sim = _simulate(spec, profile, scenario)
     plan = plan_from_prediction(profile, profile_ref, scenario_ref, spec.schedule, spec.split, sim,
                                 micro_batches=spec.micro_batches, extra={"validation_label": spec.label},
                                 layout=layout)
@@ -87,6 +89,22 @@ def _prepare(spec: RunSpec, profile: Profile, profile_ref: ProfileRef | None, sc
                 timed_share=compute_share(profile, spec.split, scenario, spec.micro_batches, layout),
                 trace=runs_dir / f"{spec.name}.measured.trace.json" if opts.trace and spec.runtime == "ddgsim"
                 else None)
+
+
+def _simulate(spec: RunSpec, profile: Profile, scenario: Scenario) -> Any:
+    """The simulator's prediction of ``spec`` on ``scenario``."""
+    return simulate(profile, list(spec.split), scenario, spec.schedule, micro_batches=spec.micro_batches,
+                    layout=spec.layout(scenario))
+
+
+def at_session_speed(scenario: Scenario, factor: float) -> Scenario | None:
+    """``scenario`` with every device computing ``factor`` times slower than profiled (its
+    :attr:`~ddgsim.predict.scenario.Device.speed` divided by it): the machine as the speed probe found it
+    over the session. The executor's fixed costs and the links are left as calibrated. ``None``
+    without a factor."""
+    if not factor > 0:
+        return None
+    return replace(scenario, devices=tuple(replace(d, speed=d.speed / factor) for d in scenario.devices))
 
 
 MIN_COMPUTE_SHARE = 0.95
@@ -119,7 +137,7 @@ def compute_ratio(measured_busy: Sequence[float], predicted_busy: Sequence[float
     return float(sum(measured_busy) / sum(predicted_busy))
 
 
-def _row(run: _Run, profile: Profile, scenario: Scenario) -> Row:
+def _row(run: _Run, profile: Profile, scenario: Scenario, speed: SessionSpeed | None = None) -> Row:
     spec, split = run.spec, ",".join(map(str, run.spec.split))
     row = Row(model=profile.model, K=spec.stages, schedule=spec.schedule, split=split,
               predicted_ms=run.sim.iteration_ms, measured_ms=math.nan, error_pct=math.nan, label=spec.label,
@@ -131,7 +149,8 @@ def _row(run: _Run, profile: Profile, scenario: Scenario) -> Row:
               measured_memory_mib=tuple(statistics.median(xs) for xs in zip(*run.memory, strict=True))
               if run.memory and len({len(m) for m in run.memory}) == 1 else (),
               compute_ratio_all=tuple(run.compute) if len(run.compute) == len(run.values) else (),
-              measured_at_s=tuple(run.at))
+              measured_at_s=tuple(run.at), session_factor=speed.factor if speed is not None else math.nan,
+              predicted_session_ms=run.session_ms)
     if not run.values:
         error = f"{run.reasons[0]}, twice" if len(set(run.reasons)) == 1 and len(run.reasons) == 2 else \
             "; then ".join(run.reasons)
@@ -144,7 +163,7 @@ def _row(run: _Run, profile: Profile, scenario: Scenario) -> Row:
 
 def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario, scenario_ref: str,
             opts: Options, out: Path, log: Callable[[str], None] | None = None,
-            warn: Callable[[str], None] | None = None) -> tuple[list[Row], list[Any]]:
+            warn: Callable[[str], None] | None = None, speed: SessionSpeed | None = None) -> tuple[list[Row], list[Any]]:
     """Predict every run, then measure each ``opts.repeats`` times, interleaved; files go under ``out/runs``.
 
     Repeat r of every run happens before repeat r + 1 of any, so a machine that speeds up or
@@ -152,7 +171,9 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
     its repeats. The one-process run opens every round, comes back after every
     ``opts.reference_every`` others (:func:`round_order`) and is measured once more after the last
     round, and every execution's moment is kept: each execution is compared with the one-process run
-    of its own moment. ``out/validation.csv`` is rewritten after every execution, so an interrupted
+    of its own moment. With ``speed``, the speed probe is read before every one-process execution
+    (before every round's first without one) and after the last execution: the machine's speed over
+    the session, every row's :attr:`Row.session_factor`. ``out/validation.csv`` is rewritten after every execution, so an interrupted
     validation keeps what it measured. A failed execution is tried once more; failing again, it
     is noted (through ``warn``; by default :func:`note`, the log) and the next one starts. A run with no
     measurement at all becomes a ``failed`` row.
@@ -174,13 +195,22 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
     t_zero = time.perf_counter()
     for rep in range(opts.repeats):
         for slot, i in enumerate(order):
+            if speed is not None and (i == ref or (ref is None and slot == 0)):
+                _probe(speed, t_zero, log)
             _measure(runs[i], f"[{rep + 1}/{opts.repeats}] [{slot + 1}/{len(order)}]", runs_dir, opts, t_zero,
                      log, warn)
-            write_csv([_row(r, profile, scenario) for r in runs if r.executions], out / CSV_NAME)
+            write_csv([_row(r, profile, scenario, speed) for r in runs if r.executions], out / CSV_NAME)
     if ref is not None and runs[ref].values and any(r.values for j, r in enumerate(runs) if j != ref):
+        if speed is not None:
+            _probe(speed, t_zero, log)
         _measure(runs[ref], "[closing]", runs_dir, opts, t_zero, log, warn)
-        write_csv([_row(r, profile, scenario) for r in runs], out / CSV_NAME)
-    rows = [_row(r, profile, scenario) for r in runs]
+    if speed is not None:
+        _probe(speed, t_zero, log)
+        slower = at_session_speed(scenario, speed.factor)
+        for r in runs:
+            r.session_ms = _simulate(r.spec, profile, slower).iteration_ms if slower is not None else math.nan
+    rows = [_row(r, profile, scenario, speed) for r in runs]
+    write_csv(rows, out / CSV_NAME)
     timelines = []
     for run, row in zip(runs, rows, strict=True):
         spec = run.spec
@@ -193,6 +223,13 @@ def run_all(profile: Profile, profile_ref: ProfileRef | None, scenario: Scenario
             except Exception as exc:  # a figure is not worth the rest of the report
                 warn(f"{run_label(row)}: no timeline figure ({one_line(f'{type(exc).__name__}: {exc}')})")
     return rows, timelines
+
+
+def _probe(speed: SessionSpeed, t_zero: float, log: Callable[[str], None]) -> None:
+    """Read the speed probe now and print its line."""
+    ms = speed.take(time.perf_counter() - t_zero)
+    log(f"[speed probe] whole-model step {ms:.1f} ms, {ms / speed.profile_ms:.3f}x the profile's "
+        f"{speed.profile_ms:.1f} ms" if speed.profile_ms > 0 else f"[speed probe] whole-model step {ms:.1f} ms")
 
 
 def _times(n: int) -> str:

@@ -13,6 +13,10 @@ WITHIN_TOLERANCE = "within tolerance"
 WITHIN_NOISE = "within noise"
 MODEL_ERROR = "model error"
 MACHINE_SPEED = "the machine's speed"
+SESSION_SPEED = "the machine's speed over the session"
+"""Beyond tolerance and its own noise, but within them once predicted at the speed the machine ran
+at over the whole validation — measured by the speed probe between executions, independent of the
+run (:attr:`Row.session_error_pct`): the profile's few seconds met the machine at another speed."""
 CONTENTION = "contention"
 """Beyond tolerance and noise, within tolerance at its own compute speed, but not with the machine's
 speed of the moment (the one-process run then), and its stages compute at once (not bp): its stage
@@ -73,6 +77,21 @@ class Row:
     """Per repeat (as ``measured_all_ms``): the middle of its execution, in seconds after the
     validation's first execution began — what pairs it with the one-process run of the same moment
     (:func:`ddgsim.compare.accuracy.reference_ms`); empty in files written before."""
+    session_factor: float = math.nan
+    """How much slower (> 1) the machine computed over the validation than when the profile was
+    measured: the median of the speed probe's readings between the executions over the profile's
+    whole-model step (:mod:`ddgsim.compare.session`); one per validation, NaN where not probed."""
+    predicted_session_ms: float = math.nan
+    """The prediction with every device computing at :attr:`session_factor` × the profile's times
+    (the executor's fixed costs and the links as they are); NaN where not probed."""
+
+    @property
+    def session_error_pct(self) -> float:
+        """The error at the machine's speed over the session: the median over repeats of
+        100 · (:attr:`predicted_session_ms` − measured) / measured; NaN where not probed."""
+        if not self.ok or not self.measured_all_ms or not self.predicted_session_ms > 0:
+            return math.nan
+        return scaled_error_pct(self.predicted_session_ms, [1.0] * len(self.measured_all_ms), self.measured_all_ms)
 
     @property
     def compute_matched_error_pct(self) -> float:
@@ -119,7 +138,8 @@ class Row:
 
     def verdict(self, tol_pct: float, at_moment_pct: float = math.nan) -> str:
         """:data:`WITHIN_TOLERANCE` (|error| ≤ ``tol_pct``), :data:`WITHIN_NOISE` (≤ its noise),
-        beyond both but within ``tol_pct`` at its own compute speed (:attr:`compute_matched_error_pct`)
+        :data:`SESSION_SPEED` (its :attr:`session_error_pct` within ``tol_pct`` or its noise); beyond all
+        those but within ``tol_pct`` at its own compute speed (:attr:`compute_matched_error_pct`)
         :data:`CONTENTION` when its stages compute at once (:attr:`stages_overlap`) and ``at_moment_pct``
         — its error against the one-process run of the same moment
         (:func:`ddgsim.compare.accuracy.speed_matched_errors`; NaN: none) — is still beyond ``tol_pct``,
@@ -130,6 +150,8 @@ class Row:
             return WITHIN_TOLERANCE
         if err <= self.noise_pct:
             return WITHIN_NOISE
+        if abs(self.session_error_pct) <= max(tol_pct, self.noise_pct):
+            return SESSION_SPEED
         if not abs(self.compute_matched_error_pct) <= tol_pct:
             return MODEL_ERROR
         return CONTENTION if abs(at_moment_pct) > tol_pct and self.stages_overlap else MACHINE_SPEED

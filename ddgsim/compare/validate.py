@@ -38,6 +38,7 @@ from ddgsim.compare.report import export_figures, write_report
 from ddgsim.compare.rounds import note, run_all
 from ddgsim.compare.rows import Row, failure_line
 from ddgsim.compare.selection import oversized, plan_runs
+from ddgsim.compare.session import SessionSpeed
 from ddgsim.compare.validation_csv import CSV_NAME, write_csv
 
 __all__ = ["ConfigError", "ValidateConfig", "ValidationReport", "run"]
@@ -95,15 +96,18 @@ def run(config: ValidateConfig, *, log: Callable[[str], None] | None = None,
     out.mkdir(parents=True, exist_ok=True)
     header = _header(config, inputs)
     load0 = os.getloadavg()
+    speed = session_speed(config, inputs, warn)
     rows, timelines = run_all(inputs.profile, inputs.profile_ref, inputs.scenario, inputs.scenario_ref, opts, out,
-                              log=log, warn=warn)
+                              log=log, warn=warn, speed=speed)
     header.append(f"load average before {tuple(round(x, 2) for x in load0)}, "
                   f"after {tuple(round(x, 2) for x in os.getloadavg())}")
+    if speed is not None:
+        header.append(speed.line())
     if inputs.warning:
         header.append(inputs.warning)
     write_csv(rows, out / CSV_NAME)
     summary = summarize(rows, config.tolerance_pct)
-    write_summary(out / "summary.json", summary, header)
+    write_summary(out / "summary.json", summary, header, speed)
     write_report(out / "report.html", rows, summary, timelines, header)
     figures: list[Path] = []
     if config.figures:
@@ -154,7 +158,33 @@ def _header(config: ValidateConfig, inputs: Inputs) -> list[str]:
     ]
 
 
-def write_summary(path: Path, summary: Summary, header: Sequence[str]) -> None:
-    """``summary.json``: the header, then the summary's figures."""
-    path.write_text(json.dumps({"header": list(header), **summary.to_json()}, indent=1) + "\n")
+def write_summary(path: Path, summary: Summary, header: Sequence[str], speed: SessionSpeed | None = None) -> None:
+    """``summary.json``: the header, then the summary's figures (and the speed probe's readings)."""
+    extra = {"session_speed": speed.to_json()} if speed is not None else {}
+    path.write_text(json.dumps({"header": list(header), **summary.to_json(), **extra}, indent=1) + "\n")
+
+
+def session_speed(config: ValidateConfig, inputs: Inputs, warn: Callable[[str], None]) -> SessionSpeed | None:
+    """The speed probe of this validation (:mod:`ddgsim.compare.session`), or ``None``: not asked for, a
+    profile without a measured whole step, or a model this process cannot build or run at the profile's
+    input (a note says so)."""
+    from ddgsim.models.registry import buildable
+
+    prof = inputs.profile
+    if not config.speed_probe:
+        return None
+    if not prof.whole_model_ms > 0 or not buildable(prof.model) or prof.device.split(":")[0] != config.device:
+        warn(f"note: no speed probe: the profile of {prof.model} has no whole-model step measured on {config.device} "
+             "to compare with")
+        return None
+    from ddgsim.errors import one_line
+    from ddgsim.profile.probe import SpeedProbe
+
+    try:
+        probe = SpeedProbe(prof)
+    except Exception as exc:  # a side measurement: the validation goes on without it
+        warn(f"note: no speed probe: {prof.model} does not run at the profile's input "
+             f"({one_line(f'{type(exc).__name__}: {exc}')})")
+        return None
+    return SessionSpeed(read=probe.read, profile_ms=prof.whole_model_ms)
 

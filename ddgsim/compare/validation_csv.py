@@ -16,11 +16,14 @@ COLUMNS = ("model", "K", "schedule", "split", "predicted_ms", "measured_ms", "er
            "label", "batch_size", "steps", "scenario", "status", "error", "attempts",
            "micro_batches", "repeats", "measured_min_ms", "measured_max_ms", "measured_all_ms", "runtime",
            "steal_pct", "redone", "replicas", "predicted_memory_mib", "measured_memory_mib",
-           "compute_ratio_all", "measured_at_s_all", "noise_pct", "speedup_predicted", "speedup_measured", "speedup_error_pct")
+           "compute_ratio_all", "measured_at_s_all", "session_factor",
+           "predicted_session_ms", "noise_pct", "speedup_predicted", "speedup_measured",
+           "speedup_error_pct", "session_error_pct")
 """``validation.csv`` columns; the first seven are the contract, the rest context (a file without
 ``status``, ``error``, ``attempts`` is read as every run ``ok`` at the first attempt; one without
-the repeat columns as one repeat with M = 1). The last four are derived (:attr:`Row.noise_pct`,
-:func:`speedups`), written for readers of the file and recomputed when it is read."""
+the repeat columns as one repeat with M = 1). From ``noise_pct`` on they are derived
+(:attr:`Row.noise_pct`, :func:`speedups`, :attr:`Row.session_error_pct`), written for readers of the
+file and recomputed when it is read."""
 
 CSV_NAME = "validation.csv"
 
@@ -42,8 +45,9 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
                         ";".join(format(x, ".4g") for x in r.predicted_memory_mib),
                         ";".join(format(x, ".4g") for x in r.measured_memory_mib),
                         ";".join(format(x, ".4f") for x in r.compute_ratio_all),
-                        ";".join(format(x, ".1f") for x in r.measured_at_s), cell(r.noise_pct, ".2f"),
-                        cell(up.predicted, ".4f"), cell(up.measured, ".4f"), cell(up.error_pct, ".2f")])
+                        ";".join(format(x, ".1f") for x in r.measured_at_s), cell(r.session_factor, ".4f"),
+                        cell(r.predicted_session_ms, ".6g"), cell(r.noise_pct, ".2f"), cell(up.predicted, ".4f"), cell(up.measured, ".4f"),
+                        cell(up.error_pct, ".2f"), cell(r.session_error_pct, ".2f")])
 
 
 def read_csv(path: str | Path) -> list[Row]:
@@ -84,5 +88,7 @@ def _row(rec: dict[str, str]) -> Row:
                predicted_memory_mib=_floats(rec.get("predicted_memory_mib")),
                measured_memory_mib=_floats(rec.get("measured_memory_mib")),
                compute_ratio_all=_floats(rec.get("compute_ratio_all")),
-               measured_at_s=_floats(rec.get("measured_at_s_all")))
+               measured_at_s=_floats(rec.get("measured_at_s_all")),
+               session_factor=_float(rec.get("session_factor")),
+               predicted_session_ms=_float(rec.get("predicted_session_ms")))
 
