@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sim_helpers import make_profile
 
 from ddgsim.compare import execution
 from ddgsim.compare.accuracy import summarize
@@ -32,7 +33,6 @@ from ddgsim.compare.validation_csv import read_csv, write_csv
 from ddgsim.predict.event_sim import simulate
 from ddgsim.predict.scenario import load_scenario
 from ddgsim.profile.probe import SpeedProbe
-from tests.sim_helpers import make_profile
 
 
 def _row(pred: float, meas: tuple[float, ...], session_ms: float = math.nan, ratios: tuple[float, ...] = ()) -> Row:
