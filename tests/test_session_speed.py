@@ -153,6 +153,9 @@ def test_the_probe_times_the_models_whole_step_on_the_profiles_clock() -> None:
     ms = probe.read()
     assert 0 < ms < 1000 and torch.get_num_threads() == threads
     assert probe.model.training and all(p.grad is None for p in probe.model.parameters())
+    half = SpeedProbe(dataclasses.replace(prof, dtype="bfloat16"))  # a profile measured in another dtype
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16} and half.x.dtype == torch.bfloat16
+    assert half.read() > 0
 
 
 def test_a_validation_probes_only_what_it_can_build_and_compare(tmp_path: Path) -> None:

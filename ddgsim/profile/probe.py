@@ -36,10 +36,17 @@ class SpeedProbe:
         io = spec.io.with_overrides(input_shape=profile.input_shape, vocab=profile.vocab)
         self.device = torch.device(profile.device)
         self.model = build_model(spec).to(self.device).train()
+        dtype = getattr(torch, profile.dtype, None)
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            dtype = None
+        if dtype is not None:  # as the profile's model was measured
+            self.model = self.model.to(dtype)
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        self.x = io.example_input(profile.batch_size, gen).to(self.device)
+        x = io.example_input(profile.batch_size, gen)
+        self.x = (x.to(dtype) if dtype is not None and x.is_floating_point() else x).to(self.device)
         with torch.no_grad():
-            self.grad_out = torch.randn(self.model(self.x).shape, generator=gen).to(self.device)
+            out = self.model(self.x)
+        self.grad_out = torch.randn(out.shape, generator=gen).to(device=self.device, dtype=out.dtype)
         self.timer = Timer(self.device)
 
     def read(self) -> float:
@@ -62,5 +69,7 @@ class SpeedProbe:
         finally:
             self.model.zero_grad(set_to_none=True)
             torch.set_num_threads(old)
+            if self.device.type == "cuda":  # the stage processes that run next need the GPU's memory
+                torch.cuda.empty_cache()
         return samples.median(self.clock)
 
