@@ -29,6 +29,7 @@ COMMANDS = (
     "theory_slack",
     "calibrate",
     "validate",
+    "compare_runs",
 )
 
 

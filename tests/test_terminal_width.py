@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["models", "units", "profile", "simulate", "plan", "execute", "converge", "stepsize", "theory-slack",
-            "calibrate", "validate"]
+            "calibrate", "validate", "compare-runs"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 

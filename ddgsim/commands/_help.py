@@ -39,6 +39,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
                   "also under torch.distributed.pipelining"),
                  ("ddgsim validate mlp --gpus 1,2 --replicas 1,2 --schedules ddg --out v",
                   "also with every stage replicated (K=1 x D=2: data parallel)")],
+    "compare-runs": [("ddgsim compare-runs v1 v2", "two runs of one validation: how far they disagree")],
 }
 
 

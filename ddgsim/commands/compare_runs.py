@@ -1,0 +1,106 @@
+"""``ddgsim compare-runs``: the same validation run two or more times, side by side.
+
+    python -m ddgsim compare-runs v1 v2 [v3 ...] [--tolerance 6] [--json]
+
+Each configuration measured in every run (matched by model, batch, schedule and split): its
+measured speedup over K = 1 and its measured time in each run, and the floor no prediction can
+beat against all of them (:mod:`ddgsim.compare.between_runs`). A validation's noise figure is the
+spread of its repeats, minutes apart; a machine whose state changes between runs moves them all
+alike, and only another run shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ddgsim.commands._help import add_command
+from ddgsim.errors import UserError
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(subparsers, "compare-runs", help="the same validation run twice or more, side by side",
+                    description="Each configuration's measured speedup and time in every run of the same "
+                                "validation, and the least worst error any prediction could have had "
+                                "against all of them: where runs disagree by more than a tolerance, no "
+                                "model meets it in every run.")
+    p.add_argument("runs", nargs="+", metavar="DIR",
+                   help="validate's --out folders (or their validation.csv), two or more")
+    p.add_argument("--tolerance", type=float, default=5.0, metavar="PCT",
+                   help="name the configurations whose runs disagree by more than this (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def _csv(arg: str) -> Path:
+    path = Path(arg)
+    csv = path / "validation.csv" if path.is_dir() else path
+    if not csv.is_file():
+        raise UserError(f"run {arg!r} has no validation.csv (expected validate's --out folder or the file)")
+    return csv
+
+
+def _fmt(values: tuple[float, ...], spec: str) -> str:
+    return " ".join(format(v, spec) for v in values) or "-"
+
+
+def _pct(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.1f}%"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ddgsim.compare.between_runs import across, best_prediction, worst_floors
+    from ddgsim.compare.validation_csv import read_csv
+
+    if len(args.runs) < 2:
+        raise UserError(f"need two or more runs to compare, got {len(args.runs)}: {args.runs[0]!r}")
+    if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise UserError(f"--tolerance must be a positive percentage, got {args.tolerance!r}")
+    table = across([read_csv(_csv(a)) for a in args.runs])
+    up, tm = worst_floors(table)
+    over = [a for a in table if a.speedup and a.speedup_floor_pct > args.tolerance]
+    over_t = [a for a in table if a.time_floor_pct > args.tolerance]
+    per_run = [max((100 * abs(a.speedup_predicted[i] - a.speedup[i]) / a.speedup[i] for a in table if a.speedup),
+                   default=math.nan) for i in range(len(args.runs))]
+    if args.json:
+        out: dict[str, Any] = {
+            "runs": list(args.runs), "tolerance_pct": args.tolerance,
+            "speedup_worst_floor_pct": None if math.isnan(up) else up, "time_worst_floor_pct": tm,
+            "predicted_speedup_worst_error_pct": [None if math.isnan(x) else x for x in per_run],
+            "configurations": [{"label": a.label, "measured_ms": list(a.measured_ms),
+                                "time_floor_pct": a.time_floor_pct, "speedup": list(a.speedup),
+                                "speedup_predicted": list(a.speedup_predicted),
+                                "speedup_floor_pct": a.speedup_floor_pct if a.speedup else None,
+                                "best_speedup_prediction": best_prediction(a.speedup) if a.speedup else None}
+                               for a in table]}
+        print(json.dumps(out, indent=1))
+        return 0
+    from rich.table import Table
+
+    from ddgsim.commands._table import console
+
+    t = Table(title=f"{len(args.runs)} runs of one validation, configuration by configuration")
+    for col in ("configuration", "measured speedup per run", "floor", "measured ms per run", "floor"):
+        t.add_column(col, justify="left" if col == "configuration" else "right")
+    for a in table:
+        t.add_row(a.label, _fmt(a.speedup, ".3f"), _pct(a.speedup_floor_pct), _fmt(a.measured_ms, ".1f"),
+                  _pct(a.time_floor_pct))
+    t.caption = ("floor: the least worst error any one prediction has against every run, "
+                 "(max - min) / (max + min)")
+    c = console()
+    c.print(t)
+    lines = [f"least worst speedup error any prediction could have in every run: {_pct(up)}"
+             + (f" ({_count(over)} above {args.tolerance:g}%: {', '.join(a.label for a in over)})" if over else ""),
+             f"the predictions' worst speedup error, run by run: {', '.join(_pct(x) for x in per_run)}",
+             f"least worst time error any prediction could have in every run: {_pct(tm)}"
+             + (f" ({_count(over_t)} above {args.tolerance:g}%: {', '.join(a.label for a in over_t)})" if over_t else "")]
+    for line in lines:
+        c.print(line, highlight=False, markup=False)
+    return 0
+
+
+def _count(items: list[Any]) -> str:
+    return f"{len(items)} configuration{'s' if len(items) != 1 else ''}"

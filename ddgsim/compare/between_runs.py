@@ -1,0 +1,99 @@
+"""The same validation run twice or more: how far its measurements moved between runs, and the
+least error any prediction could have had against all of them.
+
+A validation's own noise figure (:attr:`ddgsim.compare.rows.Row.noise_pct`) is the spread of one
+configuration's repeats inside one run, minutes apart. A machine whose state changes between
+runs (another speed level for an hour, another placement of the processes) moves every repeat
+of a run alike, and that spread cannot see it. Several runs of the same command can: if one
+configuration's measured speedup is ``m_1 … m_n`` over the runs, a prediction ``p`` has
+``max_i |p − m_i| / m_i`` as its worst error over them, and no ``p`` does better than
+:func:`floor_pct` — reached at :func:`best_prediction`. Where that floor is above a tolerance,
+no model can be within it in every run: the runs disagree with each other by more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ddgsim.compare.accuracy import speedups
+from ddgsim.compare.rows import Row, run_label
+from ddgsim.errors import UserError
+
+
+def best_prediction(values: Sequence[float]) -> float:
+    """The ``p`` with the least worst relative error ``max_i |p − v_i| / v_i`` over ``values`` (all
+    > 0): the harmonic mean of the least and the largest, where the two errors are equal."""
+    lo, hi = _range(values)
+    return min(hi, max(lo, 2.0 * lo * hi / (lo + hi)))  # inside [lo, hi] despite rounding
+
+
+def floor_pct(values: Sequence[float]) -> float:
+    """100 · the least worst relative error any single prediction has against every one of
+    ``values`` (all > 0): ``(max − min) / (max + min)``."""
+    lo, hi = _range(values)
+    return 100.0 * (hi - lo) / (hi + lo)
+
+
+def _range(values: Sequence[float]) -> tuple[float, float]:
+    if not values or min(values) <= 0:
+        raise UserError(f"need one or more positive measurements, got {list(values)!r}")
+    return min(values), max(values)
+
+
+@dataclass(frozen=True)
+class Across:
+    """One configuration over several runs of the same validation."""
+
+    label: str
+    measured_ms: tuple[float, ...]
+    """Each run's measured time (median of its repeats)."""
+    speedup: tuple[float, ...]
+    """Each run's measured speedup over K = 1 of the same moment (empty for K = 1 or unpaired)."""
+    speedup_predicted: tuple[float, ...]
+
+    @property
+    def time_floor_pct(self) -> float:
+        return floor_pct(self.measured_ms)
+
+    @property
+    def speedup_floor_pct(self) -> float:
+        return floor_pct(self.speedup) if self.speedup else float("nan")
+
+
+def _key(r: Row) -> tuple[str, int, str, str]:
+    return (r.model, r.batch_size, r.scenario, run_label(r))
+
+
+def across(runs: Sequence[Sequence[Row]]) -> list[Across]:
+    """Every configuration measured in all of ``runs`` (matched by model, batch and
+    :func:`run_label`), in the first run's order."""
+    if len(runs) < 2:
+        raise UserError(f"need two or more validation runs to compare, got {len(runs)}")
+    per_run: list[dict[tuple[str, int, str, str], tuple[Row, tuple[float, float] | None]]] = []
+    for rows in runs:
+        ups = speedups(rows)
+        table: dict[tuple[str, int, str, str], tuple[Row, tuple[float, float] | None]] = {}
+        for i, r in enumerate(rows):
+            if r.ok:
+                table[_key(r)] = (r, (ups[i].measured, ups[i].predicted) if i in ups else None)
+        per_run.append(table)
+    out: list[Across] = []
+    for key, (first, _) in per_run[0].items():
+        if not all(key in t for t in per_run):
+            continue
+        got = [t[key] for t in per_run]
+        pairs = [u for _, u in got if u is not None]
+        out.append(Across(label=run_label(first), measured_ms=tuple(r.measured_ms for r, _ in got),
+                          speedup=tuple(m for m, _ in pairs) if len(pairs) == len(got) else (),
+                          speedup_predicted=tuple(p for _, p in pairs) if len(pairs) == len(got) else ()))
+    if not out:
+        raise UserError("the runs have no configuration in common (model, batch, schedule, split)")
+    return out
+
+
+def worst_floors(table: Sequence[Across]) -> tuple[float, float]:
+    """(speedup, time): the least worst error, over every configuration and run, that any
+    predictions (one per configuration) could have had — the largest of the configurations' floors."""
+    ups = [a.speedup_floor_pct for a in table if a.speedup]
+    return max(ups, default=float("nan")), max(a.time_floor_pct for a in table)

@@ -1,0 +1,114 @@
+"""The same validation run twice or more: the floor no prediction can beat in every run, and the
+table of configurations matched over the runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ddgsim.cli import main
+from ddgsim.compare.between_runs import across, best_prediction, floor_pct, worst_floors
+from ddgsim.compare.rows import Row
+from ddgsim.compare.validation_csv import write_csv
+from ddgsim.errors import UserError
+
+positive = st.floats(min_value=1e-3, max_value=1e4, allow_nan=False, allow_infinity=False)
+
+
+def _worst_pct(p: float, values: list[float]) -> float:
+    return max(100.0 * abs(p - v) / v for v in values)
+
+
+@given(st.lists(positive, min_size=1, max_size=8), positive)
+def test_no_prediction_beats_the_floor_and_the_best_one_reaches_it(values: list[float], p: float) -> None:
+    floor = floor_pct(values)
+    assert _worst_pct(p, values) >= floor - 1e-9 * max(1.0, floor)
+    assert _worst_pct(best_prediction(values), values) == pytest.approx(floor, rel=1e-9, abs=1e-9)
+    assert min(values) <= best_prediction(values) <= max(values)
+
+
+def test_the_floor_worked_by_hand() -> None:
+    # 1.195 and 1.020 (one configuration's measured speedup in two runs): p = 1.1006 is 7.9 % off both
+    assert floor_pct([1.195, 1.020]) == pytest.approx(100 * 0.175 / 2.215)
+    assert best_prediction([1.195, 1.020]) == pytest.approx(2 * 1.195 * 1.020 / 2.215)
+    assert floor_pct([3.0]) == 0.0
+    for bad in ([], [1.0, 0.0], [-2.0]):
+        with pytest.raises(UserError, match="positive"):
+            floor_pct(bad)
+
+
+def _row(K: int, schedule: str, split: str, times: tuple[float, ...]) -> Row:
+    m = statistics.median(times)
+    return Row(model="resnet20", K=K, schedule=schedule, split=split, predicted_ms=100.0 / K, measured_ms=m,
+               error_pct=100 * (100.0 / K - m) / m, batch_size=128, scenario="local", repeats=len(times),
+               measured_all_ms=times)
+
+
+def test_configurations_are_matched_over_the_runs() -> None:
+    one = [_row(1, "bp", "", (100.0, 100.0)), _row(2, "ddg", "6", (50.0, 50.0)), _row(2, "gpipe", "7", (60.0, 60.0))]
+    two = [_row(1, "bp", "", (120.0, 120.0)), _row(2, "ddg", "6", (80.0, 80.0)), _row(2, "1f1b", "7", (70.0, 70.0))]
+    table = across([one, two])
+    assert [a.label for a in table] == ["K=1 bp [-]", "K=2 ddg [6]"]  # gpipe and 1f1b were not in both
+    base, ddg = table
+    assert base.speedup == () and base.measured_ms == (100.0, 120.0)
+    assert ddg.speedup == pytest.approx((2.0, 1.5)) and ddg.speedup_predicted == pytest.approx((2.0, 2.0))
+    assert ddg.speedup_floor_pct == pytest.approx(100 * 0.5 / 3.5)
+    assert math.isnan(base.speedup_floor_pct)
+    up, tm = worst_floors(table)
+    assert up == pytest.approx(100 * 0.5 / 3.5) and tm == pytest.approx(100 * 30 / 130)
+
+
+def test_fewer_than_two_runs_or_nothing_in_common_is_refused() -> None:
+    with pytest.raises(UserError, match="two or more"):
+        across([[_row(1, "bp", "", (1.0,))]])
+    with pytest.raises(UserError, match="in common"):
+        across([[_row(2, "ddg", "6", (1.0,))], [_row(2, "ddg", "7", (1.0,))]])
+
+
+def _runs(tmp_path: Path) -> list[str]:
+    def pipe(speedup: float) -> Row:  # predicted 1.18x
+        return dataclasses.replace(_row(2, "1f1b", "5", (100 / speedup,) * 2), predicted_ms=100 / 1.18, micro_batches=2)
+
+    one = [_row(1, "bp", "", (100.0, 100.0)), pipe(1.195)]
+    two = [_row(1, "bp", "", (100.0, 100.0)), pipe(1.020)]
+    dirs = []
+    for name, rows in (("v1", one), ("v2", two)):
+        (tmp_path / name).mkdir()
+        write_csv(rows, tmp_path / name / "validation.csv")
+        dirs.append(str(tmp_path / name))
+    return dirs
+
+
+def test_the_command_prints_each_runs_measurements_and_the_floor(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    v1, v2 = _runs(tmp_path)
+    assert main(["compare-runs", v1, v2 + "/validation.csv", "--tolerance", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "1.195 1.020" in out and "7.9%" in out
+    assert "(1 configuration above 6%: K=2 1f1b M=2 [5])" in " ".join(out.split())
+    assert "run by run: 1.3%, 15.7%" in out  # the prediction 1.18x against 1.195x and 1.020x
+    assert main(["compare-runs", v1, v2, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["speedup_worst_floor_pct"] == pytest.approx(100 * 0.175 / 2.215)
+    [base, pipe] = data["configurations"]
+    assert base["speedup"] == [] and pipe["best_speedup_prediction"] == pytest.approx(2 * 1.195 * 1.02 / 2.215)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["{v1}"], "need two or more runs"),
+    (["{v1}", "{tmp}/nowhere"], "has no validation.csv"),
+    (["{v1}", "{v2}", "--tolerance", "0"], "--tolerance must be a positive percentage, got 0.0"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    v1, v2 = _runs(tmp_path)
+    assert main(["compare-runs", *(a.format(v1=v1, v2=v2, tmp=tmp_path) for a in argv)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
