@@ -86,10 +86,9 @@ def run(args: argparse.Namespace) -> int:
     for col in ("configuration", "measured speedup per run", "floor", "measured ms per run", "floor"):
         t.add_column(col, justify="left" if col == "configuration" else "right")
     for a in table:
-        t.add_row(a.label, _fmt(a.speedup, ".3f"), _pct(a.speedup_floor_pct), _fmt(a.measured_ms, ".1f"),
+        t.add_row(a.label, _fmt(a.speedup, ".3f"), _pct(a.speedup_floor_pct), _fmt(a.measured_ms, ".4g"),
                   _pct(a.time_floor_pct))
-    t.caption = ("floor: the least worst error any one prediction has against every run, "
-                 "(max - min) / (max + min)")
+    t.caption = "floor: (max - min) / (max + min), the least worst error of any prediction"
     c = console()
     c.print(t)
     lines = [f"least worst speedup error any prediction could have in every run: {_pct(up)}"
