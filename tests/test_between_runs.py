@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ddgsim.cli import main
-from ddgsim.compare.between_runs import across, best_prediction, floor_pct, worst_floors
+from ddgsim.compare.between_runs import across, best_prediction, floor_pct, within_all, worst_floors
 from ddgsim.compare.rows import Row
 from ddgsim.compare.validation_csv import write_csv
 from ddgsim.errors import UserError
@@ -32,6 +32,24 @@ def test_no_prediction_beats_the_floor_and_the_best_one_reaches_it(values: list[
     assert _worst_pct(p, values) >= floor - 1e-9 * max(1.0, floor)
     assert _worst_pct(best_prediction(values), values) == pytest.approx(floor, rel=1e-9, abs=1e-9)
     assert min(values) <= best_prediction(values) <= max(values)
+
+
+@given(st.lists(st.tuples(positive, st.floats(min_value=0, max_value=50)), min_size=1, max_size=6), positive)
+def test_within_all_is_exactly_the_predictions_within_every_width(runs: list[tuple[float, float]], p: float) -> None:
+    measured, widths = [m for m, _ in runs], [w for _, w in runs]
+
+    def fits(x: float) -> bool:
+        return all(abs(x - m) <= w / 100 * m * (1 + 1e-9) + 1e-12 for m, w in runs)
+
+    iv = within_all(measured, widths)
+    if iv is None:
+        assert not fits(p)
+    else:
+        assert fits(iv[0]) and fits(iv[1]) and fits((iv[0] + iv[1]) / 2)
+        if fits(p):  # nothing outside the interval fits, everything inside does
+            assert iv[0] * (1 - 1e-9) <= p <= iv[1] * (1 + 1e-9)
+        if iv[0] < p < iv[1]:
+            assert fits(p)
 
 
 def test_the_floor_worked_by_hand() -> None:
@@ -94,11 +112,14 @@ def test_the_command_prints_each_runs_measurements_and_the_floor(tmp_path: Path,
     assert "1.195 1.020" in out and "7.9%" in out
     assert "(1 configuration above 6%: K=2 1f1b M=2 [5])" in " ".join(out.split())
     assert "run by run: 1.3%, 15.7%" in out  # the prediction 1.18x against 1.195x and 1.020x
+    # times 83.7 and 98.0 ms, noise 0: no time is within 6 % of both
+    assert "within 6% or the run's own noise in every run: 1 configuration (K=2 1f1b M=2 [5])" in " ".join(out.split())
     assert main(["compare-runs", v1, v2, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["speedup_worst_floor_pct"] == pytest.approx(100 * 0.175 / 2.215)
     [base, pipe] = data["configurations"]
     assert base["speedup"] == [] and pipe["best_speedup_prediction"] == pytest.approx(2 * 1.195 * 1.02 / 2.215)
+    assert base["time_within_tolerance_or_noise_ms"] == [95.0, 105.0] and pipe["time_within_tolerance_or_noise_ms"] is None
 
 
 @pytest.mark.parametrize(("argv", "message"), [

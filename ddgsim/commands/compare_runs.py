@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("runs", nargs="+", metavar="DIR",
                    help="validate's --out folders (or their validation.csv), two or more")
     p.add_argument("--tolerance", type=float, default=5.0, metavar="PCT",
-                   help="name the configurations whose runs disagree by more than this (default 5)")
+                   help="name the configurations whose runs disagree by more than this, and those no predicted "
+                        "time is within it (or the run's noise) of in every run (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     up, tm = worst_floors(table)
     over = [a for a in table if a.speedup and a.speedup_floor_pct > args.tolerance]
     over_t = [a for a in table if a.time_floor_pct > args.tolerance]
+    never = [a for a in table if a.time_within(args.tolerance) is None]
     per_run = [max((100 * abs(a.speedup_predicted[i] - a.speedup[i]) / a.speedup[i] for a in table if a.speedup),
                    default=math.nan) for i in range(len(args.runs))]
     if args.json:
@@ -71,34 +73,41 @@ def run(args: argparse.Namespace) -> int:
             "speedup_worst_floor_pct": None if math.isnan(up) else up, "time_worst_floor_pct": tm,
             "predicted_speedup_worst_error_pct": [None if math.isnan(x) else x for x in per_run],
             "configurations": [{"label": a.label, "measured_ms": list(a.measured_ms),
-                                "time_floor_pct": a.time_floor_pct, "speedup": list(a.speedup),
+                                "time_floor_pct": a.time_floor_pct, "noise_pct": list(a.noise_pct),
+                                "time_within_tolerance_or_noise_ms": _interval(a.time_within(args.tolerance)),
+                                "speedup": list(a.speedup),
                                 "speedup_predicted": list(a.speedup_predicted),
                                 "speedup_floor_pct": a.speedup_floor_pct if a.speedup else None,
                                 "best_speedup_prediction": best_prediction(a.speedup) if a.speedup else None}
                                for a in table]}
         print(json.dumps(out, indent=1))
         return 0
-    from rich.table import Table
+    from ddgsim.commands._table import Column, console, print_tables
 
-    from ddgsim.commands._table import console
-
-    t = Table(title=f"{len(args.runs)} runs of one validation, configuration by configuration")
-    for col in ("configuration", "measured speedup per run", "floor", "measured ms per run", "floor"):
-        t.add_column(col, justify="left" if col == "configuration" else "right")
-    for a in table:
-        t.add_row(a.label, _fmt(a.speedup, ".3f"), _pct(a.speedup_floor_pct), _fmt(a.measured_ms, ".4g"),
-                  _pct(a.time_floor_pct))
-    t.caption = "floor: (max - min) / (max + min), the least worst error of any prediction"
+    ms = ".1f" if min(m for a in table for m in a.measured_ms) >= 10 else ".3f"
+    cols = [Column("configuration", "left"), Column("speedup, each run", part=1), Column("floor", part=1),
+            Column("ms, each run", part=2), Column("floor", part=2), Column(f"{args.tolerance:g}%|noise", part=2)]
+    rows = [[a.label, _fmt(a.speedup, ".3f"), _pct(a.speedup_floor_pct), _fmt(a.measured_ms, ms),
+             _pct(a.time_floor_pct), "no" if a.time_within(args.tolerance) is None else "yes"] for a in table]
     c = console()
-    c.print(t)
+    print_tables(c, f"{len(args.runs)} runs of one validation", cols, rows)
+    notes = ["floor: (max - min) / (max + min), the least worst error any one prediction has against every run",
+             f"{args.tolerance:g}%|noise: whether one predicted time is within {args.tolerance:g}% or the run's own "
+             "noise, whichever is larger, of every run's"]
     lines = [f"least worst speedup error any prediction could have in every run: {_pct(up)}"
              + (f" ({_count(over)} above {args.tolerance:g}%: {', '.join(a.label for a in over)})" if over else ""),
              f"the predictions' worst speedup error, run by run: {', '.join(_pct(x) for x in per_run)}",
              f"least worst time error any prediction could have in every run: {_pct(tm)}"
-             + (f" ({_count(over_t)} above {args.tolerance:g}%: {', '.join(a.label for a in over_t)})" if over_t else "")]
-    for line in lines:
+             + (f" ({_count(over_t)} above {args.tolerance:g}%: {', '.join(a.label for a in over_t)})" if over_t else ""),
+             f"no predicted time within {args.tolerance:g}% or the run's own noise in every run: "
+             + (f"{_count(never)} ({', '.join(a.label for a in never)})" if never else "none")]
+    for line in notes + lines:
         c.print(line, highlight=False, markup=False)
     return 0
+
+
+def _interval(iv: tuple[float, float] | None) -> list[float] | None:
+    return None if iv is None else [iv[0], iv[1]]
 
 
 def _count(items: list[Any]) -> str:

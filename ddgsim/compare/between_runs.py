@@ -35,6 +35,17 @@ def floor_pct(values: Sequence[float]) -> float:
     return 100.0 * (hi - lo) / (hi + lo)
 
 
+def within_all(measured: Sequence[float], widths_pct: Sequence[float]) -> tuple[float, float] | None:
+    """The predictions ``p`` with ``|p − m_i| ≤ w_i % · m_i`` for every run ``i`` — each measurement
+    ``measured[i]`` within its own width ``widths_pct[i]`` (a tolerance, or the run's noise where
+    larger): the interval ``(lo, hi)``, or ``None`` when no prediction is within every one."""
+    if len(measured) != len(widths_pct) or not measured:
+        raise UserError(f"need one width per measurement, got {len(measured)} measurements and {len(widths_pct)} widths")
+    lo = max(m * (1 - w / 100) for m, w in zip(measured, widths_pct, strict=True))
+    hi = min(m * (1 + w / 100) for m, w in zip(measured, widths_pct, strict=True))
+    return (lo, hi) if lo <= hi else None
+
+
 def _range(values: Sequence[float]) -> tuple[float, float]:
     if not values or min(values) <= 0:
         raise UserError(f"need one or more positive measurements, got {list(values)!r}")
@@ -48,6 +59,8 @@ class Across:
     label: str
     measured_ms: tuple[float, ...]
     """Each run's measured time (median of its repeats)."""
+    noise_pct: tuple[float, ...]
+    """Each run's noise for it (:attr:`Row.noise_pct`: half the spread of its repeats)."""
     speedup: tuple[float, ...]
     """Each run's measured speedup over K = 1 of the same moment (empty for K = 1 or unpaired)."""
     speedup_predicted: tuple[float, ...]
@@ -55,6 +68,11 @@ class Across:
     @property
     def time_floor_pct(self) -> float:
         return floor_pct(self.measured_ms)
+
+    def time_within(self, tol_pct: float) -> tuple[float, float] | None:
+        """The predicted times within ``tol_pct`` or the run's own noise, whichever is larger, of every
+        run's measurement (:func:`within_all`); ``None``: no prediction is, in every run."""
+        return within_all(self.measured_ms, [max(tol_pct, n) for n in self.noise_pct])
 
     @property
     def speedup_floor_pct(self) -> float:
@@ -85,6 +103,7 @@ def across(runs: Sequence[Sequence[Row]]) -> list[Across]:
         got = [t[key] for t in per_run]
         pairs = [u for _, u in got if u is not None]
         out.append(Across(label=run_label(first), measured_ms=tuple(r.measured_ms for r, _ in got),
+                          noise_pct=tuple(r.noise_pct for r, _ in got),
                           speedup=tuple(m for m, _ in pairs) if len(pairs) == len(got) else (),
                           speedup_predicted=tuple(p for _, p in pairs) if len(pairs) == len(got) else ()))
     if not out:
