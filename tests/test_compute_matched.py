@@ -176,3 +176,22 @@ def test_validate_records_each_repeats_compute_ratio_where_compute_dominates(tmp
     costly = dataclasses.replace(scenario, overheads=Overheads(forward_us=5000.0, backward_us=5000.0))
     rows, _ = run_all(profile, None, costly, "ideal-2", opts, tmp_path / "b", log=lambda m: None)
     assert [r.compute_ratio_all for r in rows] == [(), ()] and all(r.measured_ms > 0 for r in rows)
+
+
+def test_stages_under_a_mib_are_compared_in_mib_not_in_percent() -> None:
+    # a head stage of 0.16 MiB predicted and 2.5 KiB measured is +6 500 %: the allocator's granularity
+    big = dataclasses.replace(_row(2, 100.0, (100.0,)), predicted_memory_mib=(188.7, 0.1637),
+                              measured_memory_mib=(188.0, 0.00248))
+    tiny = dataclasses.replace(_row(2, 100.0, (100.0,)), predicted_memory_mib=(0.09, 0.25), measured_memory_mib=(0.0, 0.03))
+    assert big.memory_errors_pct == pytest.approx([100 * 0.7 / 188.0])
+    assert big.small_memory_errors_mib == pytest.approx([0.1637 - 0.00248])
+    s = summarize([big, tiny])
+    assert (s.memory_stages, s.memory_small_stages) == (1, 3)
+    assert s.memory_worst_pct == pytest.approx(100 * 0.7 / 188.0) and s.memory_small_worst_mib == pytest.approx(0.22)
+    line = next(x for x in s.lines() if x.startswith("peak memory"))
+    assert line == ("peak memory per stage, predicted vs measured (1 stage of 1 MiB or more): median |error| 0.4%, "
+                    "worst 0.4%; 3 stages under 1 MiB, within 0.22 MiB")
+    only_small = summarize([tiny])
+    assert next(x for x in only_small.lines() if x.startswith("peak memory")) == (
+        "peak memory per stage, predicted vs measured: 2 stages under 1 MiB, within 0.22 MiB")
+    assert only_small.to_json()["memory_small_stages"] == 2 and math.isnan(only_small.memory_median_pct)

@@ -24,6 +24,11 @@ processes computed slower than one process alone did at the same moment — they
 more than the model says
 (:func:`ddgsim.compare.accuracy.summarize`)."""
 
+MEMORY_FLOOR_MIB = 1.0
+"""A stage's peak memory below this, predicted and measured, is compared in MiB, not in %: a stage
+holding a final linear layer (0.16 MiB predicted, 2.5 KiB measured by the allocator) or an MLP's few
+KiB is off by thousands of % and by nothing that matters."""
+
 OK = "ok"
 FAILED = "failed"
 
@@ -103,13 +108,21 @@ class Row:
             return math.nan
         return scaled_error_pct(self.predicted_ms, self.compute_ratio_all, self.measured_all_ms)
 
-    @property
-    def memory_errors_pct(self) -> list[float]:
-        """Per stage, 100 · (predicted − measured) / measured (empty without both)."""
+    def _memory_pairs(self) -> list[tuple[float, float]]:
         if len(self.predicted_memory_mib) != len(self.measured_memory_mib):
             return []
-        return [100.0 * (p - m) / m for p, m in zip(self.predicted_memory_mib, self.measured_memory_mib, strict=True)
-                if m > 0]
+        return list(zip(self.predicted_memory_mib, self.measured_memory_mib, strict=True))
+
+    @property
+    def memory_errors_pct(self) -> list[float]:
+        """Per stage of :data:`MEMORY_FLOOR_MIB` or more (predicted or measured), 100 · (predicted −
+        measured) / measured (empty without both)."""
+        return [100.0 * (p - m) / m for p, m in self._memory_pairs() if m > 0 and max(p, m) >= MEMORY_FLOOR_MIB]
+
+    @property
+    def small_memory_errors_mib(self) -> list[float]:
+        """Per stage under :data:`MEMORY_FLOOR_MIB` both predicted and measured, predicted − measured in MiB."""
+        return [p - m for p, m in self._memory_pairs() if max(p, m) < MEMORY_FLOOR_MIB]
 
     @property
     def ok(self) -> bool:
