@@ -133,3 +133,26 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, tmp_pat
     assert main(["compare-runs", *(a.format(v1=v1, v2=v2, tmp=tmp_path) for a in argv)]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("beyond", [True, False])
+def test_validate_points_at_compare_runs_when_runs_are_beyond_their_noise(
+        beyond: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ddgsim.compare import validate
+    from ddgsim.compare.accuracy import summarize
+
+    base = _row(1, "bp", "", (100.0, 100.0, 100.0))
+    pipe = _row(2, "ddg", "6", (60.0, 61.0, 59.0) if beyond else (50.0, 50.5, 49.5))  # predicted 50 ms
+    rows = (base, pipe)
+
+    def fake_run(config: object, **_: object) -> validate.ValidationReport:
+        return validate.ValidationReport(rows=rows, summary=summarize(rows), header=(), csv_path=tmp_path / "v.csv",
+                                         summary_path=tmp_path / "s.json", report_path=tmp_path / "r.html")
+
+    monkeypatch.setattr(validate, "run", fake_run)
+    assert main(["validate", "mlp", "--gpus", "1,2", "--out", str(tmp_path / "v") + "/"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    hint = f"then ddgsim compare-runs {tmp_path / 'v'} {tmp_path / 'v'}-again"
+    assert (hint in out) == beyond
+    if beyond:
+        assert "1 run beyond 5% and their noise" in out

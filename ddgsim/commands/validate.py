@@ -95,6 +95,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     from ddgsim.compare import validate
+    from ddgsim.compare.rows import WITHIN_NOISE, WITHIN_TOLERANCE
 
     try:
         report = validate.run(_config(args))
@@ -105,6 +106,12 @@ def run(args: argparse.Namespace) -> int:
     for line in report.summary.lines():
         print(line)
     print(f"wrote {report.csv_path}, {report.report_path}")
+    beyond = sum(len(v) for k, v in report.summary.verdicts.items() if k not in (WITHIN_TOLERANCE, WITHIN_NOISE))
+    if beyond:
+        out = str(Path(args.out))
+        print(f"{beyond} run{'s' if beyond != 1 else ''} beyond {report.summary.tol_pct:g}% and their noise, which is "
+              "their repeats' spread minutes apart; how far this machine moves between runs: the same command again "
+              f"with --out {out}-again, then ddgsim compare-runs {out} {out}-again")
     if report.failure:
         sys.stderr.write(f"error: {report.failure}\n")
         return 1

@@ -133,7 +133,7 @@ class Summary:
 
     def _memory_line(self) -> str:
         """``peak memory per stage, predicted vs measured (19 stages of 1 MiB or more): median |error| 1.2%,
-        worst 6.0%; 2 stages under 1 MiB: within 0.16 MiB``."""
+        worst 6.0%; 2 stages under 1 MiB, within 0.16 MiB``."""
         from ddgsim.compare.rows import MEMORY_FLOOR_MIB
 
         floor = f"{MEMORY_FLOOR_MIB:g} MiB"
