@@ -156,3 +156,14 @@ def test_validate_points_at_compare_runs_when_runs_are_beyond_their_noise(
     assert (hint in out) == beyond
     if beyond:
         assert "1 run beyond 5% and their noise" in out
+
+
+def test_a_validation_csv_with_a_bad_value_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    v1, v2 = _runs(tmp_path)
+    text = (Path(v1) / "validation.csv").read_text().splitlines()
+    cells = text[1].split(",")
+    cells[4] = "abc"  # predicted_ms
+    (Path(v1) / "validation.csv").write_text("\n".join([text[0], ",".join(cells), *text[2:]]) + "\n")
+    assert main(["compare-runs", v1, v2]) == 2
+    err = capsys.readouterr().err
+    assert "validation.csv line 2 is not a validation run" in err and "'abc'" in err and len(err.splitlines()) == 1

@@ -60,7 +60,13 @@ def read_csv(path: str | Path) -> list[Row]:
     missing = [c for c in COLUMNS[:7] if recs and c not in recs[0]]
     if missing:
         raise UserError(f"{path} is not a validation.csv: column '{missing[0]}' is missing")
-    return [_row(r) for r in recs]
+    rows = []
+    for line, rec in enumerate(recs, start=2):
+        try:
+            rows.append(_row(rec))
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{path} line {line} is not a validation run: {exc}") from None
+    return rows
 
 
 def _floats(text: str | None) -> tuple[float, ...]:
