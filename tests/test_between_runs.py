@@ -72,7 +72,9 @@ def _row(K: int, schedule: str, split: str, times: tuple[float, ...]) -> Row:
 def test_configurations_are_matched_over_the_runs() -> None:
     one = [_row(1, "bp", "", (100.0, 100.0)), _row(2, "ddg", "6", (50.0, 50.0)), _row(2, "gpipe", "7", (60.0, 60.0))]
     two = [_row(1, "bp", "", (120.0, 120.0)), _row(2, "ddg", "6", (80.0, 80.0)), _row(2, "1f1b", "7", (70.0, 70.0))]
-    table = across([one, two])
+    matched = across([one, two])
+    table = matched.table
+    assert matched.left_out == ['resnet20 b128 K=2 1f1b [7]', 'resnet20 b128 K=2 gpipe [7]']
     assert [a.label for a in table] == ["K=1 bp [-]", "K=2 ddg [6]"]  # gpipe and 1f1b were not in both
     base, ddg = table
     assert base.speedup == () and base.measured_ms == (100.0, 120.0)
@@ -111,9 +113,9 @@ def test_the_command_prints_each_runs_measurements_and_the_floor(tmp_path: Path,
     out = capsys.readouterr().out
     assert "1.195 1.020" in out and "7.9%" in out
     assert "(1 configuration above 6%: K=2 1f1b M=2 [5])" in " ".join(out.split())
-    assert "run by run: 1.3%, 15.7%" in out  # the prediction 1.18x against 1.195x and 1.020x
+    assert "the model's worst speedup error, run by run: 1.3%, 15.7%" in out  # the prediction 1.18x against 1.195x and 1.020x
     # times 83.7 and 98.0 ms, noise 0: no time is within 6 % of both
-    assert "within 6% or the run's own noise in every run: 1 configuration (K=2 1f1b M=2 [5])" in " ".join(out.split())
+    assert "within 6% or the run's own noise of every run: 1 configuration (K=2 1f1b M=2 [5])" in " ".join(out.split())
     assert main(["compare-runs", v1, v2, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["speedup_worst_floor_pct"] == pytest.approx(100 * 0.175 / 2.215)
@@ -124,8 +126,10 @@ def test_the_command_prints_each_runs_measurements_and_the_floor(tmp_path: Path,
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["{v1}"], "need two or more runs"),
-    (["{v1}", "{tmp}/nowhere"], "has no validation.csv"),
-    (["{v1}", "{v2}", "--tolerance", "0"], "--tolerance must be a positive percentage, got 0.0"),
+    (["{v1}", "{tmp}/nowhere"], "nowhere' does not exist"),
+    (["{v1}", "{tmp}"], "has no validation.csv"),
+    (["{v1}", "{v2}", "--tolerance", "0"], "--tolerance must be a percentage above 0, got 0"),
+    (["{v1}", "{v1}/validation.csv"], "is given twice"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -167,3 +171,39 @@ def test_a_validation_csv_with_a_bad_value_is_one_line(tmp_path: Path, capsys: p
     assert main(["compare-runs", v1, v2]) == 2
     err = capsys.readouterr().err
     assert "validation.csv line 2 is not a validation run" in err and "'abc'" in err and len(err.splitlines()) == 1
+
+
+def _write(tmp_path: Path, name: str, rows: list[Row]) -> str:
+    (tmp_path / name).mkdir()
+    write_csv(rows, tmp_path / name / "validation.csv")
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([], "has no runs"),
+    ([_row(1, "bp", "", (100.0, 0.0))], "needs positive, finite times"),
+    ([_row(1, "bp", "", (100.0, math.nan))], "needs positive, finite times"),
+    ([_row(1, "bp", "", (100.0,)), _row(1, "bp", "", (90.0,))], "holds resnet20 b128 K=1 bp [-] twice"),
+])
+def test_a_run_that_cannot_be_compared_is_refused_in_one_line(rows: list[Row], message: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    good = _write(tmp_path, "good", [_row(1, "bp", "", (100.0,))])
+    assert main(["compare-runs", good, _write(tmp_path, "bad", rows)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_runs_of_different_models_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = _write(tmp_path, "a", [_row(1, "bp", "", (100.0,))])
+    b = _write(tmp_path, "b", [dataclasses.replace(_row(1, "bp", "", (100.0,)), model="mlp")])
+    assert main(["compare-runs", a, b]) == 2
+    err = capsys.readouterr().err
+    assert "run " + a + ": resnet20 at batch 128 on local; run " + b + ": mlp at batch 128 on local" in err
+
+
+def test_a_binary_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    v1, _ = _runs(tmp_path)
+    (tmp_path / "bin.csv").write_bytes(b"\x00\x01\xff\xfe")
+    assert main(["compare-runs", v1, str(tmp_path / "bin.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "bin.csv is not a validation.csv (a text CSV file)" in err and len(err.splitlines()) == 1

@@ -27,11 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                                 "validation, and the least worst error any prediction could have had "
                                 "against all of them: where runs disagree by more than a tolerance, no "
                                 "model meets it in every run.")
-    p.add_argument("runs", nargs="+", metavar="DIR",
+    p.add_argument("runs", nargs="+", metavar="DIR",  # one is refused with a message of its own
                    help="validate's --out folders (or their validation.csv), two or more")
     p.add_argument("--tolerance", type=float, default=5.0, metavar="PCT",
-                   help="name the configurations whose runs disagree by more than this, and those no predicted "
-                        "time is within it (or the run's noise) of in every run (default 5)")
+                   help="name the configurations whose runs disagree by more than this, and those where no "
+                        "predicted time is within it, or the run's noise, of every run (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -40,7 +40,8 @@ def _csv(arg: str) -> Path:
     path = Path(arg)
     csv = path / "validation.csv" if path.is_dir() else path
     if not csv.is_file():
-        raise UserError(f"run {arg!r} has no validation.csv (expected validate's --out folder or the file)")
+        what = "does not exist" if not path.exists() else "has no validation.csv"
+        raise UserError(f"run {arg!r} {what} (expected validate's --out folder, or its validation.csv)")
     return csv
 
 
@@ -59,8 +60,13 @@ def run(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         raise UserError(f"need two or more runs to compare, got {len(args.runs)}: {args.runs[0]!r}")
     if not (math.isfinite(args.tolerance) and args.tolerance > 0):
-        raise UserError(f"--tolerance must be a positive percentage, got {args.tolerance!r}")
-    table = across([read_csv(_csv(a)) for a in args.runs])
+        raise UserError(f"--tolerance must be a percentage above 0, got {args.tolerance:g}")
+    paths = [_csv(a) for a in args.runs]
+    same = [a for i, a in enumerate(args.runs) if any(paths[i].resolve() == q.resolve() for q in paths[:i])]
+    if same:
+        raise UserError(f"run {same[0]!r} is given twice: compare different runs of one validation")
+    matched = across([read_csv(p) for p in paths], args.runs)
+    table = matched.table
     up, tm = worst_floors(table)
     over = [a for a in table if a.speedup and a.speedup_floor_pct > args.tolerance]
     over_t = [a for a in table if a.time_floor_pct > args.tolerance]
@@ -69,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                    default=math.nan) for i in range(len(args.runs))]
     if args.json:
         out: dict[str, Any] = {
-            "runs": list(args.runs), "tolerance_pct": args.tolerance,
+            "runs": list(args.runs), "tolerance_pct": args.tolerance, "left_out": matched.left_out,
             "speedup_worst_floor_pct": None if math.isnan(up) else up, "time_worst_floor_pct": tm,
             "predicted_speedup_worst_error_pct": [None if math.isnan(x) else x for x in per_run],
             "configurations": [{"label": a.label, "measured_ms": list(a.measured_ms),
@@ -86,20 +92,22 @@ def run(args: argparse.Namespace) -> int:
 
     ms = ".1f" if min(m for a in table for m in a.measured_ms) >= 10 else ".3f"
     cols = [Column("configuration", "left"), Column("speedup, each run", part=1), Column("floor", part=1),
-            Column("ms, each run", part=2), Column("floor", part=2), Column(f"{args.tolerance:g}%|noise", part=2)]
+            Column("ms, each run", part=2), Column("floor", part=2), Column(f"{args.tolerance:g}%/noise", part=2)]
     rows = [[a.label, _fmt(a.speedup, ".3f"), _pct(a.speedup_floor_pct), _fmt(a.measured_ms, ms),
              _pct(a.time_floor_pct), "no" if a.time_within(args.tolerance) is None else "yes"] for a in table]
     c = console()
     print_tables(c, f"{len(args.runs)} runs of one validation", cols, rows)
-    notes = ["floor: (max - min) / (max + min), the least worst error any one prediction has against every run",
-             f"{args.tolerance:g}%|noise: whether one predicted time is within {args.tolerance:g}% or the run's own "
-             "noise, whichever is larger, of every run's"]
-    lines = [f"least worst speedup error any prediction could have in every run: {_pct(up)}"
+    notes = ["floor: (max - min) / (max + min), the best worst-case error any one prediction can have over the runs",
+             f"{args.tolerance:g}%/noise: whether one predicted time is within {args.tolerance:g}% or the run's own "
+             "noise, whichever is larger, of every run's measured time"]
+    if matched.left_out:
+        notes.append(f"left out, not measured in every run: {', '.join(matched.left_out)}")
+    lines = [f"speedups: largest floor {_pct(up)}"
              + (f" ({_count(over)} above {args.tolerance:g}%: {', '.join(a.label for a in over)})" if over else ""),
-             f"the predictions' worst speedup error, run by run: {', '.join(_pct(x) for x in per_run)}",
-             f"least worst time error any prediction could have in every run: {_pct(tm)}"
+             f"the model's worst speedup error, run by run: {', '.join(_pct(x) for x in per_run)}",
+             f"times: largest floor {_pct(tm)}"
              + (f" ({_count(over_t)} above {args.tolerance:g}%: {', '.join(a.label for a in over_t)})" if over_t else ""),
-             f"no predicted time within {args.tolerance:g}% or the run's own noise in every run: "
+             f"no predicted time within {args.tolerance:g}% or the run's own noise of every run: "
              + (f"{_count(never)} ({', '.join(a.label for a in never)})" if never else "none")]
     for line in notes + lines:
         c.print(line, highlight=False, markup=False)

@@ -13,6 +13,7 @@ no model can be within it in every run: the runs disagree with each other by mor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,36 +80,75 @@ class Across:
         return floor_pct(self.speedup) if self.speedup else float("nan")
 
 
-def _key(r: Row) -> tuple[str, int, str, str]:
+KEY_FIELDS = "model, batch, scenario, K, replicas, schedule, micro-batches, runtime and split"
+"""What matches a configuration over the runs."""
+
+Key = tuple[str, int, str, str]
+
+
+def _key(r: Row) -> Key:
     return (r.model, r.batch_size, r.scenario, run_label(r))
 
 
-def across(runs: Sequence[Sequence[Row]]) -> list[Across]:
-    """Every configuration measured in all of ``runs`` (matched by model, batch and
-    :func:`run_label`), in the first run's order."""
+def _describe(key: Key) -> str:
+    return f"{key[0]} b{key[1]} {key[3]}"
+
+
+def _check(name: str, rows: Sequence[Row]) -> None:
+    """A run's measured rows: every time finite and positive, no configuration twice."""
+    if not rows:
+        raise UserError(f"run {name} has no runs in its validation.csv")
+    seen: set[Key] = set()
+    for r in rows:
+        if not r.ok:
+            continue
+        times = (r.measured_ms, *r.measured_all_ms)
+        if not all(math.isfinite(t) and t > 0 for t in times):
+            raise UserError(f"run {name}: {_describe(_key(r))} has measured times {list(times)!r}; a measured run "
+                            "needs positive, finite times")
+        if _key(r) in seen:
+            raise UserError(f"run {name} holds {_describe(_key(r))} twice: one validation per file, please")
+        seen.add(_key(r))
+
+
+@dataclass(frozen=True)
+class Matched:
+    """The configurations measured in every run, and those left out (measured in some runs only)."""
+
+    table: list[Across]
+    left_out: list[str]
+
+
+def across(runs: Sequence[Sequence[Row]], names: Sequence[str] | None = None) -> Matched:
+    """Every configuration measured in all of ``runs`` (matched by :data:`KEY_FIELDS`), in the first
+    run's order, and the labels of those measured in some of them only."""
     if len(runs) < 2:
         raise UserError(f"need two or more validation runs to compare, got {len(runs)}")
-    per_run: list[dict[tuple[str, int, str, str], tuple[Row, tuple[float, float] | None]]] = []
-    for rows in runs:
+    names = list(names) if names is not None else [str(i + 1) for i in range(len(runs))]
+    per_run: list[dict[Key, tuple[Row, tuple[float, float] | None]]] = []
+    for name, rows in zip(names, runs, strict=True):
+        _check(name, rows)
         ups = speedups(rows)
-        table: dict[tuple[str, int, str, str], tuple[Row, tuple[float, float] | None]] = {}
+        table: dict[Key, tuple[Row, tuple[float, float] | None]] = {}
         for i, r in enumerate(rows):
             if r.ok:
                 table[_key(r)] = (r, (ups[i].measured, ups[i].predicted) if i in ups else None)
         per_run.append(table)
     out: list[Across] = []
-    for key, (first, _) in per_run[0].items():
-        if not all(key in t for t in per_run):
-            continue
+    everywhere = [k for k in per_run[0] if all(k in t for t in per_run)]
+    somewhere = {k for t in per_run for k in t}
+    for key in everywhere:
         got = [t[key] for t in per_run]
         pairs = [u for _, u in got if u is not None]
-        out.append(Across(label=run_label(first), measured_ms=tuple(r.measured_ms for r, _ in got),
+        out.append(Across(label=run_label(got[0][0]), measured_ms=tuple(r.measured_ms for r, _ in got),
                           noise_pct=tuple(r.noise_pct for r, _ in got),
                           speedup=tuple(m for m, _ in pairs) if len(pairs) == len(got) else (),
                           speedup_predicted=tuple(p for _, p in pairs) if len(pairs) == len(got) else ()))
     if not out:
-        raise UserError("the runs have no configuration in common (model, batch, schedule, split)")
-    return out
+        what = "; ".join(f"run {n}: " + (", ".join(sorted({f"{k[0]} at batch {k[1]} on {k[2] or '?'}" for k in t}))
+                                          or "nothing measured") for n, t in zip(names, per_run, strict=True))
+        raise UserError(f"the runs have no configuration in common ({KEY_FIELDS}): {what}")
+    return Matched(out, [_describe(k) for k in sorted(somewhere - set(everywhere))])
 
 
 def worst_floors(table: Sequence[Across]) -> tuple[float, float]:

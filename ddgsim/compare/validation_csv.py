@@ -57,6 +57,8 @@ def read_csv(path: str | Path) -> list[Row]:
             recs = list(csv.DictReader(fh))
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{path} is not a validation.csv (a text CSV file): {exc}") from None
     missing = [c for c in COLUMNS[:7] if recs and c not in recs[0]]
     if missing:
         raise UserError(f"{path} is not a validation.csv: column '{missing[0]}' is missing")
