@@ -2,7 +2,7 @@
 
     python -m ddgsim compare-runs v1 v2 [v3 ...] [--tolerance 6] [--json]
 
-Each configuration measured in every run (matched by model, batch, schedule and split): its
+Each configuration measured in every run (matched by ``between_runs.KEY_FIELDS``): its
 measured speedup over K = 1 and its measured time in each run, and the floor no prediction can
 beat against all of them (:mod:`ddgsim.compare.between_runs`). A validation's noise figure is the
 spread of its repeats, minutes apart; a machine whose state changes between runs moves them all
@@ -70,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
     up, tm = worst_floors(table)
     over = [a for a in table if a.speedup and a.speedup_floor_pct > args.tolerance]
     over_t = [a for a in table if a.time_floor_pct > args.tolerance]
-    never = [a for a in table if a.time_within(args.tolerance) is None]
-    per_run = [max((100 * abs(a.speedup_predicted[i] - a.speedup[i]) / a.speedup[i] for a in table if a.speedup),
-                   default=math.nan) for i in range(len(args.runs))]
+    within = [a.time_within(args.tolerance) for a in table]
+    never = [a for a, iv in zip(table, within, strict=True) if iv is None]
+    per_run = [max((abs(a.speedup_error_pct[i]) for a in table if a.speedup), default=math.nan)
+               for i in range(len(args.runs))]
     if args.json:
         out: dict[str, Any] = {
             "runs": list(args.runs), "tolerance_pct": args.tolerance, "left_out": matched.left_out,
@@ -80,12 +81,12 @@ def run(args: argparse.Namespace) -> int:
             "predicted_speedup_worst_error_pct": [None if math.isnan(x) else x for x in per_run],
             "configurations": [{"label": a.label, "measured_ms": list(a.measured_ms),
                                 "time_floor_pct": a.time_floor_pct, "noise_pct": list(a.noise_pct),
-                                "time_within_tolerance_or_noise_ms": _interval(a.time_within(args.tolerance)),
+                                "time_within_tolerance_or_noise_ms": _interval(iv),
                                 "speedup": list(a.speedup),
                                 "speedup_predicted": list(a.speedup_predicted),
                                 "speedup_floor_pct": a.speedup_floor_pct if a.speedup else None,
                                 "best_speedup_prediction": best_prediction(a.speedup) if a.speedup else None}
-                               for a in table]}
+                               for a, iv in zip(table, within, strict=True)]}
         print(json.dumps(out, indent=1))
         return 0
     from ddgsim.commands._table import Column, console, print_tables
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     cols = [Column("configuration", "left"), Column("speedup, each run", part=1), Column("floor", part=1),
             Column("ms, each run", part=2), Column("floor", part=2), Column(f"{args.tolerance:g}%/noise", part=2)]
     rows = [[a.label, _fmt(a.speedup, ".3f"), _pct(a.speedup_floor_pct), _fmt(a.measured_ms, ms),
-             _pct(a.time_floor_pct), "no" if a.time_within(args.tolerance) is None else "yes"] for a in table]
+             _pct(a.time_floor_pct), "no" if iv is None else "yes"] for a, iv in zip(table, within, strict=True)]
     c = console()
     print_tables(c, f"{len(args.runs)} runs of one validation", cols, rows)
     notes = ["floor: (max - min) / (max + min), the best worst-case error any one prediction can have over the runs",

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from ddgsim.compare.rows import (
     CONTENTION,
     MACHINE_SPEED,
+    MEMORY_FLOOR_MIB,
     MODEL_ERROR,
     SESSION_SPEED,
     WITHIN_NOISE,
@@ -134,8 +135,6 @@ class Summary:
     def _memory_line(self) -> str:
         """``peak memory per stage, predicted vs measured (19 stages of 1 MiB or more): median |error| 1.2%,
         worst 6.0%; 2 stages under 1 MiB, within 0.16 MiB``."""
-        from ddgsim.compare.rows import MEMORY_FLOOR_MIB
-
         floor = f"{MEMORY_FLOOR_MIB:g} MiB"
         line = "peak memory per stage, predicted vs measured"
         if self.memory_stages:

@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ddgsim.compare.accuracy import speedups
+from ddgsim.compare.accuracy import Speedup, speedups
 from ddgsim.compare.rows import Row, run_label
 from ddgsim.errors import UserError
 
@@ -65,6 +65,8 @@ class Across:
     speedup: tuple[float, ...]
     """Each run's measured speedup over K = 1 of the same moment (empty for K = 1 or unpaired)."""
     speedup_predicted: tuple[float, ...]
+    speedup_error_pct: tuple[float, ...]
+    """Each run's error of the predicted speedup, as that validation reports it (:attr:`Speedup.error_pct`)."""
 
     @property
     def time_floor_pct(self) -> float:
@@ -125,25 +127,26 @@ def across(runs: Sequence[Sequence[Row]], names: Sequence[str] | None = None) ->
     if len(runs) < 2:
         raise UserError(f"need two or more validation runs to compare, got {len(runs)}")
     names = list(names) if names is not None else [str(i + 1) for i in range(len(runs))]
-    per_run: list[dict[Key, tuple[Row, tuple[float, float] | None]]] = []
+    per_run: list[dict[Key, tuple[Row, Speedup | None]]] = []
     for name, rows in zip(names, runs, strict=True):
         _check(name, rows)
         ups = speedups(rows)
-        table: dict[Key, tuple[Row, tuple[float, float] | None]] = {}
+        table: dict[Key, tuple[Row, Speedup | None]] = {}
         for i, r in enumerate(rows):
             if r.ok:
-                table[_key(r)] = (r, (ups[i].measured, ups[i].predicted) if i in ups else None)
+                table[_key(r)] = (r, ups.get(i))
         per_run.append(table)
     out: list[Across] = []
     everywhere = [k for k in per_run[0] if all(k in t for t in per_run)]
     somewhere = {k for t in per_run for k in t}
     for key in everywhere:
         got = [t[key] for t in per_run]
-        pairs = [u for _, u in got if u is not None]
+        ups_of = [u for _, u in got if u is not None] if all(u is not None for _, u in got) else []
         out.append(Across(label=run_label(got[0][0]), measured_ms=tuple(r.measured_ms for r, _ in got),
                           noise_pct=tuple(r.noise_pct for r, _ in got),
-                          speedup=tuple(m for m, _ in pairs) if len(pairs) == len(got) else (),
-                          speedup_predicted=tuple(p for _, p in pairs) if len(pairs) == len(got) else ()))
+                          speedup=tuple(u.measured for u in ups_of),
+                          speedup_predicted=tuple(u.predicted for u in ups_of),
+                          speedup_error_pct=tuple(u.error_pct for u in ups_of)))
     if not out:
         what = "; ".join(f"run {n}: " + (", ".join(sorted({f"{k[0]} at batch {k[1]} on {k[2] or '?'}" for k in t}))
                                           or "nothing measured") for n, t in zip(names, per_run, strict=True))
